@@ -1,0 +1,11 @@
+"""fastbptt: backpropagation through time in compiled kernels, from NumPy.
+
+The time-step loop of a recurrent network, forward and backward, runs in Cython without the GIL
+and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain NumPy.
+"""
+from ._results import Cache, Grads
+from .rnn import rnn_backward, rnn_forward
+
+__version__ = "0.1.0"
+
+__all__ = ["Cache", "Grads", "rnn_forward", "rnn_backward"]

@@ -1,0 +1,81 @@
+"""What forward hands to backward (``Cache``) and what backward returns (``Grads``).
+
+Both are shared by the kernels and the reference, so a cache made by one is accepted by the other.
+"""
+from collections import namedtuple
+
+import numpy as np
+
+
+class Cache:
+    """Everything backward needs from forward, time-major (T, N, ...), C-contiguous.
+
+    Attributes common to every cell: ``cell`` ('rnn', 'lstm', 'gru'), ``time_major`` (the layout
+    the caller used), ``x``, ``h0``, ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states). Each cell
+    adds its own (``nonlinearity``; ``c``, ``gates``; ...). ``hT`` (and ``cT`` for the LSTM) is
+    the final state, to pass as ``h0`` (``c0``) of the next segment of a stream.
+
+    The hidden states returned by forward are a read-only view of ``h``: they are what backward
+    differentiates, so they must not change in between.
+    """
+
+    def __init__(self, cell, time_major, **arrays):
+        self.cell = cell
+        self.time_major = time_major
+        self.__dict__.update(arrays)
+
+    @property
+    def dtype(self):
+        return self.h.dtype
+
+    @property
+    def hT(self):
+        """The final hidden state (N, H), read-only."""
+        return _readonly(self.h[-1])
+
+    @property
+    def cT(self):
+        """The final cell state (N, H) of an LSTM, read-only."""
+        if self.cell != "lstm":
+            raise AttributeError(f"a {self.cell} cache has no cell state cT")
+        return _readonly(self.c[-1])
+
+    def __repr__(self):
+        n_steps, n_batch, n_hidden = self.h.shape
+        return (f"<fastbptt {self.cell} cache: T={n_steps} N={n_batch} H={n_hidden} "
+                f"{self.dtype}>")
+
+
+def _readonly(view):
+    view = view.view()
+    view.flags.writeable = False
+    return view
+
+
+_GradsBase = namedtuple("Grads", "dx dh0 dWx dWh db")
+
+
+class Grads(_GradsBase):
+    """The five gradients ``dx, dh0, dWx, dWh, db``, unpacking as CS231n's do.
+
+    What a cell has beyond the five is an attribute: ``dc0`` (LSTM), ``dbh`` (GRU). Pass a
+    ``Grads`` back as ``grads=`` to accumulate the next backward's weight gradients into it.
+    """
+
+    def __new__(cls, dx, dh0, dWx, dWh, db, **extra):
+        self = super().__new__(cls, dx, dh0, dWx, dWh, db)
+        self.__dict__.update(extra)
+        return self
+
+    def __repr__(self):
+        extra = "".join(f", {k}={v!r}" for k, v in self.__dict__.items())
+        return super().__repr__()[:-1] + extra + ")"
+
+
+def weight_grad_buffers(cache, grads=None):
+    """The arrays backward accumulates weight gradients into: ``grads``' (checked by
+    ``check_grads``) or new zeros. Keys dWx, dWh, db, and dbh for a GRU."""
+    names = ("dWx", "dWh", "db", "dbh") if cache.cell == "gru" else ("dWx", "dWh", "db")
+    if grads is not None:
+        return {name: getattr(grads, name) for name in names}
+    return {name: np.zeros_like(getattr(cache, name[1:])) for name in names}

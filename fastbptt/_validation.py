@@ -1,0 +1,195 @@
+"""Input checks shared by the kernels' wrappers and the NumPy reference.
+
+Every public function runs these before any compiled code: each error names the argument, what
+it got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
+or float64, never silently upcast), native byte order, time-major (T, N, ...) and C-contiguous.
+Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
+values (NaN, inf) in any input are rejected with a ValueError.
+"""
+from types import SimpleNamespace
+
+import numpy as np
+
+from ._results import Cache
+
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def as_float_array(name, value):
+    """``value`` as a float32/float64 ndarray in native byte order, else a TypeError naming it."""
+    if value is None:
+        raise TypeError(f"{name} must be a float32 or float64 array, got None")
+    arr = np.asarray(value)
+    if arr.dtype.kind != "f" or arr.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    return arr
+
+
+def check_finite(name, arr):
+    # the sum is one cheap pass; only if it is not finite (NaN, inf, or an overflow) look closer
+    if arr.size and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
+        raise ValueError(f"{name} contains NaN or infinity")
+
+
+def check_array(name, value, shape, dtype, expected):
+    """A finite float array of exactly ``shape`` and ``dtype``; ``expected`` spells the shape."""
+    arr = as_float_array(name, value)
+    if arr.dtype != dtype:
+        raise TypeError(
+            f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
+            "pass all arrays in one float dtype (fastbptt does not upcast)")
+    if arr.shape != tuple(shape):
+        raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {arr.shape}")
+    check_finite(name, arr)
+    return arr
+
+
+def check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def to_time_major(arr, time_major):
+    """A C-contiguous (T, N, ...) array from one in the caller's layout."""
+    return np.ascontiguousarray(arr if time_major else arr.swapaxes(0, 1))
+
+
+def from_time_major(arr, time_major):
+    """The caller's layout of a (T, N, ...) array: a view, no copy."""
+    return arr if time_major else arr.swapaxes(0, 1)
+
+
+def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
+    """Check the arguments of ``<cell>_forward``; return them time-major and C-contiguous.
+
+    Returns a namespace with x (T, N, D), h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,),
+    c0 and bh where the cell has them (zeros when None), and dtype, n_steps, n_batch,
+    n_input, n_hidden, time_major.
+    """
+    n_gates = N_GATES[cell]
+    time_major = check_bool("time_major", time_major)
+    layout = "(T, N, D)" if time_major else "(N, T, D)"
+    x = as_float_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be a 3-D array {layout}, got shape {x.shape}")
+    dtype = x.dtype
+    n_steps, n_batch = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
+    n_input = x.shape[2]
+    if n_steps == 0:
+        raise ValueError(f"x must have at least one time step (T >= 1), got shape {x.shape}")
+    if n_input == 0:
+        raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
+    check_finite("x", x)
+
+    g = "" if n_gates == 1 else f"{n_gates}*"
+    Wh = as_float_array("Wh", Wh)
+    if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
+        raise ValueError(f"Wh must have shape (H, {g}H) with H >= 1, got {Wh.shape}")
+    n_hidden = Wh.shape[0]
+    Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)")
+    Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)")
+    b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)")
+
+    def state(name, value):
+        if value is None:
+            return np.zeros((n_batch, n_hidden), dtype)
+        return np.ascontiguousarray(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)"))
+
+    out = SimpleNamespace(
+        x=to_time_major(x, time_major), h0=state("h0", h0),
+        Wx=np.ascontiguousarray(Wx), Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b),
+        dtype=dtype, n_steps=n_steps, n_batch=n_batch, n_input=n_input, n_hidden=n_hidden,
+        time_major=time_major)
+    if cell == "lstm":
+        out.c0 = state("c0", c0)
+    elif c0 is not None:
+        raise TypeError(f"c0 is only for lstm_forward, not {cell}_forward")
+    if cell == "gru":
+        out.bh = (np.zeros(3 * n_hidden, dtype) if bh is None else
+                  np.ascontiguousarray(check_array("bh", bh, (3 * n_hidden,), dtype, "(3*H,)")))
+    elif bh is not None:
+        raise TypeError(f"bh is only for gru_forward, not {cell}_forward")
+    return out
+
+
+def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None):
+    """Check the arguments of ``<cell>_backward``.
+
+    Returns a namespace with dh (T, N, H) time-major and C-contiguous (zeros when None),
+    dhT and dcT (N, H) (zeros when None), xi (T,) in the cache's dtype (ones when None: full
+    BPTT), and grads: the caller's gradient buffers to accumulate into, or None.
+    """
+    if not isinstance(cache, Cache):
+        raise TypeError(f"cache must be the cache returned by {cell}_forward, "
+                        f"got {type(cache).__name__}")
+    if cache.cell != cell:
+        raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
+    dtype = cache.dtype
+    n_steps, n_batch, n_hidden = cache.h.shape
+    if cache.time_major:
+        dh_shape, dh_expected = (n_steps, n_batch, n_hidden), "(T, N, H)"
+    else:
+        dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
+    if dh is None:
+        dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
+    else:
+        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected), cache.time_major)
+
+    def state(name, value):
+        if value is None:
+            return np.zeros((n_batch, n_hidden), dtype)
+        return np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)"), order="C")
+
+    out = SimpleNamespace(dh=dh, dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype),
+                          grads=None)
+    if cell == "lstm":
+        out.dcT = state("dcT", dcT)
+    elif dcT is not None:
+        raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
+    if grads is not None:
+        out.grads = check_grads(cell, grads, cache)
+    return out
+
+
+def check_xi(xi, n_steps, dtype):
+    """Truncation multipliers: (T,) real and finite, returned in ``dtype``; None means ones."""
+    if xi is None:
+        return np.ones(n_steps, dtype)
+    arr = np.asarray(xi)
+    if arr.dtype.kind not in "fiu" or arr.dtype.itemsize > 8:
+        raise TypeError(f"xi must be a real array of shape (T,), got dtype {arr.dtype}")
+    if arr.shape != (n_steps,):
+        raise ValueError(f"xi must have shape (T,) = ({n_steps},), got {arr.shape}")
+    arr = np.ascontiguousarray(arr, dtype=dtype)
+    check_finite("xi", arr)
+    return arr
+
+
+def check_grads(cell, grads, cache):
+    """The caller's weight-gradient buffers: right shape and dtype, C-contiguous, writeable."""
+    n_hidden = cache.Wh.shape[0]
+    gh = N_GATES[cell] * n_hidden
+    shapes = {"dWx": cache.Wx.shape, "dWh": (n_hidden, gh), "db": (gh,)}
+    if cell == "gru":
+        shapes["dbh"] = (gh,)
+    for name, shape in shapes.items():
+        buf = getattr(grads, name, None)
+        if not isinstance(buf, np.ndarray):
+            raise TypeError(f"grads.{name} must be a NumPy array to accumulate into, "
+                            f"got {type(buf).__name__}")
+        if buf.dtype != cache.dtype or buf.shape != shape:
+            raise ValueError(f"grads.{name} must be a {cache.dtype} array of shape {shape}, "
+                             f"got {buf.dtype} {buf.shape}")
+        if not (buf.flags.c_contiguous and buf.flags.writeable):
+            raise ValueError(f"grads.{name} must be C-contiguous and writeable")
+    return grads
+
+
+def check_nonlinearity(nonlinearity):
+    if nonlinearity not in ("tanh", "sigmoid", "relu"):
+        raise ValueError(
+            f"nonlinearity must be 'tanh', 'sigmoid' or 'relu', got {nonlinearity!r}")
+    return nonlinearity

@@ -1,0 +1,61 @@
+"""Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
+import numpy as np
+
+from . import _rnn
+from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._validation import check_backward, check_forward, check_nonlinearity, from_time_major
+
+
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
+    """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
+
+    Parameters
+    ----------
+    x : (N, T, D) array, or (T, N, D) if ``time_major``; float32 or float64.
+    h0 : (N, H) array or None (zeros).
+    Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
+    nonlinearity : 'tanh', 'sigmoid' or 'relu'.
+
+    Returns
+    -------
+    h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
+    cache : for ``rnn_backward``; ``cache.hT`` is the final state.
+    """
+    nonlinearity = check_nonlinearity(nonlinearity)
+    a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major)
+    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    if a.n_batch:
+        _rnn.forward(a.x, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity])
+    cache = Cache("rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
+                  nonlinearity=nonlinearity)
+    return _readonly(from_time_major(h, a.time_major)), cache
+
+
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None):
+    """Backpropagate through every time step of ``rnn_forward``.
+
+    Parameters
+    ----------
+    dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
+    cache : from ``rnn_forward``.
+    dhT : (N, H) gradient flowing into the final state from a later segment, or None.
+    xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
+        scales the gradient flowing from step t into the state it received (``xi[0]``: h0).
+    grads : a ``Grads`` (or anything with arrays ``dWx``, ``dWh``, ``db``) to add the weight
+        gradients into in place instead of allocating them.
+
+    Returns
+    -------
+    Grads ``(dx, dh0, dWx, dWh, db)``.
+    """
+    g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads)
+    n_steps, n_batch, n_hidden = cache.h.shape
+    dx = np.zeros(cache.x.shape, cache.dtype)
+    out = weight_grad_buffers(cache, g.grads)
+    carry = g.dhT
+    if n_batch:
+        dA = np.empty_like(cache.h)
+        _rnn.backward(g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi, carry, dA, dx,
+                      out["dWx"], out["dWh"], out["db"],
+                      _rnn.NONLINEARITIES[cache.nonlinearity])
+    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"])

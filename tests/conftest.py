@@ -1,0 +1,63 @@
+"""Shared helpers: random problems for every cell, tolerances, layouts."""
+import numpy as np
+import pytest
+
+import fastbptt
+import fastbptt.reference
+
+RTOL = {np.float64: 1e-10, np.float32: 1e-4}
+IMPLS = {"kernels": fastbptt, "reference": fastbptt.reference}
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+
+def assert_close(actual, expected, dtype, name=""):
+    """Equal to rounding: max |actual - expected| <= rtol * max(1, max |expected|)."""
+    actual, expected = np.asarray(actual), np.asarray(expected)
+    assert actual.shape == expected.shape, name
+    assert actual.dtype == np.dtype(dtype), name
+    scale = max(1.0, float(np.abs(expected).max(initial=0)))
+    err = float(np.abs(actual.astype(np.float64) - expected).max(initial=0))
+    assert err <= RTOL[dtype] * scale, f"{name}: max error {err:.3g}, scale {scale:.3g}"
+
+
+def make_problem(cell, n_batch, n_steps, n_input, n_hidden, dtype=np.float64,
+                 time_major=False, seed=0, weight_scale=0.5):
+    """Random (args, kwargs) for ``<cell>_forward`` and a random upstream gradient dh."""
+    rng = np.random.default_rng(seed)
+    gh = N_GATES[cell] * n_hidden
+    shape = (n_steps, n_batch, n_input) if time_major else (n_batch, n_steps, n_input)
+    x = rng.standard_normal(shape).astype(dtype)
+    h0 = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
+    Wx = (rng.standard_normal((n_input, gh)) * weight_scale / np.sqrt(n_input)).astype(dtype)
+    Wh = (rng.standard_normal((n_hidden, gh)) * weight_scale / np.sqrt(n_hidden)).astype(dtype)
+    b = (rng.standard_normal(gh) * 0.1).astype(dtype)
+    kwargs = {"time_major": time_major}
+    if cell == "lstm":
+        kwargs["c0"] = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
+    if cell == "gru":
+        kwargs["bh"] = (rng.standard_normal(gh) * 0.1).astype(dtype)
+    dh = rng.standard_normal(shape[:2] + (n_hidden,)).astype(dtype)
+    return [x, h0, Wx, Wh, b], kwargs, dh
+
+
+def relayout(a, layout):
+    """The same values as a Fortran-ordered, strided or read-only array."""
+    if layout == "C":
+        return np.ascontiguousarray(a)
+    if layout == "F":
+        return np.asfortranarray(a)
+    if layout == "strided":
+        big = np.zeros(tuple(2 * s for s in a.shape), a.dtype)
+        view = big[tuple(slice(None, None, 2) for _ in a.shape)]
+        view[...] = a
+        return view
+    if layout == "readonly":
+        ro = a.copy()
+        ro.flags.writeable = False
+        return ro
+    raise ValueError(layout)
+
+
+@pytest.fixture(params=[np.float64, np.float32], ids=["f64", "f32"])
+def dtype(request):
+    return request.param

@@ -1,0 +1,130 @@
+"""Bad input gets a clear TypeError/ValueError naming the argument, from kernels and reference alike."""
+import numpy as np
+import pytest
+
+from conftest import IMPLS, make_problem
+from test_equivalence import CELL_OPTIONS
+
+CELLS = list(CELL_OPTIONS)
+impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+cell_param = pytest.mark.parametrize("cell", CELLS)
+
+
+def forward(module, cell):
+    return getattr(module, f"{cell}_forward")
+
+
+def backward(module, cell):
+    return getattr(module, f"{cell}_backward")
+
+
+def bad_forward_cases(cell):
+    """(description, index or keyword to replace, new value, exception, message fragment)."""
+    args, kwargs, _ = make_problem(cell, 2, 3, 4, 5)
+    x, h0, Wx, Wh, b = args
+    return [
+        ("x 2-D", 0, x[0], ValueError, "x must be a 3-D array"),
+        ("x T=0", 0, x[:, :0], ValueError, "at least one time step"),
+        ("x D=0", 0, x[:, :, :0], ValueError, "at least one input feature"),
+        ("x int", 0, x.astype(np.int64), TypeError, "x must be a float32 or float64 array"),
+        ("x complex", 0, x.astype(complex), TypeError, "got dtype complex128"),
+        ("x object", 0, x.astype(object), TypeError, "got dtype object"),
+        ("x float16", 0, x.astype(np.float16), TypeError, "got dtype float16"),
+        ("x None", 0, None, TypeError, "x must be a float32 or float64 array, got None"),
+        ("x NaN", 0, np.where(x > 1, np.nan, x), ValueError, "x contains NaN"),
+        ("x inf", 0, np.where(x > 1, np.inf, x), ValueError, "x contains NaN or infinity"),
+        ("h0 shape", 1, h0[:1], ValueError, "h0 must have shape (N, H) = (2, 5), got (1, 5)"),
+        ("h0 dtype", 1, h0.astype(np.float32), TypeError, "h0 has dtype float32 but x has"),
+        ("Wx shape", 2, Wx[:3], ValueError, "Wx must have shape (D, "),
+        ("Wx dtype", 2, Wx.astype(np.float32), TypeError, "Wx has dtype float32"),
+        ("Wh shape", 3, Wh[:, :-1], ValueError, "Wh must have shape (H, "),
+        ("Wh 3-D", 3, Wh[None], ValueError, "Wh must have shape"),
+        ("Wh NaN", 3, Wh * np.nan, ValueError, "Wh contains NaN"),
+        ("b shape", 4, b[:-1], ValueError, "b must have shape ("),
+        ("b int", 4, b.astype(int), TypeError, "b must be a float32 or float64 array"),
+        ("time_major str", "time_major", "yes", TypeError, "time_major must be True or False"),
+    ]
+
+
+@impl
+@cell_param
+@pytest.mark.parametrize("case", range(20))
+def test_bad_forward_input(module, cell, case):
+    args, kwargs, _ = make_problem(cell, 2, 3, 4, 5)
+    desc, where, value, exc, message = bad_forward_cases(cell)[case]
+    if isinstance(where, int):
+        args[where] = value
+    else:
+        kwargs[where] = value
+    with pytest.raises(exc) as info:
+        forward(module, cell)(*args, **kwargs)
+    assert message in str(info.value), (desc, str(info.value))
+
+
+@impl
+def test_bad_nonlinearity(module):
+    args, kwargs, _ = make_problem("rnn", 2, 3, 4, 5)
+    with pytest.raises(ValueError, match="nonlinearity must be 'tanh', 'sigmoid' or 'relu'"):
+        module.rnn_forward(*args, nonlinearity="softplus", **kwargs)
+
+
+@impl
+@cell_param
+@pytest.mark.parametrize("time_major", [False, True])
+def test_bad_backward_input(module, cell, time_major):
+    args, kwargs, dh = make_problem(cell, 2, 3, 4, 5, time_major=time_major)
+    _, cache = forward(module, cell)(*args, **kwargs)
+    bwd = backward(module, cell)
+    expected = "(T, N, H) = (3, 2, 5)" if time_major else "(N, T, H) = (2, 3, 5)"
+    with pytest.raises(ValueError, match=r"dh must have shape " + expected.replace("(", r"\(").replace(")", r"\)")):
+        bwd(dh[:1], cache)
+    with pytest.raises(TypeError, match="dh has dtype float32"):
+        bwd(dh.astype(np.float32), cache)
+    with pytest.raises(TypeError, match="dh must be a float32 or float64 array"):
+        bwd(dh.astype(np.int32), cache)
+    with pytest.raises(ValueError, match="dh contains NaN"):
+        bwd(dh * np.nan, cache)
+    with pytest.raises(TypeError, match=f"cache must be the cache returned by {cell}_forward"):
+        bwd(dh, (1, 2, 3))
+    with pytest.raises(ValueError, match=r"dhT must have shape \(N, H\)"):
+        bwd(dh, cache, dhT=np.zeros((3, 5)))
+    with pytest.raises(ValueError, match=r"xi must have shape \(T,\) = \(3,\)"):
+        bwd(dh, cache, xi=np.ones(4))
+    with pytest.raises(TypeError, match="xi must be a real array"):
+        bwd(dh, cache, xi=np.ones(3, complex))
+    with pytest.raises(ValueError, match="xi contains NaN"):
+        bwd(dh, cache, xi=np.array([1.0, np.nan, 1.0]))
+    good = bwd(dh, cache)
+    with pytest.raises(TypeError, match="grads.dWx must be a NumPy array"):
+        bwd(dh, cache, grads=object())
+    wrong = good._replace(dWh=good.dWh.astype(np.float32))
+    with pytest.raises(ValueError, match="grads.dWh must be a float64 array of shape"):
+        bwd(dh, cache, grads=wrong)
+    frozen = good.dWx.copy()
+    frozen.flags.writeable = False
+    with pytest.raises(ValueError, match="grads.dWx must be C-contiguous and writeable"):
+        bwd(dh, cache, grads=good._replace(dWx=frozen))
+
+
+@impl
+@cell_param
+def test_cache_from_another_cell(module, cell):
+    other = next((c for c in ("rnn", "lstm", "gru") if c != cell and c in CELLS), None)
+    if other is None:
+        pytest.skip("only one cell is built")
+    args, kwargs, dh = make_problem(other, 2, 3, 4, 5)
+    _, cache = forward(module, other)(*args, **kwargs)
+    with pytest.raises(ValueError, match=f"cache comes from {other}_forward, not {cell}_forward"):
+        backward(module, cell)(dh, cache)
+
+
+@impl
+@cell_param
+def test_outputs_are_read_only_views_of_the_cache(module, cell):
+    """Changing h in place before backward would silently change the gradients: it raises."""
+    args, kwargs, _ = make_problem(cell, 2, 3, 4, 5)
+    h, cache = forward(module, cell)(*args, **kwargs)
+    with pytest.raises(ValueError, match="read-only"):
+        h[0, 0, 0] = 1.0
+    with pytest.raises(ValueError, match="read-only"):
+        cache.hT[0, 0] = 1.0
