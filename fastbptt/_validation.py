@@ -115,12 +115,13 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
     return out
 
 
-def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None):
+def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
     """Check the arguments of ``<cell>_backward``.
 
     Returns a namespace with dh (T, N, H) time-major and C-contiguous (zeros when None),
     dhT and dcT (N, H) (zeros when None), xi (T,) in the cache's dtype (ones when None: full
-    BPTT), and grads: the caller's gradient buffers to accumulate into, or None.
+    BPTT), grads: the caller's gradient buffers to accumulate into, or None, and h_grad_norms:
+    the caller's (T,) array to receive ||dL/dh_t||, or an empty array.
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the cache returned by {cell}_forward, "
@@ -151,6 +152,15 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None):
         raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
     if grads is not None:
         out.grads = check_grads(cell, grads, cache)
+    out.h_grad_norms = np.empty(0, dtype)
+    if h_grad_norms is not None:
+        norms = h_grad_norms
+        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
+                or norms.shape != (n_steps,)):
+            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
+        if not (norms.flags.c_contiguous and norms.flags.writeable):
+            raise ValueError("h_grad_norms must be C-contiguous and writeable")
+        out.h_grad_norms = norms
     return out
 
 

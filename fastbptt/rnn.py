@@ -31,7 +31,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -43,12 +43,16 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None):
         scales the gradient flowing from step t into the state it received (``xi[0]``: h0).
     grads : a ``Grads`` (or anything with arrays ``dWx``, ``dWh``, ``db``) to add the weight
         gradients into in place instead of allocating them.
+    h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
+        the Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what
+        ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
 
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
-    g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads)
+    g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
+                       h_grad_norms=h_grad_norms)
     n_steps, n_batch, n_hidden = cache.h.shape
     dx = np.zeros(cache.x.shape, cache.dtype)
     out = weight_grad_buffers(cache, g.grads)
@@ -56,6 +60,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None):
     if n_batch:
         dA = np.empty_like(cache.h)
         _rnn.backward(g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi, carry, dA, dx,
-                      out["dWx"], out["dWh"], out["db"],
+                      out["dWx"], out["dWh"], out["db"], g.h_grad_norms,
                       _rnn.NONLINEARITIES[cache.nonlinearity])
+    else:
+        g.h_grad_norms[...] = 0
     return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"])

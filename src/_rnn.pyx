@@ -15,6 +15,7 @@ Math symbols and variables (shapes; T = n_steps, N = n_batch, D = n_input, H = n
     xi_t         xi[t]                   truncation multiplier of the flow from step t into h_{t-1}
     carry        carry          (N, H)   gradient reaching h_t through step t+1: dhT at the start,
                                          dL/dh0 at the end
+    ||dL/dh_t||  norms[t]                Frobenius norm of dh[t] + carry, only if norms has T entries
 
 phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0].
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused phi pass.
@@ -23,6 +24,7 @@ xi_t == 0); then the weight gradients and dx as four products over all steps. Gr
 weights are accumulated into the arrays passed in.
 """
 from cython cimport floating
+from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _vmath cimport sigmoid_, tanh_
@@ -81,9 +83,15 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
 
 
 cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA_t,
-                         floating* carry, const floating* Wh, floating xi_t,
+                         floating* carry, const floating* Wh, floating xi_t, floating* norm_t,
                          int n_batch, int n_hidden, int nonlinearity) noexcept nogil:
     cdef Py_ssize_t i, size = <Py_ssize_t> n_batch * n_hidden
+    cdef double sq = 0
+    if norm_t != NULL:
+        # ||dL/dh_t|| = ||dh[t] + carry||
+        for i in range(size):
+            sq += (dh_t[i] + carry[i]) * (dh_t[i] + carry[i])
+        norm_t[0] = <floating> sqrt(sq)
     # dA_t = (dh[t] + carry) * phi'(a_t)
     if nonlinearity == TANH:
         for i in range(size):
@@ -107,19 +115,23 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[:, ::1] h0, const floating[:, :, ::1] x,
              const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
              floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, int nonlinearity):
+             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
+             int nonlinearity):
     """BPTT. carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db are
-    accumulated into. dA (T, N, H) is workspace. Shapes are checked by the caller; N >= 1."""
+    accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (T, N, H) is
+    workspace. Shapes are checked by the caller; N >= 1."""
     cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
     cdef int n_hidden = Wh.shape[0]
     cdef Py_ssize_t block = <Py_ssize_t> n_batch * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
     cdef floating* dAp = &dA[0, 0, 0]
+    cdef bint want_norms = norms.shape[0] == n_steps
     with nogil:
         for t in range(n_steps - 1, -1, -1):
             _backward_step(&dh[t, 0, 0], &h[t, 0, 0], dAp + t * block, &carry[0, 0],
-                           &Wh[0, 0], xi[t], n_batch, n_hidden, nonlinearity)
+                           &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
+                           n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
         gemm(True, False, n_input, n_hidden, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)

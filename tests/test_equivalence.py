@@ -121,3 +121,23 @@ def test_state_carried_across_segments(cell, opts, dtype):
         kw_b["c0"] = cache_a.cT
     h_b, _ = forward(x[:, 3:], cache_a.hT, *args[2:], **kw_b)
     assert_close(np.concatenate([h_a, h_b], axis=1), h_all, dtype, "h")
+
+
+@pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
+def test_h_grad_norms(cell, opts, dtype):
+    """The optional per-step ||dL/dh_t|| agrees between kernels and reference, and asking for it
+    changes no gradient."""
+    args, kwargs, dh = make_problem(cell, 3, 6, 4, 5, dtype=dtype)
+    xi = np.array([1, 1, 0, 1, 1, 1.0])
+    norms = {}
+    for module in (fastbptt, ref):
+        _, cache = getattr(module, f"{cell}_forward")(*args, **{**kwargs, **opts})
+        backward = getattr(module, f"{cell}_backward")
+        out = np.full(6, np.nan, dtype)
+        with_norms = backward(dh, cache, xi=xi, h_grad_norms=out)
+        without = backward(dh, cache, xi=xi)
+        for a, b in zip(with_norms, without):
+            np.testing.assert_array_equal(a, b)
+        norms[module] = out
+    assert_close(norms[fastbptt], norms[ref], dtype, "h_grad_norms")
+    assert np.all(norms[ref] > 0)

@@ -36,15 +36,18 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
     """Same contract as ``fastbptt.rnn_backward``."""
-    g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads)
+    g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
+                       h_grad_norms=h_grad_norms)
     dphi = _DPHI[cache.nonlinearity]
     out = weight_grad_buffers(cache, g.grads)
     dx = np.empty_like(cache.x)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
+        if h_grad_norms is not None:
+            h_grad_norms[t] = np.linalg.norm(g.dh[t] + carry)
         dA = (g.dh[t] + carry) * dphi(cache.h[t])
         out["dWx"] += cache.x[t].T @ dA
         out["dWh"] += h_prev.T @ dA
