@@ -3,9 +3,10 @@
 The time-step loop of a recurrent network, forward and backward, runs in Cython without the GIL
 and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain NumPy.
 """
+from ._blas_threads import set_blas_threads
 from ._results import Cache, Grads
 from .rnn import rnn_backward, rnn_forward
 
 __version__ = "0.1.0"
 
-__all__ = ["Cache", "Grads", "rnn_forward", "rnn_backward"]
+__all__ = ["Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward"]

@@ -37,3 +37,25 @@ def test_gil_is_released_during_a_kernel_call():
     assert end - start > 0.05, "the call was too short to tell"
     gaps = np.diff([start] + inside + [end])
     assert len(inside) > 10 and gaps.max() < 0.25 * (end - start), (len(inside), gaps.max(), end - start)
+
+
+def test_set_blas_threads_validates_and_keeps_results():
+    import pytest
+    from conftest import make_problem
+
+    with pytest.raises(ValueError, match="n_threads must be an int >= 1 or None"):
+        fastbptt.set_blas_threads(0)
+    with pytest.raises(ValueError, match="n_threads must be an int >= 1 or None"):
+        fastbptt.set_blas_threads(2.0)
+    args, kwargs, dh = make_problem("rnn", 8, 20, 16, 32)
+    results = []
+    try:
+        for n in (None, 2, 1):
+            fastbptt.set_blas_threads(n)
+            h, cache = fastbptt.rnn_forward(*args, **kwargs)
+            results.append((h.copy(), *fastbptt.rnn_backward(dh, cache)))
+    finally:
+        fastbptt.set_blas_threads(1)
+    for other in results[1:]:
+        for a, b in zip(results[0], other):
+            np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
