@@ -8,32 +8,38 @@ forward+backward N=32, T=100, D=64, H=128 took 64 ms with OpenBLAS's default poo
 with one thread. So each kernel call runs BLAS on one thread, and parallelism comes from
 independent sequences on Python threads.
 
-This uses ``openblas_set_num_threads_local`` (OpenBLAS >= 0.3.27, which SciPy's wheels bundle):
-it changes the calling thread only, so concurrent kernel calls and NumPy (its own OpenBLAS)
-are not affected, and the previous value is restored after each call. Where SciPy's BLAS is not
-such an OpenBLAS (another BLAS, another platform), BLAS keeps its own threading.
+The thread count is looked up through SciPy's ``cython_blas`` module, whose BLAS the kernels
+call, so NumPy's own OpenBLAS is never touched. OpenBLAS's thread count is
+process-wide: it is set on entry to a kernel call and restored when the last concurrent kernel
+call returns. Where SciPy's BLAS is not OpenBLAS (another BLAS, a platform without ``dladdr``),
+BLAS keeps its own threading.
 """
 import contextlib
 import ctypes
+import threading
 
-_state = {"threads": 1, "set_local": None, "searched": False}
+_state = {"threads": 1, "set_threads": None, "searched": False, "active": 0, "saved": None}
+_lock = threading.Lock()
 
 
-def _find_set_local():
-    """SciPy's OpenBLAS ``openblas_set_num_threads_local``, or None."""
-    import scipy.linalg.cython_blas  # noqa: F401  (loads SciPy's BLAS)
+def _find_set_threads():
+    """(set, get) of the thread count of SciPy's OpenBLAS, or None where that is not OpenBLAS."""
+    import scipy.linalg.cython_blas as cython_blas
     try:
-        with open("/proc/self/maps") as maps:
-            paths = {line.split()[-1] for line in maps if "openblas" in line.lower()}
+        # symbols looked up through this handle come from cython_blas's own dependencies:
+        # SciPy's BLAS, never NumPy's
+        lib = ctypes.CDLL(cython_blas.__file__)
     except OSError:
         return None
-    for path in sorted(paths, key=lambda p: "scipy" not in p):
+    for prefix in ("scipy_", ""):
         try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
+            setter = getattr(lib, prefix + "openblas_set_num_threads")
+            getter = getattr(lib, prefix + "openblas_get_num_threads")
+        except AttributeError:
             continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
+        setter.argtypes, setter.restype = [ctypes.c_int], None
+        getter.argtypes, getter.restype = [], ctypes.c_int
+        return setter, getter
     return None
 
 
@@ -44,25 +50,38 @@ def set_blas_threads(n_threads):
                                   or n_threads < 1):
         raise ValueError(f"n_threads must be an int >= 1 or None, got {n_threads!r}")
     _state["threads"] = n_threads
-    return _setter() is not None
+    return _controls() is not None
 
 
-def _setter():
+def _controls():
     if not _state["searched"]:
-        _state["set_local"] = _find_set_local()
+        _state["set_threads"] = _find_set_threads()
         _state["searched"] = True
-    return _state["set_local"]
+    return _state["set_threads"]
 
 
 @contextlib.contextmanager
 def kernel_threads():
-    """Run the enclosed kernel call with the chosen number of BLAS threads (this thread only)."""
-    set_local = _setter()
-    if set_local is None or _state["threads"] is None:
+    """Run the enclosed kernel call with the chosen number of BLAS threads.
+
+    OpenBLAS's count is process-wide, so the first of overlapping kernel calls (Python threads
+    run them concurrently) saves it and sets ours, and the last one restores it.
+    """
+    controls = _controls()
+    if controls is None or _state["threads"] is None:
         yield
         return
-    previous = set_local(_state["threads"])
+    setter, getter = controls
+    with _lock:
+        if _state["active"] == 0:
+            _state["saved"] = getter()
+            if _state["saved"] != _state["threads"]:
+                setter(_state["threads"])
+        _state["active"] += 1
     try:
         yield
     finally:
-        set_local(previous)
+        with _lock:
+            _state["active"] -= 1
+            if _state["active"] == 0 and _state["saved"] != _state["threads"]:
+                setter(_state["saved"])

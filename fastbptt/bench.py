@@ -1,8 +1,8 @@
 """``fastbptt bench``: the kernels against the NumPy reference, timed side by side in one run.
 
-Each case runs forward plus full backward through time on random data; the reference and the
-kernels are timed alternately, round after round, and the medians compared, so a busy machine
-slows both alike. The cases (N, T, D, H) are the project's standard ones; ``benchmarks/`` uses
+Each case runs forward plus full backward through time on random data; the reference, the
+kernels and the BLAS floor (the kernels' matrix products alone, ``src/_floor.pyx``) are timed
+alternately, round after round, and the medians compared, so a busy machine slows all alike. The cases (N, T, D, H) are the project's standard ones; ``benchmarks/`` uses
 the same.
 """
 import platform
@@ -45,6 +45,28 @@ def step_function(module, cell, args, kwargs, dh, backward=True):
     def run():
         _, cache = forward(*args, **kwargs)
         backward_fn(dh, cache)
+    return run
+
+
+def floor_function(cell, shape, dtype, backward=True):
+    """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work."""
+    from . import _floor
+    from ._blas_threads import kernel_threads
+    n_batch, n_steps, n_input, n_hidden = shape
+    gh = N_GATES[cell] * n_hidden
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_steps, n_batch, n_input)).astype(dtype)
+    Wx = rng.standard_normal((n_input, gh)).astype(dtype)
+    Wh = rng.standard_normal((n_hidden, gh)).astype(dtype) / np.sqrt(gh)
+    A = np.zeros((n_steps, n_batch, gh), dtype)
+    h = np.zeros((n_steps, n_batch, n_hidden), dtype)
+    carry = np.zeros((n_batch, n_hidden), dtype)
+    dx = np.zeros_like(x)
+    dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
+
+    def run():
+        with kernel_threads():
+            _floor.floor(x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
     return run
 
 
@@ -114,15 +136,17 @@ def run(args):
             label = "N={} T={} D={} H={}".format(*shape)
             print(f"  timing {cell} {case} ({label}) ...", end="", flush=True)
             problem = make_case(cell, shape, dtype)
-            t_ref, t_kernel = time_side_by_side(
+            t_ref, t_kernel, t_floor = time_side_by_side(
                 [step_function(fastbptt.reference, cell, *problem),
-                 step_function(fastbptt, cell, *problem)], budget=args.budget)
+                 step_function(fastbptt, cell, *problem),
+                 floor_function(cell, shape, dtype)], budget=args.budget)
             print(f" {t_kernel * 1e3:.3g} ms")
-            rows.append((cell, case, label, t_ref, t_kernel))
+            rows.append((cell, case, label, t_ref, t_kernel, t_floor))
     print()
-    print("| cell | case | shape | reference ms | fastbptt ms | speed-up |")
-    print("| --- | --- | --- | ---: | ---: | ---: |")
-    for cell, case, label, t_ref, t_kernel in rows:
+    print("| cell | case | shape | reference ms | fastbptt ms | speed-up | BLAS floor ms "
+          "| fastbptt / floor |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    for cell, case, label, t_ref, t_kernel, t_floor in rows:
         print(f"| {cell} | {case} | {label} | {t_ref * 1e3:.2f} | {t_kernel * 1e3:.3f} | "
-              f"{t_ref / t_kernel:.1f}x |")
+              f"{t_ref / t_kernel:.1f}x | {t_floor * 1e3:.3f} | {t_kernel / t_floor:.2f} |")
     return 0

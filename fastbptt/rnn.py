@@ -1,10 +1,12 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
 import numpy as np
 
-from . import _rnn
 from ._blas_threads import kernel_threads
+from ._kernels import load
 from ._results import Cache, Grads, _readonly, weight_grad_buffers
 from ._validation import check_backward, check_forward, check_nonlinearity, from_time_major
+
+_rnn = load("_rnn")
 
 
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
