@@ -8,11 +8,8 @@ the temporal softmax loss: against hand computations and finite differences.
 import numpy as np
 import pytest
 
+import fastbptt
 from fastbptt.compat import cs231n
-
-needs_lstm = pytest.mark.skipif(not hasattr(__import__("fastbptt"), "lstm_forward"),
-                                reason="fastbptt.lstm_forward is not there yet")
-
 
 def rel_error(a, b):
     """max |a - b| relative to max |b|: the error of a gradient against its finite-difference
@@ -227,7 +224,6 @@ def test_rnn_forward_backward_equal_a_loop_of_steps(shape):
         assert_close(got, expected, name)
 
 
-@needs_lstm
 @pytest.mark.parametrize("shape", SEQ_SHAPES, ids=lambda s: "N{}T{}D{}H{}".format(*s))
 def test_lstm_forward_backward_equal_a_loop_of_steps(shape):
     N, T, D, H = shape
@@ -246,10 +242,8 @@ def test_lstm_forward_backward_equal_a_loop_of_steps(shape):
     assert_close(grads.dc0, exp_dc0, "dc0")
 
 
-@needs_lstm
 def test_lstm_gate_order_differs_from_fastbptt_order():
     """The same arrays mean different networks in (i, f, o, g) and (i, f, g, o)."""
-    import fastbptt
     rng = np.random.default_rng(8)
     x, h0 = rand(rng, 2, 4, 3), rand(rng, 2, 5)
     params = rnn_params(rng, 3, 5, n_gates=4)
@@ -261,7 +255,7 @@ def test_lstm_gate_order_differs_from_fastbptt_order():
     assert_close(h, h_swapped, "h")
 
 
-@pytest.mark.parametrize("cell", ["rnn", pytest.param("lstm", marks=needs_lstm)])
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_sequence_backward_matches_finite_differences(cell):
     N, T, D, H = 2, 4, 3, 2
     rng = np.random.default_rng(9)
@@ -494,5 +488,7 @@ def test_backward_wants_its_own_cache():
     out, emb_cache = cs231n.word_embedding_forward(np.array([[0, 1]]), Wx)
     with pytest.raises(ValueError, match=r"dout must have shape \(N, T, D\) = \(1, 2, 4\)"):
         cs231n.word_embedding_backward(out[:, :1], emb_cache)
+    with pytest.raises(TypeError, match="dout has dtype float32 but W has dtype float64"):
+        cs231n.word_embedding_backward(out.astype(np.float32), emb_cache)
     with pytest.raises(TypeError, match="cache must be the cache returned by temporal_affine"):
         cs231n.temporal_affine_backward(out, emb_cache)

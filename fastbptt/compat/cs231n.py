@@ -44,7 +44,8 @@ argument, as everywhere in fastbptt.
 """
 import numpy as np
 
-from .. import rnn as _rnn
+from .. import lstm_backward as _lstm_backward, lstm_forward as _lstm_forward
+from .. import rnn_backward as _rnn_backward, rnn_forward as _rnn_forward
 from .._results import Grads
 from .._validation import as_float_array, check_array
 
@@ -170,12 +171,12 @@ def rnn_forward(x, h0, Wx, Wh, b):
 
     x (N, T, D), h0 (N, H), Wx (D, H), Wh (H, H), b (H,)  ->  h (N, T, H) (read-only), cache.
     """
-    return _rnn.rnn_forward(x, h0, Wx, Wh, b)
+    return _rnn_forward(x, h0, Wx, Wh, b)
 
 
 def rnn_backward(dh, cache):
     """Backward of ``rnn_forward``: dh (N, T, H) -> dx (N, T, D), dh0 (N, H), dWx, dWh, db."""
-    return _rnn.rnn_backward(dh, cache)
+    return _rnn_backward(dh, cache)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -242,19 +243,13 @@ class LSTMCache:
         return f"<fastbptt.compat.cs231n lstm cache, gates (i, f, o, g): {self.cache!r}>"
 
 
-def _fastbptt_lstm():
-    from .. import lstm_backward, lstm_forward    # imported at the call: fastbptt's LSTM module
-    return lstm_forward, lstm_backward
-
-
 def lstm_forward(x, h0, Wx, Wh, b):
     """An LSTM over a whole sequence from a zero cell state, in fastbptt's kernels.
 
     x (N, T, D), h0 (N, H), Wx (D, 4H), Wh (H, 4H), b (4H,), gate blocks (i, f, o, g)
     ->  h (N, T, H) (read-only), cache.
     """
-    forward, _ = _fastbptt_lstm()
-    h, cache = forward(x, h0, _swap_og(Wx), _swap_og(Wh), _swap_og(b))
+    h, cache = _lstm_forward(x, h0, _swap_og(Wx), _swap_og(Wh), _swap_og(b))
     return h, LSTMCache(cache)
 
 
@@ -264,8 +259,7 @@ def lstm_backward(dh, cache):
     if not isinstance(cache, LSTMCache):
         raise TypeError("cache must be the cache returned by fastbptt.compat.cs231n.lstm_forward "
                         f"(gate order i, f, o, g), got {type(cache).__name__}")
-    _, backward = _fastbptt_lstm()
-    grads = backward(dh, cache.cache)
+    grads = _lstm_backward(dh, cache.cache)
     return Grads(grads.dx, grads.dh0, _swap_og(grads.dWx), _swap_og(grads.dWh),
                  _swap_og(grads.db), dc0=grads.dc0)
 
@@ -293,6 +287,10 @@ def word_embedding_backward(dout, cache):
     if not (isinstance(cache, tuple) and len(cache) == 3 and isinstance(cache[0], np.ndarray)):
         raise TypeError("cache must be the cache returned by word_embedding_forward")
     x, (n_words, n_dim), dtype = cache
+    dout = as_float_array("dout", dout)
+    if dout.dtype != dtype:
+        raise TypeError(f"dout has dtype {dout.dtype} but W has dtype {dtype}; pass all arrays "
+                        "in one float dtype (fastbptt does not upcast)")
     dout = check_array("dout", dout, x.shape + (n_dim,), dtype, "(N, T, D)")
     dW = np.zeros((n_words, n_dim), dtype)
     np.add.at(dW, x.ravel(), dout.reshape(-1, n_dim))
