@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 import fastbptt
-import fastbptt.reference
 from fastbptt.compat import torch as compat
 
 from conftest import IMPLS
