@@ -33,12 +33,13 @@ def check_finite(name, arr):
         raise ValueError(f"{name} contains NaN or infinity")
 
 
-def check_array(name, value, shape, dtype, expected):
-    """A finite float array of exactly ``shape`` and ``dtype``; ``expected`` spells the shape."""
+def check_array(name, value, shape, dtype, expected, like="x"):
+    """A finite float array of exactly ``shape`` and ``dtype`` (that of the argument ``like``);
+    ``expected`` spells the shape."""
     arr = as_float_array(name, value)
     if arr.dtype != dtype:
         raise TypeError(
-            f"{name} has dtype {arr.dtype} but x has dtype {dtype}; "
+            f"{name} has dtype {arr.dtype} but {like} has dtype {dtype}; "
             "pass all arrays in one float dtype (fastbptt does not upcast)")
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {arr.shape}")
@@ -137,12 +138,14 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
     if dh is None:
         dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
     else:
-        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected), cache.time_major)
+        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected, like="the cache"),
+                           cache.time_major)
 
     def state(name, value):
         if value is None:
             return np.zeros((n_batch, n_hidden), dtype)
-        return np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)"), order="C")
+        return np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                    like="the cache"), order="C")
 
     out = SimpleNamespace(dh=dh, dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype),
                           grads=None)

@@ -78,7 +78,7 @@ def test_bad_backward_input(module, cell, time_major):
     expected = "(T, N, H) = (3, 2, 5)" if time_major else "(N, T, H) = (2, 3, 5)"
     with pytest.raises(ValueError, match=r"dh must have shape " + expected.replace("(", r"\(").replace(")", r"\)")):
         bwd(dh[:1], cache)
-    with pytest.raises(TypeError, match="dh has dtype float32"):
+    with pytest.raises(TypeError, match="dh has dtype float32 but the cache has dtype float64"):
         bwd(dh.astype(np.float32), cache)
     with pytest.raises(TypeError, match="dh must be a float32 or float64 array"):
         bwd(dh.astype(np.int32), cache)
