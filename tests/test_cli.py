@@ -1,0 +1,255 @@
+"""``fastbptt train`` and ``fastbptt gradflow`` end to end, with tiny settings (seconds)."""
+import csv
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt.__main__ import main
+from fastbptt.model import Model
+
+CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
+TINY = ["--hidden", "16", "--seq-len", "8", "--batch", "4", "--max-chars", "20000",
+        "--eval-every", "10", "--eval-chars", "2000", "--sample-len", "40", "--no-progress"]
+
+try:
+    import matplotlib  # noqa: F401
+    HAVE_MPL = True
+except ImportError:
+    HAVE_MPL = False
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    rng = np.random.default_rng(0)
+    words = ["def ", "return ", "self", ".x", " = ", "(", ")", ":\n    ", "if ", "None", "\n"]
+    text = "".join(rng.choice(words, 3000))
+    path = tmp_path / "corpus.txt"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def read_history(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_train_end_to_end(cell, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--cell", cell, "--steps", "20", "--out", str(out)] + TINY)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "unigram baseline" in printed and "validation loss" in printed
+    expected = {"model.npz", "loss.csv", "sample.txt"} | ({"loss.png"} if HAVE_MPL else set())
+    assert expected <= {p.name for p in out.iterdir()}
+    model = Model.load(out / "model.npz")
+    assert model.cell == cell and model.n_hidden == 16
+    vocab = model.metadata["vocab"]
+    assert model.n_input == len(vocab) and model.metadata["steps"] == 20
+    assert model.metadata["val_loss"] == pytest.approx(float(
+        printed.split("validation loss ")[1].split()[0]), abs=1e-4)
+    rows = read_history(out / "loss.csv")
+    assert [int(r["step"]) for r in rows] == [10, 20]
+    assert all(float(r["val_loss"]) > 0 for r in rows)
+    sample = (out / "sample.txt").read_text(encoding="utf-8")
+    assert len(sample) >= 40 and set(sample) <= set(vocab)
+    if HAVE_MPL:
+        assert (out / "loss.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_train_beats_unigram_baseline_on_a_text_file(text_file, tmp_path, capsys):
+    """A text of a few repeated words: 150 steps are enough to be well below unigram."""
+    out = tmp_path / "run"
+    rc = main(["train", "--text", str(text_file), "--cell", CELLS[0], "--steps", "150",
+               "--hidden", "32", "--seq-len", "16", "--batch", "8", "--eval-every", "50",
+               "--sample-len", "0", "--no-progress", "--out", str(out)])
+    assert rc == 0
+    meta = Model.load(out / "model.npz").metadata
+    assert meta["val_loss"] < 0.7 * meta["unigram_loss"], meta
+
+
+@pytest.mark.parametrize("truncation", [["chunked", "--k", "3"], ["randomized", "--p", "0.5"],
+                                        ["tbptt", "--k1", "4", "--k2", "12"]])
+def test_train_truncation_options(truncation, text_file, tmp_path, capsys):
+    out = tmp_path / "run"
+    rc = main(["train", "--text", str(text_file), "--steps", "12", "--out", str(out),
+               "--truncation"] + truncation + TINY)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert f"truncation {truncation[0]}" in printed
+    meta = Model.load(out / "model.npz").metadata
+    assert meta["truncation"] == truncation[0] and meta["steps"] == 12
+
+
+def test_train_stacked_layers_and_other_optimizers(text_file, tmp_path):
+    for opt in ("sgd", "adagrad"):
+        out = tmp_path / opt
+        rc = main(["train", "--text", str(text_file), "--steps", "10", "--layers", "2",
+                   "--optimizer", opt, "--clip-value", "1", "--out", str(out)] + TINY)
+        assert rc == 0
+        assert Model.load(out / "model.npz").n_layers == 2
+
+
+def test_compare_truncation(text_file, tmp_path, capsys):
+    out = tmp_path / "cmp"
+    rc = main(["train", "--text", str(text_file), "--compare-truncation", "--steps", "10",
+               "--k", "2", "--p", "0.5", "--out", str(out)] + TINY)
+    assert rc == 0
+    table = (out / "compare.txt").read_text()
+    for label in ("full BPTT", "regular (K=2)", "randomized (p=0.5)", "unigram baseline"):
+        assert label in table
+    rows = read_history(out / "compare.csv")
+    assert {r["run"] for r in rows} == {"full BPTT", "regular (K=2)", "randomized (p=0.5)"}
+    if HAVE_MPL:
+        assert (out / "compare.png").exists()
+    # the same initialisation and data: the first training losses are close, not identical
+    # (the strategies differ in the gradient, not the forward)
+    for strategy in ("full", "chunked", "randomized"):
+        assert (out / f"model-{strategy}.npz").exists()
+
+
+def test_train_ctrl_c_stops_cleanly_and_saves(text_file, tmp_path, monkeypatch, capsys):
+    calls = {"n": 0}
+    original = Model.loss_and_grads
+
+    def interrupted(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 6:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(Model, "loss_and_grads", interrupted)
+    out = tmp_path / "run"
+    rc = main(["train", "--text", str(text_file), "--steps", "100", "--out", str(out)] + TINY)
+    assert rc == 130
+    assert "interrupted at step 5" in capsys.readouterr().err
+    model = Model.load(out / "model.npz")
+    assert model.metadata["steps"] == 5
+    assert (out / "sample.txt").exists()
+    assert [int(r["step"]) for r in read_history(out / "loss.csv")] == [5]
+
+
+def test_train_without_tqdm_and_matplotlib(text_file, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "tqdm", None)            # import tqdm -> ImportError
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "run"
+    rc = main(["train", "--text", str(text_file), "--steps", "20", "--out", str(out)]
+              + [a for a in TINY if a != "--no-progress"])
+    assert rc == 0
+    captured = capsys.readouterr()
+    assert "tqdm is not installed" in captured.err
+    assert "train step 20/20" in captured.err                   # the plain progress lines
+    assert "pip install 'fastbptt[cli]'" in captured.out
+    names = {p.name for p in out.iterdir()}
+    assert "loss.png" not in names and {"model.npz", "loss.csv", "sample.txt"} <= names
+
+
+def test_train_progress_bar_with_tqdm(text_file, tmp_path, capsys):
+    pytest.importorskip("tqdm")
+    out = tmp_path / "run"
+    rc = main(["train", "--text", str(text_file), "--steps", "10", "--out", str(out)]
+              + [a for a in TINY if a != "--no-progress"])
+    assert rc == 0
+    err = capsys.readouterr().err
+    assert "chars/s" in err and "10/10" in err
+
+
+def test_gradflow_end_to_end(tmp_path, capsys):
+    out = tmp_path / "gf"
+    rc = main(["gradflow", "--steps", "40", "--batch", "4", "--out", str(out)])
+    assert rc == 0
+    table = (out / "gradflow.txt").read_text()
+    assert "RNN, radius 0.9" in table and "RNN, radius 1.8" in table
+    if "lstm" in CELLS:
+        assert "LSTM measured" in table and "LSTM, forget bias +3 measured" in table
+        assert "mean forget gate" in table
+    if HAVE_MPL:
+        assert (out / "gradflow.png").read_bytes()[:4] == b"\x89PNG"
+    lines = [l for l in table.splitlines() if l.strip()[:1].isdigit()]
+    first, last = lines[0].split("|"), lines[-1].split("|")     # t = T and t = 1
+    assert first[0].strip() == "40" and last[0].strip() == "1"
+    low_T, low_1 = float(first[1].split()[0]), float(last[1].split()[0])
+    high_T, high_1 = float(first[2].split()[0]), float(last[2].split()[0])
+    assert low_1 < 1e-2 * low_T            # vanishing below radius one
+    assert high_1 > 10 * high_T            # exploding above
+
+
+def test_gradflow_measures_with_the_kernels_norms():
+    from fastbptt.gradflow import measure
+    res = measure("rnn", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1)
+    norms = res["norms"]
+    assert norms.shape == (30,) and (norms > 0).all()
+    assert np.all(np.diff(norms) > 0)                         # shrinks going back in time
+    assert res["lam"] == pytest.approx(0.5)
+    assert 0 < res["gamma"] <= 1
+    assert res["estimate"][-1] == norms[-1]
+    ref = measure("rnn", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1,
+                  backend="reference")
+    np.testing.assert_allclose(ref["norms"], norms, rtol=1e-9)
+
+
+def test_gradflow_without_matplotlib(tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
+    out = tmp_path / "gf"
+    assert main(["gradflow", "--steps", "10", "--hidden", "8", "--out", str(out)]) == 0
+    assert "pip install 'fastbptt[cli]'" in capsys.readouterr().out
+    assert {p.name for p in out.iterdir()} == {"gradflow.txt"}
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["train", "--steps", "0"], "--steps must be at least 1"),
+    (["train", "--hidden", "-3"], "--hidden must be at least 1"),
+    (["train", "--cell", "transformer"], "--cell must be one of"),
+    (["train", "--k", "4"], "--k goes with --truncation chunked"),
+    (["train", "--truncation", "randomized", "--p", "1.5"], "--p must be in (0, 1]"),
+    (["train", "--truncation", "tbptt", "--k1", "8", "--k2", "4"], "1 <= K1 <= K2"),
+    (["train", "--truncation", "tbptt", "--layers", "2"], "use --layers 1"),
+    (["train", "--text", "/no/such/file.txt"], "no such file"),
+    (["train", "--lr", "0"], "--lr must be positive"),
+    (["train", "--val-fraction", "1.5"], "--val-fraction"),
+    (["train", "--batch", "1000", "--seq-len", "1000", "--max-chars", "5000"], "too few"),
+    (["gradflow", "--radii", "1.2", "1.5"], "0 < LOW < 1 < HIGH"),
+    (["gradflow", "--steps", "1"], "--steps must be at least 2"),
+    (["gradflow", "--forget-bias", "nan"], "--forget-bias must be a finite number"),
+])
+def test_bad_options_give_a_clear_message(argv, message, tmp_path, capsys):
+    rc = main(argv + ["--out", str(tmp_path / "x")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "error" in err
+
+
+def test_help_lists_the_options(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for option in ("--cell", "--hidden", "--layers", "--seq-len", "--truncation", "--k1",
+                   "--clip", "--steps", "--seed", "--text", "--out", "--compare-truncation"):
+        assert option in out
+
+
+@pytest.mark.parametrize("argv", [["train", "--truncation", "bogus"], ["train", "--steps", "ten"],
+                                  ["gradflow", "--radii", "0.5"], ["train", "--nope"]])
+def test_unparseable_options_exit_2(argv, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_command_line_entry_point(tmp_path):
+    """The real command line in a subprocess: gradflow end to end, and a bad option."""
+    done = subprocess.run([sys.executable, "-m", "fastbptt", "gradflow", "--steps", "12",
+                           "--hidden", "8", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "gradflow.txt").exists()
+    done = subprocess.run([sys.executable, "-m", "fastbptt", "train", "--steps", "-1"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "--steps must be at least 1" in done.stderr

@@ -1,0 +1,415 @@
+"""The model layer, the optimizers and the corpus helpers (fastbptt.model, .optim, .data)."""
+import os
+
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt import data, optim
+from fastbptt.model import Model
+
+CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
+BACKENDS = ["kernels", "reference"]
+
+# (input, loss, layers): every input kind and both losses, with stacked layers
+CONFIGS = [("embedding", "softmax", 2), ("onehot", "softmax", 1), ("dense", "mse", 2)]
+V, H, E, N, T = 5, 3, 2, 2, 4
+
+
+def make_model(cell, inp="embedding", loss="softmax", layers=2, backend="kernels",
+               dtype=np.float64, seed=0, n_out=None):
+    n_out = n_out or (V if loss == "softmax" else 3)
+    return Model(V, H, n_out, cell=cell, n_layers=layers, input=inp, n_embed=E, loss=loss,
+                 dtype=dtype, backend=backend, seed=seed)
+
+
+def make_batch(model, rng, n_batch=N, n_steps=T):
+    c = model.config
+    if c["input"] == "dense":
+        x = rng.standard_normal((n_batch, n_steps, c["n_input"])).astype(model.dtype)
+    else:
+        x = rng.integers(0, c["n_input"], (n_batch, n_steps))
+    if c["loss"] == "softmax":
+        y = rng.integers(0, c["n_output"], (n_batch, n_steps))
+    else:
+        y = rng.standard_normal((n_batch, n_steps, c["n_output"])).astype(model.dtype)
+    return x, y
+
+
+def random_state(model, rng, n_batch=N):
+    return [{k: rng.standard_normal(v.shape) for k, v in st.items()}
+            for st in model.init_state(n_batch)]
+
+
+# ------------------------------------------------------------------------------ gradients
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("inp,loss,layers", CONFIGS, ids=[f"{a}-{b}-{c}L" for a, b, c in CONFIGS])
+@pytest.mark.parametrize("cell", CELLS)
+def test_whole_model_gradients_match_finite_differences(cell, inp, loss, layers, backend):
+    """Every parameter (embedding, all layers, output), the initial state and dense inputs,
+    with a mask and a gradient flowing into the final state, against central differences."""
+    rng = np.random.default_rng(7)
+    model = make_model(cell, inp, loss, layers, backend)
+    x, y = make_batch(model, rng)
+    mask = rng.random((N, T)) < 0.7
+    mask[0, 0] = True
+    state = random_state(model, rng)
+    dstate = random_state(model, rng)
+
+    def objective():
+        _, cache = model.forward(x, state)
+        value, _ = model.loss(cache, y, mask)
+        return value + sum(float(np.sum(cache.state[l][k] * dstate[l][k]))
+                           for l in range(layers) for k in dstate[l])
+
+    _, cache = model.forward(x, state)
+    _, dz = model.loss(cache, y, mask)
+    grads, dstate0, dx = model.backward(dz, cache, dstate=dstate)
+
+    targets = [(f"params[{k}]", p, grads[k]) for k, p in model.params.items()]
+    targets += [(f"state[{l}][{k}]", state[l][k], dstate0[l][k])
+                for l in range(layers) for k in state[l]]
+    if inp == "dense":
+        targets.append(("inputs", x, dx))
+    else:
+        assert dx is None
+    eps = 1e-6
+    for name, arr, analytic in targets:
+        numeric = np.zeros_like(arr)
+        for idx in np.ndindex(arr.shape):
+            old = arr[idx]
+            arr[idx] = old + eps
+            plus = objective()
+            arr[idx] = old - eps
+            minus = objective()
+            arr[idx] = old
+            numeric[idx] = (plus - minus) / (2 * eps)
+        assert analytic.shape == arr.shape, name
+        np.testing.assert_allclose(analytic, numeric, rtol=1e-5, atol=1e-8, err_msg=name)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_kernels_and_reference_backends_agree(cell):
+    rng = np.random.default_rng(1)
+    fast = make_model(cell, "embedding", "softmax", 2, "kernels", seed=3)
+    slow = make_model(cell, "embedding", "softmax", 2, "reference", seed=3)
+    x, y = make_batch(fast, rng, 3, 6)
+    norms_f = [np.zeros(6), np.zeros(6)]
+    norms_s = [np.zeros(6), np.zeros(6)]
+    out_f, cache_f = fast.forward(x)
+    out_s, cache_s = slow.forward(x)
+    np.testing.assert_allclose(out_f, out_s, rtol=1e-10, atol=1e-12)
+    loss_f, dz_f = fast.loss(cache_f, y)
+    loss_s, dz_s = slow.loss(cache_s, y)
+    assert loss_f == pytest.approx(loss_s, rel=1e-12)
+    g_f, _, _ = fast.backward(dz_f, cache_f, h_grad_norms=norms_f)
+    g_s, _, _ = slow.backward(dz_s, cache_s, h_grad_norms=norms_s)
+    for k in g_f:
+        np.testing.assert_allclose(g_f[k], g_s[k], rtol=1e-9, atol=1e-12, err_msg=k)
+    for a, b in zip(norms_f, norms_s):
+        np.testing.assert_allclose(a, b, rtol=1e-9)
+        assert (a > 0).all()
+    # the top layer's norm at the last step is the output layer's gradient alone
+    top_last = (dz_f @ fast.params["out.W"].T).reshape(6, 3, H)[-1]
+    assert norms_f[1][-1] == pytest.approx(np.linalg.norm(top_last), rel=1e-10)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_chunked_xi_equals_separate_segments(cell):
+    """Backward with chunked truncation over one call = the chunks run one after another with
+    the state carried forward and no gradient carried back (each chunk's loss is half)."""
+    from fastbptt import truncation
+    rng = np.random.default_rng(2)
+    model = make_model(cell, "embedding", "softmax", 2)
+    x, y = make_batch(model, rng, 2, 6)
+    _, cache = model.forward(x)
+    _, dz = model.loss(cache, y)
+    whole, _, _ = model.backward(dz, cache, xi=truncation.chunked(6, 3))
+    total = model.zeros_like_params()
+    state = None
+    for sl in (slice(0, 3), slice(3, 6)):
+        _, c = model.forward(x[:, sl], state)
+        _, d = model.loss(c, y[:, sl])
+        model.backward(d * 0.5, c, grads=total)     # two equal halves of the mean
+        state = c.state
+    for k in whole:
+        np.testing.assert_allclose(whole[k], total[k], rtol=1e-9, atol=1e-12, err_msg=k)
+
+
+def test_mask_zero_steps_do_not_count():
+    rng = np.random.default_rng(3)
+    model = make_model(CELLS[0], "onehot", "softmax", 1)
+    x, y = make_batch(model, rng)
+    mask = np.ones((N, T), bool)
+    mask[:, 1] = False
+    y2 = y.copy()
+    y2[:, 1] = (y[:, 1] + 1) % V
+    l1, g1, _ = model.loss_and_grads(x, y, mask=mask)
+    l2, g2, _ = model.loss_and_grads(x, y2, mask=mask)
+    assert l1 == pytest.approx(l2, rel=1e-12)
+    for k in g1:
+        np.testing.assert_allclose(g1[k], g2[k], rtol=1e-12, atol=1e-15)
+    # unmasked: the loss is the mean negative log-likelihood over all N*T steps
+    logits, _ = model.forward(x)
+    logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+    nll = -np.take_along_axis(logp, y[..., None], -1)[..., 0]
+    l3, _, _ = model.loss_and_grads(x, y)
+    assert l3 == pytest.approx(nll.mean(), rel=1e-12)
+    assert l1 == pytest.approx(nll[mask].mean(), rel=1e-12)
+
+
+def test_mse_loss_value():
+    rng = np.random.default_rng(4)
+    model = make_model(CELLS[0], "dense", "mse", 1)
+    x, y = make_batch(model, rng)
+    out, _ = model.forward(x)
+    loss, _, _ = model.loss_and_grads(x, y)
+    assert loss == pytest.approx(np.mean((out - y) ** 2), rel=1e-12)
+
+
+# ------------------------------------------------------------------------------ training
+def periodic_task(seed, n_batch=8, n_steps=16, period=5, vocab=6):
+    """Next-token prediction on a fixed random periodic sequence: learnable to near zero."""
+    rng = np.random.default_rng(seed)
+    pattern = rng.integers(0, vocab, period)
+    stream = np.tile(pattern, (n_steps + 1) // period + 3)
+    offsets = rng.integers(0, period, n_batch)
+    seq = np.stack([stream[o:o + n_steps + 1] for o in offsets])
+    return seq[:, :-1], seq[:, 1:]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_tiny_model_loss_falls(cell):
+    x, y = periodic_task(0)
+    model = Model(6, 16, 6, cell=cell, input="embedding", n_embed=8, dtype=np.float32, seed=0)
+    opt = optim.Adam(model.params, lr=1e-2)
+    grads = model.zeros_like_params()
+    first, _, _ = model.loss_and_grads(x, y, grads=grads)
+    for _ in range(300):
+        loss, grads, _ = model.loss_and_grads(x, y, grads=grads)
+        fastbptt.clip.clip_grad_norm(grads, 5.0)
+        opt.step(grads)
+    assert first > 1.5                      # about log(6) = 1.79 at the start
+    assert loss < 0.2 * first, (first, loss)
+
+
+@pytest.mark.parametrize("name,kwargs", [("sgd", {"lr": 0.5, "momentum": 0.9}),
+                                         ("adagrad", {"lr": 0.1}), ("adam", {"lr": 1e-2})])
+def test_every_optimizer_trains(name, kwargs):
+    x, y = periodic_task(1)
+    model = Model(6, 16, 6, cell=CELLS[0], input="onehot", dtype=np.float64, seed=1)
+    opt = optim.OPTIMIZERS[name](model.params, **kwargs)
+    first = model.evaluate(x, y)[0]
+    for _ in range(200):
+        _, grads, _ = model.loss_and_grads(x, y)
+        opt.step(grads)
+    assert model.evaluate(x, y)[0] < 0.5 * first
+
+
+# ------------------------------------------------------------------------------ optimizers
+def test_optimizers_update_in_place_by_their_rules():
+    rng = np.random.default_rng(5)
+    p0 = {"w": rng.standard_normal((3, 2)), "b": rng.standard_normal(2)}
+    g1 = {k: rng.standard_normal(v.shape) for k, v in p0.items()}
+    g2 = {k: rng.standard_normal(v.shape) for k, v in p0.items()}
+
+    params = {k: v.copy() for k, v in p0.items()}
+    ids = {k: id(v) for k, v in params.items()}
+    sgd = optim.SGD(params, lr=0.1, momentum=0.9)
+    sgd.step(g1)
+    sgd.step(g2)
+    for k in params:
+        v1 = -0.1 * g1[k]
+        v2 = 0.9 * v1 - 0.1 * g2[k]
+        np.testing.assert_allclose(params[k], p0[k] + v1 + v2, rtol=1e-12)
+        assert id(params[k]) == ids[k]
+
+    params = {k: v.copy() for k, v in p0.items()}
+    ada = optim.Adagrad(params, lr=0.1)
+    ada.step(g1)
+    ada.step(g2)
+    for k in params:
+        m1 = g1[k] ** 2
+        p1 = p0[k] - 0.1 * g1[k] / np.sqrt(m1 + 1e-8)
+        m2 = m1 + g2[k] ** 2
+        np.testing.assert_allclose(params[k], p1 - 0.1 * g2[k] / np.sqrt(m2 + 1e-8), rtol=1e-12)
+
+    params = {k: v.copy() for k, v in p0.items()}
+    adam = optim.Adam(params, lr=0.01)
+    adam.step(g1)
+    for k in params:       # first bias-corrected step: lr * g / |g|
+        np.testing.assert_allclose(params[k], p0[k] - 0.01 * np.sign(g1[k]), rtol=1e-6)
+    adam.step(g2)
+    for k in params:
+        m = 0.9 * 0.1 * g1[k] + 0.1 * g2[k]
+        v = 0.999 * 0.001 * g1[k] ** 2 + 0.001 * g2[k] ** 2
+        expected = p0[k] - 0.01 * np.sign(g1[k]) - 0.01 * (m / 0.19) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
+        np.testing.assert_allclose(params[k], expected, rtol=1e-6)
+
+
+def test_optimizer_keeps_float32():
+    params = {"w": np.ones(4, np.float32)}
+    opt = optim.Adam(params)
+    opt.step({"w": np.full(4, 0.5, np.float32)})
+    assert params["w"].dtype == np.float32
+
+
+@pytest.mark.parametrize("bad,match", [
+    (lambda p: optim.SGD(p, lr=-1), "lr must be a positive"),
+    (lambda p: optim.SGD(p, momentum=1.5), "momentum"),
+    (lambda p: optim.Adam(p, betas=(1.0, 0.9)), "betas"),
+    (lambda p: optim.Adam([1, 2]), "dict"),
+    (lambda p: optim.Adam(p).step({}), "missing"),
+])
+def test_optimizer_bad_arguments(bad, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        bad({"w": np.zeros(3)})
+
+
+# ------------------------------------------------------------------------------ save / load
+@pytest.mark.parametrize("cell", CELLS)
+def test_save_load_round_trip(cell, tmp_path):
+    rng = np.random.default_rng(6)
+    model = make_model(cell, "embedding", "softmax", 2, dtype=np.float32, seed=4)
+    path = model.save(tmp_path / "m.npz", metadata={"vocab": "abcde", "note": [1, 2]})
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]          # no temporary left behind
+    loaded = Model.load(path)
+    assert loaded.config == model.config
+    assert loaded.metadata == {"vocab": "abcde", "note": [1, 2]}
+    assert loaded.params.keys() == model.params.keys()
+    for k in model.params:
+        assert loaded.params[k].dtype == np.float32
+        np.testing.assert_array_equal(loaded.params[k], model.params[k])
+    x, _ = make_batch(model, rng)
+    np.testing.assert_array_equal(loaded.forward(x)[0], model.forward(x)[0])
+    # a loaded model trains on (its arrays are writeable)
+    optim.SGD(loaded.params, lr=0.1).step(loaded.zeros_like_params())
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    with pytest.raises(ValueError, match="not a fastbptt model"):
+        Model.load(tmp_path / "plain.npz")
+    model = make_model(CELLS[0])
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    arrays["out.W"] = arrays["out.W"][:1]
+    np.savez(tmp_path / "bad.npz", **arrays)
+    with pytest.raises(ValueError, match="out.W"):
+        Model.load(tmp_path / "bad.npz")
+
+
+# ------------------------------------------------------------------------------ misc API
+def test_initialisation_is_pytorch_like():
+    model = Model(10, 64, 10, cell=CELLS[0], n_layers=2, input="onehot", seed=0)
+    k = 1 / np.sqrt(64)
+    for name, p in model.params.items():
+        bound = 2 * k if name.endswith(".b") and model.cell != "gru" else k
+        assert np.abs(p).max() <= bound, name
+        assert np.abs(p).max() > 0.5 * k, name
+    assert model.params["layer1.Wx"].shape[0] == 64
+
+
+def test_sample_is_reproducible_and_in_vocabulary():
+    model = make_model(CELLS[0], "embedding", "softmax", 1)
+    a = model.sample([1, 2, 3], 30, rng=5, temperature=0.7)
+    b = model.sample([1, 2, 3], 30, rng=5, temperature=0.7)
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (30,) and a.min() >= 0 and a.max() < V
+
+
+def test_state_carries_between_segments():
+    rng = np.random.default_rng(8)
+    model = make_model(CELLS[-1], "embedding", "softmax", 2)
+    x, _ = make_batch(model, rng, 2, 6)
+    whole, _ = model.forward(x)
+    first, c = model.forward(x[:, :3])
+    second, _ = model.forward(x[:, 3:], c.state)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, rtol=1e-12)
+
+
+@pytest.mark.parametrize("call,match", [
+    (lambda m: m.forward(np.zeros((2, 3, 1), np.int64)), r"token ids of shape \(N, T\)"),
+    (lambda m: m.forward(np.full((2, 3), V)), r"token ids in \[0, 5\)"),
+    (lambda m: m.forward(np.zeros((2, 3)) + 0.5), "integer token ids"),
+    (lambda m: m.forward(np.zeros((2, 0), np.int64)), "at least one time step"),
+    (lambda m: m.forward(np.zeros((2, 3), np.int64), state=[{}]), "list of 2 dicts"),
+    (lambda m: m.loss(m.forward(np.zeros((2, 3), np.int64))[1], np.zeros((3, 2), np.int64)),
+     r"targets must be class ids of shape \(N, T\)"),
+    (lambda m: m.loss(m.forward(np.zeros((2, 3), np.int64))[1], np.zeros((2, 3), np.int64),
+                      mask=np.ones(3)), "mask must have shape"),
+])
+def test_bad_input_is_named(call, match):
+    model = make_model(CELLS[0], "embedding", "softmax", 2)
+    with pytest.raises((TypeError, ValueError), match=match):
+        call(model)
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"cell": "transformer"}, "cell must be one of"),
+    ({"input": "bytes"}, "input must be one of"),
+    ({"loss": "hinge"}, "loss must be one of"),
+    ({"n_layers": 0}, "n_layers must be a positive integer"),
+    ({"dtype": np.int32}, "float32 or float64"),
+    ({"backend": "gpu"}, "backend must be one of"),
+])
+def test_bad_model_options(kwargs, match):
+    with pytest.raises((TypeError, ValueError), match=match):
+        Model(5, 4, 5, **kwargs)
+
+
+def test_dense_inputs_must_have_model_dtype():
+    model = make_model(CELLS[0], "dense", "mse", 1, dtype=np.float32)
+    with pytest.raises(TypeError, match="float32"):
+        model.forward(np.zeros((2, 3, V)))
+
+
+# ------------------------------------------------------------------------------ data
+def test_stdlib_corpus_is_deterministic_and_capped():
+    a = data.stdlib_text(50_000)
+    b = data.stdlib_text(50_000)
+    assert a == b and len(a) == 50_000
+    root, files = data.stdlib_files()
+    assert files == sorted(files, key=lambda p: p.as_posix())
+    assert not any("site-packages" in p.parts or "test" in p.parts[:-1] for p in files)
+    assert a.startswith((root / files[0]).read_text(encoding="utf-8")[:1000])
+
+
+def test_vocab_and_corpus_split(tmp_path):
+    text = "hello world, hello fastbptt!\n" * 20
+    path = tmp_path / "t.txt"
+    path.write_text(text, encoding="utf-8")
+    corpus = data.load_corpus(path, val_fraction=0.25)
+    assert corpus.vocab.chars == "".join(sorted(set(text)))
+    assert corpus.vocab.decode(corpus.vocab.encode(text)) == text
+    assert len(corpus.train) + len(corpus.val) == len(text)
+    assert len(corpus.val) == round(0.25 * len(text))
+    assert corpus.vocab.decode(corpus.val) == text[-len(corpus.val):]
+    with pytest.raises(ValueError, match="not in the vocabulary"):
+        corpus.vocab.encode("xyz")
+    cut = data.load_corpus(path, max_chars=100)
+    assert len(cut.text) == 100
+
+
+def test_unigram_loss_is_cross_entropy_of_frequencies():
+    train = np.array([0, 0, 0, 1])          # add-one smoothed: p = (4/6, 2/6)
+    val = np.array([0, 1])
+    expected = -(np.log(4 / 6) + np.log(2 / 6)) / 2
+    assert data.unigram_loss(train, val, 2) == pytest.approx(expected)
+
+
+def test_streams_are_contiguous_windows():
+    ids = np.arange(101)
+    s = data.Streams(ids, n_batch=4, seq_len=5)          # spans of 25: 5 windows per pass
+    x1, y1, r1 = next(s)
+    x2, y2, r2 = next(s)
+    assert r1 and not r2
+    np.testing.assert_array_equal(x1[:, 0], [0, 25, 50, 75])
+    np.testing.assert_array_equal(y1, x1 + 1)
+    np.testing.assert_array_equal(x2[:, 0], x1[:, -1] + 1)       # the state carries on
+    for _ in range(3):
+        next(s)
+    assert next(s)[2]                                            # a new pass starts over
+    with pytest.raises(ValueError, match="too few"):
+        data.Streams(np.arange(10), n_batch=4, seq_len=5)
