@@ -6,7 +6,10 @@ and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain 
 from ._blas_threads import set_blas_threads
 from ._results import Cache, Grads
 from .rnn import rnn_backward, rnn_forward
+from . import clip, truncation
+from .tbptt import TBPTT
 
 __version__ = "0.1.0"
 
-__all__ = ["Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward"]
+__all__ = ["Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward",
+           "truncation", "clip", "TBPTT"]

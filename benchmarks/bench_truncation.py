@@ -1,0 +1,116 @@
+"""Truncation must cost nothing (issue 4).
+
+Two groups of cases, each cell, the project's shapes (N, T, D, H):
+
+- ``backward``: backward over T steps with ``xi=None`` (full BPTT) and with
+  ``truncation.chunked(T, k)``: where ``xi[t] == 0`` the kernel skips the step's recurrent
+  product, so chunked must never be slower.
+- ``stream``: one full-BPTT call over the stream (forward + loss gradients + backward over all T
+  steps) against the ``TBPTT(k, k)`` driver over the same steps (T / k windows, state carried).
+  Target: within 1.2x.
+
+Set-up (data, caches) is outside the timed region. At the end of the module a table of ratios
+to the full-BPTT case of the same group (min and median times) is printed. Run with
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/bench_truncation.py --benchmark-only
+"""
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt import TBPTT, truncation
+
+CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
+N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+CASES = {  # name: (N, T, D, H), the truncation lengths k timed
+    "S": ((1, 1000, 32, 64), (25, 100, 250)),     # one long stream, small hidden size
+    "M": ((32, 100, 64, 128), (10, 25, 50)),      # a mini-batch
+}
+TIMES = {}   # group -> {label: (min, median) seconds}
+
+
+def make_stream(cell, shape, dtype=np.float64, seed=0):
+    n_batch, n_steps, n_input, n_hidden = shape
+    rng = np.random.default_rng(seed)
+    gh = N_GATES[cell] * n_hidden
+    scale = 1 / np.sqrt(n_hidden)
+    x = rng.standard_normal((n_batch, n_steps, n_input)).astype(dtype)
+    Wx = rng.uniform(-scale, scale, (n_input, gh)).astype(dtype)
+    Wh = rng.uniform(-scale, scale, (n_hidden, gh)).astype(dtype)
+    b = rng.uniform(-scale, scale, gh).astype(dtype)
+    dh = rng.standard_normal((n_batch, n_steps, n_hidden)).astype(dtype)
+    return (x, None, Wx, Wh, b), dh
+
+
+def modes(case):
+    return ["full"] + [f"k={k}" for k in CASES[case][1]]
+
+
+def timed(benchmark, group, label, fn, *args, **kwargs):
+    """Time fn under ``group`` and keep (min, median) for the ratio table."""
+    benchmark.group = group
+    result = benchmark(fn, *args, **kwargs)
+    meta = getattr(benchmark, "stats", None)
+    if meta is not None:
+        TIMES.setdefault(group, {})[label] = (meta.stats.min, meta.stats.median)
+    return result
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ratio_table(request):
+    """After the module: each case's ratio to full BPTT in its group, printed to the terminal."""
+    yield
+    lines = ["", "ratios to full BPTT in the same group (min time, median time):"]
+    for group, rows in TIMES.items():
+        if "full" not in rows:
+            continue
+        base_min, base_med = rows["full"]
+        cells = [f"{label} {t_min / base_min:.2f}x/{t_med / base_med:.2f}x"
+                 for label, (t_min, t_med) in rows.items() if label != "full"]
+        lines.append(f"  {group:18s} full {base_min * 1e3:8.2f} ms | " + ", ".join(cells))
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    capman = request.config.pluginmanager.getplugin("capturemanager")
+    if reporter is not None and capman is not None and len(lines) > 2:
+        with capman.global_and_fixture_disabled():
+            for line in lines:
+                reporter.write_line(line)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("case", list(CASES))
+@pytest.mark.parametrize("mode", ["full", "k=10", "k=25"])
+def test_backward(benchmark, cell, case, mode):
+    """Backward alone, full against chunked(T, k)."""
+    args, dh = make_stream(cell, CASES[case][0])
+    _, cache = getattr(fastbptt, f"{cell}_forward")(*args)
+    backward = getattr(fastbptt, f"{cell}_backward")
+    n_steps = CASES[case][0][1]
+    xi = None if mode == "full" else truncation.chunked(n_steps, int(mode[2:]))
+    timed(benchmark, f"backward {cell} {case}", mode, backward, dh, cache, xi=xi)
+
+
+def _stream_cases():
+    return [(cell, case, mode) for cell in CELLS for case in CASES for mode in modes(case)]
+
+
+@pytest.mark.parametrize("cell,case,mode", _stream_cases())
+def test_stream(benchmark, cell, case, mode):
+    """One full-BPTT call over the stream against TBPTT(k, k) over the same steps."""
+    args, dh = make_stream(cell, CASES[case][0])
+    forward = getattr(fastbptt, f"{cell}_forward")
+    backward = getattr(fastbptt, f"{cell}_backward")
+
+    def loss_grad(h, t0):   # the upstream gradient, as an output layer would hand it back
+        return 0.0, dh[:, t0:t0 + h.shape[1]]
+
+    if mode == "full":
+        def step():
+            h, cache = forward(*args)
+            _, g = loss_grad(h, 0)
+            return backward(g, cache)
+    else:
+        driver = TBPTT(int(mode[2:]), cell=cell)
+
+        def step():
+            return driver.run(*args, loss_grad)
+    timed(benchmark, f"stream {cell} {case}", mode, step)
