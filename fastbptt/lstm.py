@@ -1,0 +1,80 @@
+"""LSTM on the compiled kernels (``src/_lstm.pyx``)."""
+import numpy as np
+
+from ._blas_threads import kernel_threads
+from ._kernels import load
+from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._validation import check_backward, check_forward, from_time_major
+
+_lstm = load("_lstm")
+
+
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
+    """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
+
+        [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
+        i, f, o = sigma(a_i), sigma(a_f), sigma(a_o);   g = tanh(a_g)
+        c_t = f * c_{t-1} + i * g;                      h_t = o * tanh(c_t)
+
+    Parameters
+    ----------
+    x : (N, T, D) array, or (T, N, D) if ``time_major``; float32 or float64.
+    h0 : (N, H) array or None (zeros).
+    Wx : (D, 4H), Wh : (H, 4H), b : (4H,) arrays of x's dtype; column blocks i, f, g, o.
+    c0 : (N, H) initial cell state, or None (zeros).
+
+    Returns
+    -------
+    h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
+    cache : for ``lstm_backward``; ``cache.hT`` and ``cache.cT`` are the final states.
+    """
+    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0)
+    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    c = np.empty_like(h)
+    gates = np.empty((a.n_steps, a.n_batch, 4 * a.n_hidden), a.dtype)
+    if a.n_batch:
+        with kernel_threads():
+            _lstm.forward(a.x, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates)
+    cache = Cache("lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
+                  c=c, gates=gates)
+    return _readonly(from_time_major(h, a.time_major)), cache
+
+
+def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
+    """Backpropagate through every time step of ``lstm_forward``.
+
+    Parameters
+    ----------
+    dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
+    cache : from ``lstm_forward``; only read, so backward may run on it more than once.
+    dhT, dcT : (N, H) gradients flowing into the final hidden and cell states from a later
+        segment, or None.
+    xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
+        scales both the h- and the c-gradient flowing from step t into the states it received
+        (``xi[0]``: h0 and c0).
+    grads : a ``Grads`` (or anything with arrays ``dWx``, ``dWh``, ``db``) to add the weight
+        gradients into in place instead of allocating them.
+    h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
+        the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the
+        loop, no extra pass.
+
+    Returns
+    -------
+    Grads ``(dx, dh0, dWx, dWh, db)`` with the attribute ``dc0``.
+    """
+    g = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
+                       h_grad_norms=h_grad_norms)
+    n_steps, n_batch, n_hidden = cache.h.shape
+    dx = np.zeros(cache.x.shape, cache.dtype)
+    out = weight_grad_buffers(cache, g.grads)
+    carry_h, carry_c = g.dhT, g.dcT
+    if n_batch:
+        dA = np.empty_like(cache.gates)
+        with kernel_threads():
+            _lstm.backward(g.dh, cache.h, cache.c, cache.gates, cache.h0, cache.c0, cache.x,
+                           cache.Wx, cache.Wh, g.xi, carry_h, carry_c, dA, dx,
+                           out["dWx"], out["dWh"], out["db"], g.h_grad_norms)
+    else:
+        g.h_grad_norms[...] = 0
+    return Grads(from_time_major(dx, cache.time_major), carry_h, out["dWx"], out["dWh"],
+                 out["db"], dc0=carry_c)
