@@ -6,6 +6,7 @@ or float64, never silently upcast), native byte order, time-major (T, N, ...) an
 Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
 values (NaN, inf) in any input are rejected with a ValueError.
 """
+import math
 from types import SimpleNamespace
 
 import numpy as np
@@ -29,7 +30,7 @@ def as_float_array(name, value):
 
 def check_finite(name, arr):
     # the sum is one cheap pass; only if it is not finite (NaN, inf, or an overflow) look closer
-    if arr.size and not np.isfinite(arr.sum()) and not np.isfinite(arr).all():
+    if arr.size and not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or infinity")
 
 
