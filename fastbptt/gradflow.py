@@ -203,11 +203,18 @@ def run(args):
     if error:
         print(f"fastbptt gradflow: error: {error}", file=sys.stderr)
         return 2
-    import fastbptt
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        print(f"fastbptt gradflow: error: --out {args.out}: cannot create the folder ({err})",
+              file=sys.stderr)
+        return 2
+    from .model import _backend_module
+    module = _backend_module(args.backend)
     common = dict(n_steps=args.steps, n_hidden=args.hidden, n_batch=args.batch,
                   n_input=args.inputs, backend=args.backend)
     cases = [measure("rnn", radius=r, seed=args.seed, **common) for r in args.radii]
-    if hasattr(fastbptt, "lstm_forward"):
+    if hasattr(module, "lstm_forward"):
         cases.append(measure("lstm", seed=args.seed, **common))
         if args.forget_bias:
             cases.append(measure("lstm", forget_bias=args.forget_bias, seed=args.seed, **common))
@@ -215,7 +222,6 @@ def run(args):
         print("(this build of fastbptt has no LSTM yet: only the RNN is measured)")
     table = _format_table(cases, args.steps)
     print(table)
-    os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "gradflow.txt"), "w") as f:
         f.write(table + "\n")
     png = os.path.join(args.out, "gradflow.png")

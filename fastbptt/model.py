@@ -71,6 +71,26 @@ def _positive_int(name, value):
     return int(value)
 
 
+def softmax_cross_entropy(z, targets, weights=None):
+    """Mean softmax cross-entropy of logits ``z`` (M, O) against class ids ``targets`` (M,),
+    weighted by ``weights`` (M,) if given (``sum(w * nll) / sum(w)``); returns the loss (float)
+    and its gradient with respect to ``z`` (a new (M, O) array of z's dtype). The log-sum-exp
+    is taken after subtracting each row's maximum, its sums in float64."""
+    rows = np.arange(targets.size)
+    total = float(weights.sum()) if weights is not None else float(targets.size)
+    scale = 1.0 / total if total > 0 else 0.0
+    dz = z - z.max(axis=1, keepdims=True)                        # shifted logits
+    picked = dz[rows, targets].astype(np.float64)
+    np.exp(dz, out=dz)
+    norm = dz.sum(axis=1, dtype=np.float64)
+    nll = np.log(norm) - picked                                  # -log softmax[target]
+    loss = float((nll if weights is None else nll * weights).sum()) * scale
+    row_scale = (scale / norm) if weights is None else (weights * scale / norm)
+    dz *= row_scale.astype(z.dtype)[:, None]                     # softmax * w / total
+    dz[rows, targets] -= (scale if weights is None else weights * scale)
+    return loss, dz
+
+
 class ModelCache:
     """What ``Model.forward`` hands to ``Model.backward`` (all time-major inside).
 
@@ -338,22 +358,13 @@ class Model:
             raise ValueError(f"targets must have shape (N, T, O) = "
                              f"{(n_batch, n_steps, n_out)}, got {targets.shape}")
         weights = self._weights(mask, n_batch, n_steps)              # (T*N,) or None
-        total = float(weights.sum()) if weights is not None else float(n_steps * n_batch)
-        scale = 1.0 / total if total > 0 else 0.0
 
         if c["loss"] == "softmax":
-            t = np.ascontiguousarray(targets.T).reshape(-1)          # (T*N,)
-            rows = np.arange(t.size)
-            dz = z - z.max(axis=1, keepdims=True)                    # shifted logits
-            picked = dz[rows, t].astype(np.float64)
-            np.exp(dz, out=dz)
-            norm = dz.sum(axis=1, dtype=np.float64)
-            nll = np.log(norm) - picked                              # -log softmax[target]
-            loss = float((nll if weights is None else nll * weights).sum()) * scale
-            row_scale = (scale / norm) if weights is None else (weights * scale / norm)
-            dz *= row_scale.astype(z.dtype)[:, None]                 # softmax * w / total
-            dz[rows, t] -= (scale if weights is None else weights * scale)
+            loss, dz = softmax_cross_entropy(z, np.ascontiguousarray(targets.T).reshape(-1),
+                                             weights)
         else:
+            total = float(weights.sum()) if weights is not None else float(n_steps * n_batch)
+            scale = 1.0 / total if total > 0 else 0.0
             y = np.ascontiguousarray(targets.swapaxes(0, 1)).reshape(-1, n_out)
             if y.dtype != z.dtype:
                 raise TypeError(f"targets have dtype {y.dtype} but the model is {z.dtype}")

@@ -15,7 +15,8 @@ stops at the window's start), with Adam and global-norm gradient clipping.
 * ``full``: backpropagate through the whole window (the default);
 * ``chunked --k K``: regular truncation, no gradient across every K-th step;
 * ``randomized --p P``: unbiased randomized truncation (Tallec and Ollivier 2017): the gradient
-  through each step is kept with probability P and scaled by 1/P;
+  through each step is kept with probability P and scaled by 1/P (default P = 1 - 1/K, so the
+  cuts are as frequent on average as with ``chunked``);
 * ``tbptt --k1 K1 --k2 K2``: Williams and Peng's TBPTT(k1, k2) over the endless stream: an
   update every K1 characters, backpropagating through the last K2 (one recurrent layer).
 
@@ -24,10 +25,19 @@ and budget three times, with full, regular (chunked) and randomized truncation, 
 plot and one table (the seeds' comparison). Ctrl-C stops training cleanly: the model so far is
 saved, with its loss curve and a sample.
 
+BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
+training also runs NumPy's BLAS (the output layer) on one thread of the calling thread while it
+lasts (``--blas-threads``). With OpenBLAS's default pool the workers left spinning after a NumPy
+product compete with the kernel's thread for the cores: on a 2-core machine that was busy with
+other work, an LSTM step (H=128, 32 x 64 chars) took 132 ms with NumPy's default two threads
+and 54 ms with one.
+
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
+import contextlib
 import csv
+import ctypes
 import os
 import sys
 import time
@@ -35,14 +45,14 @@ import time
 import numpy as np
 
 from . import data as data_mod
-from .model import CELLS, Model
+from .model import CELLS, Model, softmax_cross_entropy
 from .optim import OPTIMIZERS
 
 DEFAULTS = {
-    "cell": "lstm", "hidden": 256, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1000,
-    "max_chars": 1_000_000, "eval_every": 100, "eval_chars": 20_000, "final_eval_chars": 100_000,
+    "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1000,
+    "max_chars": 2_000_000, "eval_every": 100, "eval_chars": 20_000, "final_eval_chars": 200_000,
 }
-DEFAULT_LR = {"adam": 2e-3, "adagrad": 0.1, "sgd": 0.1}
+DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.1}
 CLI_EXTRA = "pip install 'fastbptt[cli]'"
 
 
@@ -61,6 +71,9 @@ def add_arguments(parser):
     g.add_argument("--backend", choices=("kernels", "reference"), default="kernels",
                    help="recurrent layers on the compiled kernels (default) or the NumPy "
                         "reference")
+    g.add_argument("--blas-threads", type=int, default=1, metavar="N",
+                   help="threads for NumPy's own BLAS (output layer) while training; 0 leaves "
+                        "NumPy's setting alone (default 1, see the module docstring)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of "
@@ -82,7 +95,8 @@ def add_arguments(parser):
     g.add_argument("--k", type=int, metavar="K", help="chunked: cut the gradient every K "
                    "steps (default seq-len/4)")
     g.add_argument("--p", type=float, metavar="P", help="randomized: keep each step's gradient "
-                   "with probability P, scaled by 1/P (default 0.25)")
+                   "with probability P, scaled by 1/P (default 1 - 1/K: a cut every K steps on "
+                   "average, as chunked)")
     g.add_argument("--k1", type=int, metavar="K1", help="tbptt: update every K1 characters "
                    "(default seq-len)")
     g.add_argument("--k2", type=int, metavar="K2", help="tbptt: backpropagate through the last "
@@ -90,7 +104,7 @@ def add_arguments(parser):
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="adam (default), adagrad (as in min-char-rnn) or sgd (momentum 0.9)")
     g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: adam "
-                   "2e-3, adagrad 0.1, sgd 0.1)")
+                   "3e-3, adagrad 0.1, sgd 0.1)")
     g.add_argument("--clip", type=float, default=5.0, metavar="MAX_NORM",
                    help="clip the gradients' global norm to MAX_NORM; 0 turns it off "
                         "(default 5)")
@@ -125,6 +139,8 @@ def _check_args(args):
     available = [c for c in CELLS if hasattr(fastbptt, f"{c}_forward")]
     if args.cell not in available:
         return f"--cell must be one of {', '.join(available)} in this build, got {args.cell!r}"
+    if args.blas_threads < 0:
+        return f"--blas-threads must be >= 0 (0: NumPy's own setting), got {args.blas_threads}"
     positive = {"hidden": args.hidden, "layers": args.layers, "steps": args.steps,
                 "seq-len": args.seq_len, "batch": args.batch, "max-chars": args.max_chars,
                 "eval-every": args.eval_every, "eval-chars": args.eval_chars}
@@ -151,8 +167,8 @@ def _check_args(args):
             return f"--{opt} goes with --truncation {owner}, not {t}"
     if args.k is None:
         args.k = max(1, args.seq_len // 4)
-    if args.p is None:
-        args.p = 0.25
+    if args.p is None:      # the same mean distance between cuts as chunked: 1/(1-p) = K
+        args.p = 1 - 1 / args.k if args.k > 1 else 0.5
     if args.k < 1:
         return f"--k must be at least 1, got {args.k}"
     if not 0 < args.p <= 1:
@@ -170,6 +186,41 @@ def _check_args(args):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     return None
+
+
+# --------------------------------------------------------------------------------- BLAS threads
+def _numpy_openblas_setter():
+    """NumPy's bundled OpenBLAS ``openblas_set_num_threads_local`` (per calling thread), or
+    None where NumPy's BLAS is something else or cannot be found (then nothing is changed)."""
+    try:
+        with open("/proc/self/maps") as maps:
+            paths = sorted({line.split()[-1] for line in maps
+                            if "openblas" in line.lower() and "numpy" in line.lower()})
+    except OSError:
+        return None
+    for path in paths:
+        try:
+            fn = ctypes.CDLL(path).openblas_set_num_threads_local
+        except (OSError, AttributeError):
+            continue
+        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
+        return fn
+    return None
+
+
+@contextlib.contextmanager
+def numpy_blas_threads(n_threads):
+    """Run the enclosed code with NumPy's OpenBLAS on ``n_threads`` threads (this thread only,
+    restored after); ``0``/None, or a NumPy without OpenBLAS, leaves it alone."""
+    setter = _numpy_openblas_setter() if n_threads else None
+    if setter is None:
+        yield
+        return
+    previous = setter(int(n_threads))
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 # --------------------------------------------------------------------------------- progress
@@ -210,24 +261,27 @@ class Progress:
 
 
 # --------------------------------------------------------------------------------- training
-def _one_hot_chunks(streams, vocab_size, dtype, resets):
-    """(x one-hot (N, T, V), y (N, T)) windows of a ``Streams`` forever (for the TBPTT driver)."""
+def _one_hot_chunks(streams, vocab_size, dtype):
+    """(x one-hot (N, T, V), y (N, T)) windows of a ``Streams`` forever (for the TBPTT driver;
+    the state runs on across the start of a new pass)."""
     eye = np.eye(vocab_size, dtype=dtype)
-    for x, y, reset in streams:
-        resets.append(reset)
+    for x, y, _reset in streams:
         yield eye[x], y
 
 
 def evaluate(model, ids, n_batch, seq_len, max_chars):
-    """Mean cross-entropy (nats/char) of the model on up to ``max_chars`` of ``ids``, streamed
-    in windows with the state carried, as in training."""
-    ids = np.asarray(ids)[: max_chars + 1]
+    """Mean cross-entropy (nats/char) of the model on about ``max_chars`` characters of ``ids``.
+
+    ``n_batch`` streams start at evenly spaced places over the whole of ``ids`` (so a part
+    of the text stands for all of it) and are read in windows of ``seq_len`` with the state
+    carried, as in training, until ``max_chars`` characters are scored."""
+    ids = np.asarray(ids)
     n_batch = max(1, min(n_batch, (len(ids) - 1) // max(1, seq_len)))
-    span = (len(ids) - 1) // n_batch
-    seq_len = min(seq_len, span)
+    seq_len = min(seq_len, (len(ids) - 1) // n_batch)
     streams = data_mod.Streams(ids, n_batch, seq_len)
+    n_windows = min(streams.n_windows, -(-max_chars // (n_batch * seq_len)))
     state, total, count = None, 0.0, 0
-    for _ in range(streams.n_windows):
+    for _ in range(n_windows):
         x, y, _reset = next(streams)
         loss, state = model.evaluate(x, y, state=state)
         total += loss * y.size
@@ -265,16 +319,20 @@ class Trainer:
         raise AssertionError(self.label)
 
     def clip_and_update(self):
+        """Clip the gradients (value, then global norm) and update; a step whose gradient is
+        not finite is skipped (counted in ``n_skipped``). Returns the norm before clipping."""
         from . import clip
         a = self.args
-        norm = clip.global_norm(self.grads)
+        max_norm = a.clip if a.clip > 0 else float("inf")
+        if a.clip_value is not None:
+            norm = clip.clip_grad_value(self.grads, a.clip_value, error_if_nonfinite=False)
+            if np.isfinite(norm):
+                clip.clip_grad_norm(self.grads, max_norm)
+        else:
+            norm = clip.clip_grad_norm(self.grads, max_norm, error_if_nonfinite=False)
         if not np.isfinite(norm):
             self.n_skipped += 1          # an exploding step: skip it, keep training
             return norm
-        if a.clip_value is not None:
-            clip.clip_grad_value(self.grads, a.clip_value)
-        if a.clip > 0:
-            clip.clip_grad_norm(self.grads, a.clip)
         self.optimizer.step(self.grads)
         return norm
 
@@ -298,30 +356,20 @@ class Trainer:
 
     def tbptt_batches(self):
         """Yield the training loss of each update of the TBPTT(k1, k2) driver (one layer)."""
-        from .tbptt import TBPTT
+        from .tbptt import TBPTT, WeightGrads
         a, model, params, grads = self.args, self.model, self.model.params, self.grads
         streams = data_mod.Streams(self.corpus.train, a.batch, a.k1)
-        resets = []
-        chunks = _one_hot_chunks(streams, model.n_input, model.dtype, resets)
+        chunks = _one_hot_chunks(streams, model.n_input, model.dtype)
         W, b = params["out.W"], params["out.b"]
-        V = model.n_output
 
-        def loss_grad(h, t0, y):                      # h (N, m, H), y (N, m)
+        def loss_grad(h, t0, y):                      # h (N, m, H), y (N, m): the new steps
             n, m, hid = h.shape
             top = h.reshape(n * m, hid)
-            z = top @ W + b
-            z -= z.max(axis=1, keepdims=True)
-            np.exp(z, out=z)
-            norm = z.sum(axis=1, dtype=np.float64)
-            rows, t = np.arange(n * m), y.reshape(-1)
-            loss = float(np.mean(np.log(norm) - np.log(z[rows, t].astype(np.float64))))
-            z *= (1.0 / (norm * n * m)).astype(z.dtype)[:, None]
-            z[rows, t] -= z.dtype.type(1.0 / (n * m))          # dL/dz, mean over the window
-            grads["out.W"] += top.T @ z
-            grads["out.b"] += z.sum(axis=0)
-            return loss, (z @ W.T).reshape(n, m, hid)
+            loss, dz = softmax_cross_entropy(top @ W + b, y.reshape(-1))   # mean over the steps
+            grads["out.W"] += top.T @ dz
+            grads["out.b"] += dz.sum(axis=0)
+            return loss, (dz @ W.T).reshape(n, m, hid)
 
-        from .tbptt import WeightGrads
         names = ["Wx", "Wh", "b"] + (["bh"] if model.cell == "gru" else [])
         layer_grads = WeightGrads(**{f"d{k}": grads[f"layer0.{k}"] for k in names})
         kwargs = {"nonlinearity": model.config["nonlinearity"]} if model.cell == "rnn" else {}
@@ -432,15 +480,15 @@ def _metadata(args, corpus, trainer, val_loss, baseline):
             "val_loss": val_loss, "unigram_loss": baseline}
 
 
-def _describe(args, corpus, model, baseline):
+def _describe(args, corpus, model, baseline, compare=False):
     print(f"corpus: {corpus.name}: {len(corpus.text):,} chars, vocabulary {len(corpus.vocab)}, "
           f"train {len(corpus.train):,} / validation {len(corpus.val):,}")
     print(f"model: {model}")
     extra = {"chunked": f" K={args.k}", "randomized": f" p={args.p}",
              "tbptt": f" K1={args.k1} K2={args.k2}"}.get(args.truncation, "")
-    print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} chars, "
-          f"truncation {args.truncation}{extra}, {args.optimizer} lr {args.lr:g}, "
-          f"clip {args.clip:g}")
+    what = "" if compare else f"truncation {args.truncation}{extra}, "
+    print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} chars, {what}"
+          f"{args.optimizer} lr {args.lr:g}, clip {args.clip:g}")
     print(f"unigram baseline (validation): {baseline:.4f} nats/char")
 
 
@@ -459,11 +507,20 @@ def run(args):
     except (OSError, ValueError) as err:
         print(f"fastbptt train: error: {err}", file=sys.stderr)
         return 2
-    os.makedirs(args.out, exist_ok=True)
+    try:
+        os.makedirs(args.out, exist_ok=True)
+    except OSError as err:
+        print(f"fastbptt train: error: --out {args.out}: cannot create the folder ({err})",
+              file=sys.stderr)
+        return 2
     baseline = data_mod.unigram_loss(corpus.train, corpus.val, len(corpus.vocab))
-    if args.compare_truncation:
-        return _compare(args, corpus, baseline)
+    with numpy_blas_threads(args.blas_threads):
+        if args.compare_truncation:
+            return _compare(args, corpus, baseline)
+        return _train(args, corpus, baseline)
 
+
+def _train(args, corpus, baseline):
     model = _build(args, corpus)
     _describe(args, corpus, model, baseline)
     trainer = Trainer(args, corpus, model)
@@ -517,7 +574,7 @@ def _compare(args, corpus, baseline):
     labels = {"full": "full BPTT", "chunked": f"regular (K={args.k})",
               "randomized": f"randomized (p={args.p:g})"}
     model0 = _build(args, corpus)
-    _describe(args, corpus, model0, baseline)
+    _describe(args, corpus, model0, baseline, compare=True)
     print("comparing truncation: " + ", ".join(labels.values()) +
           f" ({args.steps} steps each)")
     runs, rows, interrupted = [], [], False
@@ -529,7 +586,12 @@ def _compare(args, corpus, baseline):
         progress.close()
         if trainer.step == 0:
             break
-        val = evaluate(model, corpus.val, args.batch, args.seq_len, DEFAULTS["final_eval_chars"])
+        if interrupted:   # no long evaluation after Ctrl-C: the last one, if any
+            vals = [h[4] for h in trainer.history if np.isfinite(h[4])]
+            val = vals[-1] if vals else float("nan")
+        else:
+            val = evaluate(model, corpus.val, args.batch, args.seq_len,
+                           DEFAULTS["final_eval_chars"])
         train_loss = trainer.history[-1][3] if trainer.history else float("nan")
         runs.append((label, trainer.history))
         rows.append((label, trainer.step, train_loss, val, trainer.train_time,
@@ -540,13 +602,14 @@ def _compare(args, corpus, baseline):
         if interrupted:
             print(f"\ninterrupted during {strategy}: saving what there is", file=sys.stderr)
             break
-    head = (f"{'truncation':<20} {'steps':>6} {'train loss':>10} {'val loss':>9} "
+    w = max([len("unigram baseline")] + [len(r[0]) for r in rows])
+    head = (f"{'truncation':<{w}} {'steps':>6} {'train loss':>10} {'val loss':>9} "
             f"{'seconds':>8} {'chars/s':>9} {'grad kept':>9}")
     lines = [head, "-" * len(head)]
     for label, steps, tr, va, secs, rate, kept in rows:
-        lines.append(f"{label:<20} {steps:>6} {tr:>10.4f} {va:>9.4f} {secs:>8.1f} "
+        lines.append(f"{label:<{w}} {steps:>6} {tr:>10.4f} {va:>9.4f} {secs:>8.1f} "
                      f"{rate:>9,.0f} {kept:>9.2f}")
-    lines.append(f"{'unigram baseline':<20} {'':>6} {'':>10} {baseline:>9.4f}")
+    lines.append(f"{'unigram baseline':<{w}} {'':>6} {'':>10} {baseline:>9.4f}")
     lines.append("")
     lines.append("grad kept: mean fraction of time steps through which the gradient flows back "
                  "(1 = full BPTT within the window)")

@@ -234,6 +234,14 @@ def test_help_lists_the_options(capsys):
         assert option in out
 
 
+@pytest.mark.parametrize("command", ["train", "gradflow"])
+def test_out_that_is_a_file_is_refused(command, tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main([command, "--steps", "2", "--out", str(blocker / "sub")]) == 2
+    assert "cannot create the folder" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv", [["train", "--truncation", "bogus"], ["train", "--steps", "ten"],
                                   ["gradflow", "--radii", "0.5"], ["train", "--nope"]])
 def test_unparseable_options_exit_2(argv, capsys):
@@ -253,3 +261,22 @@ def test_command_line_entry_point(tmp_path):
     done = subprocess.run([sys.executable, "-m", "fastbptt", "train", "--steps", "-1"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2 and "--steps must be at least 1" in done.stderr
+
+
+def test_tbptt_with_k1_equal_k2_trains_like_full_windows(text_file, tmp_path):
+    """TBPTT(k, k) through fastbptt.tbptt and full BPTT in windows of k with the state carried
+    are the same algorithm: the same parameters after the same updates."""
+    common = ["--text", str(text_file), "--steps", "6", "--dtype", "float64", "--seq-len", "8",
+              "--eval-every", "100", "--sample-len", "0", "--hidden", "16", "--batch", "4",
+              "--no-progress"]
+    assert main(["train", "--truncation", "tbptt", "--k1", "8", "--k2", "8",
+                 "--out", str(tmp_path / "a")] + common) == 0
+    assert main(["train", "--truncation", "full", "--out", str(tmp_path / "b")] + common) == 0
+    a, b = Model.load(tmp_path / "a" / "model.npz"), Model.load(tmp_path / "b" / "model.npz")
+    for name in a.params:
+        np.testing.assert_allclose(a.params[name], b.params[name], rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+    start = Model(a.n_input, 16, a.n_output, cell=a.cell, input="onehot", dtype=np.float64,
+                  seed=0)                                   # what training started from
+    np.testing.assert_array_equal(start.params["layer0.Wh"].shape, a.params["layer0.Wh"].shape)
+    assert not np.allclose(start.params["layer0.Wh"], a.params["layer0.Wh"])
