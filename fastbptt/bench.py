@@ -1,9 +1,16 @@
 """``fastbptt bench``: the kernels against the NumPy reference, timed side by side in one run.
 
 Each case runs forward plus full backward through time on random data; the reference, the
-kernels and the BLAS floor (the kernels' matrix products alone, ``src/_floor.pyx``) are timed
-alternately, round after round, and the medians compared, so a busy machine slows all alike. The cases (N, T, D, H) are the project's standard ones; ``benchmarks/`` uses
-the same.
+kernels, the BLAS floor (the kernels' matrix products alone, ``src/_floor.pyx``) and, where it
+is installed, PyTorch (``nn.RNN``/``nn.LSTM``/``nn.GRU`` holding the same weights, one thread,
+autograd with the same upstream gradient) are timed alternately, round after round, and the
+medians compared, so a busy machine slows all alike. Each runs on one thread: the kernels and the
+floor set SciPy's BLAS so themselves, NumPy's BLAS (the reference's) is set to one thread for the
+timing, and PyTorch to one intra-op thread. The cases (N, T, D, H) are the project's
+standard ones; ``benchmarks/`` uses the same cases and the same callables.
+
+PyTorch is optional: this module imports it only inside ``torch_function`` and
+``import_torch``, and ``fastbptt bench`` leaves its columns out where it cannot be imported.
 """
 import platform
 import sys
@@ -51,13 +58,13 @@ def step_function(module, cell, args, kwargs, dh, backward=True):
 def floor_function(cell, shape, dtype, backward=True):
     """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work."""
     from . import _floor
-    from ._blas_threads import kernel_threads
+    from ._blas_threads import run_kernel
     n_batch, n_steps, n_input, n_hidden = shape
     gh = N_GATES[cell] * n_hidden
     rng = np.random.default_rng(0)
     x = rng.standard_normal((n_steps, n_batch, n_input)).astype(dtype)
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
-    Wh = rng.standard_normal((n_hidden, gh)).astype(dtype) / np.sqrt(gh)
+    Wh = (rng.standard_normal((n_hidden, gh)) / np.sqrt(gh)).astype(dtype)
     A = np.zeros((n_steps, n_batch, gh), dtype)
     h = np.zeros((n_steps, n_batch, n_hidden), dtype)
     carry = np.zeros((n_batch, n_hidden), dtype)
@@ -65,8 +72,82 @@ def floor_function(cell, shape, dtype, backward=True):
     dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
 
     def run():
-        with kernel_threads():
-            _floor.floor(x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
+        run_kernel(_floor.floor, x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
+    return run
+
+
+def import_torch():
+    """The torch module, set to one intra-op thread as the kernels' BLAS; None if not installed."""
+    try:
+        import torch
+    except ImportError:
+        return None
+    torch.set_num_threads(1)
+    return torch
+
+
+def torch_function(cell, args, kwargs, dh, backward=True, check=True):
+    """A no-argument callable running PyTorch's ``nn.RNN``/``nn.LSTM``/``nn.GRU`` with the
+    weights of ``args`` (through ``fastbptt.compat.torch``) on the same input.
+
+    Forward alone runs under ``torch.no_grad()``. Forward plus backward asks autograd for the
+    gradients fastbptt's backward returns (``dx``, the weights and biases, and ``dh0`` where an
+    initial state is given) with ``dh`` as the upstream gradient, so neither side computes
+    more than the other. With ``check``, one forward is compared with the kernels' first, so
+    that a timing never compares different computations (AssertionError if they differ).
+    Needs torch; call ``import_torch`` first to set its thread count.
+    """
+    import torch
+    from .compat.torch import to_state_dict
+
+    x, h0, Wx, Wh, b = args
+    time_major = kwargs.get("time_major", False)
+    n_input, n_hidden = Wx.shape[0], Wh.shape[0]
+    dtype = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}[x.dtype]
+    extra = {"nonlinearity": kwargs.get("nonlinearity", "tanh")} if cell == "rnn" else {}
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    module = cls(n_input, n_hidden, batch_first=not time_major, dtype=dtype, **extra)
+    state_dict = to_state_dict(cell, Wx, Wh, b, kwargs.get("bh") if cell == "gru" else None)
+    module.load_state_dict({k: torch.from_numpy(v) for k, v in state_dict.items()})
+
+    def tensor(a, grad=False):
+        return torch.tensor(np.asarray(a), dtype=dtype, requires_grad=grad)
+
+    xt = tensor(x, grad=backward)
+    state = []
+    if h0 is not None:
+        state.append(tensor(np.asarray(h0)[None], grad=backward))
+    if cell == "lstm" and (h0 is not None or kwargs.get("c0") is not None):
+        if h0 is None:
+            state.append(torch.zeros(1, x.shape[1 if time_major else 0], n_hidden, dtype=dtype,
+                                     requires_grad=backward))
+        c0 = kwargs.get("c0")
+        state.append(tensor(np.asarray(c0)[None], grad=backward) if c0 is not None else
+                     torch.zeros_like(state[0]))
+    hx = None if not state else (tuple(state) if cell == "lstm" else state[0])
+    if check:
+        import fastbptt
+        expected, _ = getattr(fastbptt, f"{cell}_forward")(*args, **kwargs)
+        with torch.no_grad():
+            got = module(xt, hx)[0].numpy()
+        err = float(np.abs(got - expected).max(initial=0))
+        scale = max(1.0, float(np.abs(expected).max(initial=0)))
+        tol = 1e-4 if x.dtype == np.float32 else 1e-10
+        assert err <= tol * scale, (f"PyTorch's {cell} differs from fastbptt's: max error "
+                                    f"{err:.3g}; the timings would compare different work")
+    if not backward:
+        def run_forward():
+            with torch.no_grad():
+                module(xt, hx)
+        return run_forward
+
+    inputs = [xt, *state, *module.parameters()]
+    inputs = [t for t in inputs if t.requires_grad]
+    dht = tensor(dh)
+
+    def run():
+        out, _ = module(xt, hx)
+        torch.autograd.grad(out, inputs, dht)
     return run
 
 
@@ -99,11 +180,14 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--budget", type=float, default=2.0,
                         help="seconds of timing per case (default: 2)")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave PyTorch out even where it is installed")
 
 
 def run(args):
     import fastbptt
     import fastbptt.reference
+    from .train import numpy_blas_threads
 
     cells = [c for c in args.cells.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]
@@ -123,12 +207,17 @@ def run(args):
     missing = [c for c in cells if c not in available_cells()]
     cells = [c for c in cells if c not in missing]
     dtype = np.dtype(args.dtype)
+    torch = None if args.no_torch else import_torch()
     print(f"fastbptt {fastbptt.__version__} bench: forward + full backward, {dtype}, "
-          f"median of alternating runs, {args.budget:g} s a case")
+          f"median of alternating runs, {args.budget:g} s a case, one thread each")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, "
-          f"Python {platform.python_version()}, NumPy {np.__version__}")
+          f"Python {platform.python_version()}, NumPy {np.__version__}"
+          + (f", PyTorch {torch.__version__} (1 thread)" if torch is not None else ""))
     if missing:
         print(f"(cells not in this build: {', '.join(missing)})")
+    if torch is None:
+        print("(PyTorch " + ("left out" if args.no_torch else "not installed") +
+              ": no PyTorch column)")
     rows = []
     for cell in cells:
         for case in cases:
@@ -136,17 +225,28 @@ def run(args):
             label = "N={} T={} D={} H={}".format(*shape)
             print(f"  timing {cell} {case} ({label}) ...", end="", flush=True)
             problem = make_case(cell, shape, dtype)
-            t_ref, t_kernel, t_floor = time_side_by_side(
-                [step_function(fastbptt.reference, cell, *problem),
-                 step_function(fastbptt, cell, *problem),
-                 floor_function(cell, shape, dtype)], budget=args.budget)
-            print(f" {t_kernel * 1e3:.3g} ms")
-            rows.append((cell, case, label, t_ref, t_kernel, t_floor))
+            functions = [step_function(fastbptt.reference, cell, *problem),
+                         step_function(fastbptt, cell, *problem),
+                         floor_function(cell, shape, dtype)]
+            if torch is not None:
+                functions.append(torch_function(cell, *problem))
+            with numpy_blas_threads(1):   # the reference on one thread, as all the others
+                times = time_side_by_side(functions, budget=args.budget)
+            print(f" {times[1] * 1e3:.3g} ms")
+            rows.append((cell, case, label, *times))
     print()
-    print("| cell | case | shape | reference ms | fastbptt ms | speed-up | BLAS floor ms "
-          "| fastbptt / floor |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |")
-    for cell, case, label, t_ref, t_kernel, t_floor in rows:
-        print(f"| {cell} | {case} | {label} | {t_ref * 1e3:.2f} | {t_kernel * 1e3:.3f} | "
-              f"{t_ref / t_kernel:.1f}x | {t_floor * 1e3:.3f} | {t_kernel / t_floor:.2f} |")
+    header = ("| cell | case | shape | reference ms | fastbptt ms | speed-up | BLAS floor ms "
+              "| fastbptt / floor |")
+    rule = "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"
+    if torch is not None:
+        header += " PyTorch ms | fastbptt vs PyTorch |"
+        rule += " ---: | ---: |"
+    print(header)
+    print(rule)
+    for cell, case, label, t_ref, t_kernel, t_floor, *t_torch in rows:
+        line = (f"| {cell} | {case} | {label} | {t_ref * 1e3:.2f} | {t_kernel * 1e3:.3f} | "
+                f"{t_ref / t_kernel:.1f}x | {t_floor * 1e3:.3f} | {t_kernel / t_floor:.2f} |")
+        if t_torch:
+            line += f" {t_torch[0] * 1e3:.3f} | {t_torch[0] / t_kernel:.1f}x |"
+        print(line)
     return 0

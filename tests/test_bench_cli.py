@@ -1,0 +1,49 @@
+"""``fastbptt bench`` runs end to end with a tiny budget, with PyTorch and without (no timing)."""
+import sys
+
+import pytest
+
+from fastbptt.__main__ import main
+
+TINY = ["bench", "--cases", "C", "--budget", "0.01"]
+
+
+def table_rows(out):
+    return [line for line in out.splitlines() if line.startswith("| ") and "---" not in line][1:]
+
+
+def test_bench_without_torch(capsys):
+    assert main(TINY + ["--cells", "rnn,gru", "--no-torch", "--dtype", "float32"]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch left out" in out and "PyTorch ms" not in out
+    rows = table_rows(out)
+    assert [r.split("|")[1:3] for r in rows] == [[" rnn ", " C "], [" gru ", " C "]]
+    assert all(len(r.strip("|").split("|")) == 8 for r in rows)
+
+
+def test_bench_when_torch_cannot_be_imported(capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)   # import torch raises ImportError
+    assert main(TINY + ["--cells", "rnn"]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch not installed" in out and "PyTorch ms" not in out
+    assert len(table_rows(out)) == 1
+
+
+def test_bench_with_torch(capsys):
+    pytest.importorskip("torch")
+    assert main(TINY + ["--cells", "lstm"]) == 0
+    out = capsys.readouterr().out
+    assert "PyTorch ms | fastbptt vs PyTorch |" in out
+    (row,) = table_rows(out)
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert len(cells) == 10 and cells[0] == "lstm" and cells[-1].endswith("x")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--cases", "X"], "unknown case 'X'"),
+    (["--cells", "cnn"], "unknown cell 'cnn'"),
+    (["--budget", "0"], "--budget must be positive"),
+])
+def test_bench_rejects_bad_arguments(capsys, argv, message):
+    assert main(["bench", "--no-torch"] + argv) == 2
+    assert message in capsys.readouterr().err
