@@ -49,7 +49,7 @@ from .model import CELLS, Model, softmax_cross_entropy
 from .optim import OPTIMIZERS
 
 DEFAULTS = {
-    "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1000,
+    "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1500,
     "max_chars": 2_000_000, "eval_every": 100, "eval_chars": 20_000, "final_eval_chars": 200_000,
 }
 DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.1}
@@ -72,8 +72,9 @@ def add_arguments(parser):
                    help="recurrent layers on the compiled kernels (default) or the NumPy "
                         "reference")
     g.add_argument("--blas-threads", type=int, default=1, metavar="N",
-                   help="threads for NumPy's own BLAS (output layer) while training; 0 leaves "
-                        "NumPy's setting alone (default 1, see the module docstring)")
+                   help="threads for NumPy's own BLAS (the output layer) while training; 0 "
+                        "leaves NumPy's setting alone (default 1: OpenBLAS workers left spinning "
+                        "after a NumPy product slow the kernels' thread down)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of "
@@ -548,7 +549,8 @@ def _train(args, corpus, baseline):
         sample = _sample(model, corpus, args)
         with open(os.path.join(args.out, "sample.txt"), "w", encoding="utf-8") as f:
             f.write(sample)
-        print(f"\n--- sample (temperature {args.temperature:g}) ---\n{sample}\n---")
+        print(f"\n--- sample (temperature {args.temperature:g}, primed with the first 64 "
+              f"validation characters) ---\n{sample}\n---")
         print(f"wrote {model_path}, {os.path.join(args.out, 'loss.csv')}, "
               + (f"{png}, " if drawn else "")
               + f"{os.path.join(args.out, 'sample.txt')}")
