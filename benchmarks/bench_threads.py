@@ -7,8 +7,11 @@ inputs, forward plus full backward each), on a pool of 1 or 2 threads made befor
 thread taking K / threads of them in one task; ``report.py`` divides the throughputs (sequences
 per second). The BLAS floor is timed the same way as a control: it shows what the matrix products
 alone allow on this machine, so a shortfall of the kernels can be told from a busy machine's.
-K is chosen so that each thread's share takes about 10 ms or more (at least 2 sequences), once
-per (cell, case, dtype, implementation), so that 1 and 2 threads process the same K.
+Each benchmark also records the process's CPU time per wall time while it ran (``cpu_per_wall``):
+near 2 on 2 threads when each thread had a core; near 1 when the machine's other load left only
+one, and then no scaling can show. K is chosen so that each thread's share takes about 10 ms or
+more (at least 2 sequences), once per (cell, case, dtype, implementation), so that 1 and 2
+threads process the same K.
 """
 import math
 import time
@@ -61,10 +64,17 @@ def test_threads(benchmark, measure, thread_case, pool):
         for fn in share:
             fn()
 
+    used = {"cpu": 0.0, "wall": 0.0}
+
     def run():
+        cpu, wall = time.process_time(), time.perf_counter()
         for future in [pool.submit(run_share, share) for share in shares]:
             future.result()
+        used["cpu"] += time.process_time() - cpu
+        used["wall"] += time.perf_counter() - wall
 
     measure(benchmark, run, f"threads {cell} {case} {dtype}", kind="threads", cell=cell,
             case=case, shape=list(shape), dtype=dtype, impl=impl, threads=threads,
             sequences=count)
+    # CPU seconds of the process per second of wall time: near 2 when both threads had a core
+    benchmark.extra_info["cpu_per_wall"] = used["cpu"] / used["wall"]

@@ -18,6 +18,9 @@ wrote. The tables:
   1, read as <= 1.1), for the kernels and the reference;
 - a summary of the targets, with the misses named.
 
+``--stat min`` shows and divides the fastest round instead of the median: on a shared machine,
+whose other load only ever adds time, it is the steadier of the two.
+
 Needs only the standard library, so it runs wherever the JSON is.
 """
 import argparse
@@ -81,19 +84,20 @@ def _shape(info):
     return "N={} T={} D={} H={}".format(*shape) if shape else ""
 
 
-def collect(data):
-    """The benchmarks of a run, by kind: {kind: {key: {impl: (median, extra_info)}}}."""
+def collect(data, stat="median"):
+    """The benchmarks of a run, by kind: {kind: {key: {impl: (seconds, extra_info)}}}, seconds
+    being the median (or ``stat``) of the rounds."""
     out = {"time": {}, "threads": {}, "memory": {}}
     for bench in data.get("benchmarks", []):
         info = bench.get("extra_info") or {}
         kind = info.get("kind")
         if kind == "time":
             key = (info["cell"], info["case"], info["dtype"], info["pass_"])
-            out["time"].setdefault(key, {})[info["impl"]] = (bench["stats"]["median"], info)
+            out["time"].setdefault(key, {})[info["impl"]] = (bench["stats"][stat], info)
         elif kind == "threads":
             key = (info["cell"], info["case"], info["dtype"])
             impl = (info["impl"], info["threads"])
-            out["threads"].setdefault(key, {})[impl] = (bench["stats"]["median"], info)
+            out["threads"].setdefault(key, {})[impl] = (bench["stats"][stat], info)
         elif kind == "memory":
             out["memory"][(info["cell"], info["case"], info["dtype"])] = info
     return out
@@ -139,18 +143,22 @@ def header(data):
         load_parts.append(f"{extra['load_at_end'][0]:.1f} at end")
     if load_parts:
         lines.append("Load average (1 min): " + ", ".join(load_parts) + ".")
+    commit = data.get("commit_info") or {}
+    if commit.get("id"):
+        lines.append(f"Commit {commit['id'][:10]}"
+                     + (" with uncommitted changes" if commit.get("dirty") else "") + ".")
     if extra.get("command"):
         lines.append(f"Command: `{extra['command']}`.")
     return lines
 
 
-def time_tables(timings):
+def time_tables(timings, stat="median"):
     lines = []
     for pass_, title in PASSES:
         keys = sorted((k for k in timings if k[3] == pass_), key=_order)
         if not keys:
             continue
-        lines += ["", f"### {title}: median ms", "",
+        lines += ["", f"### {title}: {stat} ms", "",
                   "| cell | case | dtype | reference | fastbptt | BLAS floor | PyTorch "
                   "| vs reference | / floor | vs PyTorch | load |",
                   "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
@@ -163,14 +171,14 @@ def time_tables(timings):
             kernel = t.get("kernel")
             to_floor = _div(kernel, t.get("floor"))
             vs_torch = _div(t.get("torch"), kernel)
+            floor_ok = None if to_floor is None else to_floor <= FLOOR_TARGET
+            torch_ok = None if vs_torch is None else vs_torch >= torch_target(cell, case, dtype)
             lines.append(
                 f"| {cell} | {case} | {DTYPE_SHORT.get(dtype, dtype)} | {_ms(t.get('reference'))} "
                 f"| {_ms(kernel)} | {_ms(t.get('floor'))} | {_ms(t.get('torch'))} "
                 f"| {_ratio(_div(t.get('reference'), kernel))} "
-                f"| {_ratio(to_floor, '')}{_mark(None if to_floor is None else to_floor <= FLOOR_TARGET)} "
-                f"| {_ratio(vs_torch)}"
-                f"{_mark(None if vs_torch is None else vs_torch >= torch_target(cell, case, dtype))} "
-                f"| {load} |")
+                f"| {_ratio(to_floor, '')}{_mark(floor_ok)} "
+                f"| {_ratio(vs_torch)}{_mark(torch_ok)} | {load} |")
     return lines
 
 
@@ -198,15 +206,18 @@ def thread_table(threads):
         return []
     lines = ["", "### Thread scaling: independent sequences, forward + full backward", "",
              "| cell | case | dtype | sequences | fastbptt 1 thread ms | fastbptt 2 threads ms "
-             "| throughput 2 / 1 | floor 2 / 1 |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: |"]
+             "| throughput 2 / 1 | floor 2 / 1 | CPU / wall on 2 threads |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for (cell, case, dtype), seqs, runs, kernel, floor in rows:
         one = runs.get(("kernel", 1), (None,))[0]
-        two = runs.get(("kernel", 2), (None,))[0]
+        two, info = runs.get(("kernel", 2), (None, {}))
+        cpu = info.get("cpu_per_wall")
         lines.append(f"| {cell} | {case} | {DTYPE_SHORT.get(dtype, dtype)} | {seqs} | {_ms(one)} "
                      f"| {_ms(two)} | {_ratio(kernel)}"
                      f"{_mark(None if kernel is None else kernel >= THREADS_TARGET)} "
-                     f"| {_ratio(floor)} |")
+                     f"| {_ratio(floor)} | {'–' if cpu is None else f'{cpu:.2f}'} |")
+    lines += ["", "CPU / wall: the process's CPU seconds per wall second with 2 threads; near 1 "
+              "means the machine's other load left one core, and no scaling could show."]
     return lines
 
 
@@ -285,11 +296,12 @@ def summary(found):
     return lines
 
 
-def render(data):
-    """The markdown report of a pytest-benchmark JSON (a dict)."""
-    found = collect(data)
+def render(data, stat="median"):
+    """The markdown report of a pytest-benchmark JSON (a dict), from the medians of the rounds
+    (or ``stat='min'``)."""
+    found = collect(data, stat)
     lines = header(data)
-    lines += time_tables(found["time"])
+    lines += time_tables(found["time"], stat)
     lines += thread_table(found["threads"])
     lines += memory_table(found["memory"])
     lines += summary(found)
@@ -312,6 +324,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("json", help="the --benchmark-json output of a benchmarks/ run")
     parser.add_argument("-o", "--output", help="also write the markdown to this file")
+    parser.add_argument("--stat", choices=["median", "min"], default="median",
+                        help="which statistic of the rounds to show and divide (default: "
+                             "median; min is steadier on a shared machine, whose other load "
+                             "only ever adds time)")
     args = parser.parse_args(argv)
     try:
         with open(args.json, encoding="utf-8") as f:
@@ -323,7 +339,12 @@ def main(argv=None):
         print(f"report.py: {args.json} is not a pytest-benchmark JSON (no 'benchmarks' list)",
               file=sys.stderr)
         return 2
-    text = render(data)
+    try:
+        text = render(data, args.stat)
+    except KeyError as err:
+        print(f"report.py: {args.json}: a benchmark lacks {err}: was it written by this "
+              "version of benchmarks/?", file=sys.stderr)
+        return 2
     sys.stdout.write(text)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as f:

@@ -18,7 +18,7 @@ def report():
 
 def entry(median, **info):
     return {"group": "g", "name": "test", "extra_info": info,
-            "stats": {"median": median, "min": median, "max": median, "rounds": 5}}
+            "stats": {"median": median, "min": 0.5 * median, "max": median, "rounds": 5}}
 
 
 def time_entry(median, cell, case, dtype, pass_, impl):
@@ -45,7 +45,7 @@ def synthetic():
         entry(40e-3, kind="threads", cell="rnn", case="S", shape=[1, 1000, 32, 64],
               dtype="float64", impl="kernel", threads=1, sequences=8),
         entry(21e-3, kind="threads", cell="rnn", case="S", shape=[1, 1000, 32, 64],
-              dtype="float64", impl="kernel", threads=2, sequences=8),
+              dtype="float64", impl="kernel", threads=2, sequences=8, cpu_per_wall=1.96),
         entry(30e-3, kind="threads", cell="rnn", case="S", shape=[1, 1000, 32, 64],
               dtype="float64", impl="floor", threads=1, sequences=8),
         entry(20e-3, kind="threads", cell="rnn", case="S", shape=[1, 1000, 32, 64],
@@ -66,6 +66,7 @@ def synthetic():
                                           "load_at_end": [2.0, 1.0, 1.0],
                                           "command": "python -m pytest benchmarks/"}},
             "datetime": "2026-11-23T08:00:00.000000+00:00", "version": "5.3.1",
+            "commit_info": {"id": "0123456789abcdef", "dirty": True},
             "benchmarks": benchmarks}
 
 
@@ -81,6 +82,7 @@ def test_report_tables_and_ratios(report):
     text = report.render(synthetic())
     assert "Test CPU (2 cores)" in text and "PyTorch 2.13.0" in text
     assert "Load average (1 min): 1.0 at start, 1.5-1.5 during, 2.0 at end." in text
+    assert "Commit 0123456789 with uncommitted changes." in text
     fwd_bwd, fwd = text.split("### Forward alone")
     # reference | fastbptt | floor | torch | vs reference | / floor | vs PyTorch
     assert row(fwd_bwd, "rnn", "S", "f64")[3:] == [
@@ -90,10 +92,23 @@ def test_report_tables_and_ratios(report):
     assert row(fwd, "rnn", "S", "f64")[3:] == [
         "–", "0.500", "0.450", "–", "–", "1.11 ✓", "–", "1.5"]
     threads = text.split("### Thread scaling")[1]
-    assert row(threads, "rnn", "S", "f64")[3:] == ["8", "40.0", "21.0", "1.90x ✓", "1.50x"]
+    assert row(threads, "rnn", "S", "f64")[3:] == [
+        "8", "40.0", "21.0", "1.90x ✓", "1.50x", "1.96"]
     memory = text.split("### Memory")[1]
     assert row(memory, "lstm", "M", "f32")[3:] == [
         "9.38 MiB", "9.54 MiB", "18.75 MiB", "2.00x ✗", "1.05x"]
+
+
+def test_report_with_the_fastest_round(report, tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    data = synthetic()
+    data["benchmarks"][1]["stats"]["min"] = 0.3e-3     # rnn S f64 floor: 0.5 ms / 0.3 ms
+    path.write_text(json.dumps(data))
+    assert report.main([str(path), "--stat", "min"]) == 0
+    text = capsys.readouterr().out
+    assert "### Forward + full backward: min ms" in text
+    assert row(text, "rnn", "S", "f64")[3:10] == [
+        "5.00", "0.500", "0.300", "10.0", "10.0x", "1.67 ✗", "20.0x ✓"]
 
 
 def test_report_summary_names_the_misses(report):
@@ -133,3 +148,8 @@ def test_report_empty_run_and_bad_input(report, tmp_path, capsys):
     other.write_text(json.dumps({"rows": []}))
     assert report.main([str(other)]) == 2
     assert "not a pytest-benchmark JSON" in capsys.readouterr().err
+    data = synthetic()
+    del data["benchmarks"][0]["extra_info"]["impl"]
+    other.write_text(json.dumps(data))
+    assert report.main([str(other)]) == 2
+    assert "lacks 'impl'" in capsys.readouterr().err
