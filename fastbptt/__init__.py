@@ -5,6 +5,7 @@ and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain 
 """
 from ._blas_threads import set_blas_threads
 from ._results import Cache, Grads
+from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 from . import clip, truncation
@@ -14,4 +15,4 @@ __version__ = "0.1.0"
 
 __all__ = ["Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward",
            "lstm_forward", "lstm_backward",
-           "truncation", "clip", "TBPTT"]
+           "gru_forward", "gru_backward", "truncation", "clip", "TBPTT"]

@@ -11,6 +11,7 @@ from conftest import assert_close, make_problem, relayout
 CELL_OPTIONS = {
     "rnn": [{"nonlinearity": "tanh"}, {"nonlinearity": "sigmoid"}, {"nonlinearity": "relu"}],
     "lstm": [{}],
+    "gru": [{}],
 }
 CASES = [(cell, opts) for cell, variants in CELL_OPTIONS.items() for opts in variants]
 CASE_IDS = [f"{cell}-{'-'.join(map(str, opts.values())) or 'default'}" for cell, opts in CASES]

@@ -1,0 +1,80 @@
+"""GRU on the compiled kernels (``src/_gru.pyx``)."""
+import numpy as np
+
+from ._blas_threads import kernel_threads
+from ._kernels import load
+from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._validation import check_backward, check_forward, from_time_major
+
+_gru = load("_gru")
+
+
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
+    """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
+
+        [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
+        r = sigma(xr + hr),  z = sigma(xz + hz),  n = tanh(xn + r * hn)
+        h_t = (1 - z) * n + z * h_{t-1}
+
+    Parameters
+    ----------
+    x : (N, T, D) array, or (T, N, D) if ``time_major``; float32 or float64.
+    h0 : (N, H) array or None (zeros).
+    Wx : (D, 3H), Wh : (H, 3H), b : (3H,) arrays of x's dtype; b is the input-side bias.
+    bh : (3H,) hidden-side bias, or None (zeros).
+
+    Returns
+    -------
+    h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
+    cache : for ``gru_backward``; ``cache.hT`` is the final state.
+    """
+    a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh)
+    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    gates = np.empty((a.n_steps, a.n_batch, 3 * a.n_hidden), a.dtype)
+    hn = np.empty_like(h)
+    if a.n_batch:
+        hh = np.empty((a.n_batch, 3 * a.n_hidden), a.dtype)
+        with kernel_threads():
+            _gru.forward(a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
+    cache = Cache("gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh, h=h,
+                  gates=gates, hn=hn)
+    return _readonly(from_time_major(h, a.time_major)), cache
+
+
+def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+    """Backpropagate through every time step of ``gru_forward``.
+
+    Parameters
+    ----------
+    dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
+    cache : from ``gru_forward``.
+    dhT : (N, H) gradient flowing into the final state from a later segment, or None.
+    xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
+        scales all the gradient flowing from step t into the state it received (``xi[0]``: h0),
+        through Wh and through the direct ``z * h_{t-1}`` path alike.
+    grads : a ``Grads`` (or anything with arrays ``dWx``, ``dWh``, ``db``, ``dbh``) to add the
+        weight gradients into in place instead of allocating them.
+    h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
+        the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the loop.
+
+    Returns
+    -------
+    Grads ``(dx, dh0, dWx, dWh, db)`` with the hidden-bias gradient as ``.dbh``.
+    """
+    g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
+                       h_grad_norms=h_grad_norms)
+    n_steps, n_batch, n_hidden = cache.h.shape
+    dx = np.zeros(cache.x.shape, cache.dtype)
+    out = weight_grad_buffers(cache, g.grads)
+    carry = g.dhT
+    if n_batch:
+        dA = np.empty((n_steps, n_batch, 4 * n_hidden), cache.dtype)
+        work = np.empty(cache.Wx.shape, cache.dtype)
+        with kernel_threads():
+            _gru.backward(g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, cache.gates,
+                          cache.hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"], out["db"],
+                          out["dbh"], g.h_grad_norms)
+    else:
+        g.h_grad_norms[...] = 0
+    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"],
+                 dbh=out["dbh"])
