@@ -315,8 +315,10 @@ def render(data, stat="median"):
         lines += ["", "Cases: " + "; ".join(f"{case} = {shape}" for case, shape in
                                             sorted(shapes.items(),
                                                    key=lambda kv: CASE_ORDER.get(kv[0], 9)))
-                  + ". Ratios divide medians taken in the same run; "
-                  "vs X = X's time / fastbptt's."]
+                  + f". Ratios divide {stat}s taken in the same run; vs X = X's time / "
+                  "fastbptt's. The implementations of a row are timed one after the other, "
+                  "not interleaved: a / floor below 1 says the machine's load changed between "
+                  "them (rerun, or compare with --stat min)."]
     return "\n".join(lines) + "\n"
 
 
