@@ -50,16 +50,19 @@ for path in sorted(glob("src/*.pyx")):
         extensions.append(Extension(f"fastbptt.{stem}_avx2", [variant_source(stem, "_avx2")],
                                     extra_compile_args=FLAGS + ["-mavx2", "-mfma"]))
 
-setup(
-    ext_modules=cythonize(
-        extensions,
-        include_path=["src"],
-        compiler_directives={
-            "language_level": 3,
-            "boundscheck": DEBUG,
-            "wraparound": False,
-            "initializedcheck": DEBUG,
-            "cdivision": True,
-        },
-    )
-)
+DIRECTIVES = {
+    "language_level": 3,
+    "boundscheck": DEBUG,
+    "wraparound": False,
+    "initializedcheck": DEBUG,
+    "cdivision": True,
+}
+# cythonize looks only at timestamps: regenerate the C when the directives changed (a debug build
+# and the next normal one would otherwise share stale C)
+STAMP = Path("build") / "cython-directives.txt"
+FORCE = not STAMP.exists() or STAMP.read_text() != repr(DIRECTIVES)
+modules = cythonize(extensions, include_path=["src"], compiler_directives=DIRECTIVES, force=FORCE)
+STAMP.parent.mkdir(exist_ok=True)
+STAMP.write_text(repr(DIRECTIVES))
+
+setup(ext_modules=modules)

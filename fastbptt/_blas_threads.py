@@ -99,13 +99,3 @@ def _exit():
                 _state["set_threads"][0](_state["saved"])
             _state["set"] = None
 
-
-class kernel_threads:
-    """Context-manager form of ``run_kernel`` (to be removed once every wrapper calls run_kernel)."""
-
-    def __enter__(self):
-        _enter()
-
-    def __exit__(self, *exc):
-        _exit()
-        return False

@@ -64,7 +64,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     g = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.zeros(cache.x.shape, cache.dtype)
+    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
     out = weight_grad_buffers(cache, g.grads)
     carry_h, carry_c = g.dhT, g.dcT
     if n_batch:

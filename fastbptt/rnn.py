@@ -57,7 +57,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.zeros(cache.x.shape, cache.dtype)
+    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
     out = weight_grad_buffers(cache, g.grads)
     carry = g.dhT
     if n_batch:
