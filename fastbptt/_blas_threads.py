@@ -60,17 +60,30 @@ def _controls():
     return _state["set_threads"]
 
 
-def run_kernel(kernel, *args):
-    """Call ``kernel(*args)`` with the chosen number of BLAS threads.
+# OpenBLAS runs a GEMM on one thread anyway when m*n*k is below 65536 * 4 (its
+# SMP_THRESHOLD_MIN times GEMM_MULTITHREAD_THRESHOLD, the defaults of SciPy's builds): a kernel
+# call whose largest product is that small skips the thread bookkeeping (two library calls and a
+# lock, ~5 us, which shows on short sequences).
+SINGLE_THREADED_WORK = 65536 * 4
+
+
+def largest_product(x, Wh):
+    """m*n*k of the largest matrix product of a cell's kernels on x (T, N, D) and Wh (H, G*H):
+    the hoisted ones, (T*N, D) @ (D, G*H) and (H, T*N) @ (T*N, G*H)."""
+    n_steps, n_batch, n_input = x.shape
+    return n_steps * n_batch * Wh.shape[1] * max(n_input, Wh.shape[0])
+
+
+def run_kernel(kernel, work, *args):
+    """Call ``kernel(*args)`` with the chosen number of BLAS threads; ``work`` is m*n*k of the
+    largest matrix product the call makes.
 
     OpenBLAS's count is process-wide, so the first of overlapping kernel calls (Python threads
     run them concurrently) saves it and sets ours, and the last one restores it. A plain function
     rather than a context manager: this runs twice per forward/backward, and a generator-based
     context manager cost 7 us of the 8.6 us it took.
     """
-    controls = _controls()
-    threads = _state["threads"]
-    if controls is None or threads is None:
+    if work < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None:
         return kernel(*args)
     _enter()
     try:

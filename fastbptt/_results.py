@@ -78,4 +78,5 @@ def weight_grad_buffers(cache, grads=None):
     names = ("dWx", "dWh", "db", "dbh") if cache.cell == "gru" else ("dWx", "dWh", "db")
     if grads is not None:
         return {name: getattr(grads, name) for name in names}
-    return {name: np.zeros_like(getattr(cache, name[1:])) for name in names}
+    # np.zeros, not np.zeros_like: the latter costs ~3 us a call, which shows on short sequences
+    return {name: np.zeros(getattr(cache, name[1:]).shape, cache.dtype) for name in names}

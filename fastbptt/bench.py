@@ -58,7 +58,7 @@ def step_function(module, cell, args, kwargs, dh, backward=True):
 def floor_function(cell, shape, dtype, backward=True):
     """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work."""
     from . import _floor
-    from ._blas_threads import run_kernel
+    from ._blas_threads import largest_product, run_kernel
     n_batch, n_steps, n_input, n_hidden = shape
     gh = N_GATES[cell] * n_hidden
     rng = np.random.default_rng(0)
@@ -72,7 +72,8 @@ def floor_function(cell, shape, dtype, backward=True):
     dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
 
     def run():
-        run_kernel(_floor.floor, x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
+        run_kernel(_floor.floor, largest_product(x, Wh),
+                   x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
     return run
 
 

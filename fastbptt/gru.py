@@ -1,7 +1,7 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
 import numpy as np
 
-from ._blas_threads import run_kernel
+from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Cache, Grads, _readonly, weight_grad_buffers
 from ._validation import check_backward, check_forward, from_time_major
@@ -34,7 +34,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
     hn = np.empty_like(h)
     if a.n_batch:
         hh = np.empty((a.n_batch, 3 * a.n_hidden), a.dtype)
-        run_kernel(_gru.forward, a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
+        run_kernel(_gru.forward, largest_product(a.x, a.Wh),
+                   a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
     cache = Cache("gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh, h=h,
                   gates=gates, hn=hn)
     return _readonly(from_time_major(h, a.time_major)), cache
@@ -69,7 +70,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     if n_batch:
         dA = np.empty((n_steps, n_batch, 4 * n_hidden), cache.dtype)
         work = np.empty(cache.Wx.shape, cache.dtype)
-        run_kernel(_gru.backward, g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh,
+        run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
+                   g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh,
                    cache.gates, cache.hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"],
                    out["db"], out["dbh"], g.h_grad_norms)
     else:

@@ -1,7 +1,7 @@
 """LSTM on the compiled kernels (``src/_lstm.pyx``)."""
 import numpy as np
 
-from ._blas_threads import run_kernel
+from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Cache, Grads, _readonly, weight_grad_buffers
 from ._validation import check_backward, check_forward, from_time_major
@@ -33,7 +33,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
     c = np.empty_like(h)
     gates = np.empty((a.n_steps, a.n_batch, 4 * a.n_hidden), a.dtype)
     if a.n_batch:
-        run_kernel(_lstm.forward, a.x, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates)
+        run_kernel(_lstm.forward, largest_product(a.x, a.Wh),
+                   a.x, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates)
     cache = Cache("lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
                   c=c, gates=gates)
     return _readonly(from_time_major(h, a.time_major)), cache
@@ -69,7 +70,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     carry_h, carry_c = g.dhT, g.dcT
     if n_batch:
         dA = np.empty_like(cache.gates)
-        run_kernel(_lstm.backward, g.dh, cache.h, cache.c, cache.gates, cache.h0, cache.c0,
+        run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
+                   g.dh, cache.h, cache.c, cache.gates, cache.h0, cache.c0,
                    cache.x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c, dA, dx,
                    out["dWx"], out["dWh"], out["db"], g.h_grad_norms)
     else:

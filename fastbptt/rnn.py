@@ -1,7 +1,7 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
 import numpy as np
 
-from ._blas_threads import run_kernel
+from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Cache, Grads, _readonly, weight_grad_buffers
 from ._validation import check_backward, check_forward, check_nonlinearity, from_time_major
@@ -28,7 +28,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major)
     h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
     if a.n_batch:
-        run_kernel(_rnn.forward, a.x, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity])
+        run_kernel(_rnn.forward, largest_product(a.x, a.Wh),
+                   a.x, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity])
     cache = Cache("rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
                   nonlinearity=nonlinearity)
     return _readonly(from_time_major(h, a.time_major)), cache
@@ -62,7 +63,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     carry = g.dhT
     if n_batch:
         dA = np.empty_like(cache.h)
-        run_kernel(_rnn.backward, g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi,
+        run_kernel(_rnn.backward, largest_product(cache.x, cache.Wh),
+                   g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi,
                    carry, dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms,
                    _rnn.NONLINEARITIES[cache.nonlinearity])
     else:

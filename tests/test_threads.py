@@ -59,3 +59,23 @@ def test_set_blas_threads_validates_and_keeps_results():
     for other in results[1:]:
         for a, b in zip(results[0], other):
             np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_run_kernel_sets_and_restores_the_blas_thread_count():
+    from fastbptt import _blas_threads
+
+    controls = _blas_threads._controls()
+    if controls is None:
+        import pytest
+        pytest.skip("SciPy's BLAS here is not an OpenBLAS fastbptt can steer")
+    _, get_threads = controls
+    before = get_threads()
+    big = 10 * _blas_threads.SINGLE_THREADED_WORK
+    assert _blas_threads.run_kernel(get_threads, big) == 1
+    assert get_threads() == before
+    # nested (concurrent) calls: the count is restored only when the last one returns
+    assert _blas_threads.run_kernel(
+        lambda: (_blas_threads.run_kernel(get_threads, big), get_threads()), big) == (1, 1)
+    assert get_threads() == before
+    # a small call leaves the count alone: OpenBLAS would not thread it anyway
+    assert _blas_threads.run_kernel(get_threads, 1) == before
