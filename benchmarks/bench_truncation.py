@@ -19,9 +19,9 @@ import pytest
 
 import fastbptt
 from fastbptt import TBPTT, truncation
+from fastbptt.bench import make_case
 
 CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
-N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 CASES = {  # name: (N, T, D, H), the truncation lengths k timed
     "S": ((1, 1000, 32, 64), (25, 100, 250)),     # one long stream, small hidden size
     "M": ((32, 100, 64, 128), (10, 25, 50)),      # a mini-batch
@@ -30,16 +30,8 @@ TIMES = {}   # group -> {label: (min, median) seconds}
 
 
 def make_stream(cell, shape, dtype=np.float64, seed=0):
-    n_batch, n_steps, n_input, n_hidden = shape
-    rng = np.random.default_rng(seed)
-    gh = N_GATES[cell] * n_hidden
-    scale = 1 / np.sqrt(n_hidden)
-    x = rng.standard_normal((n_batch, n_steps, n_input)).astype(dtype)
-    Wx = rng.uniform(-scale, scale, (n_input, gh)).astype(dtype)
-    Wh = rng.uniform(-scale, scale, (n_hidden, gh)).astype(dtype)
-    b = rng.uniform(-scale, scale, gh).astype(dtype)
-    dh = rng.standard_normal((n_batch, n_steps, n_hidden)).astype(dtype)
-    return (x, None, Wx, Wh, b), dh
+    args, _, dh = make_case(cell, shape, dtype, seed)
+    return args, dh
 
 
 def modes(case):

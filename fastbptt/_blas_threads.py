@@ -14,6 +14,7 @@ process-wide: it is set on entry to a kernel call and restored when the last con
 call returns. Where SciPy's BLAS is not OpenBLAS (another BLAS, a platform without ``dladdr``),
 BLAS keeps its own threading.
 """
+import contextlib
 import ctypes
 import threading
 
@@ -22,25 +23,52 @@ _state = {"threads": 1, "set_threads": None, "searched": False, "active": 0, "sa
 _lock = threading.Lock()
 
 
-def _find_set_threads():
-    """(set, get) of the thread count of SciPy's OpenBLAS, or None where that is not OpenBLAS."""
-    import scipy.linalg.cython_blas as cython_blas
+def _openblas_controls(module_file):
+    """(set, get) of the thread count of the OpenBLAS that the compiled module ``module_file``
+    links, or None where it links another BLAS. Symbols looked up through the module's handle
+    come from its own dependencies, so SciPy's and NumPy's copies are never mixed up."""
     try:
-        # symbols looked up through this handle come from cython_blas's own dependencies:
-        # SciPy's BLAS, never NumPy's
-        lib = ctypes.CDLL(cython_blas.__file__)
+        lib = ctypes.CDLL(module_file)
     except OSError:
         return None
-    for prefix in ("scipy_", ""):
+    for prefix, suffix in (("scipy_", ""), ("scipy_", "64_"), ("", ""), ("", "64_")):
         try:
-            setter = getattr(lib, prefix + "openblas_set_num_threads")
-            getter = getattr(lib, prefix + "openblas_get_num_threads")
+            setter = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}")
+            getter = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
         except AttributeError:
             continue
         setter.argtypes, setter.restype = [ctypes.c_int], None
         getter.argtypes, getter.restype = [], ctypes.c_int
         return setter, getter
     return None
+
+
+def _find_set_threads():
+    """(set, get) of the thread count of SciPy's OpenBLAS, which the kernels call, or None."""
+    import scipy.linalg.cython_blas as cython_blas
+    return _openblas_controls(cython_blas.__file__)
+
+
+@contextlib.contextmanager
+def numpy_blas_threads(n_threads):
+    """Run the enclosed code with NumPy's own OpenBLAS (the reference, an output layer) on
+    ``n_threads`` threads, restored afterwards. Process-wide, for a whole training run or
+    benchmark, not per call. None, or a NumPy without OpenBLAS, leaves it alone."""
+    try:
+        from numpy._core import _multiarray_umath
+    except ImportError:  # NumPy 1.x
+        from numpy.core import _multiarray_umath
+    controls = _openblas_controls(_multiarray_umath.__file__) if n_threads else None
+    if controls is None:
+        yield
+        return
+    setter, getter = controls
+    previous = getter()
+    setter(int(n_threads))
+    try:
+        yield
+    finally:
+        setter(previous)
 
 
 def set_blas_threads(n_threads):

@@ -188,7 +188,7 @@ def add_arguments(parser):
 def run(args):
     import fastbptt
     import fastbptt.reference
-    from .train import numpy_blas_threads
+    from ._blas_threads import numpy_blas_threads
 
     cells = [c for c in args.cells.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]

@@ -36,12 +36,12 @@ weight gradients are added into one set of buffers with ``grads=``: nothing is r
 """
 import importlib
 import math
-import operator
 from collections import deque, namedtuple
 
 import numpy as np
 
 from ._results import weight_grad_buffers
+from .truncation import _count
 
 __all__ = ["TBPTT", "Window", "TBPTTResult", "WeightGrads"]
 
@@ -112,16 +112,7 @@ n_steps, n_windows : the stream's length and the number of windows.
 
 
 def _positive_int(name, value):
-    if isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be an integer, got {value!r}")
-    try:
-        value = operator.index(value)
-    except TypeError:
-        got = f"{type(value).__name__} {value!r}"
-        raise TypeError(f"{name} must be an integer, got {got}") from None
-    if value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value}")
-    return value
+    return _count(name, value, 1)
 
 
 def _time_slice(arr, start, stop, axis):

@@ -26,8 +26,8 @@ plot and one table (the seeds' comparison). Ctrl-C stops training cleanly: the m
 saved, with its loss curve and a sample.
 
 BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
-training also runs NumPy's BLAS (the output layer) on one thread of the calling thread while it
-lasts (``--blas-threads``). With OpenBLAS's default pool the workers left spinning after a NumPy
+training also runs NumPy's BLAS (the output layer) on one thread while it lasts
+(``--blas-threads``). With OpenBLAS's default pool the workers left spinning after a NumPy
 product compete with the kernel's thread for the cores: on a 2-core machine that was busy with
 other work, an LSTM step (H=128, 32 x 64 chars) took 132 ms with NumPy's default two threads
 and 54 ms with one.
@@ -35,9 +35,7 @@ and 54 ms with one.
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
-import contextlib
 import csv
-import ctypes
 import os
 import sys
 import time
@@ -45,6 +43,7 @@ import time
 import numpy as np
 
 from . import data as data_mod
+from ._blas_threads import numpy_blas_threads
 from .model import CELLS, Model, softmax_cross_entropy
 from .optim import OPTIMIZERS
 
@@ -187,41 +186,6 @@ def _check_args(args):
     if args.lr is None:
         args.lr = DEFAULT_LR[args.optimizer]
     return None
-
-
-# --------------------------------------------------------------------------------- BLAS threads
-def _numpy_openblas_setter():
-    """NumPy's bundled OpenBLAS ``openblas_set_num_threads_local`` (per calling thread), or
-    None where NumPy's BLAS is something else or cannot be found (then nothing is changed)."""
-    try:
-        with open("/proc/self/maps") as maps:
-            paths = sorted({line.split()[-1] for line in maps
-                            if "openblas" in line.lower() and "numpy" in line.lower()})
-    except OSError:
-        return None
-    for path in paths:
-        try:
-            fn = ctypes.CDLL(path).openblas_set_num_threads_local
-        except (OSError, AttributeError):
-            continue
-        fn.argtypes, fn.restype = [ctypes.c_int], ctypes.c_int
-        return fn
-    return None
-
-
-@contextlib.contextmanager
-def numpy_blas_threads(n_threads):
-    """Run the enclosed code with NumPy's OpenBLAS on ``n_threads`` threads (this thread only,
-    restored after); ``0``/None, or a NumPy without OpenBLAS, leaves it alone."""
-    setter = _numpy_openblas_setter() if n_threads else None
-    if setter is None:
-        yield
-        return
-    previous = setter(int(n_threads))
-    try:
-        yield
-    finally:
-        setter(previous)
 
 
 # --------------------------------------------------------------------------------- progress

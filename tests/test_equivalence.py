@@ -143,3 +143,13 @@ def test_h_grad_norms(cell, opts, dtype):
         norms[module] = out
     assert_close(norms[fastbptt], norms[ref], dtype, "h_grad_norms")
     assert np.all(norms[ref] > 0)
+
+
+def test_reference_has_every_public_name():
+    """The drop-in promise: code written against fastbptt.reference runs on fastbptt."""
+    kernel_only = {"set_blas_threads"}
+    assert set(fastbptt.__all__) - kernel_only == set(ref.__all__)
+    for name in ref.__all__:
+        assert hasattr(ref, name) and hasattr(fastbptt, name), name
+    assert ref.TBPTT(5).module is ref
+    assert fastbptt.TBPTT(5).module is fastbptt
