@@ -3,8 +3,9 @@
 Each case runs forward plus full backward through time on random data; the reference, the
 kernels, the BLAS floor (the kernels' matrix products alone, ``src/_floor.pyx``) and, where it
 is installed, PyTorch (``nn.RNN``/``nn.LSTM``/``nn.GRU`` holding the same weights, one thread,
-autograd with the same upstream gradient) are timed alternately, round after round, and the
-medians compared, so a busy machine slows all alike. Each runs on one thread: the kernels and the
+autograd with the same upstream gradient) are timed alternately, round after round (a short
+burst of runs each, see ``time_side_by_side``), and the medians compared, so a busy machine
+slows all alike. Each runs on one thread: the kernels and the
 floor set SciPy's BLAS so themselves, NumPy's BLAS (the reference's) is set to one thread for the
 timing, and PyTorch to one intra-op thread. The cases (N, T, D, H) are the project's
 standard ones; ``benchmarks/`` uses the same cases and the same callables.
@@ -152,17 +153,26 @@ def torch_function(cell, args, kwargs, dh, backward=True, check=True):
     return run
 
 
-def time_side_by_side(functions, min_rounds=5, max_rounds=200, budget=2.0):
-    """Median seconds of each callable, timed alternately round after round."""
+def time_side_by_side(functions, min_rounds=5, max_rounds=200, budget=2.0, burst=3):
+    """Median seconds of each callable, timed alternately round after round.
+
+    In each round every callable runs ``burst`` times in a row, each run timed: alternating
+    rounds keep a busy machine's slow spells fair to all, and the bursts let each run as it does
+    in a loop of its own (a training loop calls the same kernel over and over). Measured here:
+    run right after the NumPy reference, which leaves the caches full of its own data, the RNN
+    case S kernel took 2.6 ms against 2.0 ms in a loop of its own; the BLAS floor, which reuses
+    its buffers, lost less.
+    """
     times = [[] for _ in functions]
     for fn in functions:  # warm up
         fn()
     start = time.perf_counter()
     for rounds in range(1, max_rounds + 1):
         for fn, ts in zip(functions, times):
-            t0 = time.perf_counter()
-            fn()
-            ts.append(time.perf_counter() - t0)
+            for _ in range(burst):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
         if rounds >= min_rounds and time.perf_counter() - start > budget:
             break
     return [float(np.median(ts)) for ts in times]
