@@ -51,6 +51,8 @@ def relayout(a, layout):
         view = big[tuple(slice(None, None, 2) for _ in a.shape)]
         view[...] = a
         return view
+    if layout == "byteswapped":
+        return a.astype(a.dtype.newbyteorder(">" if a.dtype.byteorder != ">" else "<"))
     if layout == "readonly":
         ro = a.copy()
         ro.flags.writeable = False

@@ -51,7 +51,7 @@ def test_kernels_equal_reference(cell, opts, shape, time_major, dtype):
 
 
 @pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
-@pytest.mark.parametrize("layout", ["F", "strided", "readonly"])
+@pytest.mark.parametrize("layout", ["F", "strided", "readonly", "byteswapped"])
 def test_layouts_give_the_same_answer(cell, opts, layout, dtype):
     args, kwargs, dh = make_problem(cell, 3, 6, 4, 5, dtype=dtype)
     h_c, _, g_c = run(fastbptt, cell, args, {**kwargs, **opts}, dh)

@@ -79,3 +79,28 @@ def test_run_kernel_sets_and_restores_the_blas_thread_count():
     assert get_threads() == before
     # a small call leaves the count alone: OpenBLAS would not thread it anyway
     assert _blas_threads.run_kernel(get_threads, 1) == before
+
+
+def test_concurrent_calls_give_the_sequential_results():
+    """Kernels on several Python threads at once (the GIL released, BLAS's thread count shared)
+    give exactly what they give one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from conftest import make_problem
+
+    cells = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, f"{c}_forward")]
+    jobs = [(cell, seed) for seed in range(4) for cell in cells]
+
+    def run(job):
+        cell, seed = job
+        # large enough that the BLAS thread bookkeeping runs, not only the small-call path
+        args, kwargs, dh = make_problem(cell, 16, 60, 32, 48, seed=seed)
+        h, cache = getattr(fastbptt, f"{cell}_forward")(*args, **kwargs)
+        return (h.copy(), *getattr(fastbptt, f"{cell}_backward")(dh, cache))
+
+    sequential = [run(job) for job in jobs]
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        concurrent = list(pool.map(run, jobs))
+    for seq, con in zip(sequential, concurrent):
+        for a, b in zip(seq, con):
+            np.testing.assert_array_equal(a, b)
