@@ -6,11 +6,11 @@ or float64, never silently upcast), native byte order, time-major (T, N, ...) an
 Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
 values (NaN, inf) in any input are rejected with a ValueError.
 """
-import math
 from types import SimpleNamespace
 
 import numpy as np
 
+from ._checks import first_nonfinite
 from ._results import Cache
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
@@ -28,14 +28,24 @@ def as_float_array(name, value):
     return arr
 
 
+def check_all_finite(named):
+    """Raise a ValueError naming the first of the (name, array) pairs that holds NaN or inf.
+
+    One compiled pass over all of them (``src/_checks.pyx``): NumPy's ``isfinite(a.sum())``
+    costs ~5 us per array however small, which showed on short sequences."""
+    flat = [np.ascontiguousarray(arr).reshape(-1) for _, arr in named]
+    bad = first_nonfinite(flat)
+    if bad >= 0:
+        raise ValueError(f"{named[bad][0]} contains NaN or infinity")
+
+
 def check_finite(name, arr):
-    # the sum is one cheap pass; only if it is not finite (NaN, inf, or an overflow) look closer
-    if arr.size and not math.isfinite(arr.sum()) and not np.isfinite(arr).all():
-        raise ValueError(f"{name} contains NaN or infinity")
+    check_all_finite([(name, arr)])
 
 
-def check_array(name, value, shape, dtype, expected, like="x"):
-    """A finite float array of exactly ``shape`` and ``dtype`` (that of the argument ``like``);
+def check_array(name, value, shape, dtype, expected, like="x", finite=True):
+    """A float array of exactly ``shape`` and ``dtype`` (that of the argument ``like``), finite
+    unless ``finite`` is False (the caller then checks it with ``check_all_finite``);
     ``expected`` spells the shape."""
     arr = as_float_array(name, value)
     if arr.dtype != dtype:
@@ -44,7 +54,8 @@ def check_array(name, value, shape, dtype, expected, like="x"):
             "pass all arrays in one float dtype (fastbptt does not upcast)")
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {arr.shape}")
-    check_finite(name, arr)
+    if finite:
+        check_finite(name, arr)
     return arr
 
 
@@ -84,36 +95,43 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
         raise ValueError(f"x must have at least one time step (T >= 1), got shape {x.shape}")
     if n_input == 0:
         raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
-    check_finite("x", x)
 
     g = "" if n_gates == 1 else f"{n_gates}*"
     Wh = as_float_array("Wh", Wh)
     if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
         raise ValueError(f"Wh must have shape (H, {g}H) with H >= 1, got {Wh.shape}")
     n_hidden = Wh.shape[0]
-    Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)")
-    Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)")
-    b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)")
+    Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)", finite=False)
+    Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)", finite=False)
+    b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)", finite=False)
+    out = SimpleNamespace(
+        x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
+        Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b), dtype=dtype, n_steps=n_steps,
+        n_batch=n_batch, n_input=n_input, n_hidden=n_hidden, time_major=time_major)
+    given = [("x", out.x), ("Wh", out.Wh), ("Wx", out.Wx), ("b", out.b)]
 
     def state(name, value):
         if value is None:
             return np.zeros((n_batch, n_hidden), dtype)
-        return np.ascontiguousarray(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)"))
+        arr = np.ascontiguousarray(
+            check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)", finite=False))
+        given.append((name, arr))
+        return arr
 
-    out = SimpleNamespace(
-        x=to_time_major(x, time_major), h0=state("h0", h0),
-        Wx=np.ascontiguousarray(Wx), Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b),
-        dtype=dtype, n_steps=n_steps, n_batch=n_batch, n_input=n_input, n_hidden=n_hidden,
-        time_major=time_major)
+    out.h0 = state("h0", h0)
     if cell == "lstm":
         out.c0 = state("c0", c0)
     elif c0 is not None:
         raise TypeError(f"c0 is only for lstm_forward, not {cell}_forward")
     if cell == "gru":
-        out.bh = (np.zeros(3 * n_hidden, dtype) if bh is None else
-                  np.ascontiguousarray(check_array("bh", bh, (3 * n_hidden,), dtype, "(3*H,)")))
+        out.bh = np.zeros(3 * n_hidden, dtype)
+        if bh is not None:
+            out.bh = np.ascontiguousarray(
+                check_array("bh", bh, (3 * n_hidden,), dtype, "(3*H,)", finite=False))
+            given.append(("bh", out.bh))
     elif bh is not None:
         raise TypeError(f"bh is only for gru_forward, not {cell}_forward")
+    check_all_finite(given)
     return out
 
 
@@ -136,17 +154,22 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         dh_shape, dh_expected = (n_steps, n_batch, n_hidden), "(T, N, H)"
     else:
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
+    given = []
     if dh is None:
         dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
     else:
-        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected, like="the cache"),
-                           cache.time_major)
+        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected, like="the cache",
+                                       finite=False), cache.time_major)
+        given.append(("dh", dh))
 
     def state(name, value):
         if value is None:
             return np.zeros((n_batch, n_hidden), dtype)
-        return np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                    like="the cache"), order="C")
+        # a copy: the kernels write the gradient into it
+        arr = np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                   like="the cache", finite=False), order="C")
+        given.append((name, arr))
+        return arr
 
     out = SimpleNamespace(dh=dh, dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype),
                           grads=None)
@@ -154,6 +177,7 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         out.dcT = state("dcT", dcT)
     elif dcT is not None:
         raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
+    check_all_finite(given)
     if grads is not None:
         out.grads = check_grads(cell, grads, cache)
     out.h_grad_norms = np.empty(0, dtype)

@@ -1,9 +1,10 @@
 """The NumPy reference: the same functions as ``fastbptt``, as plain per-step loops.
 
 It is the oracle of the tests and the baseline of the benchmarks; code written against it runs
-unchanged on the kernels by changing the import. Its cells import NumPy only, never a kernel;
-``truncation`` and ``clip`` are plain NumPy and shared with ``fastbptt``, and ``TBPTT`` here
-drives the reference's cells.
+unchanged on the kernels by changing the import. Its cells compute with NumPy only, never a
+kernel; they share the input checks of ``fastbptt._validation`` with the kernels (whose NaN scan
+is compiled, ``src/_checks.pyx``). ``truncation`` and ``clip`` are plain NumPy and shared with
+``fastbptt``, and ``TBPTT`` here drives the reference's cells.
 """
 import sys
 
