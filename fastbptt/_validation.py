@@ -1,10 +1,11 @@
 """Input checks shared by the kernels' wrappers and the NumPy reference.
 
-Every public function runs these before any compiled code: each error names the argument, what
-it got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
+Every public function runs these before any kernel does: each error names the argument, what it
+got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
 or float64, never silently upcast), native byte order, time-major (T, N, ...) and C-contiguous.
 Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
-values (NaN, inf) in any input are rejected with a ValueError.
+values (NaN, inf) in any input are rejected with a ValueError; that scan is the one compiled
+piece here (``src/_checks.pyx``), a read-only pass that writes nothing.
 """
 from types import SimpleNamespace
 
