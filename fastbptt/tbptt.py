@@ -41,11 +41,18 @@ from collections import deque, namedtuple
 import numpy as np
 
 from ._results import weight_grad_buffers
+from ._validation import check_array
 from .truncation import _count
 
 __all__ = ["TBPTT", "Window", "TBPTTResult", "WeightGrads"]
 
 CELLS = ("rnn", "lstm", "gru")
+
+# ``run`` with k1 == k2 walks about this many (batch rows x steps) per forward/backward call:
+# several windows at once, see ``TBPTT.run``. At N = 1 that is 512 steps: enough that the ~60 us
+# a pair of calls costs in Python is a few percent of the kernels' time, and still a fixed bound
+# on memory whatever the stream's length.
+GROUP_ROWS = 512
 
 
 class WeightGrads:
@@ -132,7 +139,8 @@ class TBPTT:
         with the same functions.
 
     Memory: the caches of the last ``ceil(k2 / k1)`` blocks of ``k1`` steps, and one block of
-    the stream at a time where it comes as an iterator.
+    the stream at a time where it comes as an iterator; ``run`` with ``k1 == k2`` holds one
+    group of windows of about ``GROUP_ROWS`` (= 512) batch rows x steps instead.
     """
 
     def __init__(self, k1, k2=None, *, cell="rnn", module=None):
@@ -203,8 +211,18 @@ class TBPTT:
         Returns
         -------
         ``TBPTTResult(loss, grads, h, c, n_steps, n_windows)``.
+
+        With ``k1 == k2`` the windows do not overlap and no weight changes between them, so
+        ``run`` takes several windows (about ``GROUP_ROWS`` batch rows x steps) through one
+        forward and one backward call, with ``xi`` zero at each window's first step: the same
+        products as one call per window, summed in another order (equal to rounding), without
+        the per-call overhead that dominates short windows of one stream. ``loss_grad`` is
+        still called once per window with that window's steps, but may be called for the
+        next windows of a group before the earlier ones are backpropagated.
         """
         job = self._start(x, targets, loss_grad, forward_kwargs)
+        if self.k1 == self.k2:
+            return self._run_grouped(job, h0, Wx, Wh, b, loss_grad, grads, forward_kwargs)
         loss, n_windows, win = 0.0, 0, None
         for win in self._walk(job, h0, Wx, Wh, b, loss_grad, grads, False, forward_kwargs):
             loss += win.loss
@@ -214,7 +232,8 @@ class TBPTT:
     # -- the stream ------------------------------------------------------------------------
 
     def _start(self, x, targets, loss_grad, forward_kwargs):
-        """Check what can be checked before the first block; return the block iterator."""
+        """Check what can be checked before the first block; return (chunks, axis,
+        has_targets), the chunks being (x_i, y_i or None) pairs."""
         if not callable(loss_grad):
             raise TypeError(f"loss_grad must be a callable loss_grad(h, t0[, y]) -> (loss, dh), "
                             f"got {type(loss_grad).__name__}")
@@ -246,7 +265,7 @@ class TBPTT:
                 raise TypeError(f"x must be an array or an iterable of chunks, "
                                 f"got {type(x).__name__}") from None
             chunks, has_targets = self._pairs(it, axis)
-        return self._blocks(chunks, axis), has_targets
+        return chunks, axis, has_targets
 
     @staticmethod
     def _pairs(it, axis):
@@ -285,9 +304,10 @@ class TBPTT:
 
         return gen(), has_targets
 
-    def _blocks(self, chunks, axis):
-        """Re-cut chunks of any lengths into (x, y, t0) blocks of k1 steps (the last shorter)."""
-        k1 = self.k1
+    def _blocks(self, chunks, axis, windows_per_block=lambda n_batch: 1):
+        """Re-cut chunks of any lengths into (x, y, t0) blocks of k1 steps (the last shorter),
+        or of ``windows_per_block(N) * k1`` steps, N read off the first chunk."""
+        k1 = None
         pending = deque()   # [x, y] pieces not yet handed out
         buffered = 0
         t0 = 0
@@ -319,6 +339,8 @@ class TBPTT:
             m = xc.shape[axis]
             if m == 0:
                 continue
+            if k1 is None:
+                k1 = self.k1 * windows_per_block(xc.shape[1 - axis])
             pending.append([xc, yc])
             buffered += m
             while buffered >= k1:
@@ -334,8 +356,65 @@ class TBPTT:
 
     # -- the windows -----------------------------------------------------------------------
 
+    def _call_loss_grad(self, loss_grad, hb, t0, yb, has_targets):
+        out = loss_grad(hb, t0, yb) if has_targets else loss_grad(hb, t0)
+        if not (isinstance(out, tuple) and len(out) == 2):
+            raise TypeError(f"loss_grad must return a pair (loss, dh), got "
+                            f"{type(out).__name__}")
+        loss, dh = out
+        try:
+            loss = float(loss)
+        except (TypeError, ValueError):
+            raise TypeError(f"loss_grad must return (loss, dh) with loss a number, got "
+                            f"{type(loss).__name__}") from None
+        return loss, dh
+
+    def _run_grouped(self, job, h0, Wx, Wh, b, loss_grad, grads, forward_kwargs):
+        """``run`` for k1 == k2: a group of windows per forward and backward call."""
+        chunks, axis, has_targets = job
+        k1 = self.k1
+        blocks = self._blocks(chunks, axis,
+                              lambda n_batch: max(1, -(-GROUP_ROWS // (k1 * max(n_batch, 1)))))
+        forward, backward, lstm = self._forward, self._backward, self.cell == "lstm"
+        forward_kwargs = dict(forward_kwargs)
+        state = {"c0": forward_kwargs.pop("c0", None)} if lstm else {}
+        time_major = forward_kwargs.get("time_major", False)
+        h, loss, n_windows, t1, dh, xi = h0, 0.0, 0, 0, None, None
+        for xb, yb, t0 in blocks:
+            hb, cache = forward(xb, h, Wx, Wh, b, **state, **forward_kwargs)
+            n_steps = cache.h.shape[0]
+            t1 = t0 + n_steps
+            if grads is None:
+                grads = WeightGrads.zeros_like(cache)
+            if dh is None or dh.shape != hb.shape:   # the last group may be shorter
+                dh = np.empty(hb.shape, cache.dtype)
+                xi = np.ones(n_steps, cache.dtype)
+                xi[::k1] = 0    # no gradient crosses a window's start, nor reaches h0
+            for w0 in range(0, n_steps, k1):
+                w1 = min(w0 + k1, n_steps)
+                hw = _time_slice(hb, w0, w1, axis)
+                yw = _time_slice(yb, w0, w1, axis) if has_targets else None
+                win_loss, dhw = self._call_loss_grad(loss_grad, hw, t0 + w0, yw, has_targets)
+                loss += win_loss
+                n_windows += 1
+                if dhw is None:
+                    _time_slice(dh, w0, w1, axis)[...] = 0
+                else:
+                    expected = "(m, N, H)" if time_major else "(N, m, H)"
+                    _time_slice(dh, w0, w1, axis)[...] = check_array(
+                        "dh (returned by loss_grad)", dhw, hw.shape, cache.dtype, expected,
+                        like="the hidden states", finite=False)
+            backward(dh, cache, xi=xi, grads=grads)
+            # copies, so that the group's buffers are freed before the next forward allocates
+            h = cache.hT.copy()
+            if lstm:
+                state = {"c0": cache.cT.copy()}
+            del hb, cache
+        return TBPTTResult(loss, grads, h, state["c0"] if lstm else None, t1, n_windows)
+
     def _walk(self, job, h0, Wx, Wh, b, loss_grad, grads, zero_each_window, forward_kwargs):
-        blocks, has_targets = job
+        chunks, axis, has_targets = job
+        blocks = self._blocks(chunks, axis)
         forward, backward, lstm = self._forward, self._backward, self.cell == "lstm"
         forward_kwargs = dict(forward_kwargs)
         state = {"c0": forward_kwargs.pop("c0", None)} if lstm else {}
@@ -348,16 +427,7 @@ class TBPTT:
                 grads = WeightGrads.zeros_like(cache)
             elif zero_each_window:
                 grads.zero()
-            out = loss_grad(hb, t0, yb) if has_targets else loss_grad(hb, t0)
-            if not (isinstance(out, tuple) and len(out) == 2):
-                raise TypeError(f"loss_grad must return a pair (loss, dh), got "
-                                f"{type(out).__name__}")
-            loss, dh = out
-            try:
-                loss = float(loss)
-            except (TypeError, ValueError):
-                raise TypeError(f"loss_grad must return (loss, dh) with loss a number, got "
-                                f"{type(loss).__name__}") from None
+            loss, dh = self._call_loss_grad(loss_grad, hb, t0, yb, has_targets)
             res = backward(dh, cache, grads=grads)
             start = max(0, t0 - (self.k2 - self.k1))
             for old, s, e in reversed(context):   # newest first, back to the window's start

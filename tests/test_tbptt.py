@@ -114,6 +114,48 @@ def test_k1_equal_k2_is_one_call_with_chunked_xi(cell, module, k):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@impl
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+@pytest.mark.parametrize("k", [1, 3, 5])
+@pytest.mark.parametrize("group_rows", [1, 8, 13, 10**6])
+def test_run_groups_windows_as_separate_calls(cell, module, time_major, k, group_rows,
+                                              monkeypatch):
+    """run() with k1 == k2 takes groups of windows through one forward and one backward call
+    (about GROUP_ROWS batch rows x steps each; patched small here so that a stream of 17 steps
+    makes several groups, the last one shorter): loss_grad sees exactly the calls that one
+    call per window makes, and the result equals windows() summed, and the brute force."""
+    monkeypatch.setattr(fastbptt.tbptt, "GROUP_ROWS", group_rows)
+    args, kwargs, targets = stream_problem(cell, time_major=time_major)
+    seen = {"grouped": [], "windows": []}
+
+    def recording(key):
+        def loss_grad(h, t0, y):
+            seen[key].append((t0, h.shape, h.copy()))
+            return squared_error(h, t0, y)
+        return loss_grad
+
+    tb = TBPTT(k, cell=cell, module=module)
+    res = tb.run(*args, recording("grouped"), targets=targets, **kwargs)
+    acc = WeightGrads(**{name: np.zeros_like(getattr(res.grads, name))
+                         for name in weight_names(cell)})
+    wins = list(tb.windows(*args, recording("windows"), targets=targets, grads=acc, **kwargs))
+    assert [(t0, shape) for t0, shape, _ in seen["grouped"]] == \
+        [(t0, shape) for t0, shape, _ in seen["windows"]]
+    for (_, _, a), (_, _, b) in zip(seen["grouped"], seen["windows"]):
+        assert_close(a, b, np.float64, "h seen by loss_grad")
+    assert res.n_windows == len(wins) == -(-T // k) and res.n_steps == T
+    assert res.loss == pytest.approx(sum(w.loss for w in wins), rel=1e-12)
+    for name in weight_names(cell):
+        assert_close(getattr(res.grads, name), getattr(acc, name), np.float64, name)
+    loss, totals, full = brute_force(module, cell, args, kwargs, targets, k, k)
+    for name, value in totals.items():
+        assert_close(getattr(res.grads, name), value, np.float64, name)
+    assert_close(res.h, full.hT, np.float64, "h")
+    if cell == "lstm":
+        assert_close(res.c, full.cT, np.float64, "c")
+
+
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 def test_stream_forms_agree(cell, time_major):
     """An array with targets=, an iterator of (x, y) chunks of uneven lengths, and an iterator
@@ -195,8 +237,10 @@ def test_weight_updates_in_place_take_effect_in_the_next_window(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_memory_does_not_grow_with_the_stream(cell):
-    """Peak traced memory over a 10x longer stream (chunks made on the fly) stays the same."""
+@pytest.mark.parametrize("k1,k2", [(10, 25), (10, 10)], ids=["context", "grouped"])
+def test_memory_does_not_grow_with_the_stream(cell, k1, k2):
+    """Peak traced memory over a 10x longer stream (chunks made on the fly) stays the same,
+    with context blocks (k2 > k1) and with run()'s groups of windows (k1 == k2)."""
     _, kwargs, _ = stream_problem(cell)
     kwargs.pop("time_major")
     rng = np.random.default_rng(0)
@@ -215,7 +259,7 @@ def test_memory_does_not_grow_with_the_stream(cell):
     def loss_grad(h, t0):
         return float(np.sum(h)), np.ones_like(h)
 
-    tb = TBPTT(10, 25, cell=cell)   # 2 blocks of context: 3 backward calls a window
+    tb = TBPTT(k1, k2, cell=cell)   # (10, 25): 2 blocks of context, 3 backward calls a window
 
     def peak(n_chunks):
         tracemalloc.start()
@@ -231,8 +275,9 @@ def test_memory_does_not_grow_with_the_stream(cell):
     assert res_long.n_steps == 1500 and res_short.n_steps == 150
     print(f"peak traced memory: {short} B over 150 steps, {long} B over 1500 steps")
     assert long < 1.3 * short, (short, long)
-    # a full forward over 1500 steps would hold its (T, N, H) states alone: more than that
-    assert long < 1500 * 4 * 16 * 8
+    # a full forward over 1500 steps would hold its cache, (T, N, H) states and gates: more
+    cache_width = {"rnn": 1, "lstm": 6, "gru": 5}[cell] * 16
+    assert long < 1500 * 4 * cache_width * 8
 
 
 def test_bad_arguments():
@@ -267,7 +312,15 @@ def test_bad_arguments():
          "loss_grad must return a pair (loss, dh)"),
         (lambda: TBPTT(3).run(*args, lambda h, t0: ("x", None)), TypeError, "loss a number"),
         (lambda: TBPTT(3).run(*args, lambda h, t0: (0.0, h[:, :1])), ValueError,
+         "dh (returned by loss_grad) must have shape (N, m, H) = (2, 3, 4), got (2, 1, 4)"),
+        (lambda: TBPTT(3).run(*args, lambda h, t0: (0.0, h[:, :1, :1])), ValueError,
+         "dh (returned by loss_grad) must have shape"),    # would broadcast: refused
+        (lambda: TBPTT(3).run(*args, lambda h, t0: (0.0, h.astype(np.float32))), TypeError,
+         "dh (returned by loss_grad) has dtype float32"),
+        (lambda: TBPTT(3, 5).run(*args, lambda h, t0: (0.0, h[:, :1])), ValueError,
          "dh must have shape"),
+        (lambda: TBPTT(3, 5).run(*args, lambda h, t0: (0.0, h.astype(np.float32))), TypeError,
+         "dh has dtype float32"),
         (lambda: TBPTT(3).run(*args, ok, c0=args[1]), TypeError, "keyword argument 'c0'"),
         (lambda: TBPTT(3).run(*args, ok, time_major="no"), TypeError, "time_major must be"),
     ]
