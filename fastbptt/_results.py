@@ -72,11 +72,45 @@ class Grads(_GradsBase):
         return super().__repr__()[:-1] + extra + ")"
 
 
-def weight_grad_buffers(cache, grads=None):
+def weight_grad_buffers(cache, grads=None, out=None):
     """The arrays backward accumulates weight gradients into: ``grads``' (checked by
-    ``check_grads``) or new zeros. Keys dWx, dWh, db, and dbh for a GRU."""
+    ``check_grads``), else those of ``out`` (an earlier result, checked by
+    ``check_backward_out``) set to zero, else new zeros. Keys dWx, dWh, db, and dbh for a GRU."""
     names = ("dWx", "dWh", "db", "dbh") if cache.cell == "gru" else ("dWx", "dWh", "db")
     if grads is not None:
         return {name: getattr(grads, name) for name in names}
+    if out is not None:
+        arrays = {name: getattr(out, name) for name in names}
+        for arr in arrays.values():
+            arr.fill(0)
+        return arrays
     # np.zeros, not np.zeros_like: the latter costs ~3 us a call, which shows on short sequences
     return {name: np.zeros(getattr(cache, name[1:]).shape, cache.dtype) for name in names}
+
+
+def new_cache(out, cell, time_major, **arrays):
+    """A new ``Cache`` of ``arrays``, or ``out`` (a cache forward refilled) holding them."""
+    if out is None:
+        return Cache(cell, time_major, **arrays)
+    out.__dict__.update(arrays)
+    return out
+
+
+def dx_buffer(cache, out):
+    """The (T, N, D) array backward writes dx into: new, or ``out.dx``'s (checked)."""
+    if out is None:
+        return np.empty(cache.x.shape, cache.dtype)   # the kernels write every element
+    return out.dx if cache.time_major else out.dx.swapaxes(0, 1)
+
+
+def workspace(cache, name, shape):
+    """A scratch array of ``shape`` kept on the cache under ``name``: made by the first call
+    that needs it and reused by the next backward on the same cache (or on a cache that
+    forward refilled with out=), so a loop over chunks allocates nothing after its first. It
+    is freed with the cache."""
+    key = "_work_" + name
+    work = cache.__dict__.get(key)
+    if work is None or work.shape != shape or work.dtype != cache.dtype:
+        work = np.empty(shape, cache.dtype)
+        setattr(cache, key, work)
+    return work

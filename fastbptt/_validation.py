@@ -7,12 +7,13 @@ Strided, Fortran-ordered and read-only inputs are accepted (copied where needed)
 values (NaN, inf) in any input are rejected with a ValueError; that scan is the one compiled
 piece here (``src/_checks.pyx``), a read-only pass that writes nothing.
 """
+import functools
 from types import SimpleNamespace
 
 import numpy as np
 
 from ._checks import first_nonfinite
-from ._results import Cache
+from ._results import Cache, Grads
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
@@ -76,12 +77,13 @@ def from_time_major(arr, time_major):
     return arr if time_major else arr.swapaxes(0, 1)
 
 
-def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
+def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=None):
     """Check the arguments of ``<cell>_forward``; return them time-major and C-contiguous.
 
     Returns a namespace with x (T, N, D), h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,),
     c0 and bh where the cell has them (zeros when None), and dtype, n_steps, n_batch,
-    n_input, n_hidden, time_major.
+    n_input, n_hidden, time_major. h0 and c0 are arrays the cache will own: copies, or with
+    ``out`` (a cache to refill, checked by ``check_forward_out``) that cache's, refilled.
     """
     n_gates = N_GATES[cell]
     time_major = check_bool("time_major", time_major)
@@ -105,44 +107,63 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
     Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)", finite=False)
     Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)", finite=False)
     b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)", finite=False)
-    out = SimpleNamespace(
+    a = SimpleNamespace(
         x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
         Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b), dtype=dtype, n_steps=n_steps,
         n_batch=n_batch, n_input=n_input, n_hidden=n_hidden, time_major=time_major)
-    given = [("x", out.x), ("Wh", out.Wh), ("Wx", out.Wx), ("b", out.b)]
+    given = [("x", a.x), ("Wh", a.Wh), ("Wx", a.Wx), ("b", a.b)]
+
+    if out is not None:
+        check_forward_out(cell, out, a)
+    states = {}
 
     def state(name, value):
+        """A copy the cache owns: a stream loop may change the caller's array in place (or
+        pass a view of the cache's own final state, with out=) before backward reads it."""
+        if value is not None:
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                finite=False)
+            given.append((name, value))
+        if out is not None:
+            states[name] = value
+            return getattr(out, name)      # refilled below, once every check has passed
         if value is None:
             return np.zeros((n_batch, n_hidden), dtype)
-        arr = np.ascontiguousarray(
-            check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)", finite=False))
-        given.append((name, arr))
-        return arr
+        return np.array(value, order="C")
 
-    out.h0 = state("h0", h0)
+    a.h0 = state("h0", h0)
     if cell == "lstm":
-        out.c0 = state("c0", c0)
+        a.c0 = state("c0", c0)
     elif c0 is not None:
         raise TypeError(f"c0 is only for lstm_forward, not {cell}_forward")
     if cell == "gru":
-        out.bh = np.zeros(3 * n_hidden, dtype)
-        if bh is not None:
-            out.bh = np.ascontiguousarray(
+        if bh is None:
+            a.bh = _zeros(3 * n_hidden, dtype)
+        else:
+            a.bh = np.ascontiguousarray(
                 check_array("bh", bh, (3 * n_hidden,), dtype, "(3*H,)", finite=False))
-            given.append(("bh", out.bh))
+            given.append(("bh", a.bh))
     elif bh is not None:
         raise TypeError(f"bh is only for gru_forward, not {cell}_forward")
     check_all_finite(given)
-    return out
+    for name, value in states.items():     # out's states, only now that nothing can fail
+        if value is None:
+            getattr(out, name).fill(0)
+        else:
+            np.copyto(getattr(out, name), value)
+    return a
 
 
-def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
+def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
+                   out=None):
     """Check the arguments of ``<cell>_backward``.
 
     Returns a namespace with dh (T, N, H) time-major and C-contiguous (zeros when None),
-    dhT and dcT (N, H) (zeros when None), xi (T,) in the cache's dtype (ones when None: full
-    BPTT), grads: the caller's gradient buffers to accumulate into, or None, and h_grad_norms:
-    the caller's (T,) array to receive ||dL/dh_t||, or an empty array.
+    dhT and dcT (N, H) (zeros when None; with ``out``, ``out.dh0`` and ``out.dc0`` filled with
+    them), xi (T,) in the cache's dtype (ones when None: full BPTT), grads: the caller's
+    gradient buffers to accumulate into, or None, out: the earlier result whose arrays receive
+    this one's (checked by ``check_backward_out``), or None, and h_grad_norms: the caller's
+    (T,) array to receive ||dL/dh_t||, or an empty array.
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the cache returned by {cell}_forward, "
@@ -155,6 +176,8 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         dh_shape, dh_expected = (n_steps, n_batch, n_hidden), "(T, N, H)"
     else:
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
+    if out is not None:
+        check_backward_out(cell, out, cache, weights=grads is None)
     given = []
     if dh is None:
         dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
@@ -163,24 +186,38 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
                                        finite=False), cache.time_major)
         given.append(("dh", dh))
 
-    def state(name, value):
-        if value is None:
-            return np.zeros((n_batch, n_hidden), dtype)
-        # a copy: the kernels write the gradient into it
-        arr = np.array(check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                   like="the cache", finite=False), order="C")
-        given.append((name, arr))
-        return arr
+    def state(name, value, buffer):
+        """A new array, or ``buffer`` (the earlier result's), holding value (None: zeros):
+        the kernels write the gradient into it."""
+        if value is not None:
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                like="the cache", finite=False)
+            given.append((name, value))
+        if buffer is None:
+            return (np.zeros((n_batch, n_hidden), dtype) if value is None
+                    else np.array(value, order="C"))
+        return value, buffer     # filled below, once every check has passed
 
-    out = SimpleNamespace(dh=dh, dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype),
-                          grads=None)
-    if cell == "lstm":
-        out.dcT = state("dcT", dcT)
-    elif dcT is not None:
+    if cell != "lstm" and dcT is not None:
         raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
+    states = {"dhT": (dhT, None if out is None else out.dh0)}
+    if cell == "lstm":
+        states["dcT"] = (dcT, None if out is None else out.dc0)
+    checked = SimpleNamespace(dh=dh, xi=check_xi(xi, n_steps, dtype), grads=None, out=out)
+    for name, (value, buffer) in states.items():
+        setattr(checked, name, state(name, value, buffer))
     check_all_finite(given)
     if grads is not None:
-        out.grads = check_grads(cell, grads, cache)
+        checked.grads = check_grads(cell, grads, cache)
+    if out is not None:   # only now, when nothing can fail: fill the earlier result's states
+        for name in states:
+            value, buffer = getattr(checked, name)
+            if value is None:
+                buffer.fill(0)
+            else:
+                np.copyto(buffer, value)
+            setattr(checked, name, buffer)
+    out = checked
     out.h_grad_norms = np.empty(0, dtype)
     if h_grad_norms is not None:
         norms = h_grad_norms
@@ -196,7 +233,7 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
 def check_xi(xi, n_steps, dtype):
     """Truncation multipliers: (T,) real and finite, returned in ``dtype``; None means ones."""
     if xi is None:
-        return np.ones(n_steps, dtype)
+        return _ones(n_steps, np.dtype(dtype))
     arr = np.asarray(xi)
     if arr.dtype.kind not in "fiu" or arr.dtype.itemsize > 8:
         raise TypeError(f"xi must be a real array of shape (T,), got dtype {arr.dtype}")
@@ -205,6 +242,87 @@ def check_xi(xi, n_steps, dtype):
     arr = np.ascontiguousarray(arr, dtype=dtype)
     check_finite("xi", arr)
     return arr
+
+
+@functools.lru_cache(maxsize=32)
+def _zeros(size, dtype):
+    """A read-only (size,) array of zeros, made once per (size, dtype): the GRU's bh=None."""
+    zeros = np.zeros(size, dtype)
+    zeros.flags.writeable = False
+    return zeros
+
+
+@functools.lru_cache(maxsize=32)
+def _ones(n_steps, dtype):
+    """A read-only (T,) array of ones, made once per (T, dtype): full BPTT's xi, without a new
+    array per call (a loop over chunks allocates nothing after its first)."""
+    ones = np.ones(n_steps, dtype)
+    ones.flags.writeable = False
+    return ones
+
+
+def check_forward_out(cell, out, a):
+    """``out=`` of ``<cell>_forward``: a cache of the same cell, dtype, layout and shapes as the
+    call checked into ``a`` (``check_forward``'s namespace), whose arrays it refills."""
+    if not isinstance(out, Cache):
+        raise TypeError(f"out must be a cache returned by {cell}_forward (to reuse its "
+                        f"arrays), got {type(out).__name__}")
+    if out.cell != cell:
+        raise ValueError(f"out is a cache of {out.cell}_forward, not {cell}_forward")
+    n_steps, n_batch, n_hidden = out.h.shape
+    have = (n_steps, n_batch, out.x.shape[2], n_hidden)
+    want = (a.n_steps, a.n_batch, a.n_input, a.n_hidden)
+    if have != want:
+        raise ValueError(f"out has T, N, D, H = {have}, but this call has {want}: out= reuses "
+                         "the arrays of a cache of the same shapes")
+    if out.dtype != a.dtype:
+        raise ValueError(f"out holds {out.dtype} arrays, but x is {a.dtype}")
+    if out.time_major != a.time_major:
+        def name(tm):
+            return "time-major" if tm else "batch-major"
+        raise ValueError(f"out was made {name(out.time_major)} (time_major={out.time_major}), "
+                         f"this call is {name(a.time_major)}")
+    return out
+
+
+def check_backward_out(cell, out, cache, weights):
+    """``out=`` of ``<cell>_backward``: a result of an earlier backward whose arrays dx, dh0
+    (dc0) and, where ``weights``, dWx, dWh, db (dbh) match this call's and are writeable."""
+    if not isinstance(out, Grads):
+        raise TypeError(f"out must be the result of an earlier {cell}_backward (to reuse its "
+                        f"arrays), got {type(out).__name__}")
+    n_steps, n_batch, n_hidden = cache.h.shape
+    gh = N_GATES[cell] * n_hidden
+    n_input = cache.x.shape[2]
+    dx_shape = ((n_steps, n_batch, n_input) if cache.time_major
+                else (n_batch, n_steps, n_input))
+    shapes = {"dx": dx_shape, "dh0": (n_batch, n_hidden)}
+    if cell == "lstm":
+        shapes["dc0"] = (n_batch, n_hidden)
+    if weights:
+        shapes.update(dWx=(n_input, gh), dWh=(n_hidden, gh), db=(gh,))
+        if cell == "gru":
+            shapes["dbh"] = (gh,)
+    for name, shape in shapes.items():
+        buf = getattr(out, name, None)
+        ok = (isinstance(buf, np.ndarray) and buf.dtype == cache.dtype and buf.shape == shape
+              and buf.flags.writeable)
+        if ok and name == "dx":   # the kernels write it time-major
+            ok = to_time_major_view(buf, cache.time_major).flags.c_contiguous
+        elif ok:
+            ok = buf.flags.c_contiguous
+        if not ok:
+            got = (f"{buf.dtype} {buf.shape}" if isinstance(buf, np.ndarray)
+                   else type(buf).__name__)
+            raise ValueError(f"out.{name} must be a writeable {cache.dtype} array of shape "
+                             f"{shape} laid out as backward returns it, got {got}")
+    return out
+
+
+def to_time_major_view(arr, time_major):
+    """The (T, N, ...) view of an array in the caller's layout (the inverse of
+    ``from_time_major``): no copy."""
+    return arr if time_major else arr.swapaxes(0, 1)
 
 
 def check_grads(cell, grads, cache):

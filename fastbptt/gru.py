@@ -3,13 +3,13 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
 from ._validation import check_backward, check_forward, from_time_major
 
 _gru = load("_gru")
 
 
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
 
         [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
@@ -22,26 +22,33 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
     h0 : (N, H) array or None (zeros).
     Wx : (D, 3H), Wh : (H, 3H), b : (3H,) arrays of x's dtype; b is the input-side bias.
     bh : (3H,) hidden-side bias, or None (zeros).
+    out : a cache from an earlier ``gru_forward`` with the same shapes, dtype and layout, or
+        None. Its arrays are refilled instead of allocating new ones (a loop over the chunks of
+        a stream), and it is returned as the cache; the hidden states it returned before are
+        overwritten. ``h0`` may be a view of its own final state (``out.hT``).
 
     Returns
     -------
     h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
     cache : for ``gru_backward``; ``cache.hT`` is the final state.
     """
-    a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh)
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
-    gates = np.empty((a.n_steps, a.n_batch, 3 * a.n_hidden), a.dtype)
-    hn = np.empty_like(h)
+    a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
+    if out is None:
+        h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+        gates = np.empty((a.n_steps, a.n_batch, 3 * a.n_hidden), a.dtype)
+        hn = np.empty_like(h)
+    else:
+        h, gates, hn = out.h, out.gates, out.hn
+    cache = new_cache(out, "gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
+                      bh=a.bh, h=h, gates=gates, hn=hn)
     if a.n_batch:
-        hh = np.empty((a.n_batch, 3 * a.n_hidden), a.dtype)
+        hh = workspace(cache, "hh", (a.n_batch, 3 * a.n_hidden))   # h_{t-1} @ Wh of a step
         run_kernel(_gru.forward, largest_product(a.x, a.Wh),
                    a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
-    cache = Cache("gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh, h=h,
-                  gates=gates, hn=hn)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
     """Backpropagate through every time step of ``gru_forward``.
 
     Parameters
@@ -57,19 +64,25 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the loop.
 
+    out : the result of an earlier ``gru_backward`` with the same shapes, or None. Its
+        arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
+        ``grads`` is given, the weight gradients, all overwritten; the result holds them.
+        With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
+        its first (backward's scratch array stays on the cache for the next call).
+
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the hidden-bias gradient as ``.dbh``.
     """
     g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
-    out = weight_grad_buffers(cache, g.grads)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     if n_batch:
-        dA = np.empty((n_steps, n_batch, 4 * n_hidden), cache.dtype)
-        work = np.empty(cache.Wx.shape, cache.dtype)
+        dA = workspace(cache, "dA", (n_steps, n_batch, 4 * n_hidden))
+        work = workspace(cache, "work", cache.Wx.shape)
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
                    g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh,
                    cache.gates, cache.hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"],

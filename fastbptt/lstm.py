@@ -3,13 +3,13 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
 from ._validation import check_backward, check_forward, from_time_major
 
 _lstm = load("_lstm")
 
 
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
 
         [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
@@ -22,25 +22,34 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
     h0 : (N, H) array or None (zeros).
     Wx : (D, 4H), Wh : (H, 4H), b : (4H,) arrays of x's dtype; column blocks i, f, g, o.
     c0 : (N, H) initial cell state, or None (zeros).
+    out : a cache from an earlier ``lstm_forward`` with the same shapes, dtype and layout, or
+        None. Its arrays are refilled instead of allocating new ones (a loop over the chunks of
+        a stream), and it is returned as the cache; the hidden states it returned before are
+        overwritten. ``h0`` and ``c0`` may be views of its own final states (``out.hT``,
+        ``out.cT``).
 
     Returns
     -------
     h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
     cache : for ``lstm_backward``; ``cache.hT`` and ``cache.cT`` are the final states.
     """
-    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0)
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
-    c = np.empty_like(h)
-    gates = np.empty((a.n_steps, a.n_batch, 4 * a.n_hidden), a.dtype)
+    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0, out=out)
+    if out is None:
+        h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+        c = np.empty_like(h)
+        gates = np.empty((a.n_steps, a.n_batch, 4 * a.n_hidden), a.dtype)
+    else:
+        h, c, gates = out.h, out.c, out.gates
     if a.n_batch:
         run_kernel(_lstm.forward, largest_product(a.x, a.Wh),
                    a.x, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates)
-    cache = Cache("lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
+    cache = new_cache(out, "lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
                   c=c, gates=gates)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
+def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
+                  out=None):
     """Backpropagate through every time step of ``lstm_forward``.
 
     Parameters
@@ -58,18 +67,24 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the
         loop, no extra pass.
 
+    out : the result of an earlier ``lstm_backward`` with the same shapes, or None. Its
+        arrays receive this call's gradients instead of new ones: dx, dh0, dc0 and, unless
+        ``grads`` is given, the weight gradients, all overwritten; the result holds them.
+        With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
+        its first (backward's scratch array stays on the cache for the next call).
+
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the attribute ``dc0``.
     """
     g = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
-    out = weight_grad_buffers(cache, g.grads)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, g.grads, out)
     carry_h, carry_c = g.dhT, g.dcT
     if n_batch:
-        dA = np.empty_like(cache.gates)
+        dA = workspace(cache, "dA", cache.gates.shape)
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
                    g.dh, cache.h, cache.c, cache.gates, cache.h0, cache.c0,
                    cache.x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c, dA, dx,

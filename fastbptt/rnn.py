@@ -3,13 +3,13 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Cache, Grads, _readonly, weight_grad_buffers
+from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
 from ._validation import check_backward, check_forward, check_nonlinearity, from_time_major
 
 _rnn = load("_rnn")
 
 
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -18,6 +18,10 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     h0 : (N, H) array or None (zeros).
     Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
+    out : a cache from an earlier ``rnn_forward`` with the same shapes, dtype and layout, or
+        None. Its arrays are refilled instead of allocating new ones (a loop over the chunks of
+        a stream), and it is returned as the cache; the hidden states it returned before are
+        overwritten. ``h0`` may be a view of its own final state (``out.hT``).
 
     Returns
     -------
@@ -25,17 +29,17 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     cache : for ``rnn_backward``; ``cache.hT`` is the final state.
     """
     nonlinearity = check_nonlinearity(nonlinearity)
-    a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major)
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major, out=out)
+    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype) if out is None else out.h
     if a.n_batch:
         run_kernel(_rnn.forward, largest_product(a.x, a.Wh),
                    a.x, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity])
-    cache = Cache("rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
+    cache = new_cache(out, "rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
                   nonlinearity=nonlinearity)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -51,18 +55,24 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what
         ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
 
+    out : the result of an earlier ``rnn_backward`` with the same shapes, or None. Its
+        arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
+        ``grads`` is given, the weight gradients, all overwritten; the result holds them.
+        With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
+        its first (backward's scratch array stays on the cache for the next call).
+
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
-    out = weight_grad_buffers(cache, g.grads)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     if n_batch:
-        dA = np.empty_like(cache.h)
+        dA = workspace(cache, "dA", cache.h.shape)
         run_kernel(_rnn.backward, largest_product(cache.x, cache.Wh),
                    g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi,
                    carry, dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms,

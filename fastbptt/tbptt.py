@@ -380,8 +380,17 @@ class TBPTT:
         state = {"c0": forward_kwargs.pop("c0", None)} if lstm else {}
         time_major = forward_kwargs.get("time_major", False)
         h, loss, n_windows, t1, dh, xi = h0, 0.0, 0, 0, None, None
+        cache = res = None
         for xb, yb, t0 in blocks:
-            hb, cache = forward(xb, h, Wx, Wh, b, **state, **forward_kwargs)
+            # the arrays of the group before are refilled (out=), except for a shorter last one
+            same = cache is not None and cache.h.shape[0] == xb.shape[axis]
+            if cache is not None and not same:   # free the group before, keeping its state
+                h = h.copy()
+                if lstm:
+                    state = {"c0": state["c0"].copy()}
+                hb = cache = res = None
+            hb, cache = forward(xb, h, Wx, Wh, b, out=cache if same else None, **state,
+                                **forward_kwargs)
             n_steps = cache.h.shape[0]
             t1 = t0 + n_steps
             if grads is None:
@@ -404,12 +413,10 @@ class TBPTT:
                     _time_slice(dh, w0, w1, axis)[...] = check_array(
                         "dh (returned by loss_grad)", dhw, hw.shape, cache.dtype, expected,
                         like="the hidden states", finite=False)
-            backward(dh, cache, xi=xi, grads=grads)
-            # copies, so that the group's buffers are freed before the next forward allocates
-            h = cache.hT.copy()
+            res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None)
+            h = cache.hT     # forward copies it before it refills the cache
             if lstm:
-                state = {"c0": cache.cT.copy()}
-            del hb, cache
+                state = {"c0": cache.cT}
         return TBPTTResult(loss, grads, h, state["c0"] if lstm else None, t1, n_windows)
 
     def _walk(self, job, h0, Wx, Wh, b, loss_grad, grads, zero_each_window, forward_kwargs):

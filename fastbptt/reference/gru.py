@@ -9,7 +9,7 @@
 """
 import numpy as np
 
-from .._results import Cache, Grads, _readonly, weight_grad_buffers
+from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
 from .._validation import check_backward, check_forward, from_time_major
 
 
@@ -18,13 +18,16 @@ def _sigmoid(a):
     return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
 
 
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Same contract as ``fastbptt.gru_forward``."""
-    a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh)
+    a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
     H = a.n_hidden
-    h = np.empty((a.n_steps, a.n_batch, H), a.dtype)
-    gates = np.empty((a.n_steps, a.n_batch, 3 * H), a.dtype)   # r, z, n
-    hn = np.empty_like(h)                                       # h_{t-1} Wh_n + bh_n
+    if out is None:
+        h = np.empty((a.n_steps, a.n_batch, H), a.dtype)
+        gates = np.empty((a.n_steps, a.n_batch, 3 * H), a.dtype)   # r, z, n
+        hn = np.empty_like(h)                                       # h_{t-1} Wh_n + bh_n
+    else:
+        h, gates, hn = out.h, out.gates, out.hn
     h_prev = a.h0
     for t in range(a.n_steps):
         ax = a.x[t] @ a.Wx + a.b
@@ -35,18 +38,18 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
         n = np.tanh(ax[:, 2 * H:] + r * hn[t])
         gates[t] = np.concatenate([r, z, n], axis=1)
         h_prev = h[t] = (1 - z) * n + z * h_prev
-    cache = Cache("gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh, h=h,
-                  gates=gates, hn=hn)
+    cache = new_cache(out, "gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
+                      bh=a.bh, h=h, gates=gates, hn=hn)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
     """Same contract as ``fastbptt.gru_backward``."""
     g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, out=out)
     H = cache.h.shape[2]
-    out = weight_grad_buffers(cache, g.grads)
-    dx = np.empty_like(cache.x)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
@@ -65,5 +68,6 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
         out["dbh"] += dAh.sum(axis=0)
         dx[t] = dAx @ cache.Wx.T
         carry = g.xi[t] * (dAh @ cache.Wh.T + dh_t * z)
-    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"],
-                 dbh=out["dbh"])
+    g.dhT[...] = carry   # into the array check_backward gave: new, or out's
+    return Grads(from_time_major(dx, cache.time_major), g.dhT, out["dWx"], out["dWh"],
+                 out["db"], dbh=out["dbh"])

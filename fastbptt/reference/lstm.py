@@ -10,18 +10,21 @@
 """
 import numpy as np
 
-from .._results import Cache, Grads, _readonly, weight_grad_buffers
+from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
 from .._validation import check_backward, check_forward, from_time_major
 from .rnn import _sigmoid
 
 
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Same contract as ``fastbptt.lstm_forward``."""
-    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0)
+    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0, out=out)
     n_hidden = a.n_hidden
-    h = np.empty((a.n_steps, a.n_batch, n_hidden), a.dtype)
-    c = np.empty_like(h)
-    gates = np.empty((a.n_steps, a.n_batch, 4 * n_hidden), a.dtype)
+    if out is None:
+        h = np.empty((a.n_steps, a.n_batch, n_hidden), a.dtype)
+        c = np.empty_like(h)
+        gates = np.empty((a.n_steps, a.n_batch, 4 * n_hidden), a.dtype)
+    else:
+        h, c, gates = out.h, out.c, out.gates
     h_prev, c_prev = a.h0, a.c0
     for t in range(a.n_steps):
         pre = a.x[t] @ a.Wx + h_prev @ a.Wh + a.b
@@ -32,17 +35,18 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
         gates[t] = np.concatenate([i, f, g, o], axis=1)
         c_prev = c[t] = f * c_prev + i * g
         h_prev = h[t] = o * np.tanh(c_prev)
-    cache = Cache("lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
-                  c=c, gates=gates)
+    cache = new_cache(out, "lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh,
+                      b=a.b, h=h, c=c, gates=gates)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
+def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
+                  out=None):
     """Same contract as ``fastbptt.lstm_backward``."""
     checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                        h_grad_norms=h_grad_norms)
-    out = weight_grad_buffers(cache, checked.grads)
-    dx = np.empty_like(cache.x)
+                        h_grad_norms=h_grad_norms, out=out)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, checked.grads, out)
     carry_h, carry_c = checked.dhT, checked.dcT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
@@ -61,5 +65,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         dx[t] = dA @ cache.Wx.T
         carry_h = checked.xi[t] * (dA @ cache.Wh.T)
         carry_c = checked.xi[t] * (dc * f)
-    return Grads(from_time_major(dx, cache.time_major), carry_h, out["dWx"], out["dWh"], out["db"],
-                 dc0=carry_c)
+    checked.dhT[...] = carry_h   # into the arrays check_backward gave: new, or out's
+    checked.dcT[...] = carry_c
+    return Grads(from_time_major(dx, cache.time_major), checked.dhT, out["dWx"], out["dWh"],
+                 out["db"], dc0=checked.dcT)

@@ -5,7 +5,7 @@
 """
 import numpy as np
 
-from .._results import Cache, Grads, _readonly, weight_grad_buffers
+from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
 from .._validation import check_backward, check_forward, check_nonlinearity, from_time_major
 
 
@@ -22,27 +22,27 @@ _DPHI = {  # phi'(a) from h = phi(a)
 }
 
 
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
     """Same contract as ``fastbptt.rnn_forward``."""
     nonlinearity = check_nonlinearity(nonlinearity)
-    a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major)
+    a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major, out=out)
     phi = _PHI[nonlinearity]
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype) if out is None else out.h
     h_prev = a.h0
     for t in range(a.n_steps):
         h_prev = h[t] = phi(a.x[t] @ a.Wx + h_prev @ a.Wh + a.b)
-    cache = Cache("rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
-                  nonlinearity=nonlinearity)
+    cache = new_cache(out, "rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
+                      h=h, nonlinearity=nonlinearity)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
     """Same contract as ``fastbptt.rnn_backward``."""
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, out=out)
     dphi = _DPHI[cache.nonlinearity]
-    out = weight_grad_buffers(cache, g.grads)
-    dx = np.empty_like(cache.x)
+    dx = dx_buffer(cache, out)
+    out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
@@ -54,4 +54,6 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
         out["db"] += dA.sum(axis=0)
         dx[t] = dA @ cache.Wx.T
         carry = g.xi[t] * (dA @ cache.Wh.T)
-    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"])
+    g.dhT[...] = carry   # into the array check_backward gave: new, or out's
+    return Grads(from_time_major(dx, cache.time_major), g.dhT, out["dWx"], out["dWh"],
+                 out["db"])
