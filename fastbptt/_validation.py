@@ -2,10 +2,15 @@
 
 Every public function runs these before any kernel does: each error names the argument, what it
 got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
-or float64, never silently upcast), native byte order, time-major (T, N, ...) and C-contiguous.
-Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
-values (NaN, inf) in any input are rejected with a ValueError; that scan is the one compiled
-piece here (``src/_checks.pyx``), a read-only pass that writes nothing.
+or float64, never silently upcast), native byte order, and C-contiguous in the caller's layout
+(batch-major (N, T, ...) or time-major (T, N, ...)): the kernels take either layout as it is,
+with the strides between rows, so C-contiguous input is never copied. Per-step arrays are
+handed on both as that buffer (``x_buffer``, ``dh_buffer``) and as its time-major view (``x``,
+``dh``: (T, N, ...), a view, no copy), which the reference and the cache index by step.
+Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
+read-only ones (the kernels only read them). Non-finite values (NaN, inf) in any input are
+rejected with a ValueError; that scan is the one compiled piece here (``src/_checks.pyx``), a
+read-only pass that writes nothing.
 """
 from types import SimpleNamespace
 
@@ -67,8 +72,8 @@ def check_bool(name, value):
 
 
 def to_time_major(arr, time_major):
-    """A C-contiguous (T, N, ...) array from one in the caller's layout."""
-    return np.ascontiguousarray(arr if time_major else arr.swapaxes(0, 1))
+    """The (T, N, ...) view of an array in the caller's layout: no copy."""
+    return arr if time_major else arr.swapaxes(0, 1)
 
 
 def from_time_major(arr, time_major):
@@ -76,12 +81,27 @@ def from_time_major(arr, time_major):
     return arr if time_major else arr.swapaxes(0, 1)
 
 
-def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
-    """Check the arguments of ``<cell>_forward``; return them time-major and C-contiguous.
+def empty_steps(n_steps, n_batch, width, dtype, time_major):
+    """A new per-step array, C-contiguous in the caller's layout: (N, T, width), or
+    (T, N, width) if ``time_major``. Its rows are in the order of x's, so one matrix product
+    covers all steps; ``to_time_major`` gives the view indexed by step."""
+    if time_major:
+        return np.empty((n_steps, n_batch, width), dtype)
+    return np.empty((n_batch, n_steps, width), dtype)
 
-    Returns a namespace with x (T, N, D), h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,),
-    c0 and bh where the cell has them (zeros when None), and dtype, n_steps, n_batch,
-    n_input, n_hidden, time_major.
+
+def empty_by_step(n_steps, n_batch, width, dtype, time_major):
+    """The (T, N, width) view of a new ``empty_steps`` array, indexed by step."""
+    return to_time_major(empty_steps(n_steps, n_batch, width, dtype, time_major), time_major)
+
+
+def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
+    """Check the arguments of ``<cell>_forward``; return them C-contiguous.
+
+    Returns a namespace with x_buffer (N, T, D) (or (T, N, D) if time_major), C-contiguous, and
+    x, its time-major view (T, N, D); h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,), c0 and bh
+    where the cell has them (zeros when None), and dtype, n_steps, n_batch, n_input, n_hidden,
+    time_major.
     """
     n_gates = N_GATES[cell]
     time_major = check_bool("time_major", time_major)
@@ -105,11 +125,12 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
     Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)", finite=False)
     Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)", finite=False)
     b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)", finite=False)
+    x = np.ascontiguousarray(x)
     out = SimpleNamespace(
-        x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
+        x_buffer=x, x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
         Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b), dtype=dtype, n_steps=n_steps,
         n_batch=n_batch, n_input=n_input, n_hidden=n_hidden, time_major=time_major)
-    given = [("x", out.x), ("Wh", out.Wh), ("Wx", out.Wx), ("b", out.b)]
+    given = [("x", x), ("Wh", out.Wh), ("Wx", out.Wx), ("b", out.b)]
 
     def state(name, value):
         if value is None:
@@ -157,10 +178,10 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
     given = []
     if dh is None:
-        dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
+        dh = np.zeros(dh_shape, dtype)
     else:
-        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected, like="the cache",
-                                       finite=False), cache.time_major)
+        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+                                              like="the cache", finite=False))
         given.append(("dh", dh))
 
     def state(name, value):
@@ -172,8 +193,8 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         given.append((name, arr))
         return arr
 
-    out = SimpleNamespace(dh=dh, dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype),
-                          grads=None)
+    out = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
+                          dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype), grads=None)
     if cell == "lstm":
         out.dcT = state("dcT", dcT)
     elif dcT is not None:

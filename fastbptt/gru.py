@@ -4,7 +4,7 @@ import numpy as np
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Cache, Grads, _readonly, weight_grad_buffers
-from ._validation import check_backward, check_forward, from_time_major
+from ._validation import check_backward, check_forward, empty_steps, from_time_major, to_time_major
 
 _gru = load("_gru")
 
@@ -29,16 +29,19 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
     cache : for ``gru_backward``; ``cache.hT`` is the final state.
     """
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh)
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
-    gates = np.empty((a.n_steps, a.n_batch, 3 * a.n_hidden), a.dtype)
-    hn = np.empty_like(h)
+    tm = a.time_major
+    # in x's layout
+    h = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
+    gates = empty_steps(a.n_steps, a.n_batch, 3 * a.n_hidden, a.dtype, tm)
+    hn = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
     if a.n_batch:
         hh = np.empty((a.n_batch, 3 * a.n_hidden), a.dtype)
         run_kernel(_gru.forward, largest_product(a.x, a.Wh),
-                   a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
-    cache = Cache("gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh, h=h,
-                  gates=gates, hn=hn)
-    return _readonly(from_time_major(h, a.time_major)), cache
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh, tm)
+    cache = Cache("gru", tm, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh,
+                  h=to_time_major(h, tm), gates=to_time_major(gates, tm),
+                  hn=to_time_major(hn, tm))
+    return _readonly(h), cache
 
 
 def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
@@ -64,17 +67,19 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = np.empty(cache.x.shape, cache.dtype)   # the kernel writes every element
+    tm = cache.time_major
+    x = from_time_major(cache.x, tm)
+    dx = np.empty(x.shape, cache.dtype)   # in x's layout; the kernel writes every element
     out = weight_grad_buffers(cache, g.grads)
     carry = g.dhT
     if n_batch:
-        dA = np.empty((n_steps, n_batch, 4 * n_hidden), cache.dtype)
+        dA = empty_steps(n_steps, n_batch, 4 * n_hidden, cache.dtype, tm)
         work = np.empty(cache.Wx.shape, cache.dtype)
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
-                   g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh,
-                   cache.gates, cache.hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"],
-                   out["db"], out["dbh"], g.h_grad_norms)
+                   g.dh_buffer, from_time_major(cache.h, tm), cache.h0, x, cache.Wx, cache.Wh,
+                   from_time_major(cache.gates, tm), from_time_major(cache.hn, tm), g.xi, carry,
+                   dA, work, dx, out["dWx"], out["dWh"], out["db"], out["dbh"], g.h_grad_norms,
+                   tm)
     else:
         g.h_grad_norms[...] = 0
-    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"],
-                 dbh=out["dbh"])
+    return Grads(dx, carry, out["dWx"], out["dWh"], out["db"], dbh=out["dbh"])

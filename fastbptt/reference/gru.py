@@ -10,7 +10,7 @@
 import numpy as np
 
 from .._results import Cache, Grads, _readonly, weight_grad_buffers
-from .._validation import check_backward, check_forward, from_time_major
+from .._validation import check_backward, check_forward, empty_by_step, from_time_major
 
 
 def _sigmoid(a):
@@ -22,9 +22,10 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False):
     """Same contract as ``fastbptt.gru_forward``."""
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh)
     H = a.n_hidden
-    h = np.empty((a.n_steps, a.n_batch, H), a.dtype)
-    gates = np.empty((a.n_steps, a.n_batch, 3 * H), a.dtype)   # r, z, n
-    hn = np.empty_like(h)                                       # h_{t-1} Wh_n + bh_n
+    # h, gates (r, z, n), hn (h_{t-1} Wh_n + bh_n): (T, N, .) views of arrays in x's layout,
+    # as the kernels make them
+    h, gates, hn = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
+                    for width in (H, 3 * H, H))
     h_prev = a.h0
     for t in range(a.n_steps):
         ax = a.x[t] @ a.Wx + a.b
@@ -46,7 +47,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
                        h_grad_norms=h_grad_norms)
     H = cache.h.shape[2]
     out = weight_grad_buffers(cache, g.grads)
-    dx = np.empty_like(cache.x)
+    dx = empty_by_step(*cache.x.shape, cache.dtype, cache.time_major)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0

@@ -11,7 +11,7 @@
 import numpy as np
 
 from .._results import Cache, Grads, _readonly, weight_grad_buffers
-from .._validation import check_backward, check_forward, from_time_major
+from .._validation import check_backward, check_forward, empty_by_step, from_time_major
 from .rnn import _sigmoid
 
 
@@ -19,9 +19,9 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
     """Same contract as ``fastbptt.lstm_forward``."""
     a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0)
     n_hidden = a.n_hidden
-    h = np.empty((a.n_steps, a.n_batch, n_hidden), a.dtype)
-    c = np.empty_like(h)
-    gates = np.empty((a.n_steps, a.n_batch, 4 * n_hidden), a.dtype)
+    # (T, N, .) views of arrays in x's layout, as the kernels make them
+    h, c, gates = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
+                   for width in (n_hidden, n_hidden, 4 * n_hidden))
     h_prev, c_prev = a.h0, a.c0
     for t in range(a.n_steps):
         pre = a.x[t] @ a.Wx + h_prev @ a.Wh + a.b
@@ -42,7 +42,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
                         h_grad_norms=h_grad_norms)
     out = weight_grad_buffers(cache, checked.grads)
-    dx = np.empty_like(cache.x)
+    dx = empty_by_step(*cache.x.shape, cache.dtype, cache.time_major)
     carry_h, carry_c = checked.dhT, checked.dcT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0

@@ -6,7 +6,8 @@
 import numpy as np
 
 from .._results import Cache, Grads, _readonly, weight_grad_buffers
-from .._validation import check_backward, check_forward, check_nonlinearity, from_time_major
+from .._validation import (check_backward, check_forward, check_nonlinearity, empty_by_step,
+                           from_time_major)
 
 
 def _sigmoid(a):
@@ -27,7 +28,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     nonlinearity = check_nonlinearity(nonlinearity)
     a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major)
     phi = _PHI[nonlinearity]
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
+    # (T, N, H), a view of an array in x's layout, as the kernels make it
+    h = empty_by_step(a.n_steps, a.n_batch, a.n_hidden, a.dtype, a.time_major)
     h_prev = a.h0
     for t in range(a.n_steps):
         h_prev = h[t] = phi(a.x[t] @ a.Wx + h_prev @ a.Wh + a.b)
@@ -42,7 +44,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
                        h_grad_norms=h_grad_norms)
     dphi = _DPHI[cache.nonlinearity]
     out = weight_grad_buffers(cache, g.grads)
-    dx = np.empty_like(cache.x)
+    dx = empty_by_step(*cache.x.shape, cache.dtype, cache.time_major)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
