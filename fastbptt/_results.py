@@ -8,12 +8,18 @@ import numpy as np
 
 
 class Cache:
-    """Everything backward needs from forward, time-major (T, N, ...), C-contiguous.
+    """Everything backward needs from forward.
 
     Attributes common to every cell: ``cell`` ('rnn', 'lstm', 'gru'), ``time_major`` (the layout
     the caller used), ``x``, ``h0``, ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states). Each cell
     adds its own (``nonlinearity``; ``c``, ``gates``; ...). ``hT`` (and ``cT`` for the LSTM) is
     the final state, to pass as ``h0`` (``c0``) of the next segment of a stream.
+
+    The per-step arrays (``x``, ``h``, ``c``, ``gates``, ...) are indexed by step: (T, N, ...),
+    ``cache.h[t]`` is step t. They are time-major views of arrays that are C-contiguous in the
+    caller's layout: batch-major (N, T, ...) unless ``time_major``, and the kernels pass them to
+    BLAS as they are. ``x``, like ``h0`` and the weights, is a view of the caller's own array
+    wherever that was C-contiguous (no copy): change none of them before backward.
 
     The hidden states returned by forward are a read-only view of ``h``: they are what backward
     differentiates, so they must not change in between.
@@ -97,10 +103,11 @@ def new_cache(out, cell, time_major, **arrays):
 
 
 def dx_buffer(cache, out):
-    """The (T, N, D) array backward writes dx into: new, or ``out.dx``'s (checked)."""
+    """The array backward writes dx into, in x's layout: new, or ``out.dx`` (checked)."""
     if out is None:
-        return np.empty(cache.x.shape, cache.dtype)   # the kernels write every element
-    return out.dx if cache.time_major else out.dx.swapaxes(0, 1)
+        shape = cache.x.shape if cache.time_major else cache.x.swapaxes(0, 1).shape
+        return np.empty(shape, cache.dtype)
+    return out.dx
 
 
 def workspace(cache, name, shape):

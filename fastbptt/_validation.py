@@ -2,10 +2,15 @@
 
 Every public function runs these before any kernel does: each error names the argument, what it
 got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
-or float64, never silently upcast), native byte order, time-major (T, N, ...) and C-contiguous.
-Strided, Fortran-ordered and read-only inputs are accepted (copied where needed). Non-finite
-values (NaN, inf) in any input are rejected with a ValueError; that scan is the one compiled
-piece here (``src/_checks.pyx``), a read-only pass that writes nothing.
+or float64, never silently upcast), native byte order, and C-contiguous in the caller's layout
+(batch-major (N, T, ...) or time-major (T, N, ...)): the kernels take either layout as it is,
+with the strides between rows, so C-contiguous input is never copied. Per-step arrays are
+handed on both as that buffer (``x_buffer``, ``dh_buffer``) and as its time-major view (``x``,
+``dh``: (T, N, ...), a view, no copy), which the reference and the cache index by step.
+Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
+read-only ones (the kernels only read them). Non-finite values (NaN, inf) in any input are
+rejected with a ValueError; that scan is the one compiled piece here (``src/_checks.pyx``), a
+read-only pass that writes nothing.
 """
 import functools
 from types import SimpleNamespace
@@ -35,10 +40,21 @@ def check_all_finite(named):
 
     One compiled pass over all of them (``src/_checks.pyx``): NumPy's ``isfinite(a.sum())``
     costs ~5 us per array however small, which showed on short sequences."""
-    flat = [np.ascontiguousarray(arr).reshape(-1) for _, arr in named]
+    flat = [_scannable(arr) for _, arr in named]
     bad = first_nonfinite(flat)
     if bad >= 0:
         raise ValueError(f"{named[bad][0]} contains NaN or infinity")
+
+
+def _scannable(arr):
+    """``arr`` as ``first_nonfinite`` takes it, copied only where its rows are not contiguous:
+    1-D C-contiguous, or 2-D with contiguous rows at any stride (a state that is a view of a
+    batch-major array, such as ``cache.hT``, is scanned in place)."""
+    if arr.flags.c_contiguous:
+        return arr.reshape(-1)
+    if arr.ndim == 2 and arr.strides[1] == arr.itemsize and arr.strides[0] > 0:
+        return arr
+    return np.ascontiguousarray(arr).reshape(-1)
 
 
 def check_finite(name, arr):
@@ -68,8 +84,8 @@ def check_bool(name, value):
 
 
 def to_time_major(arr, time_major):
-    """A C-contiguous (T, N, ...) array from one in the caller's layout."""
-    return np.ascontiguousarray(arr if time_major else arr.swapaxes(0, 1))
+    """The (T, N, ...) view of an array in the caller's layout: no copy."""
+    return arr if time_major else arr.swapaxes(0, 1)
 
 
 def from_time_major(arr, time_major):
@@ -77,13 +93,28 @@ def from_time_major(arr, time_major):
     return arr if time_major else arr.swapaxes(0, 1)
 
 
-def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=None):
-    """Check the arguments of ``<cell>_forward``; return them time-major and C-contiguous.
+def empty_steps(n_steps, n_batch, width, dtype, time_major):
+    """A new per-step array, C-contiguous in the caller's layout: (N, T, width), or
+    (T, N, width) if ``time_major``. Its rows are in the order of x's, so one matrix product
+    covers all steps; ``to_time_major`` gives the view indexed by step."""
+    if time_major:
+        return np.empty((n_steps, n_batch, width), dtype)
+    return np.empty((n_batch, n_steps, width), dtype)
 
-    Returns a namespace with x (T, N, D), h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,),
-    c0 and bh where the cell has them (zeros when None), and dtype, n_steps, n_batch,
-    n_input, n_hidden, time_major. h0 and c0 are arrays the cache will own: copies, or with
-    ``out`` (a cache to refill, checked by ``check_forward_out``) that cache's, refilled.
+
+def empty_by_step(n_steps, n_batch, width, dtype, time_major):
+    """The (T, N, width) view of a new ``empty_steps`` array, indexed by step."""
+    return to_time_major(empty_steps(n_steps, n_batch, width, dtype, time_major), time_major)
+
+
+def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=None):
+    """Check the arguments of ``<cell>_forward``; return them C-contiguous.
+
+    Returns a namespace with x_buffer (N, T, D) (or (T, N, D) if time_major), C-contiguous, and
+    x, its time-major view (T, N, D); h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,), c0 and bh
+    where the cell has them (zeros when None), and dtype, n_steps, n_batch, n_input, n_hidden,
+    time_major. h0 and c0 are arrays the cache will own: copies, or with ``out`` (a cache to
+    refill, checked by ``check_forward_out``) that cache's, refilled.
     """
     n_gates = N_GATES[cell]
     time_major = check_bool("time_major", time_major)
@@ -107,11 +138,12 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=N
     Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)", finite=False)
     Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)", finite=False)
     b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)", finite=False)
+    x = np.ascontiguousarray(x)
     a = SimpleNamespace(
-        x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
+        x_buffer=x, x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
         Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b), dtype=dtype, n_steps=n_steps,
         n_batch=n_batch, n_input=n_input, n_hidden=n_hidden, time_major=time_major)
-    given = [("x", a.x), ("Wh", a.Wh), ("Wx", a.Wx), ("b", a.b)]
+    given = [("x", x), ("Wh", a.Wh), ("Wx", a.Wx), ("b", a.b)]
 
     if out is not None:
         check_forward_out(cell, out, a)
@@ -180,10 +212,10 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         check_backward_out(cell, out, cache, weights=grads is None)
     given = []
     if dh is None:
-        dh = np.zeros((n_steps, n_batch, n_hidden), dtype)
+        dh = np.zeros(dh_shape, dtype)
     else:
-        dh = to_time_major(check_array("dh", dh, dh_shape, dtype, dh_expected, like="the cache",
-                                       finite=False), cache.time_major)
+        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+                                              like="the cache", finite=False))
         given.append(("dh", dh))
 
     def state(name, value, buffer):
@@ -203,7 +235,8 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
     states = {"dhT": (dhT, None if out is None else out.dh0)}
     if cell == "lstm":
         states["dcT"] = (dcT, None if out is None else out.dc0)
-    checked = SimpleNamespace(dh=dh, xi=check_xi(xi, n_steps, dtype), grads=None, out=out)
+    checked = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
+                              xi=check_xi(xi, n_steps, dtype), grads=None, out=out)
     for name, (value, buffer) in states.items():
         setattr(checked, name, state(name, value, buffer))
     check_all_finite(given)
@@ -307,22 +340,13 @@ def check_backward_out(cell, out, cache, weights):
         buf = getattr(out, name, None)
         ok = (isinstance(buf, np.ndarray) and buf.dtype == cache.dtype and buf.shape == shape
               and buf.flags.writeable)
-        if ok and name == "dx":   # the kernels write it time-major
-            ok = to_time_major_view(buf, cache.time_major).flags.c_contiguous
-        elif ok:
-            ok = buf.flags.c_contiguous
+        ok = ok and buf.flags.c_contiguous   # dx too: the kernels write it in x's layout
         if not ok:
             got = (f"{buf.dtype} {buf.shape}" if isinstance(buf, np.ndarray)
                    else type(buf).__name__)
             raise ValueError(f"out.{name} must be a writeable {cache.dtype} array of shape "
                              f"{shape} laid out as backward returns it, got {got}")
     return out
-
-
-def to_time_major_view(arr, time_major):
-    """The (T, N, ...) view of an array in the caller's layout (the inverse of
-    ``from_time_major``): no copy."""
-    return arr if time_major else arr.swapaxes(0, 1)
 
 
 def check_grads(cell, grads, cache):

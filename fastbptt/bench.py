@@ -56,25 +56,39 @@ def step_function(module, cell, args, kwargs, dh, backward=True):
     return run
 
 
-def floor_function(cell, shape, dtype, backward=True):
-    """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work."""
+def floor_function(cell, shape, dtype, backward=True, time_major=False):
+    """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work,
+    on buffers in the layout of ``make_case`` (batch-major, or time-major if ``time_major``)."""
     from . import _floor
     from ._blas_threads import largest_product, run_kernel
     n_batch, n_steps, n_input, n_hidden = shape
     gh = N_GATES[cell] * n_hidden
+    gru = cell == "gru"
     rng = np.random.default_rng(0)
-    x = rng.standard_normal((n_steps, n_batch, n_input)).astype(dtype)
+
+    def steps(width):
+        return np.zeros((n_steps, n_batch, width) if time_major else (n_batch, n_steps, width),
+                        dtype)
+
+    x = steps(n_input)
+    x[...] = rng.standard_normal(x.shape)
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
     Wh = (rng.standard_normal((n_hidden, gh)) / np.sqrt(gh)).astype(dtype)
-    A = np.zeros((n_steps, n_batch, gh), dtype)
-    h = np.zeros((n_steps, n_batch, n_hidden), dtype)
+    A = steps(gh)
+    dA = steps(4 * n_hidden) if gru else A      # the kernels' dA; the floor's values mean nothing
+    h = steps(n_hidden)
+    h0 = np.zeros((n_batch, n_hidden), dtype)
     carry = np.zeros((n_batch, n_hidden), dtype)
+    hh = np.zeros((n_batch, gh) if gru else (0, 0), dtype)
+    work = np.zeros((n_input, gh) if gru else (0, 0), dtype)
     dx = np.zeros_like(x)
     dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
+    xt = x if time_major else x.swapaxes(0, 1)      # largest_product takes (T, N, D)
 
     def run():
-        run_kernel(_floor.floor, largest_product(x, Wh),
-                   x, Wx, Wh, A, h, carry, dx, dWx, dWh, backward)
+        run_kernel(_floor.floor, largest_product(xt, Wh),
+                   x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, work, backward, gru,
+                   time_major)
     return run
 
 

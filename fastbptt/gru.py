@@ -4,7 +4,7 @@ import numpy as np
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
-from ._validation import check_backward, check_forward, from_time_major
+from ._validation import check_backward, check_forward, empty_steps, from_time_major, to_time_major
 
 _gru = load("_gru")
 
@@ -33,19 +33,21 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     cache : for ``gru_backward``; ``cache.hT`` is the final state.
     """
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
-    if out is None:
-        h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
-        gates = np.empty((a.n_steps, a.n_batch, 3 * a.n_hidden), a.dtype)
-        hn = np.empty_like(h)
+    tm = a.time_major
+    if out is None:   # in x's layout
+        h = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
+        gates = empty_steps(a.n_steps, a.n_batch, 3 * a.n_hidden, a.dtype, tm)
+        hn = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
     else:
-        h, gates, hn = out.h, out.gates, out.hn
-    cache = new_cache(out, "gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
-                      bh=a.bh, h=h, gates=gates, hn=hn)
+        h, gates, hn = (from_time_major(arr, tm) for arr in (out.h, out.gates, out.hn))
+    cache = new_cache(out, "gru", tm, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh,
+                      h=to_time_major(h, tm), gates=to_time_major(gates, tm),
+                      hn=to_time_major(hn, tm))
     if a.n_batch:
         hh = workspace(cache, "hh", (a.n_batch, 3 * a.n_hidden))   # h_{t-1} @ Wh of a step
         run_kernel(_gru.forward, largest_product(a.x, a.Wh),
-                   a.x, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh)
-    return _readonly(from_time_major(h, a.time_major)), cache
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh, tm)
+    return _readonly(h), cache
 
 
 def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
@@ -63,7 +65,6 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         weight gradients into in place instead of allocating them.
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the loop.
-
     out : the result of an earlier ``gru_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
@@ -77,17 +78,19 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = dx_buffer(cache, out)
+    tm = cache.time_major
+    x = from_time_major(cache.x, tm)
+    dx = dx_buffer(cache, out)   # in x's layout; the kernel writes every element
     out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     if n_batch:
-        dA = workspace(cache, "dA", (n_steps, n_batch, 4 * n_hidden))
+        dA = workspace(cache, "dA", from_time_major(cache.h, tm).shape[:2] + (4 * n_hidden,))
         work = workspace(cache, "work", cache.Wx.shape)
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
-                   g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh,
-                   cache.gates, cache.hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"],
-                   out["db"], out["dbh"], g.h_grad_norms)
+                   g.dh_buffer, from_time_major(cache.h, tm), cache.h0, x, cache.Wx, cache.Wh,
+                   from_time_major(cache.gates, tm), from_time_major(cache.hn, tm), g.xi, carry,
+                   dA, work, dx, out["dWx"], out["dWh"], out["db"], out["dbh"], g.h_grad_norms,
+                   tm)
     else:
         g.h_grad_norms[...] = 0
-    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"],
-                 dbh=out["dbh"])
+    return Grads(dx, carry, out["dWx"], out["dWh"], out["db"], dbh=out["dbh"])

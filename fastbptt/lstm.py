@@ -4,7 +4,7 @@ import numpy as np
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
-from ._validation import check_backward, check_forward, from_time_major
+from ._validation import check_backward, check_forward, empty_steps, from_time_major, to_time_major
 
 _lstm = load("_lstm")
 
@@ -34,18 +34,20 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     cache : for ``lstm_backward``; ``cache.hT`` and ``cache.cT`` are the final states.
     """
     a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0, out=out)
-    if out is None:
-        h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype)
-        c = np.empty_like(h)
-        gates = np.empty((a.n_steps, a.n_batch, 4 * a.n_hidden), a.dtype)
+    tm = a.time_major
+    if out is None:   # in x's layout
+        h = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
+        c = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
+        gates = empty_steps(a.n_steps, a.n_batch, 4 * a.n_hidden, a.dtype, tm)
     else:
-        h, c, gates = out.h, out.c, out.gates
+        h, c, gates = (from_time_major(arr, tm) for arr in (out.h, out.c, out.gates))
     if a.n_batch:
         run_kernel(_lstm.forward, largest_product(a.x, a.Wh),
-                   a.x, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates)
-    cache = new_cache(out, "lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
-                  c=c, gates=gates)
-    return _readonly(from_time_major(h, a.time_major)), cache
+                   a.x_buffer, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates, tm)
+    cache = new_cache(out, "lstm", tm, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b,
+                      h=to_time_major(h, tm), c=to_time_major(c, tm),
+                      gates=to_time_major(gates, tm))
+    return _readonly(h), cache
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
@@ -66,7 +68,6 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the
         loop, no extra pass.
-
     out : the result of an earlier ``lstm_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0, dc0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
@@ -80,16 +81,18 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     g = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = dx_buffer(cache, out)
+    tm = cache.time_major
+    x = from_time_major(cache.x, tm)
+    dx = dx_buffer(cache, out)   # in x's layout; the kernel writes every element
     out = weight_grad_buffers(cache, g.grads, out)
     carry_h, carry_c = g.dhT, g.dcT
     if n_batch:
-        dA = workspace(cache, "dA", cache.gates.shape)
+        gates = from_time_major(cache.gates, tm)
+        dA = workspace(cache, "dA", gates.shape)
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
-                   g.dh, cache.h, cache.c, cache.gates, cache.h0, cache.c0,
-                   cache.x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c, dA, dx,
-                   out["dWx"], out["dWh"], out["db"], g.h_grad_norms)
+                   g.dh_buffer, from_time_major(cache.h, tm), from_time_major(cache.c, tm),
+                   gates, cache.h0, cache.c0, x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c,
+                   dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms, tm)
     else:
         g.h_grad_norms[...] = 0
-    return Grads(from_time_major(dx, cache.time_major), carry_h, out["dWx"], out["dWh"],
-                 out["db"], dc0=carry_c)
+    return Grads(dx, carry_h, out["dWx"], out["dWh"], out["db"], dc0=carry_c)

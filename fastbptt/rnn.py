@@ -4,7 +4,8 @@ import numpy as np
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
 from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
-from ._validation import check_backward, check_forward, check_nonlinearity, from_time_major
+from ._validation import (check_backward, check_forward, check_nonlinearity, empty_steps,
+                          from_time_major, to_time_major)
 
 _rnn = load("_rnn")
 
@@ -30,13 +31,18 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     """
     nonlinearity = check_nonlinearity(nonlinearity)
     a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major, out=out)
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype) if out is None else out.h
+    tm = a.time_major
+    if out is None:
+        h = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)   # in x's layout
+    else:
+        h = from_time_major(out.h, tm)
     if a.n_batch:
         run_kernel(_rnn.forward, largest_product(a.x, a.Wh),
-                   a.x, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity])
-    cache = new_cache(out, "rnn", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, h=h,
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity], tm)
+    cache = new_cache(out, "rnn", tm, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
+                      h=to_time_major(h, tm),
                   nonlinearity=nonlinearity)
-    return _readonly(from_time_major(h, a.time_major)), cache
+    return _readonly(h), cache
 
 
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
@@ -54,7 +60,6 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what
         ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
-
     out : the result of an earlier ``rnn_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
@@ -68,15 +73,18 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
-    dx = dx_buffer(cache, out)
+    tm = cache.time_major
+    x = from_time_major(cache.x, tm)
+    dx = dx_buffer(cache, out)   # in x's layout; the kernel writes every element
     out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     if n_batch:
-        dA = workspace(cache, "dA", cache.h.shape)
+        h = from_time_major(cache.h, tm)
+        dA = workspace(cache, "dA", h.shape)
         run_kernel(_rnn.backward, largest_product(cache.x, cache.Wh),
-                   g.dh, cache.h, cache.h0, cache.x, cache.Wx, cache.Wh, g.xi,
+                   g.dh_buffer, h, cache.h0, x, cache.Wx, cache.Wh, g.xi,
                    carry, dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms,
-                   _rnn.NONLINEARITIES[cache.nonlinearity])
+                   _rnn.NONLINEARITIES[cache.nonlinearity], tm)
     else:
         g.h_grad_norms[...] = 0
-    return Grads(from_time_major(dx, cache.time_major), carry, out["dWx"], out["dWh"], out["db"])
+    return Grads(dx, carry, out["dWx"], out["dWh"], out["db"])

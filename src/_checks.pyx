@@ -37,14 +37,33 @@ cdef bint _nonfinite_f32(const float* a, Py_ssize_t n) noexcept nogil:
 def first_nonfinite(arrays):
     """Index of the first array in ``arrays`` holding a NaN or an infinity, or -1.
 
-    Each must be a C-contiguous 1-D float32 or float64 array (``a.reshape(-1)`` of a
-    C-contiguous array is one, without a copy)."""
+    Each must be a float32 or float64 array, either 1-D and C-contiguous (``a.reshape(-1)`` of
+    a C-contiguous array is one, without a copy) or 2-D with contiguous rows at any row stride
+    (a state such as ``cache.hT``, a row of a batch-major (N, T, H) array), scanned row by row
+    without a copy."""
     cdef const double[::1] a64
     cdef const float[::1] a32
-    cdef Py_ssize_t k = 0
-    cdef bint bad
+    cdef const double[:, :] m64
+    cdef const float[:, :] m32
+    cdef Py_ssize_t k = 0, i
+    cdef bint bad = False
     for arr in arrays:
-        if arr.itemsize == 8:
+        if arr.ndim == 2:
+            if arr.itemsize == 8:
+                m64 = arr
+                if m64.shape[1]:
+                    with nogil:
+                        for i in range(m64.shape[0]):
+                            bad = bad or _nonfinite_f64(&m64[i, 0], m64.shape[1])
+            else:
+                m32 = arr
+                if m32.shape[1]:
+                    with nogil:
+                        for i in range(m32.shape[0]):
+                            bad = bad or _nonfinite_f32(&m32[i, 0], m32.shape[1])
+            if bad:
+                return k
+        elif arr.itemsize == 8:
             a64 = arr
             if a64.shape[0]:
                 with nogil:

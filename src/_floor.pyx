@@ -2,64 +2,108 @@
 """The BLAS floor of a cell: exactly the BLAS calls of its kernels, with no elementwise work.
 
 Benchmarks time it beside the kernels: a kernel cannot beat the time of its own matrix products,
-so kernel / floor is what the elementwise passes and the loop's overhead cost. Every cell makes
-the same calls with G = n_gates blocks (T = n_steps, N = n_batch, D = n_input, H = n_hidden):
+so kernel / floor is what the elementwise passes and the loop's overhead cost. The per-step
+buffers are in the caller's layout, batch-major or time-major, with the kernels' leading
+dimensions (``src/_layout.pxd``). Every cell makes these calls with G = n_gates blocks
+(T = n_steps, N = n_batch, D = n_input, H = n_hidden; h_{-1} = h0):
 
     forward:   A = X @ Wx                   (T*N, G*H) = (T*N, D)(D, G*H)       once
                A[t] += h_{t-1} @ Wh         (N, G*H)  += (N, H)(H, G*H)          per step
     backward:  dh_{t-1} = dA[t] @ Wh.T      (N, H)     = (N, G*H)(H, G*H)'       per step
                dWx = X.T @ dA               (D, G*H)   = (T*N, D)'(T*N, G*H)     once
-               dWh = H_prev.T @ dA          (H, G*H)   = (T*N, H)'(T*N, G*H)     once
+               dWh = H_prev.T @ dA          (H, G*H)   = (T*N, H)'(T*N, G*H)     once (time-major;
+                                                         batch-major one per sequence and one
+                                                         for h0, as the kernels)
                dx = dA @ Wx.T               (T*N, D)   = (T*N, G*H)(D, G*H)'     once
+
+The GRU's differ where its kernels' do: its per-step forward product goes to a (N, 3H) workspace
+hh (beta = 0) instead of A[t], and its dA has 4H columns [dxn | dhr dhz dhn], of which the
+backward products read 3H: dAh = dA[..., H:] per step and for dWh, dAx = dA[..., :3H] for dx
+and dWx (the latter into a (D, 3H) workspace).
 
 At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`` picks it).
 """
 from cython cimport floating
 
 from _blas cimport gemm
+from _layout cimport add_hidden_weight_grad, check_blas_ld
 
 
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
-          floating[:, :, ::1] A, floating[:, :, ::1] h, floating[:, ::1] carry,
-          floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh, bint backward):
-    """Run the BLAS calls of forward (and backward) of a cell with A (T, N, G*H) and
-    h (T, N, H) as the buffers they read and write; the values are meaningless."""
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0], gh = Wh.shape[1]
-    cdef Py_ssize_t block = <Py_ssize_t> n_batch * gh, hblock = <Py_ssize_t> n_batch * n_hidden
+          floating[:, :, ::1] A, floating[:, :, ::1] dA, floating[:, :, ::1] h,
+          const floating[:, ::1] h0, floating[:, ::1] carry, floating[:, ::1] hh,
+          floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
+          floating[:, ::1] work, bint backward, bint gru, bint time_major):
+    """Run the BLAS calls of forward (and backward) of a cell with A (the gate buffer, G*H
+    columns) and h (H columns) as the buffers forward writes and dA (G*H columns, 4H for the
+    GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
+    (T, N, .) if time_major. hh (N, 3H) and work (D, 3H) are the GRU's workspaces (unused
+    otherwise)."""
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
+    cdef int a_width = A.shape[2], da_width = dA.shape[2]
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
     cdef floating* Ap = &A[0, 0, 0]
-    cdef floating* hp = &h[0, 0, 0]
+    cdef const floating* hp = &h[0, 0, 0]
+    check_blas_ld(n_rows, a_width if a_width > da_width else da_width)
     with nogil:
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
         gemm(False, False, n_steps * n_batch, gh, n_input,
-             1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, gh)
-        for t in range(1, n_steps):
-            # A[t] += h[t-1] @ Wh     (N,GH) += (N,H)(H,GH)
-            gemm(False, False, n_batch, gh, n_hidden,
-                 1, hp + (t - 1) * hblock, n_hidden, &Wh[0, 0], gh, 1, Ap + t * block, gh)
+             1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width)
+        for t in range(n_steps):
+            if gru:
+                # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
+                gemm(False, False, n_batch, gh, n_hidden,
+                     1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
+                     &Wh[0, 0], gh, 0, &hh[0, 0], gh)
+            else:
+                # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
+                gemm(False, False, n_batch, gh, n_hidden,
+                     1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
+                     &Wh[0, 0], gh, 1, Ap + t * t_rows * a_width, <int> (n_rows * a_width))
         if backward:
-            _backward_floor(x, Wx, Wh, Ap, hp, carry, dx, dWx, dWh)
+            _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, hp, &h0[0, 0], carry, dx, dWx,
+                            dWh, work, gru, time_major)
 
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
-                          const floating[:, ::1] Wh, floating* Ap, floating* hp,
-                          floating[:, ::1] carry, floating[:, :, ::1] dx,
-                          floating[:, ::1] dWx, floating[:, ::1] dWh) noexcept nogil:
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0], gh = Wh.shape[1]
-    cdef Py_ssize_t block = <Py_ssize_t> n_batch * gh
+                          const floating[:, ::1] Wh, floating* dAp, int da_width,
+                          const floating* hp, const floating* h0, floating[:, ::1] carry,
+                          floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
+                          floating[:, ::1] work, bint gru, bint time_major) noexcept nogil:
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
     cdef Py_ssize_t t
+    # the GRU's backward products read dAh = dA[..., H:] per step and for dWh
+    cdef int off = n_hidden if gru else 0
     for t in range(n_steps - 1, -1, -1):
-        # carry = A[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'
+        # carry = dAh[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
         gemm(False, True, n_batch, n_hidden, gh,
-             1, Ap + t * block, gh, &Wh[0, 0], gh, 0, &carry[0, 0], n_hidden)
-    # dWx = X.T @ dA     (D,GH) = (T*N,D)'(T*N,GH)
+             1, dAp + t * t_rows * da_width + off, <int> (n_rows * da_width), &Wh[0, 0], gh,
+             1 if gru else 0, &carry[0, 0], n_hidden)
+    # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,GH) += (N,H)'(N,GH) summed over t
+    add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp + off,
+                           da_width, &dWh[0, 0])
+    if gru:
+        # dx = dAx @ work.T     (T*N,D) = (T*N,3H)(D,3H)'
+        gemm(False, True, n_steps * n_batch, n_input, gh,
+             1, dAp, da_width, &work[0, 0], gh, 0, &dx[0, 0, 0], n_input)
+        # work = X.T @ dAx     (D,3H) = (T*N,D)'(T*N,3H)
+        gemm(True, False, n_input, gh, n_steps * n_batch,
+             1, &x[0, 0, 0], n_input, dAp, da_width, 0, &work[0, 0], gh)
+        return
+    # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
     gemm(True, False, n_input, gh, n_steps * n_batch,
-         1, &x[0, 0, 0], n_input, Ap, gh, 1, &dWx[0, 0], gh)
-    # dWh = H_prev.T @ dA     (H,GH) = (T*N,H)'(T*N,GH)
-    gemm(True, False, n_hidden, gh, n_steps * n_batch,
-         1, hp, n_hidden, Ap, gh, 1, &dWh[0, 0], gh)
+         1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
     gemm(False, True, n_steps * n_batch, n_input, gh,
-         1, Ap, gh, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)
+         1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)

@@ -7,9 +7,12 @@ Gate blocks (r, z, n) are column blocks of Wx, Wh, b and bh (PyTorch semantics):
     r = sigma(xr + hr),  z = sigma(xz + hz),  n = tanh(xn + r * hn)
     h_t = (1 - z) * n + z * h_{t-1}
 
-Every buffer is time-major and C-contiguous, so step t is the contiguous block ``buf[t]``.
-Math symbols and variables (shapes; T = n_steps, N = n_batch, D = n_input, H = n_hidden;
-"block" k of a row is its columns k*H to (k+1)*H):
+Every per-step buffer (x, h, gates, hn, dh, dA, dx) is C-contiguous in the caller's layout,
+batch-major (N, T, .) or time-major (T, N, .) (``time_major``), and no copy is made of either:
+step t is an (N, .) matrix whose rows are n_rows * width apart (``src/_layout.pxd``). Below,
+buf[t] is step t of a buffer in either layout. Math symbols and variables (shapes;
+T = n_steps, N = n_batch, D = n_input, H = n_hidden; "block" k of a row is its columns k*H to
+(k+1)*H):
 
     x_t                x[t]           (N, D)    input of step t
     h_{t-1}            h0 or h[t-1]   (N, H)    state step t receives
@@ -52,12 +55,13 @@ Each elementwise pass is a few short loops over a row rather than one: GCC vecto
 only if it needs at most 10 run-time checks that its arrays do not overlap
 (``--param vect-max-version-for-alias-checks``), and Cython cannot declare pointers ``restrict``.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
-for the start of step t-1's blocks in L2 (not L1: the step's GEMM streams Wh through L1).
+for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
 """
 from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
+from _layout cimport add_hidden_weight_grad, check_blas_ld
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -71,9 +75,12 @@ cdef extern from *:
     void prefetch_l2 "FASTBPTT_PREFETCH_L2"(const void* p) noexcept nogil
 
 
-cdef void _forward_step(const floating* h_prev, floating* gates_t, floating* hn_t,
-                        floating* h_t, floating* hh, const floating* Wh, const floating* b,
-                        const floating* bh, int n_batch, int n_hidden) noexcept nogil:
+cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
+                        floating* hn_t, floating* h_t, Py_ssize_t ld, floating* hh,
+                        const floating* Wh, const floating* b, const floating* bh,
+                        int n_batch, int n_hidden) noexcept nogil:
+    """Rows of h_prev are ld_prev apart, those of hn_t and h_t ld apart, those of gates_t 3 ld;
+    hh is (N, 3H) C-contiguous."""
     cdef Py_ssize_t H = n_hidden, i, j
     cdef floating n
     # row i of each block; the gate and hh rows are 3H long, the others H
@@ -88,18 +95,18 @@ cdef void _forward_step(const floating* h_prev, floating* gates_t, floating* hn_
     cdef floating* h_i
     # hh = h_prev @ Wh     (N,3H) = (N,H)(H,3H)
     gemm(False, False, n_batch, 3 * n_hidden, n_hidden,
-         1, h_prev, n_hidden, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
+         1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
     # short loops over each row, so that GCC vectorises every one (see the module docstring)
     for i in range(n_batch):
-        gate_r = gates_t + 3 * H * i
+        gate_r = gates_t + 3 * ld * i
         gate_z = gate_r + H
         gate_n = gate_z + H
         hh_r = hh + 3 * H * i
         hh_z = hh_r + H
         hh_n = hh_z + H
-        h_prev_i = h_prev + H * i
-        hn_i = hn_t + H * i
-        h_i = h_t + H * i
+        h_prev_i = h_prev + ld_prev * i
+        hn_i = hn_t + ld * i
+        h_i = h_t + ld * i
         # r = sigma(xr + hr), in place of x_t Wx_r
         for j in range(H):
             gate_r[j] = sigmoid_((gate_r[j] + b[j]) + (hh_r[j] + bh[j]))
@@ -120,40 +127,60 @@ cdef void _forward_step(const floating* h_prev, floating* gates_t, floating* hn_
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
             const floating[::1] bh, floating[:, :, ::1] h, floating[:, :, ::1] gates,
-            floating[:, :, ::1] hn, floating[:, ::1] hh):
-    """Fill h (T, N, H) with the hidden states, gates (T, N, 3H) with r, z, n and hn (T, N, H)
-    with h_{t-1} Wh_n + bh_n. hh (N, 3H) is workspace. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0]
-    cdef Py_ssize_t block = <Py_ssize_t> n_batch * n_hidden
+            floating[:, :, ::1] hn, floating[:, ::1] hh, bint time_major):
+    """Fill h (N, T, H) with the hidden states, gates (N, T, 3H) with r, z, n and hn (N, T, H)
+    with h_{t-1} Wh_n + bh_n, x being (N, T, D); all (T, N, .) if time_major. hh (N, 3H) is
+    workspace. Shapes are checked by the caller; N >= 1."""
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* hnp = &hn[0, 0, 0]
+    check_blas_ld(n_rows, 4 * n_hidden)
     with nogil:
-        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H); b is added in the step's pass
+        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
+        # in the step's pass
         gemm(False, False, n_steps * n_batch, 3 * n_hidden, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], 3 * n_hidden, 0, gp, 3 * n_hidden)
-        _forward_step(&h0[0, 0], gp, hnp, hp, &hh[0, 0], &Wh[0, 0], &b[0], &bh[0],
-                      n_batch, n_hidden)
+        _forward_step(&h0[0, 0], n_hidden, gp, hnp, hp, ld, &hh[0, 0], &Wh[0, 0], &b[0],
+                      &bh[0], n_batch, n_hidden)
         for t in range(1, n_steps):
-            _forward_step(hp + (t - 1) * block, gp + 3 * t * block, hnp + t * block,
-                          hp + t * block, &hh[0, 0], &Wh[0, 0], &b[0], &bh[0],
+            _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
+                          hp + t * step, ld, &hh[0, 0], &Wh[0, 0], &b[0], &bh[0],
                           n_batch, n_hidden)
 
 
-cdef void _prefetch(const void* p, Py_ssize_t n_bytes) noexcept nogil:
-    """Ask for the first cache lines (at most 4 KB) of p[0:n_bytes] in L2, ahead of their use."""
-    cdef Py_ssize_t k
-    for k in range(0, n_bytes if n_bytes < 4096 else 4096, 64):
-        prefetch_l2(<const char*> p + k)
+cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
+                    Py_ssize_t ld_bytes) noexcept nogil:
+    """Ask for the first cache lines (at most 4 KB in all) of n_rows rows of row_bytes each,
+    ld_bytes apart from one start to the next, in L2, ahead of their use."""
+    cdef Py_ssize_t k, n, budget = 4096
+    if ld_bytes == row_bytes:           # rows back to back: one block
+        row_bytes *= n_rows
+        n_rows = 1
+    for n in range(n_rows):
+        for k in range(0, row_bytes if row_bytes < budget else budget, 64):
+            prefetch_l2(<const char*> p + n * ld_bytes + k)
+        budget -= row_bytes
+        if budget <= 0:
+            return
 
 
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* hn_t,
-                         const floating* h_prev, floating* dA_t, floating* carry,
-                         const floating* Wh, floating* db, floating* dbh, floating xi_t,
-                         floating* norm_t, int n_batch, int n_hidden) noexcept nogil:
-    cdef Py_ssize_t H = n_hidden, i, j, size = <Py_ssize_t> n_batch * n_hidden
+                         const floating* h_prev, Py_ssize_t ld_prev, floating* dA_t,
+                         Py_ssize_t ld, floating* carry, const floating* Wh, floating* db,
+                         floating* dbh, floating xi_t, floating* norm_t, int n_batch,
+                         int n_hidden) noexcept nogil:
+    """Rows of h_prev are ld_prev apart, those of dh_t and hn_t ld apart, those of gates_t
+    3 ld and those of dA_t 4 ld; carry is (N, H) C-contiguous."""
+    cdef Py_ssize_t H = n_hidden, i, j
     cdef floating g, r, z, n
     cdef double sq = 0
     # row i of each block; the gate rows are 3H long, the dA rows 4H, the others H
@@ -170,21 +197,22 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     cdef floating* carry_i
     if norm_t != NULL:
         # ||dL/dh_t|| = ||dh[t] + carry||
-        for j in range(size):
-            sq += (dh_t[j] + carry[j]) * (dh_t[j] + carry[j])
+        for i in range(n_batch):
+            for j in range(H):
+                sq += (dh_t[ld * i + j] + carry[H * i + j]) * (dh_t[ld * i + j] + carry[H * i + j])
         norm_t[0] = <floating> sqrt(sq)
     # short loops over each row, as in forward
     for i in range(n_batch):
-        gate_r = gates_t + 3 * H * i
+        gate_r = gates_t + 3 * ld * i
         gate_z = gate_r + H
         gate_n = gate_z + H
-        dxn_i = dA_t + 4 * H * i
+        dxn_i = dA_t + 4 * ld * i
         dA_r = dxn_i + H
         dA_z = dA_r + H
         dA_n = dA_z + H
-        dh_i = dh_t + H * i
-        hn_i = hn_t + H * i
-        h_prev_i = h_prev + H * i
+        dh_i = dh_t + ld * i
+        hn_i = hn_t + ld * i
+        h_prev_i = h_prev + ld_prev * i
         carry_i = carry + H * i
         # g = dh[t] + carry, held in dxn for now;  carry = xi_t * g * z, the direct path
         for j in range(H):
@@ -214,7 +242,7 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
         return
     # carry += xi_t * dA_t[:, H:] @ Wh.T     (N,H) += (N,3H)(H,3H)'
     gemm(False, True, n_batch, n_hidden, 3 * n_hidden,
-         xi_t, dA_t + n_hidden, 4 * n_hidden, Wh, 3 * n_hidden, 1, carry, n_hidden)
+         xi_t, dA_t + n_hidden, <int> (4 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -223,37 +251,47 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[:, :, ::1] gates, const floating[:, :, ::1] hn,
              const floating[::1] xi, floating[:, ::1] carry, floating[:, :, ::1] dA,
              floating[:, ::1] work, floating[:, :, ::1] dx, floating[:, ::1] dWx,
-             floating[:, ::1] dWh, floating[::1] db, floating[::1] dbh, floating[::1] norms):
-    """BPTT. carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db, dbh
-    are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (T, N, 4H)
+             floating[:, ::1] dWh, floating[::1] db, floating[::1] dbh, floating[::1] norms,
+             bint time_major):
+    """BPTT. dh, h, x, gates, hn, dA and dx are in one layout: (N, T, .), or (T, N, .) if
+    time_major. carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db,
+    dbh are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (.., 4H)
     and work (D, 3H) are workspace; gates and hn are only read. Shapes are checked by the
     caller; N >= 1."""
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0]
-    cdef Py_ssize_t H = n_hidden, block = <Py_ssize_t> n_batch * n_hidden
-    cdef Py_ssize_t nbytes = block * sizeof(floating)
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
+    cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
     cdef Py_ssize_t i, j, t
     cdef floating* dAp = &dA[0, 0, 0]
+    cdef const floating* dhp = &dh[0, 0, 0]
+    cdef const floating* hp = &h[0, 0, 0]
+    cdef const floating* gp = &gates[0, 0, 0]
+    cdef const floating* hnp = &hn[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
+    check_blas_ld(n_rows, 4 * n_hidden)
     with nogil:
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
-                _prefetch(&dh[t - 1, 0, 0], nbytes)
-                _prefetch(&gates[t - 1, 0, 0], 3 * nbytes)
-                _prefetch(&hn[t - 1, 0, 0], nbytes)
-                _prefetch(&h[t - 2, 0, 0] if t > 1 else &h0[0, 0], nbytes)
-            _backward_step(&dh[t, 0, 0], &gates[t, 0, 0], &hn[t, 0, 0],
-                           &h[t - 1, 0, 0] if t > 0 else &h0[0, 0], dAp + 4 * t * block,
-                           &carry[0, 0], &Wh[0, 0], &db[0], &dbh[0], xi[t],
-                           &norms[t] if want_norms else NULL, n_batch, n_hidden)
-        # dWh += h0.T @ dAh[0] + h[:-1].T @ dAh[1:], dAh = dA[..., H:]
-        #     (H,3H) += (N,H)'(N,3H) + ((T-1)*N,H)'((T-1)*N,3H)
-        gemm(True, False, n_hidden, 3 * n_hidden, n_batch,
-             1, &h0[0, 0], n_hidden, dAp + H, 4 * n_hidden, 1, &dWh[0, 0], 3 * n_hidden)
-        gemm(True, False, n_hidden, 3 * n_hidden, (n_steps - 1) * n_batch,
-             1, &h[0, 0, 0], n_hidden, dAp + 4 * block + H, 4 * n_hidden,
-             1, &dWh[0, 0], 3 * n_hidden)
+                _prefetch(dhp + (t - 1) * step, n_batch, row, ld_bytes)
+                _prefetch(gp + 3 * (t - 1) * step, n_batch, 3 * row, 3 * ld_bytes)
+                _prefetch(hnp + (t - 1) * step, n_batch, row, ld_bytes)
+                if t > 1:
+                    _prefetch(hp + (t - 2) * step, n_batch, row, ld_bytes)
+                else:
+                    _prefetch(&h0[0, 0], n_batch, row, row)
+            _backward_step(dhp + t * step, gp + 3 * t * step, hnp + t * step,
+                           hp + (t - 1) * step if t > 0 else &h0[0, 0], ld if t > 0 else H,
+                           dAp + 4 * t * step, ld, &carry[0, 0], &Wh[0, 0], &db[0], &dbh[0],
+                           xi[t], &norms[t] if want_norms else NULL, n_batch, n_hidden)
+        # dWh += sum_t h_{t-1}.T @ dAh[t], dAh = dA[..., H:]     (H,3H) += (N,H)'(N,3H) over t
+        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
+                               &h0[0, 0], hp, dAp + H, 4 * H, &dWh[0, 0])
         # work = Wx with its column blocks in the order (n, r, z) of dAx = dA[..., :3H]
         for i in range(n_input):
             for j in range(H):

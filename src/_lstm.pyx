@@ -5,8 +5,11 @@
     i = sigma(a_i), f = sigma(a_f), g = tanh(a_g), o = sigma(a_o)
     c_t = f * c_{t-1} + i * g,        h_t = o * tanh(c_t)
 
-Every buffer is time-major and C-contiguous, so step t is the contiguous block ``buf[t]``.
-Math symbols and variables (shapes; T = n_steps, N = n_batch, D = n_input, H = n_hidden):
+Every per-step buffer (x, h, c, gates, dh, dA, dx) is C-contiguous in the caller's layout,
+batch-major (N, T, .) or time-major (T, N, .) (``time_major``), and no copy is made of either:
+step t is an (N, .) matrix whose rows are n_rows * width apart (``src/_layout.pxd``). Below,
+buf[t] is step t of a buffer in either layout. Math symbols and variables (shapes; T = n_steps,
+N = n_batch, D = n_input, H = n_hidden):
 
     x_t            x[t]            (N, D)    input of step t
     h_{t-1}        h0 or h[t-1]    (N, H)    hidden state step t receives
@@ -51,12 +54,15 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
+from _layout cimport add_hidden_weight_grad, check_blas_ld
 from _vmath cimport sigmoid_, tanh_
 
 
-cdef void _cell_update(floating* gates_t, const floating* c_prev, floating* c_t, floating* h_t,
+cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
+                       floating* c_t, floating* h_t, Py_ssize_t ld,
                        int n_batch, int n_hidden) noexcept nogil:
-    """gates_t (N, 4H) holds a_t on entry, the activated gates on exit; fills c_t and h_t."""
+    """gates_t (N, 4H) holds a_t on entry, the activated gates on exit; fills c_t and h_t.
+    Rows of c_prev are ld_prev apart, those of c_t and h_t ld apart and those of gates_t 4 ld."""
     cdef Py_ssize_t n, j
     cdef floating* gi
     cdef floating* gf
@@ -66,13 +72,13 @@ cdef void _cell_update(floating* gates_t, const floating* c_prev, floating* c_t,
     cdef floating* ct
     cdef floating* ht
     for n in range(n_batch):
-        gi = gates_t + <Py_ssize_t> 4 * n * n_hidden
+        gi = gates_t + 4 * n * ld
         gf = gi + n_hidden
         gg = gf + n_hidden
         go = gg + n_hidden
-        cp = c_prev + <Py_ssize_t> n * n_hidden
-        ct = c_t + <Py_ssize_t> n * n_hidden
-        ht = h_t + <Py_ssize_t> n * n_hidden
+        cp = c_prev + n * ld_prev
+        ct = c_t + n * ld
+        ht = h_t + n * ld
         for j in range(2 * n_hidden):                # i, f: adjacent blocks
             gi[j] = <floating> sigmoid_(gi[j])
         for j in range(n_hidden):
@@ -83,45 +89,58 @@ cdef void _cell_update(floating* gates_t, const floating* c_prev, floating* c_t,
             ht[j] = go[j] * <floating> tanh_(ct[j])
 
 
-cdef void _forward_step(const floating* h_prev, const floating* c_prev, floating* gates_t,
-                        floating* c_t, floating* h_t, const floating* Wh,
-                        int n_batch, int n_hidden) noexcept nogil:
+cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize_t ld_prev,
+                        floating* gates_t, floating* c_t, floating* h_t, Py_ssize_t ld,
+                        const floating* Wh, int n_batch, int n_hidden) noexcept nogil:
+    """Rows of h_prev and c_prev are ld_prev apart, those of c_t and h_t ld apart and those
+    of gates_t 4 ld."""
     # gates_t += h_prev @ Wh     (N,4H) += (N,H)(H,4H); gates_t holds x_t Wx + b
     gemm(False, False, n_batch, 4 * n_hidden, n_hidden,
-         1, h_prev, n_hidden, Wh, 4 * n_hidden, 1, gates_t, 4 * n_hidden)
-    _cell_update(gates_t, c_prev, c_t, h_t, n_batch, n_hidden)
+         1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
+    _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floating[:, ::1] c0,
             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
-            floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] gates):
-    """Fill h, c (T, N, H) with the states and gates (T, N, 4H) with the activated gates.
-    Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
-    cdef Py_ssize_t block = <Py_ssize_t> n_batch * n_hidden
+            floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] gates,
+            bint time_major):
+    """Fill h, c (N, T, H) with the states and gates (N, T, 4H) with the activated gates, x being
+    (N, T, D); all (T, N, .) if time_major. Shapes are checked by the caller; N >= 1."""
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
+    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* cp = &c[0, 0, 0]
+    check_blas_ld(n_rows, n_gh)
     with nogil:
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
-        # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H)
+        # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
         gemm(False, False, n_steps * n_batch, n_gh, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], n_gh, 1, gp, n_gh)
-        _forward_step(&h0[0, 0], &c0[0, 0], gp, cp, hp, &Wh[0, 0], n_batch, n_hidden)
+        _forward_step(&h0[0, 0], &c0[0, 0], n_hidden, gp, cp, hp, ld, &Wh[0, 0],
+                      n_batch, n_hidden)
         for t in range(1, n_steps):
-            _forward_step(hp + (t - 1) * block, cp + (t - 1) * block, gp + 4 * t * block,
-                          cp + t * block, hp + t * block, &Wh[0, 0], n_batch, n_hidden)
+            _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
+                          cp + t * step, hp + t * step, ld, &Wh[0, 0], n_batch, n_hidden)
 
 
-cdef void _gate_grads(const floating* gates_t, const floating* c_prev, const floating* c_t,
-                      const floating* dh_tot, floating* carry_c, floating* dA_t, floating xi_t,
+cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
+                      const floating* c_t, Py_ssize_t ld, const floating* dh_tot,
+                      floating* carry_c, floating* dA_t, floating xi_t,
                       int n_batch, int n_hidden) noexcept nogil:
-    """dA_t (N, 4H) from dh_tot = dL/dh_t; carry_c (dL/dc_t from step t+1) <- xi_t dc_t f."""
+    """dA_t (N, 4H) from dh_tot = dL/dh_t; carry_c (dL/dc_t from step t+1) <- xi_t dc_t f.
+    Rows of c_prev are ld_prev apart, those of c_t ld apart, those of gates_t and dA_t 4 ld;
+    dh_tot and carry_c are (N, H) C-contiguous."""
     cdef Py_ssize_t n, j
     cdef const floating* gi
     cdef const floating* gf
@@ -137,18 +156,18 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, const flo
     cdef floating* dc
     cdef floating tc
     for n in range(n_batch):
-        gi = gates_t + <Py_ssize_t> 4 * n * n_hidden
+        gi = gates_t + 4 * n * ld
         gf = gi + n_hidden
         gg = gf + n_hidden
         go = gg + n_hidden
-        da_i = dA_t + <Py_ssize_t> 4 * n * n_hidden
+        da_i = dA_t + 4 * n * ld
         da_f = da_i + n_hidden
         da_g = da_f + n_hidden
         da_o = da_g + n_hidden
-        cp = c_prev + <Py_ssize_t> n * n_hidden
-        ct = c_t + <Py_ssize_t> n * n_hidden
-        dht = dh_tot + <Py_ssize_t> n * n_hidden
-        dc = carry_c + <Py_ssize_t> n * n_hidden
+        cp = c_prev + n * ld_prev
+        ct = c_t + n * ld
+        dht = dh_tot + n * n_hidden
+        dc = carry_c + n * n_hidden
         for j in range(n_hidden):                    # dc = dL/dc_t
             tc = <floating> tanh_(ct[j])
             dc[j] += dht[j] * go[j] * (1 - tc * tc)
@@ -162,26 +181,30 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, const flo
 
 
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* c_prev,
-                         const floating* c_t, floating* dA_t, floating* carry_h,
-                         floating* carry_c, const floating* Wh, floating xi_t, floating* norm_t,
-                         int n_batch, int n_hidden) noexcept nogil:
-    cdef Py_ssize_t i, size = <Py_ssize_t> n_batch * n_hidden
+                         Py_ssize_t ld_prev, const floating* c_t, floating* dA_t, Py_ssize_t ld,
+                         floating* carry_h, floating* carry_c, const floating* Wh, floating xi_t,
+                         floating* norm_t, int n_batch, int n_hidden) noexcept nogil:
+    """Rows of c_prev are ld_prev apart, those of dh_t and c_t ld apart, those of gates_t and
+    dA_t 4 ld; the carries are (N, H) C-contiguous."""
+    cdef Py_ssize_t i, n, H = n_hidden
     cdef double sq = 0
     # carry_h = dL/dh_t = dh[t] + carry_h
-    for i in range(size):
-        carry_h[i] += dh_t[i]
+    for n in range(n_batch):
+        for i in range(H):
+            carry_h[n * H + i] += dh_t[n * ld + i]
     if norm_t != NULL:
-        for i in range(size):
+        for i in range(n_batch * H):
             sq += carry_h[i] * carry_h[i]
         norm_t[0] = <floating> sqrt(sq)
-    _gate_grads(gates_t, c_prev, c_t, carry_h, carry_c, dA_t, xi_t, n_batch, n_hidden)
+    _gate_grads(gates_t, c_prev, ld_prev, c_t, ld, carry_h, carry_c, dA_t, xi_t,
+                n_batch, n_hidden)
     if xi_t == 0:
-        for i in range(size):
+        for i in range(n_batch * H):
             carry_h[i] = 0
         return
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
     gemm(False, True, n_batch, n_hidden, 4 * n_hidden,
-         xi_t, dA_t, 4 * n_hidden, Wh, 4 * n_hidden, 0, carry_h, n_hidden)
+         xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -190,32 +213,41 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
              const floating[::1] xi, floating[:, ::1] carry_h, floating[:, ::1] carry_c,
              floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms):
-    """BPTT. carry_h, carry_c hold dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is
+             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
+             bint time_major):
+    """BPTT. dh, h, c, gates, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if
+    time_major. carry_h, carry_c hold dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is
     overwritten; dWx, dWh, db are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is
-    empty. dA (T, N, 4H) is workspace; the cache arrays are only read. Shapes are checked by the
-    caller; N >= 1."""
-    cdef int n_steps = x.shape[0], n_batch = x.shape[1], n_input = x.shape[2]
-    cdef int n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
-    cdef Py_ssize_t block = <Py_ssize_t> n_batch * n_hidden
+    empty. dA (like gates) is workspace; the cache arrays are only read. Shapes are checked by
+    the caller; N >= 1."""
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
     cdef floating* dAp = &dA[0, 0, 0]
+    cdef const floating* dhp = &dh[0, 0, 0]
+    cdef const floating* gp = &gates[0, 0, 0]
+    cdef const floating* cp = &c[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
+    check_blas_ld(n_rows, n_gh)
     with nogil:
         for t in range(n_steps - 1, -1, -1):
-            _backward_step(&dh[t, 0, 0], &gates[t, 0, 0], &c[t - 1, 0, 0] if t else &c0[0, 0],
-                           &c[t, 0, 0], dAp + 4 * t * block, &carry_h[0, 0], &carry_c[0, 0],
-                           &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
+            _backward_step(dhp + t * step, gp + 4 * t * step,
+                           cp + (t - 1) * step if t else &c0[0, 0], ld if t else n_hidden,
+                           cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
+                           &carry_c[0, 0], &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden)
         # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
         gemm(True, False, n_input, n_gh, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
-        # dWh += h0.T @ dA[0] + h[:-1].T @ dA[1:]     (H,4H) += (N,H)'(N,4H) + ((T-1)*N,H)'((T-1)*N,4H)
-        gemm(True, False, n_hidden, n_gh, n_batch,
-             1, &h0[0, 0], n_hidden, dAp, n_gh, 1, &dWh[0, 0], n_gh)
-        gemm(True, False, n_hidden, n_gh, (n_steps - 1) * n_batch,
-             1, &h[0, 0, 0], n_hidden, dAp + 4 * block, n_gh, 1, &dWh[0, 0], n_gh)
+        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
+        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_gh,
+                               &h0[0, 0], &h[0, 0, 0], dAp, n_gh, &dWh[0, 0])
         # db += dA.sum(axis=(0, 1))
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):

@@ -107,7 +107,7 @@ def test_backward_out_writes_into_the_earlier_result(cell, module, time_major, a
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@pytest.mark.parametrize("time_major", [True], ids=["time"])
+@layouts
 def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major):
     """The kernels over 8 chunks of a stream with out= and grads=: after the first chunk, the
     traced memory never grows by as much as the smallest array of a chunk (an (N, H) state,

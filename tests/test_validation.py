@@ -125,3 +125,28 @@ def test_outputs_are_read_only_views_of_the_cache(module, cell):
         h[0, 0, 0] = 1.0
     with pytest.raises(ValueError, match="read-only"):
         cache.hT[0, 0] = 1.0
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+@pytest.mark.parametrize("row", [0, 3], ids=["first-row", "last-row"])
+@pytest.mark.parametrize("order", [1, -1], ids=["rows-down", "rows-reversed"])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+def test_nonfinite_state_given_as_a_strided_view(cell, module, row, order, dtype):
+    """A state that is a view with strided rows (cache.hT of a batch-major cache is one) is
+    scanned in place; a NaN or inf in any of its rows is refused all the same."""
+    n_gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((4, 5, 3)).astype(dtype)
+    shapes = ((3, 2 * n_gates), (2, 2 * n_gates), (2 * n_gates,))
+    Wx, Wh, b = (rng.standard_normal(s).astype(dtype) for s in shapes)
+    big = rng.standard_normal((4, 7, 2)).astype(dtype)
+    h0 = big[::order, 3, :]               # (4, 2), rows 7 * 2 elements apart
+    assert not h0.flags.c_contiguous
+    forward = getattr(module, f"{cell}_forward")
+    forward(x, h0, Wx, Wh, b)             # finite: accepted
+    for bad in (np.nan, np.inf):
+        big[::order, 3, :][row, 1] = bad
+        with pytest.raises(ValueError, match="h0 contains NaN or infinity"):
+            forward(x, h0, Wx, Wh, b)
+        big[::order, 3, :][row, 1] = 0.5

@@ -10,7 +10,7 @@
 import numpy as np
 
 from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
-from .._validation import check_backward, check_forward, from_time_major
+from .._validation import check_backward, check_forward, empty_by_step, from_time_major, to_time_major
 
 
 def _sigmoid(a):
@@ -22,10 +22,11 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Same contract as ``fastbptt.gru_forward``."""
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
     H = a.n_hidden
+    # h, gates (r, z, n), hn (h_{t-1} Wh_n + bh_n): (T, N, .) views of arrays in x's layout,
+    # as the kernels make them
     if out is None:
-        h = np.empty((a.n_steps, a.n_batch, H), a.dtype)
-        gates = np.empty((a.n_steps, a.n_batch, 3 * H), a.dtype)   # r, z, n
-        hn = np.empty_like(h)                                       # h_{t-1} Wh_n + bh_n
+        h, gates, hn = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
+                        for width in (H, 3 * H, H))
     else:
         h, gates, hn = out.h, out.gates, out.hn
     h_prev = a.h0
@@ -48,7 +49,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     g = check_backward("gru", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms, out=out)
     H = cache.h.shape[2]
-    dx = dx_buffer(cache, out)
+    dx = to_time_major(dx_buffer(cache, out), cache.time_major)
     out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):

@@ -11,7 +11,7 @@
 import numpy as np
 
 from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
-from .._validation import check_backward, check_forward, from_time_major
+from .._validation import check_backward, check_forward, empty_by_step, from_time_major, to_time_major
 from .rnn import _sigmoid
 
 
@@ -19,10 +19,10 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Same contract as ``fastbptt.lstm_forward``."""
     a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0, out=out)
     n_hidden = a.n_hidden
+    # (T, N, .) views of arrays in x's layout, as the kernels make them
     if out is None:
-        h = np.empty((a.n_steps, a.n_batch, n_hidden), a.dtype)
-        c = np.empty_like(h)
-        gates = np.empty((a.n_steps, a.n_batch, 4 * n_hidden), a.dtype)
+        h, c, gates = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
+                       for width in (n_hidden, n_hidden, 4 * n_hidden))
     else:
         h, c, gates = out.h, out.c, out.gates
     h_prev, c_prev = a.h0, a.c0
@@ -45,7 +45,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     """Same contract as ``fastbptt.lstm_backward``."""
     checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
                         h_grad_norms=h_grad_norms, out=out)
-    dx = dx_buffer(cache, out)
+    dx = to_time_major(dx_buffer(cache, out), cache.time_major)
     out = weight_grad_buffers(cache, checked.grads, out)
     carry_h, carry_c = checked.dhT, checked.dcT
     for t in reversed(range(cache.h.shape[0])):

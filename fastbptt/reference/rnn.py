@@ -6,7 +6,8 @@
 import numpy as np
 
 from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
-from .._validation import check_backward, check_forward, check_nonlinearity, from_time_major
+from .._validation import (check_backward, check_forward, check_nonlinearity, empty_by_step,
+                           from_time_major, to_time_major)
 
 
 def _sigmoid(a):
@@ -27,7 +28,11 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     nonlinearity = check_nonlinearity(nonlinearity)
     a = check_forward("rnn", x, h0, Wx, Wh, b, time_major=time_major, out=out)
     phi = _PHI[nonlinearity]
-    h = np.empty((a.n_steps, a.n_batch, a.n_hidden), a.dtype) if out is None else out.h
+    # (T, N, H), a view of an array in x's layout, as the kernels make it
+    if out is None:
+        h = empty_by_step(a.n_steps, a.n_batch, a.n_hidden, a.dtype, a.time_major)
+    else:
+        h = out.h
     h_prev = a.h0
     for t in range(a.n_steps):
         h_prev = h[t] = phi(a.x[t] @ a.Wx + h_prev @ a.Wh + a.b)
@@ -41,7 +46,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
                        h_grad_norms=h_grad_norms, out=out)
     dphi = _DPHI[cache.nonlinearity]
-    dx = dx_buffer(cache, out)
+    dx = to_time_major(dx_buffer(cache, out), cache.time_major)
     out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     for t in reversed(range(cache.h.shape[0])):

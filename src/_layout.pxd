@@ -1,0 +1,67 @@
+# cython: language_level=3
+"""The two layouts of the per-step buffers, shared by the cell kernels and the BLAS floor.
+
+Every per-step buffer of a call (x, h, c, gates, dh, dA, dx) is C-contiguous in the caller's
+layout: batch-major (N, T, W) or time-major (T, N, W), W its width. Either way its N*T rows of W
+elements lie back to back, in the same order in every buffer, so a product over all steps (the
+hoisted X @ Wx, X.T @ dA, dA @ Wx.T) is one GEMM on the (T*N, W) matrix with row stride W, the
+same in both layouts. Within one step the N rows are strided: counting in rows,
+
+    layout        step t to t+1 (t_rows)   sequence n to n+1 (n_rows)
+    time-major    N                        1
+    batch-major   1                        T
+
+so row n of step t of a buffer of width W starts at element (t * t_rows + n * n_rows) * W, and
+step t is an (N, W) matrix with leading dimension n_rows * W, which goes to BLAS as lda/ldc.
+One sequence (N = 1) lies alike in both layouts, and the kernels take it as time-major
+(``by_step``: rows in time-major order), so that a long stream never needs a leading dimension
+of T * W. The initial states h0, c0 and the carries are (N, H) C-contiguous: leading
+dimension H.
+"""
+from cython cimport floating
+
+from _blas cimport gemm
+
+cdef extern from "<limits.h>":
+    int INT_MAX
+
+
+cdef inline int check_blas_ld(Py_ssize_t n_rows, Py_ssize_t width) except -1:
+    """BLAS takes leading dimensions as 32-bit ints: a ValueError if n_rows * width is not one."""
+    if n_rows * width > INT_MAX:
+        raise ValueError(
+            f"T * {width} = {n_rows * width} elements between batch rows is too large for "
+            "BLAS's 32-bit leading dimension in the batch-major layout; pass time_major=True")
+    return 0
+
+
+cdef inline void add_hidden_weight_grad(bint by_step, int n_steps, int n_batch, int n_hidden,
+                                        int n_cols, const floating* h0, const floating* h,
+                                        const floating* dA, Py_ssize_t width,
+                                        floating* dWh) noexcept nogil:
+    """dWh (H, n_cols) += sum_t h_{t-1}.T @ dA_t, with h_{-1} = h0 (N, H) C-contiguous.
+
+    h (width H) and dA (width ``width`` >= n_cols: its first n_cols columns are used) are
+    per-step buffers in the caller's layout, their rows in time-major order if by_step. Then
+    h[:-1] and dA[1:] are one GEMM over (T-1)*N rows. Batch-major, the rows of h_{t-1} and dA_t
+    pair up only within a sequence: one GEMM per sequence over its T-1 steps (no row is added
+    and then taken away: the result is exact).
+    """
+    cdef Py_ssize_t H = n_hidden, n, T = n_steps
+    if by_step:
+        # dWh += h0.T @ dA[0]     (H,C) += (N,H)'(N,C)
+        gemm(True, False, n_hidden, n_cols, n_batch,
+             1, h0, n_hidden, dA, <int> width, 1, dWh, n_cols)
+        # dWh += h[:-1].T @ dA[1:]     (H,C) += ((T-1)*N,H)'((T-1)*N,C)
+        gemm(True, False, n_hidden, n_cols, (n_steps - 1) * n_batch,
+             1, h, n_hidden, dA + n_batch * width, <int> width, 1, dWh, n_cols)
+        return
+    # dWh += h0.T @ dA[:, 0]     (H,C) += (N,H)'(N,C); the rows of dA[:, 0] are T*width apart
+    gemm(True, False, n_hidden, n_cols, n_batch,
+         1, h0, n_hidden, dA, <int> (T * width), 1, dWh, n_cols)
+    if n_steps == 1:
+        return
+    for n in range(n_batch):
+        # dWh += h[n, :-1].T @ dA[n, 1:]     (H,C) += (T-1,H)'(T-1,C)
+        gemm(True, False, n_hidden, n_cols, n_steps - 1,
+             1, h + n * T * H, n_hidden, dA + (n * T + 1) * width, <int> width, 1, dWh, n_cols)
