@@ -157,19 +157,30 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None):
     return out
 
 
-def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
+def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
+                   overwrite_cache=False):
     """Check the arguments of ``<cell>_backward``.
 
-    Returns a namespace with dh (T, N, H) time-major and C-contiguous (zeros when None),
-    dhT and dcT (N, H) (zeros when None), xi (T,) in the cache's dtype (ones when None: full
-    BPTT), grads: the caller's gradient buffers to accumulate into, or None, and h_grad_norms:
-    the caller's (T,) array to receive ||dL/dh_t||, or an empty array.
+    Returns a namespace with dh_buffer, dh C-contiguous in the cache's layout (zeros when None),
+    and dh, its time-major view (T, N, H); dhT and dcT (N, H) (zeros when None), xi (T,) in the
+    cache's dtype (ones when None: full BPTT), grads: the caller's gradient buffers to
+    accumulate into, or None, h_grad_norms: the caller's (T,) array to receive ||dL/dh_t||, or
+    an empty array, and overwrite_cache.
+
+    A cache that a backward with ``overwrite_cache=True`` consumed is refused (ValueError); with
+    ``overwrite_cache=True`` this marks the cache consumed, once every check has passed, so that
+    kernels and reference refuse a second backward alike.
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the cache returned by {cell}_forward, "
                         f"got {type(cache).__name__}")
     if cache.cell != cell:
         raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
+    if cache.consumed:
+        raise ValueError(
+            "this cache was consumed by a backward with overwrite_cache=True; run forward again "
+            "(or pass overwrite_cache=False to keep a cache for more than one backward)")
+    overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype = cache.dtype
     n_steps, n_batch, n_hidden = cache.h.shape
     if cache.time_major:
@@ -194,7 +205,8 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         return arr
 
     out = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
-                          dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype), grads=None)
+                          dhT=state("dhT", dhT), xi=check_xi(xi, n_steps, dtype), grads=None,
+                          overwrite_cache=overwrite_cache)
     if cell == "lstm":
         out.dcT = state("dcT", dcT)
     elif dcT is not None:
@@ -211,6 +223,8 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
         out.h_grad_norms = norms
+    if overwrite_cache:
+        cache.consumed = True
     return out
 
 

@@ -74,8 +74,9 @@ def floor_function(cell, shape, dtype, backward=True, time_major=False):
     x[...] = rng.standard_normal(x.shape)
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
     Wh = (rng.standard_normal((n_hidden, gh)) / np.sqrt(gh)).astype(dtype)
-    A = steps(gh)
-    dA = steps(4 * n_hidden) if gru else A      # the kernels' dA; the floor's values mean nothing
+    # the kernels' gate buffer (the GRU's with hn beside the gates) and dA; the values mean nothing
+    A = steps(4 * n_hidden if gru else gh)
+    dA = steps(4 * n_hidden) if gru else A
     h = steps(n_hidden)
     h0 = np.zeros((n_batch, n_hidden), dtype)
     carry = np.zeros((n_batch, n_hidden), dtype)

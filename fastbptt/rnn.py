@@ -37,7 +37,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False):
     return _readonly(h), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
+                 overwrite_cache=False):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -52,13 +53,17 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None)
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what
         ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
+    overwrite_cache : bool, as for ``lstm_backward`` and ``gru_backward``: True consumes the
+        cache (another backward on it raises a ValueError). The RNN's cache holds no gate values
+        to overwrite, only the hidden states forward returned, which stay as they were: its
+        backward allocates its (T, N, H) workspace either way.
 
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms)
+                       h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major
     x = from_time_major(cache.x, tm)

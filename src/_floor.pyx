@@ -16,8 +16,9 @@ dimensions (``src/_layout.pxd``). Every cell makes these calls with G = n_gates 
                                                          for h0, as the kernels)
                dx = dA @ Wx.T               (T*N, D)   = (T*N, G*H)(D, G*H)'     once
 
-The GRU's differ where its kernels' do: its per-step forward product goes to a (N, 3H) workspace
-hh (beta = 0) instead of A[t], and its dA has 4H columns [dxn | dhr dhz dhn], of which the
+The GRU's differ where its kernels' do: its gate buffer A has 4H columns [r z n | hn], the
+hoisted product filling the first 3H; its per-step forward product goes to a (N, 3H) workspace
+hh (beta = 0) instead of A[t]; and its dA has 4H columns [dxn | dhr dhz dhn], of which the
 backward products read 3H: dAh = dA[..., H:] per step and for dWh, dAx = dA[..., :3H] for dx
 and dWx (the latter into a (D, 3H) workspace).
 
@@ -35,8 +36,8 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
           floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
           floating[:, ::1] work, bint backward, bint gru, bint time_major):
     """Run the BLAS calls of forward (and backward) of a cell with A (the gate buffer, G*H
-    columns) and h (H columns) as the buffers forward writes and dA (G*H columns, 4H for the
-    GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
+    columns, 4H for the GRU) and h (H columns) as the buffers forward writes and dA (G*H
+    columns, 4H for the GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
     (T, N, .) if time_major. hh (N, 3H) and work (D, 3H) are the GRU's workspaces (unused
     otherwise)."""
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]

@@ -37,10 +37,12 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False):
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None):
-    """Same contract as ``fastbptt.lstm_backward``."""
+def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
+                  overwrite_cache=False):
+    """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
+    here, but consumes the cache all the same."""
     checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                        h_grad_norms=h_grad_norms)
+                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache)
     out = weight_grad_buffers(cache, checked.grads)
     dx = empty_by_step(*cache.x.shape, cache.dtype, cache.time_major)
     carry_h, carry_c = checked.dhT, checked.dcT
