@@ -83,10 +83,10 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         gates_hn = from_time_major(cache.gates_hn, tm)
         # dA_t overwrites gates_hn_t once step t has read it
         dA = gates_hn if g.overwrite_cache else np.empty(gates_hn.shape, cache.dtype)
-        work = np.empty(cache.Wx.shape, cache.dtype)
+        g_row = np.empty(n_hidden, cache.dtype)
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, from_time_major(cache.h, tm), cache.h0, x, cache.Wx, cache.Wh,
-                   gates_hn, g.xi, carry, dA, work, dx, out["dWx"], out["dWh"], out["db"],
+                   gates_hn, g.xi, carry, dA, g_row, dx, out["dWx"], out["dWh"], out["db"],
                    out["dbh"], g.h_grad_norms, tm)
     else:
         g.h_grad_norms[...] = 0

@@ -38,10 +38,8 @@ T = n_steps, N = n_batch, D = n_input, H = n_hidden; "block" k of a row is its c
                                                 back to h_{t-1}
     carry              carry          (N, H)    gradient reaching h_t through step t+1: dhT at
                                                 the start, dL/dh0 at the end
-    g (one row)        work[0, :H]    (H,)      g of the row the pass is at, during the loop
+    g (one row)        g_row          (H,)      workspace: g of the row the pass is at
     ||dL/dh_t||        norms[t]                 Frobenius norm of g, only if norms has T entries
-    Wx (n, r, z)       work           (D, 3H)   backward's workspace: Wx with its blocks in dAx's
-                                                order, then X.T @ dAx before it is added to dWx
 
 Backward of one step, from g = dL/dh_t:
 
@@ -53,7 +51,8 @@ Backward of one step, from g = dL/dh_t:
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM h_{t-1} @ Wh and one
 elementwise pass. Backward: per step one elementwise pass and one GEMM dAh_t @ Wh.T (skipped
 where xi_t == 0); db and dbh are summed in the pass, while the rows are in L1; then dWh, dWx and
-dx as three products over all steps. Gradients of the weights are accumulated into the arrays
+dx as products over all steps (two each for dWx and dx, as dAx's blocks are Wx's rotated: no
+reordered copy of Wx, whose (D, 3H) could outweigh the activations of a short sequence). Gradients of the weights are accumulated into the arrays
 passed in.
 
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
@@ -264,13 +263,13 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[:, ::1] h0, const floating[:, :, ::1] x,
              const floating[:, ::1] Wx, const floating[:, ::1] Wh,
              const floating[:, :, ::1] act, const floating[::1] xi, floating[:, ::1] carry,
-             floating[:, :, ::1] dA, floating[:, ::1] work, floating[:, :, ::1] dx,
+             floating[:, :, ::1] dA, floating[::1] g_row, floating[:, :, ::1] dx,
              floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] dbh,
              floating[::1] norms, bint time_major):
     """BPTT. dh, h, x, act, dA and dx are in one layout: (N, T, .), or (T, N, .) if time_major.
     carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db, dbh are
     accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (like act) and
-    work (D, 3H) are workspace; dA may be act itself (overwrite_cache): step t reads act[t] only
+    g_row (H,) are workspace; dA may be act itself (overwrite_cache): step t reads act[t] only
     before it writes dA[t]. Shapes are checked by the caller; N >= 1."""
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
@@ -280,11 +279,12 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef Py_ssize_t n_rows = 1 if by_step else n_steps
     cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
-    cdef Py_ssize_t i, j, t
+    cdef Py_ssize_t t
     cdef floating* dAp = &dA[0, 0, 0]
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     cdef const floating* ap = &act[0, 0, 0]
+    cdef const floating* xp = &x[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
     check_blas_ld(n_rows, 4 * n_hidden)
     with nogil:
@@ -297,30 +297,25 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                     _prefetch(hp + (t - 2) * step, n_batch, row, ld_bytes)
                 else:
                     _prefetch(&h0[0, 0], n_batch, row, row)
-            # work's first row holds one row of g = dL/dh_t at a time (work is free until dx)
             _backward_step(dhp + t * step, ap + 4 * t * step,
                            hp + (t - 1) * step if t > 0 else &h0[0, 0], ld if t > 0 else H,
-                           dAp + 4 * t * step, ld, &carry[0, 0], &work[0, 0], &Wh[0, 0],
+                           dAp + 4 * t * step, ld, &carry[0, 0], &g_row[0], &Wh[0, 0],
                            &db[0], &dbh[0], xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden)
         # dWh += sum_t h_{t-1}.T @ dAh[t], dAh = dA[..., H:]     (H,3H) += (N,H)'(N,3H) over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
                                &h0[0, 0], hp, dAp + H, 4 * H, &dWh[0, 0])
-        # work = Wx with its column blocks in the order (n, r, z) of dAx = dA[..., :3H]
-        for i in range(n_input):
-            for j in range(H):
-                work[i, j] = Wx[i, 2 * H + j]
-            for j in range(2 * H):
-                work[i, H + j] = Wx[i, j]
-        # dx = dAx @ work.T     (T*N,D) = (T*N,3H)(D,3H)'
-        gemm(False, True, n_steps * n_batch, n_input, 3 * n_hidden,
-             1, dAp, 4 * n_hidden, &work[0, 0], 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
-        # work = X.T @ dAx     (D,3H) = (T*N,D)'(T*N,3H), columns (n, r, z)
-        gemm(True, False, n_input, 3 * n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, 4 * n_hidden, 0, &work[0, 0], 3 * n_hidden)
-        # dWx[:, :2H] += work[:, H:];  dWx[:, 2H:] += work[:, :H]
-        for i in range(n_input):
-            for j in range(2 * H):
-                dWx[i, j] += work[i, H + j]
-            for j in range(H):
-                dWx[i, 2 * H + j] += work[i, j]
+        # The input-side gradients dAx = [dxn | dxr dxz] = dA[..., :3H] hold Wx's blocks (r, z, n)
+        # rotated: two products for each of dx and dWx, one per contiguous run of blocks.
+        # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
+        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
+             1, dAp, 4 * n_hidden, &Wx[0, 2 * H], 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
+        # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
+        gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
+             1, dAp + H, 4 * n_hidden, &Wx[0, 0], 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+        # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+        gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
+             1, xp, n_input, dAp + H, 4 * n_hidden, 1, &dWx[0, 0], 3 * n_hidden)
+        # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+             1, xp, n_input, dAp, 4 * n_hidden, 1, &dWx[0, 2 * H], 3 * n_hidden)
