@@ -15,7 +15,10 @@ but they take none: every buffer is a NumPy array made by the Python wrapper. Re
   and for the GRU the gate values r, z, n (T*N*3H) and h_{t-1} Wh_n + bh_n (T*N*H), needed by dr.
 
 ``report.py`` shows (peak - outputs) / needed: 1.0 means nothing beyond the activations is held.
-The NumPy reference is measured the same way for comparison, on the cases of
+The kernels are measured twice: as called by default, and with ``overwrite_cache=True``, which
+lets the LSTM's and GRU's backward use the cache's gate values as its workspace instead of
+allocating one (recorded as ``kernel_overwrite_...``; the RNN has no gate buffer, and its
+figures stay the same). The NumPy reference is measured the same way for comparison, on the cases of
 ``--bench-reference-cases`` (S, C, M by default: under tracemalloc its per-step allocations make
 case L slow). The timing pytest-benchmark records
 for these tests (one run under tracemalloc) means nothing and is not reported.
@@ -36,7 +39,7 @@ def _grad_bytes(grads):
     return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
-def memory_of(module, cell, problem):
+def memory_of(module, cell, problem, **backward_kwargs):
     """Bytes held during one forward and backward of ``module`` (see the module docstring)."""
     args, kwargs, dh = problem
     forward = getattr(module, f"{cell}_forward")
@@ -47,7 +50,7 @@ def memory_of(module, cell, problem):
         tracemalloc.reset_peak()
         h, cache = forward(*args, **kwargs)
         forward_kept = tracemalloc.get_traced_memory()[0] - base
-        grads = backward(dh, cache)
+        grads = backward(dh, cache, **backward_kwargs)
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
@@ -63,6 +66,7 @@ def test_memory(benchmark, memory_case):
 
     def run():
         result["kernel"] = memory_of(fastbptt, cell, problem)
+        result["kernel_overwrite"] = memory_of(fastbptt, cell, problem, overwrite_cache=True)
         if with_reference:
             result["reference"] = memory_of(fastbptt.reference, cell, problem)
 

@@ -23,11 +23,16 @@ class Cache:
 
     The hidden states returned by forward are a read-only view of ``h``: they are what backward
     differentiates, so they must not change in between.
+
+    ``consumed`` is True once a backward with ``overwrite_cache=True`` has run on the cache: it
+    may then have used the gate values as its workspace, and a later backward on the cache
+    raises a ValueError. The states (``h``, ``c``, ``hT``, ``cT``) are never overwritten.
     """
 
     def __init__(self, cell, time_major, **arrays):
         self.cell = cell
         self.time_major = time_major
+        self.consumed = False
         self.__dict__.update(arrays)
 
     @property
@@ -49,7 +54,7 @@ class Cache:
     def __repr__(self):
         n_steps, n_batch, n_hidden = self.h.shape
         return (f"<fastbptt {self.cell} cache: T={n_steps} N={n_batch} H={n_hidden} "
-                f"{self.dtype}>")
+                f"{self.dtype}{' consumed' if self.consumed else ''}>")
 
 
 def _readonly(view):
@@ -99,6 +104,7 @@ def new_cache(out, cell, time_major, **arrays):
     if out is None:
         return Cache(cell, time_major, **arrays)
     out.__dict__.update(arrays)
+    out.consumed = False    # refilled: a backward may run on it again
     return out
 
 

@@ -187,21 +187,31 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=N
 
 
 def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                   out=None):
+                   out=None, overwrite_cache=False):
     """Check the arguments of ``<cell>_backward``.
 
-    Returns a namespace with dh (T, N, H) time-major and C-contiguous (zeros when None),
-    dhT and dcT (N, H) (zeros when None; with ``out``, ``out.dh0`` and ``out.dc0`` filled with
-    them), xi (T,) in the cache's dtype (ones when None: full BPTT), grads: the caller's
-    gradient buffers to accumulate into, or None, out: the earlier result whose arrays receive
-    this one's (checked by ``check_backward_out``), or None, and h_grad_norms: the caller's
-    (T,) array to receive ||dL/dh_t||, or an empty array.
+    Returns a namespace with dh_buffer, dh C-contiguous in the cache's layout (zeros when None),
+    and dh, its time-major view (T, N, H); dhT and dcT (N, H) (zeros when None; with ``out``,
+    ``out.dh0`` and ``out.dc0`` filled with them), xi (T,) in the cache's dtype (ones when
+    None: full BPTT), grads: the caller's gradient buffers to accumulate into, or None, out:
+    the earlier result whose arrays receive this one's (checked by ``check_backward_out``), or
+    None, h_grad_norms: the caller's (T,) array to receive ||dL/dh_t||, or an empty array, and
+    overwrite_cache.
+
+    A cache that a backward with ``overwrite_cache=True`` consumed is refused (ValueError); with
+    ``overwrite_cache=True`` this marks the cache consumed, once every check has passed, so that
+    kernels and reference refuse a second backward alike.
     """
     if not isinstance(cache, Cache):
         raise TypeError(f"cache must be the cache returned by {cell}_forward, "
                         f"got {type(cache).__name__}")
     if cache.cell != cell:
         raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
+    if cache.consumed:
+        raise ValueError(
+            "this cache was consumed by a backward with overwrite_cache=True; run forward again "
+            "(or pass overwrite_cache=False to keep a cache for more than one backward)")
+    overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype = cache.dtype
     n_steps, n_batch, n_hidden = cache.h.shape
     if cache.time_major:
@@ -236,12 +246,22 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
     if cell == "lstm":
         states["dcT"] = (dcT, None if out is None else out.dc0)
     checked = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
-                              xi=check_xi(xi, n_steps, dtype), grads=None, out=out)
+                              xi=check_xi(xi, n_steps, dtype), grads=None, out=out,
+                              overwrite_cache=overwrite_cache)
     for name, (value, buffer) in states.items():
         setattr(checked, name, state(name, value, buffer))
     check_all_finite(given)
     if grads is not None:
         checked.grads = check_grads(cell, grads, cache)
+    checked.h_grad_norms = np.empty(0, dtype)
+    if h_grad_norms is not None:
+        norms = h_grad_norms
+        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
+                or norms.shape != (n_steps,)):
+            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
+        if not (norms.flags.c_contiguous and norms.flags.writeable):
+            raise ValueError("h_grad_norms must be C-contiguous and writeable")
+        checked.h_grad_norms = norms
     if out is not None:   # only now, when nothing can fail: fill the earlier result's states
         for name in states:
             value, buffer = getattr(checked, name)
@@ -250,17 +270,9 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
             else:
                 np.copyto(buffer, value)
             setattr(checked, name, buffer)
-    out = checked
-    out.h_grad_norms = np.empty(0, dtype)
-    if h_grad_norms is not None:
-        norms = h_grad_norms
-        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
-                or norms.shape != (n_steps,)):
-            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
-        if not (norms.flags.c_contiguous and norms.flags.writeable):
-            raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        out.h_grad_norms = norms
-    return out
+    if overwrite_cache:
+        cache.consumed = True
+    return checked
 
 
 def check_xi(xi, n_steps, dtype):

@@ -74,21 +74,20 @@ def floor_function(cell, shape, dtype, backward=True, time_major=False):
     x[...] = rng.standard_normal(x.shape)
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
     Wh = (rng.standard_normal((n_hidden, gh)) / np.sqrt(gh)).astype(dtype)
-    A = steps(gh)
-    dA = steps(4 * n_hidden) if gru else A      # the kernels' dA; the floor's values mean nothing
+    # the kernels' gate buffer (the GRU's with hn beside the gates) and dA; the values mean nothing
+    A = steps(4 * n_hidden if gru else gh)
+    dA = steps(4 * n_hidden) if gru else A
     h = steps(n_hidden)
     h0 = np.zeros((n_batch, n_hidden), dtype)
     carry = np.zeros((n_batch, n_hidden), dtype)
     hh = np.zeros((n_batch, gh) if gru else (0, 0), dtype)
-    work = np.zeros((n_input, gh) if gru else (0, 0), dtype)
     dx = np.zeros_like(x)
     dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
     xt = x if time_major else x.swapaxes(0, 1)      # largest_product takes (T, N, D)
 
     def run():
         run_kernel(_floor.floor, largest_product(xt, Wh),
-                   x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, work, backward, gru,
-                   time_major)
+                   x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, backward, gru, time_major)
     return run
 
 

@@ -51,13 +51,14 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  out=None):
+                  overwrite_cache=False, out=None):
     """Backpropagate through every time step of ``lstm_forward``.
 
     Parameters
     ----------
     dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
-    cache : from ``lstm_forward``; only read, so backward may run on it more than once.
+    cache : from ``lstm_forward``; only read (unless ``overwrite_cache``), so backward may run on
+        it more than once.
     dhT, dcT : (N, H) gradients flowing into the final hidden and cell states from a later
         segment, or None.
     xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
@@ -68,18 +69,23 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the
         loop, no extra pass.
+    overwrite_cache : bool. If True, backward writes its (T, N, 4H) workspace over the cache's
+        gate values instead of allocating one (as SciPy's ``overwrite_a``): the cache is then
+        consumed, and another backward on it raises a ValueError (``forward(..., out=cache)``
+        refills it). ``cache.hT``, ``cache.cT`` and the hidden states forward returned stay as
+        they were.
     out : the result of an earlier ``lstm_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0, dc0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
         With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
-        its first (backward's scratch array stays on the cache for the next call).
+        its first (backward's scratch array, if it needs one, stays on the cache).
 
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the attribute ``dc0``.
     """
     g = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms, out=out)
+                       h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major
     x = from_time_major(cache.x, tm)
@@ -88,7 +94,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     carry_h, carry_c = g.dhT, g.dcT
     if n_batch:
         gates = from_time_major(cache.gates, tm)
-        dA = workspace(cache, "dA", gates.shape)
+        # dA_t overwrites gates_t once step t has read it
+        dA = gates if g.overwrite_cache else workspace(cache, "dA", gates.shape)
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, from_time_major(cache.h, tm), from_time_major(cache.c, tm),
                    gates, cache.h0, cache.c0, x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c,

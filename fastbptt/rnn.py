@@ -45,7 +45,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     return _readonly(h), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
+                 overwrite_cache=False, out=None):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -60,18 +61,22 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what
         ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
+    overwrite_cache : bool, as for ``lstm_backward`` and ``gru_backward``: True consumes the
+        cache (another backward on it raises a ValueError). The RNN's cache holds no gate values
+        to overwrite, only the hidden states forward returned, which stay as they were: its
+        backward needs its (T, N, H) workspace either way.
     out : the result of an earlier ``rnn_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
         With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
-        its first (backward's scratch array stays on the cache for the next call).
+        its first (backward's scratch array, if it needs one, stays on the cache).
 
     Returns
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms, out=out)
+                       h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache, out=out)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major
     x = from_time_major(cache.x, tm)

@@ -16,10 +16,11 @@ dimensions (``src/_layout.pxd``). Every cell makes these calls with G = n_gates 
                                                          for h0, as the kernels)
                dx = dA @ Wx.T               (T*N, D)   = (T*N, G*H)(D, G*H)'     once
 
-The GRU's differ where its kernels' do: its per-step forward product goes to a (N, 3H) workspace
-hh (beta = 0) instead of A[t], and its dA has 4H columns [dxn | dhr dhz dhn], of which the
-backward products read 3H: dAh = dA[..., H:] per step and for dWh, dAx = dA[..., :3H] for dx
-and dWx (the latter into a (D, 3H) workspace).
+The GRU's differ where its kernels' do: its gate buffer A has 4H columns [r z n | hn], the
+hoisted product filling the first 3H; its per-step forward product goes to a (N, 3H) workspace
+hh (beta = 0) instead of A[t]; and its dA has 4H columns [dxn | dhr dhz dhn], of which the
+backward products read 3H: dAh = dA[..., H:] per step and for dWh; dx and dWx take two
+products each, one for dxn = dA[..., :H] and one for [dxr dxz] = dA[..., H:3H].
 
 At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`` picks it).
 """
@@ -33,12 +34,11 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
           floating[:, :, ::1] A, floating[:, :, ::1] dA, floating[:, :, ::1] h,
           const floating[:, ::1] h0, floating[:, ::1] carry, floating[:, ::1] hh,
           floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
-          floating[:, ::1] work, bint backward, bint gru, bint time_major):
+          bint backward, bint gru, bint time_major):
     """Run the BLAS calls of forward (and backward) of a cell with A (the gate buffer, G*H
-    columns) and h (H columns) as the buffers forward writes and dA (G*H columns, 4H for the
-    GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
-    (T, N, .) if time_major. hh (N, 3H) and work (D, 3H) are the GRU's workspaces (unused
-    otherwise)."""
+    columns, 4H for the GRU) and h (H columns) as the buffers forward writes and dA (G*H
+    columns, 4H for the GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
+    (T, N, .) if time_major. hh (N, 3H) is the GRU's workspace (unused otherwise)."""
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
@@ -68,14 +68,14 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
                      &Wh[0, 0], gh, 1, Ap + t * t_rows * a_width, <int> (n_rows * a_width))
         if backward:
             _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, hp, &h0[0, 0], carry, dx, dWx,
-                            dWh, work, gru, time_major)
+                            dWh, gru, time_major)
 
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
                           const floating[:, ::1] Wh, floating* dAp, int da_width,
                           const floating* hp, const floating* h0, floating[:, ::1] carry,
                           floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
-                          floating[:, ::1] work, bint gru, bint time_major) noexcept nogil:
+                          bint gru, bint time_major) noexcept nogil:
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
@@ -94,12 +94,16 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp + off,
                            da_width, &dWh[0, 0])
     if gru:
-        # dx = dAx @ work.T     (T*N,D) = (T*N,3H)(D,3H)'
-        gemm(False, True, n_steps * n_batch, n_input, gh,
-             1, dAp, da_width, &work[0, 0], gh, 0, &dx[0, 0, 0], n_input)
-        # work = X.T @ dAx     (D,3H) = (T*N,D)'(T*N,3H)
-        gemm(True, False, n_input, gh, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, da_width, 0, &work[0, 0], gh)
+        # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
+        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
+             1, dAp, da_width, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
+        gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
+             1, dAp + n_hidden, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
+        # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
+        gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
+             1, &x[0, 0, 0], n_input, dAp + n_hidden, da_width, 1, &dWx[0, 0], gh)
+        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+             1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
     gemm(True, False, n_input, gh, n_steps * n_batch,

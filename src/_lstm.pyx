@@ -19,7 +19,9 @@ N = n_batch, D = n_input, H = n_hidden):
     c_t, h_t       c[t], h[t]      (N, H)
     Wx, Wh, b      Wx, Wh, b       (D, 4H), (H, 4H), (4H,)
     dL/dh_t        dh[t]           (N, H)    upstream gradient of step t's output
-    dL/da_t        dA[t]           (N, 4H)   workspace of backward, blocks [da_i da_f da_g da_o]
+    dL/da_t        dA[t]           (N, 4H)   workspace of backward, blocks [da_i da_f da_g da_o];
+                                             with overwrite_cache it is gates itself, da_t
+                                             overwriting step t's gates once they are read
     xi_t           xi[t]                     truncation multiplier of the flow from step t into
                                              (h_{t-1}, c_{t-1})
     carry_h        carry_h         (N, H)    gradient reaching h_t through step t+1: dhT at the
@@ -49,6 +51,9 @@ one: a single loop over all the arrays of a step (gates, c_{t-1}, c_t, h_t; in b
 dh, carry_c, dA) needs about 40 run-time alias checks, more than GCC versions a loop for (10),
 and stays scalar; each of the three touches at most five arrays, and GCC vectorises all of them
 (``-fopt-info-vec`` on the generated C). The row, a few KiB, stays in L1 between the loops.
+When dA is the gate buffer itself, each gate block is overwritten by its own gradient at the
+same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
+alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
 """
 from cython cimport floating
 from libc.math cimport sqrt
@@ -140,7 +145,9 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
                       int n_batch, int n_hidden) noexcept nogil:
     """dA_t (N, 4H) from dh_tot = dL/dh_t; carry_c (dL/dc_t from step t+1) <- xi_t dc_t f.
     Rows of c_prev are ld_prev apart, those of c_t ld apart, those of gates_t and dA_t 4 ld;
-    dh_tot and carry_c are (N, H) C-contiguous."""
+    dh_tot and carry_c are (N, H) C-contiguous. dA_t may be gates_t itself (overwrite_cache):
+    each loop reads the gate values of an element into locals before it writes their slots,
+    and each gate block is read only in the loop that overwrites it."""
     cdef Py_ssize_t n, j
     cdef const floating* gi
     cdef const floating* gf
@@ -154,7 +161,7 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
     cdef const floating* ct
     cdef const floating* dht
     cdef floating* dc
-    cdef floating tc
+    cdef floating tc, i, f, g, o
     for n in range(n_batch):
         gi = gates_t + 4 * n * ld
         gf = gi + n_hidden
@@ -168,16 +175,20 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
         ct = c_t + n * ld
         dht = dh_tot + n * n_hidden
         dc = carry_c + n * n_hidden
-        for j in range(n_hidden):                    # dc = dL/dc_t
+        for j in range(n_hidden):                    # dc = dL/dc_t;  o -> da_o
+            o = go[j]
             tc = <floating> tanh_(ct[j])
-            dc[j] += dht[j] * go[j] * (1 - tc * tc)
-            da_o[j] = dht[j] * tc * (go[j] * (1 - go[j]))
-        for j in range(n_hidden):
-            da_i[j] = dc[j] * gg[j] * (gi[j] * (1 - gi[j]))
-            da_g[j] = dc[j] * gi[j] * (1 - gg[j] * gg[j])
-        for j in range(n_hidden):
-            da_f[j] = dc[j] * cp[j] * (gf[j] * (1 - gf[j]))
-            dc[j] = xi_t * dc[j] * gf[j]
+            dc[j] += dht[j] * o * (1 - tc * tc)
+            da_o[j] = dht[j] * tc * (o * (1 - o))
+        for j in range(n_hidden):                    # i -> da_i, g -> da_g
+            i = gi[j]
+            g = gg[j]
+            da_i[j] = dc[j] * g * (i * (1 - i))
+            da_g[j] = dc[j] * i * (1 - g * g)
+        for j in range(n_hidden):                    # f -> da_f
+            f = gf[j]
+            da_f[j] = dc[j] * cp[j] * (f * (1 - f))
+            dc[j] = xi_t * dc[j] * f
 
 
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* c_prev,
@@ -218,8 +229,8 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     """BPTT. dh, h, c, gates, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if
     time_major. carry_h, carry_c hold dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is
     overwritten; dWx, dWh, db are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is
-    empty. dA (like gates) is workspace; the cache arrays are only read. Shapes are checked by
-    the caller; N >= 1."""
+    empty. dA (like gates) is workspace, and may be gates itself (overwrite_cache): step t reads
+    gates[t] only before it writes dA[t]. Shapes are checked by the caller; N >= 1."""
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden

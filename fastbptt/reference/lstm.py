@@ -41,10 +41,12 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  out=None):
-    """Same contract as ``fastbptt.lstm_backward``."""
+                  overwrite_cache=False, out=None):
+    """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
+    here, but consumes the cache all the same."""
     checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                        h_grad_norms=h_grad_norms, out=out)
+                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+                             out=out)
     dx = to_time_major(dx_buffer(cache, out), cache.time_major)
     out = weight_grad_buffers(cache, checked.grads, out)
     carry_h, carry_c = checked.dhT, checked.dcT

@@ -41,10 +41,12 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     return _readonly(from_time_major(h, a.time_major)), cache
 
 
-def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None, out=None):
-    """Same contract as ``fastbptt.rnn_backward``."""
+def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
+                 overwrite_cache=False, out=None):
+    """Same contract as ``fastbptt.rnn_backward`` (``overwrite_cache=True`` consumes the
+    cache)."""
     g = check_backward("rnn", dh, cache, dhT=dhT, xi=xi, grads=grads,
-                       h_grad_norms=h_grad_norms, out=out)
+                       h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache, out=out)
     dphi = _DPHI[cache.nonlinearity]
     dx = to_time_major(dx_buffer(cache, out), cache.time_major)
     out = weight_grad_buffers(cache, g.grads, out)
