@@ -413,7 +413,9 @@ class TBPTT:
                     _time_slice(dh, w0, w1, axis)[...] = check_array(
                         "dh (returned by loss_grad)", dhw, hw.shape, cache.dtype, expected,
                         like="the hidden states", finite=False)
-            res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None)
+            # each group is backpropagated once: its gate values may become the workspace
+            res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None,
+                           overwrite_cache=True)
             h = cache.hT     # forward copies it before it refills the cache
             if lstm:
                 state = {"c0": cache.cT}

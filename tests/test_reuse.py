@@ -108,7 +108,8 @@ def test_backward_out_writes_into_the_earlier_result(cell, module, time_major, a
 
 @pytest.mark.parametrize("cell", CELLS)
 @layouts
-def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major):
+@pytest.mark.parametrize("overwrite", [False, True], ids=["keep", "overwrite"])
+def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major, overwrite):
     """The kernels over 8 chunks of a stream with out= and grads=: after the first chunk, the
     traced memory never grows by as much as the smallest array of a chunk (an (N, H) state,
     8 KiB; Python's own objects of a call take about 4 KiB), and the results equal the same
@@ -136,7 +137,8 @@ def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major):
                 tracemalloc.reset_peak()
                 before = tracemalloc.get_traced_memory()[0]
             _, cache = forward(xc, h, Wx, Wh, b, out=cache if reuse else None, **kw)
-            g = backward(dh, cache, grads=acc, out=g if reuse else None)
+            g = backward(dh, cache, grads=acc, out=g if reuse else None,
+                         overwrite_cache=overwrite)
             if acc is None:   # the first chunk's weight gradients become the accumulator
                 acc = type(g)(*(a.copy() for a in g), **g.__dict__)
             h, kw = cache.hT, dict(kw, **state_kwargs(cell, cache))
