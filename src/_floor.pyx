@@ -73,8 +73,9 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
                           const floating[:, ::1] Wh, floating* dAp, int da_width,
-                          floating* dxnp, const floating* hp, const floating* h0, floating[:, ::1] carry,
-                          floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
+                          floating* dxnp, const floating* hp, const floating* h0,
+                          floating[:, ::1] carry, floating[:, :, ::1] dx,
+                          floating[:, ::1] dWx, floating[:, ::1] dWh,
                           bint gru, bint time_major) noexcept nogil:
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
