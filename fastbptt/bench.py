@@ -74,9 +74,11 @@ def floor_function(cell, shape, dtype, backward=True, time_major=False):
     x[...] = rng.standard_normal(x.shape)
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
     Wh = (rng.standard_normal((n_hidden, gh)) / np.sqrt(gh)).astype(dtype)
-    # the kernels' gate buffer (the GRU's with hn beside the gates) and dA; the values mean nothing
-    A = steps(4 * n_hidden if gru else gh)
-    dA = steps(4 * n_hidden) if gru else A
+    # the kernels' gate buffer and dA (the GRU's hidden-side part, its dxn beside); the values
+    # mean nothing
+    A = steps(gh)
+    dA = steps(gh) if gru else A
+    dxn = steps(n_hidden) if gru else np.zeros((0, 0, 0), dtype)
     h = steps(n_hidden)
     h0 = np.zeros((n_batch, n_hidden), dtype)
     carry = np.zeros((n_batch, n_hidden), dtype)
@@ -87,7 +89,8 @@ def floor_function(cell, shape, dtype, backward=True, time_major=False):
 
     def run():
         run_kernel(_floor.floor, largest_product(xt, Wh),
-                   x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, backward, gru, time_major)
+                   x, Wx, Wh, A, dA, dxn, h, h0, carry, hh, dx, dWx, dWh, backward, gru,
+                   time_major)
     return run
 
 

@@ -30,26 +30,23 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     Returns
     -------
     h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
-    cache : for ``gru_backward``; ``cache.hT`` is the final state. ``cache.gates`` (r, z, n)
-        and ``cache.hn`` (h_{t-1} Wh_n + bh_n) are the column blocks [:3H] and [3H:] of one
-        (T, N, 4H) array, ``cache.gates_hn``.
+    cache : for ``gru_backward``; ``cache.hT`` is the final state.
     """
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
-    tm, H = a.time_major, a.n_hidden
-    # in x's layout; gates_hn holds [r z n | hn], so that backward may overwrite it all
-    if out is None:
-        h = empty_steps(a.n_steps, a.n_batch, H, a.dtype, tm)
-        gates_hn = empty_steps(a.n_steps, a.n_batch, 4 * H, a.dtype, tm)
+    tm = a.time_major
+    if out is None:   # in x's layout
+        h = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
+        gates = empty_steps(a.n_steps, a.n_batch, 3 * a.n_hidden, a.dtype, tm)
+        hn = empty_steps(a.n_steps, a.n_batch, a.n_hidden, a.dtype, tm)
     else:
-        h, gates_hn = from_time_major(out.h, tm), from_time_major(out.gates_hn, tm)
-    gates_hn_steps = to_time_major(gates_hn, tm)
+        h, gates, hn = (from_time_major(arr, tm) for arr in (out.h, out.gates, out.hn))
     cache = new_cache(out, "gru", tm, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b, bh=a.bh,
-                      h=to_time_major(h, tm), gates=gates_hn_steps[..., :3 * H],
-                      hn=gates_hn_steps[..., 3 * H:], gates_hn=gates_hn_steps)
+                      h=to_time_major(h, tm), gates=to_time_major(gates, tm),
+                      hn=to_time_major(hn, tm))
     if a.n_batch:
-        hh = workspace(cache, "hh", (a.n_batch, 3 * H))   # h_{t-1} @ Wh of a step
+        hh = workspace(cache, "hh", (a.n_batch, 3 * a.n_hidden))   # h_{t-1} @ Wh of a step
         run_kernel(_gru.forward, largest_product(a.x, a.Wh),
-                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates_hn, hh, tm)
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh, tm)
     return _readonly(h), cache
 
 
@@ -69,16 +66,16 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         weight gradients into in place instead of allocating them.
     h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
         the Frobenius norm of dL/dh_t, the whole gradient reaching h_t; computed inside the loop.
-    overwrite_cache : bool. If True, backward writes its (T, N, 4H) workspace over the cache's
-        ``gates_hn`` (gates and hn) instead of allocating one (as SciPy's ``overwrite_a``): the
-        cache is then consumed, and another backward on it raises a ValueError
-        (``forward(..., out=cache)`` refills it). ``cache.hT`` and the hidden states forward
-        returned stay as they were.
+    overwrite_cache : bool. If True, backward writes its workspace, (T, N, 3H) hidden-side
+        and (T, N, H) input-side gradients, over the cache's gates and hn instead of allocating
+        it (as SciPy's ``overwrite_a``): the cache is then consumed, and another backward on it
+        raises a ValueError (``forward(..., out=cache)`` refills it). ``cache.hT`` and the
+        hidden states forward returned stay as they were.
     out : the result of an earlier ``gru_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
         With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after
-        its first (backward's scratch array, if it needs one, stays on the cache).
+        its first (backward's scratch arrays, if it needs them, stay on the cache).
 
     Returns
     -------
@@ -93,14 +90,16 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     out = weight_grad_buffers(cache, g.grads, out)
     carry = g.dhT
     if n_batch:
-        gates_hn = from_time_major(cache.gates_hn, tm)
-        # dA_t overwrites gates_hn_t once step t has read it
-        dA = gates_hn if g.overwrite_cache else workspace(cache, "dA", gates_hn.shape)
-        g_row = workspace(cache, "g_row", (n_hidden,))
+        gates, hn = from_time_major(cache.gates, tm), from_time_major(cache.hn, tm)
+        if g.overwrite_cache:
+            # dAh_t and dxn_t overwrite gates_t and hn_t once step t has read them
+            dAh, dxn = gates, hn
+        else:
+            dAh, dxn = workspace(cache, "dAh", gates.shape), workspace(cache, "dxn", hn.shape)
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, from_time_major(cache.h, tm), cache.h0, x, cache.Wx, cache.Wh,
-                   gates_hn, g.xi, carry, dA, g_row, dx, out["dWx"], out["dWh"], out["db"],
-                   out["dbh"], g.h_grad_norms, tm)
+                   gates, hn, g.xi, carry, dAh, dxn, dx, out["dWx"], out["dWh"],
+                   out["db"], out["dbh"], g.h_grad_norms, tm)
     else:
         g.h_grad_norms[...] = 0
     return Grads(dx, carry, out["dWx"], out["dWh"], out["db"], dbh=out["dbh"])

@@ -16,11 +16,10 @@ dimensions (``src/_layout.pxd``). Every cell makes these calls with G = n_gates 
                                                          for h0, as the kernels)
                dx = dA @ Wx.T               (T*N, D)   = (T*N, G*H)(D, G*H)'     once
 
-The GRU's differ where its kernels' do: its gate buffer A has 4H columns [r z n | hn], the
-hoisted product filling the first 3H; its per-step forward product goes to a (N, 3H) workspace
-hh (beta = 0) instead of A[t]; and its dA has 4H columns [dxn | dhr dhz dhn], of which the
-backward products read 3H: dAh = dA[..., H:] per step and for dWh; dx and dWx take two
-products each, one for dxn = dA[..., :H] and one for [dxr dxz] = dA[..., H:3H].
+The GRU's differ where its kernels' do: its per-step forward product goes to a (N, 3H)
+workspace hh (beta = 0) instead of A[t]; its per-step backward product adds to the carry; and
+its input-side gradients are [dxr dxz] = dA[..., :2H] and a separate (.., H) dxn, so dx and dWx
+take two products each.
 
 At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`` picks it).
 """
@@ -31,14 +30,15 @@ from _layout cimport add_hidden_weight_grad, check_blas_ld
 
 
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
-          floating[:, :, ::1] A, floating[:, :, ::1] dA, floating[:, :, ::1] h,
+          floating[:, :, ::1] A, floating[:, :, ::1] dA, floating[:, :, ::1] dxn,
+          floating[:, :, ::1] h,
           const floating[:, ::1] h0, floating[:, ::1] carry, floating[:, ::1] hh,
           floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
           bint backward, bint gru, bint time_major):
     """Run the BLAS calls of forward (and backward) of a cell with A (the gate buffer, G*H
-    columns, 4H for the GRU) and h (H columns) as the buffers forward writes and dA (G*H
-    columns, 4H for the GRU) as backward's; the values are meaningless. x, A, dA, h and dx are (N, T, .), or
-    (T, N, .) if time_major. hh (N, 3H) is the GRU's workspace (unused otherwise)."""
+    columns) and h (H columns) as the buffers forward writes and dA (G*H columns) as backward's;
+    the values are meaningless. x, A, dA, h and dx are (N, T, .), or (T, N, .) if time_major.
+    hh (N, 3H) and dxn (like h) are the GRU's workspaces (unused otherwise)."""
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
@@ -67,14 +67,15 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
                      1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
                      &Wh[0, 0], gh, 1, Ap + t * t_rows * a_width, <int> (n_rows * a_width))
         if backward:
-            _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, hp, &h0[0, 0], carry, dx, dWx,
-                            dWh, gru, time_major)
+            _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, &dxn[0, 0, 0] if gru else NULL,
+                            hp, &h0[0, 0], carry, dx, dWx, dWh, gru, time_major)
 
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
                           const floating[:, ::1] Wh, floating* dAp, int da_width,
-                          const floating* hp, const floating* h0, floating[:, ::1] carry,
-                          floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
+                          floating* dxnp, const floating* hp, const floating* h0,
+                          floating[:, ::1] carry, floating[:, :, ::1] dx,
+                          floating[:, ::1] dWx, floating[:, ::1] dWh,
                           bint gru, bint time_major) noexcept nogil:
     cdef int n_steps = x.shape[0] if time_major else x.shape[1]
     cdef int n_batch = x.shape[1] if time_major else x.shape[0]
@@ -83,27 +84,25 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     cdef Py_ssize_t t_rows = n_batch if by_step else 1
     cdef Py_ssize_t n_rows = 1 if by_step else n_steps
     cdef Py_ssize_t t
-    # the GRU's backward products read dAh = dA[..., H:] per step and for dWh
-    cdef int off = n_hidden if gru else 0
     for t in range(n_steps - 1, -1, -1):
-        # carry = dAh[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
+        # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
         gemm(False, True, n_batch, n_hidden, gh,
-             1, dAp + t * t_rows * da_width + off, <int> (n_rows * da_width), &Wh[0, 0], gh,
+             1, dAp + t * t_rows * da_width, <int> (n_rows * da_width), &Wh[0, 0], gh,
              1 if gru else 0, &carry[0, 0], n_hidden)
-    # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,GH) += (N,H)'(N,GH) summed over t
-    add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp + off,
-                           da_width, &dWh[0, 0])
+    # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
+    add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp, da_width,
+                           &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
         gemm(False, True, n_steps * n_batch, n_input, n_hidden,
-             1, dAp, da_width, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
+             1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
         gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
-             1, dAp + n_hidden, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
+             1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
         # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
         gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp + n_hidden, da_width, 1, &dWx[0, 0], gh)
+             1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
         gemm(True, False, n_input, n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 2 * n_hidden], gh)
+             1, &x[0, 0, 0], n_input, dxnp, n_hidden, 1, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
     gemm(True, False, n_input, gh, n_steps * n_batch,

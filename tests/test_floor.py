@@ -29,8 +29,10 @@ def test_floor_products_in_either_layout(cell, time_major, shape, dtype):
     rng = np.random.default_rng(0)
     x, xt = steps(rng, n_steps, n_batch, n_input, time_major, dtype)
     h, ht = steps(rng, n_steps, n_batch, n_hidden, time_major, dtype)
-    A, At = steps(rng, n_steps, n_batch, 4 * n_hidden if gru else gh, time_major, dtype)
-    dA, dAt = steps(rng, n_steps, n_batch, 4 * n_hidden, time_major, dtype) if gru else (A, At)
+    A, At = steps(rng, n_steps, n_batch, gh, time_major, dtype)
+    dA, dAt = steps(rng, n_steps, n_batch, gh, time_major, dtype) if gru else (A, At)
+    dxn, dxnt = (steps(rng, n_steps, n_batch, n_hidden, time_major, dtype) if gru
+                 else (np.zeros((0, 0, 0), dtype), None))
     Wx = rng.standard_normal((n_input, gh)).astype(dtype)
     Wh = rng.standard_normal((n_hidden, gh)).astype(dtype)
     h0 = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
@@ -41,19 +43,18 @@ def test_floor_products_in_either_layout(cell, time_major, shape, dtype):
     h_prev = np.concatenate([h0[None], ht[:-1]])
     tol = dict(rtol=RTOL[dtype] * 10, atol=RTOL[dtype] * 10)
 
-    _floor.floor(x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, False, gru, time_major)
+    _floor.floor(x, Wx, Wh, A, dA, dxn, h, h0, carry, hh, dx, dWx, dWh, False, gru, time_major)
     if gru:
-        np.testing.assert_allclose(At[..., :gh], xt @ Wx, **tol)
+        np.testing.assert_allclose(At, xt @ Wx, **tol)
         np.testing.assert_allclose(hh, h_prev[-1] @ Wh, **tol)
     else:
         np.testing.assert_allclose(At, xt @ Wx + h_prev @ Wh, **tol)
 
-    _floor.floor(x, Wx, Wh, A, dA, h, h0, carry, hh, dx, dWx, dWh, True, gru, time_major)
-    dAh = dAt[..., n_hidden:] if gru else dAt     # what the per-step products and dWh read
-    # what dx and dWx read: the GRU's dAx = [dxn | dxr dxz] in Wx's block order (r, z, n)
-    dAx = np.concatenate([dAt[..., n_hidden:gh], dAt[..., :n_hidden]], axis=-1) if gru else dAt
-    np.testing.assert_allclose(dWh, np.einsum("tnh,tng->hg", h_prev, dAh), **tol)
-    np.testing.assert_allclose(carry, (dAh @ Wh.T).sum(axis=0) if gru else dAh[0] @ Wh.T, **tol)
+    _floor.floor(x, Wx, Wh, A, dA, dxn, h, h0, carry, hh, dx, dWx, dWh, True, gru, time_major)
+    # what dx and dWx read: the GRU's [dxr dxz dxn] = [dA[..., :2H] | dxn]
+    dAx = np.concatenate([dAt[..., :2 * n_hidden], dxnt], axis=-1) if gru else dAt
+    np.testing.assert_allclose(dWh, np.einsum("tnh,tng->hg", h_prev, dAt), **tol)
+    np.testing.assert_allclose(carry, (dAt @ Wh.T).sum(axis=0) if gru else dAt[0] @ Wh.T, **tol)
     np.testing.assert_allclose(dxt, dAx @ Wx.T, **tol)
     np.testing.assert_allclose(dWx, np.einsum("tnd,tng->dg", xt, dAx), **tol)
 

@@ -22,14 +22,13 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Same contract as ``fastbptt.gru_forward``."""
     a = check_forward("gru", x, h0, Wx, Wh, b, time_major=time_major, bh=bh, out=out)
     H = a.n_hidden
-    # h, and gates (r, z, n) beside hn (h_{t-1} Wh_n + bh_n) in one array: (T, N, .) views of
-    # arrays in x's layout, as the kernels make them
+    # h, gates (r, z, n), hn (h_{t-1} Wh_n + bh_n): (T, N, .) views of arrays in x's layout,
+    # as the kernels make them
     if out is None:
-        h = empty_by_step(a.n_steps, a.n_batch, H, a.dtype, a.time_major)
-        gates_hn = empty_by_step(a.n_steps, a.n_batch, 4 * H, a.dtype, a.time_major)
+        h, gates, hn = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
+                        for width in (H, 3 * H, H))
     else:
-        h, gates_hn = out.h, out.gates_hn
-    gates, hn = gates_hn[..., :3 * H], gates_hn[..., 3 * H:]
+        h, gates, hn = out.h, out.gates, out.hn
     h_prev = a.h0
     for t in range(a.n_steps):
         ax = a.x[t] @ a.Wx + a.b
@@ -41,7 +40,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
         gates[t] = np.concatenate([r, z, n], axis=1)
         h_prev = h[t] = (1 - z) * n + z * h_prev
     cache = new_cache(out, "gru", a.time_major, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
-                      bh=a.bh, h=h, gates=gates, hn=hn, gates_hn=gates_hn)
+                      bh=a.bh, h=h, gates=gates, hn=hn)
     return _readonly(from_time_major(h, a.time_major)), cache
 
 

@@ -1,0 +1,50 @@
+"""Repeated calls hold no memory, as tracemalloc sees it: every cell's forward and backward
+through the kernels, and the BLAS floor. (Besides real leaks, this catches a kernel taking
+exactly 20 arguments: CPython 3.11 puts 20-tuples on its tuple free list and never takes them
+back off, which tracemalloc sees as a leak of up to 2000 tuples; see src/_gru.pyx.)"""
+import tracemalloc
+
+import numpy as np
+import pytest
+
+import fastbptt
+from fastbptt.bench import floor_function
+
+from conftest import make_problem
+
+CELLS = ["rnn", "lstm", "gru"]
+CALLS = 300
+
+
+def growth_per_call(fn):
+    """Bytes still allocated per call after CALLS calls of fn (warmed up first)."""
+    for _ in range(20):
+        fn()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for _ in range(CALLS):
+            fn()
+        return (tracemalloc.get_traced_memory()[0] - before) / CALLS
+    finally:
+        tracemalloc.stop()
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+@pytest.mark.parametrize("overwrite", [False, True], ids=["keep", "overwrite"])
+def test_forward_and_backward_hold_nothing(cell, time_major, overwrite, dtype):
+    args, kwargs, dh = make_problem(cell, 3, 4, 2, 5, dtype=dtype, time_major=time_major)
+    forward = getattr(fastbptt, f"{cell}_forward")
+    backward = getattr(fastbptt, f"{cell}_backward")
+
+    def run():
+        _, cache = forward(*args, **kwargs)
+        backward(dh, cache, overwrite_cache=overwrite)
+
+    assert growth_per_call(run) < 8
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_floor_holds_nothing(cell, dtype):
+    assert growth_per_call(floor_function(cell, (3, 4, 2, 5), np.dtype(dtype))) < 8
