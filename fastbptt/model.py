@@ -398,7 +398,8 @@ class Model:
         return m
 
     # ----------------------------------------------------------------------------- backward
-    def backward(self, dz, cache, *, grads=None, xi=None, dstate=None, h_grad_norms=None):
+    def backward(self, dz, cache, *, grads=None, xi=None, dstate=None, h_grad_norms=None,
+                 overwrite_cache=False):
         """Backpropagate ``dz`` (from ``loss``) through the output and every layer and time step.
 
         Parameters
@@ -413,6 +414,9 @@ class Model:
             ``cache.state``), or None.
         h_grad_norms : a list with one entry per layer, each a (T,) array of the model's dtype
             to receive ||dL/dh_t|| of that layer, or None.
+        overwrite_cache : passed to every layer's backward: True lets the LSTM's and GRU's
+            backward use the cache's gate values as workspace, consuming the cache (a second
+            backward on it raises a ValueError).
 
         Returns
         -------
@@ -451,7 +455,8 @@ class Model:
             if c["cell"] == "lstm":
                 kwargs["dcT"] = ds.get("c")
             res = backward(dh, cache.layers[layer], dhT=ds.get("h"), xi=xi, grads=buffers,
-                           h_grad_norms=h_grad_norms[layer], **kwargs)
+                           h_grad_norms=h_grad_norms[layer], overwrite_cache=overwrite_cache,
+                           **kwargs)
             dstate0[layer] = {"h": res.dh0}
             if c["cell"] == "lstm":
                 dstate0[layer]["c"] = res.dc0
@@ -476,7 +481,9 @@ class Model:
         if grads is not None:
             for g in grads.values():
                 g[...] = 0
-        grads, _, _ = self.backward(dz, cache, grads=grads, xi=xi, dstate=dstate)
+        # the cache is this call's own: backward may use its gate values as workspace
+        grads, _, _ = self.backward(dz, cache, grads=grads, xi=xi, dstate=dstate,
+                                    overwrite_cache=True)
         return loss, grads, cache.state
 
     def evaluate(self, inputs, targets, *, state=None, mask=None):

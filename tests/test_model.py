@@ -115,6 +115,27 @@ def test_kernels_and_reference_backends_agree(cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("backend", ["kernels", "reference"])
+def test_backward_overwrite_cache_gives_the_same_grads_and_consumes(cell, backend):
+    """Model.backward(overwrite_cache=True), which loss_and_grads uses, equals the default, and
+    the cache it consumed is refused the next time."""
+    rng = np.random.default_rng(2)
+    model = make_model(cell, "embedding", "softmax", 2, backend, seed=4)
+    x, y = make_batch(model, rng, 3, 6)
+    _, cache = model.forward(x)
+    _, dz = model.loss(cache, y)
+    keep, _, _ = model.backward(dz, cache)
+    lean, _, _ = model.backward(dz, cache, overwrite_cache=True)
+    for k in keep:
+        np.testing.assert_allclose(lean[k], keep[k], rtol=1e-12, atol=1e-14, err_msg=k)
+    with pytest.raises(ValueError, match="consumed"):
+        model.backward(dz, cache)
+    loss, grads, _ = model.loss_and_grads(x, y)
+    for k in keep:
+        np.testing.assert_allclose(grads[k], keep[k], rtol=1e-12, atol=1e-14, err_msg=k)
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_chunked_xi_equals_separate_segments(cell):
     """Backward with chunked truncation over one call = the chunks run one after another with
     the state carried forward and no gradient carried back (each chunk's loss is half)."""
