@@ -53,16 +53,17 @@ def lean_block_steps(n_steps, n_batch, time_major):
     (B, N, H).
 
     Where a block's rows are consecutive (time-major, or N == 1), its weight gradients and dx
-    are one product each over its B*N rows: B = LEAN_ROWS // N, and at most T/8 (rounded up) so
-    that the workspace stays about an eighth of the states or less on short sequences too.
-    Measured (forward+backward against the default, interleaved, min of 10 rounds, on the
-    cases S, C, M, L of ``fastbptt.bench``, both dtypes): blocks of 4 to 256 rows, and all T
-    steps, all ran within 5% of the default and of one another, so the rows need not be many;
-    64 keeps each product well past OpenBLAS's register tiles. Batch-major with N > 1 the rows
-    of a step are T apart, the products go step by step whatever B is, and B = 1."""
+    are one product each over its B*N rows: B = LEAN_ROWS // N (at least 1, at most T).
+    Measured (``benchmarks/rnn_lean_interleaved.py``, forward+backward against the default,
+    time-major, min of 10 rounds): at N = 1, T = 1000 blocks of 4 and 16 rows cost 31-46% and
+    8-12% more time, 64 rows and more within 1%; at N = 1, T = 25 (case C) blocks of 4, 8, 13
+    steps cost 21-26%, 8-10% and 5-8%, all 25 within 2%. So 64 rows, and no cap below T: a
+    short sequence keeps a workspace as large as its states, which is at most 64 rows of H.
+    Batch-major with N > 1 the rows of a step are T apart, the products go step by step
+    whatever B is, and B = 1."""
     if not (time_major or n_batch == 1):
         return 1
-    return max(1, min(LEAN_ROWS // n_batch, -(-n_steps // 8)))
+    return max(1, min(n_steps, LEAN_ROWS // n_batch))
 
 
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
