@@ -16,7 +16,8 @@ wrote. The tables:
 - memory: the activations backward needs, what forward keeps (hidden states + cache), the peak
   of forward + backward less the gradients returned, and that peak over the need (target: about
   1, read as <= 1.1), for the kernels, the kernels with ``overwrite_cache=True`` (backward's
-  workspace written over the cache's gate values) and the reference;
+  workspace written over the cache's gate values; the RNN's lean backward with a workspace of
+  a few steps) and the reference;
 - a summary of the targets, with the misses named.
 
 ``--stat min`` shows and divides the fastest round instead of the median: on a shared machine,
@@ -250,7 +251,9 @@ def memory_table(memory):
                      f"{_mark(None if overwrite is None else overwrite <= MEMORY_TARGET)} "
                      f"| {_ratio(memory_ratio(info, 'reference'))} |")
     lines += ["", "overwrite_cache / needed: the same with ``overwrite_cache=True``, backward's "
-              "workspace written over the cache's gate values (LSTM, GRU; the RNN has none)."]
+              "workspace written over the cache's gate values (LSTM, GRU), or for the RNN, "
+              "which has none, the lean backward's workspace of a few steps, (B, N, H) "
+              "instead of (T, N, H) (``fastbptt.rnn.lean_block_steps``)."]
     return lines
 
 

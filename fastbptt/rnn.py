@@ -45,6 +45,29 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     return _readonly(h), cache
 
 
+LEAN_ROWS = 64   # rows (steps x sequences) per block of the lean backward; see lean_block_steps
+
+
+def lean_block_steps(n_steps, n_batch, time_major):
+    """Steps per block B of the lean backward (``overwrite_cache=True``), its workspace being
+    (B, N, H).
+
+    Where a block's rows are consecutive (time-major, or N == 1), its weight gradients and dx
+    are one product each over its B*N rows: B = LEAN_ROWS // N (at least 1, at most T).
+    Measured (``benchmarks/rnn_lean_interleaved.py``, forward+backward against the default,
+    time-major, min of 10 rounds): at N = 1, T = 1000 blocks of 4 and 16 rows cost 31-46% and
+    8-12% more time, 64 rows and more within 1%; at N = 1, T = 25 (case C) blocks of 4, 8, 13
+    steps cost 21-26%, 8-10% and 5-8%, all 25 within 2%. So 64 rows, and no cap below T: a
+    short sequence keeps a workspace as large as its states, which is at most 64 rows of H.
+    Batch-major with N > 1 the rows of a step are T apart, and the products go step by step
+    over its N rows, with B = 1. (Tried instead: per sequence over a block of B steps, 3N
+    products per block; on cases M and L, against the default, it took 1.13-1.37x at B = 16
+    and 1.01-1.16x at B = 32, where step by step took 1.05-1.09x in the same rounds.)"""
+    if not (time_major or n_batch == 1):
+        return 1
+    return max(1, min(n_steps, LEAN_ROWS // n_batch))
+
+
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                  overwrite_cache=False, out=None):
     """Backpropagate through every time step of ``rnn_forward``.
@@ -63,8 +86,10 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         ``fastbptt gradflow`` plots); computed inside the loop, no extra pass.
     overwrite_cache : bool, as for ``lstm_backward`` and ``gru_backward``: True consumes the
         cache (another backward on it raises a ValueError). The RNN's cache holds no gate values
-        to overwrite, only the hidden states forward returned, which stay as they were: its
-        backward needs its (T, N, H) workspace either way.
+        to overwrite, only the hidden states forward returned, which stay as they were; instead,
+        True runs the lean backward, whose workspace is a few steps (``lean_block_steps``)
+        instead of the (T, N, H) of the default: it adds the weight gradients and dx block by
+        block, in products over fewer rows (the same results to rounding).
     out : the result of an earlier ``rnn_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dh0 and, unless
         ``grads`` is given, the weight gradients, all overwritten; the result holds them.
@@ -85,8 +110,14 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     carry = g.dhT
     if n_batch:
         h = from_time_major(cache.h, tm)
-        dA = workspace(cache, "dA", h.shape)
-        run_kernel(_rnn.backward, largest_product(cache.x, cache.Wh),
+        if g.overwrite_cache:
+            n_block = lean_block_steps(n_steps, n_batch, tm)
+            dA = workspace(cache, "dA_lean", (n_block, n_batch, n_hidden))
+            kernel = _rnn.backward_lean
+        else:
+            dA = workspace(cache, "dA", h.shape)
+            kernel = _rnn.backward
+        run_kernel(kernel, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, h, cache.h0, x, cache.Wx, cache.Wh, g.xi,
                    carry, dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms,
                    _rnn.NONLINEARITIES[cache.nonlinearity], tm)

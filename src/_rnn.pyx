@@ -14,7 +14,8 @@ D = n_input, H = n_hidden):
     a_t, h_t     h[t]           (N, H)   a_t is written there, then overwritten by phi(a_t)
     Wx, Wh, b    Wx, Wh, b      (D, H), (H, H), (H,)
     dL/dh_t      dh[t]          (N, H)   upstream gradient of step t's output
-    dL/da_t      dA[t]          (N, H)   workspace of backward
+    dL/da_t      dA[t]          (N, H)   workspace of backward (lean: dA[t - t_first], block
+                                         t_first .. t_first + B - 1, rows H apart)
     xi_t         xi[t]                   truncation multiplier of the flow from step t into h_{t-1}
     carry        carry          (N, H)   gradient reaching h_t through step t+1: dhT at the start,
                                          dL/dh0 at the end
@@ -23,7 +24,11 @@ D = n_input, H = n_hidden):
 phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0].
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused phi pass.
 Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
-xi_t == 0); then the weight gradients and dx as four products over all steps. Gradients of the
+xi_t == 0); then the weight gradients and dx as four products over all steps. The lean
+backward (``backward_lean``, for ``overwrite_cache=True``) holds dA for B steps only, a (B, N, H)
+workspace: it runs the same steps in blocks of B from the end and adds each block's weight
+gradients and dx from its dA, one product each over the block's B*N rows where they are
+consecutive (time-major, or N == 1), else one per step. Gradients of the
 weights are accumulated into the arrays passed in. The elementwise passes walk one row at a time
 (one flat loop over the step where its rows are back to back, time-major).
 """
@@ -117,9 +122,10 @@ cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, 
 
 
 cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA_t, Py_ssize_t ld,
-                         floating* carry, const floating* Wh, floating xi_t, floating* norm_t,
-                         int n_batch, int n_hidden, int nonlinearity) noexcept nogil:
-    """Rows of dh_t, h_t and dA_t are ld apart, those of carry n_hidden."""
+                         Py_ssize_t ld_dA, floating* carry, const floating* Wh, floating xi_t,
+                         floating* norm_t, int n_batch, int n_hidden,
+                         int nonlinearity) noexcept nogil:
+    """Rows of dh_t and h_t are ld apart, those of dA_t ld_dA, those of carry n_hidden."""
     cdef Py_ssize_t i, n, H = n_hidden
     cdef double sq = 0
     if norm_t != NULL:
@@ -129,18 +135,19 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
                 sq += (dh_t[n * ld + i] + carry[n * H + i]) * (dh_t[n * ld + i] + carry[n * H + i])
         norm_t[0] = <floating> sqrt(sq)
     # dA_t = (dh[t] + carry) * phi'(a_t)
-    if ld == H:                         # rows back to back: one flat pass
+    if ld == H and ld_dA == H:          # rows back to back: one flat pass
         _dA_row(dh_t, h_t, carry, dA_t, n_batch * H, nonlinearity)
     else:
         for n in range(n_batch):
-            _dA_row(dh_t + n * ld, h_t + n * ld, carry + n * H, dA_t + n * ld, H, nonlinearity)
+            _dA_row(dh_t + n * ld, h_t + n * ld, carry + n * H, dA_t + n * ld_dA, H,
+                    nonlinearity)
     if xi_t == 0:
         for i in range(n_batch * H):
             carry[i] = 0
         return
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
     gemm(False, True, n_batch, n_hidden, n_hidden,
-         xi_t, dA_t, <int> ld, Wh, n_hidden, 0, carry, n_hidden)
+         xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -169,7 +176,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     check_blas_ld(n_rows, n_hidden)
     with nogil:
         for t in range(n_steps - 1, -1, -1):
-            _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, &carry[0, 0],
+            _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
@@ -185,3 +192,97 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
         # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
         gemm(False, True, n_steps * n_batch, n_input, n_hidden,
              1, dAp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)
+
+
+cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
+                       int n_input, int n_hidden, const floating* x, const floating* h0,
+                       const floating* h, const floating* dA, const floating* Wx, floating* dx,
+                       floating* dWx, floating* dWh, floating* db) noexcept nogil:
+    """The weight gradients and dx of steps t_first .. t_first + n_block - 1, from their dA
+    (n_block, N, H) C-contiguous (the lean workspace). x, h and dx are per-step buffers in the
+    caller's layout, their rows in time-major order if by_step."""
+    cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
+    cdef int j
+    cdef const floating* dA_t
+    cdef const floating* h_prev
+    # db += dA.sum(axis=(0, 1))
+    for i in range(<Py_ssize_t> n_block * N):
+        for j in range(n_hidden):
+            db[j] += dA[i * H + j]
+    if by_step:
+        # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
+        # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
+        gemm(True, False, n_input, n_hidden, n_block * n_batch,
+             1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
+        if t_first == 0:
+            # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
+            add_hidden_weight_grad(True, n_block, n_batch, n_hidden, n_hidden,
+                                   h0, h, dA, n_hidden, dWh)
+        else:
+            # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
+            gemm(True, False, n_hidden, n_hidden, n_block * n_batch,
+                 1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, 1, dWh, n_hidden)
+        # dx[blk] = dA @ Wx.T     (B*N,D) = (B*N,H)(D,H)'
+        gemm(False, True, n_block * n_batch, n_input, n_hidden,
+             1, dA, n_hidden, Wx, n_hidden, 0, dx + t_first * N * D, n_input)
+        return
+    # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step
+    for t in range(t_first, t_first + n_block):
+        dA_t = dA + (t - t_first) * N * H
+        # dWx += x[:, t].T @ dA_t     (D,H) += (N,D)'(N,H); rows of x[:, t] T*D apart
+        gemm(True, False, n_input, n_hidden, n_batch,
+             1, x + t * D, <int> (T * D), dA_t, n_hidden, 1, dWx, n_hidden)
+        # dWh += h_{t-1}.T @ dA_t     (H,H) += (N,H)'(N,H); rows of h[:, t-1] T*H apart
+        if t == 0:
+            gemm(True, False, n_hidden, n_hidden, n_batch,
+                 1, h0, n_hidden, dA_t, n_hidden, 1, dWh, n_hidden)
+        else:
+            gemm(True, False, n_hidden, n_hidden, n_batch,
+                 1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, 1, dWh, n_hidden)
+        # dx[:, t] = dA_t @ Wx.T     (N,D) = (N,H)(D,H)'; rows of dx[:, t] T*D apart
+        gemm(False, True, n_batch, n_input, n_hidden,
+             1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
+
+
+def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
+                  const floating[:, ::1] h0, const floating[:, :, ::1] x,
+                  const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
+                  floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
+                  floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db,
+                  floating[::1] norms, int nonlinearity, bint time_major):
+    """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
+    whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
+    end; after each block its weight gradients and dx are added from its dA: one product each
+    over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
+    step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
+    weight gradients are taken in another order)."""
+    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
+    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+    cdef int n_block = dA.shape[0], n_in_block
+    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
+    cdef Py_ssize_t t_rows = n_batch if by_step else 1
+    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    cdef Py_ssize_t t, t_first, t_end = n_steps
+    cdef floating* dAp = &dA[0, 0, 0]
+    cdef const floating* dhp = &dh[0, 0, 0]
+    cdef const floating* hp = &h[0, 0, 0]
+    cdef bint want_norms = norms.shape[0] == n_steps
+    check_blas_ld(n_rows, n_hidden)
+    check_blas_ld(n_rows, n_input)
+    with nogil:
+        while t_end > 0:
+            t_first = t_end - n_block if t_end > n_block else 0
+            n_in_block = <int> (t_end - t_first)
+            for t in range(t_end - 1, t_first - 1, -1):
+                # dA of step t into row block t - t_first of the workspace (rows H apart)
+                _backward_step(dhp + t * step, hp + t * step,
+                               dAp + (t - t_first) * n_batch * n_hidden, ld, n_hidden,
+                               &carry[0, 0], &Wh[0, 0], xi[t],
+                               &norms[t] if want_norms else NULL,
+                               n_batch, n_hidden, nonlinearity)
+            _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
+                         &x[0, 0, 0], &h0[0, 0], hp, dAp, &Wx[0, 0], &dx[0, 0, 0],
+                         &dWx[0, 0], &dWh[0, 0], &db[0])
+            t_end = t_first
