@@ -135,13 +135,15 @@ def test_lean_holds_a_block_not_all_steps(time_major, n_batch, dtype):
     n_steps, n_input, n_hidden = 600, 3, 64
     args, kwargs, dh = make_problem("rnn", n_batch, n_steps, n_input, n_hidden, dtype=dtype,
                                     time_major=time_major)
-    backward_peak(args, kwargs, dh, False)          # first-call allocations out of the way
+    for overwrite in (False, True):                  # first-call allocations out of the way
+        backward_peak(args, kwargs, dh, overwrite)
     kept = backward_peak(args, kwargs, dh, False)
     used = backward_peak(args, kwargs, dh, True)
     itemsize = np.dtype(dtype).itemsize
     all_steps = n_steps * n_batch * n_hidden * itemsize
     block = fastbptt.rnn.lean_block_steps(n_steps, n_batch, time_major)
     lean = block * n_batch * n_hidden * itemsize
-    # the two differ by their workspaces alone, and the lean one holds a fraction of all steps
-    assert abs((kept - used) - (all_steps - lean)) < 1024, (kept, used, all_steps, lean)
+    # the two differ by their workspaces alone (to within Python's own small objects, a few
+    # KiB that vary with what ran before), and the lean one holds a fraction of all steps
+    assert abs((kept - used) - (all_steps - lean)) < 8192, (kept, used, all_steps, lean)
     assert used < all_steps / 4, (used, all_steps)
