@@ -228,28 +228,17 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
                                               like="the cache", finite=False))
         given.append(("dh", dh))
 
-    def state(name, value, buffer):
-        """A new array, or ``buffer`` (the earlier result's), holding value (None: zeros):
-        the kernels write the gradient into it."""
-        if value is not None:
-            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                like="the cache", finite=False)
-            given.append((name, value))
-        if buffer is None:
-            return (np.zeros((n_batch, n_hidden), dtype) if value is None
-                    else np.array(value, order="C"))
-        return value, buffer     # filled below, once every check has passed
-
     if cell != "lstm" and dcT is not None:
         raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
-    states = {"dhT": (dhT, None if out is None else out.dh0)}
-    if cell == "lstm":
-        states["dcT"] = (dcT, None if out is None else out.dc0)
+    states = {"dhT": dhT, "dcT": dcT} if cell == "lstm" else {"dhT": dhT}
+    for name, value in states.items():
+        if value is not None:
+            states[name] = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                       like="the cache", finite=False)
+            given.append((name, states[name]))
     checked = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
                               xi=check_xi(xi, n_steps, dtype), grads=None, out=out,
                               overwrite_cache=overwrite_cache)
-    for name, (value, buffer) in states.items():
-        setattr(checked, name, state(name, value, buffer))
     check_all_finite(given)
     if grads is not None:
         checked.grads = check_grads(cell, grads, cache)
@@ -262,14 +251,19 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
         checked.h_grad_norms = norms
-    if out is not None:   # only now, when nothing can fail: fill the earlier result's states
-        for name in states:
-            value, buffer = getattr(checked, name)
+    # only now, when nothing can fail: the arrays the kernels write the state gradients into,
+    # new or the earlier result's, holding dhT (dcT), zeros where None
+    for name, value in states.items():
+        if out is None:
+            buffer = np.zeros((n_batch, n_hidden), dtype) if value is None else np.array(
+                value, order="C")
+        else:
+            buffer = out.dc0 if name == "dcT" else out.dh0
             if value is None:
                 buffer.fill(0)
             else:
                 np.copyto(buffer, value)
-            setattr(checked, name, buffer)
+        setattr(checked, name, buffer)
     if overwrite_cache:
         cache.consumed = True
     return checked

@@ -26,7 +26,7 @@ At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`
 from cython cimport floating
 
 from _blas cimport gemm
-from _layout cimport add_hidden_weight_grad, check_blas_ld
+from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
 
 
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
@@ -39,13 +39,12 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     columns) and h (H columns) as the buffers forward writes and dA (G*H columns) as backward's;
     the values are meaningless. x, A, dA, h and dx are (N, T, .), or (T, N, .) if time_major.
     hh (N, 3H) and dxn (like h) are the GRU's workspaces (unused otherwise)."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef int a_width = A.shape[2], da_width = dA.shape[2]
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
     cdef floating* Ap = &A[0, 0, 0]
@@ -77,12 +76,11 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
                           floating[:, ::1] carry, floating[:, :, ::1] dx,
                           floating[:, ::1] dWx, floating[:, ::1] dWh,
                           bint gru, bint time_major) noexcept nogil:
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t t
     for t in range(n_steps - 1, -1, -1):
         # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path

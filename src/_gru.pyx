@@ -71,7 +71,7 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
-from _layout cimport add_hidden_weight_grad, check_blas_ld
+from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -141,13 +141,12 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     """Fill h (N, T, H) with the hidden states, gates (N, T, 3H) with r, z, n and hn (N, T, H)
     with h_{t-1} Wh_n + bh_n, x being (N, T, D); all (T, N, .) if time_major. hh (N, 3H) is
     workspace. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
     cdef floating* gp = &gates[0, 0, 0]
@@ -279,12 +278,11 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     passed in: a 20th argument would make every call build a 20-tuple, the one size CPython 3.11
     puts on its tuple free list without taking it back off, so that tracemalloc would see that
     list grow (to 2000 tuples) as if memory leaked."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
     cdef Py_ssize_t t

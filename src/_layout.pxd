@@ -26,6 +26,25 @@ cdef extern from "<limits.h>":
     int INT_MAX
 
 
+cdef struct Steps:
+    int n_steps, n_batch
+    bint by_step          # rows in time-major order: time-major, or one sequence
+    Py_ssize_t t_rows     # rows from step t to t+1
+    Py_ssize_t n_rows     # rows from sequence n to n+1
+
+
+cdef inline Steps steps_of(Py_ssize_t dim0, Py_ssize_t dim1, bint time_major) noexcept nogil:
+    """T, N and the row strides of per-step buffers whose first two dimensions are (dim0, dim1):
+    (T, N) if time_major, else (N, T). N = 1 is taken as time-major (the table above)."""
+    cdef Steps s
+    s.n_steps = <int> (dim0 if time_major else dim1)
+    s.n_batch = <int> (dim1 if time_major else dim0)
+    s.by_step = time_major or s.n_batch == 1
+    s.t_rows = s.n_batch if s.by_step else 1
+    s.n_rows = 1 if s.by_step else s.n_steps
+    return s
+
+
 cdef inline int check_blas_ld(Py_ssize_t n_rows, Py_ssize_t width) except -1:
     """BLAS takes leading dimensions as 32-bit ints: a ValueError if n_rows * width is not one."""
     if n_rows * width > INT_MAX:

@@ -59,7 +59,7 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
-from _layout cimport add_hidden_weight_grad, check_blas_ld
+from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -111,13 +111,12 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floati
             bint time_major):
     """Fill h, c (N, T, H) with the states and gates (N, T, 4H) with the activated gates, x being
     (N, T, D); all (T, N, .) if time_major. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
@@ -231,12 +230,11 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     overwritten; dWx, dWh, db are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is
     empty. dA (like gates) is workspace, and may be gates itself (overwrite_cache): step t reads
     gates[t] only before it writes dA[t]. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j

@@ -36,7 +36,7 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
-from _layout cimport add_hidden_weight_grad, check_blas_ld
+from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -81,13 +81,12 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             floating[:, :, ::1] h, int nonlinearity, bint time_major):
     """Fill h with the hidden states. x (N, T, D) and h (N, T, H), or (T, N, D) and (T, N, H) if
     time_major. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
@@ -160,12 +159,11 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db are
     accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (like h) is
     workspace. Shapes are checked by the caller; N >= 1."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
@@ -256,13 +254,12 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order)."""
-    cdef int n_steps = x.shape[0] if time_major else x.shape[1]
-    cdef int n_batch = x.shape[1] if time_major else x.shape[0]
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
     cdef int n_block = dA.shape[0], n_in_block
-    cdef bint by_step = time_major or n_batch == 1   # rows in time-major order
-    cdef Py_ssize_t t_rows = n_batch if by_step else 1
-    cdef Py_ssize_t n_rows = 1 if by_step else n_steps
+    cdef bint by_step = steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, t_first, t_end = n_steps
     cdef floating* dAp = &dA[0, 0, 0]
