@@ -150,3 +150,51 @@ def test_nonfinite_state_given_as_a_strided_view(cell, module, row, order, dtype
         with pytest.raises(ValueError, match="h0 contains NaN or infinity"):
             forward(x, h0, Wx, Wh, b)
         big[::order, 3, :][row, 1] = 0.5
+
+
+def _layouts(dtype):
+    """(name, array) pairs of one dtype in the layouts the NaN scan must read in place."""
+    rng = np.random.default_rng(1)
+    base = rng.standard_normal((4, 6, 5)).astype(dtype)
+    return [
+        ("0-d", np.asarray(base[1, 2, 3])),
+        ("1-D", base[1, 2].copy()),
+        ("1-D strided", base[:, 2, 1]),
+        ("3-D C", base.copy()),
+        ("3-D Fortran", np.asfortranarray(base)),
+        ("3-D swapped (batch-major viewed time-major)", base.swapaxes(0, 1)),
+        ("2-D strided rows", base[:, 3, :]),
+        ("2-D reversed rows", base[::-1, 3, :]),
+        ("3-D every other column", base[:, :, ::2]),
+        ("3-D reversed columns", base[:, ::-1, ::-1]),
+        ("empty", base[:, :0]),
+    ]
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("case", range(11))
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nonfinite_scan_reads_every_element_of_every_layout(dtype, case, bad):
+    """first_nonfinite against np.isfinite: a NaN or inf planted at each element of an array
+    in any layout is found (and which array holds it), and a finite array passes."""
+    from fastbptt._checks import first_nonfinite
+
+    name, arr = _layouts(dtype)[case]
+    arr = arr.copy(order="K") if name == "0-d" else arr
+    clean = np.ones(3, dtype)
+    assert first_nonfinite([clean, arr, clean]) == -1, name
+    for index in np.ndindex(arr.shape):
+        keep = arr[index]
+        arr[index] = bad
+        assert first_nonfinite([clean, arr, clean]) == 1, (name, index)
+        assert first_nonfinite([arr, clean]) == 0, (name, index)
+        arr[index] = keep
+    assert first_nonfinite([clean, arr]) == -1, name
+
+
+def test_nonfinite_scan_refuses_other_dtypes():
+    from fastbptt._checks import first_nonfinite
+
+    for arr in (np.zeros(3, np.int64), np.zeros(3, np.float16), np.zeros(3, ">f8")):
+        with pytest.raises(TypeError, match="float32 or float64"):
+            first_nonfinite([arr])
