@@ -26,9 +26,13 @@ _lock = threading.Lock()
 def _openblas_controls(module_file):
     """(set, get) of the thread count of the OpenBLAS that the compiled module ``module_file``
     links, or None where it links another BLAS. Symbols looked up through the module's handle
-    come from its own dependencies, so SciPy's and NumPy's copies are never mixed up."""
+    come from its own dependencies, so SciPy's and NumPy's copies are never mixed up.
+
+    Loaded as a ``PyDLL``: its functions run holding the GIL. They return at once, and a
+    ``CDLL`` call releases the GIL and takes it back, which with other Python threads running
+    kernels is a chance to lose it to them and wait, twice per kernel call."""
     try:
-        lib = ctypes.CDLL(module_file)
+        lib = ctypes.PyDLL(module_file)
     except OSError:
         return None
     for prefix, suffix in (("scipy_", ""), ("scipy_", "64_"), ("", ""), ("", "64_")):
