@@ -7,8 +7,10 @@ the package must run on any x86-64 and give the reference's answers.
 
 On x86-64 each cell kernel (src/_rnn.pyx, ...) is built twice from the same source: for the
 baseline (SSE2) and, as fastbptt._<cell>_avx2, with -mavx2 -mfma. The elementwise passes
-(tanh, sigmoid, exp) then run 4 doubles or 8 floats at a time; fastbptt/_kernels.py picks the
-AVX2 build at import time only where the CPU has AVX2 and FMA.
+(tanh, sigmoid, exp) then run 4 doubles or 8 floats at a time, and the per-step products run on
+a Wh packed once per call (src/_packed.h); fastbptt/_kernels.py picks the AVX2 build at import
+time only where the CPU has AVX2 and FMA. The test hooks (src/_blas_hooks.pyx) are built twice
+too, so that tests/ reach the packed products of the AVX2 build.
 
 FASTBPTT_DEBUG=1 turns bounds and initialisation checks back on for debugging.
 FASTBPTT_BUILD=_rnn,_lstm (developers) builds only those kernels, e.g. with
@@ -25,7 +27,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTBPTT_DEBUG", "") == "1"
 ONLY = [name for name in os.environ.get("FASTBPTT_BUILD", "").split(",") if name]
 FLAGS = ["-O3", "-fno-trapping-math"]
-CELL_KERNELS = {"_rnn", "_lstm", "_gru"}
+TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_blas_hooks"}   # baseline and AVX2+FMA
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
 
@@ -45,9 +47,11 @@ for path in sorted(glob("src/*.pyx")):
     stem = Path(path).stem
     if ONLY and stem not in ONLY:
         continue
-    extensions.append(Extension(f"fastbptt.{stem}", [path], extra_compile_args=FLAGS))
-    if X86 and stem in CELL_KERNELS:
+    extensions.append(Extension(f"fastbptt.{stem}", [path], include_dirs=["src"],
+                                extra_compile_args=FLAGS))
+    if X86 and stem in TWO_BUILDS:
         extensions.append(Extension(f"fastbptt.{stem}_avx2", [variant_source(stem, "_avx2")],
+                                    include_dirs=["src"],
                                     extra_compile_args=FLAGS + ["-mavx2", "-mfma"]))
 
 DIRECTIVES = {

@@ -106,9 +106,9 @@ def largest_product(x, Wh):
     return n_steps * n_batch * Wh.shape[1] * max(n_input, Wh.shape[0])
 
 
-def run_kernel(kernel, work, *args):
-    """Call ``kernel(*args)`` with the chosen number of BLAS threads; ``work`` is m*n*k of the
-    largest matrix product the call makes.
+def run_kernel(kernel, work, *args, **kwargs):
+    """Call ``kernel(*args, **kwargs)`` with the chosen number of BLAS threads; ``work`` is m*n*k
+    of the largest matrix product the call makes.
 
     OpenBLAS's count is process-wide, so the first of overlapping kernel calls (Python threads
     run them concurrently) saves it and sets ours, and the last one restores it. A plain function
@@ -116,10 +116,10 @@ def run_kernel(kernel, work, *args):
     context manager cost 7 us of the 8.6 us it took.
     """
     if work < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None:
-        return kernel(*args)
+        return kernel(*args, **kwargs)
     _enter()
     try:
-        return kernel(*args)
+        return kernel(*args, **kwargs)
     finally:
         _exit()
 

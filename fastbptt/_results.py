@@ -127,3 +127,13 @@ def workspace(cache, name, shape):
         work = np.empty(shape, cache.dtype)
         setattr(cache, key, work)
     return work
+
+
+def packed_weights(kernels, cache, n_batch, n_hidden, dtype):
+    """The buffer a cell's kernels pack Wh into once per call (``src/_packed.pxd``), of
+    ``kernels.packed_buffer_len`` elements (none where they call BLAS for every product): the
+    workspace of ``cache`` (backward's, or a cache forward refills with out=), else a new one."""
+    shape = (kernels.packed_buffer_len(n_batch, n_hidden, np.dtype(dtype).itemsize),)
+    if cache is None:
+        return np.empty(shape, dtype)
+    return workspace(cache, "packed", shape)

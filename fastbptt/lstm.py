@@ -3,7 +3,8 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
+from ._results import (Grads, _readonly, dx_buffer, new_cache, packed_weights,
+                       weight_grad_buffers, workspace)
 from ._validation import check_backward, check_forward, empty_steps, from_time_major, to_time_major
 
 _lstm = load("_lstm")
@@ -41,9 +42,10 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
         gates = empty_steps(a.n_steps, a.n_batch, 4 * a.n_hidden, a.dtype, tm)
     else:
         h, c, gates = (from_time_major(arr, tm) for arr in (out.h, out.c, out.gates))
+    packed = packed_weights(_lstm, out, a.n_batch, a.n_hidden, a.dtype)
     if a.n_batch:
         run_kernel(_lstm.forward, largest_product(a.x, a.Wh),
-                   a.x_buffer, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates, tm)
+                   a.x_buffer, a.h0, a.c0, a.Wx, a.Wh, a.b, h, c, gates, tm, packed=packed)
     cache = new_cache(out, "lstm", tm, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh, b=a.b,
                       h=to_time_major(h, tm), c=to_time_major(c, tm),
                       gates=to_time_major(gates, tm))
@@ -99,7 +101,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, from_time_major(cache.h, tm), from_time_major(cache.c, tm),
                    gates, cache.h0, cache.c0, x, cache.Wx, cache.Wh, g.xi, carry_h, carry_c,
-                   dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms, tm)
+                   dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms, tm,
+                   packed=packed_weights(_lstm, cache, n_batch, n_hidden, cache.dtype))
     else:
         g.h_grad_norms[...] = 0
     return Grads(dx, carry_h, out["dWx"], out["dWh"], out["db"], dc0=carry_c)

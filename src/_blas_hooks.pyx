@@ -1,9 +1,16 @@
 # cython: language_level=3
-"""Test-only entry points to the BLAS wrappers of ``_blas.pxd``, so that tests/ can check them
-against NumPy for both dtypes, both transposes and the one-row (GEMV) path."""
+"""Test-only entry points to the BLAS wrappers of ``_blas.pxd`` and to the packed products of
+``_packed.pxd``, so that tests/ can check them against NumPy for both dtypes, both transposes,
+the one-row (GEMV) path and the edges of the packed panels. Built like the cell kernels, for the
+baseline and with AVX2+FMA (``fastbptt._blas_hooks_avx2``), where the packed products run."""
+import numpy as np
+
 from cython cimport floating
 
 from _blas cimport gemm
+from _packed cimport PACKED_GEMM, gemm_b, pack, packed_len
+
+PACKED = bool(PACKED_GEMM)   # this build runs the per-step products on packed panels
 
 
 def gemm_hook(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
@@ -13,3 +20,23 @@ def gemm_hook(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a
     cdef int k = a.shape[0] if trans_a else a.shape[1]
     gemm(trans_a, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1], &b[0, 0], b.shape[1],
          <floating> beta, &c[0, 0], c.shape[1])
+
+
+def packed_gemm_hook(bint trans_b, double alpha, const floating[:, :] a, const floating[:, :] b,
+                     double beta, floating[:, :] c):
+    """c = alpha * a @ op(b) + beta * c, in place, as the kernels run a per-step product: op(b)
+    packed once (``pack``), then ``gemm_b`` on the panels (the AVX2 build, c of 2 rows or more)
+    or BLAS. The rows of a, b and c may be any number of elements apart (the last axis
+    contiguous), as a step's rows are in a batch-major buffer."""
+    cdef int m = c.shape[0], n = c.shape[1], k = a.shape[1]
+    cdef Py_ssize_t item = sizeof(floating)
+    if a.strides[1] != item or b.strides[1] != item or c.strides[1] != item:
+        raise ValueError("the last axis of a, b and c must be contiguous")
+    cdef int lda = <int> (a.strides[0] // item), ldb = <int> (b.strides[0] // item)
+    cdef int ldc = <int> (c.strides[0] // item)
+    cdef floating[::1] buf = np.empty(max(packed_len(m, k, n, item), 1),
+                                      np.float32 if floating is float else np.float64)
+    cdef floating* bp = pack(trans_b, m, k, n, &b[0, 0], ldb, &buf[0], buf.shape[0])
+    gemm_b(bp, trans_b, m, n, k, <floating> alpha, &a[0, 0], lda, &b[0, 0], ldb,
+           <floating> beta, &c[0, 0], ldc)
+    return bp != NULL

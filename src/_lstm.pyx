@@ -43,7 +43,9 @@ Backward, with dh_t = dL/dh_t and tanh(c_t) recomputed (not stored by forward):
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused pass over
 the gates. Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
 xi_t == 0); then the weight gradients and dx as four products over all steps. Gradients of the
-weights are accumulated into the arrays passed in.
+weights are accumulated into the arrays passed in. Where the caller passes a ``packed``
+buffer (``packed_buffer_len``), the AVX2 build packs Wh (forward) or Wh.T (backward) into it
+once and runs the per-step products on it (``src/_packed.pxd``); without one they call BLAS.
 
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
@@ -60,6 +62,7 @@ from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _packed cimport gemm_b, pack, packed_len
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -96,21 +99,30 @@ cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_
 
 cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize_t ld_prev,
                         floating* gates_t, floating* c_t, floating* h_t, Py_ssize_t ld,
-                        const floating* Wh, int n_batch, int n_hidden) noexcept nogil:
+                        const floating* Wh, const floating* Whp,
+                        int n_batch, int n_hidden) noexcept nogil:
     """Rows of h_prev and c_prev are ld_prev apart, those of c_t and h_t ld apart and those
-    of gates_t 4 ld."""
+    of gates_t 4 ld. Whp is Wh packed, or NULL (BLAS)."""
     # gates_t += h_prev @ Wh     (N,4H) += (N,H)(H,4H); gates_t holds x_t Wx + b
-    gemm(False, False, n_batch, 4 * n_hidden, n_hidden,
-         1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
+    gemm_b(Whp, False, n_batch, 4 * n_hidden, n_hidden,
+           1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
+
+
+def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
+    """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
+    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
+    return max(packed_len(n_batch, n_hidden, 4 * n_hidden, itemsize),     # Wh   (H, 4H)
+               packed_len(n_batch, 4 * n_hidden, n_hidden, itemsize))     # Wh.T (4H, H)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floating[:, ::1] c0,
             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
             floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] gates,
-            bint time_major):
+            bint time_major, floating[::1] packed=None):
     """Fill h, c (N, T, H) with the states and gates (N, T, 4H) with the activated gates, x being
-    (N, T, D); all (T, N, .) if time_major. Shapes are checked by the caller; N >= 1."""
+    (N, T, D); all (T, N, .) if time_major. packed: workspace of ``packed_buffer_len``
+    elements, or None (BLAS). Shapes are checked by the caller; N >= 1."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
@@ -123,19 +135,23 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floati
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* cp = &c[0, 0, 0]
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_gh)
     with nogil:
+        Whp = pack(False, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh,
+                   &packed[0] if packed_size else NULL, packed_size)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
         gemm(False, False, n_steps * n_batch, n_gh, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], n_gh, 1, gp, n_gh)
-        _forward_step(&h0[0, 0], &c0[0, 0], n_hidden, gp, cp, hp, ld, &Wh[0, 0],
+        _forward_step(&h0[0, 0], &c0[0, 0], n_hidden, gp, cp, hp, ld, &Wh[0, 0], Whp,
                       n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
-                          cp + t * step, hp + t * step, ld, &Wh[0, 0], n_batch, n_hidden)
+                          cp + t * step, hp + t * step, ld, &Wh[0, 0], Whp, n_batch, n_hidden)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -192,10 +208,11 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
 
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* c_prev,
                          Py_ssize_t ld_prev, const floating* c_t, floating* dA_t, Py_ssize_t ld,
-                         floating* carry_h, floating* carry_c, const floating* Wh, floating xi_t,
-                         floating* norm_t, int n_batch, int n_hidden) noexcept nogil:
+                         floating* carry_h, floating* carry_c, const floating* Wh,
+                         const floating* WhTp, floating xi_t, floating* norm_t,
+                         int n_batch, int n_hidden) noexcept nogil:
     """Rows of c_prev are ld_prev apart, those of dh_t and c_t ld apart, those of gates_t and
-    dA_t 4 ld; the carries are (N, H) C-contiguous."""
+    dA_t 4 ld; the carries are (N, H) C-contiguous. WhTp is Wh.T packed, or NULL (BLAS)."""
     cdef Py_ssize_t i, n, H = n_hidden
     cdef double sq = 0
     # carry_h = dL/dh_t = dh[t] + carry_h
@@ -213,8 +230,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
             carry_h[i] = 0
         return
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
-    gemm(False, True, n_batch, n_hidden, 4 * n_hidden,
-         xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
+    gemm_b(WhTp, True, n_batch, n_hidden, 4 * n_hidden,
+           xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -224,12 +241,13 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[::1] xi, floating[:, ::1] carry_h, floating[:, ::1] carry_c,
              floating[:, :, ::1] dA, floating[:, :, ::1] dx,
              floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
-             bint time_major):
+             bint time_major, floating[::1] packed=None):
     """BPTT. dh, h, c, gates, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if
     time_major. carry_h, carry_c hold dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is
     overwritten; dWx, dWh, db are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is
     empty. dA (like gates) is workspace, and may be gates itself (overwrite_cache): step t reads
-    gates[t] only before it writes dA[t]. Shapes are checked by the caller; N >= 1."""
+    gates[t] only before it writes dA[t]. packed: workspace of ``packed_buffer_len``
+    elements, or None (BLAS). Shapes are checked by the caller; N >= 1."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
@@ -243,14 +261,19 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* gp = &gates[0, 0, 0]
     cdef const floating* cp = &c[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_gh)
     with nogil:
+        # op(Wh) = Wh.T (4H, H), stored (H, 4H)
+        WhTp = pack(True, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh,
+                    &packed[0] if packed_size else NULL, packed_size)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else &c0[0, 0], ld if t else n_hidden,
                            cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
-                           &carry_c[0, 0], &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
-                           n_batch, n_hidden)
+                           &carry_c[0, 0], &Wh[0, 0], WhTp, xi[t],
+                           &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
         gemm(True, False, n_input, n_gh, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)

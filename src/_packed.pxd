@@ -1,0 +1,67 @@
+# cython: language_level=3
+"""The per-step products over a hidden weight packed once per call (``src/_packed.h``).
+
+Every step of a call multiplies by the same Wh: forward h_{t-1} @ Wh, backward dA_t @ Wh.T.
+BLAS packs its operand again on every call (measured: OpenBLAS's copy routines took 28% of
+the LSTM's backward at N = 32, H = 128, float32). In the AVX2+FMA build the kernels pack
+op(Wh) once, at the start of the call, into a buffer the caller allocated, and run every
+per-step product on it with the microkernel of ``_packed.h``; the baseline build, and one
+sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas.gemm``.
+
+    packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
+                                          the products stay on BLAS
+    pack(trans_b, n_batch, k, n, b, ldb, buf, buf_len)
+                                          op(B) packed into buf, or NULL (then gemm_b calls
+                                          BLAS): not this build, N < 2, or buf too small
+    gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+                                          ``_blas.gemm(False, trans_b, ...)`` on bp if not NULL
+"""
+from cython cimport floating
+
+from _blas cimport gemm
+
+cdef extern from "_packed.h" nogil:
+    int PACKED_GEMM
+    size_t packed_size_s(int k, int n)
+    size_t packed_size_d(int k, int n)
+    float* pack_s(int trans, int k, int n, const float* b, Py_ssize_t ldb, void* buf)
+    double* pack_d(int trans, int k, int n, const double* b, Py_ssize_t ldb, void* buf)
+    void packed_gemm_s(int m, int n, int k, float alpha, const float* a, Py_ssize_t lda,
+                       const float* bp, float beta, float* c, Py_ssize_t ldc)
+    void packed_gemm_d(int m, int n, int k, double alpha, const double* a, Py_ssize_t lda,
+                       const double* bp, double beta, double* c, Py_ssize_t ldc)
+
+
+cdef inline Py_ssize_t packed_len(int n_batch, int k, int n, int itemsize) noexcept nogil:
+    """Elements of ``itemsize`` bytes that ``pack`` needs for op(B) (k, n) with N = n_batch
+    rows in the products; 0 in the baseline build and for N < 2 (BLAS)."""
+    if not PACKED_GEMM or n_batch < 2 or k <= 0 or n <= 0:
+        return 0
+    return <Py_ssize_t> (packed_size_s(k, n) if itemsize == 4 else packed_size_d(k, n))
+
+
+cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floating* b, int ldb,
+                           floating* buf, Py_ssize_t buf_len) noexcept nogil:
+    """op(B) (k, n) packed into buf (B stored (k, n) with row stride ldb, or (n, k) if
+    trans_b), returning where the panels start; NULL where the products stay on BLAS."""
+    cdef Py_ssize_t need = packed_len(n_batch, k, n, sizeof(floating))
+    if need == 0 or buf_len < need:
+        return NULL
+    if floating is float:
+        return pack_s(trans_b, k, n, b, ldb, buf)
+    else:
+        return pack_d(trans_b, k, n, b, ldb, buf)
+
+
+cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,
+                        const floating* a, int lda, const floating* b, int ldb, floating beta,
+                        floating* c, int ldc) noexcept nogil:
+    """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(False, trans_b, ...)``:
+    on the panels bp that ``pack`` made of op(B) if bp is not NULL (then b is not read), else
+    by BLAS."""
+    if bp == NULL:
+        gemm(False, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+    elif floating is float:
+        packed_gemm_s(m, n, k, alpha, a, lda, bp, beta, c, ldc)
+    else:
+        packed_gemm_d(m, n, k, alpha, a, lda, bp, beta, c, ldc)

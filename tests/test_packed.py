@@ -1,0 +1,49 @@
+"""The per-step products on a packed Wh (src/_packed.h, src/_packed.pxd) against NumPy, in every
+build: the edges of the 6-row blocks and of the 16-float / 8-double panels, H = 1, k past one
+block of KC = 256, rows of a and c strided as in a batch-major buffer, beta 0, 1 and other."""
+import numpy as np
+import pytest
+
+from fastbptt._cpu import has_avx2_fma
+from fastbptt._kernels import variants
+
+from conftest import RTOL
+
+HOOKS = variants("_blas_hooks")
+
+# (m, n, k): m = N rows (not a multiple of 6, and 2, the fewest the kernels pack for), n the
+# product's columns (G*H forward, H backward: 1, 9, 17 are not multiples of 8 or 16), k its
+# sum (H forward, G*H backward)
+SHAPES = [(2, 1, 1), (7, 17, 3), (6, 16, 8), (13, 9, 300), (5, 33, 257), (12, 48, 64),
+          (32, 512, 128), (3, 4, 12), (1, 7, 5)]
+
+
+def test_the_avx2_build_packs():
+    assert [hooks.PACKED for hooks in HOOKS] == [False, True][:len(HOOKS)]
+    assert len(HOOKS) == 2 or not has_avx2_fma()
+
+
+@pytest.mark.parametrize("hooks", HOOKS, ids=[h.__name__.split(".")[-1] for h in HOOKS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["Wh", "Wh.T"])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+@pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 0.0), (-2.0, 0.25)])
+def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta):
+    rng = np.random.default_rng(m * 10000 + n * 100 + k)
+    a = rng.standard_normal((m, k + 5)).astype(dtype)[:, 2:2 + k]          # rows k + 5 apart
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    big = rng.standard_normal((m, n + 7)).astype(dtype)                     # rows n + 7 apart
+    if beta == 0:
+        big[:, 3:3 + n] = np.nan  # beta == 0 must overwrite, never read
+    before = big.copy()
+    c = big[:, 3:3 + n]
+    expected = alpha * (a.astype(np.float64) @ (b.T if trans_b else b).astype(np.float64))
+    if beta != 0:
+        expected = expected + beta * before[:, 3:3 + n]
+    packed = hooks.packed_gemm_hook(trans_b, alpha, a, b, beta, c)
+    assert packed == (hooks.PACKED and m >= 2)
+    scale = abs(alpha) * (np.abs(a) @ np.abs(b.T if trans_b else b)).max() + abs(beta) * 3
+    np.testing.assert_allclose(c, expected, rtol=0, atol=RTOL[dtype] * scale)
+    # the columns around c's window are not touched
+    np.testing.assert_array_equal(big[:, :3], before[:, :3])
+    np.testing.assert_array_equal(big[:, 3 + n:], before[:, 3 + n:])
