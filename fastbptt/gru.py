@@ -3,7 +3,8 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
+from ._results import (Grads, _readonly, dx_buffer, new_cache, packed_weights,
+                       weight_grad_buffers, workspace)
 from ._validation import check_backward, check_forward, empty_steps, from_time_major, to_time_major
 
 _gru = load("_gru")
@@ -46,7 +47,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     if a.n_batch:
         hh = workspace(cache, "hh", (a.n_batch, 3 * a.n_hidden))   # h_{t-1} @ Wh of a step
         run_kernel(_gru.forward, largest_product(a.x, a.Wh),
-                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh, tm)
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, a.bh, h, gates, hn, hh, tm,
+                   packed=packed_weights(_gru, out, a.n_batch, a.n_hidden, a.dtype))
     return _readonly(h), cache
 
 
@@ -99,7 +101,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, from_time_major(cache.h, tm), cache.h0, x, cache.Wx, cache.Wh,
                    gates, hn, g.xi, carry, dAh, dxn, dx, out["dWx"], out["dWh"],
-                   out["db"], out["dbh"], g.h_grad_norms, tm)
+                   out["db"], out["dbh"], g.h_grad_norms, tm,
+                   packed=packed_weights(_gru, cache, n_batch, n_hidden, cache.dtype))
     else:
         g.h_grad_norms[...] = 0
     return Grads(dx, carry, out["dWx"], out["dWh"], out["db"], dbh=out["dbh"])

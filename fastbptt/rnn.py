@@ -3,7 +3,8 @@ import numpy as np
 
 from ._blas_threads import largest_product, run_kernel
 from ._kernels import load
-from ._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers, workspace
+from ._results import (Grads, _readonly, dx_buffer, new_cache, packed_weights,
+                       weight_grad_buffers, workspace)
 from ._validation import (check_backward, check_forward, check_nonlinearity, empty_steps,
                           from_time_major, to_time_major)
 
@@ -38,7 +39,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
         h = from_time_major(out.h, tm)
     if a.n_batch:
         run_kernel(_rnn.forward, largest_product(a.x, a.Wh),
-                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity], tm)
+                   a.x_buffer, a.h0, a.Wx, a.Wh, a.b, h, _rnn.NONLINEARITIES[nonlinearity], tm,
+                   packed=packed_weights(_rnn, out, a.n_batch, a.n_hidden, a.dtype))
     cache = new_cache(out, "rnn", tm, x=a.x, h0=a.h0, Wx=a.Wx, Wh=a.Wh, b=a.b,
                       h=to_time_major(h, tm),
                   nonlinearity=nonlinearity)
@@ -120,7 +122,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         run_kernel(kernel, largest_product(cache.x, cache.Wh),
                    g.dh_buffer, h, cache.h0, x, cache.Wx, cache.Wh, g.xi,
                    carry, dA, dx, out["dWx"], out["dWh"], out["db"], g.h_grad_norms,
-                   _rnn.NONLINEARITIES[cache.nonlinearity], tm)
+                   _rnn.NONLINEARITIES[cache.nonlinearity], tm,
+                   packed=packed_weights(_rnn, cache, n_batch, n_hidden, cache.dtype))
     else:
         g.h_grad_norms[...] = 0
     return Grads(dx, carry, out["dWx"], out["dWh"], out["db"])

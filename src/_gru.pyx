@@ -52,6 +52,9 @@ Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM h_{t-1} @
 elementwise pass. Backward: per step one elementwise pass and one GEMM dAh_t @ Wh.T (skipped
 where xi_t == 0); db and dbh are summed in the pass, while the rows are in L1; then dWh, dWx and
 dx as products over all steps (two each for dWx and dx, one for [dxr dxz] and one for dxn).
+Where the caller passes a ``packed`` buffer (``packed_buffer_len``), the AVX2 build packs Wh
+(forward) or Wh.T (backward) into it once and runs the per-step products on it
+(``src/_packed.pxd``); without one they call BLAS.
 
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
@@ -72,6 +75,7 @@ from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _packed cimport gemm_b, pack, packed_len
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -87,10 +91,10 @@ cdef extern from *:
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
                         floating* hn_t, floating* h_t, Py_ssize_t ld, floating* hh,
-                        const floating* Wh, const floating* b, const floating* bh,
-                        int n_batch, int n_hidden) noexcept nogil:
+                        const floating* Wh, const floating* Whp, const floating* b,
+                        const floating* bh, int n_batch, int n_hidden) noexcept nogil:
     """Rows of h_prev are ld_prev apart, those of hn_t and h_t ld apart, those of gates_t 3 ld;
-    hh is (N, 3H) C-contiguous."""
+    hh is (N, 3H) C-contiguous. Whp is Wh packed, or NULL (BLAS)."""
     cdef Py_ssize_t H = n_hidden, i, j
     cdef floating n
     # row i of each block; the gate and hh rows are 3H long, the others H
@@ -104,8 +108,8 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
     cdef floating* hn_i
     cdef floating* h_i
     # hh = h_prev @ Wh     (N,3H) = (N,H)(H,3H)
-    gemm(False, False, n_batch, 3 * n_hidden, n_hidden,
-         1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
+    gemm_b(Whp, False, n_batch, 3 * n_hidden, n_hidden,
+           1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
     # short loops over each row, so that GCC vectorises every one (see the module docstring)
     for i in range(n_batch):
         gate_r = gates_t + 3 * ld * i
@@ -134,13 +138,22 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
             h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
 
 
+def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
+    """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
+    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
+    return max(packed_len(n_batch, n_hidden, 3 * n_hidden, itemsize),     # Wh   (H, 3H)
+               packed_len(n_batch, 3 * n_hidden, n_hidden, itemsize))     # Wh.T (3H, H)
+
+
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
             const floating[::1] bh, floating[:, :, ::1] h, floating[:, :, ::1] gates,
-            floating[:, :, ::1] hn, floating[:, ::1] hh, bint time_major):
+            floating[:, :, ::1] hn, floating[:, ::1] hh, bint time_major,
+            floating[::1] packed=None):
     """Fill h (N, T, H) with the hidden states, gates (N, T, 3H) with r, z, n and hn (N, T, H)
     with h_{t-1} Wh_n + bh_n, x being (N, T, D); all (T, N, .) if time_major. hh (N, 3H) is
-    workspace. Shapes are checked by the caller; N >= 1."""
+    workspace, and so is packed, of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
+    checked by the caller; N >= 1."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
@@ -152,17 +165,21 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* hnp = &hn[0, 0, 0]
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, 3 * n_hidden)
     with nogil:
+        Whp = pack(False, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden,
+                   &packed[0] if packed_size else NULL, packed_size)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
         gemm(False, False, n_steps * n_batch, 3 * n_hidden, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], 3 * n_hidden, 0, gp, 3 * n_hidden)
-        _forward_step(&h0[0, 0], n_hidden, gp, hnp, hp, ld, &hh[0, 0], &Wh[0, 0], &b[0],
+        _forward_step(&h0[0, 0], n_hidden, gp, hnp, hp, ld, &hh[0, 0], &Wh[0, 0], Whp, &b[0],
                       &bh[0], n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
-                          hp + t * step, ld, &hh[0, 0], &Wh[0, 0], &b[0], &bh[0],
+                          hp + t * step, ld, &hh[0, 0], &Wh[0, 0], Whp, &b[0], &bh[0],
                           n_batch, n_hidden)
 
 
@@ -185,11 +202,13 @@ cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* hn_t,
                          const floating* h_prev, Py_ssize_t ld_prev, floating* dAh_t,
                          floating* dxn_t, Py_ssize_t ld, floating* carry, floating* g_row,
-                         const floating* Wh, floating* db, floating* dbh, floating xi_t,
-                         floating* norm_t, int n_batch, int n_hidden) noexcept nogil:
+                         const floating* Wh, const floating* WhTp, floating* db, floating* dbh,
+                         floating xi_t, floating* norm_t, int n_batch,
+                         int n_hidden) noexcept nogil:
     """Rows of h_prev are ld_prev apart, those of dh_t, hn_t and dxn_t ld apart, those of gates_t
     and dAh_t 3 ld; carry is (N, H) C-contiguous; g_row (H,) is workspace. dAh_t and dxn_t may
-    be gates_t and hn_t themselves (see the module docstring)."""
+    be gates_t and hn_t themselves (see the module docstring). WhTp is Wh.T packed, or NULL
+    (BLAS)."""
     cdef Py_ssize_t H = n_hidden, i, j
     cdef floating g, r, z, n, hn, dxn
     cdef double sq = 0
@@ -255,8 +274,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     if xi_t == 0:
         return
     # carry += xi_t * dAh_t @ Wh.T     (N,H) += (N,3H)(H,3H)'
-    gemm(False, True, n_batch, n_hidden, 3 * n_hidden,
-         xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
+    gemm_b(WhTp, True, n_batch, n_hidden, 3 * n_hidden,
+           xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -266,18 +285,20 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[::1] xi, floating[:, ::1] carry, floating[:, :, ::1] dAh,
              floating[:, :, ::1] dxn, floating[:, :, ::1] dx,
              floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] dbh,
-             floating[::1] norms, bint time_major):
+             floating[::1] norms, bint time_major, floating[::1] packed=None):
     """BPTT. dh, h, x, gates, hn, dAh, dxn and dx are in one layout: (N, T, .), or (T, N, .) if
     time_major. carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db,
     dbh are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dAh (like
     gates) and dxn (like hn) are workspace; they may be gates and hn themselves
     (overwrite_cache): step t reads gates[t] and hn[t] only before it writes dAh[t] and dxn[t].
-    Shapes are checked by the caller; N >= 1.
+    packed: workspace of ``packed_buffer_len`` elements, or None (BLAS). Shapes are checked by
+    the caller; N >= 1.
 
     The one row g_row is taken here, with PyMem_Malloc (which tracemalloc sees), rather than
-    passed in: a 20th argument would make every call build a 20-tuple, the one size CPython 3.11
-    puts on its tuple free list without taking it back off, so that tracemalloc would see that
-    list grow (to 2000 tuples) as if memory leaked."""
+    passed in: a 20th positional argument would make every call build a 20-tuple, the one size
+    CPython 3.11 puts on its tuple free list without taking it back off, so that tracemalloc
+    would see that list grow (to 2000 tuples) as if memory leaked (packed, the 20th, is passed
+    by keyword)."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
@@ -295,11 +316,16 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* xp = &x[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
     cdef floating* g_row
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, 3 * n_hidden)
     g_row = <floating*> PyMem_Malloc(H * sizeof(floating))
     if g_row == NULL:
         raise MemoryError()
     with nogil:
+        # op(Wh) = Wh.T (3H, H), stored (H, 3H)
+        WhTp = pack(True, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden,
+                    &packed[0] if packed_size else NULL, packed_size)
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
@@ -313,7 +339,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
             _backward_step(dhp + t * step, gp + 3 * t * step, hnp + t * step,
                            hp + (t - 1) * step if t > 0 else &h0[0, 0], ld if t > 0 else H,
                            dAhp + 3 * t * step, dxnp + t * step, ld, &carry[0, 0], g_row,
-                           &Wh[0, 0], &db[0], &dbh[0], xi[t],
+                           &Wh[0, 0], WhTp, &db[0], &dbh[0], xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,

@@ -29,14 +29,18 @@ backward (``backward_lean``, for ``overwrite_cache=True``) holds dA for B steps 
 workspace: it runs the same steps in blocks of B from the end and adds each block's weight
 gradients and dx from its dA, one product each over the block's B*N rows where they are
 consecutive (time-major, or N == 1), else one per step. Gradients of the
-weights are accumulated into the arrays passed in. The elementwise passes walk one row at a time
-(one flat loop over the step where its rows are back to back, time-major).
+weights are accumulated into the arrays passed in. Where the caller passes a ``packed`` buffer
+(``packed_buffer_len``), the AVX2 build packs Wh (forward) or Wh.T (both backwards) into it once
+and runs the per-step products on it (``src/_packed.pxd``); without one they call BLAS. The
+elementwise passes walk one row at a time (one flat loop over the step where its rows are back
+to back, time-major).
 """
 from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _packed cimport gemm_b, pack, packed_len
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -62,13 +66,14 @@ cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
-                        const floating* Wh, int n_batch, int n_hidden,
+                        const floating* Wh, const floating* Whp, int n_batch, int n_hidden,
                         int nonlinearity) noexcept nogil:
-    """Rows of h_prev are ld_prev apart, those of h_t ld apart."""
+    """Rows of h_prev are ld_prev apart, those of h_t ld apart. Whp is Wh packed, or NULL
+    (BLAS)."""
     cdef Py_ssize_t n
     # h_t += h_prev @ Wh     (N,H) += (N,H)(H,H); h_t holds x_t Wx + b
-    gemm(False, False, n_batch, n_hidden, n_hidden,
-         1, h_prev, <int> ld_prev, Wh, n_hidden, 1, h_t, <int> ld)
+    gemm_b(Whp, False, n_batch, n_hidden, n_hidden,
+           1, h_prev, <int> ld_prev, Wh, n_hidden, 1, h_t, <int> ld)
     if ld == n_hidden:                  # rows back to back: one flat pass
         _phi(h_t, <Py_ssize_t> n_batch * n_hidden, nonlinearity)
         return
@@ -76,11 +81,19 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
         _phi(h_t + n * ld, n_hidden, nonlinearity)
 
 
+def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
+    """Elements of the ``packed`` buffer that the kernels use to pack Wh once per call
+    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
+    return packed_len(n_batch, n_hidden, n_hidden, itemsize)     # Wh and Wh.T, both (H, H)
+
+
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
-            floating[:, :, ::1] h, int nonlinearity, bint time_major):
+            floating[:, :, ::1] h, int nonlinearity, bint time_major,
+            floating[::1] packed=None):
     """Fill h with the hidden states. x (N, T, D) and h (N, T, H), or (T, N, D) and (T, N, H) if
-    time_major. Shapes are checked by the caller; N >= 1."""
+    time_major. packed: workspace of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
+    checked by the caller; N >= 1."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
@@ -91,18 +104,23 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef Py_ssize_t i, t
     cdef int j
     cdef floating* hp = &h[0, 0, 0]
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     with nogil:
+        Whp = pack(False, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
+                   &packed[0] if packed_size else NULL, packed_size)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
         gemm(False, False, n_steps * n_batch, n_hidden, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], n_hidden, 1, hp, n_hidden)
-        _forward_step(&h0[0, 0], n_hidden, hp, ld, &Wh[0, 0], n_batch, n_hidden, nonlinearity)
+        _forward_step(&h0[0, 0], n_hidden, hp, ld, &Wh[0, 0], Whp, n_batch, n_hidden,
+                      nonlinearity)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
-                          &Wh[0, 0], n_batch, n_hidden, nonlinearity)
+                          &Wh[0, 0], Whp, n_batch, n_hidden, nonlinearity)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -121,10 +139,11 @@ cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, 
 
 
 cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA_t, Py_ssize_t ld,
-                         Py_ssize_t ld_dA, floating* carry, const floating* Wh, floating xi_t,
-                         floating* norm_t, int n_batch, int n_hidden,
-                         int nonlinearity) noexcept nogil:
-    """Rows of dh_t and h_t are ld apart, those of dA_t ld_dA, those of carry n_hidden."""
+                         Py_ssize_t ld_dA, floating* carry, const floating* Wh,
+                         const floating* WhTp, floating xi_t, floating* norm_t, int n_batch,
+                         int n_hidden, int nonlinearity) noexcept nogil:
+    """Rows of dh_t and h_t are ld apart, those of dA_t ld_dA, those of carry n_hidden. WhTp is
+    Wh.T packed, or NULL (BLAS)."""
     cdef Py_ssize_t i, n, H = n_hidden
     cdef double sq = 0
     if norm_t != NULL:
@@ -145,8 +164,8 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
             carry[i] = 0
         return
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
-    gemm(False, True, n_batch, n_hidden, n_hidden,
-         xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
+    gemm_b(WhTp, True, n_batch, n_hidden, n_hidden,
+           xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
 
 
 def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
@@ -154,11 +173,12 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
              const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
              floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
              floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
-             int nonlinearity, bint time_major):
+             int nonlinearity, bint time_major, floating[::1] packed=None):
     """BPTT. dh, h, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if time_major.
     carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db are
     accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (like h) is
-    workspace. Shapes are checked by the caller; N >= 1."""
+    workspace, and so is packed, of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
+    checked by the caller; N >= 1."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
@@ -171,11 +191,16 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     with nogil:
+        # op(Wh) = Wh.T (H, H)
+        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
+                    &packed[0] if packed_size else NULL, packed_size)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
-                           &Wh[0, 0], xi[t], &norms[t] if want_norms else NULL,
+                           &Wh[0, 0], WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
         gemm(True, False, n_input, n_hidden, n_steps * n_batch,
@@ -247,13 +272,14 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                   const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
                   floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
                   floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db,
-                  floating[::1] norms, int nonlinearity, bint time_major):
+                  floating[::1] norms, int nonlinearity, bint time_major,
+                  floating[::1] packed=None):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
-    step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
-    weight gradients are taken in another order)."""
+    step over its N rows. Same arguments (packed included) and results as ``backward``
+    otherwise (the sums of the weight gradients are taken in another order)."""
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
@@ -266,9 +292,14 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
+    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
+    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
     with nogil:
+        # op(Wh) = Wh.T (H, H)
+        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
+                    &packed[0] if packed_size else NULL, packed_size)
         while t_end > 0:
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
@@ -276,7 +307,7 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                 # dA of step t into row block t - t_first of the workspace (rows H apart)
                 _backward_step(dhp + t * step, hp + t * step,
                                dAp + (t - t_first) * n_batch * n_hidden, ld, n_hidden,
-                               &carry[0, 0], &Wh[0, 0], xi[t],
+                               &carry[0, 0], &Wh[0, 0], WhTp, xi[t],
                                &norms[t] if want_norms else NULL,
                                n_batch, n_hidden, nonlinearity)
             _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
