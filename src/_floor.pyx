@@ -1,8 +1,12 @@
 # cython: language_level=3
-"""The BLAS floor of a cell: exactly the BLAS calls of its kernels, with no elementwise work.
+"""The BLAS floor of a cell: exactly the matrix products of its kernels, all through BLAS
+(SciPy's OpenBLAS), with no elementwise work.
 
-Benchmarks time it beside the kernels: a kernel cannot beat the time of its own matrix products,
-so kernel / floor is what the elementwise passes and the loop's overhead cost. The per-step
+Benchmarks time it beside the kernels, so kernel / floor is what the elementwise passes and the
+loop's overhead cost. Where the kernels run their per-step products on a Wh packed once per call
+(the AVX2 build with N >= 2, ``src/_packed.pxd``), the floor still calls BLAS for each of them,
+as the baseline build does: it stays the time of those products through BLAS, which the packed
+path can beat (BLAS packs Wh again for every product). The per-step
 buffers are in the caller's layout, batch-major or time-major, with the kernels' leading
 dimensions (``src/_layout.pxd``). Every cell makes these calls with G = n_gates blocks
 (T = n_steps, N = n_batch, D = n_input, H = n_hidden; h_{-1} = h0):
