@@ -328,8 +328,10 @@ def render(data, stat="median"):
                                                    key=lambda kv: CASE_ORDER.get(kv[0], 9)))
                   + f". Ratios divide {stat}s taken in the same run; vs X = X's time / "
                   "fastbptt's. The implementations of a row are timed one after the other, "
-                  "not interleaved: a / floor below 1 says the machine's load changed between "
-                  "them (rerun, or compare with --stat min)."]
+                  "not interleaved (the machine's load may change between them; compare "
+                  "with --stat min). The floor makes every product through BLAS; where the "
+                  "kernels run the per-step products on a Wh packed once per call (the AVX2 "
+                  "build, N >= 2), a / floor below 1 is that saving."]
     return "\n".join(lines) + "\n"
 
 
