@@ -10,7 +10,8 @@ baseline (SSE2) and, as fastbptt._<cell>_avx2, with -mavx2 -mfma. The elementwis
 (tanh, sigmoid, exp) then run 4 doubles or 8 floats at a time, and the per-step products run on
 a Wh packed once per call (src/_packed.h); fastbptt/_kernels.py picks the AVX2 build at import
 time only where the CPU has AVX2 and FMA. The test hooks (src/_blas_hooks.pyx) are built twice
-too, so that tests/ reach the packed products of the AVX2 build.
+too, so that tests/ reach the packed products of the AVX2 build, and so is the NaN scan of the
+input checks (src/_checks.pyx), which reads the weights on every call.
 
 FASTBPTT_DEBUG=1 turns bounds and initialisation checks back on for debugging.
 FASTBPTT_BUILD=_rnn,_lstm (developers) builds only those kernels, e.g. with
@@ -27,7 +28,7 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTBPTT_DEBUG", "") == "1"
 ONLY = [name for name in os.environ.get("FASTBPTT_BUILD", "").split(",") if name]
 FLAGS = ["-O3", "-fno-trapping-math"]
-TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_blas_hooks"}   # baseline and AVX2+FMA
+TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_blas_hooks", "_checks"}   # baseline and AVX2+FMA
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
 

@@ -9,18 +9,21 @@ handed on both as that buffer (``x_buffer``, ``dh_buffer``) and as its time-majo
 ``dh``: (T, N, ...), a view, no copy), which the reference and the cache index by step.
 Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
 read-only ones (the kernels only read them). Non-finite values (NaN, inf) in any input are
-rejected with a ValueError; that scan is the one compiled piece here (``src/_checks.pyx``), a
-read-only pass that writes nothing.
+rejected with a ValueError; that scan is the one compiled piece here (``src/_checks.pyx``, its
+AVX2 build where the CPU has it, as for the kernels), a read-only pass that writes nothing.
 """
 import functools
 from types import SimpleNamespace
 
 import numpy as np
 
-from ._checks import first_nonfinite
+from ._kernels import load
 from ._results import Cache, Grads
 
 N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+
+# the NaN scan, built like the kernels: its AVX2 build where the CPU has it (src/_checks.pyx)
+first_nonfinite = load("_checks").first_nonfinite
 
 
 def as_float_array(name, value):

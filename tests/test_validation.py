@@ -2,6 +2,8 @@
 import numpy as np
 import pytest
 
+from fastbptt._kernels import variants
+
 from conftest import IMPLS, make_problem
 from test_equivalence import CELL_OPTIONS
 
@@ -171,14 +173,20 @@ def _layouts(dtype):
     ]
 
 
+CHECKS = variants("_checks")
+checks_param = pytest.mark.parametrize("checks", CHECKS,
+                                       ids=[m.__name__.split(".")[-1] for m in CHECKS])
+
+
+@checks_param
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("case", range(11))
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_nonfinite_scan_reads_every_element_of_every_layout(dtype, case, bad):
-    """first_nonfinite against np.isfinite: a NaN or inf planted at each element of an array
-    in any layout is found (and which array holds it), and a finite array passes."""
-    from fastbptt._checks import first_nonfinite
-
+def test_nonfinite_scan_reads_every_element_of_every_layout(checks, dtype, case, bad):
+    """first_nonfinite against np.isfinite, in every build: a NaN or inf planted at each
+    element of an array in any layout is found (and which array holds it), and a finite array
+    passes."""
+    first_nonfinite = checks.first_nonfinite
     name, arr = _layouts(dtype)[case]
     arr = arr.copy(order="K") if name == "0-d" else arr
     clean = np.ones(3, dtype)
@@ -192,9 +200,8 @@ def test_nonfinite_scan_reads_every_element_of_every_layout(dtype, case, bad):
     assert first_nonfinite([clean, arr]) == -1, name
 
 
-def test_nonfinite_scan_refuses_other_dtypes():
-    from fastbptt._checks import first_nonfinite
-
+@checks_param
+def test_nonfinite_scan_refuses_other_dtypes(checks):
     for arr in (np.zeros(3, np.int64), np.zeros(3, np.float16), np.zeros(3, ">f8")):
         with pytest.raises(TypeError, match="float32 or float64"):
-            first_nonfinite([arr])
+            checks.first_nonfinite([arr])
