@@ -75,7 +75,7 @@ from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
-from _packed cimport gemm_b, pack, packed_len
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -141,8 +141,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
 def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
     """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
     (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return max(packed_len(n_batch, n_hidden, 3 * n_hidden, itemsize),     # Wh   (H, 3H)
-               packed_len(n_batch, 3 * n_hidden, n_hidden, itemsize))     # Wh.T (3H, H)
+    return hidden_packed_len(n_batch, n_hidden, 3, itemsize)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -165,12 +164,10 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* hnp = &hn[0, 0, 0]
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, 3 * n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden,
-                   &packed[0] if packed_size else NULL, packed_size)
+        Whp = pack(False, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
         gemm(False, False, n_steps * n_batch, 3 * n_hidden, n_input,
@@ -316,7 +313,6 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* xp = &x[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
     cdef floating* g_row
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, 3 * n_hidden)
     g_row = <floating*> PyMem_Malloc(H * sizeof(floating))
@@ -324,8 +320,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
         raise MemoryError()
     with nogil:
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
-        WhTp = pack(True, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden,
-                    &packed[0] if packed_size else NULL, packed_size)
+        WhTp = pack(True, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses

@@ -62,7 +62,7 @@ from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
-from _packed cimport gemm_b, pack, packed_len
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -112,8 +112,7 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
 def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
     """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
     (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return max(packed_len(n_batch, n_hidden, 4 * n_hidden, itemsize),     # Wh   (H, 4H)
-               packed_len(n_batch, 4 * n_hidden, n_hidden, itemsize))     # Wh.T (4H, H)
+    return hidden_packed_len(n_batch, n_hidden, 4, itemsize)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floating[:, ::1] c0,
@@ -135,12 +134,10 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floati
     cdef floating* gp = &gates[0, 0, 0]
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* cp = &c[0, 0, 0]
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_gh)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh,
-                   &packed[0] if packed_size else NULL, packed_size)
+        Whp = pack(False, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh, packed)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
@@ -261,13 +258,11 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* gp = &gates[0, 0, 0]
     cdef const floating* cp = &c[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_gh)
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack(True, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh,
-                    &packed[0] if packed_size else NULL, packed_size)
+        WhTp = pack(True, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh, packed)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else &c0[0, 0], ld if t else n_hidden,

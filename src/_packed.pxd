@@ -10,9 +10,12 @@ sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas
 
     packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
                                           the products stay on BLAS
-    pack(trans_b, n_batch, k, n, b, ldb, buf, buf_len)
-                                          op(B) packed into buf, or NULL (then gemm_b calls
-                                          BLAS): not this build, N < 2, or buf too small
+    hidden_packed_len(n_batch, n_hidden, n_gates, itemsize)
+                                          elements for a cell's Wh and Wh.T, the larger
+    pack(trans_b, n_batch, k, n, b, ldb, buf)
+                                          op(B) packed into buf (a memoryview or None), or NULL
+                                          (then gemm_b calls BLAS): not this build, N < 2, or
+                                          buf None or too small
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
                                           ``_blas.gemm(False, trans_b, ...)`` on bp if not NULL
 """
@@ -40,17 +43,27 @@ cdef inline Py_ssize_t packed_len(int n_batch, int k, int n, int itemsize) noexc
     return <Py_ssize_t> (packed_size_s(k, n) if itemsize == 4 else packed_size_d(k, n))
 
 
+cdef inline Py_ssize_t hidden_packed_len(int n_batch, int n_hidden, int n_gates,
+                                         int itemsize) noexcept nogil:
+    """Elements of the buffer a cell's kernels pack their hidden weight into, once per call:
+    Wh (H, G*H) in forward, Wh.T (G*H, H) in backward; 0 where the products stay on BLAS."""
+    cdef Py_ssize_t forward = packed_len(n_batch, n_hidden, n_gates * n_hidden, itemsize)
+    cdef Py_ssize_t backward = packed_len(n_batch, n_gates * n_hidden, n_hidden, itemsize)
+    return forward if forward > backward else backward
+
+
 cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floating* b, int ldb,
-                           floating* buf, Py_ssize_t buf_len) noexcept nogil:
+                           floating[::1] buf) noexcept nogil:
     """op(B) (k, n) packed into buf (B stored (k, n) with row stride ldb, or (n, k) if
-    trans_b), returning where the panels start; NULL where the products stay on BLAS."""
+    trans_b), returning where the panels start; NULL where the products stay on BLAS (this
+    build, N < 2, or buf None or too short)."""
     cdef Py_ssize_t need = packed_len(n_batch, k, n, sizeof(floating))
-    if need == 0 or buf_len < need:
+    if need == 0 or buf is None or buf.shape[0] < need:
         return NULL
     if floating is float:
-        return pack_s(trans_b, k, n, b, ldb, buf)
+        return pack_s(trans_b, k, n, b, ldb, &buf[0])
     else:
-        return pack_d(trans_b, k, n, b, ldb, buf)
+        return pack_d(trans_b, k, n, b, ldb, &buf[0])
 
 
 cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,

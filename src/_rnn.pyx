@@ -40,7 +40,7 @@ from libc.math cimport sqrt
 
 from _blas cimport gemm
 from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
-from _packed cimport gemm_b, pack, packed_len
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -84,7 +84,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
 def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
     """Elements of the ``packed`` buffer that the kernels use to pack Wh once per call
     (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return packed_len(n_batch, n_hidden, n_hidden, itemsize)     # Wh and Wh.T, both (H, H)
+    return hidden_packed_len(n_batch, n_hidden, 1, itemsize)
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
@@ -104,12 +104,10 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef Py_ssize_t i, t
     cdef int j
     cdef floating* hp = &h[0, 0, 0]
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
-                   &packed[0] if packed_size else NULL, packed_size)
+        Whp = pack(False, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
@@ -191,13 +189,11 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
-                    &packed[0] if packed_size else NULL, packed_size)
+        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            &Wh[0, 0], WhTp, xi[t], &norms[t] if want_norms else NULL,
@@ -292,14 +288,12 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     cdef bint want_norms = norms.shape[0] == n_steps
-    cdef Py_ssize_t packed_size = 0 if packed is None else packed.shape[0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden,
-                    &packed[0] if packed_size else NULL, packed_size)
+        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         while t_end > 0:
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
