@@ -2,17 +2,26 @@
 
 The time-step loop of a recurrent network, forward and backward, runs in Cython without the GIL
 and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain NumPy.
+``fastbptt.CELLS`` lists the cells as data (``fastbptt._cells.Cell``), bound to the kernels'
+functions; the compiled modules load on a kernel's first call.
 """
+from . import _cells, clip, truncation
 from ._blas_threads import set_blas_threads
-from ._results import Cache, Grads
+from ._caches import Cache
+from ._grads import Grads
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
-from . import clip, truncation
 from .tbptt import TBPTT
+
+CELLS = _cells.registry(
+    _cells.RNN.bind(rnn_forward, rnn_backward),
+    _cells.LSTM.bind(lstm_forward, lstm_backward),
+    _cells.GRU.bind(gru_forward, gru_backward),
+)
 
 __version__ = "0.1.0"
 
-__all__ = ["Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward",
-           "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "truncation", "clip", "TBPTT"]
+__all__ = ["CELLS", "Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward",
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "truncation",
+           "clip", "TBPTT"]

@@ -1,32 +1,78 @@
-"""Loads a cell's compiled kernels: the AVX2+FMA build where the CPU has it, else the baseline.
+"""Loads the compiled kernels, on first use: the AVX2+FMA build where the CPU has it, else the
+baseline.
 
 Both builds come from the same source (see setup.py) and agree with the reference to the same
-tolerances. FASTBPTT_SIMD=baseline in the environment forces the baseline build.
+tolerances. FASTBPTT_SIMD=baseline in the environment forces the baseline build. Nothing here is
+loaded when ``fastbptt`` is imported, so the NumPy reference runs from the package's ``.py``
+files alone; a kernel function called where the extensions were not built raises an ImportError
+that says how to build them.
 """
+import functools
 import importlib
 import os
 
-from ._cpu import has_avx2_fma
+BUILD_HINT = ("fastbptt's compiled kernels are not built; build them with `pip install .` "
+              "(or, in a source checkout, `pip install -e .`). The NumPy reference, "
+              "fastbptt.reference, runs without them.")
 
-USE_AVX2 = os.environ.get("FASTBPTT_SIMD", "") != "baseline" and has_avx2_fma()
+
+def _import(name):
+    try:
+        return importlib.import_module(f"fastbptt.{name}")
+    except ModuleNotFoundError as err:
+        if err.name != f"fastbptt.{name}":
+            raise
+        raise ImportError(f"{BUILD_HINT} (missing: fastbptt.{name})") from None
 
 
+@functools.lru_cache(maxsize=None)
+def use_avx2():
+    """True where the AVX2+FMA builds should run: the CPU has both and FASTBPTT_SIMD is not
+    'baseline'."""
+    if os.environ.get("FASTBPTT_SIMD", "") == "baseline":
+        return False
+    return bool(_import("_cpu").has_avx2_fma())
+
+
+@functools.lru_cache(maxsize=None)
 def load(name):
     """The module fastbptt.<name>_avx2 if it can run here, else fastbptt.<name>."""
-    if USE_AVX2:
+    if use_avx2():
         try:
             return importlib.import_module(f"fastbptt.{name}_avx2")
         except ImportError:
             pass
-    return importlib.import_module(f"fastbptt.{name}")
+    return _import(name)
 
 
 def variants(name):
     """Every build of fastbptt.<name> that can run on this CPU (for the tests)."""
-    found = [importlib.import_module(f"fastbptt.{name}")]
-    if has_avx2_fma():
+    found = [_import(name)]
+    if _import("_cpu").has_avx2_fma():
         try:
             found.append(importlib.import_module(f"fastbptt.{name}_avx2"))
         except ImportError:
             pass
     return found
+
+
+class Kernels:
+    """A compiled module of ``name``, loaded by ``load`` the first time one of its attributes
+    is read; from then on its attributes are this object's own, read at no extra cost."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def __getattr__(self, attr):      # only for attributes not copied here yet
+        module = load(self._name)
+        self.__dict__.update((k, v) for k, v in vars(module).items() if not k.startswith("__"))
+        return getattr(module, attr)
+
+
+def first_nonfinite(arrays):
+    """The compiled NaN scan (``src/_checks.pyx``): the index of the first of ``arrays`` that
+    holds NaN or inf, else -1."""
+    return _checks.first_nonfinite(arrays)
+
+
+_checks = Kernels("_checks")

@@ -1,29 +1,37 @@
 """Input checks shared by the kernels' wrappers and the NumPy reference.
 
 Every public function runs these before any kernel does: each error names the argument, what it
-got and what was expected. Arrays come out as the kernels want them: one float dtype (float32
-or float64, never silently upcast), native byte order, and C-contiguous in the caller's layout
-(batch-major (N, T, ...) or time-major (T, N, ...)): the kernels take either layout as it is,
-with the strides between rows, so C-contiguous input is never copied. Per-step arrays are
-handed on both as that buffer (``x_buffer``, ``dh_buffer``) and as its time-major view (``x``,
-``dh``: (T, N, ...), a view, no copy), which the reference and the cache index by step.
+got and what was expected. The checks only check: they allocate nothing the call returns and
+change nothing (``_buffers`` allocates). Arrays come out as the kernels want them: one float
+dtype (float32 or float64, never silently upcast), native byte order, and C-contiguous in the
+caller's layout (batch-major (N, T, ...) or time-major (T, N, ...)): the kernels take either
+layout as it is, with the strides between rows, so C-contiguous input is never copied. Per-step
+arrays are handed on both as that buffer (``x_buffer``, ``dh_buffer``) and as its time-major
+view (``x``, ``dh``: (T, N, ...), no copy), which the reference and the cache index by step.
 Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
-read-only ones (the kernels only read them). Non-finite values (NaN, inf) in any input are
-rejected with a ValueError; that scan is the one compiled piece here (``src/_checks.pyx``, its
-AVX2 build where the CPU has it, as for the kernels), a read-only pass that writes nothing.
+read-only ones (the kernels only read them).
+
+Non-finite values (NaN, inf) in any input are rejected with a ValueError. The scan that finds
+them is passed in: ``numpy_first_nonfinite`` for the reference, which imports nothing compiled,
+and the kernels' compiled one (``fastbptt._kernels.first_nonfinite``, ``src/_checks.pyx``), a
+read-only pass over the arrays in place that costs microseconds.
 """
 import functools
-from types import SimpleNamespace
+from typing import NamedTuple, Optional
 
 import numpy as np
 
-from ._kernels import load
-from ._results import Cache, Grads
+from ._caches import Cache
+from ._grads import Grads
+from ._layout import swap_major
 
-N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
-# the NaN scan, built like the kernels: its AVX2 build where the CPU has it (src/_checks.pyx)
-first_nonfinite = load("_checks").first_nonfinite
+def numpy_first_nonfinite(arrays):
+    """The index of the first of ``arrays`` that holds NaN or inf, else -1 (NumPy only)."""
+    for index, arr in enumerate(arrays):
+        if not np.isfinite(arr).all():
+            return index
+    return -1
 
 
 def as_float_array(name, value):
@@ -38,25 +46,18 @@ def as_float_array(name, value):
     return arr
 
 
-def check_all_finite(named):
-    """Raise a ValueError naming the first of the (name, array) pairs that holds NaN or inf.
-
-    One compiled pass over all of them, in place whatever their strides (``src/_checks.pyx``):
-    NumPy's ``isfinite(a.sum())`` costs ~5 us per array however small, which showed on short
-    sequences."""
-    bad = first_nonfinite([arr for _, arr in named])
+def check_all_finite(named, scan=numpy_first_nonfinite):
+    """Raise a ValueError naming the first of the (name, array) pairs that holds NaN or inf,
+    found by ``scan`` (a function of a list of arrays, as ``numpy_first_nonfinite``)."""
+    bad = scan([arr for _, arr in named])
     if bad >= 0:
         raise ValueError(f"{named[bad][0]} contains NaN or infinity")
 
 
-def check_finite(name, arr):
-    check_all_finite([(name, arr)])
-
-
-def check_array(name, value, shape, dtype, expected, like="x", finite=True):
+def check_array(name, value, shape, dtype, expected, like="x", scan=numpy_first_nonfinite):
     """A float array of exactly ``shape`` and ``dtype`` (that of the argument ``like``), finite
-    unless ``finite`` is False (the caller then checks it with ``check_all_finite``);
-    ``expected`` spells the shape."""
+    unless ``scan`` is None (the caller then checks it with ``check_all_finite``); ``expected``
+    spells the shape."""
     arr = as_float_array(name, value)
     if arr.dtype != dtype:
         raise TypeError(
@@ -64,8 +65,8 @@ def check_array(name, value, shape, dtype, expected, like="x", finite=True):
             "pass all arrays in one float dtype (fastbptt does not upcast)")
     if arr.shape != tuple(shape):
         raise ValueError(f"{name} must have shape {expected} = {tuple(shape)}, got {arr.shape}")
-    if finite:
-        check_finite(name, arr)
+    if scan is not None:
+        check_all_finite([(name, arr)], scan)
     return arr
 
 
@@ -75,40 +76,43 @@ def check_bool(name, value):
     return bool(value)
 
 
-def to_time_major(arr, time_major):
-    """The (T, N, ...) view of an array in the caller's layout: no copy."""
-    return arr if time_major else arr.swapaxes(0, 1)
+def check_options(cell, options):
+    """The choices of ``cell.options`` (e.g. the RNN's nonlinearity), each one of its values."""
+    for name, value in options.items():
+        allowed = cell.options[name]
+        if value not in allowed:
+            spelled = ", ".join(repr(v) for v in allowed[:-1]) + f" or {allowed[-1]!r}"
+            raise ValueError(f"{name} must be {spelled}, got {value!r}")
+    return options
 
 
-def from_time_major(arr, time_major):
-    """The caller's layout of a (T, N, ...) array: a view, no copy."""
-    return arr if time_major else arr.swapaxes(0, 1)
+class ForwardInputs(NamedTuple):
+    """The checked arguments of a cell's forward.
 
-
-def empty_steps(n_steps, n_batch, width, dtype, time_major):
-    """A new per-step array, C-contiguous in the caller's layout: (N, T, width), or
-    (T, N, width) if ``time_major``. Its rows are in the order of x's, so one matrix product
-    covers all steps; ``to_time_major`` gives the view indexed by step."""
-    if time_major:
-        return np.empty((n_steps, n_batch, width), dtype)
-    return np.empty((n_batch, n_steps, width), dtype)
-
-
-def empty_by_step(n_steps, n_batch, width, dtype, time_major):
-    """The (T, N, width) view of a new ``empty_steps`` array, indexed by step."""
-    return to_time_major(empty_steps(n_steps, n_batch, width, dtype, time_major), time_major)
-
-
-def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=None):
-    """Check the arguments of ``<cell>_forward``; return them C-contiguous.
-
-    Returns a namespace with x_buffer (N, T, D) (or (T, N, D) if time_major), C-contiguous, and
-    x, its time-major view (T, N, D); h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,), c0 and bh
-    where the cell has them (zeros when None), and dtype, n_steps, n_batch, n_input, n_hidden,
-    time_major. h0 and c0 are arrays the cache will own: copies, or with ``out`` (a cache to
-    refill, checked by ``check_forward_out``) that cache's, refilled.
+    x_buffer : x C-contiguous in the caller's layout; x : its time-major view (T, N, D).
+    states : {'h0': (N, H) array or None, and 'c0' for the LSTM}, as the caller gave them.
+    weights : {'Wx', 'Wh', 'b' and the cell's extra weights ('bh': zeros where None)},
+        C-contiguous.
     """
-    n_gates = N_GATES[cell]
+    x_buffer: np.ndarray
+    x: np.ndarray
+    states: dict
+    weights: dict
+    dtype: np.dtype
+    n_steps: int
+    n_batch: int
+    n_input: int
+    n_hidden: int
+    time_major: bool
+
+
+def check_forward(cell, x, states, weights, *, time_major, out=None,
+                  scan=numpy_first_nonfinite):
+    """Check the arguments of ``<cell>_forward``; ``cell`` is its ``Cell`` record, ``states``
+    {'h0': ..., 'c0': ...} and ``weights`` {'Wx': ..., 'Wh': ..., 'b': ..., 'bh': ...} as the
+    caller passed them (None where a state or an extra weight was not given), ``out`` a cache to
+    refill or None. Returns a ``ForwardInputs``."""
+    n_gates = cell.n_gates
     time_major = check_bool("time_major", time_major)
     layout = "(T, N, D)" if time_major else "(N, T, D)"
     x = as_float_array("x", x)
@@ -123,86 +127,62 @@ def check_forward(cell, x, h0, Wx, Wh, b, *, time_major, c0=None, bh=None, out=N
         raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
 
     g = "" if n_gates == 1 else f"{n_gates}*"
-    Wh = as_float_array("Wh", Wh)
+    Wh = as_float_array("Wh", weights["Wh"])
     if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
         raise ValueError(f"Wh must have shape (H, {g}H) with H >= 1, got {Wh.shape}")
     n_hidden = Wh.shape[0]
-    Wh = check_array("Wh", Wh, Wh.shape, dtype, f"(H, {g}H)", finite=False)
-    Wx = check_array("Wx", Wx, (n_input, n_gates * n_hidden), dtype, f"(D, {g}H)", finite=False)
-    b = check_array("b", b, (n_gates * n_hidden,), dtype, f"({g}H,)", finite=False)
     x = np.ascontiguousarray(x)
-    a = SimpleNamespace(
-        x_buffer=x, x=to_time_major(x, time_major), Wx=np.ascontiguousarray(Wx),
-        Wh=np.ascontiguousarray(Wh), b=np.ascontiguousarray(b), dtype=dtype, n_steps=n_steps,
-        n_batch=n_batch, n_input=n_input, n_hidden=n_hidden, time_major=time_major)
-    given = [("x", x), ("Wh", a.Wh), ("Wx", a.Wx), ("b", a.b)]
-
+    given = [("x", x)]
+    checked = {}
+    for name, shape in cell.weight_shapes(n_input, n_hidden).items():
+        value = weights[name]
+        if value is None:     # an extra weight not given: zeros
+            checked[name] = _zeros(shape[0], dtype)
+            continue
+        spelled = f"(D, {g}H)" if name == "Wx" else f"(H, {g}H)" if name == "Wh" else f"({g}H,)"
+        checked[name] = np.ascontiguousarray(
+            check_array(name, value, shape, dtype, spelled, scan=None))
+        given.append((name, checked[name]))
+    inputs = ForwardInputs(x, swap_major(x, time_major), {}, checked, dtype, n_steps, n_batch,
+                           n_input, n_hidden, time_major)
     if out is not None:
-        check_forward_out(cell, out, a)
-    states = {}
-
-    def state(name, value):
-        """A copy the cache owns: a stream loop may change the caller's array in place (or
-        pass a view of the cache's own final state, with out=) before backward reads it."""
+        check_forward_out(cell, out, inputs)
+    for name, value in states.items():
         if value is not None:
-            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                finite=False)
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)", scan=None)
             given.append((name, value))
-        if out is not None:
-            states[name] = value
-            return getattr(out, name)      # refilled below, once every check has passed
-        if value is None:
-            return np.zeros((n_batch, n_hidden), dtype)
-        return np.array(value, order="C")
-
-    a.h0 = state("h0", h0)
-    if cell == "lstm":
-        a.c0 = state("c0", c0)
-    elif c0 is not None:
-        raise TypeError(f"c0 is only for lstm_forward, not {cell}_forward")
-    if cell == "gru":
-        if bh is None:
-            a.bh = _zeros(3 * n_hidden, dtype)
-        else:
-            a.bh = np.ascontiguousarray(
-                check_array("bh", bh, (3 * n_hidden,), dtype, "(3*H,)", finite=False))
-            given.append(("bh", a.bh))
-    elif bh is not None:
-        raise TypeError(f"bh is only for gru_forward, not {cell}_forward")
-    check_all_finite(given)
-    for name, value in states.items():     # out's states, only now that nothing can fail
-        if value is None:
-            getattr(out, name).fill(0)
-        else:
-            np.copyto(getattr(out, name), value)
-    return a
+        inputs.states[name] = value
+    check_all_finite(given, scan)
+    return inputs
 
 
-def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                   out=None, overwrite_cache=False):
-    """Check the arguments of ``<cell>_backward``.
+class BackwardInputs(NamedTuple):
+    """The checked arguments of a cell's backward.
 
-    Returns a namespace with dh_buffer, dh C-contiguous in the cache's layout (zeros when None),
-    and dh, its time-major view (T, N, H); dhT and dcT (N, H) (zeros when None; with ``out``,
-    ``out.dh0`` and ``out.dc0`` filled with them), xi (T,) in the cache's dtype (ones when
-    None: full BPTT), grads: the caller's gradient buffers to accumulate into, or None, out:
-    the earlier result whose arrays receive this one's (checked by ``check_backward_out``), or
-    None, h_grad_norms: the caller's (T,) array to receive ||dL/dh_t||, or an empty array, and
-    overwrite_cache.
-
-    A cache that a backward with ``overwrite_cache=True`` consumed is refused (ValueError); with
-    ``overwrite_cache=True`` this marks the cache consumed, once every check has passed, so that
-    kernels and reference refuse a second backward alike.
+    dh_buffer : dh C-contiguous in the cache's layout (zeros where None); dh : its time-major
+        view (T, N, H).
+    final : {'dhT': (N, H) array or None, and 'dcT' for the LSTM}, as the caller gave them.
+    xi : (T,) truncation multipliers in the cache's dtype (ones where None: full BPTT).
+    grads : the caller's weight-gradient buffers to accumulate into, or None.
+    out : the earlier result whose arrays receive this one's, or None.
+    h_grad_norms : the caller's (T,) array to receive ||dL/dh_t||, or None.
     """
-    if not isinstance(cache, Cache):
-        raise TypeError(f"cache must be the cache returned by {cell}_forward, "
-                        f"got {type(cache).__name__}")
-    if cache.cell != cell:
-        raise ValueError(f"cache comes from {cache.cell}_forward, not {cell}_forward")
-    if cache.consumed:
-        raise ValueError(
-            "this cache was consumed by a backward with overwrite_cache=True; run forward again "
-            "(or pass overwrite_cache=False to keep a cache for more than one backward)")
+    dh_buffer: np.ndarray
+    dh: np.ndarray
+    final: dict
+    xi: np.ndarray
+    grads: object
+    out: Optional[Grads]
+    h_grad_norms: Optional[np.ndarray]
+    overwrite_cache: bool
+
+
+def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
+                   out=None, overwrite_cache=False, scan=numpy_first_nonfinite):
+    """Check the arguments of ``<cell>_backward``; ``final`` is {'dhT': ..., 'dcT': ...} as the
+    caller passed them. A cache that a backward with ``overwrite_cache=True`` consumed is
+    refused (ValueError). Returns a ``BackwardInputs``."""
+    check_cache(cell, cache)
     overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype = cache.dtype
     n_steps, n_batch, n_hidden = cache.h.shape
@@ -217,24 +197,19 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
         dh = np.zeros(dh_shape, dtype)
     else:
         dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
-                                              like="the cache", finite=False))
+                                              like="the cache", scan=None))
         given.append(("dh", dh))
-
-    if cell != "lstm" and dcT is not None:
-        raise TypeError(f"dcT is only for lstm_backward, not {cell}_backward")
-    states = {"dhT": dhT, "dcT": dcT} if cell == "lstm" else {"dhT": dhT}
-    for name, value in states.items():
+    checked_final = {}
+    for name, value in final.items():
         if value is not None:
-            states[name] = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                       like="the cache", finite=False)
-            given.append((name, states[name]))
-    checked = SimpleNamespace(dh_buffer=dh, dh=to_time_major(dh, cache.time_major),
-                              xi=check_xi(xi, n_steps, dtype), grads=None, out=out,
-                              overwrite_cache=overwrite_cache)
-    check_all_finite(given)
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                like="the cache", scan=None)
+            given.append((name, value))
+        checked_final[name] = value
+    xi = check_xi(xi, n_steps, dtype)
+    check_all_finite(given, scan)
     if grads is not None:
-        checked.grads = check_grads(cell, grads, cache)
-    checked.h_grad_norms = np.empty(0, dtype)
+        check_grads(cell, grads, cache)
     if h_grad_norms is not None:
         norms = h_grad_norms
         if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
@@ -242,23 +217,21 @@ def check_backward(cell, dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, 
             raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        checked.h_grad_norms = norms
-    # only now, when nothing can fail: the arrays the kernels write the state gradients into,
-    # new or the earlier result's, holding dhT (dcT), zeros where None
-    for name, value in states.items():
-        if out is None:
-            buffer = np.zeros((n_batch, n_hidden), dtype) if value is None else np.array(
-                value, order="C")
-        else:
-            buffer = out.dc0 if name == "dcT" else out.dh0
-            if value is None:
-                buffer.fill(0)
-            else:
-                np.copyto(buffer, value)
-        setattr(checked, name, buffer)
-    if overwrite_cache:
-        cache.consumed = True
-    return checked
+    return BackwardInputs(dh, swap_major(dh, cache.time_major), checked_final, xi, grads, out,
+                          h_grad_norms, overwrite_cache)
+
+
+def check_cache(cell, cache):
+    """``cache`` comes from ``cell``'s forward and was not consumed."""
+    if not isinstance(cache, Cache):
+        raise TypeError(f"cache must be the cache returned by {cell.name}_forward, "
+                        f"got {type(cache).__name__}")
+    if not isinstance(cache, cell.cache_type):
+        raise ValueError(f"cache comes from {cache.cell}_forward, not {cell.name}_forward")
+    if cache.consumed:
+        raise ValueError(
+            "this cache was consumed by a backward with overwrite_cache=True; run forward again "
+            "(or pass overwrite_cache=False to keep a cache for more than one backward)")
 
 
 def check_xi(xi, n_steps, dtype):
@@ -271,13 +244,14 @@ def check_xi(xi, n_steps, dtype):
     if arr.shape != (n_steps,):
         raise ValueError(f"xi must have shape (T,) = ({n_steps},), got {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_finite("xi", arr)
+    check_all_finite([("xi", arr)])
     return arr
 
 
 @functools.lru_cache(maxsize=32)
 def _zeros(size, dtype):
-    """A read-only (size,) array of zeros, made once per (size, dtype): the GRU's bh=None."""
+    """A read-only (size,) array of zeros, made once per (size, dtype): an extra weight not
+    given (the GRU's bh=None)."""
     zeros = np.zeros(size, dtype)
     zeros.flags.writeable = False
     return zeros
@@ -292,83 +266,66 @@ def _ones(n_steps, dtype):
     return ones
 
 
-def check_forward_out(cell, out, a):
+def check_forward_out(cell, out, inputs):
     """``out=`` of ``<cell>_forward``: a cache of the same cell, dtype, layout and shapes as the
-    call checked into ``a`` (``check_forward``'s namespace), whose arrays it refills."""
+    call checked into ``inputs``, whose arrays it refills."""
     if not isinstance(out, Cache):
-        raise TypeError(f"out must be a cache returned by {cell}_forward (to reuse its "
+        raise TypeError(f"out must be a cache returned by {cell.name}_forward (to reuse its "
                         f"arrays), got {type(out).__name__}")
-    if out.cell != cell:
-        raise ValueError(f"out is a cache of {out.cell}_forward, not {cell}_forward")
+    if not isinstance(out, cell.cache_type):
+        raise ValueError(f"out is a cache of {out.cell}_forward, not {cell.name}_forward")
     n_steps, n_batch, n_hidden = out.h.shape
     have = (n_steps, n_batch, out.x.shape[2], n_hidden)
-    want = (a.n_steps, a.n_batch, a.n_input, a.n_hidden)
+    want = (inputs.n_steps, inputs.n_batch, inputs.n_input, inputs.n_hidden)
     if have != want:
         raise ValueError(f"out has T, N, D, H = {have}, but this call has {want}: out= reuses "
                          "the arrays of a cache of the same shapes")
-    if out.dtype != a.dtype:
-        raise ValueError(f"out holds {out.dtype} arrays, but x is {a.dtype}")
-    if out.time_major != a.time_major:
+    if out.dtype != inputs.dtype:
+        raise ValueError(f"out holds {out.dtype} arrays, but x is {inputs.dtype}")
+    if out.time_major != inputs.time_major:
         def name(tm):
             return "time-major" if tm else "batch-major"
         raise ValueError(f"out was made {name(out.time_major)} (time_major={out.time_major}), "
-                         f"this call is {name(a.time_major)}")
-    return out
+                         f"this call is {name(inputs.time_major)}")
 
 
 def check_backward_out(cell, out, cache, weights):
     """``out=`` of ``<cell>_backward``: a result of an earlier backward whose arrays dx, dh0
-    (dc0) and, where ``weights``, dWx, dWh, db (dbh) match this call's and are writeable."""
+    (dc0) and, where ``weights``, the weight gradients match this call's and are writeable."""
     if not isinstance(out, Grads):
-        raise TypeError(f"out must be the result of an earlier {cell}_backward (to reuse its "
-                        f"arrays), got {type(out).__name__}")
+        raise TypeError(f"out must be the result of an earlier {cell.name}_backward (to reuse "
+                        f"its arrays), got {type(out).__name__}")
     n_steps, n_batch, n_hidden = cache.h.shape
-    gh = N_GATES[cell] * n_hidden
     n_input = cache.x.shape[2]
     dx_shape = ((n_steps, n_batch, n_input) if cache.time_major
                 else (n_batch, n_steps, n_input))
-    shapes = {"dx": dx_shape, "dh0": (n_batch, n_hidden)}
-    if cell == "lstm":
-        shapes["dc0"] = (n_batch, n_hidden)
+    shapes = {"dx": dx_shape}
+    shapes.update(("d" + state + "0", (n_batch, n_hidden)) for state in cell.states)
     if weights:
-        shapes.update(dWx=(n_input, gh), dWh=(n_hidden, gh), db=(gh,))
-        if cell == "gru":
-            shapes["dbh"] = (gh,)
+        shapes.update(("d" + name, shape)
+                      for name, shape in cell.weight_shapes(n_input, n_hidden).items())
     for name, shape in shapes.items():
         buf = getattr(out, name, None)
+        # dx too must be C-contiguous: the kernels write it in x's layout
         ok = (isinstance(buf, np.ndarray) and buf.dtype == cache.dtype and buf.shape == shape
-              and buf.flags.writeable)
-        ok = ok and buf.flags.c_contiguous   # dx too: the kernels write it in x's layout
+              and buf.flags.writeable and buf.flags.c_contiguous)
         if not ok:
             got = (f"{buf.dtype} {buf.shape}" if isinstance(buf, np.ndarray)
                    else type(buf).__name__)
             raise ValueError(f"out.{name} must be a writeable {cache.dtype} array of shape "
                              f"{shape} laid out as backward returns it, got {got}")
-    return out
 
 
 def check_grads(cell, grads, cache):
     """The caller's weight-gradient buffers: right shape and dtype, C-contiguous, writeable."""
-    n_hidden = cache.Wh.shape[0]
-    gh = N_GATES[cell] * n_hidden
-    shapes = {"dWx": cache.Wx.shape, "dWh": (n_hidden, gh), "db": (gh,)}
-    if cell == "gru":
-        shapes["dbh"] = (gh,)
-    for name, shape in shapes.items():
-        buf = getattr(grads, name, None)
+    n_input, n_hidden = cache.x.shape[2], cache.h.shape[2]
+    for name, shape in cell.weight_shapes(n_input, n_hidden).items():
+        buf = getattr(grads, "d" + name, None)
         if not isinstance(buf, np.ndarray):
-            raise TypeError(f"grads.{name} must be a NumPy array to accumulate into, "
+            raise TypeError(f"grads.d{name} must be a NumPy array to accumulate into, "
                             f"got {type(buf).__name__}")
         if buf.dtype != cache.dtype or buf.shape != shape:
-            raise ValueError(f"grads.{name} must be a {cache.dtype} array of shape {shape}, "
+            raise ValueError(f"grads.d{name} must be a {cache.dtype} array of shape {shape}, "
                              f"got {buf.dtype} {buf.shape}")
         if not (buf.flags.c_contiguous and buf.flags.writeable):
-            raise ValueError(f"grads.{name} must be C-contiguous and writeable")
-    return grads
-
-
-def check_nonlinearity(nonlinearity):
-    if nonlinearity not in ("tanh", "sigmoid", "relu"):
-        raise ValueError(
-            f"nonlinearity must be 'tanh', 'sigmoid' or 'relu', got {nonlinearity!r}")
-    return nonlinearity
+            raise ValueError(f"grads.d{name} must be C-contiguous and writeable")

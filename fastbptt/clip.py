@@ -30,7 +30,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from ._results import Grads
+from ._grads import Grads
 
 __all__ = ["clip_grad_norm", "clip_grad_value", "global_norm", "NonFiniteGradientError"]
 

@@ -28,9 +28,8 @@ Example (a character model; the output layer and its loss are yours)::
     res = TBPTT(k1=25, k2=50, cell="lstm").run(x, None, Wx, Wh, b, loss_grad, targets=y)
     res.loss, res.grads.dWx, res.h, res.c
 
-The driver calls ``getattr(module, f"{cell}_forward")`` and ``..._backward`` of ``module``
-(default ``fastbptt``; ``fastbptt.reference`` works the same), so it runs any cell that module
-has. Windows that do not start on a block boundary are cut inside the oldest block with the
+The driver runs the cell ``impl.CELLS[cell]`` of the implementation ``impl`` (default
+``fastbptt``; ``fastbptt.reference`` works the same), so it runs any cell that ``impl`` has. Windows that do not start on a block boundary are cut inside the oldest block with the
 backward keyword ``xi`` (``fastbptt.truncation``); blocks are chained with ``dhT`` (``dcT``), and
 weight gradients are added into one set of buffers with ``grads=``: nothing is recomputed.
 """
@@ -40,13 +39,11 @@ from collections import deque, namedtuple
 
 import numpy as np
 
-from ._results import weight_grad_buffers
+from ._buffers import weight_grad_buffers
 from ._validation import check_array
 from .truncation import _count
 
 __all__ = ["TBPTT", "Window", "TBPTTResult", "WeightGrads"]
-
-CELLS = ("rnn", "lstm", "gru")
 
 # ``run`` with k1 == k2 walks about this many (batch rows x steps) per forward/backward call:
 # several windows at once, see ``TBPTT.run``. At N = 1 that is 512 steps: enough that the ~60 us
@@ -65,11 +62,6 @@ class WeightGrads:
 
     def __init__(self, **arrays):
         self.__dict__.update(arrays)
-
-    @classmethod
-    def zeros_like(cls, cache):
-        """Zero buffers shaped like the weights of ``cache`` (a forward's cache)."""
-        return cls(**weight_grad_buffers(cache))
 
     def names(self):
         return tuple(self.__dict__)
@@ -133,39 +125,45 @@ class TBPTT:
     ----------
     k1 : int >= 1, the steps between two backward passes (the new steps of each window).
     k2 : int >= k1, the steps each backward pass goes through; None means ``k1``.
-    cell : 'rnn', 'lstm' or 'gru': the driver calls ``module.<cell>_forward`` and
-        ``module.<cell>_backward``.
-    module : the implementation, ``fastbptt`` (default) or ``fastbptt.reference``, or anything
-        with the same functions.
+    cell : a cell's name in ``impl.CELLS``: 'rnn', 'lstm' or 'gru'.
+    impl : the implementation, ``fastbptt`` (default) or ``fastbptt.reference``, or anything
+        with a ``CELLS`` registry of the same kind. ``module`` is another name for it.
 
     Memory: the caches of the last ``ceil(k2 / k1)`` blocks of ``k1`` steps, and one block of
     the stream at a time where it comes as an iterator; ``run`` with ``k1 == k2`` holds one
     group of windows of about ``GROUP_ROWS`` (= 512) batch rows x steps instead.
     """
 
-    def __init__(self, k1, k2=None, *, cell="rnn", module=None):
+    def __init__(self, k1, k2=None, *, cell="rnn", impl=None, module=None):
         self.k1 = _positive_int("k1", k1)
         self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
         if self.k2 < self.k1:
             raise ValueError(f"k2 must be >= k1 (k2 steps are backpropagated every k1 steps), "
                              f"got k1={self.k1}, k2={self.k2}")
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
-        if module is None:
-            module = importlib.import_module(__package__)
+        if impl is not None and module is not None and impl is not module:
+            raise TypeError("pass the implementation once, as impl= (module= is its old name)")
+        impl = impl if impl is not None else module
+        if impl is None:
+            impl = importlib.import_module(__package__)
+        name = getattr(impl, "__name__", type(impl).__name__)
+        cells = getattr(impl, "CELLS", None)
+        if cells is None:
+            raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
+                             f"implementation with a CELLS registry; {name} has none")
+        if cell not in cells:
+            raise ValueError(f"cell must be one of {tuple(cells)}, got {cell!r}")
         self.cell = cell
-        self.module = module
-        name = getattr(module, "__name__", type(module).__name__)
-        try:
-            self._forward = getattr(module, f"{cell}_forward")
-            self._backward = getattr(module, f"{cell}_backward")
-        except AttributeError:
-            raise ValueError(f"{name} has no {cell}_forward/{cell}_backward: this cell is not "
-                             "available in that implementation") from None
+        self.impl = impl
+        self._cell = cells[cell]
+
+    @property
+    def module(self):
+        """The implementation (``impl``), under its old name."""
+        return self.impl
 
     def __repr__(self):
-        name = getattr(self.module, "__name__", "?")
-        return f"TBPTT(k1={self.k1}, k2={self.k2}, cell={self.cell!r}, module={name})"
+        name = getattr(self.impl, "__name__", "?")
+        return f"TBPTT(k1={self.k1}, k2={self.k2}, cell={self.cell!r}, impl={name})"
 
     def windows(self, x, h0, Wx, Wh, b, loss_grad, *, targets=None, grads=None,
                 **forward_kwargs):
@@ -375,9 +373,10 @@ class TBPTT:
         k1 = self.k1
         blocks = self._blocks(chunks, axis,
                               lambda n_batch: max(1, -(-GROUP_ROWS // (k1 * max(n_batch, 1)))))
-        forward, backward, lstm = self._forward, self._backward, self.cell == "lstm"
+        cell = self._cell
+        forward, backward = cell.forward, cell.backward
         forward_kwargs = dict(forward_kwargs)
-        state = {"c0": forward_kwargs.pop("c0", None)} if lstm else {}
+        state = {name: forward_kwargs.pop(name, None) for name in cell.extra_states}
         time_major = forward_kwargs.get("time_major", False)
         h, loss, n_windows, t1, dh, xi = h0, 0.0, 0, 0, None, None
         cache = res = None
@@ -386,15 +385,14 @@ class TBPTT:
             same = cache is not None and cache.h.shape[0] == xb.shape[axis]
             if cache is not None and not same:   # free the group before, keeping its state
                 h = h.copy()
-                if lstm:
-                    state = {"c0": state["c0"].copy()}
+                state = {name: value.copy() for name, value in state.items()}
                 hb = cache = res = None
             hb, cache = forward(xb, h, Wx, Wh, b, out=cache if same else None, **state,
                                 **forward_kwargs)
             n_steps = cache.h.shape[0]
             t1 = t0 + n_steps
             if grads is None:
-                grads = WeightGrads.zeros_like(cache)
+                grads = WeightGrads(**weight_grad_buffers(cell, cache))
             if dh is None or dh.shape != hb.shape:   # the last group may be shorter
                 dh = np.empty(hb.shape, cache.dtype)
                 xi = np.ones(n_steps, cache.dtype)
@@ -412,28 +410,28 @@ class TBPTT:
                     expected = "(m, N, H)" if time_major else "(N, m, H)"
                     _time_slice(dh, w0, w1, axis)[...] = check_array(
                         "dh (returned by loss_grad)", dhw, hw.shape, cache.dtype, expected,
-                        like="the hidden states", finite=False)
+                        like="the hidden states", scan=None)
             # each group is backpropagated once: its gate values may become the workspace
             res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None,
                            overwrite_cache=True)
             h = cache.hT     # forward copies it before it refills the cache
-            if lstm:
-                state = {"c0": cache.cT}
-        return TBPTTResult(loss, grads, h, state["c0"] if lstm else None, t1, n_windows)
+            state = _extra_final_states(cell, cache)
+        return TBPTTResult(loss, grads, h, state.get("c0"), t1, n_windows)
 
     def _walk(self, job, h0, Wx, Wh, b, loss_grad, grads, zero_each_window, forward_kwargs):
         chunks, axis, has_targets = job
         blocks = self._blocks(chunks, axis)
-        forward, backward, lstm = self._forward, self._backward, self.cell == "lstm"
+        cell = self._cell
+        forward, backward = cell.forward, cell.backward
         forward_kwargs = dict(forward_kwargs)
-        state = {"c0": forward_kwargs.pop("c0", None)} if lstm else {}
+        state = {name: forward_kwargs.pop(name, None) for name in cell.extra_states}
         context = deque(maxlen=math.ceil((self.k2 - self.k1) / self.k1))   # (cache, s, e)
         h = h0
         for xb, yb, t0 in blocks:
             hb, cache = forward(xb, h, Wx, Wh, b, **state, **forward_kwargs)
             t1 = t0 + cache.h.shape[0]
             if grads is None:
-                grads = WeightGrads.zeros_like(cache)
+                grads = WeightGrads(**weight_grad_buffers(cell, cache))
             elif zero_each_window:
                 grads.zero()
             loss, dh = self._call_loss_grad(loss_grad, hb, t0, yb, has_targets)
@@ -446,10 +444,15 @@ class TBPTT:
                 if s < start:   # cut inside this block: nothing flows into the state at start
                     xi = np.ones(e - s)
                     xi[:start - s + 1] = 0
-                carried = {"dhT": res.dh0, "dcT": res.dc0} if lstm else {"dhT": res.dh0}
+                carried = {f"d{s}T": getattr(res, f"d{s}0") for s in cell.states}
                 res = backward(None, old, xi=xi, grads=grads, **carried)
             context.append((cache, t0, t1))
             h = cache.hT
-            if lstm:
-                state = {"c0": cache.cT}
-            yield Window(t0, t1, start, loss, grads, h, state["c0"] if lstm else None)
+            state = _extra_final_states(cell, cache)
+            yield Window(t0, t1, start, loss, grads, h, state.get("c0"))
+
+
+def _extra_final_states(cell, cache):
+    """The final states beyond h of ``cache``, as the next block's forward keywords:
+    {'c0': cache.cT} for the LSTM."""
+    return {f"{s}0": getattr(cache, f"{s}T") for s in cell.states[1:]}

@@ -147,9 +147,10 @@ def test_h_grad_norms(cell, opts, dtype):
 
 def test_reference_has_every_public_name():
     """The drop-in promise: code written against fastbptt.reference runs on fastbptt."""
-    kernel_only = {"set_blas_threads"}
+    kernel_only = {"set_blas_threads", "TBPTT"}   # the driver takes impl=fastbptt.reference
     assert set(fastbptt.__all__) - kernel_only == set(ref.__all__)
     for name in ref.__all__:
         assert hasattr(ref, name) and hasattr(fastbptt, name), name
-    assert ref.TBPTT(5).module is ref
-    assert fastbptt.TBPTT(5).module is fastbptt
+    assert fastbptt.TBPTT(5, impl=ref).impl is ref
+    assert fastbptt.TBPTT(5).impl is fastbptt
+    assert fastbptt.CELLS.keys() == ref.CELLS.keys()

@@ -16,7 +16,7 @@ def test_backward_only_reads_the_cache(module, dtype):
     """Backward twice on one cache gives the same gradients and leaves every array as it was."""
     args, kwargs, dh = make_problem("lstm", 3, 6, 4, 5, dtype=dtype)
     _, cache = module.lstm_forward(*args, **kwargs)
-    before = {k: v.copy() for k, v in vars(cache).items() if isinstance(v, np.ndarray)}
+    before = {k: getattr(cache, k).copy() for k in cache.fields if k != "nonlinearity"}
     rng = np.random.default_rng(2)
     extra = {"dhT": rng.standard_normal((3, 5)).astype(dtype),
              "dcT": rng.standard_normal((3, 5)).astype(dtype), "xi": [1, 0.5, 0, 1, 2, 1]}
@@ -36,7 +36,7 @@ def test_cache_holds_the_activated_gates_and_cell_states(dtype):
     (_, ck), (_, cr) = (m.lstm_forward(*args, **kwargs) for m in (fastbptt, ref))
     for cache in (ck, cr):
         assert cache.gates.shape == (5, 2, 16) and cache.c.shape == (5, 2, 4)
-        per_step = {k for k, v in vars(cache).items() if isinstance(v, np.ndarray) and v.ndim == 3}
+        per_step = {k for k in cache.fields if getattr(cache, k).ndim == 3}
         assert per_step == {"x", "h", "c", "gates"}
         i, f, g, o = np.split(cache.gates, 4, axis=2)
         assert np.all((i > 0) & (i < 1) & (f > 0) & (f < 1) & (o > 0) & (o < 1))

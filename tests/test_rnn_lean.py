@@ -93,7 +93,7 @@ def test_lean_with_out_allocates_nothing_after_the_first_chunk(block_of_four, ti
                                     time_major=time_major)
     h, cache = fastbptt.rnn_forward(*args, **kwargs)
     res = fastbptt.rnn_backward(dh, cache, overwrite_cache=True)
-    work = cache._work_dA_lean
+    work = cache._dA_lean
     for seed in (1, 2):
         args[0] = args[0] + seed            # a new chunk of input
         fastbptt.rnn_forward(*args, **kwargs, out=cache)
@@ -105,7 +105,7 @@ def test_lean_with_out_allocates_nothing_after_the_first_chunk(block_of_four, ti
             grown = tracemalloc.get_traced_memory()[1] - base
         finally:
             tracemalloc.stop()
-        assert cache._work_dA_lean is work
+        assert cache._dA_lean is work
         assert grown < 4096, grown
         _, ref_cache = ref.rnn_forward(*args, **kwargs)
         expected = ref.rnn_backward(dh, ref_cache)

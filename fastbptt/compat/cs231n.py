@@ -46,8 +46,9 @@ import numpy as np
 
 from .. import lstm_backward as _lstm_backward, lstm_forward as _lstm_forward
 from .. import rnn_backward as _rnn_backward, rnn_forward as _rnn_forward
-from .._results import Grads
+from .._grads import Grads
 from .._validation import as_float_array, check_array
+from ..reference._math import sigmoid
 
 __all__ = [
     "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
@@ -59,12 +60,6 @@ __all__ = [
 
 # ---------------------------------------------------------------------------------------------
 # helpers
-
-def _sigmoid(a):
-    """1 / (1 + exp(-a)) without overflow for large |a|."""
-    e = np.exp(-np.abs(a))
-    return np.where(a >= 0, 1 / (1 + e), e / (1 + e))
-
 
 class _StepCache:
     """What a step's forward hands to its backward; ``cell`` says which step made it."""
@@ -195,7 +190,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     x, prev_h, Wx, Wh, b, prev_c = _check_step("lstm", x, prev_h, Wx, Wh, b, prev_c)
     n_hidden = prev_h.shape[1]
     a = x @ Wx + prev_h @ Wh + b
-    ifo = _sigmoid(a[:, :3 * n_hidden])
+    ifo = sigmoid(a[:, :3 * n_hidden])
     i, f, o = ifo[:, :n_hidden], ifo[:, n_hidden:2 * n_hidden], ifo[:, 2 * n_hidden:]
     g = np.tanh(a[:, 3 * n_hidden:])
     next_c = f * prev_c + i * g

@@ -1,28 +1,25 @@
 """The NumPy reference: the same functions as ``fastbptt``, as plain per-step loops.
 
 It is the oracle of the tests and the baseline of the benchmarks; code written against it runs
-unchanged on the kernels by changing the import. Its cells compute with NumPy only, never a
-kernel; they share the input checks of ``fastbptt._validation`` with the kernels (whose NaN scan
-is compiled, ``src/_checks.pyx``). ``truncation`` and ``clip`` are plain NumPy and shared with
-``fastbptt``, and ``TBPTT`` here drives the reference's cells.
+unchanged on the kernels by changing the import. It imports NumPy and the package's own
+``.py`` modules only, never a compiled one, so it runs where the kernels were never built. It
+shares the input checks, caches and results of ``fastbptt`` (a cache made by one is accepted
+by the other). ``truncation`` and ``clip`` are plain NumPy and shared with ``fastbptt``; to run
+truncated BPTT on the reference's cells, pass it to the driver:
+``fastbptt.TBPTT(k1, k2, module=fastbptt.reference)``.
 """
-import sys
-
-from .. import clip, truncation
-from .._results import Cache, Grads
-from ..tbptt import TBPTT as _TBPTT
+from .. import _cells, clip, truncation
+from .._caches import Cache
+from .._grads import Grads
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 
+CELLS = _cells.registry(
+    _cells.RNN.bind(rnn_forward, rnn_backward),
+    _cells.LSTM.bind(lstm_forward, lstm_backward),
+    _cells.GRU.bind(gru_forward, gru_backward),
+)
 
-class TBPTT(_TBPTT):
-    """``fastbptt.TBPTT`` on the reference's cells unless ``module`` says otherwise."""
-
-    def __init__(self, k1, k2=None, *, cell="rnn", module=None):
-        super().__init__(k1, k2, cell=cell,
-                         module=sys.modules[__name__] if module is None else module)
-
-
-__all__ = ["Cache", "Grads", "rnn_forward", "rnn_backward", "lstm_forward", "lstm_backward",
-           "gru_forward", "gru_backward", "truncation", "clip", "TBPTT"]
+__all__ = ["CELLS", "Cache", "Grads", "rnn_forward", "rnn_backward", "lstm_forward",
+           "lstm_backward", "gru_forward", "gru_backward", "truncation", "clip"]

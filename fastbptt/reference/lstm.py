@@ -10,64 +10,64 @@
 """
 import numpy as np
 
-from .._results import Grads, _readonly, dx_buffer, new_cache, weight_grad_buffers
-from .._validation import check_backward, check_forward, empty_by_step, from_time_major, to_time_major
-from .rnn import _sigmoid
+from .._buffers import backward_buffers, initial_states, make_cache, step_outputs
+from .._caches import LSTMCache
+from .._cells import LSTM
+from .._grads import Grads
+from .._layout import readonly, swap_major
+from .._validation import check_backward, check_forward
+from ._math import sigmoid
 
 
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Same contract as ``fastbptt.lstm_forward``."""
-    a = check_forward("lstm", x, h0, Wx, Wh, b, time_major=time_major, c0=c0, out=out)
-    n_hidden = a.n_hidden
-    # (T, N, .) views of arrays in x's layout, as the kernels make them
-    if out is None:
-        h, c, gates = (empty_by_step(a.n_steps, a.n_batch, width, a.dtype, a.time_major)
-                       for width in (n_hidden, n_hidden, 4 * n_hidden))
-    else:
-        h, c, gates = out.h, out.c, out.gates
-    h_prev, c_prev = a.h0, a.c0
-    for t in range(a.n_steps):
-        pre = a.x[t] @ a.Wx + h_prev @ a.Wh + a.b
-        i = _sigmoid(pre[:, :n_hidden])
-        f = _sigmoid(pre[:, n_hidden:2 * n_hidden])
-        g = np.tanh(pre[:, 2 * n_hidden:3 * n_hidden])
-        o = _sigmoid(pre[:, 3 * n_hidden:])
+    inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
+                           time_major=time_major, out=out)
+    states = initial_states(inputs, out)
+    steps = step_outputs(LSTMCache, inputs, out)   # in x's layout, as the kernels make them
+    x, w, H = inputs.x, inputs.weights, inputs.n_hidden
+    h, c, gates = (swap_major(steps[name], inputs.time_major) for name in ("h", "c", "gates"))
+    h_prev, c_prev = states["h0"], states["c0"]
+    for t in range(inputs.n_steps):
+        pre = x[t] @ w["Wx"] + h_prev @ w["Wh"] + w["b"]
+        i = sigmoid(pre[:, :H])
+        f = sigmoid(pre[:, H:2 * H])
+        g = np.tanh(pre[:, 2 * H:3 * H])
+        o = sigmoid(pre[:, 3 * H:])
         gates[t] = np.concatenate([i, f, g, o], axis=1)
         c_prev = c[t] = f * c_prev + i * g
         h_prev = h[t] = o * np.tanh(c_prev)
-    cache = new_cache(out, "lstm", a.time_major, x=a.x, h0=a.h0, c0=a.c0, Wx=a.Wx, Wh=a.Wh,
-                      b=a.b, h=h, c=c, gates=gates)
-    return _readonly(from_time_major(h, a.time_major)), cache
+    cache = make_cache(LSTMCache, out, inputs, states, steps)
+    return readonly(steps["h"]), cache
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
                   overwrite_cache=False, out=None):
     """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
-    checked = check_backward("lstm", dh, cache, dhT=dhT, dcT=dcT, xi=xi, grads=grads,
-                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                             out=out)
-    dx = to_time_major(dx_buffer(cache, out), cache.time_major)
-    out = weight_grad_buffers(cache, checked.grads, out)
-    carry_h, carry_c = checked.dhT, checked.dcT
+    inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
+                            h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+                            out=out)
+    dx, carries, wg = backward_buffers(LSTM, cache, inputs)
+    dx_t = swap_major(dx, cache.time_major)
+    carry_h, carry_c = carries["dhT"], carries["dcT"]
     for t in reversed(range(cache.h.shape[0])):
         h_prev = cache.h[t - 1] if t else cache.h0
         c_prev = cache.c[t - 1] if t else cache.c0
         i, f, g, o = np.split(cache.gates[t], 4, axis=1)
-        dh_t = checked.dh[t] + carry_h
+        dh_t = inputs.dh[t] + carry_h
         if h_grad_norms is not None:
             h_grad_norms[t] = np.linalg.norm(dh_t)
         tanh_c = np.tanh(cache.c[t])
         dc = carry_c + dh_t * o * (1 - tanh_c * tanh_c)
         dA = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
                              dc * i * (1 - g * g), dh_t * tanh_c * o * (1 - o)], axis=1)
-        out["dWx"] += cache.x[t].T @ dA
-        out["dWh"] += h_prev.T @ dA
-        out["db"] += dA.sum(axis=0)
-        dx[t] = dA @ cache.Wx.T
-        carry_h = checked.xi[t] * (dA @ cache.Wh.T)
-        carry_c = checked.xi[t] * (dc * f)
-    checked.dhT[...] = carry_h   # into the arrays check_backward gave: new, or out's
-    checked.dcT[...] = carry_c
-    return Grads(from_time_major(dx, cache.time_major), checked.dhT, out["dWx"], out["dWh"],
-                 out["db"], dc0=checked.dcT)
+        wg["dWx"] += cache.x[t].T @ dA
+        wg["dWh"] += h_prev.T @ dA
+        wg["db"] += dA.sum(axis=0)
+        dx_t[t] = dA @ cache.Wx.T
+        carry_h = inputs.xi[t] * (dA @ cache.Wh.T)
+        carry_c = inputs.xi[t] * (dc * f)
+    carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
+    carries["dcT"][...] = carry_c
+    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])

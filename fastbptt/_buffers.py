@@ -1,0 +1,121 @@
+"""The one place that allocates what a cell's forward and backward return or keep.
+
+The checks (``_validation``) only check; these functions make the arrays a call writes: new
+ones, or with ``out=`` those of an earlier cache or result, refilled. Kernels and reference use
+the same ones, so both hand back arrays of the same layouts.
+"""
+import numpy as np
+
+from ._layout import empty_steps, swap_major
+
+
+def initial_states(inputs, out):
+    """The initial states the cache will own, {'h0': (N, H), 'c0': ...}: copies of the
+    caller's (a stream loop may change its array in place, or pass a view of the cache's own
+    final state with out=, before backward reads it), zeros where None; with ``out``, that
+    cache's arrays refilled."""
+    shape, dtype = (inputs.n_batch, inputs.n_hidden), inputs.dtype
+    owned = {}
+    for name, value in inputs.states.items():
+        if out is not None:
+            owned[name] = getattr(out, name)
+            if value is None:
+                owned[name].fill(0)
+            else:
+                np.copyto(owned[name], value)
+        elif value is None:
+            owned[name] = np.zeros(shape, dtype)
+        else:
+            owned[name] = np.array(value, order="C")
+    return owned
+
+
+def step_outputs(cache_type, inputs, out):
+    """Forward's per-step arrays (``cache_type.outputs``: h and, per cell, c, gates, ...), each
+    C-contiguous in the caller's layout: new, or ``out``'s, to be overwritten."""
+    if out is not None:
+        return {name: swap_major(getattr(out, name), inputs.time_major)
+                for name in cache_type.outputs}
+    return {name: empty_steps(inputs.n_steps, inputs.n_batch, width * inputs.n_hidden,
+                              inputs.dtype, inputs.time_major)
+            for name, width in cache_type.outputs.items()}
+
+
+def make_cache(cache_type, out, inputs, states, outputs, **extra):
+    """A new cache of ``cache_type`` holding this forward's arrays, or ``out`` refilled."""
+    tm = inputs.time_major
+    fields = dict(inputs.weights, **states, **extra, x=inputs.x)
+    fields.update((name, swap_major(arr, tm)) for name, arr in outputs.items())
+    if out is None:
+        return cache_type(tm, **fields)
+    out._fill(**fields)
+    return out
+
+
+def backward_buffers(cell, cache, inputs):
+    """The arrays a backward writes: (dx, state gradients, weight gradients).
+
+    dx : in x's layout, new or ``out.dx``; every element is written by the backward.
+    state gradients : {'dhT': (N, H), and 'dcT' for the LSTM}, new or ``out``'s dh0 (dc0),
+        holding the gradient into the final states (zeros where None): backward carries it
+        back to the initial states in place.
+    weight gradients : {'dWx', 'dWh', 'db' and the extra ones}: ``grads``' arrays to add into,
+        else ``out``'s set to zero, else new zeros.
+
+    With ``overwrite_cache``, this marks the cache consumed, now that every check has passed
+    and the backward may start writing over it; kernels and reference then refuse a second
+    backward alike."""
+    out = inputs.out
+    if inputs.overwrite_cache:
+        cache._consume()
+    if out is None:
+        x = cache.x
+        dx = np.empty(x.shape if cache.time_major else x.swapaxes(0, 1).shape, cache.dtype)
+    else:
+        dx = out.dx
+    carries = {}
+    shape = cache.h.shape[1:]
+    for name, value in inputs.final.items():
+        if out is not None:
+            carries[name] = getattr(out, name[:-1] + "0")     # dhT -> out.dh0
+            if value is None:
+                carries[name].fill(0)
+            else:
+                np.copyto(carries[name], value)
+        elif value is None:
+            carries[name] = np.zeros(shape, cache.dtype)
+        else:
+            carries[name] = np.array(value, order="C")
+    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out)
+
+
+def weight_grad_buffers(cell, cache, grads=None, out=None):
+    """The arrays backward adds weight gradients into, {'dWx': ..., 'dWh': ..., 'db': ...,
+    and the extra ones}: ``grads``' (checked), else those of ``out`` (an earlier result,
+    checked) set to zero, else new zeros."""
+    names = cell.weight_grads
+    if grads is not None:
+        return {name: getattr(grads, name) for name in names}
+    if out is not None:
+        arrays = {name: getattr(out, name) for name in names}
+        for arr in arrays.values():
+            arr.fill(0)
+        return arrays
+    # np.zeros, not np.zeros_like: the latter costs ~3 us a call, which shows on short sequences
+    return {name: np.zeros(getattr(cache, name[1:]).shape, cache.dtype) for name in names}
+
+
+def packed_weights(kernels, cache, n_batch, n_hidden, dtype):
+    """The buffer a cell's kernels pack Wh into once per call (``src/_packed.pxd``), of
+    ``kernels.packed_buffer_len`` elements (none where they call BLAS for every product): the
+    workspace of ``cache`` (backward's, or a cache forward refills with out=), else a new one."""
+    shape = (kernels.packed_buffer_len(n_batch, n_hidden, np.dtype(dtype).itemsize),)
+    if cache is None:
+        return np.empty(shape, dtype)
+    return cache.workspace("packed", shape)
+
+
+def grad_norms_buffer(inputs, dtype):
+    """The array a kernel writes ||dL/dh_t|| into: the caller's ``h_grad_norms``, or an empty
+    one, which tells the kernel not to compute them."""
+    return np.empty(0, dtype) if inputs.h_grad_norms is None else inputs.h_grad_norms

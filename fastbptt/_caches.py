@@ -1,0 +1,150 @@
+"""What forward hands to backward: one cache type per cell, with a declared set of fields.
+
+Kernels and reference make and accept the same caches. A cache's fields are read-only
+attributes: backward reads every array on it as forward left it, and an array of another shape
+put in its place would be read out of bounds by a kernel. Its workspaces (scratch arrays a
+backward keeps for the next call on the same cache) are declared too, as private fields.
+"""
+import numpy as np
+
+from ._layout import readonly, swap_major
+
+
+class Cache:
+    """Everything backward needs from forward.
+
+    Fields common to every cell: ``time_major`` (the layout the caller used), ``x``, ``h0``,
+    ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states); each cell's cache adds its own
+    (``RNNCache.nonlinearity``; ``LSTMCache.c0``, ``c``, ``gates``; ``GRUCache.bh``, ``gates``,
+    ``hn``). ``cell`` is the cell's name. ``hT`` (and ``cT`` for the LSTM) is the final state, to
+    pass as ``h0`` (``c0``) of the next segment of a stream.
+
+    The per-step arrays (``x``, ``h``, ``c``, ``gates``, ...) are indexed by step: (T, N, ...),
+    ``cache.h[t]`` is step t. They are time-major views of arrays that are C-contiguous in the
+    caller's layout: batch-major (N, T, ...) unless ``time_major``, and the kernels pass them to
+    BLAS as they are. ``x``, like ``h0`` and the weights, is a view of the caller's own array
+    wherever that was C-contiguous (no copy): change none of them before backward.
+
+    The hidden states returned by forward are a read-only view of ``h``: they are what backward
+    differentiates, so they must not change in between.
+
+    ``consumed`` is True once a backward with ``overwrite_cache=True`` has run on the cache: it
+    may then have used the gate values as its workspace, and a later backward on the cache
+    raises a ValueError. The states (``h``, ``c``, ``hT``, ``cT``) are never overwritten.
+
+    A cache survives ``pickle`` (as multiprocessing sends it): its arrays come back in the
+    caller's layout and its workspaces are left behind.
+    """
+
+    cell = None                            # the cell's name, set by each subclass
+    fields = ("x", "h0", "Wx", "Wh", "b", "h")
+    by_step = ("x", "h")                   # fields indexed by step: (T, N, ...) views
+    outputs = {"h": 1}                     # forward's per-step arrays: their widths in H
+    workspaces = ("packed",)               # backward's scratch arrays, kept for the next call
+    __slots__ = ("time_major", "consumed") + fields + tuple("_" + w for w in workspaces)
+
+    def __init__(self, time_major, **arrays):
+        self._set(time_major=time_major, consumed=False)
+        for name in self.workspaces:
+            object.__setattr__(self, "_" + name, None)
+        self._fill(**arrays)
+
+    def _set(self, **values):
+        for name, value in values.items():
+            object.__setattr__(self, name, value)
+
+    def _fill(self, **arrays):
+        """Set every field (a forward refilling the cache sets them all): none may be left from
+        an earlier call, and none may be unknown."""
+        if arrays.keys() != set(self.fields):
+            raise TypeError(f"a {self.cell} cache takes the fields {self.fields}, "
+                            f"got {tuple(arrays)}")
+        self._set(consumed=False, **arrays)
+
+    def _consume(self):
+        object.__setattr__(self, "consumed", True)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(
+            f"a {self.cell} cache is read-only ({name!r}): backward reads its arrays as forward "
+            "left them; run forward again (out= refills a cache) to change them")
+
+    __delattr__ = __setattr__
+
+    def workspace(self, name, shape):
+        """A scratch array of ``shape``, kept under the declared workspace ``name``: made by the
+        first call that needs it and reused by the next backward on the same cache (or on a
+        cache that forward refilled with out=), so a loop over chunks allocates nothing after
+        its first. It is freed with the cache."""
+        work = getattr(self, "_" + name)
+        if work is None or work.shape != shape or work.dtype != self.dtype:
+            work = np.empty(shape, self.dtype)
+            object.__setattr__(self, "_" + name, work)
+        return work
+
+    @property
+    def dtype(self):
+        return self.h.dtype
+
+    @property
+    def hT(self):
+        """The final hidden state (N, H), read-only."""
+        return readonly(self.h[-1])
+
+    def __repr__(self):
+        n_steps, n_batch, n_hidden = self.h.shape
+        return (f"<fastbptt {self.cell} cache: T={n_steps} N={n_batch} H={n_hidden} "
+                f"{self.dtype}{' consumed' if self.consumed else ''}>")
+
+    def __reduce__(self):
+        state = {name: getattr(self, name) for name in self.fields}
+        return _restore, (type(self), self.time_major, self.consumed, state)
+
+
+def _restore(cache_type, time_major, consumed, arrays):
+    """A cache back from pickle. Pickle copies each array on its own, so a view by step of a
+    batch-major array comes back C-contiguous by step: lay it out as forward does again."""
+    for name in cache_type.by_step:
+        arrays[name] = swap_major(
+            np.ascontiguousarray(swap_major(arrays[name], time_major)), time_major)
+    for name, value in arrays.items():
+        if isinstance(value, np.ndarray) and name not in cache_type.by_step:
+            arrays[name] = np.ascontiguousarray(value)
+    cache = cache_type(time_major, **arrays)
+    cache._set(consumed=consumed)
+    return cache
+
+
+class RNNCache(Cache):
+    """An Elman RNN's cache: the common fields and ``nonlinearity``."""
+    cell = "rnn"
+    fields = Cache.fields + ("nonlinearity",)
+    workspaces = ("packed", "dA", "dA_lean")
+    __slots__ = ("nonlinearity", "_dA", "_dA_lean")
+
+
+class LSTMCache(Cache):
+    """An LSTM's cache: the common fields, ``c0``, the cell states ``c`` and the gate values
+    ``gates`` (i, f, g, o after their nonlinearities)."""
+    cell = "lstm"
+    fields = Cache.fields + ("c0", "c", "gates")
+    by_step = Cache.by_step + ("c", "gates")
+    outputs = {"h": 1, "c": 1, "gates": 4}
+    workspaces = ("packed", "dA")
+    __slots__ = ("c0", "c", "gates", "_dA")
+
+    @property
+    def cT(self):
+        """The final cell state (N, H), read-only."""
+        return readonly(self.c[-1])
+
+
+class GRUCache(Cache):
+    """A GRU's cache: the common fields, ``bh``, the gate values ``gates`` (r, z, n after their
+    nonlinearities) and ``hn``, the hidden side of the candidate's pre-activation."""
+    cell = "gru"
+    fields = Cache.fields + ("bh", "gates", "hn")
+    by_step = Cache.by_step + ("gates", "hn")
+    outputs = {"h": 1, "gates": 3, "hn": 1}
+    workspaces = ("packed", "hh", "dAh", "dxn")
+    __slots__ = ("bh", "gates", "hn", "_hh", "_dAh", "_dxn")

@@ -1,0 +1,87 @@
+"""The cells as data: one record per cell, shared by every layer above the cell functions.
+
+A ``Cell`` says what a cell is (its name, gate blocks, states, the weights and options beyond
+``Wx, Wh, b``, its cache type) and, once an implementation binds them, which functions run it.
+``fastbptt.CELLS`` binds the compiled kernels' functions and ``fastbptt.reference.CELLS`` the
+NumPy reference's; the model, TBPTT, the commands, the benchmarks and the tests iterate over
+either and never build a function's name from a string. Adding a cell means adding a kernel, a
+reference function and one record here.
+"""
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+from types import MappingProxyType
+from typing import Callable, Optional
+
+from ._caches import GRUCache, LSTMCache, RNNCache
+
+
+@dataclass(frozen=True, eq=False)
+class Cell:
+    """One recurrent cell.
+
+    name : 'rnn', 'lstm', 'gru': the prefix of its functions ``<name>_forward/_backward``.
+    n_gates : G, the column blocks of ``Wx`` (D, G*H), ``Wh`` (H, G*H) and ``b`` (G*H,).
+    states : the recurrent state, ('h',) or ('h', 'c'). Forward takes ``h0`` and, for each
+        further state s, the keyword ``s0``; backward takes ``dhT`` (``dsT``) and its result
+        has ``dh0`` (``.ds0``); the cache has ``hT`` (``sT``).
+    extra_weights : weights beyond ``Wx, Wh, b``, taken by forward as keywords and whose
+        gradients backward adds as attributes: ('bh',) for the GRU.
+    options : forward's keywords that are choices, each with its allowed values, the default
+        first: {'nonlinearity': ('tanh', 'sigmoid', 'relu')} for the RNN.
+    cache_type : the type of the cache forward returns.
+    forward, backward : the implementation's functions, None in the records of ``_cells``
+        before an implementation binds them (``Cell.bind``).
+
+    The names derived from these (``weights``, ``weight_grads``, ...) are computed once per
+    record: backward reads them on every call.
+    """
+
+    name: str
+    n_gates: int
+    states: tuple
+    extra_weights: tuple
+    options: dict
+    cache_type: type
+    forward: Optional[Callable] = field(default=None, repr=False)
+    backward: Optional[Callable] = field(default=None, repr=False)
+
+    def bind(self, forward, backward):
+        """This record with an implementation's ``forward`` and ``backward``."""
+        return replace(self, forward=forward, backward=backward)
+
+    @cached_property
+    def weights(self):
+        """The names of the weights: ('Wx', 'Wh', 'b') and the extra ones."""
+        return ("Wx", "Wh", "b") + self.extra_weights
+
+    @cached_property
+    def weight_grads(self):
+        """The names of the weight gradients: ('dWx', 'dWh', 'db') and the extra ones."""
+        return tuple("d" + name for name in self.weights)
+
+    @cached_property
+    def extra_states(self):
+        """Forward's keywords for the initial states beyond h0: ('c0',) for the LSTM."""
+        return tuple(state + "0" for state in self.states[1:])
+
+    @cached_property
+    def extra_grads(self):
+        """The gradients backward's result has beyond the five, as attributes."""
+        return tuple("d" + name for name in self.extra_states + self.extra_weights)
+
+    def weight_shapes(self, n_input, n_hidden):
+        """{name: shape} of the weights, for inputs of D = ``n_input`` and H = ``n_hidden``."""
+        gh = self.n_gates * n_hidden
+        shapes = {"Wx": (n_input, gh), "Wh": (n_hidden, gh), "b": (gh,)}
+        shapes.update((name, (gh,)) for name in self.extra_weights)
+        return shapes
+
+
+RNN = Cell("rnn", 1, ("h",), (), {"nonlinearity": ("tanh", "sigmoid", "relu")}, RNNCache)
+LSTM = Cell("lstm", 4, ("h", "c"), (), {}, LSTMCache)
+GRU = Cell("gru", 3, ("h",), ("bh",), {}, GRUCache)
+
+
+def registry(*cells):
+    """A read-only {name: Cell} of ``cells``, each bound to its functions."""
+    return MappingProxyType({cell.name: cell for cell in cells})

@@ -1,0 +1,55 @@
+"""Parameter texts shared by the cells' docstrings, written once (as SciPy's ``doccer``).
+
+A docstring names a shared text as ``{name}``; ``fill`` puts the texts in, indented to match.
+"""
+import textwrap
+
+SHARED = {
+    "forward_x": """\
+x : (N, T, D) array, or (T, N, D) if ``time_major``; float32 or float64.
+h0 : (N, H) array or None (zeros).""",
+    "forward_out": """\
+out : a cache from an earlier forward of this cell with the same shapes, dtype and layout, or
+    None. Its arrays are refilled instead of allocating new ones (a loop over the chunks of a
+    stream), and it is returned as the cache; the hidden states it returned before are
+    overwritten. The initial states may be views of its own final states (``out.hT``...).""",
+    "forward_returns": """\
+h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
+cache : for the cell's backward; ``cache.hT`` is the final state (``cache.cT`` too for the
+    LSTM).""",
+    "backward_dh": """\
+dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
+cache : from the cell's forward; only read (unless ``overwrite_cache``), so backward may run
+    on it more than once.""",
+    "backward_xi": """\
+xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
+    scales the gradient flowing from step t into the states it received (``xi[0]``: the
+    initial states).""",
+    "backward_grads": """\
+grads : a ``Grads`` (or anything with the weight-gradient arrays ``dWx``, ``dWh``, ``db`` and
+    the cell's extra ones) to add the weight gradients into in place instead of allocating
+    them.
+h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step the
+    Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what ``fastbptt gradflow``
+    plots); computed inside the loop, no extra pass.""",
+    "backward_out": """\
+out : the result of an earlier backward of this cell with the same shapes, or None. Its arrays
+    receive this call's gradients instead of new ones: dx, the initial states' gradients and,
+    unless ``grads`` is given, the weight gradients, all overwritten; the result holds them.
+    With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after its
+    first (backward's scratch arrays, where it needs them, stay on the cache).""",
+}
+
+
+def fill(func):
+    """Decorator: put the shared texts into ``func``'s docstring."""
+    doc = func.__doc__
+    for name, text in SHARED.items():
+        marker = "{" + name + "}"
+        at = doc.find(marker)
+        if at < 0:
+            continue
+        indent = doc[doc.rfind("\n", 0, at) + 1:at]
+        doc = doc.replace(marker, textwrap.indent(text, indent)[len(indent):])
+    func.__doc__ = doc
+    return func

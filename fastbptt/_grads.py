@@ -1,0 +1,21 @@
+"""What backward returns: ``Grads``, shared by the kernels and the reference."""
+from collections import namedtuple
+
+_GradsBase = namedtuple("Grads", "dx dh0 dWx dWh db")
+
+
+class Grads(_GradsBase):
+    """The five gradients ``dx, dh0, dWx, dWh, db``, unpacking as CS231n's do.
+
+    What a cell has beyond the five is an attribute: ``dc0`` (LSTM), ``dbh`` (GRU). Pass a
+    ``Grads`` back as ``grads=`` to accumulate the next backward's weight gradients into it.
+    """
+
+    def __new__(cls, dx, dh0, dWx, dWh, db, **extra):
+        self = super().__new__(cls, dx, dh0, dWx, dWh, db)
+        self.__dict__.update(extra)
+        return self
+
+    def __repr__(self):
+        extra = "".join(f", {k}={v!r}" for k, v in self.__dict__.items())
+        return super().__repr__()[:-1] + extra + ")"
