@@ -3,10 +3,9 @@
 The kernels' BLAS calls are many small per-step products plus a few hoisted ones. OpenBLAS's
 thread pool helps neither: on a busy machine its workers spin waiting for a core, and two
 Python threads running kernels on independent sequences (the GIL is released) would fight
-the pool for the same cores. Measured on a 2-core machine with a third process busy: RNN
-forward+backward N=32, T=100, D=64, H=128 took 64 ms with OpenBLAS's default pool and 41 ms
-with one thread. So each kernel call runs BLAS on one thread, and parallelism comes from
-independent sequences on Python threads.
+the pool for the same cores (measured in ``benchmarks/RESULTS.md``, "Notes behind the code").
+So each kernel call runs BLAS on one thread, and parallelism comes from independent sequences
+on Python threads.
 
 The thread count is looked up through SciPy's ``cython_blas`` module, whose BLAS the kernels
 call, so NumPy's own OpenBLAS is never touched. OpenBLAS's thread count is
@@ -95,7 +94,7 @@ def _controls():
 # OpenBLAS runs a GEMM on one thread anyway when m*n*k is below 65536 * 4 (its
 # SMP_THRESHOLD_MIN times GEMM_MULTITHREAD_THRESHOLD, the defaults of SciPy's builds): a kernel
 # call whose largest product is that small skips the thread bookkeeping (two library calls and a
-# lock, ~5 us, which shows on short sequences).
+# lock, which would show on short sequences).
 SINGLE_THREADED_WORK = 65536 * 4
 
 
@@ -113,7 +112,7 @@ def run_kernel(kernel, work, *args, **kwargs):
     OpenBLAS's count is process-wide, so the first of overlapping kernel calls (Python threads
     run them concurrently) saves it and sets ours, and the last one restores it. A plain function
     rather than a context manager: this runs twice per forward/backward, and a generator-based
-    context manager cost 7 us of the 8.6 us it took.
+    context manager would cost more than the rest of the call's bookkeeping.
     """
     if work < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None:
         return kernel(*args, **kwargs)

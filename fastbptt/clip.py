@@ -1,6 +1,6 @@
 """Gradient clipping, in place: by global norm (Pascanu et al. 2013) and by value (min-char-rnn).
 
-Exploding gradients (``../shared/seeds/002_*.txt``) are tamed by rescaling or clipping the weight
+Exploding gradients are tamed by rescaling or clipping the weight
 gradients before the update::
 
     g = fastbptt.rnn_backward(dh, cache)

@@ -1,12 +1,12 @@
 """Truncation schedules: the per-step multipliers ``xi`` that every ``<cell>_backward`` takes.
 
-Backward runs the recurrence (``../shared/DESIGN.md``, "Truncation as a per-step multiplier")
+Backward runs the recurrence
 
     dL/dh_{t-1} = dh[t-1] + xi[t] * (dL/dh_t through step t's Jacobian)
 
 so ``xi[t]`` scales the gradient that flows from step t back into the state step t received
-(``xi[0]``: into ``h0``, and ``c0`` for the LSTM). The three strategies of the source notes
-(``003_*.txt``: full computation, regular truncation, randomized truncation) are three patterns:
+(``xi[0]``: into ``h0``, and ``c0`` for the LSTM). The three usual strategies (full
+computation, regular truncation, randomized truncation) are three patterns:
 
 ==============================  ========================================================
 ``full(T)``                     all ones: full BPTT
