@@ -44,11 +44,11 @@ def step_outputs(cache_type, inputs, out):
 def make_cache(cache_type, out, inputs, states, outputs, **extra):
     """A new cache of ``cache_type`` holding this forward's arrays, or ``out`` refilled."""
     tm = inputs.time_major
-    fields = dict(inputs.weights, **states, **extra, x=inputs.x)
-    fields.update((name, swap_major(arr, tm)) for name, arr in outputs.items())
+    by_step = {name: swap_major(arr, tm) for name, arr in outputs.items()}
+    by_step["x"] = inputs.x
     if out is None:
-        return cache_type(tm, **fields)
-    out._fill(**fields)
+        return cache_type(tm, inputs.weights, states, extra, by_step)
+    out._fill(inputs.weights, states, extra, by_step)
     return out
 
 
@@ -68,41 +68,46 @@ def backward_buffers(cell, cache, inputs):
     out = inputs.out
     if inputs.overwrite_cache:
         cache._consume()
-    if out is None:
-        x = cache.x
-        dx = np.empty(x.shape if cache.time_major else x.swapaxes(0, 1).shape, cache.dtype)
-    else:
-        dx = out.dx
-    carries = {}
-    shape = cache.h.shape[1:]
-    for name, value in inputs.final.items():
-        if out is not None:
-            carries[name] = getattr(out, name[:-1] + "0")     # dhT -> out.dh0
+    dtype = cache.dtype
+    if out is not None:
+        for name, value in inputs.final.items():
+            carry = getattr(out, state_grad_name(name))
             if value is None:
-                carries[name].fill(0)
+                carry.fill(0)
             else:
-                np.copyto(carries[name], value)
-        elif value is None:
-            carries[name] = np.zeros(shape, cache.dtype)
-        else:
-            carries[name] = np.array(value, order="C")
-    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out)
+                np.copyto(carry, value)
+        carries = {name: getattr(out, state_grad_name(name)) for name in inputs.final}
+        return out.dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out)
+    n_steps, n_batch, n_input = cache.x.shape
+    dx = np.empty((n_steps, n_batch, n_input) if cache.time_major
+                  else (n_batch, n_steps, n_input), dtype)
+    shape = cache.h0.shape
+    carries = {name: np.zeros(shape, dtype) if value is None else np.array(value, order="C")
+               for name, value in inputs.final.items()}
+    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads)
+
+
+def state_grad_name(final):
+    """The result's name of the gradient that backward carries from ``final`` to the initial
+    state: 'dhT' -> 'dh0'."""
+    return final[:-1] + "0"
 
 
 def weight_grad_buffers(cell, cache, grads=None, out=None):
     """The arrays backward adds weight gradients into, {'dWx': ..., 'dWh': ..., 'db': ...,
     and the extra ones}: ``grads``' (checked), else those of ``out`` (an earlier result,
     checked) set to zero, else new zeros."""
-    names = cell.weight_grads
     if grads is not None:
-        return {name: getattr(grads, name) for name in names}
+        return {name: getattr(grads, name) for name in cell.weight_grads}
     if out is not None:
-        arrays = {name: getattr(out, name) for name in names}
+        arrays = {name: getattr(out, name) for name in cell.weight_grads}
         for arr in arrays.values():
             arr.fill(0)
         return arrays
-    # np.zeros, not np.zeros_like: the latter costs ~3 us a call, which shows on short sequences
-    return {name: np.zeros(getattr(cache, name[1:]).shape, cache.dtype) for name in names}
+    # np.zeros, not np.zeros_like, which costs more than the rest of this on short sequences
+    fields, dtype = cache.__dict__, cache.dtype
+    return {grad: np.zeros(fields[weight].shape, dtype)
+            for grad, weight in zip(cell.weight_grads, cell.weights)}
 
 
 def packed_weights(kernels, cache, n_batch, n_hidden, dtype):

@@ -3,7 +3,8 @@
 Kernels and reference make and accept the same caches. A cache's fields are read-only
 attributes: backward reads every array on it as forward left it, and an array of another shape
 put in its place would be read out of bounds by a kernel. Its workspaces (scratch arrays a
-backward keeps for the next call on the same cache) are declared too, as private fields.
+backward keeps for the next call on the same cache) are declared too, in ``workspaces``, and
+kept under private names.
 """
 import numpy as np
 
@@ -41,45 +42,41 @@ class Cache:
     by_step = ("x", "h")                   # fields indexed by step: (T, N, ...) views
     outputs = {"h": 1}                     # forward's per-step arrays: their widths in H
     workspaces = ("packed",)               # backward's scratch arrays, kept for the next call
-    __slots__ = ("time_major", "consumed") + fields + tuple("_" + w for w in workspaces)
 
-    def __init__(self, time_major, **arrays):
-        self._set(time_major=time_major, consumed=False)
-        for name in self.workspaces:
-            object.__setattr__(self, "_" + name, None)
-        self._fill(**arrays)
+    def __init__(self, time_major, *parts):
+        self.__dict__["time_major"] = time_major
+        self._fill(*parts)
 
-    def _set(self, **values):
-        for name, value in values.items():
-            object.__setattr__(self, name, value)
-
-    def _fill(self, **arrays):
-        """Set every field (a forward refilling the cache sets them all): none may be left from
-        an earlier call, and none may be unknown."""
-        if arrays.keys() != set(self.fields):
-            raise TypeError(f"a {self.cell} cache takes the fields {self.fields}, "
-                            f"got {tuple(arrays)}")
-        self._set(consumed=False, **arrays)
+    def _fill(self, *parts):
+        """Set the fields from ``parts``, dicts {field: value} that together name every field of
+        ``fields`` (a forward refilling the cache with out= sets them all, so none is left from
+        the call before). The cache is then not consumed. Written into the instance's dict:
+        attribute assignment is the user's, and refused."""
+        fields = self.__dict__
+        for part in parts:
+            fields.update(part)
+        fields["consumed"] = False
 
     def _consume(self):
-        object.__setattr__(self, "consumed", True)
+        self.__dict__["consumed"] = True
 
     def __setattr__(self, name, value):
         raise AttributeError(
             f"a {self.cell} cache is read-only ({name!r}): backward reads its arrays as forward "
             "left them; run forward again (out= refills a cache) to change them")
 
-    __delattr__ = __setattr__
+    def __delattr__(self, name):
+        self.__setattr__(name, None)
 
     def workspace(self, name, shape):
         """A scratch array of ``shape``, kept under the declared workspace ``name``: made by the
         first call that needs it and reused by the next backward on the same cache (or on a
         cache that forward refilled with out=), so a loop over chunks allocates nothing after
         its first. It is freed with the cache."""
-        work = getattr(self, "_" + name)
+        key = "_" + name
+        work = self.__dict__.get(key)
         if work is None or work.shape != shape or work.dtype != self.dtype:
-            work = np.empty(shape, self.dtype)
-            object.__setattr__(self, "_" + name, work)
+            work = self.__dict__[key] = np.empty(shape, self.dtype)
         return work
 
     @property
@@ -110,8 +107,8 @@ def _restore(cache_type, time_major, consumed, arrays):
     for name, value in arrays.items():
         if isinstance(value, np.ndarray) and name not in cache_type.by_step:
             arrays[name] = np.ascontiguousarray(value)
-    cache = cache_type(time_major, **arrays)
-    cache._set(consumed=consumed)
+    cache = cache_type(time_major, arrays)
+    cache.__dict__["consumed"] = consumed
     return cache
 
 
@@ -120,7 +117,6 @@ class RNNCache(Cache):
     cell = "rnn"
     fields = Cache.fields + ("nonlinearity",)
     workspaces = ("packed", "dA", "dA_lean")
-    __slots__ = ("nonlinearity", "_dA", "_dA_lean")
 
 
 class LSTMCache(Cache):
@@ -131,7 +127,6 @@ class LSTMCache(Cache):
     by_step = Cache.by_step + ("c", "gates")
     outputs = {"h": 1, "c": 1, "gates": 4}
     workspaces = ("packed", "dA")
-    __slots__ = ("c0", "c", "gates", "_dA")
 
     @property
     def cT(self):
@@ -147,4 +142,3 @@ class GRUCache(Cache):
     by_step = Cache.by_step + ("gates", "hn")
     outputs = {"h": 1, "gates": 3, "hn": 1}
     workspaces = ("packed", "hh", "dAh", "dxn")
-    __slots__ = ("bh", "gates", "hn", "_hh", "_dAh", "_dxn")

@@ -69,6 +69,14 @@ class Cell:
         """The gradients backward's result has beyond the five, as attributes."""
         return tuple("d" + name for name in self.extra_states + self.extra_weights)
 
+    @cached_property
+    def weight_shapes_spelled(self):
+        """{name: shape in symbols} of the weights, as error messages spell them."""
+        gh = "H" if self.n_gates == 1 else f"{self.n_gates}*H"
+        spelled = {"Wx": f"(D, {gh})", "Wh": f"(H, {gh})", "b": f"({gh},)"}
+        spelled.update((name, f"({gh},)") for name in self.extra_weights)
+        return spelled
+
     def weight_shapes(self, n_input, n_hidden):
         """{name: shape} of the weights, for inputs of D = ``n_input`` and H = ``n_hidden``."""
         gh = self.n_gates * n_hidden

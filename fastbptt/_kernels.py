@@ -69,10 +69,6 @@ class Kernels:
         return getattr(module, attr)
 
 
-def first_nonfinite(arrays):
-    """The compiled NaN scan (``src/_checks.pyx``): the index of the first of ``arrays`` that
-    holds NaN or inf, else -1."""
-    return _checks.first_nonfinite(arrays)
-
-
-_checks = Kernels("_checks")
+# the compiled NaN scan of the input checks: ``checks.first_nonfinite(arrays)`` is the
+# index of the first of ``arrays`` that holds NaN or inf, else -1 (``src/_checks.pyx``)
+checks = Kernels("_checks")

@@ -13,7 +13,7 @@ read-only ones (the kernels only read them).
 
 Non-finite values (NaN, inf) in any input are rejected with a ValueError. The scan that finds
 them is passed in: ``numpy_first_nonfinite`` for the reference, which imports nothing compiled,
-and the kernels' compiled one (``fastbptt._kernels.first_nonfinite``, ``src/_checks.pyx``), a
+and the kernels' compiled one (``fastbptt._kernels.checks``, ``src/_checks.pyx``), a
 read-only pass over the arrays in place that costs microseconds.
 """
 import functools
@@ -76,14 +76,14 @@ def check_bool(name, value):
     return bool(value)
 
 
-def check_options(cell, options):
-    """The choices of ``cell.options`` (e.g. the RNN's nonlinearity), each one of its values."""
-    for name, value in options.items():
-        allowed = cell.options[name]
-        if value not in allowed:
-            spelled = ", ".join(repr(v) for v in allowed[:-1]) + f" or {allowed[-1]!r}"
-            raise ValueError(f"{name} must be {spelled}, got {value!r}")
-    return options
+def check_option(cell, name, value):
+    """``value`` of the choice ``name`` of ``cell.options`` (the RNN's nonlinearity) is one of
+    its allowed values."""
+    allowed = cell.options[name]
+    if value not in allowed:
+        spelled = ", ".join(repr(v) for v in allowed[:-1]) + f" or {allowed[-1]!r}"
+        raise ValueError(f"{name} must be {spelled}, got {value!r}")
+    return value
 
 
 class ForwardInputs(NamedTuple):
@@ -126,25 +126,30 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
     if n_input == 0:
         raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
 
-    g = "" if n_gates == 1 else f"{n_gates}*"
+    spelled = cell.weight_shapes_spelled
     Wh = as_float_array("Wh", weights["Wh"])
     if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
-        raise ValueError(f"Wh must have shape (H, {g}H) with H >= 1, got {Wh.shape}")
+        raise ValueError(f"Wh must have shape {spelled['Wh']} with H >= 1, got {Wh.shape}")
+    if Wh.dtype != dtype:
+        check_array("Wh", Wh, Wh.shape, dtype, spelled["Wh"], scan=None)     # raises
     n_hidden = Wh.shape[0]
+    gh = n_gates * n_hidden
     x = np.ascontiguousarray(x)
-    given = [("x", x)]
-    checked = {}
-    for name, shape in cell.weight_shapes(n_input, n_hidden).items():
+    checked = {"Wh": np.ascontiguousarray(Wh)}
+    given = [("x", x), ("Wh", checked["Wh"])]
+    for name in cell.weights[2:]:       # b and the extra weights, (G*H,)
         value = weights[name]
-        if value is None:     # an extra weight not given: zeros
-            checked[name] = _zeros(shape[0], dtype)
+        if value is None:               # an extra weight not given: zeros
+            checked[name] = _zeros(gh, dtype)
             continue
-        spelled = f"(D, {g}H)" if name == "Wx" else f"(H, {g}H)" if name == "Wh" else f"({g}H,)"
-        checked[name] = np.ascontiguousarray(
-            check_array(name, value, shape, dtype, spelled, scan=None))
-        given.append((name, checked[name]))
-    inputs = ForwardInputs(x, swap_major(x, time_major), {}, checked, dtype, n_steps, n_batch,
-                           n_input, n_hidden, time_major)
+        checked[name] = value = np.ascontiguousarray(
+            check_array(name, value, (gh,), dtype, spelled[name], scan=None))
+        given.append((name, value))
+    checked["Wx"] = Wx = np.ascontiguousarray(
+        check_array("Wx", weights["Wx"], (n_input, gh), dtype, spelled["Wx"], scan=None))
+    given.append(("Wx", Wx))
+    inputs = ForwardInputs._make((x, swap_major(x, time_major), {}, checked, dtype, n_steps,
+                                  n_batch, n_input, n_hidden, time_major))
     if out is not None:
         check_forward_out(cell, out, inputs)
     for name, value in states.items():
@@ -217,8 +222,8 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
             raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
-    return BackwardInputs(dh, swap_major(dh, cache.time_major), checked_final, xi, grads, out,
-                          h_grad_norms, overwrite_cache)
+    return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
+                                 out, h_grad_norms, overwrite_cache))
 
 
 def check_cache(cell, cache):

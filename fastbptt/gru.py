@@ -6,7 +6,7 @@ from ._caches import GRUCache
 from ._cells import GRU
 from ._docs import fill
 from ._grads import Grads
-from ._kernels import Kernels, first_nonfinite
+from ._kernels import Kernels, checks
 from ._layout import readonly, swap_major
 from ._validation import check_backward, check_forward
 
@@ -33,7 +33,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     {forward_returns}
     """
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
-                           time_major=time_major, out=out, scan=first_nonfinite)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite)
     states = initial_states(inputs, out)
     steps = step_outputs(GRUCache, inputs, out)     # in x's layout
     cache = make_cache(GRUCache, out, inputs, states, steps)
@@ -74,7 +74,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     """
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=first_nonfinite)
+                            out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(GRU, cache, inputs)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major

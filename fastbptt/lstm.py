@@ -6,7 +6,7 @@ from ._caches import LSTMCache
 from ._cells import LSTM
 from ._docs import fill
 from ._grads import Grads
-from ._kernels import Kernels, first_nonfinite
+from ._kernels import Kernels, checks
 from ._layout import readonly, swap_major
 from ._validation import check_backward, check_forward
 
@@ -33,7 +33,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     {forward_returns}
     """
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out, scan=first_nonfinite)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite)
     states = initial_states(inputs, out)
     steps = step_outputs(LSTMCache, inputs, out)     # in x's layout
     w = inputs.weights
@@ -71,7 +71,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     """
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=first_nonfinite)
+                            out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(LSTM, cache, inputs)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major

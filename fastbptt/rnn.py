@@ -6,9 +6,9 @@ from ._caches import RNNCache
 from ._cells import RNN
 from ._docs import fill
 from ._grads import Grads
-from ._kernels import Kernels, first_nonfinite
+from ._kernels import Kernels, checks
 from ._layout import readonly, swap_major
-from ._validation import check_backward, check_forward, check_options
+from ._validation import check_backward, check_forward, check_option
 
 _rnn = Kernels("_rnn")
 
@@ -28,9 +28,9 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     -------
     {forward_returns}
     """
-    check_options(RNN, {"nonlinearity": nonlinearity})
+    check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out, scan=first_nonfinite)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite)
     states = initial_states(inputs, out)
     steps = step_outputs(RNNCache, inputs, out)     # in x's layout
     w = inputs.weights
@@ -87,7 +87,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     """
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=first_nonfinite)
+                            out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(RNN, cache, inputs)
     n_steps, n_batch, n_hidden = cache.h.shape
     tm = cache.time_major
@@ -103,7 +103,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         run_kernel(kernel, largest_product(cache.x, cache.Wh),
                    inputs.dh_buffer, h, cache.h0, swap_major(cache.x, tm), cache.Wx, cache.Wh,
                    inputs.xi, carries["dhT"], dA, dx, wg["dWx"], wg["dWh"], wg["db"],
-                   grad_norms_buffer(inputs, cache.dtype), _rnn.NONLINEARITIES[cache.nonlinearity], tm,
+                   grad_norms_buffer(inputs, cache.dtype),
+                   _rnn.NONLINEARITIES[cache.nonlinearity], tm,
                    packed=packed_weights(_rnn, cache, n_batch, n_hidden, cache.dtype))
     elif h_grad_norms is not None:
         h_grad_norms[...] = 0

@@ -29,7 +29,8 @@ Example (a character model; the output layer and its loss are yours)::
     res.loss, res.grads.dWx, res.h, res.c
 
 The driver runs the cell ``impl.CELLS[cell]`` of the implementation ``impl`` (default
-``fastbptt``; ``fastbptt.reference`` works the same), so it runs any cell that ``impl`` has. Windows that do not start on a block boundary are cut inside the oldest block with the
+``fastbptt``; ``fastbptt.reference`` works the same), so it runs any cell that ``impl`` has.
+Windows that do not start on a block boundary are cut inside the oldest block with the
 backward keyword ``xi`` (``fastbptt.truncation``); blocks are chained with ``dhT`` (``dcT``), and
 weight gradients are added into one set of buffers with ``grads=``: nothing is recomputed.
 """

@@ -99,7 +99,7 @@ def test_overwrite_cache_must_be_a_bool(module, cell, value, monkeypatch):
     def compiled(*a, **k):
         raise AssertionError("compiled code ran")
 
-    monkeypatch.setattr(fastbptt._kernels, "_checks", SimpleNamespace(first_nonfinite=compiled))
+    monkeypatch.setattr(fastbptt._kernels.checks, "first_nonfinite", compiled)
     monkeypatch.setattr(fastbptt.rnn, "run_kernel", compiled)
     monkeypatch.setattr(fastbptt.lstm, "run_kernel", compiled)
     monkeypatch.setattr(fastbptt.gru, "run_kernel", compiled)

@@ -6,7 +6,7 @@ unchanged on the kernels by changing the import. It imports NumPy and the packag
 shares the input checks, caches and results of ``fastbptt`` (a cache made by one is accepted
 by the other). ``truncation`` and ``clip`` are plain NumPy and shared with ``fastbptt``; to run
 truncated BPTT on the reference's cells, pass it to the driver:
-``fastbptt.TBPTT(k1, k2, module=fastbptt.reference)``.
+``fastbptt.TBPTT(k1, k2, impl=fastbptt.reference)``.
 """
 from .. import _cells, clip, truncation
 from .._caches import Cache

@@ -10,13 +10,13 @@ from .._caches import RNNCache
 from .._cells import RNN
 from .._grads import Grads
 from .._layout import readonly, swap_major
-from .._validation import check_backward, check_forward, check_options
+from .._validation import check_backward, check_forward, check_option
 from ._math import DPHI, PHI
 
 
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
     """Same contract as ``fastbptt.rnn_forward``."""
-    check_options(RNN, {"nonlinearity": nonlinearity})
+    check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
     states = initial_states(inputs, out)
