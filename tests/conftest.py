@@ -7,7 +7,6 @@ import fastbptt.reference
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 IMPLS = {"kernels": fastbptt, "reference": fastbptt.reference}
-N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 def assert_close(actual, expected, dtype, name=""):
@@ -22,9 +21,12 @@ def assert_close(actual, expected, dtype, name=""):
 
 def make_problem(cell, n_batch, n_steps, n_input, n_hidden, dtype=np.float64,
                  time_major=False, seed=0, weight_scale=0.5):
-    """Random (args, kwargs) for ``<cell>_forward`` and a random upstream gradient dh."""
+    """Random (args, kwargs) for the forward of ``fastbptt.CELLS[cell]`` and a random upstream
+    gradient dh. The record says what the cell takes beyond ``x, h0, Wx, Wh, b``: an initial
+    state (N, H) for each extra state (``c0``), each extra weight in its shape (``bh``)."""
+    record = fastbptt.CELLS[cell]
     rng = np.random.default_rng(seed)
-    gh = N_GATES[cell] * n_hidden
+    gh = record.n_gates * n_hidden
     shape = (n_steps, n_batch, n_input) if time_major else (n_batch, n_steps, n_input)
     x = rng.standard_normal(shape).astype(dtype)
     h0 = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
@@ -32,10 +34,11 @@ def make_problem(cell, n_batch, n_steps, n_input, n_hidden, dtype=np.float64,
     Wh = (rng.standard_normal((n_hidden, gh)) * weight_scale / np.sqrt(n_hidden)).astype(dtype)
     b = (rng.standard_normal(gh) * 0.1).astype(dtype)
     kwargs = {"time_major": time_major}
-    if cell == "lstm":
-        kwargs["c0"] = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
-    if cell == "gru":
-        kwargs["bh"] = (rng.standard_normal(gh) * 0.1).astype(dtype)
+    for name in record.extra_states:
+        kwargs[name] = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
+    shapes = record.weight_shapes(n_input, n_hidden)
+    for name in record.extra_weights:      # biases, drawn as b is
+        kwargs[name] = (rng.standard_normal(shapes[name]) * 0.1).astype(dtype)
     dh = rng.standard_normal(shape[:2] + (n_hidden,)).astype(dtype)
     return [x, h0, Wx, Wh, b], kwargs, dh
 

@@ -255,15 +255,20 @@ def test_lstm_gate_order_differs_from_fastbptt_order():
     assert_close(h, h_swapped, "h")
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+# the sequence functions of the CS231n API, by the cell they run
+SEQUENCE = {"rnn": (cs231n.rnn_forward, cs231n.rnn_backward),
+            "lstm": (cs231n.lstm_forward, cs231n.lstm_backward)}
+
+
+@pytest.mark.parametrize("cell", list(SEQUENCE))
 def test_sequence_backward_matches_finite_differences(cell):
     N, T, D, H = 2, 4, 3, 2
     rng = np.random.default_rng(9)
     x, h0, dh = rand(rng, N, T, D), rand(rng, N, H), rand(rng, N, T, H)
-    args = [x, h0, *rnn_params(rng, D, H, n_gates=4 if cell == "lstm" else 1)]
-    forward = getattr(cs231n, f"{cell}_forward")
+    args = [x, h0, *rnn_params(rng, D, H, n_gates=fastbptt.CELLS[cell].n_gates)]
+    forward, backward = SEQUENCE[cell]
     _, cache = forward(*args)
-    grads = getattr(cs231n, f"{cell}_backward")(dh, cache)
+    grads = backward(dh, cache)
     for i, (name, got) in enumerate(zip(["dx", "dh0", "dWx", "dWh", "db"], grads)):
         num = numerical_gradient(lambda: forward(*args)[0], args[i], dh)
         assert rel_error(got, num) < 1e-7, name

@@ -1,4 +1,6 @@
 """Kernels equal the reference to rounding, for every cell, option, dtype, layout and edge shape."""
+import itertools
+
 import numpy as np
 import pytest
 
@@ -7,11 +9,11 @@ import fastbptt.reference as ref
 
 from conftest import assert_close, make_problem, relayout
 
-# cell -> the forward keyword variants every check runs over
+# cell -> the forward keyword variants every check runs over: every combination of the values
+# of the cell's options (the RNN's three nonlinearities; {} for a cell without options)
 CELL_OPTIONS = {
-    "rnn": [{"nonlinearity": "tanh"}, {"nonlinearity": "sigmoid"}, {"nonlinearity": "relu"}],
-    "lstm": [{}],
-    "gru": [{}],
+    name: [dict(zip(cell.options, values)) for values in itertools.product(*cell.options.values())]
+    for name, cell in fastbptt.CELLS.items()
 }
 CASES = [(cell, opts) for cell, variants in CELL_OPTIONS.items() for opts in variants]
 CASE_IDS = [f"{cell}-{'-'.join(map(str, opts.values())) or 'default'}" for cell, opts in CASES]
@@ -22,8 +24,9 @@ SHAPES = [  # (N, T, D, H)
 
 
 def run(module, cell, args, kwargs, dh, **backward_kwargs):
-    h, cache = getattr(module, f"{cell}_forward")(*args, **kwargs)
-    grads = getattr(module, f"{cell}_backward")(dh, cache, **backward_kwargs)
+    record = module.CELLS[cell]
+    h, cache = record.forward(*args, **kwargs)
+    grads = record.backward(dh, cache, **backward_kwargs)
     return h, cache, grads
 
 
@@ -34,9 +37,8 @@ def compare(cell, args, kwargs, dh, dtype, **backward_kwargs):
     assert_close(c1.hT, c2.hT, dtype, "hT")
     for name, a, b in zip(g2._fields, g1, g2):
         assert_close(a, b, dtype, name)
-    for extra in ("dc0", "dbh"):
-        if hasattr(g2, extra):
-            assert_close(getattr(g1, extra), getattr(g2, extra), dtype, extra)
+    for extra in fastbptt.CELLS[cell].extra_grads:
+        assert_close(getattr(g1, extra), getattr(g2, extra), dtype, extra)
     if cell == "lstm":
         assert_close(c1.cT, c2.cT, dtype, "cT")
     return g1, g2
@@ -67,7 +69,7 @@ def test_layouts_give_the_same_answer(cell, opts, layout, dtype):
 def test_none_initial_state_is_zeros(cell, opts, dtype):
     args, kwargs, dh = make_problem(cell, 2, 4, 3, 3, dtype=dtype)
     for module in (fastbptt, ref):
-        forward = getattr(module, f"{cell}_forward")
+        forward = module.CELLS[cell].forward
         h_none, _ = forward(args[0], None, *args[2:], **{**kwargs, **opts})
         zeros = np.zeros_like(args[1])
         h_zero, _ = forward(args[0], zeros, *args[2:], **{**kwargs, **opts})
@@ -101,11 +103,12 @@ def test_truncation_keywords_match(cell, opts, dtype):
 @pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
 def test_grads_accumulate_in_place(cell, opts, dtype):
     args, kwargs, dh = make_problem(cell, 2, 5, 3, 4, dtype=dtype)
+    weight_grads = fastbptt.CELLS[cell].weight_grads      # dWx, dWh, db and the GRU's dbh
     for module in (fastbptt, ref):
         _, _, first = run(module, cell, args, {**kwargs, **opts}, dh)
-        base = {k: v.copy() for k, v in zip(first._fields, first)}
+        base = {name: getattr(first, name).copy() for name in weight_grads}
         _, _, second = run(module, cell, args, {**kwargs, **opts}, dh, grads=first)
-        for name in ("dWx", "dWh", "db"):
+        for name in weight_grads:
             assert getattr(second, name) is getattr(first, name)   # the same buffer
             assert_close(getattr(second, name), 2 * base[name], dtype, name)
 
@@ -114,7 +117,7 @@ def test_grads_accumulate_in_place(cell, opts, dtype):
 def test_state_carried_across_segments(cell, opts, dtype):
     """Forward over two halves, passing hT (cT) on, equals forward over the whole."""
     args, kwargs, dh = make_problem(cell, 2, 8, 3, 4, dtype=dtype)
-    forward = getattr(fastbptt, f"{cell}_forward")
+    forward = fastbptt.CELLS[cell].forward
     h_all, _ = forward(*args, **{**kwargs, **opts})
     x = args[0]
     h_a, cache_a = forward(x[:, :3], *args[1:], **{**kwargs, **opts})
@@ -133,8 +136,8 @@ def test_h_grad_norms(cell, opts, dtype):
     xi = np.array([1, 1, 0, 1, 1, 1.0])
     norms = {}
     for module in (fastbptt, ref):
-        _, cache = getattr(module, f"{cell}_forward")(*args, **{**kwargs, **opts})
-        backward = getattr(module, f"{cell}_backward")
+        _, cache = module.CELLS[cell].forward(*args, **{**kwargs, **opts})
+        backward = module.CELLS[cell].backward
         out = np.full(6, np.nan, dtype)
         with_norms = backward(dh, cache, xi=xi, h_grad_norms=out)
         without = backward(dh, cache, xi=xi)

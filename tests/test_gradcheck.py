@@ -10,9 +10,10 @@ from test_equivalence import CASE_IDS, CASES
 
 def loss_and_grads(cell, args, kwargs, dh, dhT, xi=None):
     """L = sum(h * dh) + sum(hT * dhT): its gradient is backward(dh, dhT=dhT)."""
-    h, cache = getattr(ref, f"{cell}_forward")(*args, **kwargs)
+    record = ref.CELLS[cell]
+    h, cache = record.forward(*args, **kwargs)
     loss = float(np.sum(h * dh) + np.sum(cache.hT * dhT))
-    return loss, getattr(ref, f"{cell}_backward")(dh, cache, dhT=dhT, xi=xi)
+    return loss, record.backward(dh, cache, dhT=dhT, xi=xi)
 
 
 @pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
@@ -25,10 +26,9 @@ def test_reference_gradients_match_finite_differences(cell, opts):
     _, grads = loss_and_grads(cell, args, kwargs, dh, dhT)
     named = dict(zip(("dx", "dh0", "dWx", "dWh", "db"), range(5)))
     targets = [(name, args, i) for name, i in named.items()]
-    if cell == "lstm":
-        targets.append(("dc0", kwargs, "c0"))
-    if cell == "gru":
-        targets.append(("dbh", kwargs, "bh"))
+    record = ref.CELLS[cell]         # and what the cell has beyond them: dc0 (LSTM), dbh (GRU)
+    extra_inputs = record.extra_states + record.extra_weights
+    targets += [(name, kwargs, key) for name, key in zip(record.extra_grads, extra_inputs)]
     eps = 1e-6
     for name, holder, key in targets:
         param = holder[key]

@@ -9,17 +9,17 @@ import fastbptt
 import fastbptt.reference as ref
 
 from conftest import IMPLS, assert_close, make_problem
-from test_equivalence import CELL_OPTIONS
 
-CELLS = list(CELL_OPTIONS)
+CELLS = list(fastbptt.CELLS)
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 layout = pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 SHAPES = [(3, 5, 4, 2), (1, 6, 3, 2), (4, 1, 2, 3)]   # (N, T, D, H)
 
 
 def run(module, cell, args, kwargs, dh, **backward_kwargs):
-    h, cache = getattr(module, f"{cell}_forward")(*args, **kwargs)
-    return h, cache, getattr(module, f"{cell}_backward")(dh, cache, **backward_kwargs)
+    record = module.CELLS[cell]
+    h, cache = record.forward(*args, **kwargs)
+    return h, cache, record.backward(dh, cache, **backward_kwargs)
 
 
 @impl
@@ -47,20 +47,20 @@ def test_a_cache_goes_to_either_backward(cell, time_major, dtype):
     """A cache made by the kernels is accepted by the reference's backward and vice versa."""
     args, kwargs, dh = make_problem(cell, 3, 5, 4, 3, dtype=dtype, time_major=time_major)
     for made, used in [(fastbptt, ref), (ref, fastbptt)]:
-        _, cache = getattr(made, f"{cell}_forward")(*args, **kwargs)
-        expected = getattr(made, f"{cell}_backward")(dh, cache)
-        got = getattr(used, f"{cell}_backward")(dh, cache)
+        _, cache = made.CELLS[cell].forward(*args, **kwargs)
+        expected = made.CELLS[cell].backward(dh, cache)
+        got = used.CELLS[cell].backward(dh, cache)
         for name, a, b in zip(expected._fields, got, expected):
             assert_close(a, b, dtype, name)
 
 
-def _traced(fn):
-    """(peak bytes allocated while fn runs, fn's result)."""
+def _traced(fn, *args, **kwargs):
+    """(peak bytes allocated while fn(*args, **kwargs) runs, its result)."""
     tracemalloc.start()
     try:
         tracemalloc.reset_peak()
         base = tracemalloc.get_traced_memory()[0]
-        result = fn()
+        result = fn(*args, **kwargs)
         return tracemalloc.get_traced_memory()[1] - base, result
     finally:
         tracemalloc.stop()
@@ -73,11 +73,11 @@ def test_batch_major_input_is_not_copied(cell):
     peaks = {}
     for time_major in (False, True):
         args, kwargs, dh = make_problem(cell, 6, 40, 64, 4, time_major=time_major)
-        forward = getattr(fastbptt, f"{cell}_forward")
-        backward = getattr(fastbptt, f"{cell}_backward")
+        forward = fastbptt.CELLS[cell].forward
+        backward = fastbptt.CELLS[cell].backward
         forward(*args, **kwargs)                      # first-call allocations out of the way
-        fwd_peak, (_, cache) = _traced(lambda: forward(*args, **kwargs))
-        bwd_peak, _ = _traced(lambda: backward(dh, cache))
+        fwd_peak, (_, cache) = _traced(forward, *args, **kwargs)
+        bwd_peak, _ = _traced(backward, dh, cache)
         peaks[time_major] = fwd_peak, bwd_peak
     x_bytes = 6 * 40 * 64 * 8
     assert peaks[False][0] <= peaks[True][0] + 2048 < x_bytes

@@ -12,7 +12,7 @@ from fastbptt.bench import floor_function
 
 from conftest import make_problem
 
-CELLS = ["rnn", "lstm", "gru"]
+CELLS = list(fastbptt.CELLS)
 CALLS = 100      # per window
 WINDOWS = 4
 
@@ -46,8 +46,8 @@ def growth_per_call(fn):
 @pytest.mark.parametrize("overwrite", [False, True], ids=["keep", "overwrite"])
 def test_forward_and_backward_hold_nothing(cell, time_major, overwrite, dtype):
     args, kwargs, dh = make_problem(cell, 3, 4, 2, 5, dtype=dtype, time_major=time_major)
-    forward = getattr(fastbptt, f"{cell}_forward")
-    backward = getattr(fastbptt, f"{cell}_backward")
+    forward = fastbptt.CELLS[cell].forward
+    backward = fastbptt.CELLS[cell].backward
 
     def run():
         _, cache = forward(*args, **kwargs)

@@ -22,11 +22,11 @@ SHAPES = [(3, 7, 4, 5), (1, 1, 1, 1), (1, 9, 3, 4), (4, 1, 3, 2), (2, 4, 3, 1), 
 
 
 def forward(module, cell, args, kwargs):
-    return getattr(module, f"{cell}_forward")(*args, **kwargs)
+    return module.CELLS[cell].forward(*args, **kwargs)
 
 
 def backward(module, cell, *args, **kwargs):
-    return getattr(module, f"{cell}_backward")(*args, **kwargs)
+    return module.CELLS[cell].backward(*args, **kwargs)
 
 
 def extras(cell, n_batch, n_hidden, n_steps, dtype):
@@ -89,7 +89,7 @@ def test_a_consumed_cache_is_refused(module, cell, opts, time_major):
 
 
 @impl
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
 @pytest.mark.parametrize("value", [1, 0, "yes", None, [True]])
 def test_overwrite_cache_must_be_a_bool(module, cell, value, monkeypatch):
     """TypeError naming it, before any compiled code runs; the cache is not consumed."""
@@ -109,7 +109,7 @@ def test_overwrite_cache_must_be_a_bool(module, cell, value, monkeypatch):
 
 
 @impl
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
 def test_a_failed_backward_does_not_consume(module, cell):
     args, kwargs, dh = make_problem(cell, 2, 3, 4, 5)
     _, cache = forward(module, cell, args, kwargs)
@@ -135,7 +135,7 @@ def backward_peak(cell, args, kwargs, dh, overwrite):
         tracemalloc.stop()
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
 @layout
 def test_overwrite_allocates_no_gate_sized_workspace(cell, time_major, dtype):
     """With overwrite_cache=True the LSTM's and GRU's backward allocate no (T, N, 4H) array:

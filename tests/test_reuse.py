@@ -6,17 +6,18 @@ import tracemalloc
 import numpy as np
 import pytest
 
+import fastbptt
+
 from conftest import IMPLS, assert_close, make_problem
 
-CELLS = ("rnn", "lstm", "gru")
+CELLS = list(fastbptt.CELLS)
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 layouts = pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 N, T, D, H = 3, 6, 4, 5
 
 
 def names(cell):
-    extra = {"lstm": ("dc0",), "gru": ("dbh",)}.get(cell, ())
-    return ("dx", "dh0", "dWx", "dWh", "db") + extra
+    return ("dx", "dh0", "dWx", "dWh", "db") + fastbptt.CELLS[cell].extra_grads
 
 
 def state_kwargs(cell, cache):
@@ -41,7 +42,7 @@ def chunks(cell, time_major, dtype, n_chunks, n_steps=T, seed=0):
 def test_forward_out_refills_the_cache(cell, module, time_major, dtype):
     """forward(out=cache) returns that cache, its arrays refilled, equal to a fresh forward;
     the state passed in may be the cache's own final state (a view of what gets overwritten)."""
-    forward = getattr(module, f"{cell}_forward")
+    forward = module.CELLS[cell].forward
     (x, h0, Wx, Wh, b), kwargs, data = chunks(cell, time_major, dtype, 2)
     h1, cache = forward(data[0][0], h0, Wx, Wh, b, **kwargs)
     kw = dict(kwargs, **state_kwargs(cell, cache))
@@ -61,8 +62,8 @@ def test_forward_out_refills_the_cache(cell, module, time_major, dtype):
 def test_forward_keeps_its_own_initial_state(cell, module):
     """Changing the caller's h0 (c0) in place after forward, as a stream loop does, does not
     change what backward computes."""
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = module.CELLS[cell].forward
+    backward = module.CELLS[cell].backward
     args, kwargs, dh = make_problem(cell, N, T, D, H)
     _, cache = forward(*args, **kwargs)
     expected = backward(dh, cache)
@@ -82,8 +83,8 @@ def test_backward_out_writes_into_the_earlier_result(cell, module, time_major, a
                                                      dtype):
     """backward(out=g) writes dx and dh0 (dc0) into g's arrays, and the weight gradients too
     unless grads= is given, where they are added into grads as always."""
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = module.CELLS[cell].forward
+    backward = module.CELLS[cell].backward
     args, kwargs, dh = make_problem(cell, N, T, D, H, dtype=dtype, time_major=time_major)
     _, cache = forward(*args, **kwargs)
     first = backward(dh, cache)
@@ -92,8 +93,9 @@ def test_backward_out_writes_into_the_earlier_result(cell, module, time_major, a
     expected = backward(dh[::-1].copy(), cache, dhT=dhT)
     acc = None
     if accumulate:
+        extra_weight_grads = fastbptt.CELLS[cell].weight_grads[3:]      # the GRU's dbh
         acc = type(first)(*(getattr(first, n).copy() * 0 for n in names(cell)[:5]),
-                          **({"dbh": first.dbh * 0} if cell == "gru" else {}))
+                          **{n: getattr(first, n) * 0 for n in extra_weight_grads})
     got = backward(dh[::-1].copy(), cache, dhT=dhT, out=first, grads=acc)
     for name in names(cell):
         value = getattr(got, name)
@@ -114,9 +116,8 @@ def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major, 
     traced memory never grows by as much as the smallest array of a chunk (an (N, H) state,
     8 KiB; Python's own objects of a call take about 4 KiB), and the results equal the same
     loop without reuse."""
-    import fastbptt
-    forward = getattr(fastbptt, f"{cell}_forward")
-    backward = getattr(fastbptt, f"{cell}_backward")
+    forward = fastbptt.CELLS[cell].forward
+    backward = fastbptt.CELLS[cell].backward
     n_batch, n_steps, n_input, n_hidden = 16, 50, 8, 64
     args, kwargs, _ = make_problem(cell, n_batch, n_steps, n_input, n_hidden,
                                    time_major=time_major)
@@ -159,14 +160,14 @@ def test_a_loop_over_chunks_allocates_nothing_after_the_first(cell, time_major, 
 @pytest.mark.parametrize("cell", CELLS)
 @impl
 def test_bad_out(cell, module):
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = module.CELLS[cell].forward
+    backward = module.CELLS[cell].backward
     args, kwargs, dh = make_problem(cell, N, T, D, H)
     _, cache = forward(*args, **kwargs)
     g = backward(dh, cache)
     other_cell = "gru" if cell == "rnn" else "rnn"
     o_args, o_kwargs, _ = make_problem(other_cell, N, T, D, H)
-    _, other = getattr(module, f"{other_cell}_forward")(*o_args, **o_kwargs)
+    _, other = module.CELLS[other_cell].forward(*o_args, **o_kwargs)
     s_args, s_kwargs, s_dh = make_problem(cell, N, T + 1, D, H)
     _, longer = forward(*s_args, **s_kwargs)
     f_args, f_kwargs, _ = make_problem(cell, N, T, D, H, dtype=np.float32)

@@ -11,14 +11,13 @@ from fastbptt.tbptt import WeightGrads
 
 from conftest import IMPLS, assert_close, make_problem
 
-CELLS = [c for c in ("rnn", "lstm", "gru")
-         if hasattr(fastbptt, c + "_forward") and hasattr(ref, c + "_forward")]
-impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+CELLS = list(fastbptt.CELLS)
+impls = pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))
 N, T, D, H = 2, 17, 3, 4
 
 
 def weight_names(cell):
-    return ("dWx", "dWh", "db", "dbh") if cell == "gru" else ("dWx", "dWh", "db")
+    return fastbptt.CELLS[cell].weight_grads      # dWx, dWh, db and the GRU's dbh
 
 
 def stream_problem(cell, dtype=np.float64, time_major=False, seed=0, n_steps=T):
@@ -35,13 +34,13 @@ def squared_error(h, t0, y):
     return 0.5 * float(np.sum(d * d)), d
 
 
-def brute_force(module, cell, args, kwargs, targets, k1, k2):
+def brute_force(impl, cell, args, kwargs, targets, k1, k2):
     """TBPTT(k1, k2) by definition, with plain forward/backward calls: for each block of new
     steps [t0, t1), get the state at the window's start s = max(0, t0 - (k2 - k1)) by a forward
     from the beginning, run forward over [s, t1), inject the loss gradients of [t0, t1) only,
     backpropagate the whole window, and add up the weight gradients."""
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = impl.CELLS[cell].forward
+    backward = impl.CELLS[cell].backward
     x, h0, Wx, Wh, b = args
     time_major = kwargs["time_major"]
     n_steps = x.shape[0 if time_major else 1]
@@ -78,13 +77,13 @@ KK = [(4, 4), (3, 5), (4, 8), (5, 12), (1, 3), (3, 4), (17, 17), (20, 25), (2, 4
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@impl
+@impls
 @pytest.mark.parametrize("k1,k2", KK, ids=[f"k{a}-{b}" for a, b in KK])
-def test_tbptt_equals_brute_force(cell, module, k1, k2, dtype):
+def test_tbptt_equals_brute_force(cell, impl, k1, k2, dtype):
     args, kwargs, targets = stream_problem(cell, dtype)
-    result = TBPTT(k1, k2, cell=cell, module=module).run(
+    result = TBPTT(k1, k2, cell=cell, impl=impl).run(
         *args, squared_error, targets=targets, **kwargs)
-    loss, totals, full = brute_force(module, cell, args, kwargs, targets, k1, k2)
+    loss, totals, full = brute_force(impl, cell, args, kwargs, targets, k1, k2)
     assert result.loss == pytest.approx(loss, rel=1e-10 if dtype == np.float64 else 1e-4)
     for name, value in totals.items():
         assert_close(getattr(result.grads, name), value, dtype, name)
@@ -97,28 +96,28 @@ def test_tbptt_equals_brute_force(cell, module, k1, k2, dtype):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@impl
+@impls
 @pytest.mark.parametrize("k", [1, 4, 6, 17])
-def test_k1_equal_k2_is_one_call_with_chunked_xi(cell, module, k):
+def test_k1_equal_k2_is_one_call_with_chunked_xi(cell, impl, k):
     """TBPTT(k, k) over the stream equals one backward over the whole sequence with
     xi = truncation.chunked(T, k)."""
     args, kwargs, targets = stream_problem(cell)
-    result = TBPTT(k, cell=cell, module=module).run(*args, squared_error, targets=targets,
-                                                    **kwargs)
-    h, cache = getattr(module, f"{cell}_forward")(*args, **kwargs)
+    result = TBPTT(k, cell=cell, impl=impl).run(*args, squared_error, targets=targets,
+                                                **kwargs)
+    h, cache = impl.CELLS[cell].forward(*args, **kwargs)
     loss, dh = squared_error(h, 0, targets)
-    g = getattr(module, f"{cell}_backward")(dh, cache, xi=truncation.chunked(T, k))
+    g = impl.CELLS[cell].backward(dh, cache, xi=truncation.chunked(T, k))
     assert result.loss == pytest.approx(loss, rel=1e-12)
     for name in weight_names(cell):
         assert_close(getattr(result.grads, name), getattr(g, name), np.float64, name)
 
 
 @pytest.mark.parametrize("cell", CELLS)
-@impl
+@impls
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 @pytest.mark.parametrize("k", [1, 3, 5])
 @pytest.mark.parametrize("group_rows", [1, 8, 13, 10**6])
-def test_run_groups_windows_as_separate_calls(cell, module, time_major, k, group_rows,
+def test_run_groups_windows_as_separate_calls(cell, impl, time_major, k, group_rows,
                                               monkeypatch):
     """run() with k1 == k2 takes groups of windows through one forward and one backward call
     (about GROUP_ROWS batch rows x steps each; patched small here so that a stream of 17 steps
@@ -134,7 +133,7 @@ def test_run_groups_windows_as_separate_calls(cell, module, time_major, k, group
             return squared_error(h, t0, y)
         return loss_grad
 
-    tb = TBPTT(k, cell=cell, module=module)
+    tb = TBPTT(k, cell=cell, impl=impl)
     res = tb.run(*args, recording("grouped"), targets=targets, **kwargs)
     acc = WeightGrads(**{name: np.zeros_like(getattr(res.grads, name))
                          for name in weight_names(cell)})
@@ -147,7 +146,7 @@ def test_run_groups_windows_as_separate_calls(cell, module, time_major, k, group
     assert res.loss == pytest.approx(sum(w.loss for w in wins), rel=1e-12)
     for name in weight_names(cell):
         assert_close(getattr(res.grads, name), getattr(acc, name), np.float64, name)
-    loss, totals, full = brute_force(module, cell, args, kwargs, targets, k, k)
+    loss, totals, full = brute_force(impl, cell, args, kwargs, targets, k, k)
     for name, value in totals.items():
         assert_close(getattr(res.grads, name), value, np.float64, name)
     assert_close(res.h, full.hT, np.float64, "h")
@@ -195,8 +194,7 @@ def test_windows(cell):
         seen.append((win.t0, win.t1, win.start))
         summed = win.grads.copy() if summed is None else WeightGrads(
             **{n: a + b for (n, a), b in zip(summed.items(), win.grads)})
-        _, cache = getattr(fastbptt, f"{cell}_forward")(args[0][:, :win.t1], *args[1:],
-                                                        **kwargs)
+        _, cache = fastbptt.CELLS[cell].forward(args[0][:, :win.t1], *args[1:], **kwargs)
         assert_close(win.h, cache.hT, np.float64, "h")
         assert (win.c is None) == (cell != "lstm")
     assert seen == [(0, 4, 0), (4, 8, 0), (8, 12, 2), (12, 16, 6), (16, 17, 10)]
@@ -232,7 +230,7 @@ def test_weight_updates_in_place_take_effect_in_the_next_window(cell):
             Wx -= 0.1 * win.grads.dWx     # an SGD step, in place
             Wh[...] = 0.0
     kw = dict(kwargs, c0=c_after) if cell == "lstm" else kwargs
-    h, _ = getattr(fastbptt, f"{cell}_forward")(args[0][:, 5:10], h_after, Wx, Wh, args[4], **kw)
+    h, _ = fastbptt.CELLS[cell].forward(args[0][:, 5:10], h_after, Wx, Wh, args[4], **kw)
     assert_close(recorded[5], h, np.float64, "h")
 
 
@@ -244,7 +242,7 @@ def test_memory_does_not_grow_with_the_stream(cell, k1, k2):
     _, kwargs, _ = stream_problem(cell)
     kwargs.pop("time_major")
     rng = np.random.default_rng(0)
-    gh = {"rnn": 1, "lstm": 4, "gru": 3}[cell] * 16
+    gh = fastbptt.CELLS[cell].n_gates * 16
     Wx, Wh, b = (rng.standard_normal(s) * 0.3 for s in ((8, gh), (16, gh), (gh,)))
     if cell == "lstm":
         kwargs["c0"] = np.zeros((4, 16))
@@ -292,7 +290,9 @@ def test_bad_arguments():
         (lambda: TBPTT(5, 3), ValueError, "k2 must be >= k1"),
         (lambda: TBPTT(5, True), TypeError, "k2 must be an integer"),
         (lambda: TBPTT(5, cell="elman"), ValueError, "cell must be one of"),
+        (lambda: TBPTT(5, cell="lstm", impl=np), ValueError, "with a CELLS registry; numpy has none"),
         (lambda: TBPTT(5, cell="lstm", module=np), ValueError, "with a CELLS registry; numpy has none"),
+        (lambda: TBPTT(5, impl=fastbptt, module=ref), TypeError, "pass the implementation once"),
         (lambda: TBPTT(3).run(*args, "loss", **kwargs), TypeError, "loss_grad must be a callable"),
         (lambda: TBPTT(3).run(args[0][0], *args[1:], ok), ValueError, "x must be a 3-D array"),
         (lambda: TBPTT(3).run(args[0][:, :0], *args[1:], ok), ValueError, "at least one time"),
@@ -333,5 +333,8 @@ def test_bad_arguments():
 def test_repr_and_default_module():
     tb = TBPTT(3, 6, cell="rnn")
     assert tb.module is fastbptt and tb.k1 == 3 and tb.k2 == 6
+    assert tb.impl is fastbptt
+    assert TBPTT(3, module=ref).impl is ref     # module= is impl='s old name
+    assert TBPTT(3, impl=ref, module=ref).impl is ref
     assert repr(tb) == "TBPTT(k1=3, k2=6, cell='rnn', impl=fastbptt)"
     assert TBPTT(4).k2 == 4

@@ -88,15 +88,15 @@ def test_concurrent_calls_give_the_sequential_results():
 
     from conftest import make_problem
 
-    cells = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, f"{c}_forward")]
-    jobs = [(cell, seed) for seed in range(4) for cell in cells]
+    jobs = [(cell, seed) for seed in range(4) for cell in fastbptt.CELLS]
 
     def run(job):
         cell, seed = job
         # large enough that the BLAS thread bookkeeping runs, not only the small-call path
         args, kwargs, dh = make_problem(cell, 16, 60, 32, 48, seed=seed)
-        h, cache = getattr(fastbptt, f"{cell}_forward")(*args, **kwargs)
-        return (h.copy(), *getattr(fastbptt, f"{cell}_backward")(dh, cache))
+        record = fastbptt.CELLS[cell]
+        h, cache = record.forward(*args, **kwargs)
+        return (h.copy(), *record.backward(dh, cache))
 
     sequential = [run(job) for job in jobs]
     with ThreadPoolExecutor(max_workers=4) as pool:

@@ -17,7 +17,6 @@ CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]
 CELL_IDS = ["rnn-tanh", "rnn-relu", "lstm", "gru"]
 cells = pytest.mark.parametrize("cell,nonlinearity", CELLS, ids=CELL_IDS)
 impls = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
-N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +93,8 @@ def test_forward_and_gradients_equal_torch(torch, module, cell, nonlinearity, ba
     kwargs = fastbptt_kwargs(cell, nonlinearity, batch_first)
     if cell == "lstm":
         kwargs["c0"] = c0.detach().numpy()[0]
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = module.CELLS[cell].forward
+    backward = module.CELLS[cell].backward
     h, cache = forward(x.detach().numpy(), h0.detach().numpy()[0], **w, **kwargs)
     assert_rel(h, out.detach().numpy(), "h")
     assert_rel(cache.hT, h_n.detach().numpy()[0], "h_n")
@@ -181,8 +180,8 @@ def test_module_without_bias(torch, module, cell, nonlinearity):
     x = torch.randn(2, 5, 3, dtype=torch.float64)
     with torch.no_grad():
         expected = m(x)[0].numpy()
-    h, _ = getattr(module, f"{cell}_forward")(x.numpy(), None, **w,
-                                               **fastbptt_kwargs(cell, nonlinearity, True))
+    h, _ = module.CELLS[cell].forward(x.numpy(), None, **w,
+                                      **fastbptt_kwargs(cell, nonlinearity, True))
     assert_rel(h, expected, "h")
     back = compat.to_state_dict(cell, **w, bias=False)
     m.load_state_dict({k: torch.from_numpy(v) for k, v in back.items()})   # strict: no biases
@@ -240,13 +239,13 @@ def test_wrong_cell_is_named(torch):
 
 def random_state_dict(cell, n_input=3, n_hidden=2, dtype=np.float64, suffix="_l0", seed=0):
     rng = np.random.default_rng(seed)
-    gh = N_GATES[cell] * n_hidden
+    gh = fastbptt.CELLS[cell].n_gates * n_hidden
     shapes = {"weight_ih": (gh, n_input), "weight_hh": (gh, n_hidden), "bias_ih": (gh,),
               "bias_hh": (gh,)}
     return {f"{k}{suffix}": rng.standard_normal(s).astype(dtype) for k, s in shapes.items()}
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_mapping_by_hand(cell, dtype):
     sd = random_state_dict(cell, dtype=dtype)

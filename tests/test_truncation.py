@@ -14,13 +14,12 @@ from fastbptt import truncation
 
 from conftest import IMPLS, assert_close, make_problem
 
-CELLS = [c for c in ("rnn", "lstm", "gru")
-         if hasattr(fastbptt, c + "_forward") and hasattr(ref, c + "_forward")]
+CELLS = list(fastbptt.CELLS)
 NAMES = ("dx", "dh0", "dWx", "dWh", "db")
 
 
 def extra_names(cell):
-    return {"lstm": ("dc0",), "gru": ("dbh",)}.get(cell, ())
+    return fastbptt.CELLS[cell].extra_grads       # dc0 (LSTM), dbh (GRU)
 
 
 def backward_kwargs(cell, n_batch, n_hidden, dtype, seed=1):
@@ -37,8 +36,8 @@ def all_grads(cell, g):
 
 
 def run(module, cell, args, kwargs, dh, **bkw):
-    _, cache = getattr(module, f"{cell}_forward")(*args, **kwargs)
-    return getattr(module, f"{cell}_backward")(dh, cache, **bkw), cache
+    _, cache = module.CELLS[cell].forward(*args, **kwargs)
+    return module.CELLS[cell].backward(dh, cache, **bkw), cache
 
 
 # -- the patterns ----------------------------------------------------------------------------
@@ -264,8 +263,8 @@ def test_chunked_equals_separate_calls(cell, module, k, time_major, dtype):
     (forward state carried, dhT/dcT into the last chunk only), weight gradients summed with
     grads= in place, dx concatenated, dh0 (dc0) from the first chunk."""
     args, kwargs, dh = make_problem(cell, N, T, D, H, dtype=dtype, time_major=time_major)
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward = module.CELLS[cell].forward
+    backward = module.CELLS[cell].backward
     bkw = backward_kwargs(cell, N, H, dtype)
     _, cache = forward(*args, **kwargs)
     whole = backward(dh, cache, xi=truncation.chunked(T, k), **bkw)
@@ -308,8 +307,8 @@ def test_randomized_mean_converges_to_full_gradient(cell, p):
     n_steps, n_draws = 10, 1000
     args, kwargs, dh = make_problem(cell, 2, n_steps, 3, 3, seed=2)
     bkw = backward_kwargs(cell, 2, 3, np.float64)
-    _, cache = getattr(fastbptt, f"{cell}_forward")(*args, **kwargs)
-    backward = getattr(fastbptt, f"{cell}_backward")
+    _, cache = fastbptt.CELLS[cell].forward(*args, **kwargs)
+    backward = fastbptt.CELLS[cell].backward
 
     def flat(g):
         return np.concatenate([np.ravel(v) for v in all_grads(cell, g).values()])

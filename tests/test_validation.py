@@ -2,22 +2,22 @@
 import numpy as np
 import pytest
 
+import fastbptt
 from fastbptt._kernels import variants
 
 from conftest import IMPLS, make_problem
-from test_equivalence import CELL_OPTIONS
 
-CELLS = list(CELL_OPTIONS)
+CELLS = list(fastbptt.CELLS)
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 cell_param = pytest.mark.parametrize("cell", CELLS)
 
 
 def forward(module, cell):
-    return getattr(module, f"{cell}_forward")
+    return module.CELLS[cell].forward
 
 
 def backward(module, cell):
-    return getattr(module, f"{cell}_backward")
+    return module.CELLS[cell].backward
 
 
 def bad_forward_cases(cell):
@@ -129,7 +129,7 @@ def test_outputs_are_read_only_views_of_the_cache(module, cell):
         cache.hT[0, 0] = 1.0
 
 
-@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("cell", CELLS)
 @pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 @pytest.mark.parametrize("row", [0, 3], ids=["first-row", "last-row"])
 @pytest.mark.parametrize("order", [1, -1], ids=["rows-down", "rows-reversed"])
@@ -137,7 +137,7 @@ def test_outputs_are_read_only_views_of_the_cache(module, cell):
 def test_nonfinite_state_given_as_a_strided_view(cell, module, row, order, dtype):
     """A state that is a view with strided rows (cache.hT of a batch-major cache is one) is
     scanned in place; a NaN or inf in any of its rows is refused all the same."""
-    n_gates = {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    n_gates = fastbptt.CELLS[cell].n_gates
     rng = np.random.default_rng(0)
     x = rng.standard_normal((4, 5, 3)).astype(dtype)
     shapes = ((3, 2 * n_gates), (2, 2 * n_gates), (2 * n_gates,))
@@ -145,7 +145,7 @@ def test_nonfinite_state_given_as_a_strided_view(cell, module, row, order, dtype
     big = rng.standard_normal((4, 7, 2)).astype(dtype)
     h0 = big[::order, 3, :]               # (4, 2), rows 7 * 2 elements apart
     assert not h0.flags.c_contiguous
-    forward = getattr(module, f"{cell}_forward")
+    forward = module.CELLS[cell].forward
     forward(x, h0, Wx, Wh, b)             # finite: accepted
     for bad in (np.nan, np.inf):
         big[::order, 3, :][row, 1] = bad
