@@ -14,7 +14,7 @@ import numpy as np
 
 import fastbptt
 import fastbptt.reference
-from fastbptt.bench import CASES, floor_function, make_case, step_function, torch_function
+from fastbptt.cli.bench import CASES, floor_function, make_case, step_function, torch_function
 
 
 def test_time(benchmark, measure, time_case):

@@ -31,7 +31,7 @@ import numpy as np
 
 import fastbptt
 import fastbptt.reference
-from fastbptt.bench import CASES, make_case
+from fastbptt.cli.bench import CASES, make_case
 
 ACTIVATIONS = {"rnn": 1, "lstm": 6, "gru": 5}  # needed / (T*N*H*itemsize)
 

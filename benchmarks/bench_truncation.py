@@ -19,7 +19,7 @@ import pytest
 
 import fastbptt
 from fastbptt import TBPTT, truncation
-from fastbptt.bench import make_case
+from fastbptt.cli.bench import make_case
 
 CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
 CASES = {  # name: (N, T, D, H), the truncation lengths k timed

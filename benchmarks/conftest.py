@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import fastbptt  # noqa: E402
-from fastbptt.bench import CASES, CELLS  # noqa: E402
+from fastbptt.cli.bench import CASES, CELLS  # noqa: E402
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_IDS = {"float32": "f32", "float64": "f64"}
@@ -94,7 +94,7 @@ def get_torch(config):
     if config.getoption("--bench-no-torch"):
         return None
     if "module" not in _TORCH:
-        from fastbptt.bench import import_torch
+        from fastbptt.cli.bench import import_torch
         _TORCH["module"] = import_torch()
     return _TORCH["module"]
 

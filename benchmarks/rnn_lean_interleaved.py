@@ -16,7 +16,7 @@ import numpy as np
 
 import fastbptt
 import fastbptt.rnn
-from fastbptt.bench import CASES, make_case
+from fastbptt.cli.bench import CASES, make_case
 
 
 def forward_backward(problem, overwrite, rows):

@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import fastbptt
-from fastbptt.bench import (CASES, floor_function, import_torch, make_case, step_function,
+from fastbptt.cli.bench import (CASES, floor_function, import_torch, make_case, step_function,
                             torch_function)
 
 

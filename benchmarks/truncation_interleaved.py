@@ -17,7 +17,7 @@ import numpy as np
 
 import fastbptt
 from fastbptt import TBPTT, truncation
-from fastbptt.bench import make_case
+from fastbptt.cli.bench import make_case
 
 CASES = {"S": ((1, 1000, 32, 64), (25, 100, 250)), "M": ((32, 100, 64, 128), (10, 25, 50))}
 

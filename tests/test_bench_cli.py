@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from fastbptt.__main__ import main
+from fastbptt.cli import main
 
 TINY = ["bench", "--cases", "C", "--budget", "0.01"]
 

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt.__main__ import main
-from fastbptt.model import Model
+from fastbptt.cli import main
+from fastbptt.nn.model import Model
 
 CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
 TINY = ["--hidden", "16", "--seq-len", "8", "--batch", "4", "--max-chars", "20000",
@@ -179,7 +179,7 @@ def test_gradflow_end_to_end(tmp_path, capsys):
 
 
 def test_gradflow_measures_with_the_kernels_norms():
-    from fastbptt.gradflow import measure
+    from fastbptt.cli.gradflow import measure
     res = measure("rnn", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1)
     norms = res["norms"]
     assert norms.shape == (30,) and (norms > 0).all()

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from fastbptt import _floor
-from fastbptt.bench import floor_function
+from fastbptt.cli.bench import floor_function
 
 from conftest import RTOL
 

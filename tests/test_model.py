@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt import data, optim
-from fastbptt.model import Model
+from fastbptt.nn import data, optim
+from fastbptt.nn.model import Model
 
 CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
 BACKENDS = ["kernels", "reference"]

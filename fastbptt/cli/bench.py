@@ -59,8 +59,8 @@ def step_function(module, cell, args, kwargs, dh, backward=True):
 def floor_function(cell, shape, dtype, backward=True, time_major=False):
     """A no-argument callable making exactly the kernels' BLAS calls, with no elementwise work,
     on buffers in the layout of ``make_case`` (batch-major, or time-major if ``time_major``)."""
-    from . import _floor
-    from ._blas_threads import largest_product, run_kernel
+    from .. import _floor
+    from .._blas_threads import largest_product, run_kernel
     n_batch, n_steps, n_input, n_hidden = shape
     gh = N_GATES[cell] * n_hidden
     gru = cell == "gru"
@@ -116,7 +116,7 @@ def torch_function(cell, args, kwargs, dh, backward=True, check=True):
     Needs torch; call ``import_torch`` first to set its thread count.
     """
     import torch
-    from .compat.torch import to_state_dict
+    from ..compat.torch import to_state_dict
 
     x, h0, Wx, Wh, b = args
     time_major = kwargs.get("time_major", False)
@@ -214,7 +214,7 @@ def add_arguments(parser):
 def run(args):
     import fastbptt
     import fastbptt.reference
-    from ._blas_threads import numpy_blas_threads
+    from .._blas_threads import numpy_blas_threads
 
     cells = [c for c in args.cells.split(",") if c]
     cases = [c for c in args.cases.split(",") if c]

@@ -44,7 +44,7 @@ import sys
 
 import numpy as np
 
-from .model import Model
+from ..nn.model import Model
 
 DEFAULT_RADII = (0.9, 1.8)
 
@@ -209,7 +209,7 @@ def run(args):
         print(f"fastbptt gradflow: error: --out {args.out}: cannot create the folder ({err})",
               file=sys.stderr)
         return 2
-    from .model import _backend_module
+    from ..nn.model import _backend_module
     module = _backend_module(args.backend)
     common = dict(n_steps=args.steps, n_hidden=args.hidden, n_batch=args.batch,
                   n_input=args.inputs, backend=args.backend)

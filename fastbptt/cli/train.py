@@ -42,10 +42,10 @@ import time
 
 import numpy as np
 
-from . import data as data_mod
-from ._blas_threads import numpy_blas_threads
-from .model import CELLS, Model, softmax_cross_entropy
-from .optim import OPTIMIZERS
+from ..nn import data as data_mod
+from .._blas_threads import numpy_blas_threads
+from ..nn.model import CELLS, Model, softmax_cross_entropy
+from ..nn.optim import OPTIMIZERS
 
 DEFAULTS = {
     "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1500,
@@ -258,7 +258,7 @@ class Trainer:
     """One training run: model, optimizer, data streams, truncation, clipping, history."""
 
     def __init__(self, args, corpus, model, label=None):
-        from . import truncation
+        from .. import truncation
         self.args, self.corpus, self.model = args, corpus, model
         self.label = label or args.truncation
         self.optimizer = OPTIMIZERS[args.optimizer](model.params, lr=args.lr, **(
@@ -286,7 +286,7 @@ class Trainer:
     def clip_and_update(self):
         """Clip the gradients (value, then global norm) and update; a step whose gradient is
         not finite is skipped (counted in ``n_skipped``). Returns the norm before clipping."""
-        from . import clip
+        from .. import clip
         a = self.args
         max_norm = a.clip if a.clip > 0 else float("inf")
         if a.clip_value is not None:
@@ -321,7 +321,7 @@ class Trainer:
 
     def tbptt_batches(self):
         """Yield the training loss of each update of the TBPTT(k1, k2) driver (one layer)."""
-        from .tbptt import TBPTT, WeightGrads
+        from ..tbptt import TBPTT, WeightGrads
         a, model, params, grads = self.args, self.model, self.model.params, self.grads
         streams = data_mod.Streams(self.corpus.train, a.batch, a.k1)
         chunks = _one_hot_chunks(streams, model.n_input, model.dtype)
