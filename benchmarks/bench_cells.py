@@ -1,20 +1,21 @@
 """The time-step loop of every cell: the kernels against the reference, the BLAS floor and PyTorch.
 
 One benchmark group per (cell, case, dtype, pass), e.g. ``lstm S float32 fwd+bwd``; inside it
-the kernels (``fastbptt``), the floor (``fastbptt.bench.floor_function``: exactly the kernels'
-BLAS calls, no elementwise work), PyTorch (``nn.RNN``/``LSTM``/``GRU`` with the same weights,
+the kernels (``fastbptt``), the floor (``fastbptt.benchmarking.floor_function``: exactly the
+kernels' BLAS calls, no elementwise work), PyTorch (``nn.RNN``/``LSTM``/``GRU`` with the same weights,
 one thread; ``torch.no_grad()`` for the forward pass, autograd with the same upstream gradient
 for forward plus backward) and, on the small cases, the NumPy reference. The implementations of
 a group run one after the other, so ``python benchmarks/report.py`` can divide their medians.
 
-Everything is built before timing; a timed call is one ``<cell>_forward`` (and one
-``<cell>_backward`` on its cache) on the same inputs as ``fastbptt bench`` uses.
+Everything is built before timing (``fastbptt.benchmarking``); a timed call is one forward of
+the cell (and one backward on its cache) on the same inputs as ``fastbptt bench`` uses.
 """
 import numpy as np
 
 import fastbptt
 import fastbptt.reference
-from fastbptt.bench import CASES, floor_function, make_case, step_function, torch_function
+from fastbptt.benchmarking import (CASES, floor_function, make_case, step_function,
+                                   torch_function)
 
 
 def test_time(benchmark, measure, time_case):

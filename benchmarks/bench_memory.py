@@ -11,7 +11,8 @@ the GRU's backward, taken with ``PyMem_Malloc``, which tracemalloc sees too. Rec
 - ``peak``: the highest allocation during forward and backward together;
 - ``outputs``: the gradients backward returns (``dx``, ``dh0``, ``dWx``, ``dWh``, ``db``, and
   ``dc0``/``dbh``), which the caller asked for and which are not counted against the kernels;
-- ``needed``: the activations backward needs, the yardstick of issue 5: the hidden states
+- ``needed``: the activations backward needs, the yardstick of the memory target: the per-step
+  arrays forward keeps on the cache (the cell's ``cache_type.outputs``): the hidden states
   (T*N*H, returned anyway) plus, for the LSTM, the gate values (T*N*4H) and cell states (T*N*H),
   and for the GRU the gate values r, z, n (T*N*3H) and h_{t-1} Wh_n + bh_n (T*N*H), needed by dr.
 
@@ -31,9 +32,7 @@ import numpy as np
 
 import fastbptt
 import fastbptt.reference
-from fastbptt.bench import CASES, make_case
-
-ACTIVATIONS = {"rnn": 1, "lstm": 6, "gru": 5}  # needed / (T*N*H*itemsize)
+from fastbptt.benchmarking import CASES, make_case
 
 
 def _grad_bytes(grads):
@@ -41,11 +40,16 @@ def _grad_bytes(grads):
     return sum(a.nbytes for a in arrays if isinstance(a, np.ndarray))
 
 
-def memory_of(module, cell, problem, **backward_kwargs):
-    """Bytes held during one forward and backward of ``module`` (see the module docstring)."""
+def activations(cell):
+    """The per-step arrays backward needs, in units of T*N*H entries."""
+    return sum(fastbptt.CELLS[cell].cache_type.outputs.values())
+
+
+def memory_of(impl, cell, problem, **backward_kwargs):
+    """Bytes held during one forward and backward of the cell ``impl.CELLS[cell]`` (see the
+    module docstring)."""
     args, kwargs, dh = problem
-    forward = getattr(module, f"{cell}_forward")
-    backward = getattr(module, f"{cell}_backward")
+    forward, backward = impl.CELLS[cell].forward, impl.CELLS[cell].backward
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
@@ -75,7 +79,7 @@ def test_memory(benchmark, memory_case):
     benchmark.group = "memory"
     benchmark.extra_info.update(
         kind="memory", cell=cell, case=case, shape=list(shape), dtype=dtype,
-        needed=ACTIVATIONS[cell] * n_steps * n_batch * n_hidden * np.dtype(dtype).itemsize)
+        needed=activations(cell) * n_steps * n_batch * n_hidden * np.dtype(dtype).itemsize)
     benchmark.pedantic(run, rounds=1, iterations=1, warmup_rounds=0)
     for impl, values in result.items():
         benchmark.extra_info.update({f"{impl}_{k}": v for k, v in values.items()})

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt.bench import CASES, floor_function, make_case, step_function
+from fastbptt.benchmarking import CASES, floor_function, make_case, step_function
 
 
 _COUNTS = {}

@@ -1,4 +1,4 @@
-"""Truncation must cost nothing (issue 4).
+"""Truncation must cost nothing.
 
 Two groups of cases, each cell, the project's shapes (N, T, D, H):
 
@@ -9,29 +9,21 @@ Two groups of cases, each cell, the project's shapes (N, T, D, H):
   steps) against the ``TBPTT(k, k)`` driver over the same steps (T / k windows, state carried).
   Target: within 1.2x.
 
-Set-up (data, caches) is outside the timed region. At the end of the module a table of ratios
+The callables are ``fastbptt.benchmarking``'s, as in ``truncation_interleaved.py``; set-up
+(data, caches) is outside the timed region. At the end of the module a table of ratios
 to the full-BPTT case of the same group (min and median times) is printed. Run with
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/bench_truncation.py --benchmark-only
 """
-import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt import TBPTT, truncation
-from fastbptt.bench import make_case
+from fastbptt.benchmarking import (TRUNCATION_CASES, stream_function,
+                                   truncated_backward_function)
 
-CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
-CASES = {  # name: (N, T, D, H), the truncation lengths k timed
-    "S": ((1, 1000, 32, 64), (25, 100, 250)),     # one long stream, small hidden size
-    "M": ((32, 100, 64, 128), (10, 25, 50)),      # a mini-batch
-}
+CELLS = list(fastbptt.CELLS)
+CASES = TRUNCATION_CASES   # name: (N, T, D, H), the truncation lengths k timed
 TIMES = {}   # group -> {label: (min, median) seconds}
-
-
-def make_stream(cell, shape, dtype=np.float64, seed=0):
-    args, _, dh = make_case(cell, shape, dtype, seed)
-    return args, dh
 
 
 def modes(case):
@@ -73,12 +65,9 @@ def ratio_table(request):
 @pytest.mark.parametrize("mode", ["full", "k=10", "k=25"])
 def test_backward(benchmark, cell, case, mode):
     """Backward alone, full against chunked(T, k)."""
-    args, dh = make_stream(cell, CASES[case][0])
-    _, cache = getattr(fastbptt, f"{cell}_forward")(*args)
-    backward = getattr(fastbptt, f"{cell}_backward")
-    n_steps = CASES[case][0][1]
-    xi = None if mode == "full" else truncation.chunked(n_steps, int(mode[2:]))
-    timed(benchmark, f"backward {cell} {case}", mode, backward, dh, cache, xi=xi)
+    k = None if mode == "full" else int(mode[2:])
+    timed(benchmark, f"backward {cell} {case}", mode,
+          truncated_backward_function(cell, CASES[case][0], k))
 
 
 def _stream_cases():
@@ -88,21 +77,5 @@ def _stream_cases():
 @pytest.mark.parametrize("cell,case,mode", _stream_cases())
 def test_stream(benchmark, cell, case, mode):
     """One full-BPTT call over the stream against TBPTT(k, k) over the same steps."""
-    args, dh = make_stream(cell, CASES[case][0])
-    forward = getattr(fastbptt, f"{cell}_forward")
-    backward = getattr(fastbptt, f"{cell}_backward")
-
-    def loss_grad(h, t0):   # the upstream gradient, as an output layer would hand it back
-        return 0.0, dh[:, t0:t0 + h.shape[1]]
-
-    if mode == "full":
-        def step():
-            h, cache = forward(*args)
-            _, g = loss_grad(h, 0)
-            return backward(g, cache)
-    else:
-        driver = TBPTT(int(mode[2:]), cell=cell)
-
-        def step():
-            return driver.run(*args, loss_grad)
-    timed(benchmark, f"stream {cell} {case}", mode, step)
+    k = None if mode == "full" else int(mode[2:])
+    timed(benchmark, f"stream {cell} {case}", mode, stream_function(cell, CASES[case][0], k))

@@ -32,7 +32,9 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import fastbptt  # noqa: E402
-from fastbptt.bench import CASES, CELLS  # noqa: E402
+from fastbptt.benchmarking import CASES, import_torch  # noqa: E402
+
+CELLS = tuple(fastbptt.CELLS)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_IDS = {"float32": "f32", "float64": "f64"}
@@ -45,7 +47,7 @@ _LOAD_AT_START = os.getloadavg()
 def pytest_addoption(parser):
     group = parser.getgroup("fastbptt benchmarks")
     group.addoption("--bench-cells", default=",".join(CELLS),
-                    help="comma-separated cells to time (default: every cell this build has)")
+                    help="comma-separated cells to time (default: all)")
     group.addoption("--bench-cases", default=",".join(CASES),
                     help="comma-separated cases among " + ",".join(CASES) + " (default: all)")
     group.addoption("--bench-dtypes", default="float32,float64",
@@ -74,15 +76,13 @@ def _split(config, name):
 
 
 def selected(config, name):
-    """The values of a comma-separated option, checked; cells limited to those built."""
+    """The values of a comma-separated option, checked."""
     values = _split(config, name)
     allowed = {"--bench-cells": CELLS, "--bench-dtypes": tuple(DTYPES)}.get(name, tuple(CASES))
     for v in values:
         if v not in allowed:
             raise pytest.UsageError(f"{name}: unknown value {v!r}; choose among "
                                     f"{', '.join(allowed)}")
-    if name == "--bench-cells":
-        values = [c for c in values if hasattr(fastbptt, f"{c}_forward")]
     return values
 
 
@@ -94,7 +94,6 @@ def get_torch(config):
     if config.getoption("--bench-no-torch"):
         return None
     if "module" not in _TORCH:
-        from fastbptt.bench import import_torch
         _TORCH["module"] = import_torch()
     return _TORCH["module"]
 

@@ -1,4 +1,4 @@
-"""Markdown tables of a benchmark run: medians, ratios, and issue 5's targets met or not.
+"""Markdown tables of a benchmark run: medians, ratios, and the targets met or not.
 
     python benchmarks/report.py bench.json [-o table.md]
 
@@ -40,7 +40,7 @@ YES, NO = "✓", "✗"
 
 
 def torch_target(cell, case, dtype):
-    """Issue 5's least speed-up over PyTorch 2.13 CPU."""
+    """The least speed-up over PyTorch 2.13 CPU targeted."""
     if case in ("S", "C"):
         return 1.3 if (cell == "lstm" and dtype == "float32") else 10.0
     return 1.0
@@ -189,7 +189,7 @@ def thread_rows(threads):
     for key in sorted(threads, key=_order):
         runs = threads[key]
 
-        def throughput(impl, n):
+        def throughput(impl, n, runs=runs):
             if (impl, n) not in runs:
                 return None
             median, info = runs[(impl, n)]
@@ -271,7 +271,7 @@ def _verdict(name, checks):
 
 
 def summary(found):
-    lines = ["", "### Issue 5 targets", ""]
+    lines = ["", "### Targets", ""]
     for pass_, title in PASSES:
         floor, torch = [], []
         for key in sorted((k for k in found["time"] if k[3] == pass_), key=_order):

@@ -1,8 +1,9 @@
 """The RNN's lean backward (``overwrite_cache=True``) against its default backward, timed
-interleaved: forward + backward of each variant once per round, rounds alternating, and the
-ratio of the minima over the rounds printed (lean / default; below 1 is faster).
+interleaved (``fastbptt.benchmarking.time_interleaved``): forward + backward of each variant in
+turn, round after round, and the ratio of the minima over the rounds printed (lean / default;
+below 1 is faster).
 
-Cases S, C, M, L of ``fastbptt.bench``, both dtypes, batch-major (``--time-major`` for the
+Cases S, C, M, L of ``fastbptt.benchmarking``, both dtypes, batch-major (``--time-major`` for the
 other layout). ``--rows R [R ...]`` times the lean backward with ``fastbptt.rnn.LEAN_ROWS`` set
 to each R (the block size, see ``fastbptt.rnn.lean_block_steps``).
 
@@ -10,13 +11,12 @@ Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/rnn_lean_i
 (``--rounds R``, default 10).
 """
 import argparse
-import time
 
 import numpy as np
 
 import fastbptt
 import fastbptt.rnn
-from fastbptt.bench import CASES, make_case
+from fastbptt.benchmarking import CASES, make_case, time_interleaved
 
 
 def forward_backward(problem, overwrite, rows):
@@ -43,18 +43,14 @@ def main():
                 kwargs = {**kwargs, "time_major": True}
                 dh = np.ascontiguousarray(dh.swapaxes(0, 1))
             problem = (args, kwargs, dh)
-            variants = {"default": (False, default_rows)}
-            variants.update({f"lean rows={r}": (True, r) for r in opts.rows})
-            start = time.perf_counter()
-            forward_backward(problem, False, default_rows)
-            number = max(1, int(0.05 / (time.perf_counter() - start)))   # ~50 ms a variant
-            best = {name: float("inf") for name in variants}
-            for _ in range(opts.rounds):
-                for name, (overwrite, rows) in variants.items():
-                    start = time.perf_counter()
-                    for _ in range(number):
-                        forward_backward(problem, overwrite, rows)
-                    best[name] = min(best[name], (time.perf_counter() - start) / number)
+            settings = {"default": (False, default_rows)}
+            settings.update({f"lean rows={r}": (True, r) for r in opts.rows})
+            variants = {name: (lambda p=problem, o=overwrite, r=rows: forward_backward(p, o, r))
+                        for name, (overwrite, rows) in settings.items()}
+            one = time_interleaved({"default": variants["default"]}, min_rounds=1)["default"]
+            number = max(1, int(0.05 / one.min()))   # ~50 ms a variant
+            best = {name: t.min() for name, t in time_interleaved(
+                variants, number=number, min_rounds=opts.rounds, max_rounds=opts.rounds).items()}
             ratios = "  ".join(f"{name} {best[name] / best['default']:.3f}"
                                for name in variants if name != "default")
             print(f"rnn {case} {shape} {np.dtype(dtype).name} {layout}: default "

@@ -5,36 +5,22 @@
 
 pytest-benchmark (``bench_cells.py``) times the implementations of a row one after the other;
 on a shared machine the load can change in between, which moved rows near 1x by up to 10%
-between runs. Here each round times each implementation in turn (the order alternating), and
-the ratio divides the minima over the rounds. Needs torch (``pip install torch==2.13.0``).
+between runs. Here the implementations take turns round after round, the order alternating
+(``fastbptt.benchmarking.time_interleaved``), and the ratio divides the minima over the rounds.
+Needs torch (``pip install torch==2.13.0``).
 """
 import argparse
-import time
 
 import numpy as np
 
 import fastbptt
-from fastbptt.bench import (CASES, floor_function, import_torch, make_case, step_function,
-                            torch_function)
-
-
-def best_times(functions, rounds, reps):
-    """Minimum seconds per call of each function, taking turns within every round."""
-    best = {name: float("inf") for name in functions}
-    names = list(functions)
-    for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            fn = functions[name]
-            for _ in range(reps):
-                t0 = time.perf_counter()
-                fn()
-                best[name] = min(best[name], time.perf_counter() - t0)
-    return best
+from fastbptt.benchmarking import (CASES, floor_function, import_torch, make_case, step_function,
+                                   time_interleaved, torch_function)
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default="rnn,lstm,gru")
+    parser.add_argument("--cells", default=",".join(fastbptt.CELLS))
     parser.add_argument("--cases", default="M,L")
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--rounds", type=int, default=10)
@@ -50,10 +36,11 @@ def main(argv=None):
                 functions = {"fastbptt": step_function(fastbptt, cell, *problem),
                              "torch": torch_function(cell, *problem),
                              "floor": floor_function(cell, shape, np.dtype(dtype))}
-                one = best_times(functions, 1, 1)["fastbptt"]
+                one = time_interleaved(functions, min_rounds=1)["fastbptt"].min()
                 reps = max(1, min(20, int(0.05 / one)))
-                best = best_times(functions, args.rounds, reps)
-                k, t, f = best["fastbptt"], best["torch"], best["floor"]
+                times = time_interleaved(functions, repeat=reps, min_rounds=args.rounds,
+                                         max_rounds=args.rounds)
+                k, t, f = (times[name].min() for name in ("fastbptt", "torch", "floor"))
                 print(f"  {cell:4} {case} {dtype}: fastbptt {k * 1e3:8.2f} ms | PyTorch "
                       f"{t * 1e3:8.2f} ms ({t / k:.2f}x) | floor {f * 1e3:8.2f} ms "
                       f"(fastbptt / floor {k / f:.2f})", flush=True)

@@ -1,7 +1,8 @@
-"""Issue 4's speed claims, timed interleaved: on a noisy machine pytest-benchmark's groups
+"""The speed of truncation, timed interleaved: on a noisy machine pytest-benchmark's groups
 (``bench_truncation.py``) time one variant after the other, and load that changes in between
-shows up as a ratio. Here every variant of a case runs once per round, rounds alternate, and
-the ratio of the minima over the rounds is printed.
+shows up as a ratio. Here the variants of a case take turns round after round
+(``fastbptt.benchmarking.time_interleaved``), and the ratio of the minima over the rounds is
+printed.
 
 - backward with ``truncation.chunked(T, k)`` against full backward (target: never slower);
 - ``TBPTT(k, k).run`` over the stream against one full-BPTT call over the same steps
@@ -11,27 +12,23 @@ Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/truncation
 (``--rounds R``, default 15).
 """
 import argparse
-import time
-
-import numpy as np
 
 import fastbptt
-from fastbptt import TBPTT, truncation
-from fastbptt.bench import make_case
-
-CASES = {"S": ((1, 1000, 32, 64), (25, 100, 250)), "M": ((32, 100, 64, 128), (10, 25, 50))}
+from fastbptt.benchmarking import (TRUNCATION_CASES, stream_function, time_interleaved,
+                                   truncated_backward_function)
 
 
-def interleaved(variants, rounds, number):
-    """{name: min seconds per call over the rounds}, the variants alternating within a round."""
-    best = {name: float("inf") for name in variants}
-    for _ in range(rounds):
-        for name, fn in variants.items():
-            start = time.perf_counter()
-            for _ in range(number):
-                fn()
-            best[name] = min(best[name], (time.perf_counter() - start) / number)
-    return best
+def ratios(variants, rounds):
+    """{name: min seconds per call over interleaved rounds}, each call repeated to ~20 ms."""
+    one = time_interleaved({"full": variants["full"]}, min_rounds=1)["full"].min()
+    number = max(1, int(0.02 / max(1e-6, one)))
+    times = time_interleaved(variants, number=number, min_rounds=rounds, max_rounds=rounds)
+    return {name: t.min() for name, t in times.items()}
+
+
+def line(what, best):
+    return f"  {what}: full {best['full'] * 1e3:.2f} ms | " + ", ".join(
+        f"{name} {t / best['full']:.2f}x" for name, t in best.items() if name != "full")
 
 
 def main():
@@ -39,37 +36,15 @@ def main():
     parser.add_argument("--rounds", type=int, default=15)
     rounds = parser.parse_args().rounds
     print("ratio to full BPTT, min over interleaved rounds (float64)")
-    for cell in ("rnn", "lstm", "gru"):
-        forward = getattr(fastbptt, f"{cell}_forward")
-        backward = getattr(fastbptt, f"{cell}_backward")
-        for case, (shape, ks) in CASES.items():
-            args, _, dh = make_case(cell, shape, np.float64, 0)
-            n_steps = shape[1]
-            _, cache = forward(*args)
-            variants = {"full": lambda: backward(dh, cache)}
-            for k in (10, 25):
-                xi = truncation.chunked(n_steps, k)
-                variants[f"k={k}"] = lambda xi=xi: backward(dh, cache, xi=xi)
-            number = max(1, int(0.02 / max(1e-6, interleaved(variants, 1, 1)["full"])))
-            best = interleaved(variants, rounds, number)
-            print(f"  backward {cell} {case}: full {best['full'] * 1e3:.2f} ms | " + ", ".join(
-                f"{name} {t / best['full']:.2f}x" for name, t in best.items() if name != "full"))
-
-            def loss_grad(h, t0):
-                return 0.0, dh[:, t0:t0 + h.shape[1]]
-
-            def full():
-                h, c = forward(*args)
-                backward(loss_grad(h, 0)[1], c)
-
-            variants = {"full": full}
-            for k in ks:
-                driver = TBPTT(k, cell=cell)
-                variants[f"k={k}"] = lambda d=driver: d.run(*args, loss_grad)
-            number = max(1, int(0.02 / max(1e-6, interleaved(variants, 1, 1)["full"])))
-            best = interleaved(variants, rounds, number)
-            print(f"  stream   {cell} {case}: full {best['full'] * 1e3:.2f} ms | " + ", ".join(
-                f"{name} {t / best['full']:.2f}x" for name, t in best.items() if name != "full"))
+    for cell in fastbptt.CELLS:
+        for case, (shape, ks) in TRUNCATION_CASES.items():
+            variants = {"full": truncated_backward_function(cell, shape)}
+            variants.update((f"k={k}", truncated_backward_function(cell, shape, k))
+                            for k in (10, 25))
+            print(line(f"backward {cell} {case}", ratios(variants, rounds)), flush=True)
+            variants = {"full": stream_function(cell, shape)}
+            variants.update((f"k={k}", stream_function(cell, shape, k)) for k in ks)
+            print(line(f"stream   {cell} {case}", ratios(variants, rounds)), flush=True)
 
 
 if __name__ == "__main__":

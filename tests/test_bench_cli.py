@@ -1,9 +1,10 @@
 """``fastbptt bench`` runs end to end with a tiny budget, with PyTorch and without (no timing)."""
+import subprocess
 import sys
 
 import pytest
 
-from fastbptt.__main__ import main
+from fastbptt.cli import main
 
 TINY = ["bench", "--cases", "C", "--budget", "0.01"]
 
@@ -42,8 +43,27 @@ def test_bench_with_torch(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["--cases", "X"], "unknown case 'X'"),
     (["--cells", "cnn"], "unknown cell 'cnn'"),
-    (["--budget", "0"], "--budget must be positive"),
+    (["--budget", "0"], "argument --budget: must be positive"),
 ])
 def test_bench_rejects_bad_arguments(capsys, argv, message):
-    assert main(["bench", "--no-torch"] + argv) == 2
+    with pytest.raises(SystemExit) as exc:       # through argparse
+        main(["bench", "--no-torch"] + argv)
+    assert exc.value.code == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["bench", "--help"], ["bench", "--no-torch", "--cells", "rnn",
+                                                        "--cases", "C", "--budget", "0.001"]])
+def test_bench_imports_no_other_command_nor_the_model_layer(argv):
+    """Only the command asked for is imported: not train, gradflow, nor fastbptt.nn."""
+    code = ("import sys\nfrom fastbptt.cli import main\n"
+            f"try:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in sys.modules if m.startswith('fastbptt')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    loaded = eval(done.stdout.strip().splitlines()[-1])
+    assert "fastbptt.cli.bench" in loaded
+    unwanted = {"fastbptt.cli.train", "fastbptt.cli.gradflow", "fastbptt.nn",
+                "fastbptt.nn.model", "fastbptt.nn.data", "fastbptt.nn.optim"}
+    assert not unwanted & set(loaded), sorted(unwanted & set(loaded))

@@ -115,7 +115,7 @@ def test_report_with_the_fastest_round(report, tmp_path, capsys):
 
 
 def test_report_summary_names_the_misses(report):
-    summary = report.render(synthetic()).split("### Issue 5 targets")[1]
+    summary = report.render(synthetic()).split("### Targets")[1]
     lines = [line for line in summary.splitlines() if line.startswith("- ")]
     floor = next(x for x in lines if x.startswith("- Forward + full backward: fastbptt <="))
     assert "met on 1 of 2" in floor and "lstm M f32 (1.50)" in floor

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt.bench import floor_function
+from fastbptt.benchmarking import floor_function
 
 from conftest import make_problem
 

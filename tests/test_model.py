@@ -1,14 +1,16 @@
-"""The model layer, the optimizers and the corpus helpers (fastbptt.model, .optim, .data)."""
+"""The model layer, the optimizers and the corpus helpers (fastbptt.nn: Model, optim, data)."""
 import os
 
 import numpy as np
 import pytest
 
 import fastbptt
-from fastbptt import data, optim
-from fastbptt.model import Model
+import fastbptt.reference
+from fastbptt import truncation
+from fastbptt.nn import Model, data, optim
+from fastbptt.tbptt import TBPTT, WeightGrads
 
-CELLS = [c for c in ("rnn", "lstm", "gru") if hasattr(fastbptt, c + "_forward")]
+CELLS = list(fastbptt.CELLS)
 BACKENDS = ["kernels", "reference"]
 
 # (input, loss, layers): every input kind and both losses, with stacked layers
@@ -139,7 +141,6 @@ def test_backward_overwrite_cache_gives_the_same_grads_and_consumes(cell, backen
 def test_chunked_xi_equals_separate_segments(cell):
     """Backward with chunked truncation over one call = the chunks run one after another with
     the state carried forward and no gradient carried back (each chunk's loss is half)."""
-    from fastbptt import truncation
     rng = np.random.default_rng(2)
     model = make_model(cell, "embedding", "softmax", 2)
     x, y = make_batch(model, rng, 2, 6)
@@ -326,7 +327,8 @@ def test_initialisation_is_pytorch_like():
     model = Model(10, 64, 10, cell=CELLS[0], n_layers=2, input="onehot", seed=0)
     k = 1 / np.sqrt(64)
     for name, p in model.params.items():
-        bound = 2 * k if name.endswith(".b") and model.cell != "gru" else k
+        summed = "bh" not in fastbptt.CELLS[model.cell].extra_weights   # b_ih + b_hh
+        bound = 2 * k if name.endswith(".b") and summed else k
         assert np.abs(p).max() <= bound, name
         assert np.abs(p).max() > 0.5 * k, name
     assert model.params["layer1.Wx"].shape[0] == 64
@@ -371,9 +373,12 @@ def test_bad_input_is_named(call, match):
     ({"cell": "transformer"}, "cell must be one of"),
     ({"input": "bytes"}, "input must be one of"),
     ({"loss": "hinge"}, "loss must be one of"),
-    ({"n_layers": 0}, "n_layers must be a positive integer"),
+    ({"n_layers": 0}, "n_layers must be an integer >= 1"),
     ({"dtype": np.int32}, "float32 or float64"),
     ({"backend": "gpu"}, "backend must be one of"),
+    ({"impl": np}, "impl must be fastbptt, fastbptt.reference or another implementation"),
+    ({"impl": fastbptt, "backend": "reference"}, "pass the implementation once"),
+    ({"nonlinearity": "softplus", "cell": "rnn"}, "nonlinearity must be 'tanh'"),
 ])
 def test_bad_model_options(kwargs, match):
     with pytest.raises((TypeError, ValueError), match=match):
@@ -434,3 +439,92 @@ def test_streams_are_contiguous_windows():
     assert next(s)[2]                                            # a new pass starts over
     with pytest.raises(ValueError, match="too few"):
         data.Streams(np.arange(10), n_batch=4, seq_len=5)
+
+
+# ------------------------------------------------------------------------------ the registry
+def test_impl_and_its_backend_name_choose_the_same_cells():
+    model = Model(5, 4, 5, cell="gru", impl=fastbptt.reference)
+    assert model.impl is fastbptt.reference and model.backend == "reference"
+    assert Model(5, 4, 5, backend="reference").impl is fastbptt.reference
+    assert Model(5, 4, 5).impl is fastbptt and Model(5, 4, 5).backend == "kernels"
+    model.backend = "kernels"
+    assert model.impl is fastbptt
+    assert "impl=fastbptt)" in repr(model)
+
+
+@pytest.mark.parametrize("impl", [fastbptt, fastbptt.reference], ids=["kernels", "reference"])
+@pytest.mark.parametrize("cell", CELLS)
+def test_layer_arguments_run_the_layer_as_forward_does(cell, impl):
+    """encode and layer_arguments hand a cell function what forward hands it, as the
+    registry names it; layer_grads are the gradient dict's own arrays."""
+    rng = np.random.default_rng(9)
+    model = Model(V, H, V, cell=cell, input="onehot", dtype=np.float64, impl=impl, seed=2)
+    x, _ = make_batch(model, rng)
+    x_in = model.encode(x)
+    np.testing.assert_array_equal(x_in, np.eye(V)[x])
+    args, kwargs = model.layer_arguments(0)
+    record = impl.CELLS[cell]
+    assert set(kwargs) == set(record.extra_weights) | set(record.options)
+    assert all(a is model.params[f"layer0.{n}"] for a, n in zip(args, ("Wx", "Wh", "b")))
+    h, _ = record.forward(x_in, None, *args, **kwargs)
+    _, cache = model.forward(x)
+    np.testing.assert_allclose(h, cache.layers[0].h.swapaxes(0, 1), rtol=1e-12, atol=1e-14)
+    grads = model.zeros_like_params()
+    named = model.layer_grads(grads, 0)
+    assert tuple(named) == record.weight_grads
+    assert all(named["d" + n] is grads["layer0." + n] for n in record.weights)
+
+
+def test_encode_embedding_and_dense():
+    rng = np.random.default_rng(10)
+    model = make_model(CELLS[0], "embedding", "softmax", 1)
+    x, _ = make_batch(model, rng)
+    np.testing.assert_array_equal(model.encode(x), model.params["embed"][x])
+    dense = make_model(CELLS[0], "dense", "mse", 1)
+    x, _ = make_batch(dense, rng)
+    np.testing.assert_array_equal(dense.encode(x), x)
+    with pytest.raises(ValueError, match="token ids in"):
+        model.encode(np.full((2, 3), V))
+
+
+@pytest.mark.parametrize("inp,loss", [("onehot", "softmax"), ("dense", "mse")])
+def test_output_loss_is_the_loss_and_the_output_layer_of_backward(inp, loss):
+    """output_loss on the last layer's hidden states gives loss's value, backward's gradients
+    of the output layer, and the gradient backward hands to the last layer."""
+    rng = np.random.default_rng(11)
+    model = make_model(CELLS[0], inp, loss, 2)
+    x, y = make_batch(model, rng)
+    mask = rng.random((N, T)) < 0.7
+    mask[0, 0] = True
+    _, cache = model.forward(x)
+    expected_loss, dz = model.loss(cache, y, mask)
+    expected, _, _ = model.backward(dz, cache)
+    h = cache.layers[-1].h.swapaxes(0, 1)                        # (N, T, H)
+    grads = model.zeros_like_params()
+    got_loss, dh = model.output_loss(h, y, grads, mask=mask)
+    assert got_loss == pytest.approx(expected_loss, rel=1e-12)
+    for name in ("out.W", "out.b"):
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-12, atol=1e-15)
+    upstream = (dz @ model.params["out.W"].T).reshape(T, N, H).swapaxes(0, 1)
+    np.testing.assert_allclose(dh, upstream, rtol=1e-12, atol=1e-15)
+    with pytest.raises(ValueError, match="h must have shape"):
+        model.output_loss(h[..., :1], y, grads)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_tbptt_over_the_model_is_loss_and_grads(cell):
+    """One window of the TBPTT driver, run through the model's encode, layer_arguments,
+    layer_grads and output_loss, is loss_and_grads on that window."""
+    rng = np.random.default_rng(12)
+    model = Model(V, H, V, cell=cell, input="onehot", dtype=np.float64, seed=3)
+    x, y = make_batch(model, rng)
+    expected_loss, expected, _ = model.loss_and_grads(x, y)
+    grads = model.zeros_like_params()
+    args, kwargs = model.layer_arguments(0)
+    res = TBPTT(T, cell=cell, impl=model.impl).run(
+        model.encode(x), None, *args, lambda h, t0, y_new: model.output_loss(h, y_new, grads),
+        targets=y, grads=WeightGrads(**model.layer_grads(grads, 0)), **kwargs)
+    assert res.loss == pytest.approx(expected_loss, rel=1e-12)
+    for name in expected:
+        np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-14,
+                                   err_msg=name)

@@ -22,7 +22,8 @@ bidirectional module)::
 
 The gate blocks are already in the same order on both sides (LSTM i, f, g, o; GRU r, z, n).
 The RNN/LSTM hidden bias is summed into ``b`` because the cell only ever sees the sum; the GRU
-keeps both because its hidden bias sits inside ``r * (h Wh_n + bh_n)``.
+keeps both because its hidden bias sits inside ``r * (h Wh_n + bh_n)``: the cell's record
+(``fastbptt.CELLS``) lists ``bh`` among its extra weights.
 
 What the state dict does not say, you pass to fastbptt yourself: ``nonlinearity`` of an
 ``nn.RNN`` ('tanh' or 'relu'), and ``time_major = not batch_first``.
@@ -45,17 +46,31 @@ changes to the torch module do not reach them, nor the other way round.
 """
 import numpy as np
 
+from .. import CELLS
+
 __all__ = ["from_state_dict", "to_state_dict", "grads_to_state_dict", "state_dict_keys"]
 
-_N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
 
+def _either(words):
+    """'a', 'a or b', 'a, b or c'."""
+    return " or ".join(filter(None, [", ".join(words[:-1]), words[-1]]))
+
+
 def _check_cell(cell):
-    if not isinstance(cell, str) or cell.lower() not in _N_GATES:
-        raise ValueError(f"cell must be 'rnn', 'lstm' or 'gru' (the torch module nn.RNN, nn.LSTM "
-                         f"or nn.GRU), got {cell!r}")
-    return cell.lower()
+    """The record of ``cell`` (a name, case-insensitive) in ``fastbptt.CELLS``."""
+    if not isinstance(cell, str) or cell.lower() not in CELLS:
+        names = list(CELLS)
+        raise ValueError(f"cell must be {_either([repr(n) for n in names])} (the torch module "
+                         f"{_either(['nn.' + n.upper() for n in names])}), got {cell!r}")
+    return CELLS[cell.lower()]
+
+
+def _hidden_bias(record):
+    """Whether the cell keeps torch's hidden bias apart, as ``bh`` (the GRU), rather than
+    summed into ``b``."""
+    return "bh" in record.extra_weights
 
 
 def _suffix(layer, reverse):
@@ -140,7 +155,8 @@ def from_state_dict(cell, state_dict, *, layer=None, reverse=False, prefix=""):
     ValueError for missing keys, wrong shapes (a hint is given when the shapes fit another
     cell), mixed dtypes, an LSTM with ``proj_size``, or several cells and no ``layer=``.
     """
-    cell = _check_cell(cell)
+    record = _check_cell(cell)
+    cell = record.name
     prefix = _check_prefix(prefix)
     if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
         raise TypeError(f"state_dict must be a mapping of key -> array (module.state_dict()), "
@@ -178,13 +194,13 @@ def from_state_dict(cell, state_dict, *, layer=None, reverse=False, prefix=""):
                          "projected before the recurrence)")
     W_ih = _as_array(w_ih, state_dict[w_ih])
     W_hh = _as_array(w_hh, state_dict[w_hh])
-    n_gates = _N_GATES[cell]
+    n_gates = record.n_gates
     g = "" if n_gates == 1 else f"{n_gates}*"
     if W_hh.ndim != 2 or W_hh.shape[1] == 0 or W_hh.shape[0] != n_gates * W_hh.shape[1]:
         hint = ""
         if W_hh.ndim == 2 and W_hh.shape[1]:
-            others = [c for c, n in _N_GATES.items()
-                      if c != cell and W_hh.shape[0] == n * W_hh.shape[1]]
+            others = [c.name for c in CELLS.values()
+                      if c is not record and W_hh.shape[0] == c.n_gates * W_hh.shape[1]]
             if others:
                 hint = f" (the shape of cell={others[0]!r}: is the state dict of another module?)"
         raise ValueError(f"{w_hh} must have shape ({g}H, H) for cell={cell!r}, got "
@@ -213,7 +229,7 @@ def from_state_dict(cell, state_dict, *, layer=None, reverse=False, prefix=""):
                              "state dict must be in one float dtype")
 
     out = {"Wx": np.ascontiguousarray(W_ih.T), "Wh": np.ascontiguousarray(W_hh.T)}
-    if cell == "gru":
+    if _hidden_bias(record):
         out["b"] = np.array(arrays[b_ih], order="C")
         out["bh"] = np.array(arrays[b_hh], order="C")
     else:
@@ -233,8 +249,8 @@ def _check_weight(name, value, shape, expected, dtype=None):
     return arr
 
 
-def _check_weights(cell, Wx, Wh, b, bh, names):
-    n_gates = _N_GATES[cell]
+def _check_weights(record, Wx, Wh, b, bh, names):
+    cell, n_gates = record.name, record.n_gates
     g = "" if n_gates == 1 else f"{n_gates}*"
     nWx, nWh, nb, nbh = names
     Wh = _check_weight(nWh, Wh, None, None)
@@ -247,11 +263,13 @@ def _check_weights(cell, Wx, Wh, b, bh, names):
         raise ValueError(f"{nWx} must have shape (D, {g}H) = (D, {gh}) with D >= 1, "
                          f"got {Wx.shape}")
     b = _check_weight(nb, b, (gh,), f"({g}H,)", Wh.dtype)
-    if cell == "gru":
+    if _hidden_bias(record):
         bh = (np.zeros(gh, Wh.dtype) if bh is None else
-              _check_weight(nbh, bh, (gh,), "(3*H,)", Wh.dtype))
+              _check_weight(nbh, bh, (gh,), f"({g}H,)", Wh.dtype))
     elif bh is not None:
-        raise TypeError(f"{nbh} is only for cell='gru', not {cell!r}")
+        with_bh = [c.name for c in CELLS.values() if _hidden_bias(c)]
+        raise TypeError(f"{nbh} is only for cell={_either([repr(n) for n in with_bh])}, "
+                        f"not {cell!r}")
     return Wx, Wh, b, bh
 
 
@@ -276,19 +294,20 @@ def to_state_dict(cell, Wx, Wh, b, bh=None, *, layer=0, reverse=False, bias=True
     Load with ``module.load_state_dict({k: torch.from_numpy(v) for k, v in sd.items()})``
     (``strict=False`` when writing one cell of a stacked module).
     """
-    cell = _check_cell(cell)
+    record = _check_cell(cell)
+    cell = record.name
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False, got {bias!r}")
-    Wx, Wh, b, bh = _check_weights(cell, Wx, Wh, b, bh, ("Wx", "Wh", "b", "bh"))
+    Wx, Wh, b, bh = _check_weights(record, Wx, Wh, b, bh, ("Wx", "Wh", "b", "bh"))
     keys = state_dict_keys(cell, layer=layer, reverse=reverse, bias=True, prefix=prefix)
     out = {keys[0]: np.ascontiguousarray(Wx.T), keys[1]: np.ascontiguousarray(Wh.T)}
-    hidden_bias = bh if cell == "gru" else np.zeros_like(b)
+    hidden_bias = bh if _hidden_bias(record) else np.zeros_like(b)
     if bias:
         out[keys[2]] = np.array(b, order="C")
         out[keys[3]] = np.array(hidden_bias, order="C")
     elif b.any() or hidden_bias.any():
         raise ValueError("bias=False: a torch module without bias cannot hold a nonzero "
-                         f"{'b or bh' if cell == 'gru' else 'b'}; make it with bias=True")
+                         f"{'b or bh' if _hidden_bias(record) else 'b'}; make it with bias=True")
     return out
 
 
@@ -302,20 +321,21 @@ def grads_to_state_dict(cell, grads, *, layer=0, reverse=False, bias=True, prefi
     The result has the keys of ``module.named_parameters()`` for that cell, each compared with
     (or assigned to) that parameter's ``.grad``.
     """
-    cell = _check_cell(cell)
+    record = _check_cell(cell)
+    cell = record.name
     if not isinstance(bias, (bool, np.bool_)):
         raise TypeError(f"bias must be True or False, got {bias!r}")
-    fields = ("dWx", "dWh", "db", "dbh") if cell == "gru" else ("dWx", "dWh", "db")
+    fields = record.weight_grads
     for name in fields:
         if not hasattr(grads, name):
             raise TypeError(f"grads must be the result of {cell}_backward (with "
                             f"{', '.join(fields)}), got {type(grads).__name__} without {name}")
     dWx, dWh, db, dbh = _check_weights(
-        cell, grads.dWx, grads.dWh, grads.db, getattr(grads, "dbh", None) if cell == "gru"
-        else None, ("grads.dWx", "grads.dWh", "grads.db", "grads.dbh"))
+        record, grads.dWx, grads.dWh, grads.db, grads.dbh if _hidden_bias(record) else None,
+        ("grads.dWx", "grads.dWh", "grads.db", "grads.dbh"))
     keys = state_dict_keys(cell, layer=layer, reverse=reverse, bias=bias, prefix=prefix)
     out = {keys[0]: np.ascontiguousarray(dWx.T), keys[1]: np.ascontiguousarray(dWh.T)}
     if bias:
         out[keys[2]] = np.array(db, order="C")
-        out[keys[3]] = np.array(dbh if cell == "gru" else db, order="C")
+        out[keys[3]] = np.array(dbh if _hidden_bias(record) else db, order="C")
     return out

@@ -3,17 +3,20 @@
 ::
 
     inputs (N, T)  token ids  --embedding / one-hot-->  x (T, N, D)        (or dense (N, T, D))
-    layer 0 .. L-1: h^l = <cell>_forward(h^{l-1}, state^l, Wx^l, Wh^l, b^l)   (T, N, H)
+    layer 0 .. L-1: h^l = cell.forward(h^{l-1}, state^l, Wx^l, Wh^l, b^l)   (T, N, H)
     output:   Z = h^{L-1} W_out + b_out                       one GEMM, (T*N, H) @ (H, O)
     loss:     softmax cross-entropy against target ids (mean over the unmasked steps), or
               mean squared error against float targets (mean over unmasked steps and outputs)
 
-The recurrent layers run on fastbptt's compiled kernels (``backend="kernels"``, the default) or on
-the NumPy reference (``backend="reference"``); both are called by cell name, so any cell the
-package has ('rnn', 'lstm', 'gru') can be stacked. Everything outside the time-step loop (the
-embedding lookup, the output layer and its loss, their gradients) is computed for all steps at
-once with a few large matrix products. Inside, arrays are time-major (T, N, ...), which is what
-the kernels use, so no layer copies its input; the public API is batch-major like the kernels'.
+The recurrent layers run the cell ``impl.CELLS[cell]`` of an implementation: ``fastbptt``, the
+compiled kernels (the default), or ``fastbptt.reference``, the NumPy reference (``backend=``
+'kernels' or 'reference' names the same two). The cell's record says what its layers hold and
+take beyond ``Wx, Wh, b``: its states (h, and c for the LSTM), its extra weights (the GRU's
+``bh``) and its options (the RNN's ``nonlinearity``); so any cell of the registry can be
+stacked. Everything outside the time-step loop (the embedding lookup, the output layer and its
+loss, their gradients) is computed for all steps at once with a few large matrix products.
+Inside, arrays are time-major (T, N, ...), which is what the kernels use, so no layer copies its
+input; the public API is batch-major like the kernels'.
 
 Parameters and gradients are plain dicts of NumPy arrays with the same keys::
 
@@ -21,93 +24,90 @@ Parameters and gradients are plain dicts of NumPy arrays with the same keys::
     "layer{l}.Wx"              (D_l, G*H)  D_0 = E, V (one-hot) or D (dense); D_l = H for l > 0
     "layer{l}.Wh"              (H, G*H)
     "layer{l}.b"               (G*H,)
-    "layer{l}.bh"              (3*H,)    GRU only: the hidden bias
+    "layer{l}.bh"              (3*H,)    GRU only: the hidden bias (the cell's extra weights)
     "out.W"                    (H, O)
     "out.b"                    (O,)
 
 Initialisation follows PyTorch: every recurrent weight and bias uniform(-1/sqrt(H), 1/sqrt(H))
-(``b`` of an RNN/LSTM is the sum of PyTorch's two biases, so the sum of two such draws), the
-output layer uniform(-1/sqrt(H), 1/sqrt(H)) like ``nn.Linear(H, O)``, the embedding N(0, 1) like
-``nn.Embedding``.
+(``b`` of a cell without a hidden bias of its own, RNN and LSTM, is the sum of PyTorch's two
+biases, so the sum of two such draws), the output layer uniform(-1/sqrt(H), 1/sqrt(H)) like
+``nn.Linear(H, O)``, the embedding N(0, 1) like ``nn.Embedding``.
 
 The recurrent state is a list with one dict per layer, ``{"h": (N, H)}`` and for an LSTM also
-``"c"``; ``None`` anywhere means zeros. A forward pass hands back the final state so a stream of
-segments can carry it on (truncated BPTT).
+``"c"`` (the cell's ``states``); ``None`` anywhere means zeros. A forward pass hands back the
+final state so a stream of segments can carry it on (truncated BPTT).
+
+The ``TBPTT`` driver (``fastbptt.tbptt``) runs one recurrent layer over a stream on its own; the
+model gives it what it needs, so a training loop has one path to the cells: ``encode`` (the
+layer's input for a chunk of tokens), ``layer_arguments`` and ``layer_grads`` (the layer's
+weights, keywords and gradient buffers, named as the cell's functions name them) and
+``output_loss`` (the output layer and loss over given hidden states, adding their gradients).
 
 Speed: the kernels run BLAS on one thread per call; the output layer's products run on NumPy's
-BLAS. With OpenBLAS's default thread pool, its workers keep spinning after each NumPy product and
-take cores from the kernel's thread: on a busy 2-core machine one LSTM training step (H=128,
-32 x 64 characters) took 132 ms that way and 54 ms with NumPy's BLAS on one thread
-(``fastbptt train`` does that for its duration, ``--blas-threads``; in your own loop use
-threadpoolctl or ``OPENBLAS_NUM_THREADS=1``).
+BLAS, whose OpenBLAS workers, left spinning after each product, take cores from the kernels'
+thread (measured in ``benchmarks/RESULTS.md``). ``fastbptt train`` runs NumPy's BLAS on one
+thread while it trains (``--blas-threads``); in your own loop use threadpoolctl or
+``OPENBLAS_NUM_THREADS=1``.
 
 Typical use::
 
     model = Model(n_input=V, n_hidden=128, n_output=V, cell="lstm", input="embedding")
-    opt = fastbptt.optim.Adam(model.params, lr=2e-3)
+    opt = fastbptt.nn.Adam(model.params, lr=2e-3)
     loss, grads, state = model.loss_and_grads(x_ids, y_ids, state=state)
     opt.step(grads)
 """
 import json
 import os
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import numpy as np
 
-CELLS = ("rnn", "lstm", "gru")
-N_GATES = {"rnn": 1, "lstm": 4, "gru": 3}
+import fastbptt
+import fastbptt.reference
+
+from .._validation import check_options
+from ..truncation import _count
+from .losses import mean_squared_error, softmax_cross_entropy
+
+IMPLS = {"kernels": fastbptt, "reference": fastbptt.reference}   # the names backend= takes
 INPUTS = ("embedding", "onehot", "dense")
-LOSSES = ("softmax", "mse")
-BACKENDS = ("kernels", "reference")
+LOSSES = {"softmax": softmax_cross_entropy, "mse": mean_squared_error}
 _FORMAT = "fastbptt.model/1"
 
 
-def _backend_module(backend):
-    if backend == "kernels":
-        import fastbptt
-        return fastbptt
-    if backend == "reference":
-        import fastbptt.reference
-        return fastbptt.reference
-    raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+def _implementation(impl, backend):
+    """The implementation named by ``impl`` or by its alias ``backend`` (default: fastbptt)."""
+    if backend is not None:
+        if backend not in IMPLS:
+            raise ValueError(f"backend must be one of {tuple(IMPLS)}, got {backend!r}")
+        if impl is not None and impl is not IMPLS[backend]:
+            raise TypeError("pass the implementation once: impl= (backend= is its name, "
+                            "'kernels' or 'reference')")
+        return IMPLS[backend]
+    return fastbptt if impl is None else impl
 
 
-def _positive_int(name, value):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def softmax_cross_entropy(z, targets, weights=None):
-    """Mean softmax cross-entropy of logits ``z`` (M, O) against class ids ``targets`` (M,),
-    weighted by ``weights`` (M,) if given (``sum(w * nll) / sum(w)``); returns the loss (float)
-    and its gradient with respect to ``z`` (a new (M, O) array of z's dtype). The log-sum-exp
-    is taken after subtracting each row's maximum, its sums in float64."""
-    rows = np.arange(targets.size)
-    total = float(weights.sum()) if weights is not None else float(targets.size)
-    scale = 1.0 / total if total > 0 else 0.0
-    dz = z - z.max(axis=1, keepdims=True)                        # shifted logits
-    picked = dz[rows, targets].astype(np.float64)
-    np.exp(dz, out=dz)
-    norm = dz.sum(axis=1, dtype=np.float64)
-    nll = np.log(norm) - picked                                  # -log softmax[target]
-    loss = float((nll if weights is None else nll * weights).sum()) * scale
-    row_scale = (scale / norm) if weights is None else (weights * scale / norm)
-    dz *= row_scale.astype(z.dtype)[:, None]                     # softmax * w / total
-    dz[rows, targets] -= (scale if weights is None else weights * scale)
-    return loss, dz
-
-
+@dataclass(eq=False)
 class ModelCache:
     """What ``Model.forward`` hands to ``Model.backward`` (all time-major inside).
 
     ``state`` is the final recurrent state (one dict per layer), to pass as the ``state`` of the
     next segment. ``outputs`` is the output layer's result (N, T, O): logits for a softmax model,
     predictions for an MSE one.
+
+    ids : (T, N) token ids (token inputs) or None; x : (T, N, D) the first layer's input;
+    top : (T*N, H) the last layer's hidden states; z : (T*N, O) the outputs; layers : each
+    layer's cell cache; state : the final state; shape : (T, N).
     """
 
-    def __init__(self, **kw):
-        self.__dict__.update(kw)
+    ids: np.ndarray
+    x: np.ndarray
+    top: np.ndarray
+    z: np.ndarray
+    layers: list
+    state: list
+    shape: tuple
 
     @property
     def outputs(self):
@@ -123,46 +123,43 @@ class Model:
     n_input : vocabulary size V (``input`` 'embedding' or 'onehot') or feature count D ('dense').
     n_hidden : H, hidden units of every recurrent layer.
     n_output : O, classes (``loss='softmax'``) or regression outputs (``loss='mse'``).
-    cell : 'rnn', 'lstm' or 'gru' (any cell the package provides).
+    cell : the name of a cell of ``impl.CELLS``: 'rnn', 'lstm' or 'gru'.
     n_layers : stacked recurrent layers; layer l > 0 takes layer l-1's hidden states as input.
     input : 'embedding' (a learned (V, E) table), 'onehot' (one-hot vectors into ``Wx``) or
         'dense' (float features (N, T, D) given by the caller).
     n_embed : E for ``input='embedding'`` (default H).
     loss : 'softmax' (cross-entropy with integer targets) or 'mse' (float targets).
-    nonlinearity : the RNN cell's phi ('tanh', 'sigmoid', 'relu'); ignored by other cells.
+    nonlinearity : the RNN cell's phi ('tanh', 'sigmoid', 'relu'); ignored by cells without
+        that option.
     dtype : float32 or float64, of every parameter and computation.
-    backend : 'kernels' (compiled, default) or 'reference' (plain NumPy).
+    impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
+        ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
+        kind.
+    backend : the name of ``impl`` instead: 'kernels' or 'reference'.
     seed : seed or ``numpy.random.Generator`` for the initialisation.
     """
 
     def __init__(self, n_input, n_hidden, n_output, *, cell="lstm", n_layers=1, input="embedding",
                  n_embed=None, loss="softmax", nonlinearity="tanh", dtype=np.float32,
-                 backend="kernels", seed=None):
-        if cell not in CELLS:
-            raise ValueError(f"cell must be one of {CELLS}, got {cell!r}")
+                 impl=None, backend=None, seed=None):
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
-        if nonlinearity not in ("tanh", "sigmoid", "relu"):
-            raise ValueError(
-                f"nonlinearity must be 'tanh', 'sigmoid' or 'relu', got {nonlinearity!r}")
+            raise ValueError(f"loss must be one of {tuple(LOSSES)}, got {loss!r}")
         dtype = np.dtype(dtype)
         if dtype not in (np.float32, np.float64):
             raise TypeError(f"dtype must be float32 or float64, got {dtype}")
+        counts = {"n_input": n_input, "n_hidden": n_hidden, "n_output": n_output,
+                  "n_layers": n_layers, "n_embed": n_embed if n_embed is not None else n_hidden}
+        counts = {name: _count(name, value, 1) for name, value in counts.items()}
         self.config = {
-            "n_input": _positive_int("n_input", n_input),
-            "n_hidden": _positive_int("n_hidden", n_hidden),
-            "n_output": _positive_int("n_output", n_output),
-            "cell": cell, "n_layers": _positive_int("n_layers", n_layers), "input": input,
-            "n_embed": _positive_int("n_embed", n_embed if n_embed is not None else n_hidden),
-            "loss": loss, "nonlinearity": nonlinearity, "dtype": dtype.name,
+            "n_input": counts["n_input"], "n_hidden": counts["n_hidden"],
+            "n_output": counts["n_output"], "cell": cell, "n_layers": counts["n_layers"],
+            "input": input, "n_embed": counts["n_embed"], "loss": loss,
+            "nonlinearity": nonlinearity, "dtype": dtype.name,
         }
-        self.backend = backend
-        for name in ("forward", "backward"):
-            if not hasattr(self._module, f"{cell}_{name}"):
-                raise ValueError(f"this build of fastbptt has no {cell}_{name} "
-                                 f"(backend {backend!r})")
+        self.impl = _implementation(impl, backend)
+        check_options(self._cell, self._options())
         self.params = self._init_params(np.random.default_rng(seed))
 
     # ----------------------------------------------------------------------------- properties
@@ -174,13 +171,31 @@ class Model:
     dtype = property(lambda self: np.dtype(self.config["dtype"]))
 
     @property
+    def impl(self):
+        """The implementation the layers run on (``fastbptt`` or ``fastbptt.reference``);
+        assign another to switch."""
+        return self._impl
+
+    @impl.setter
+    def impl(self, impl):
+        cells = getattr(impl, "CELLS", None)
+        if cells is None:
+            name = getattr(impl, "__name__", type(impl).__name__)
+            raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
+                             f"implementation with a CELLS registry; {name} has none")
+        if self.cell not in cells:
+            raise ValueError(f"cell must be one of {tuple(cells)}, got {self.cell!r}")
+        self._impl, self._cell = impl, cells[self.cell]
+
+    @property
     def backend(self):
-        return self._backend
+        """The name of ``impl``: 'kernels' or 'reference' (None for another implementation);
+        assign a name to switch."""
+        return next((name for name, impl in IMPLS.items() if impl is self._impl), None)
 
     @backend.setter
     def backend(self, value):
-        self._module = _backend_module(value)
-        self._backend = value
+        self.impl = _implementation(None, value)
 
     @property
     def n_params(self):
@@ -189,13 +204,18 @@ class Model:
 
     def __repr__(self):
         c = self.config
+        impl = getattr(self.impl, "__name__", type(self.impl).__name__)
         return (f"Model({c['input']} {c['n_input']} -> {c['n_layers']} x {c['cell']} "
                 f"{c['n_hidden']} -> {c['loss']} {c['n_output']}, {c['dtype']}, "
-                f"{self.n_params} parameters, backend={self.backend!r})")
+                f"{self.n_params} parameters, impl={impl})")
+
+    def _options(self):
+        """The cell's options (the RNN's nonlinearity) as its forward takes them."""
+        return {name: self.config[name] for name in self._cell.options}
 
     def _init_params(self, rng):
-        c, dtype = self.config, self.dtype
-        n_hidden, gh = c["n_hidden"], N_GATES[c["cell"]] * c["n_hidden"]
+        c, dtype, cell = self.config, self.dtype, self._cell
+        n_hidden = c["n_hidden"]
         k = 1.0 / np.sqrt(n_hidden)
 
         def uniform(*shape):
@@ -208,14 +228,12 @@ class Model:
         else:
             n_in = c["n_input"]
         for layer in range(c["n_layers"]):
-            p = f"layer{layer}."
-            params[p + "Wx"] = uniform(n_in if layer == 0 else n_hidden, gh)
-            params[p + "Wh"] = uniform(n_hidden, gh)
-            if c["cell"] == "gru":
-                params[p + "b"] = uniform(gh)
-                params[p + "bh"] = uniform(gh)
-            else:   # PyTorch's bias_ih + bias_hh
-                params[p + "b"] = uniform(gh) + uniform(gh)
+            shapes = cell.weight_shapes(n_in if layer == 0 else n_hidden, n_hidden)
+            for name, shape in shapes.items():
+                w = uniform(*shape)
+                if name == "b" and "bh" not in cell.extra_weights:
+                    w += uniform(*shape)     # PyTorch's bias_ih + bias_hh, one b to the cell
+                params[f"layer{layer}.{name}"] = w
         params["out.W"] = uniform(n_hidden, c["n_output"])
         params["out.b"] = uniform(c["n_output"])
         return params
@@ -227,9 +245,30 @@ class Model:
     def init_state(self, n_batch):
         """Zero recurrent state for ``n_batch`` sequences: one dict per layer."""
         n_batch = int(n_batch)
-        keys = ("h", "c") if self.cell == "lstm" else ("h",)
-        return [{k: np.zeros((n_batch, self.n_hidden), self.dtype) for k in keys}
+        return [{k: np.zeros((n_batch, self.n_hidden), self.dtype) for k in self._cell.states}
                 for _ in range(self.n_layers)]
+
+    # ----------------------------------------------------------------------------- a layer
+    def layer_arguments(self, layer):
+        """What recurrent layer ``layer`` passes to its cell's forward after the input and the
+        initial state: ``(args, kwargs)``, ``args`` its weights ``(Wx, Wh, b)`` and ``kwargs``
+        the cell's extra weights (the GRU's ``bh``) and options (the RNN's ``nonlinearity``).
+
+        The arrays are those of ``params``, not copies: an update in place reaches them. So
+        ``TBPTT(...).windows(x, h0, *args, loss_grad, **kwargs)`` runs the layer as ``forward``
+        does."""
+        p, params = f"layer{layer}.", self.params
+        args = (params[p + "Wx"], params[p + "Wh"], params[p + "b"])
+        kwargs = {name: params[p + name] for name in self._cell.extra_weights}
+        kwargs.update(self._options())
+        return args, kwargs
+
+    def layer_grads(self, grads, layer):
+        """The entries of ``grads`` (a dict like ``params``) of recurrent layer ``layer``, named
+        as the cell's backward names its weight gradients: {'dWx', 'dWh', 'db'[, 'dbh']}, to
+        pass (e.g. as a ``fastbptt.tbptt.WeightGrads``) to add into in place."""
+        p, cell = f"layer{layer}.", self._cell
+        return {grad: grads[p + name] for name, grad in zip(cell.weights, cell.weight_grads)}
 
     # ----------------------------------------------------------------------------- forward
     def _check_inputs(self, inputs):
@@ -266,12 +305,33 @@ class Model:
             if not isinstance(st, dict):
                 raise ValueError(f"state[{layer}] must be a dict like {{'h': (N, H) array}}, "
                                  f"got {type(st).__name__}")
-            extra = set(st) - ({"h", "c"} if self.cell == "lstm" else {"h"})
+            extra = set(st) - set(self._cell.states)
             if extra:
                 raise ValueError(f"state[{layer}] has unexpected keys {sorted(extra)} "
                                  f"for a {self.cell} model")
             out.append(st)
         return out
+
+    def _encode(self, inputs, time_major):
+        """(x, ids): the first layer's input for checked ``inputs``, (T, N, D) if
+        ``time_major`` else (N, T, D), and the token ids in the same layout (None if dense)."""
+        c = self.config
+        if c["input"] == "dense":
+            return (inputs.swapaxes(0, 1) if time_major else inputs), None
+        ids = np.ascontiguousarray(inputs.T) if time_major else inputs
+        if c["input"] == "embedding":
+            return self.params["embed"][ids], ids
+        x = np.zeros(ids.shape + (c["n_input"],), self.dtype)
+        np.put_along_axis(x, ids[..., None], 1, axis=2)
+        return x, ids
+
+    def encode(self, inputs):
+        """The first recurrent layer's input for ``inputs`` (as ``forward`` takes them):
+        (N, T, D) one-hot vectors, embedding rows or the dense features themselves.
+
+        With the embedding, its gradient is ``forward``/``backward``'s business: a driver
+        given this array (``TBPTT``) trains the layers above it only."""
+        return self._encode(self._check_inputs(inputs), time_major=False)[0]
 
     def forward(self, inputs, state=None):
         """Run the model over all steps.
@@ -286,50 +346,82 @@ class Model:
         outputs : (N, T, O) logits (softmax model) or predictions (MSE model), a view.
         cache : for ``loss``/``backward``; ``cache.state`` is the final state.
         """
-        c = self.config
-        params, module, dtype = self.params, self._module, self.dtype
+        cell = self._cell
         inputs = self._check_inputs(inputs)
         n_batch, n_steps = inputs.shape[:2]
         if n_steps == 0:
             raise ValueError(f"inputs must have at least one time step, got shape {inputs.shape}")
         states = self._check_state(state, n_batch)
-        if c["input"] == "embedding":
-            ids = np.ascontiguousarray(inputs.T)
-            x = params["embed"][ids]                                 # (T, N, E)
-        elif c["input"] == "onehot":
-            ids = np.ascontiguousarray(inputs.T)
-            x = np.zeros((n_steps, n_batch, c["n_input"]), dtype)    # (T, N, V)
-            np.put_along_axis(x, ids[..., None], 1, axis=2)
-        else:
-            ids = None
-            x = inputs.swapaxes(0, 1)                                # (T, N, D), copied once
-        forward = getattr(module, f"{c['cell']}_forward")
+        x, ids = self._encode(inputs, time_major=True)               # (T, N, D)
         caches, final = [], []
         h = x
-        for layer in range(c["n_layers"]):
-            p, st = f"layer{layer}.", states[layer]
-            kwargs = {"time_major": True}
-            if c["cell"] == "rnn":
-                kwargs["nonlinearity"] = c["nonlinearity"]
-            elif c["cell"] == "lstm":
-                kwargs["c0"] = st.get("c")
-            elif c["cell"] == "gru":
-                kwargs["bh"] = params[p + "bh"]
-            h, cache = forward(h, st.get("h"), params[p + "Wx"], params[p + "Wh"], params[p + "b"],
-                               **kwargs)
+        for layer in range(self.n_layers):
+            st = states[layer]
+            args, kwargs = self.layer_arguments(layer)
+            kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
+                                                                cell.extra_states))
+            h, cache = cell.forward(h, st.get("h"), *args, time_major=True, **kwargs)
             caches.append(cache)
-            new = {"h": cache.hT}
-            if c["cell"] == "lstm":
-                new["c"] = cache.cT
-            final.append(new)
-        top = h.reshape(n_steps * n_batch, c["n_hidden"])            # (T*N, H)
-        z = top @ params["out.W"]                                    # (T*N, O) one GEMM
-        z += params["out.b"]
+            final.append({s: getattr(cache, s + "T") for s in cell.states})
+        top = h.reshape(n_steps * n_batch, self.n_hidden)           # (T*N, H)
+        z = self._output(top)
         return (z.reshape(n_steps, n_batch, -1).swapaxes(0, 1),
                 ModelCache(ids=ids, x=x, top=top, z=z, layers=caches, state=final,
                            shape=(n_steps, n_batch)))
 
-    # ----------------------------------------------------------------------------- loss
+    # ----------------------------------------------------------------------------- output
+    def _output(self, top):
+        """The output layer on rows of hidden states (M, H): (M, O), one GEMM."""
+        z = top @ self.params["out.W"]
+        z += self.params["out.b"]
+        return z
+
+    def _output_backward(self, top, dz, grads):
+        """Add the output layer's gradients for ``dz`` (M, O) into ``grads``; dL/dtop (M, H)."""
+        grads["out.W"] += top.T @ dz                                 # (H, O) = (M, H)' (M, O)
+        grads["out.b"] += dz.sum(axis=0)
+        return dz @ self.params["out.W"].T
+
+    def _check_targets(self, targets, shape):
+        """``targets`` for outputs whose leading axes are ``shape`` (N, T)."""
+        n_out = self.config["n_output"]
+        targets = np.asarray(targets)
+        if self.config["loss"] == "softmax":
+            if targets.shape != shape:
+                raise ValueError(f"targets must be class ids of shape (N, T) = "
+                                 f"{shape}, got {targets.shape}")
+            if targets.dtype.kind not in "iu":
+                raise TypeError(f"targets must be integer class ids, got dtype {targets.dtype}")
+            if targets.size and (targets.min() < 0 or targets.max() >= n_out):
+                raise ValueError(f"targets must be class ids in [0, {n_out}), "
+                                 f"got values in [{targets.min()}, {targets.max()}]")
+        else:
+            if targets.shape != shape + (n_out,):
+                raise ValueError(f"targets must have shape (N, T, O) = "
+                                 f"{shape + (n_out,)}, got {targets.shape}")
+            if targets.dtype != self.dtype:
+                raise TypeError(f"targets have dtype {targets.dtype} but the model is "
+                                f"{self.dtype}")
+        return targets
+
+    def _check_mask(self, mask, shape):
+        """``mask`` (N, T) as float64 weights, or None."""
+        if mask is None:
+            return None
+        m = np.asarray(mask)
+        if m.shape != shape:
+            raise ValueError(f"mask must have shape (N, T) = {shape}, got {m.shape}")
+        if m.dtype.kind not in "biuf":
+            raise TypeError(f"mask must be bool or real, got dtype {m.dtype}")
+        m = m.astype(np.float64)
+        if not np.isfinite(m).all() or (m < 0).any():
+            raise ValueError("mask must be finite and non-negative")
+        return m
+
+    def _loss_rows(self, z, targets, weights):
+        """The loss of outputs ``z`` (M, O) against targets and weights in the same rows."""
+        return LOSSES[self.config["loss"]](z, targets, weights)
+
     def loss(self, cache, targets, mask=None):
         """The loss of a forward pass and its gradient with respect to the outputs.
 
@@ -347,55 +439,47 @@ class Model:
         dz : (T*N, O) time-major gradient of the loss with respect to the outputs, for
             ``backward``.
         """
-        c = self.config
         n_steps, n_batch = cache.shape
-        n_out = c["n_output"]
-        z = cache.z
-        targets = np.asarray(targets)
-        if c["loss"] == "softmax":
-            if targets.shape != (n_batch, n_steps):
-                raise ValueError(f"targets must be class ids of shape (N, T) = "
-                                 f"{(n_batch, n_steps)}, got {targets.shape}")
-            if targets.dtype.kind not in "iu":
-                raise TypeError(f"targets must be integer class ids, got dtype {targets.dtype}")
-            if targets.size and (targets.min() < 0 or targets.max() >= n_out):
-                raise ValueError(f"targets must be class ids in [0, {n_out}), "
-                                 f"got values in [{targets.min()}, {targets.max()}]")
-        elif targets.shape != (n_batch, n_steps, n_out):
-            raise ValueError(f"targets must have shape (N, T, O) = "
-                             f"{(n_batch, n_steps, n_out)}, got {targets.shape}")
-        weights = self._weights(mask, n_batch, n_steps)              # (T*N,) or None
+        targets = self._check_targets(targets, (n_batch, n_steps))
+        weights = self._check_mask(mask, (n_batch, n_steps))
+        if weights is not None:                                      # time-major rows
+            weights = np.ascontiguousarray(weights.T).reshape(-1)
+        rows = np.ascontiguousarray(targets.swapaxes(0, 1))
+        rows = rows.reshape(n_steps * n_batch, *targets.shape[2:])
+        return self._loss_rows(cache.z, rows, weights)
 
-        if c["loss"] == "softmax":
-            loss, dz = softmax_cross_entropy(z, np.ascontiguousarray(targets.T).reshape(-1),
-                                             weights)
-        else:
-            total = float(weights.sum()) if weights is not None else float(n_steps * n_batch)
-            scale = 1.0 / total if total > 0 else 0.0
-            y = np.ascontiguousarray(targets.swapaxes(0, 1)).reshape(-1, n_out)
-            if y.dtype != z.dtype:
-                raise TypeError(f"targets have dtype {y.dtype} but the model is {z.dtype}")
-            diff = z - y
-            sq = np.einsum("ij,ij->i", diff, diff, dtype=np.float64)
-            loss = float((sq if weights is None else sq * weights).sum()) * scale / n_out
-            dz = diff
-            dz *= (2 * scale / n_out)
-            if weights is not None:
-                dz *= weights.astype(z.dtype)[:, None]
-        return loss, dz
+    def output_loss(self, h, targets, grads, *, mask=None):
+        """The output layer and the loss on given hidden states of the last recurrent layer,
+        adding the output layer's gradients into ``grads``.
 
-    def _weights(self, mask, n_batch, n_steps):
-        if mask is None:
-            return None
-        m = np.asarray(mask)
-        if m.shape != (n_batch, n_steps):
-            raise ValueError(f"mask must have shape (N, T) = {(n_batch, n_steps)}, got {m.shape}")
-        if m.dtype.kind not in "biuf":
-            raise TypeError(f"mask must be bool or real, got dtype {m.dtype}")
-        m = np.ascontiguousarray(m.T, dtype=np.float64).reshape(-1)
-        if not np.isfinite(m).all() or (m < 0).any():
-            raise ValueError("mask must be finite and non-negative")
-        return m
+        Parameters
+        ----------
+        h : (N, T, H) hidden states (or time-major (T, N, H)), e.g. those a ``TBPTT`` driver
+            hands to its ``loss_grad``.
+        targets : as for ``loss``, with the leading axes of h: (N, T) class ids (softmax) or
+            (N, T, O) floats (MSE).
+        grads : a dict like ``params`` (at least ``'out.W'``, ``'out.b'``) to add into.
+        mask : weights with the leading axes of h, as for ``loss``, or None.
+
+        Returns
+        -------
+        loss : float, the (weighted) mean over the steps of h, as ``loss`` would give.
+        dh : dL/dh in h's shape: what a ``loss_grad`` returns to the driver.
+        """
+        h = np.asarray(h)
+        if h.ndim != 3 or h.shape[2] != self.n_hidden:
+            raise ValueError(f"h must have shape (N, T, H) with H = {self.n_hidden}, "
+                             f"got {h.shape}")
+        if h.dtype != self.dtype:
+            raise TypeError(f"h has dtype {h.dtype} but the model is {self.dtype}")
+        shape = h.shape[:2]
+        targets = self._check_targets(targets, shape)
+        weights = self._check_mask(mask, shape)
+        top = h.reshape(-1, self.n_hidden)
+        loss, dz = self._loss_rows(self._output(top),
+                                   targets.reshape(top.shape[0], *targets.shape[2:]),
+                                   None if weights is None else weights.reshape(-1))
+        return loss, self._output_backward(top, dz, grads).reshape(h.shape)
 
     # ----------------------------------------------------------------------------- backward
     def backward(self, dz, cache, *, grads=None, xi=None, dstate=None, h_grad_norms=None,
@@ -424,8 +508,7 @@ class Model:
         dstate0 : gradient with respect to the initial state, one dict per layer.
         dx : (N, T, D) gradient with respect to dense inputs (None for token inputs).
         """
-        c = self.config
-        params, module = self.params, self._module
+        c, cell = self.config, self._cell
         n_steps, n_batch = cache.shape
         if grads is None:
             grads = self.zeros_like_params()
@@ -441,25 +524,16 @@ class Model:
         if dz.shape != cache.z.shape:
             raise ValueError(f"dz must have shape (T*N, O) = {cache.z.shape}, got {dz.shape}")
 
-        grads["out.W"] += cache.top.T @ dz                           # (H, O) = (TN, H)' (TN, O)
-        grads["out.b"] += dz.sum(axis=0)
-        dh = (dz @ params["out.W"].T).reshape(n_steps, n_batch, -1)  # (T, N, H)
-        backward = getattr(module, f"{c['cell']}_backward")
+        dh = self._output_backward(cache.top, dz, grads).reshape(n_steps, n_batch, -1)
         dstate0 = [None] * c["n_layers"]
         for layer in reversed(range(c["n_layers"])):
-            p, ds = f"layer{layer}.", dstate[layer]
-            buffers = SimpleNamespace(dWx=grads[p + "Wx"], dWh=grads[p + "Wh"], db=grads[p + "b"])
-            kwargs = {}
-            if c["cell"] == "gru":
-                buffers.dbh = grads[p + "bh"]
-            if c["cell"] == "lstm":
-                kwargs["dcT"] = ds.get("c")
-            res = backward(dh, cache.layers[layer], dhT=ds.get("h"), xi=xi, grads=buffers,
-                           h_grad_norms=h_grad_norms[layer], overwrite_cache=overwrite_cache,
-                           **kwargs)
-            dstate0[layer] = {"h": res.dh0}
-            if c["cell"] == "lstm":
-                dstate0[layer]["c"] = res.dc0
+            ds = dstate[layer]
+            carried = {f"d{s}T": ds.get(s) for s in cell.states}
+            res = cell.backward(dh, cache.layers[layer], xi=xi,
+                                grads=SimpleNamespace(**self.layer_grads(grads, layer)),
+                                h_grad_norms=h_grad_norms[layer],
+                                overwrite_cache=overwrite_cache, **carried)
+            dstate0[layer] = {s: getattr(res, f"d{s}0") for s in cell.states}
             dh = res.dx                                              # (T, N, D_layer)
         dx = None
         if c["input"] == "embedding":
@@ -539,8 +613,9 @@ class Model:
         return path
 
     @classmethod
-    def load(cls, path, *, backend="kernels"):
-        """A model saved by ``save``; ``model.metadata`` holds what was saved beside it."""
+    def load(cls, path, *, impl=None, backend=None):
+        """A model saved by ``save``, on the implementation ``impl`` (or ``backend``, its name;
+        default fastbptt); ``model.metadata`` holds what was saved beside it."""
         with np.load(os.fspath(path), allow_pickle=False) as f:
             if "__header__" not in f.files:
                 raise ValueError(f"{path} is not a fastbptt model file (no __header__)")
@@ -550,7 +625,7 @@ class Model:
             arrays = {k: f[k] for k in f.files if k != "__header__"}
         config = dict(header["config"])
         model = cls(config.pop("n_input"), config.pop("n_hidden"), config.pop("n_output"),
-                    backend=backend, seed=0, **config)
+                    impl=impl, backend=backend, seed=0, **config)
         if set(arrays) != set(model.params):
             raise ValueError(f"{path}: parameters {sorted(arrays)} do not match the "
                              f"configuration's {sorted(model.params)}")

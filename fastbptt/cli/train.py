@@ -1,8 +1,8 @@
 """``fastbptt train``: a character-level language model trained with truncated BPTT.
 
 The corpus is the source of Python's standard library on this machine (no download;
-``fastbptt.data``) or ``--text FILE``, split into a training head and a validation tail. The
-model (``fastbptt.model.Model``) reads one-hot characters (as min-char-rnn does: the first
+``fastbptt.nn.data``) or ``--text FILE``, split into a training head and a validation tail. The
+model (``fastbptt.nn.Model``) reads one-hot characters (as min-char-rnn does: the first
 layer's ``Wx`` is the embedding), runs ``--layers`` recurrent layers of ``--cell`` on fastbptt's
 kernels and predicts the next character with a softmax. Training walks ``--batch`` parallel
 streams through the text in windows of ``--seq-len`` characters, carrying the recurrent state
@@ -10,7 +10,7 @@ from window to window (truncated BPTT: the forward pass sees the whole stream, t
 stops at the window's start), with Adam and global-norm gradient clipping.
 
 ``--truncation`` chooses what happens inside a window (``fastbptt.truncation``,
-``fastbptt.tbptt``; the strategies of the seeds' ``003_*.txt``):
+``fastbptt.tbptt``):
 
 * ``full``: backpropagate through the whole window (the default);
 * ``chunked --k K``: regular truncation, no gradient across every K-th step;
@@ -18,19 +18,19 @@ stops at the window's start), with Adam and global-norm gradient clipping.
   through each step is kept with probability P and scaled by 1/P (default P = 1 - 1/K, so the
   cuts are as frequent on average as with ``chunked``);
 * ``tbptt --k1 K1 --k2 K2``: Williams and Peng's TBPTT(k1, k2) over the endless stream: an
-  update every K1 characters, backpropagating through the last K2 (one recurrent layer).
+  update every K1 characters, backpropagating through the last K2 (one recurrent layer): the
+  driver runs the model's layer (``Model.layer_arguments``) on its input (``Model.encode``), and
+  the model's output layer and loss (``Model.output_loss``) hand the gradient back to it.
 
 ``--compare-truncation`` trains the same model from the same initialisation on the same data
 and budget three times, with full, regular (chunked) and randomized truncation, and writes one
-plot and one table (the seeds' comparison). Ctrl-C stops training cleanly: the model so far is
-saved, with its loss curve and a sample.
+plot and one table. Ctrl-C stops training cleanly: the model so far is saved, with its loss
+curve and a sample.
 
 BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
 training also runs NumPy's BLAS (the output layer) on one thread while it lasts
-(``--blas-threads``). With OpenBLAS's default pool the workers left spinning after a NumPy
-product compete with the kernel's thread for the cores: on a 2-core machine that was busy with
-other work, an LSTM step (H=128, 32 x 64 chars) took 132 ms with NumPy's default two threads
-and 54 ms with one.
+(``--blas-threads``): with OpenBLAS's default pool the workers left spinning after a NumPy
+product compete with the kernel's thread for the cores (measured in ``benchmarks/RESULTS.md``).
 
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
@@ -39,76 +39,84 @@ import csv
 import os
 import sys
 import time
+from argparse import Namespace
 
 import numpy as np
 
-from . import data as data_mod
-from ._blas_threads import numpy_blas_threads
-from .model import CELLS, Model, softmax_cross_entropy
-from .optim import OPTIMIZERS
+from .. import CELLS, clip, truncation
+from .._blas_threads import numpy_blas_threads
+from ..nn import data
+from ..nn.model import IMPLS, Model
+from ..nn.optim import OPTIMIZERS
+from ..tbptt import TBPTT, WeightGrads
+from ._options import (UsageError, existing_file, fraction, non_negative_float, non_negative_int,
+                       positive_float, positive_int, probability)
+from ._output import CLI_EXTRA, DPI, figure, make_out_dir
 
 DEFAULTS = {
     "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1500,
     "max_chars": 2_000_000, "eval_every": 100, "eval_chars": 20_000, "final_eval_chars": 200_000,
 }
 DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.1}
-CLI_EXTRA = "pip install 'fastbptt[cli]'"
+STRATEGY_OPTIONS = {"k": "chunked", "p": "randomized", "k1": "tbptt", "k2": "tbptt"}
 
 
 # --------------------------------------------------------------------------------- arguments
 def add_arguments(parser):
     d = DEFAULTS
+    cells = tuple(CELLS)
     g = parser.add_argument_group("model")
-    g.add_argument("--cell", default=d["cell"], help=f"recurrent cell: {', '.join(CELLS)} "
-                   f"(default {d['cell']})")
-    g.add_argument("--hidden", type=int, default=d["hidden"], metavar="H",
+    g.add_argument("--cell", choices=cells, default=d["cell"],
+                   help=f"recurrent cell: {', '.join(cells)} (default {d['cell']})")
+    g.add_argument("--hidden", type=positive_int, default=d["hidden"], metavar="H",
                    help=f"hidden units per layer (default {d['hidden']})")
-    g.add_argument("--layers", type=int, default=d["layers"], metavar="L",
+    g.add_argument("--layers", type=positive_int, default=d["layers"], metavar="L",
                    help=f"stacked recurrent layers (default {d['layers']})")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="float type of the model (default float32)")
-    g.add_argument("--backend", choices=("kernels", "reference"), default="kernels",
+    g.add_argument("--backend", choices=tuple(IMPLS), default="kernels",
                    help="recurrent layers on the compiled kernels (default) or the NumPy "
                         "reference")
-    g.add_argument("--blas-threads", type=int, default=1, metavar="N",
+    g.add_argument("--blas-threads", type=non_negative_int, default=1, metavar="N",
                    help="threads for NumPy's own BLAS (the output layer) while training; 0 "
                         "leaves NumPy's setting alone (default 1: OpenBLAS workers left spinning "
                         "after a NumPy product slow the kernels' thread down)")
 
     g = parser.add_argument_group("data")
-    g.add_argument("--text", metavar="FILE", help="train on this UTF-8 text file instead of "
-                   "the Python standard library's source")
-    g.add_argument("--max-chars", type=int, default=d["max_chars"], metavar="C",
+    g.add_argument("--text", type=existing_file, metavar="FILE",
+                   help="train on this UTF-8 text file instead of the Python standard "
+                        "library's source")
+    g.add_argument("--max-chars", type=positive_int, default=d["max_chars"], metavar="C",
                    help=f"use at most C characters of the corpus (default {d['max_chars']:,})")
-    g.add_argument("--val-fraction", type=float, default=0.1, metavar="F",
+    g.add_argument("--val-fraction", type=fraction, default=0.1, metavar="F",
                    help="the tail of the corpus held out for validation (default 0.1)")
 
     g = parser.add_argument_group("training")
-    g.add_argument("--steps", type=int, default=d["steps"], metavar="S",
+    g.add_argument("--steps", type=positive_int, default=d["steps"], metavar="S",
                    help=f"parameter updates (default {d['steps']})")
-    g.add_argument("--seq-len", type=int, default=d["seq_len"], metavar="T",
+    g.add_argument("--seq-len", type=positive_int, default=d["seq_len"], metavar="T",
                    help=f"characters per window (default {d['seq_len']})")
-    g.add_argument("--batch", type=int, default=d["batch"], metavar="N",
+    g.add_argument("--batch", type=positive_int, default=d["batch"], metavar="N",
                    help=f"parallel streams (default {d['batch']})")
     g.add_argument("--truncation", choices=("full", "chunked", "randomized", "tbptt"),
                    default="full", help="gradient truncation inside a window (default full)")
-    g.add_argument("--k", type=int, metavar="K", help="chunked: cut the gradient every K "
-                   "steps (default seq-len/4)")
-    g.add_argument("--p", type=float, metavar="P", help="randomized: keep each step's gradient "
-                   "with probability P, scaled by 1/P (default 1 - 1/K: a cut every K steps on "
-                   "average, as chunked)")
-    g.add_argument("--k1", type=int, metavar="K1", help="tbptt: update every K1 characters "
-                   "(default seq-len)")
-    g.add_argument("--k2", type=int, metavar="K2", help="tbptt: backpropagate through the last "
-                   "K2 characters, K2 >= K1 (default 2*K1)")
+    g.add_argument("--k", type=positive_int, metavar="K", help="chunked: cut the gradient "
+                   "every K steps (default seq-len/4)")
+    g.add_argument("--p", type=probability, metavar="P", help="randomized: keep each step's "
+                   "gradient with probability P, scaled by 1/P (default 1 - 1/K: a cut every K "
+                   "steps on average, as chunked)")
+    g.add_argument("--k1", type=positive_int, metavar="K1", help="tbptt: update every K1 "
+                   "characters (default seq-len)")
+    g.add_argument("--k2", type=positive_int, metavar="K2", help="tbptt: backpropagate "
+                   "through the last K2 characters, K2 >= K1 (default 2*K1)")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="adam (default), adagrad (as in min-char-rnn) or sgd (momentum 0.9)")
-    g.add_argument("--lr", type=float, metavar="LR", help="learning rate (default: adam "
-                   "3e-3, adagrad 0.1, sgd 0.1)")
-    g.add_argument("--clip", type=float, default=5.0, metavar="MAX_NORM",
+    g.add_argument("--lr", type=positive_float, metavar="LR", help="learning rate (default: "
+                   "adam 3e-3, adagrad 0.1, sgd 0.1)")
+    g.add_argument("--clip", type=non_negative_float, default=5.0, metavar="MAX_NORM",
                    help="clip the gradients' global norm to MAX_NORM; 0 turns it off "
                         "(default 5)")
-    g.add_argument("--clip-value", type=float, metavar="V",
+    g.add_argument("--clip-value", type=positive_float, metavar="V",
                    help="also clip every gradient entry into [-V, V]")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     g.add_argument("--compare-truncation", action="store_true",
@@ -119,73 +127,44 @@ def add_arguments(parser):
     g.add_argument("--out", default="fastbptt-train", metavar="DIR",
                    help="folder for model.npz, loss.csv, loss.png, sample.txt "
                         "(default ./fastbptt-train)")
-    g.add_argument("--eval-every", type=int, default=d["eval_every"], metavar="S",
+    g.add_argument("--eval-every", type=positive_int, default=d["eval_every"], metavar="S",
                    help=f"validation loss every S steps (default {d['eval_every']})")
-    g.add_argument("--eval-chars", type=int, default=d["eval_chars"], metavar="C",
+    g.add_argument("--eval-chars", type=positive_int, default=d["eval_chars"], metavar="C",
                    help=f"validation characters per evaluation during training "
                         f"(default {d['eval_chars']:,}; the final one uses up to "
                         f"{d['final_eval_chars']:,})")
-    g.add_argument("--sample-len", type=int, default=400, metavar="C",
+    g.add_argument("--sample-len", type=non_negative_int, default=400, metavar="C",
                    help="characters to generate at the end (default 400)")
-    g.add_argument("--temperature", type=float, default=0.8,
+    g.add_argument("--temperature", type=positive_float, default=0.8,
                    help="sampling temperature (default 0.8)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bar: plain periodic lines")
 
 
-def _check_args(args):
-    """A message for the first bad option, or None; fills in the dependent defaults."""
-    import fastbptt
-    available = [c for c in CELLS if hasattr(fastbptt, f"{c}_forward")]
-    if args.cell not in available:
-        return f"--cell must be one of {', '.join(available)} in this build, got {args.cell!r}"
-    if args.blas_threads < 0:
-        return f"--blas-threads must be >= 0 (0: NumPy's own setting), got {args.blas_threads}"
-    positive = {"hidden": args.hidden, "layers": args.layers, "steps": args.steps,
-                "seq-len": args.seq_len, "batch": args.batch, "max-chars": args.max_chars,
-                "eval-every": args.eval_every, "eval-chars": args.eval_chars}
-    for name, value in positive.items():
-        if value < 1:
-            return f"--{name} must be at least 1, got {value}"
-    if args.sample_len < 0:
-        return f"--sample-len must be >= 0, got {args.sample_len}"
-    if not 0 < args.val_fraction < 1:
-        return f"--val-fraction must be between 0 and 1, got {args.val_fraction}"
-    if not args.temperature > 0:
-        return f"--temperature must be positive, got {args.temperature}"
-    if args.lr is not None and not args.lr > 0:
-        return f"--lr must be positive, got {args.lr}"
-    if not args.clip >= 0:
-        return f"--clip must be >= 0 (0: off), got {args.clip}"
-    if args.clip_value is not None and not args.clip_value > 0:
-        return f"--clip-value must be positive, got {args.clip_value}"
-    if args.text is not None and not os.path.isfile(args.text):
-        return f"--text: no such file: {args.text}"
+def settings(args):
+    """The options of a run with the defaults that depend on other options filled in (K, P,
+    K1, K2, the learning rate), as a new namespace; a ``UsageError`` for options that do not go
+    together."""
     t = args.truncation
-    for opt, owner in (("k", "chunked"), ("p", "randomized"), ("k1", "tbptt"), ("k2", "tbptt")):
-        if getattr(args, opt) is not None and t != owner and not args.compare_truncation:
-            return f"--{opt} goes with --truncation {owner}, not {t}"
-    if args.k is None:
-        args.k = max(1, args.seq_len // 4)
-    if args.p is None:      # the same mean distance between cuts as chunked: 1/(1-p) = K
-        args.p = 1 - 1 / args.k if args.k > 1 else 0.5
-    if args.k < 1:
-        return f"--k must be at least 1, got {args.k}"
-    if not 0 < args.p <= 1:
-        return f"--p must be in (0, 1], got {args.p}"
+    for option, owner in STRATEGY_OPTIONS.items():
+        if getattr(args, option) is not None and t != owner and not args.compare_truncation:
+            raise UsageError(f"--{option} goes with --truncation {owner}, not {t}")
+    k = args.k if args.k is not None else max(1, args.seq_len // 4)
+    # by default the same mean distance between cuts as chunked: 1/(1-p) = K
+    p = args.p if args.p is not None else (1 - 1 / k if k > 1 else 0.5)
+    k1 = args.k1 if args.k1 is not None else args.seq_len
+    k2 = args.k2 if args.k2 is not None else 2 * k1
     if t == "tbptt":
         if args.compare_truncation:
-            return "--compare-truncation compares full, chunked and randomized; drop --truncation tbptt"
+            raise UsageError("--compare-truncation compares full, chunked and randomized; "
+                             "drop --truncation tbptt")
         if args.layers != 1:
-            return ("--truncation tbptt drives one recurrent layer (fastbptt.tbptt); "
-                    f"use --layers 1, got {args.layers}")
-        args.k1 = args.seq_len if args.k1 is None else args.k1
-        args.k2 = 2 * args.k1 if args.k2 is None else args.k2
-        if args.k1 < 1 or args.k2 < args.k1:
-            return f"--k1/--k2 need 1 <= K1 <= K2, got K1={args.k1} K2={args.k2}"
-    if args.lr is None:
-        args.lr = DEFAULT_LR[args.optimizer]
-    return None
+            raise UsageError("--truncation tbptt drives one recurrent layer (fastbptt.tbptt); "
+                             f"use --layers 1, got {args.layers}")
+        if k2 < k1:
+            raise UsageError(f"--k1/--k2 need 1 <= K1 <= K2, got K1={k1} K2={k2}")
+    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    return Namespace(**{**vars(args), "k": k, "p": p, "k1": k1, "k2": k2, "lr": lr})
 
 
 # --------------------------------------------------------------------------------- progress
@@ -226,14 +205,6 @@ class Progress:
 
 
 # --------------------------------------------------------------------------------- training
-def _one_hot_chunks(streams, vocab_size, dtype):
-    """(x one-hot (N, T, V), y (N, T)) windows of a ``Streams`` forever (for the TBPTT driver;
-    the state runs on across the start of a new pass)."""
-    eye = np.eye(vocab_size, dtype=dtype)
-    for x, y, _reset in streams:
-        yield eye[x], y
-
-
 def evaluate(model, ids, n_batch, seq_len, max_chars):
     """Mean cross-entropy (nats/char) of the model on about ``max_chars`` characters of ``ids``.
 
@@ -243,7 +214,7 @@ def evaluate(model, ids, n_batch, seq_len, max_chars):
     ids = np.asarray(ids)
     n_batch = max(1, min(n_batch, (len(ids) - 1) // max(1, seq_len)))
     seq_len = min(seq_len, (len(ids) - 1) // n_batch)
-    streams = data_mod.Streams(ids, n_batch, seq_len)
+    streams = data.Streams(ids, n_batch, seq_len)
     n_windows = min(streams.n_windows, -(-max_chars // (n_batch * seq_len)))
     state, total, count = None, 0.0, 0
     for _ in range(n_windows):
@@ -258,14 +229,12 @@ class Trainer:
     """One training run: model, optimizer, data streams, truncation, clipping, history."""
 
     def __init__(self, args, corpus, model, label=None):
-        from . import truncation
         self.args, self.corpus, self.model = args, corpus, model
         self.label = label or args.truncation
         self.optimizer = OPTIMIZERS[args.optimizer](model.params, lr=args.lr, **(
             {"momentum": 0.9} if args.optimizer == "sgd" else {}))
         self.grads = model.zeros_like_params()
         self.rng = np.random.default_rng(args.seed + 1)
-        self.truncation = truncation
         self.history = []            # (step, chars, seconds, train loss, val loss or nan)
         self.n_skipped = 0
         self.kept_steps = 0.0        # mean fraction of steps whose gradient is kept
@@ -278,15 +247,14 @@ class Trainer:
         if self.label == "full":
             return None
         if self.label == "chunked":
-            return self.truncation.chunked(T, a.k, dtype=self.model.dtype)
+            return truncation.chunked(T, a.k, dtype=self.model.dtype)
         if self.label == "randomized":
-            return self.truncation.randomized(T, a.p, self.rng, dtype=self.model.dtype)
+            return truncation.randomized(T, a.p, self.rng, dtype=self.model.dtype)
         raise AssertionError(self.label)
 
     def clip_and_update(self):
         """Clip the gradients (value, then global norm) and update; a step whose gradient is
         not finite is skipped (counted in ``n_skipped``). Returns the norm before clipping."""
-        from . import clip
         a = self.args
         max_norm = a.clip if a.clip > 0 else float("inf")
         if a.clip_value is not None:
@@ -304,7 +272,7 @@ class Trainer:
     def batches(self):
         """Yield the training loss of each update (the windowed strategies)."""
         a, model = self.args, self.model
-        streams = data_mod.Streams(self.corpus.train, a.batch, a.seq_len)
+        streams = data.Streams(self.corpus.train, a.batch, a.seq_len)
         state = None
         while True:
             x, y, reset = next(streams)
@@ -320,30 +288,24 @@ class Trainer:
             yield loss, y.size
 
     def tbptt_batches(self):
-        """Yield the training loss of each update of the TBPTT(k1, k2) driver (one layer)."""
-        from .tbptt import TBPTT, WeightGrads
-        a, model, params, grads = self.args, self.model, self.model.params, self.grads
-        streams = data_mod.Streams(self.corpus.train, a.batch, a.k1)
-        chunks = _one_hot_chunks(streams, model.n_input, model.dtype)
-        W, b = params["out.W"], params["out.b"]
+        """Yield the training loss of each update of the TBPTT(k1, k2) driver (one layer).
 
-        def loss_grad(h, t0, y):                      # h (N, m, H), y (N, m): the new steps
-            n, m, hid = h.shape
-            top = h.reshape(n * m, hid)
-            loss, dz = softmax_cross_entropy(top @ W + b, y.reshape(-1))   # mean over the steps
-            grads["out.W"] += top.T @ dz
-            grads["out.b"] += dz.sum(axis=0)
-            return loss, (dz @ W.T).reshape(n, m, hid)
+        The driver runs the model's recurrent layer on the model's input for each chunk of the
+        stream; the model's output layer and loss take the hidden states of the new steps and
+        hand back their gradient, adding the output layer's own into ``grads`` as they go."""
+        a, model, grads = self.args, self.model, self.grads
+        streams = data.Streams(self.corpus.train, a.batch, a.k1)
+        # the state runs on across the start of a new pass
+        chunks = ((model.encode(x), y) for x, y, _reset in streams)
+        args, kwargs = model.layer_arguments(0)
 
-        names = ["Wx", "Wh", "b"] + (["bh"] if model.cell == "gru" else [])
-        layer_grads = WeightGrads(**{f"d{k}": grads[f"layer0.{k}"] for k in names})
-        kwargs = {"nonlinearity": model.config["nonlinearity"]} if model.cell == "rnn" else {}
-        if model.cell == "gru":
-            kwargs["bh"] = params["layer0.bh"]
-        driver = TBPTT(a.k1, a.k2, cell=model.cell, module=model._module)
+        def loss_grad(h, t0, y):             # h (N, m, H), y (N, m): the new steps
+            return model.output_loss(h, y, grads)
+
+        driver = TBPTT(a.k1, a.k2, cell=model.cell, impl=model.impl)
         self.kept_steps = 0.0
-        for win in driver.windows(chunks, None, params["layer0.Wx"], params["layer0.Wh"],
-                                  params["layer0.b"], loss_grad, grads=layer_grads, **kwargs):
+        for win in driver.windows(chunks, None, *args, loss_grad,
+                                  grads=WeightGrads(**model.layer_grads(grads, 0)), **kwargs):
             self.kept_steps += 1.0
             self.clip_and_update()
             loss = win.loss
@@ -389,18 +351,9 @@ class Trainer:
 
 
 # --------------------------------------------------------------------------------- outputs
-def _figure():
-    """A matplotlib Figure (no pyplot, no global backend change), or None without matplotlib."""
-    try:
-        from matplotlib.figure import Figure
-    except ImportError:
-        return None
-    return Figure(figsize=(8, 5), layout="tight")
-
-
 def plot_losses(runs, baseline, path, title):
     """Training and validation loss against characters seen; False without matplotlib."""
-    fig = _figure()
+    fig = figure()
     if fig is None:
         return False
     ax = fig.add_subplot()
@@ -418,7 +371,7 @@ def plot_losses(runs, baseline, path, title):
     ax.set_title(title)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=DPI)
     return True
 
 
@@ -435,7 +388,7 @@ def write_history(runs, path):
 def _build(args, corpus):
     V = len(corpus.vocab)
     return Model(V, args.hidden, V, cell=args.cell, n_layers=args.layers, input="onehot",
-                 loss="softmax", dtype=np.dtype(args.dtype), backend=args.backend,
+                 loss="softmax", dtype=np.dtype(args.dtype), impl=IMPLS[args.backend],
                  seed=args.seed)
 
 
@@ -458,12 +411,9 @@ def _describe(args, corpus, model, baseline, compare=False):
 
 
 def run(args):
-    error = _check_args(args)
-    if error:
-        print(f"fastbptt train: error: {error}", file=sys.stderr)
-        return 2
+    args = settings(args)
     try:
-        corpus = data_mod.load_corpus(args.text, args.max_chars, args.val_fraction)
+        corpus = data.load_corpus(args.text, args.max_chars, args.val_fraction)
         min_chars = args.batch * args.seq_len + 2
         if len(corpus.train) < min_chars:
             raise ValueError(f"the training text has {len(corpus.train):,} characters, too few "
@@ -472,13 +422,9 @@ def run(args):
     except (OSError, ValueError) as err:
         print(f"fastbptt train: error: {err}", file=sys.stderr)
         return 2
-    try:
-        os.makedirs(args.out, exist_ok=True)
-    except OSError as err:
-        print(f"fastbptt train: error: --out {args.out}: cannot create the folder ({err})",
-              file=sys.stderr)
+    if not make_out_dir("train", args.out):
         return 2
-    baseline = data_mod.unigram_loss(corpus.train, corpus.val, len(corpus.vocab))
+    baseline = data.unigram_loss(corpus.train, corpus.val, len(corpus.vocab))
     with numpy_blas_threads(args.blas_threads):
         if args.compare_truncation:
             return _compare(args, corpus, baseline)
@@ -585,8 +531,9 @@ def _compare(args, corpus, baseline):
         f.write(table + "\n")
     write_history(runs, os.path.join(args.out, "compare.csv"))
     png = os.path.join(args.out, "compare.png")
-    if plot_losses(runs, baseline, png, f"Truncation strategies, {args.cell.upper()} "
-                   f"{args.layers}x{args.hidden}, {args.steps} steps of {args.batch}x{args.seq_len}"):
+    title = (f"Truncation strategies, {args.cell.upper()} {args.layers}x{args.hidden}, "
+             f"{args.steps} steps of {args.batch}x{args.seq_len}")
+    if plot_losses(runs, baseline, png, title):
         print(f"wrote {png}, {os.path.join(args.out, 'compare.txt')}, "
               f"{os.path.join(args.out, 'compare.csv')}")
     else:
