@@ -66,7 +66,7 @@ import numpy as np
 import fastbptt
 import fastbptt.reference
 
-from .._validation import check_options
+from .._validation import check_option
 from ..truncation import _count
 from .losses import mean_squared_error, softmax_cross_entropy
 
@@ -159,7 +159,8 @@ class Model:
             "nonlinearity": nonlinearity, "dtype": dtype.name,
         }
         self.impl = _implementation(impl, backend)
-        check_options(self._cell, self._options())
+        for name, value in self._options().items():
+            check_option(self._cell, name, value)
         self.params = self._init_params(np.random.default_rng(seed))
 
     # ----------------------------------------------------------------------------- properties
