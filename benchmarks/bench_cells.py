@@ -2,7 +2,8 @@
 
 One benchmark group per (cell, case, dtype, pass), e.g. ``lstm S float32 fwd+bwd``; inside it
 the kernels (``fastbptt``), the floor (``fastbptt.benchmarking.floor_function``: exactly the
-kernels' BLAS calls, no elementwise work), PyTorch (``nn.RNN``/``LSTM``/``GRU`` with the same weights,
+kernels' BLAS calls, no elementwise work), PyTorch (``nn.RNN``/``LSTM``/``GRU`` with the same
+weights,
 one thread; ``torch.no_grad()`` for the forward pass, autograd with the same upstream gradient
 for forward plus backward) and, on the small cases, the NumPy reference. The implementations of
 a group run one after the other, so ``python benchmarks/report.py`` can divide their medians.
@@ -14,8 +15,7 @@ import numpy as np
 
 import fastbptt
 import fastbptt.reference
-from fastbptt.benchmarking import (CASES, floor_function, make_case, step_function,
-                                   torch_function)
+from fastbptt.benchmarking import CASES, floor_function, make_case, step_function, torch_function
 
 
 def test_time(benchmark, measure, time_case):

@@ -21,7 +21,8 @@ The kernels are measured twice: as called by default, and with ``overwrite_cache
 lets the LSTM's and GRU's backward use the cache's gate values as its workspace instead of
 allocating one, and the RNN's, which has no gate buffer, run its lean backward with a workspace
 of a few steps, (B, N, H) instead of (T, N, H) (``fastbptt.rnn.lean_block_steps``); recorded as
-``kernel_overwrite_...``. The NumPy reference is measured the same way for comparison, on the cases of
+``kernel_overwrite_...``. The NumPy reference is measured the same way for comparison, on the
+cases of
 ``--bench-reference-cases`` (S, C, M by default: under tracemalloc its per-step allocations make
 case L slow). The timing pytest-benchmark records
 for these tests (one run under tracemalloc) means nothing and is not reported.

@@ -23,7 +23,6 @@ import pytest
 import fastbptt
 from fastbptt.benchmarking import CASES, floor_function, make_case, step_function
 
-
 _COUNTS = {}
 
 

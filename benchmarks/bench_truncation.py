@@ -13,13 +13,13 @@ The callables are ``fastbptt.benchmarking``'s, as in ``truncation_interleaved.py
 (data, caches) is outside the timed region. At the end of the module a table of ratios
 to the full-BPTT case of the same group (min and median times) is printed. Run with
 
-    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python -m pytest benchmarks/bench_truncation.py --benchmark-only
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE \
+        python -m pytest benchmarks/bench_truncation.py --benchmark-only
 """
 import pytest
 
 import fastbptt
-from fastbptt.benchmarking import (TRUNCATION_CASES, stream_function,
-                                   truncated_backward_function)
+from fastbptt.benchmarking import TRUNCATION_CASES, stream_function, truncated_backward_function
 
 CELLS = list(fastbptt.CELLS)
 CASES = TRUNCATION_CASES   # name: (N, T, D, H), the truncation lengths k timed

@@ -14,8 +14,15 @@ import argparse
 import numpy as np
 
 import fastbptt
-from fastbptt.benchmarking import (CASES, floor_function, import_torch, make_case, step_function,
-                                   time_interleaved, torch_function)
+from fastbptt.benchmarking import (
+    CASES,
+    floor_function,
+    import_torch,
+    make_case,
+    step_function,
+    time_interleaved,
+    torch_function,
+)
 
 
 def main(argv=None):

@@ -14,8 +14,12 @@ Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/truncation
 import argparse
 
 import fastbptt
-from fastbptt.benchmarking import (TRUNCATION_CASES, stream_function, time_interleaved,
-                                   truncated_backward_function)
+from fastbptt.benchmarking import (
+    TRUNCATION_CASES,
+    stream_function,
+    time_interleaved,
+    truncated_backward_function,
+)
 
 
 def ratios(variants, rounds):

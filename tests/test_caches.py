@@ -5,10 +5,9 @@ import pickle
 
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
 
 import fastbptt
-
-from conftest import IMPLS, assert_close, make_problem
 
 CELLS = list(fastbptt.CELLS)
 impls = pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))

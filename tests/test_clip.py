@@ -3,12 +3,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import make_problem
 
 import fastbptt
 from fastbptt.clip import NonFiniteGradientError, clip_grad_norm, clip_grad_value, global_norm
 from fastbptt.tbptt import WeightGrads
-
-from conftest import make_problem
 
 
 def hand_case(dtype=np.float64):

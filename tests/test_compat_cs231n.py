@@ -11,6 +11,7 @@ import pytest
 import fastbptt
 from fastbptt.compat import cs231n
 
+
 def rel_error(a, b):
     """max |a - b| relative to max |b|: the error of a gradient against its finite-difference
     estimate, on the scale of the gradient (elementwise ratios blow up on tiny entries, where a

@@ -3,11 +3,10 @@ import itertools
 
 import numpy as np
 import pytest
+from conftest import assert_close, make_problem, relayout
 
 import fastbptt
 import fastbptt.reference as ref
-
-from conftest import assert_close, make_problem, relayout
 
 # cell -> the forward keyword variants every check runs over: every combination of the values
 # of the cell's options (the RNN's three nonlinearities; {} for a cell without options)

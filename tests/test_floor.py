@@ -2,12 +2,11 @@
 its results, meaningless to the benchmarks, are checked here as the products they are."""
 import numpy as np
 import pytest
+from conftest import RTOL
 
 import fastbptt
 from fastbptt import _floor
 from fastbptt.benchmarking import floor_function
-
-from conftest import RTOL
 
 
 def steps(rng, n_steps, n_batch, width, time_major, dtype):

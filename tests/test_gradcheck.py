@@ -1,11 +1,10 @@
 """The reference's gradients against central finite differences (float64)."""
 import numpy as np
 import pytest
-
-import fastbptt.reference as ref
-
 from conftest import make_problem
 from test_equivalence import CASE_IDS, CASES
+
+import fastbptt.reference as ref
 
 
 def loss_and_grads(cell, args, kwargs, dh, dhT, xi=None):

@@ -1,11 +1,11 @@
-"""GRU-specific checks beyond the generic ones of test_equivalence/test_gradcheck/test_validation."""
+"""GRU-specific checks beyond the generic ones of test_equivalence, test_gradcheck and
+test_validation."""
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
-
-from conftest import IMPLS, assert_close, make_problem
 
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 

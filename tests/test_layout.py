@@ -4,11 +4,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
-
-from conftest import IMPLS, assert_close, make_problem
 
 CELLS = list(fastbptt.CELLS)
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))

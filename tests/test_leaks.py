@@ -6,11 +6,10 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import make_problem
 
 import fastbptt
 from fastbptt.benchmarking import floor_function
-
-from conftest import make_problem
 
 CELLS = list(fastbptt.CELLS)
 CALLS = 100      # per window

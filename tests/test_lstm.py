@@ -3,12 +3,11 @@ reads it, the gradient into the final cell state (dcT) by finite differences wit
 saturated gates."""
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
+from test_equivalence import compare
 
 import fastbptt
 import fastbptt.reference as ref
-
-from conftest import IMPLS, assert_close, make_problem
-from test_equivalence import compare
 
 
 @pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))

@@ -265,7 +265,8 @@ def test_optimizers_update_in_place_by_their_rules():
     for k in params:
         m = 0.9 * 0.1 * g1[k] + 0.1 * g2[k]
         v = 0.999 * 0.001 * g1[k] ** 2 + 0.001 * g2[k] ** 2
-        expected = p0[k] - 0.01 * np.sign(g1[k]) - 0.01 * (m / 0.19) / (np.sqrt(v / (1 - 0.999 ** 2)) + 1e-8)
+        v_hat = v / (1 - 0.999 ** 2)
+        expected = p0[k] - 0.01 * np.sign(g1[k]) - 0.01 * (m / 0.19) / (np.sqrt(v_hat) + 1e-8)
         np.testing.assert_allclose(params[k], expected, rtol=1e-6)
 
 

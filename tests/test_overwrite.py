@@ -4,16 +4,13 @@ raises), in the kernels and the reference alike. (The RNN's kernels run their le
 instead, equal to rounding: tests/test_rnn_lean.py.)"""
 import tracemalloc
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
+from test_equivalence import CASE_IDS, CASES
 
 import fastbptt
 import fastbptt.reference as ref
-
-from conftest import IMPLS, assert_close, make_problem
-from test_equivalence import CASE_IDS, CASES
 
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 cases = pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)

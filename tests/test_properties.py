@@ -1,10 +1,9 @@
 """Property-based: kernels equal the reference on shapes, dtypes, layouts and truncation patterns
 drawn by hypothesis, beyond the hand-picked cases of test_equivalence."""
 import numpy as np
+from conftest import make_problem
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from conftest import make_problem
 from test_equivalence import CELL_OPTIONS, compare
 
 problems = st.fixed_dictionaries({

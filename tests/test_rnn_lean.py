@@ -5,13 +5,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 import fastbptt.rnn
 from fastbptt import truncation
-
-from conftest import assert_close, make_problem
 
 BLOCK = 4   # steps per block in these tests (LEAN_ROWS patched to BLOCK * N)
 

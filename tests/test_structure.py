@@ -28,12 +28,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import IMPLS, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt._cells import Cell
-
-from conftest import IMPLS, make_problem
 
 PACKAGE = Path(fastbptt.__file__).resolve().parent      # the fastbptt being tested
 ROOT = PACKAGE.parent
@@ -89,7 +88,8 @@ def imports(source, package=""):
             for alias in node.names:
                 if alias.name != "*":
                     yield node.lineno, f"{module}.{alias.name}"
-        elif (isinstance(node, ast.Call) and _call_name(node.func) in ("import_module", "__import__")
+        elif (isinstance(node, ast.Call)
+              and _call_name(node.func) in ("import_module", "__import__")
               and node.args and isinstance(node.args[0], ast.Constant)
               and isinstance(node.args[0].value, str)):
             name = node.args[0].value

@@ -3,13 +3,12 @@ import tracemalloc
 
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt import TBPTT, truncation
 from fastbptt.tbptt import WeightGrads
-
-from conftest import IMPLS, assert_close, make_problem
 
 CELLS = list(fastbptt.CELLS)
 impls = pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))
@@ -290,8 +289,10 @@ def test_bad_arguments():
         (lambda: TBPTT(5, 3), ValueError, "k2 must be >= k1"),
         (lambda: TBPTT(5, True), TypeError, "k2 must be an integer"),
         (lambda: TBPTT(5, cell="elman"), ValueError, "cell must be one of"),
-        (lambda: TBPTT(5, cell="lstm", impl=np), ValueError, "with a CELLS registry; numpy has none"),
-        (lambda: TBPTT(5, cell="lstm", module=np), ValueError, "with a CELLS registry; numpy has none"),
+        (lambda: TBPTT(5, cell="lstm", impl=np), ValueError,
+         "with a CELLS registry; numpy has none"),
+        (lambda: TBPTT(5, cell="lstm", module=np), ValueError,
+         "with a CELLS registry; numpy has none"),
         (lambda: TBPTT(5, impl=fastbptt, module=ref), TypeError, "pass the implementation once"),
         (lambda: TBPTT(3).run(*args, "loss", **kwargs), TypeError, "loss_grad must be a callable"),
         (lambda: TBPTT(3).run(args[0][0], *args[1:], ok), ValueError, "x must be a 3-D array"),

@@ -36,7 +36,8 @@ def test_gil_is_released_during_a_kernel_call():
     # with the GIL held the ticker could not run at all during the call: one gap as long as it
     assert end - start > 0.05, "the call was too short to tell"
     gaps = np.diff([start] + inside + [end])
-    assert len(inside) > 10 and gaps.max() < 0.25 * (end - start), (len(inside), gaps.max(), end - start)
+    assert len(inside) > 10 and gaps.max() < 0.25 * (end - start), (
+        len(inside), gaps.max(), end - start)
 
 
 def test_set_blas_threads_validates_and_keeps_results():

@@ -6,11 +6,10 @@ the conversion's own checks (shapes, keys, round trips on plain arrays) still ru
 """
 import numpy as np
 import pytest
+from conftest import IMPLS
 
 import fastbptt
 from fastbptt.compat import torch as compat
-
-from conftest import IMPLS
 
 RTOL = 1e-9
 CELLS = [("rnn", "tanh"), ("rnn", "relu"), ("lstm", None), ("gru", None)]

@@ -7,12 +7,11 @@ does to the graph (xi = 0 is ``detach()``).
 """
 import numpy as np
 import pytest
+from conftest import IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt import truncation
-
-from conftest import IMPLS, assert_close, make_problem
 
 CELLS = list(fastbptt.CELLS)
 NAMES = ("dx", "dh0", "dWx", "dWh", "db")

@@ -20,8 +20,15 @@ import fastbptt
 import fastbptt.reference
 
 from .._blas_threads import numpy_blas_threads
-from ..benchmarking import (CASES, floor_function, import_torch, make_case, step_function,
-                            time_interleaved, torch_function)
+from ..benchmarking import (
+    CASES,
+    floor_function,
+    import_torch,
+    make_case,
+    step_function,
+    time_interleaved,
+    torch_function,
+)
 from ._options import names_among, positive_float
 
 BURST = 3   # runs of a callable in a row in each round

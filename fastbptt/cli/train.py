@@ -49,8 +49,16 @@ from ..nn import data
 from ..nn.model import IMPLS, Model
 from ..nn.optim import OPTIMIZERS
 from ..tbptt import TBPTT, WeightGrads
-from ._options import (UsageError, existing_file, fraction, non_negative_float, non_negative_int,
-                       positive_float, positive_int, probability)
+from ._options import (
+    UsageError,
+    existing_file,
+    fraction,
+    non_negative_float,
+    non_negative_int,
+    positive_float,
+    positive_int,
+    probability,
+)
 from ._output import CLI_EXTRA, DPI, figure, make_out_dir
 
 DEFAULTS = {

@@ -44,8 +44,10 @@ argument, as everywhere in fastbptt.
 """
 import numpy as np
 
-from .. import lstm_backward as _lstm_backward, lstm_forward as _lstm_forward
-from .. import rnn_backward as _rnn_backward, rnn_forward as _rnn_forward
+from .. import lstm_backward as _lstm_backward
+from .. import lstm_forward as _lstm_forward
+from .. import rnn_backward as _rnn_backward
+from .. import rnn_forward as _rnn_forward
 from .._grads import Grads
 from .._validation import as_float_array, check_array
 from ..reference._math import sigmoid
