@@ -111,10 +111,6 @@ n_steps, n_windows : the stream's length and the number of windows.
 """
 
 
-def _positive_int(name, value):
-    return _count(name, value, 1)
-
-
 def _time_slice(arr, start, stop, axis):
     return arr[start:stop] if axis == 0 else arr[:, start:stop]
 
@@ -136,8 +132,8 @@ class TBPTT:
     """
 
     def __init__(self, k1, k2=None, *, cell="rnn", impl=None, module=None):
-        self.k1 = _positive_int("k1", k1)
-        self.k2 = self.k1 if k2 is None else _positive_int("k2", k2)
+        self.k1 = _count("k1", k1, 1)
+        self.k2 = self.k1 if k2 is None else _count("k2", k2, 1)
         if self.k2 < self.k1:
             raise ValueError(f"k2 must be >= k1 (k2 steps are backpropagated every k1 steps), "
                              f"got k1={self.k1}, k2={self.k2}")
