@@ -73,8 +73,9 @@ from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport Steps, check_blas_ld, steps_of
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
@@ -108,7 +109,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
     cdef floating* hn_i
     cdef floating* h_i
     # hh = h_prev @ Wh     (N,3H) = (N,H)(H,3H)
-    gemm_b(Whp, False, n_batch, 3 * n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, 3 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
     # short loops over each row, so that GCC vectorises every one (see the module docstring)
     for i in range(n_batch):
@@ -167,10 +168,10 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, 3 * n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        gemm(False, False, n_steps * n_batch, 3 * n_hidden, n_input,
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], 3 * n_hidden, 0, gp, 3 * n_hidden)
         _forward_step(&h0[0, 0], n_hidden, gp, hnp, hp, ld, &hh[0, 0], &Wh[0, 0], Whp, &b[0],
                       &bh[0], n_batch, n_hidden)
@@ -271,7 +272,7 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     if xi_t == 0:
         return
     # carry += xi_t * dAh_t @ Wh.T     (N,H) += (N,3H)(H,3H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, 3 * n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, 3 * n_hidden,
            xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
 
 
@@ -320,7 +321,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
         raise MemoryError()
     with nogil:
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
-        WhTp = pack(True, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
@@ -342,15 +343,15 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
         # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each for
         # dx and dWx.
         # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
              1, dxnp, n_hidden, &Wx[0, 2 * H], 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
         # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-        gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
              1, dAhp, 3 * n_hidden, &Wx[0, 0], 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
         # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-        gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, 2 * n_hidden, n_steps * n_batch,
              1, xp, n_input, dAhp, 3 * n_hidden, 1, &dWx[0, 0], 3 * n_hidden)
         # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
              1, xp, n_input, dxnp, n_hidden, 1, &dWx[0, 2 * H], 3 * n_hidden)
     PyMem_Free(g_row)

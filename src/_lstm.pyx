@@ -60,8 +60,9 @@ alias checks accept (seen with GCC 12), so the in-place pass runs the same vecto
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport Steps, check_blas_ld, steps_of
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
@@ -104,7 +105,7 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     """Rows of h_prev and c_prev are ld_prev apart, those of c_t and h_t ld apart and those
     of gates_t 4 ld. Whp is Wh packed, or NULL (BLAS)."""
     # gates_t += h_prev @ Wh     (N,4H) += (N,H)(H,4H); gates_t holds x_t Wx + b
-    gemm_b(Whp, False, n_batch, 4 * n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, 4 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
 
@@ -137,12 +138,12 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floati
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_gh)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh, packed)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        gemm(False, False, n_steps * n_batch, n_gh, n_input,
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_gh, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], n_gh, 1, gp, n_gh)
         _forward_step(&h0[0, 0], &c0[0, 0], n_hidden, gp, cp, hp, ld, &Wh[0, 0], Whp,
                       n_batch, n_hidden)
@@ -227,7 +228,7 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
             carry_h[i] = 0
         return
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, 4 * n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, 4 * n_hidden,
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
 
 
@@ -262,7 +263,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     check_blas_ld(n_rows, n_gh)
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack(True, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh, packed)
+        WhTp = pack(TRANS, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh, packed)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else &c0[0, 0], ld if t else n_hidden,
@@ -270,7 +271,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                            &carry_c[0, 0], &Wh[0, 0], WhTp, xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-        gemm(True, False, n_input, n_gh, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_gh, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
         # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_gh,
@@ -280,5 +281,5 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
             for j in range(n_gh):
                 db[j] += dAp[i * n_gh + j]
         # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_gh,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_gh,
              1, dAp, n_gh, &Wx[0, 0], n_gh, 0, &dx[0, 0, 0], n_input)

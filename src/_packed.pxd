@@ -17,11 +17,11 @@ sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas
                                           (then gemm_b calls BLAS): not this build, N < 2, or
                                           buf None or too small
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-                                          ``_blas.gemm(False, trans_b, ...)`` on bp if not NULL
+                                          ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not NULL
 """
 from cython cimport floating
 
-from _blas cimport gemm
+from _blas cimport NO_TRANS, gemm
 
 cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
@@ -69,11 +69,11 @@ cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floati
 cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,
                         const floating* a, int lda, const floating* b, int ldb, floating beta,
                         floating* c, int ldc) noexcept nogil:
-    """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(False, trans_b, ...)``:
+    """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(NO_TRANS, trans_b, ...)``:
     on the panels bp that ``pack`` made of op(B) if bp is not NULL (then b is not read), else
     by BLAS."""
     if bp == NULL:
-        gemm(False, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        gemm(NO_TRANS, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     elif floating is float:
         packed_gemm_s(m, n, k, alpha, a, lda, bp, beta, c, ldc)
     else:

@@ -38,8 +38,9 @@ to back, time-major).
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport Steps, check_blas_ld, steps_of
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
@@ -72,7 +73,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
     (BLAS)."""
     cdef Py_ssize_t n
     # h_t += h_prev @ Wh     (N,H) += (N,H)(H,H); h_t holds x_t Wx + b
-    gemm_b(Whp, False, n_batch, n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, n_hidden, 1, h_t, <int> ld)
     if ld == n_hidden:                  # rows back to back: one flat pass
         _phi(h_t, <Py_ssize_t> n_batch * n_hidden, nonlinearity)
@@ -107,12 +108,12 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     check_blas_ld(n_rows, n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        gemm(False, False, n_steps * n_batch, n_hidden, n_input,
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], n_hidden, 1, hp, n_hidden)
         _forward_step(&h0[0, 0], n_hidden, hp, ld, &Wh[0, 0], Whp, n_batch, n_hidden,
                       nonlinearity)
@@ -162,7 +163,7 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
             carry[i] = 0
         return
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, n_hidden,
            xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
 
 
@@ -193,13 +194,13 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     check_blas_ld(n_rows, n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            &Wh[0, 0], WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)
         # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_hidden,
@@ -209,7 +210,7 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
             for j in range(n_hidden):
                 db[j] += dAp[i * n_hidden + j]
         # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
              1, dAp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)
 
 
@@ -231,7 +232,7 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     if by_step:
         # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
         # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
-        gemm(True, False, n_input, n_hidden, n_block * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_block * n_batch,
              1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
         if t_first == 0:
             # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
@@ -239,27 +240,27 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
                                    h0, h, dA, n_hidden, dWh)
         else:
             # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
-            gemm(True, False, n_hidden, n_hidden, n_block * n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_block * n_batch,
                  1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, 1, dWh, n_hidden)
         # dx[blk] = dA @ Wx.T     (B*N,D) = (B*N,H)(D,H)'
-        gemm(False, True, n_block * n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_block * n_batch, n_input, n_hidden,
              1, dA, n_hidden, Wx, n_hidden, 0, dx + t_first * N * D, n_input)
         return
     # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step
     for t in range(t_first, t_first + n_block):
         dA_t = dA + (t - t_first) * N * H
         # dWx += x[:, t].T @ dA_t     (D,H) += (N,D)'(N,H); rows of x[:, t] T*D apart
-        gemm(True, False, n_input, n_hidden, n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_batch,
              1, x + t * D, <int> (T * D), dA_t, n_hidden, 1, dWx, n_hidden)
         # dWh += h_{t-1}.T @ dA_t     (H,H) += (N,H)'(N,H); rows of h[:, t-1] T*H apart
         if t == 0:
-            gemm(True, False, n_hidden, n_hidden, n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
                  1, h0, n_hidden, dA_t, n_hidden, 1, dWh, n_hidden)
         else:
-            gemm(True, False, n_hidden, n_hidden, n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
                  1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, 1, dWh, n_hidden)
         # dx[:, t] = dA_t @ Wx.T     (N,D) = (N,H)(D,H)'; rows of dx[:, t] T*D apart
-        gemm(False, True, n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_batch, n_input, n_hidden,
              1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
 
 
@@ -293,7 +294,7 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
     check_blas_ld(n_rows, n_input)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
         while t_end > 0:
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
