@@ -40,7 +40,7 @@ class Cache:
     fields = ("x", "h0", "Wx", "Wh", "b", "h")
     by_step = ("x", "h")                   # fields indexed by step: (T, N, ...) views
     outputs = {"h": 1}                     # forward's per-step arrays: their widths in H
-    workspaces = ("packed",)               # backward's scratch arrays, kept for the next call
+    workspaces = ("buffers",)              # the kernels' Buffers: these arrays and scratch
     __slots__ = ("time_major", "consumed") + fields + tuple("_" + w for w in workspaces)
 
     def __init__(self, time_major, **arrays):
@@ -119,8 +119,8 @@ class RNNCache(Cache):
     """An Elman RNN's cache: the common fields and ``nonlinearity``."""
     cell = "rnn"
     fields = Cache.fields + ("nonlinearity",)
-    workspaces = ("packed", "dA", "dA_lean")
-    __slots__ = ("nonlinearity", "_dA", "_dA_lean")
+    workspaces = Cache.workspaces + ("dA_lean",)
+    __slots__ = ("nonlinearity", "_dA_lean")
 
 
 class LSTMCache(Cache):
@@ -130,8 +130,7 @@ class LSTMCache(Cache):
     fields = Cache.fields + ("c0", "c", "gates")
     by_step = Cache.by_step + ("c", "gates")
     outputs = {"h": 1, "c": 1, "gates": 4}
-    workspaces = ("packed", "dA")
-    __slots__ = ("c0", "c", "gates", "_dA")
+    __slots__ = ("c0", "c", "gates")
 
     @property
     def cT(self):
@@ -146,5 +145,4 @@ class GRUCache(Cache):
     fields = Cache.fields + ("bh", "gates", "hn")
     by_step = Cache.by_step + ("gates", "hn")
     outputs = {"h": 1, "gates": 3, "hn": 1}
-    workspaces = ("packed", "hh", "dAh", "dxn")
-    __slots__ = ("bh", "gates", "hn", "_hh", "_dAh", "_dxn")
+    __slots__ = ("bh", "gates", "hn")
