@@ -114,13 +114,15 @@ cdef class Buffers:
 
     def __cinit__(self, cache):
         cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
         hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
         hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
-        hold_new(&self.packed, np.empty(hidden_packed_len(d.steps.n_batch, d.n_hidden, 3,
-                                                          d.itemsize), self.dtype))
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
 
     def __dealloc__(self):
         PyBuffer_Release(&self.x)

@@ -90,12 +90,14 @@ cdef class Buffers:
     cdef object dtype
 
     def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
-        hold_new(&self.packed, np.empty(hidden_packed_len(self.dims.steps.n_batch,
-                                                          self.dims.n_hidden, 4,
-                                                          self.dims.itemsize), self.dtype))
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
 
     def __dealloc__(self):
         PyBuffer_Release(&self.x)
