@@ -70,7 +70,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=first_nonfinite)
     dx, carries, wg = backward_buffers(GRU, cache, inputs)
-    if cache.h.shape[1]:
+    if cache.h.shape[1]:     # N >= 1
         # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
         # read them
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),

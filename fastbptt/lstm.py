@@ -69,7 +69,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=first_nonfinite)
     dx, carries, wg = backward_buffers(LSTM, cache, inputs)
-    if cache.h.shape[1]:
+    if cache.h.shape[1]:     # N >= 1
         # with overwrite_cache, dA_t overwrites gates_t once step t has read it
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
                    kernel_buffers(_lstm, cache), inputs.dh_buffer, inputs.xi, carries, dx, wg,
