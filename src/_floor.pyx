@@ -48,7 +48,6 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef int a_width = A.shape[2], da_width = dA.shape[2]
-    cdef bint by_step = steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t

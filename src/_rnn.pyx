@@ -292,7 +292,6 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
     cdef int j
     cdef const floating* dA_t
-    cdef const floating* h_prev
     # db += dA.sum(axis=(0, 1))
     for i in range(<Py_ssize_t> n_block * N):
         for j in range(n_hidden):
