@@ -110,17 +110,16 @@ def weight_grad_buffers(cell, cache, grads=None, out=None):
             for grad, weight in zip(cell.weight_grads, cell.weights)}
 
 
-def packed_weights(kernels, cache, n_batch, n_hidden, dtype):
-    """The buffer a cell's kernels pack Wh into once per call (``src/_packed.pxd``), of
-    ``kernels.packed_buffer_len`` elements (none where they call BLAS for every product): the
-    workspace of ``cache`` (backward's, or a cache forward refills with out=), else a new one."""
-    shape = (kernels.packed_buffer_len(n_batch, n_hidden, np.dtype(dtype).itemsize),)
-    if cache is None:
-        return np.empty(shape, dtype)
-    return cache.workspace("packed", shape)
-
-
-def grad_norms_buffer(inputs, dtype):
-    """The array a kernel writes ||dL/dh_t|| into: the caller's ``h_grad_norms``, or an empty
-    one, which tells the kernel not to compute them."""
-    return np.empty(0, dtype) if inputs.h_grad_norms is None else inputs.h_grad_norms
+def kernel_buffers(kernels, cache):
+    """The arrays of ``cache`` as the compiled ``kernels`` read them, by name: a
+    ``kernels.Buffers`` (``src/_held.pxd``), which also holds the kernels' workspaces. It is made
+    by the first kernel call on the cache (and again by one from another build of the kernels)
+    and kept on the cache; each later call, a backward or a forward refilling the cache with
+    out=, holds again only what that forward replaced (the caller's x and weights), found by
+    identity, so a loop over chunks allocates nothing after its first."""
+    buffers = cache.__dict__.get("_buffers")
+    if type(buffers) is kernels.Buffers:
+        buffers.refresh(cache)
+    else:
+        buffers = cache.__dict__["_buffers"] = kernels.Buffers(cache)
+    return buffers

@@ -41,7 +41,7 @@ class Cache:
     fields = ("x", "h0", "Wx", "Wh", "b", "h")
     by_step = ("x", "h")                   # fields indexed by step: (T, N, ...) views
     outputs = {"h": 1}                     # forward's per-step arrays: their widths in H
-    workspaces = ("packed",)               # backward's scratch arrays, kept for the next call
+    workspaces = ("buffers",)              # the kernels' Buffers: these arrays and scratch
 
     def __init__(self, time_major, *parts):
         self.__dict__["time_major"] = time_major
@@ -116,7 +116,7 @@ class RNNCache(Cache):
     """An Elman RNN's cache: the common fields and ``nonlinearity``."""
     cell = "rnn"
     fields = Cache.fields + ("nonlinearity",)
-    workspaces = ("packed", "dA", "dA_lean")
+    workspaces = Cache.workspaces + ("dA_lean",)
 
 
 class LSTMCache(Cache):
@@ -126,7 +126,6 @@ class LSTMCache(Cache):
     fields = Cache.fields + ("c0", "c", "gates")
     by_step = Cache.by_step + ("c", "gates")
     outputs = {"h": 1, "c": 1, "gates": 4}
-    workspaces = ("packed", "dA")
 
     @property
     def cT(self):
@@ -141,4 +140,3 @@ class GRUCache(Cache):
     fields = Cache.fields + ("bh", "gates", "hn")
     by_step = Cache.by_step + ("gates", "hn")
     outputs = {"h": 1, "gates": 3, "hn": 1}
-    workspaces = ("packed", "hh", "dAh", "dxn")

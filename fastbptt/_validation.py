@@ -139,7 +139,7 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
     given = [("x", x), ("Wh", checked["Wh"])]
     for name in cell.weights[2:]:       # b and the extra weights, (G*H,)
         value = weights[name]
-        if value is None:               # an extra weight not given: zeros
+        if value is None and name in cell.extra_weights:     # not given: zeros
             checked[name] = _zeros(gh, dtype)
             continue
         checked[name] = value = np.ascontiguousarray(

@@ -1,13 +1,12 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
 from ._blas_threads import largest_product, run_kernel
-from ._buffers import (backward_buffers, grad_norms_buffer, initial_states, make_cache,
-                       packed_weights, step_outputs)
+from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import GRUCache
 from ._cells import GRU
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
-from ._layout import readonly, swap_major
+from ._layout import readonly
 from ._validation import check_backward, check_forward
 
 _gru = Kernels("_gru")
@@ -37,14 +36,9 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     states = initial_states(inputs, out)
     steps = step_outputs(GRUCache, inputs, out)     # in x's layout
     cache = make_cache(GRUCache, out, inputs, states, steps)
-    w = inputs.weights
     if inputs.n_batch:
-        hh = cache.workspace("hh", (inputs.n_batch, 3 * inputs.n_hidden))  # h_{t-1} @ Wh
-        run_kernel(_gru.forward, largest_product(inputs.x, w["Wh"]),
-                   inputs.x_buffer, states["h0"], w["Wx"], w["Wh"], w["b"], w["bh"],
-                   steps["h"], steps["gates"], steps["hn"], hh, inputs.time_major,
-                   packed=packed_weights(_gru, out, inputs.n_batch, inputs.n_hidden,
-                                         inputs.dtype))
+        run_kernel(_gru.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+                   kernel_buffers(_gru, cache), inputs.x_buffer)
     return readonly(steps["h"]), cache
 
 
@@ -76,21 +70,12 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(GRU, cache, inputs)
-    n_steps, n_batch, n_hidden = cache.h.shape
-    tm = cache.time_major
-    if n_batch:
-        gates, hn = swap_major(cache.gates, tm), swap_major(cache.hn, tm)
-        if inputs.overwrite_cache:
-            # dAh_t and dxn_t overwrite gates_t and hn_t once step t has read them
-            dAh, dxn = gates, hn
-        else:
-            dAh, dxn = cache.workspace("dAh", gates.shape), cache.workspace("dxn", hn.shape)
+    if cache.h.shape[1]:     # N >= 1
+        # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
+        # read them
         run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
-                   inputs.dh_buffer, swap_major(cache.h, tm), cache.h0, swap_major(cache.x, tm),
-                   cache.Wx, cache.Wh, gates, hn, inputs.xi, carries["dhT"], dAh, dxn, dx,
-                   wg["dWx"], wg["dWh"], wg["db"], wg["dbh"],
-                   grad_norms_buffer(inputs, cache.dtype), tm,
-                   packed=packed_weights(_gru, cache, n_batch, n_hidden, cache.dtype))
+                   kernel_buffers(_gru, cache), inputs.dh_buffer, inputs.xi, carries, dx, wg,
+                   inputs.h_grad_norms, inputs.overwrite_cache)
     elif h_grad_norms is not None:
         h_grad_norms[...] = 0
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

@@ -1,13 +1,12 @@
 """LSTM on the compiled kernels (``src/_lstm.pyx``)."""
 from ._blas_threads import largest_product, run_kernel
-from ._buffers import (backward_buffers, grad_norms_buffer, initial_states, make_cache,
-                       packed_weights, step_outputs)
+from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import LSTMCache
 from ._cells import LSTM
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
-from ._layout import readonly, swap_major
+from ._layout import readonly
 from ._validation import check_backward, check_forward
 
 _lstm = Kernels("_lstm")
@@ -36,13 +35,10 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
                            time_major=time_major, out=out, scan=checks.first_nonfinite)
     states = initial_states(inputs, out)
     steps = step_outputs(LSTMCache, inputs, out)     # in x's layout
-    w = inputs.weights
-    packed = packed_weights(_lstm, out, inputs.n_batch, inputs.n_hidden, inputs.dtype)
-    if inputs.n_batch:
-        run_kernel(_lstm.forward, largest_product(inputs.x, w["Wh"]),
-                   inputs.x_buffer, states["h0"], states["c0"], w["Wx"], w["Wh"], w["b"],
-                   steps["h"], steps["c"], steps["gates"], inputs.time_major, packed=packed)
     cache = make_cache(LSTMCache, out, inputs, states, steps)
+    if inputs.n_batch:
+        run_kernel(_lstm.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+                   kernel_buffers(_lstm, cache), inputs.x_buffer)
     return readonly(steps["h"]), cache
 
 
@@ -73,18 +69,11 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(LSTM, cache, inputs)
-    n_steps, n_batch, n_hidden = cache.h.shape
-    tm = cache.time_major
-    if n_batch:
-        gates = swap_major(cache.gates, tm)
-        # dA_t overwrites gates_t once step t has read it
-        dA = gates if inputs.overwrite_cache else cache.workspace("dA", gates.shape)
+    if cache.h.shape[1]:     # N >= 1
+        # with overwrite_cache, dA_t overwrites gates_t once step t has read it
         run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
-                   inputs.dh_buffer, swap_major(cache.h, tm), swap_major(cache.c, tm),
-                   gates, cache.h0, cache.c0, swap_major(cache.x, tm), cache.Wx, cache.Wh,
-                   inputs.xi, carries["dhT"], carries["dcT"], dA, dx, wg["dWx"], wg["dWh"],
-                   wg["db"], grad_norms_buffer(inputs, cache.dtype), tm,
-                   packed=packed_weights(_lstm, cache, n_batch, n_hidden, cache.dtype))
+                   kernel_buffers(_lstm, cache), inputs.dh_buffer, inputs.xi, carries, dx, wg,
+                   inputs.h_grad_norms, inputs.overwrite_cache)
     elif h_grad_norms is not None:
         h_grad_norms[...] = 0
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])

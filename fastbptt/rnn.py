@@ -1,13 +1,12 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
 from ._blas_threads import largest_product, run_kernel
-from ._buffers import (backward_buffers, grad_norms_buffer, initial_states, make_cache,
-                       packed_weights, step_outputs)
+from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import RNNCache
 from ._cells import RNN
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
-from ._layout import readonly, swap_major
+from ._layout import readonly
 from ._validation import check_backward, check_forward, check_option
 
 _rnn = Kernels("_rnn")
@@ -33,14 +32,10 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
                            time_major=time_major, out=out, scan=checks.first_nonfinite)
     states = initial_states(inputs, out)
     steps = step_outputs(RNNCache, inputs, out)     # in x's layout
-    w = inputs.weights
-    if inputs.n_batch:
-        run_kernel(_rnn.forward, largest_product(inputs.x, w["Wh"]),
-                   inputs.x_buffer, states["h0"], w["Wx"], w["Wh"], w["b"], steps["h"],
-                   _rnn.NONLINEARITIES[nonlinearity], inputs.time_major,
-                   packed=packed_weights(_rnn, out, inputs.n_batch, inputs.n_hidden,
-                                         inputs.dtype))
     cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
+    if inputs.n_batch:
+        run_kernel(_rnn.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+                   kernel_buffers(_rnn, cache), inputs.x_buffer)
     return readonly(steps["h"]), cache
 
 
@@ -90,22 +85,16 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             out=out, scan=checks.first_nonfinite)
     dx, carries, wg = backward_buffers(RNN, cache, inputs)
     n_steps, n_batch, n_hidden = cache.h.shape
-    tm = cache.time_major
     if n_batch:
-        h = swap_major(cache.h, tm)
+        buffers, work = kernel_buffers(_rnn, cache), largest_product(cache.x, cache.Wh)
         if inputs.overwrite_cache:
-            n_block = lean_block_steps(n_steps, n_batch, tm)
+            n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
             dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
-            kernel = _rnn.backward_lean
+            run_kernel(_rnn.backward_lean, work, buffers, inputs.dh_buffer, inputs.xi, carries,
+                       dA, dx, wg, inputs.h_grad_norms)
         else:
-            dA = cache.workspace("dA", h.shape)
-            kernel = _rnn.backward
-        run_kernel(kernel, largest_product(cache.x, cache.Wh),
-                   inputs.dh_buffer, h, cache.h0, swap_major(cache.x, tm), cache.Wx, cache.Wh,
-                   inputs.xi, carries["dhT"], dA, dx, wg["dWx"], wg["dWh"], wg["db"],
-                   grad_norms_buffer(inputs, cache.dtype),
-                   _rnn.NONLINEARITIES[cache.nonlinearity], tm,
-                   packed=packed_weights(_rnn, cache, n_batch, n_hidden, cache.dtype))
+            run_kernel(_rnn.backward, work, buffers,
+                       inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
     elif h_grad_norms is not None:
         h_grad_norms[...] = 0
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])

@@ -11,9 +11,16 @@ the wrappers swap the operands and never copy.
 
 ``gemm`` picks the routine by shape: when ``C`` has one row (one sequence, ``N == 1``) it calls
 GEMV, which OpenBLAS runs several times faster than a 1-row GEMM.
+
+Call sites name the transposes: ``gemm(TRANS, NO_TRANS, ...)`` is ``op(A) @ op(B)`` with
+``op(A) = A.T`` and ``op(B) = B``.
 """
 from cython cimport floating
 from scipy.linalg.cython_blas cimport dgemm, dgemv, sgemm, sgemv
+
+cdef enum:
+    NO_TRANS = 0     # op(M) = M
+    TRANS = 1        # op(M) = M.T
 
 
 cdef inline void gemv(bint trans, int m, int n, floating alpha, const floating* a, int lda,

@@ -36,7 +36,7 @@ def packed_gemm_hook(bint trans_b, double alpha, const floating[:, :] a, const f
     cdef int ldc = <int> (c.strides[0] // item)
     cdef floating[::1] buf = np.empty(max(packed_len(m, k, n, item), 1),
                                       np.float32 if floating is float else np.float64)
-    cdef floating* bp = pack(trans_b, m, k, n, &b[0, 0], ldb, buf)
+    cdef floating* bp = pack(trans_b, m, k, n, &b[0, 0], ldb, &buf[0], buf.shape[0])
     gemm_b(bp, trans_b, m, n, k, <floating> alpha, &a[0, 0], lda, &b[0, 0], ldb,
            <floating> beta, &c[0, 0], ldc)
     return bp != NULL

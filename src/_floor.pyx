@@ -29,8 +29,9 @@ At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`
 """
 from cython cimport floating
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport Steps, check_blas_ld, steps_of
 
 
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
@@ -47,7 +48,6 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef int a_width = A.shape[2], da_width = dA.shape[2]
-    cdef bint by_step = steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
@@ -56,17 +56,17 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     check_blas_ld(n_rows, a_width if a_width > da_width else da_width)
     with nogil:
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
-        gemm(False, False, n_steps * n_batch, gh, n_input,
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, gh, n_input,
              1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width)
         for t in range(n_steps):
             if gru:
                 # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
-                gemm(False, False, n_batch, gh, n_hidden,
+                gemm(NO_TRANS, NO_TRANS, n_batch, gh, n_hidden,
                      1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
                      &Wh[0, 0], gh, 0, &hh[0, 0], gh)
             else:
                 # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
-                gemm(False, False, n_batch, gh, n_hidden,
+                gemm(NO_TRANS, NO_TRANS, n_batch, gh, n_hidden,
                      1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
                      &Wh[0, 0], gh, 1, Ap + t * t_rows * a_width, <int> (n_rows * a_width))
         if backward:
@@ -88,7 +88,7 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     cdef Py_ssize_t t
     for t in range(n_steps - 1, -1, -1):
         # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
-        gemm(False, True, n_batch, n_hidden, gh,
+        gemm(NO_TRANS, TRANS, n_batch, n_hidden, gh,
              1, dAp + t * t_rows * da_width, <int> (n_rows * da_width), &Wh[0, 0], gh,
              1 if gru else 0, &carry[0, 0], n_hidden)
     # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
@@ -96,19 +96,19 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
                            &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
-        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
              1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
-        gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
              1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
         # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
-        gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, 2 * n_hidden, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
-        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
              1, &x[0, 0, 0], n_input, dxnp, n_hidden, 1, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
-    gemm(True, False, n_input, gh, n_steps * n_batch,
+    gemm(TRANS, NO_TRANS, n_input, gh, n_steps * n_batch,
          1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
-    gemm(False, True, n_steps * n_batch, n_input, gh,
+    gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, gh,
          1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)

@@ -21,12 +21,11 @@ T = n_steps, N = n_batch, D = n_input, H = n_hidden; "block" k of a row is its c
     b, bh              b, bh          (3H,)     input-side and hidden-side biases
     x_t Wx             gates[t]       (N, 3H)   written by the hoisted input GEMM (b is added in
     r, z, n            gates[t]       (N, 3H)   the step's pass), then overwritten by the gates
-    h_{t-1} Wh         hh             (N, 3H)   per-call workspace (bh is added in the pass)
+    h_{t-1} Wh         hh             (N, 3H)   workspace (bh is added in the pass)
     hn                 hn[t]          (N, H)    h_{t-1} Wh_n + bh_n, kept for backward
     dL/dh_t            dh[t]          (N, H)    upstream gradient of step t's output
     g                  dh[t] + carry  (N, H)    the whole gradient dL/dh_t
-    g (one row)        g_row          (H,)      workspace (PyMem_Malloc): g of the row the pass
-                                                is at
+    g (one row)        g_row          (H,)      workspace: g of the row the pass is at
     dL/dhr, dL/dhz,    dAh[t]         (N, 3H)   workspace: the hidden-side pre-activation
       dL/dhn                                    gradients, blocks [dhr dhz dhn]
     dL/dxn             dxn[t]         (N, H)    workspace; the input-side gradients are
@@ -36,7 +35,7 @@ T = n_steps, N = n_batch, D = n_input, H = n_hidden; "block" k of a row is its c
                                                 back to h_{t-1}
     carry              carry          (N, H)    gradient reaching h_t through step t+1: dhT at
                                                 the start, dL/dh0 at the end
-    ||dL/dh_t||        norms[t]                 Frobenius norm of g, only if norms has T entries
+    ||dL/dh_t||        norms[t]                 Frobenius norm of g, only if norms is given
 
 With overwrite_cache, dAh is gates itself and dxn is hn itself: dhr over r, dhz over z, dhn over
 n, dxn over hn, each once it is read.
@@ -52,9 +51,14 @@ Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM h_{t-1} @
 elementwise pass. Backward: per step one elementwise pass and one GEMM dAh_t @ Wh.T (skipped
 where xi_t == 0); db and dbh are summed in the pass, while the rows are in L1; then dWh, dWx and
 dx as products over all steps (two each for dWx and dx, one for [dxr dxz] and one for dxn).
-Where the caller passes a ``packed`` buffer (``packed_buffer_len``), the AVX2 build packs Wh
-(forward) or Wh.T (backward) into it once and runs the per-step products on it
-(``src/_packed.pxd``); without one they call BLAS.
+The AVX2 build packs Wh (forward) or Wh.T (backward) once per call into the workspace
+``packed`` and runs the per-step products on it (``src/_packed.pxd``); the baseline build calls
+BLAS.
+
+A cache's arrays (x, h0, Wx, Wh, b, bh, h, gates, hn) and the workspaces (hh, g_row, dAh, dxn,
+packed) reach the kernels as one ``Buffers``, made once per cache and read by name
+(``src/_held.pxd``); only the arrays of one call (dh, xi, the carry, dx, the weight gradients,
+the norms) are arguments.
 
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
@@ -69,12 +73,18 @@ the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
 """
-from cpython.mem cimport PyMem_Free, PyMem_Malloc
+import numpy as np
+
+cimport cython
+from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
@@ -87,6 +97,63 @@ cdef extern from *:
     #endif
     """
     void prefetch_l2 "FASTBPTT_PREFETCH_L2"(const void* p) noexcept nogil
+
+
+@cython.auto_pickle(False)
+cdef class Buffers:
+    """One GRU cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, Wx, Wh, b,
+    bh, h, gates and hn, and the workspaces hh (N, 3H), g_row (H,), packed (Wh or Wh.T packed
+    once per call, ``src/_packed.pxd``), dAh (like gates) and dxn (like hn), these two made by
+    the first backward that needs them (one with overwrite_cache writes over gates and hn
+    instead). ``Buffers(cache)`` holds the cache's; ``refresh(cache)`` holds again those that a
+    forward with out=cache replaced."""
+    cdef Dims dims
+    cdef Py_buffer x, h0, Wx, Wh, b, bh, h, gates, hn   # the cache's arrays
+    cdef Py_buffer hh, g_row, packed, dAh, dxn          # workspaces
+    cdef object dtype
+
+    def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
+        self.dims = dims_of(cache)
+        self.dtype = cache.dtype
+        self.refresh(cache)
+        hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
+        hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
+
+    def __dealloc__(self):
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
+        PyBuffer_Release(&self.bh)
+        PyBuffer_Release(&self.h)
+        PyBuffer_Release(&self.gates)
+        PyBuffer_Release(&self.hn)
+        PyBuffer_Release(&self.hh)
+        PyBuffer_Release(&self.g_row)
+        PyBuffer_Release(&self.packed)
+        PyBuffer_Release(&self.dAh)
+        PyBuffer_Release(&self.dxn)
+
+    def refresh(self, cache):
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
+        a forward with out=cache puts in the caller's x and weights. An identity check each."""
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 3 * H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 3 * H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, 3 * H, False)
+        hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
+        hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
+        hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
@@ -108,7 +175,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
     cdef floating* hn_i
     cdef floating* h_i
     # hh = h_prev @ Wh     (N,3H) = (N,H)(H,3H)
-    gemm_b(Whp, False, n_batch, 3 * n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, 3 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
     # short loops over each row, so that GCC vectorises every one (see the module docstring)
     for i in range(n_batch):
@@ -138,46 +205,42 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
             h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
 
 
-def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
-    """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
-    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return hidden_packed_len(n_batch, n_hidden, 3, itemsize)
-
-
-def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
-            const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
-            const floating[::1] bh, floating[:, :, ::1] h, floating[:, :, ::1] gates,
-            floating[:, :, ::1] hn, floating[:, ::1] hh, bint time_major,
-            floating[::1] packed=None):
-    """Fill h (N, T, H) with the hidden states, gates (N, T, 3H) with r, z, n and hn (N, T, H)
-    with h_{t-1} Wh_n + bh_n, x being (N, T, D); all (T, N, .) if time_major. hh (N, 3H) is
-    workspace, and so is packed, of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
-    checked by the caller; N >= 1."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+def forward(Buffers bufs, const floating[:, :, ::1] x):
+    """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
+    h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
+    the cache's arrays (``Buffers``). Shapes are checked by the caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
-    cdef floating* gp = &gates[0, 0, 0]
-    cdef floating* hp = &h[0, 0, 0]
-    cdef floating* hnp = &hn[0, 0, 0]
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef const floating* bh = <const floating*> bufs.bh.buf
+    cdef floating* gp = <floating*> bufs.gates.buf
+    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hnp = <floating*> bufs.hn.buf
+    cdef floating* hh = <floating*> bufs.hh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, 3 * n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
+                   packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        gemm(False, False, n_steps * n_batch, 3 * n_hidden, n_input,
-             1, &x[0, 0, 0], n_input, &Wx[0, 0], 3 * n_hidden, 0, gp, 3 * n_hidden)
-        _forward_step(&h0[0, 0], n_hidden, gp, hnp, hp, ld, &hh[0, 0], &Wh[0, 0], Whp, &b[0],
-                      &bh[0], n_batch, n_hidden)
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
+             1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
+        _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
-                          hp + t * step, ld, &hh[0, 0], &Wh[0, 0], Whp, &b[0], &bh[0],
-                          n_batch, n_hidden)
+                          hp + t * step, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
 
 
 cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
@@ -271,56 +334,61 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     if xi_t == 0:
         return
     # carry += xi_t * dAh_t @ Wh.T     (N,H) += (N,3H)(H,3H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, 3 * n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, 3 * n_hidden,
            xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
 
 
-def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
-             const floating[:, ::1] h0, const floating[:, :, ::1] x,
-             const floating[:, ::1] Wx, const floating[:, ::1] Wh,
-             const floating[:, :, ::1] gates, const floating[:, :, ::1] hn,
-             const floating[::1] xi, floating[:, ::1] carry, floating[:, :, ::1] dAh,
-             floating[:, :, ::1] dxn, floating[:, :, ::1] dx,
-             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] dbh,
-             floating[::1] norms, bint time_major, floating[::1] packed=None):
-    """BPTT. dh, h, x, gates, hn, dAh, dxn and dx are in one layout: (N, T, .), or (T, N, .) if
-    time_major. carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db,
-    dbh are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dAh (like
-    gates) and dxn (like hn) are workspace; they may be gates and hn themselves
-    (overwrite_cache): step t reads gates[t] and hn[t] only before it writes dAh[t] and dxn[t].
-    packed: workspace of ``packed_buffer_len`` elements, or None (BLAS). Shapes are checked by
-    the caller; N >= 1.
-
-    The one row g_row is taken here, with PyMem_Malloc (which tracemalloc sees), rather than
-    passed in: a 20th positional argument would make every call build a 20-tuple, the one size
-    CPython 3.11 puts on its tuple free list without taking it back off, so that tracemalloc
-    would see that list grow (to 2000 tuples) as if memory leaked (packed, the 20th, is passed
-    by keyword)."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+             dict carries, floating[:, :, ::1] dx, dict weight_grads,
+             floating[::1] norms=None, bint overwrite_cache=False):
+    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
+    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
+    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db', 'dbh' are accumulated
+    into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
+    (like gates) and dxn (like hn), made by the first call that needs them, or with
+    overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
+    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
     cdef Py_ssize_t t
-    cdef floating* dAhp = &dAh[0, 0, 0]
-    cdef floating* dxnp = &dxn[0, 0, 0]
+    cdef floating[:, ::1] carry = carries["dhT"]
+    cdef floating[:, ::1] dWx = weight_grads["dWx"]
+    cdef floating[:, ::1] dWh = weight_grads["dWh"]
+    cdef floating[::1] db = weight_grads["db"]
+    cdef floating[::1] dbh = weight_grads["dbh"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = &h[0, 0, 0]
-    cdef const floating* gp = &gates[0, 0, 0]
-    cdef const floating* hnp = &hn[0, 0, 0]
-    cdef const floating* xp = &x[0, 0, 0]
-    cdef bint want_norms = norms.shape[0] == n_steps
-    cdef floating* g_row
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* gp = <const floating*> bufs.gates.buf
+    cdef const floating* hnp = <const floating*> bufs.hn.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* xp = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* g_row = <floating*> bufs.g_row.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef bint want_norms = norms is not None
+    cdef floating* dAhp
+    cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
-    g_row = <floating*> PyMem_Malloc(H * sizeof(floating))
-    if g_row == NULL:
-        raise MemoryError()
+    if overwrite_cache:
+        dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
+    else:
+        if holds_nothing(&bufs.dAh):
+            hold_new(&bufs.dAh, np.empty(steps_shape(d, 3 * n_hidden), bufs.dtype))
+            hold_new(&bufs.dxn, np.empty(steps_shape(d, n_hidden), bufs.dtype))
+        dAhp, dxnp = <floating*> bufs.dAh.buf, <floating*> bufs.dxn.buf
     with nogil:
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
-        WhTp = pack(True, n_batch, 3 * n_hidden, n_hidden, &Wh[0, 0], 3 * n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
+                    packed_len)
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
@@ -330,27 +398,26 @@ def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                 if t > 1:
                     _prefetch(hp + (t - 2) * step, n_batch, row, ld_bytes)
                 else:
-                    _prefetch(&h0[0, 0], n_batch, row, row)
+                    _prefetch(h0, n_batch, row, row)
             _backward_step(dhp + t * step, gp + 3 * t * step, hnp + t * step,
-                           hp + (t - 1) * step if t > 0 else &h0[0, 0], ld if t > 0 else H,
+                           hp + (t - 1) * step if t > 0 else h0, ld if t > 0 else H,
                            dAhp + 3 * t * step, dxnp + t * step, ld, &carry[0, 0], g_row,
-                           &Wh[0, 0], WhTp, &db[0], &dbh[0], xi[t],
+                           Wh, WhTp, &db[0], &dbh[0], xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                               &h0[0, 0], hp, dAhp, 3 * H, &dWh[0, 0])
+                               h0, hp, dAhp, 3 * H, &dWh[0, 0])
         # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each for
         # dx and dWx.
         # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
-             1, dxnp, n_hidden, &Wx[0, 2 * H], 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
+             1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
         # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-        gemm(False, True, n_steps * n_batch, n_input, 2 * n_hidden,
-             1, dAhp, 3 * n_hidden, &Wx[0, 0], 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
+             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
         # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-        gemm(True, False, n_input, 2 * n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, 2 * n_hidden, n_steps * n_batch,
              1, xp, n_input, dAhp, 3 * n_hidden, 1, &dWx[0, 0], 3 * n_hidden)
         # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
              1, xp, n_input, dxnp, n_hidden, 1, &dWx[0, 2 * H], 3 * n_hidden)
-    PyMem_Free(g_row)

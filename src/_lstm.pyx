@@ -31,7 +31,7 @@ N = n_batch, D = n_input, H = n_hidden):
                                              start, dL/dc0 at the end; within a step it holds
                                              dL/dc_t before it is multiplied by xi_t f
     ||dL/dh_t||    norms[t]                  Frobenius norm of dh[t] + carry_h, only if norms
-                                             has T entries
+                                             is given
 
 Backward, with dh_t = dL/dh_t and tanh(c_t) recomputed (not stored by forward):
 
@@ -43,9 +43,13 @@ Backward, with dh_t = dL/dh_t and tanh(c_t) recomputed (not stored by forward):
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused pass over
 the gates. Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
 xi_t == 0); then the weight gradients and dx as four products over all steps. Gradients of the
-weights are accumulated into the arrays passed in. Where the caller passes a ``packed``
-buffer (``packed_buffer_len``), the AVX2 build packs Wh (forward) or Wh.T (backward) into it
-once and runs the per-step products on it (``src/_packed.pxd``); without one they call BLAS.
+weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forward) or Wh.T
+(backward) once per call into the workspace ``packed`` and runs the per-step products on it
+(``src/_packed.pxd``); the baseline build calls BLAS.
+
+A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed) reach the
+kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
+arrays of one call (dh, xi, the carries, dx, the weight gradients, the norms) are arguments.
 
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
@@ -57,13 +61,71 @@ When dA is the gate buffer itself, each gate block is overwritten by its own gra
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
 """
+import numpy as np
+
+cimport cython
+from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
+
+
+@cython.auto_pickle(False)
+cdef class Buffers:
+    """One LSTM cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, c0, Wx, Wh,
+    b, h, c and gates, and the workspaces packed (Wh or Wh.T packed once per call,
+    ``src/_packed.pxd``) and dA (like gates), made by the first backward that needs it (one
+    with overwrite_cache writes over gates instead). ``Buffers(cache)`` holds the cache's;
+    ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
+    cdef Dims dims
+    cdef Py_buffer x, h0, c0, Wx, Wh, b, h, c, gates   # the cache's arrays
+    cdef Py_buffer packed, dA                          # workspaces
+    cdef object dtype
+
+    def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
+        self.dims = dims_of(cache)
+        self.dtype = cache.dtype
+        self.refresh(cache)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
+
+    def __dealloc__(self):
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
+        PyBuffer_Release(&self.c0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
+        PyBuffer_Release(&self.h)
+        PyBuffer_Release(&self.c)
+        PyBuffer_Release(&self.gates)
+        PyBuffer_Release(&self.packed)
+        PyBuffer_Release(&self.dA)
+
+    def refresh(self, cache):
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
+        a forward with out=cache puts in the caller's x and weights. An identity check each."""
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        hold_matrix(&self.c0, cache.c0, "cache.c0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 4 * H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 4 * H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, 4 * H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
+        hold_steps(&self.c, cache.c, "cache.c", d, H, True)
+        hold_steps(&self.gates, cache.gates, "cache.gates", d, 4 * H, True)
 
 
 cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -104,51 +166,48 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     """Rows of h_prev and c_prev are ld_prev apart, those of c_t and h_t ld apart and those
     of gates_t 4 ld. Whp is Wh packed, or NULL (BLAS)."""
     # gates_t += h_prev @ Wh     (N,4H) += (N,H)(H,4H); gates_t holds x_t Wx + b
-    gemm_b(Whp, False, n_batch, 4 * n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, 4 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
 
 
-def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
-    """Elements of the ``packed`` buffer that forward and backward use to pack Wh once per call
-    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return hidden_packed_len(n_batch, n_hidden, 4, itemsize)
-
-
-def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0, const floating[:, ::1] c0,
-            const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
-            floating[:, :, ::1] h, floating[:, :, ::1] c, floating[:, :, ::1] gates,
-            bint time_major, floating[::1] packed=None):
-    """Fill h, c (N, T, H) with the states and gates (N, T, 4H) with the activated gates, x being
-    (N, T, D); all (T, N, .) if time_major. packed: workspace of ``packed_buffer_len``
-    elements, or None (BLAS). Shapes are checked by the caller; N >= 1."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
+def forward(Buffers bufs, const floating[:, :, ::1] x):
+    """Fill the cache's h, c with the states and its gates with the activated gates of x, the
+    cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
+    (``Buffers``). Shapes are checked by the caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
-    cdef floating* gp = &gates[0, 0, 0]
-    cdef floating* hp = &h[0, 0, 0]
-    cdef floating* cp = &c[0, 0, 0]
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* c0 = <const floating*> bufs.c0.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef floating* gp = <floating*> bufs.gates.buf
+    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* cp = <floating*> bufs.c.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_gh, &Wh[0, 0], n_gh, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        gemm(False, False, n_steps * n_batch, n_gh, n_input,
-             1, &x[0, 0, 0], n_input, &Wx[0, 0], n_gh, 1, gp, n_gh)
-        _forward_step(&h0[0, 0], &c0[0, 0], n_hidden, gp, cp, hp, ld, &Wh[0, 0], Whp,
-                      n_batch, n_hidden)
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_gh, n_input,
+             1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
+        _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
-                          cp + t * step, hp + t * step, ld, &Wh[0, 0], Whp, n_batch, n_hidden)
+                          cp + t * step, hp + t * step, ld, Wh, Whp, n_batch, n_hidden)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -227,58 +286,74 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
             carry_h[i] = 0
         return
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, 4 * n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, 4 * n_hidden,
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
 
 
-def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
-             const floating[:, :, ::1] c, const floating[:, :, ::1] gates,
-             const floating[:, ::1] h0, const floating[:, ::1] c0,
-             const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
-             const floating[::1] xi, floating[:, ::1] carry_h, floating[:, ::1] carry_c,
-             floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
-             bint time_major, floating[::1] packed=None):
-    """BPTT. dh, h, c, gates, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if
-    time_major. carry_h, carry_c hold dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is
-    overwritten; dWx, dWh, db are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is
-    empty. dA (like gates) is workspace, and may be gates itself (overwrite_cache): step t reads
-    gates[t] only before it writes dA[t]. packed: workspace of ``packed_buffer_len``
-    elements, or None (BLAS). Shapes are checked by the caller; N >= 1."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], n_gh = 4 * n_hidden
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+             dict carries, floating[:, :, ::1] dx, dict weight_grads,
+             floating[::1] norms=None, bint overwrite_cache=False):
+    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
+    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'], carries['dcT'] (N, H) hold
+    dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh',
+    'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
+    workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
+    the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
+    checked by the caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
-    cdef floating* dAp = &dA[0, 0, 0]
+    cdef floating[:, ::1] carry_h = carries["dhT"]
+    cdef floating[:, ::1] carry_c = carries["dcT"]
+    cdef floating[:, ::1] dWx = weight_grads["dWx"]
+    cdef floating[:, ::1] dWh = weight_grads["dWh"]
+    cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* gp = &gates[0, 0, 0]
-    cdef const floating* cp = &c[0, 0, 0]
-    cdef bint want_norms = norms.shape[0] == n_steps
+    cdef const floating* gp = <const floating*> bufs.gates.buf
+    cdef const floating* cp = <const floating*> bufs.c.buf
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* c0 = <const floating*> bufs.c0.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef bint want_norms = norms is not None
+    cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
+    if overwrite_cache:
+        dAp = <floating*> bufs.gates.buf
+    else:
+        if holds_nothing(&bufs.dA):
+            hold_new(&bufs.dA, np.empty(steps_shape(d, n_gh), bufs.dtype))
+        dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack(True, n_batch, n_gh, n_hidden, &Wh[0, 0], n_gh, packed)
+        WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, gp + 4 * t * step,
-                           cp + (t - 1) * step if t else &c0[0, 0], ld if t else n_hidden,
+                           cp + (t - 1) * step if t else c0, ld if t else n_hidden,
                            cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
-                           &carry_c[0, 0], &Wh[0, 0], WhTp, xi[t],
+                           &carry_c[0, 0], Wh, WhTp, xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-        gemm(True, False, n_input, n_gh, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
+        gemm(TRANS, NO_TRANS, n_input, n_gh, n_steps * n_batch,
+             1, x, n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
         # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_gh,
-                               &h0[0, 0], &h[0, 0, 0], dAp, n_gh, &dWh[0, 0])
+                               h0, hp, dAp, n_gh, &dWh[0, 0])
         # db += dA.sum(axis=(0, 1))
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 db[j] += dAp[i * n_gh + j]
         # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_gh,
-             1, dAp, n_gh, &Wx[0, 0], n_gh, 0, &dx[0, 0, 0], n_input)
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_gh,
+             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)

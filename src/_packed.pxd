@@ -12,16 +12,16 @@ sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas
                                           the products stay on BLAS
     hidden_packed_len(n_batch, n_hidden, n_gates, itemsize)
                                           elements for a cell's Wh and Wh.T, the larger
-    pack(trans_b, n_batch, k, n, b, ldb, buf)
-                                          op(B) packed into buf (a memoryview or None), or NULL
-                                          (then gemm_b calls BLAS): not this build, N < 2, or
-                                          buf None or too small
+    pack(trans_b, n_batch, k, n, b, ldb, buf, buf_len)
+                                          op(B) packed into buf (buf_len elements, or NULL),
+                                          or NULL (then gemm_b calls BLAS): not this build,
+                                          N < 2, or buf NULL or too small
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-                                          ``_blas.gemm(False, trans_b, ...)`` on bp if not NULL
+                                          ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not NULL
 """
 from cython cimport floating
 
-from _blas cimport gemm
+from _blas cimport NO_TRANS, gemm
 
 cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
@@ -53,27 +53,27 @@ cdef inline Py_ssize_t hidden_packed_len(int n_batch, int n_hidden, int n_gates,
 
 
 cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floating* b, int ldb,
-                           floating[::1] buf) noexcept nogil:
-    """op(B) (k, n) packed into buf (B stored (k, n) with row stride ldb, or (n, k) if
-    trans_b), returning where the panels start; NULL where the products stay on BLAS (this
-    build, N < 2, or buf None or too short)."""
+                           floating* buf, Py_ssize_t buf_len) noexcept nogil:
+    """op(B) (k, n) packed into buf, of buf_len elements (B stored (k, n) with row stride ldb,
+    or (n, k) if trans_b), returning where the panels start; NULL where the products stay on
+    BLAS (this build, N < 2, or buf NULL or too short)."""
     cdef Py_ssize_t need = packed_len(n_batch, k, n, sizeof(floating))
-    if need == 0 or buf is None or buf.shape[0] < need:
+    if need == 0 or buf == NULL or buf_len < need:
         return NULL
     if floating is float:
-        return pack_s(trans_b, k, n, b, ldb, &buf[0])
+        return pack_s(trans_b, k, n, b, ldb, buf)
     else:
-        return pack_d(trans_b, k, n, b, ldb, &buf[0])
+        return pack_d(trans_b, k, n, b, ldb, buf)
 
 
 cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,
                         const floating* a, int lda, const floating* b, int ldb, floating beta,
                         floating* c, int ldc) noexcept nogil:
-    """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(False, trans_b, ...)``:
+    """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(NO_TRANS, trans_b, ...)``:
     on the panels bp that ``pack`` made of op(B) if bp is not NULL (then b is not read), else
     by BLAS."""
     if bp == NULL:
-        gemm(False, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        gemm(NO_TRANS, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     elif floating is float:
         packed_gemm_s(m, n, k, alpha, a, lda, bp, beta, c, ldc)
     else:

@@ -19,7 +19,7 @@ D = n_input, H = n_hidden):
     xi_t         xi[t]                   truncation multiplier of the flow from step t into h_{t-1}
     carry        carry          (N, H)   gradient reaching h_t through step t+1: dhT at the start,
                                          dL/dh0 at the end
-    ||dL/dh_t||  norms[t]                Frobenius norm of dh[t] + carry, only if norms has T entries
+    ||dL/dh_t||  norms[t]                Frobenius norm of dh[t] + carry, only if norms is given
 
 phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0].
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused phi pass.
@@ -29,17 +29,28 @@ backward (``backward_lean``, for ``overwrite_cache=True``) holds dA for B steps 
 workspace: it runs the same steps in blocks of B from the end and adds each block's weight
 gradients and dx from its dA, one product each over the block's B*N rows where they are
 consecutive (time-major, or N == 1), else one per step. Gradients of the
-weights are accumulated into the arrays passed in. Where the caller passes a ``packed`` buffer
-(``packed_buffer_len``), the AVX2 build packs Wh (forward) or Wh.T (both backwards) into it once
-and runs the per-step products on it (``src/_packed.pxd``); without one they call BLAS. The
-elementwise passes walk one row at a time (one flat loop over the step where its rows are back
-to back, time-major).
+weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forward) or Wh.T
+(both backwards) once per call into the workspace ``packed`` and runs the per-step products on
+it (``src/_packed.pxd``); the baseline build calls BLAS. The elementwise passes walk one row at a
+time (one flat loop over the step where its rows are back to back, time-major).
+
+A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the kernels as one
+``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the arrays of one
+call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
+arguments.
 """
+import numpy as np
+
+cimport cython
+from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport gemm
-from _layout cimport Steps, add_hidden_weight_grad, check_blas_ld, steps_of
+from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
@@ -49,6 +60,55 @@ cdef enum:
     RELU = 2
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
+
+
+@cython.auto_pickle(False)
+cdef class Buffers:
+    """One RNN cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, Wx, Wh, b
+    and h, its nonlinearity, and the workspaces packed (Wh or Wh.T packed once per call,
+    ``src/_packed.pxd``) and dA (like h), made by the first backward that needs it (the lean
+    backward's, whose size the caller picks, is an argument). ``Buffers(cache)`` holds the
+    cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
+    cdef Dims dims
+    cdef Py_buffer x, h0, Wx, Wh, b, h         # the cache's arrays
+    cdef Py_buffer packed, dA                  # workspaces
+    cdef int nonlinearity                      # NONLINEARITIES[nonlinearity_name]
+    cdef object nonlinearity_name, dtype
+
+    def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
+        self.dims = dims_of(cache)
+        self.dtype = cache.dtype
+        self.refresh(cache)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 1, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
+
+    def __dealloc__(self):
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
+        PyBuffer_Release(&self.h)
+        PyBuffer_Release(&self.packed)
+        PyBuffer_Release(&self.dA)
+
+    def refresh(self, cache):
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
+        a forward with out=cache puts in the caller's x and weights. An identity check each."""
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
+        if cache.nonlinearity is not self.nonlinearity_name:
+            self.nonlinearity = NONLINEARITIES[cache.nonlinearity]
+            self.nonlinearity_name = cache.nonlinearity
 
 
 cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
@@ -72,7 +132,7 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
     (BLAS)."""
     cdef Py_ssize_t n
     # h_t += h_prev @ Wh     (N,H) += (N,H)(H,H); h_t holds x_t Wx + b
-    gemm_b(Whp, False, n_batch, n_hidden, n_hidden,
+    gemm_b(Whp, NO_TRANS, n_batch, n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, n_hidden, 1, h_t, <int> ld)
     if ld == n_hidden:                  # rows back to back: one flat pass
         _phi(h_t, <Py_ssize_t> n_batch * n_hidden, nonlinearity)
@@ -81,44 +141,41 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
         _phi(h_t + n * ld, n_hidden, nonlinearity)
 
 
-def packed_buffer_len(int n_batch, int n_hidden, int itemsize):
-    """Elements of the ``packed`` buffer that the kernels use to pack Wh once per call
-    (N = n_batch sequences, items of itemsize bytes); 0: they call BLAS (``src/_packed.pxd``)."""
-    return hidden_packed_len(n_batch, n_hidden, 1, itemsize)
-
-
-def forward(const floating[:, :, ::1] x, const floating[:, ::1] h0,
-            const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] b,
-            floating[:, :, ::1] h, int nonlinearity, bint time_major,
-            floating[::1] packed=None):
-    """Fill h with the hidden states. x (N, T, D) and h (N, T, H), or (T, N, D) and (T, N, H) if
-    time_major. packed: workspace of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
-    checked by the caller; N >= 1."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+def forward(Buffers bufs, const floating[:, :, ::1] x):
+    """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
+    if time-major. bufs holds the cache's arrays (``Buffers``). Shapes are checked by the
+    caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
-    cdef floating* hp = &h[0, 0, 0]
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     with nogil:
-        Whp = pack(False, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        gemm(False, False, n_steps * n_batch, n_hidden, n_input,
-             1, &x[0, 0, 0], n_input, &Wx[0, 0], n_hidden, 1, hp, n_hidden)
-        _forward_step(&h0[0, 0], n_hidden, hp, ld, &Wh[0, 0], Whp, n_batch, n_hidden,
-                      nonlinearity)
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
+             1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
+        _forward_step(h0, n_hidden, hp, ld, Wh, Whp, n_batch, n_hidden, nonlinearity)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
-                          &Wh[0, 0], Whp, n_batch, n_hidden, nonlinearity)
+                          Wh, Whp, n_batch, n_hidden, nonlinearity)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -162,55 +219,67 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
             carry[i] = 0
         return
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
-    gemm_b(WhTp, True, n_batch, n_hidden, n_hidden,
+    gemm_b(WhTp, TRANS, n_batch, n_hidden, n_hidden,
            xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
 
 
-def backward(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
-             const floating[:, ::1] h0, const floating[:, :, ::1] x,
-             const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
-             floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-             floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db, floating[::1] norms,
-             int nonlinearity, bint time_major, floating[::1] packed=None):
-    """BPTT. dh, h, x, dA and dx are in one layout: (N, T, .), or (T, N, .) if time_major.
-    carry holds dhT on entry and dL/dh0 on exit; dx is overwritten; dWx, dWh, db are
-    accumulated into; norms (T,) receives ||dL/dh_t|| unless it is empty. dA (like h) is
-    workspace, and so is packed, of ``packed_buffer_len`` elements, or None (BLAS). Shapes are
-    checked by the caller; N >= 1."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+             dict carries, floating[:, :, ::1] dx, dict weight_grads,
+             floating[::1] norms=None):
+    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
+    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
+    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
+    norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
+    first call. Shapes are checked by the caller; N >= 1."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t i, t
     cdef int j
-    cdef floating* dAp = &dA[0, 0, 0]
+    cdef floating[:, ::1] carry = carries["dhT"]
+    cdef floating[:, ::1] dWx = weight_grads["dWx"]
+    cdef floating[:, ::1] dWh = weight_grads["dWh"]
+    cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = &h[0, 0, 0]
-    cdef bint want_norms = norms.shape[0] == n_steps
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef int nonlinearity = bufs.nonlinearity
+    cdef bint want_norms = norms is not None
+    cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
+    if holds_nothing(&bufs.dA):
+        hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
+    dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
-                           &Wh[0, 0], WhTp, xi[t], &norms[t] if want_norms else NULL,
+                           Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-        gemm(True, False, n_input, n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
+             1, x, n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)
         # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
         add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_hidden,
-                               &h0[0, 0], hp, dAp, n_hidden, &dWh[0, 0])
+                               h0, hp, dAp, n_hidden, &dWh[0, 0])
         # db += dA.sum(axis=(0, 1))
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 db[j] += dAp[i * n_hidden + j]
         # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(False, True, n_steps * n_batch, n_input, n_hidden,
-             1, dAp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
+             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -223,7 +292,6 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
     cdef int j
     cdef const floating* dA_t
-    cdef const floating* h_prev
     # db += dA.sum(axis=(0, 1))
     for i in range(<Py_ssize_t> n_block * N):
         for j in range(n_hidden):
@@ -231,7 +299,7 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     if by_step:
         # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
         # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
-        gemm(True, False, n_input, n_hidden, n_block * n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_block * n_batch,
              1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
         if t_first == 0:
             # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
@@ -239,61 +307,69 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
                                    h0, h, dA, n_hidden, dWh)
         else:
             # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
-            gemm(True, False, n_hidden, n_hidden, n_block * n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_block * n_batch,
                  1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, 1, dWh, n_hidden)
         # dx[blk] = dA @ Wx.T     (B*N,D) = (B*N,H)(D,H)'
-        gemm(False, True, n_block * n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_block * n_batch, n_input, n_hidden,
              1, dA, n_hidden, Wx, n_hidden, 0, dx + t_first * N * D, n_input)
         return
     # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step
     for t in range(t_first, t_first + n_block):
         dA_t = dA + (t - t_first) * N * H
         # dWx += x[:, t].T @ dA_t     (D,H) += (N,D)'(N,H); rows of x[:, t] T*D apart
-        gemm(True, False, n_input, n_hidden, n_batch,
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_batch,
              1, x + t * D, <int> (T * D), dA_t, n_hidden, 1, dWx, n_hidden)
         # dWh += h_{t-1}.T @ dA_t     (H,H) += (N,H)'(N,H); rows of h[:, t-1] T*H apart
         if t == 0:
-            gemm(True, False, n_hidden, n_hidden, n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
                  1, h0, n_hidden, dA_t, n_hidden, 1, dWh, n_hidden)
         else:
-            gemm(True, False, n_hidden, n_hidden, n_batch,
+            gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
                  1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, 1, dWh, n_hidden)
         # dx[:, t] = dA_t @ Wx.T     (N,D) = (N,H)(D,H)'; rows of dx[:, t] T*D apart
-        gemm(False, True, n_batch, n_input, n_hidden,
+        gemm(NO_TRANS, TRANS, n_batch, n_input, n_hidden,
              1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
 
 
-def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
-                  const floating[:, ::1] h0, const floating[:, :, ::1] x,
-                  const floating[:, ::1] Wx, const floating[:, ::1] Wh, const floating[::1] xi,
-                  floating[:, ::1] carry, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-                  floating[:, ::1] dWx, floating[:, ::1] dWh, floating[::1] db,
-                  floating[::1] norms, int nonlinearity, bint time_major,
-                  floating[::1] packed=None):
+def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+                  dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
+                  dict weight_grads, floating[::1] norms=None):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
-    step over its N rows. Same arguments (packed included) and results as ``backward``
-    otherwise (the sums of the weight gradients are taken in another order)."""
-    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wh.shape[0]
+    step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
+    weight gradients are taken in another order)."""
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
     cdef int n_block = dA.shape[0], n_in_block
-    cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, t_first, t_end = n_steps
-    cdef floating* dAp = &dA[0, 0, 0]
+    cdef floating[:, ::1] carry = carries["dhT"]
+    cdef floating[:, ::1] dWx = weight_grads["dWx"]
+    cdef floating[:, ::1] dWh = weight_grads["dWh"]
+    cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = &h[0, 0, 0]
-    cdef bint want_norms = norms.shape[0] == n_steps
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef int nonlinearity = bufs.nonlinearity
+    cdef bint want_norms = norms is not None
+    cdef floating* dAp = &dA[0, 0, 0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(True, n_batch, n_hidden, n_hidden, &Wh[0, 0], n_hidden, packed)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         while t_end > 0:
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
@@ -301,10 +377,9 @@ def backward_lean(const floating[:, :, ::1] dh, const floating[:, :, ::1] h,
                 # dA of step t into row block t - t_first of the workspace (rows H apart)
                 _backward_step(dhp + t * step, hp + t * step,
                                dAp + (t - t_first) * n_batch * n_hidden, ld, n_hidden,
-                               &carry[0, 0], &Wh[0, 0], WhTp, xi[t],
+                               &carry[0, 0], Wh, WhTp, xi[t],
                                &norms[t] if want_norms else NULL,
                                n_batch, n_hidden, nonlinearity)
             _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
-                         &x[0, 0, 0], &h0[0, 0], hp, dAp, &Wx[0, 0], &dx[0, 0, 0],
-                         &dWx[0, 0], &dWh[0, 0], &db[0])
+                         x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
             t_end = t_first

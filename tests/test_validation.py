@@ -46,13 +46,16 @@ def bad_forward_cases(cell):
         ("Wh NaN", 3, Wh * np.nan, ValueError, "Wh contains NaN"),
         ("b shape", 4, b[:-1], ValueError, "b must have shape ("),
         ("b int", 4, b.astype(int), TypeError, "b must be a float32 or float64 array"),
+        ("Wx None", 2, None, TypeError, "Wx must be a float32 or float64 array, got None"),
+        ("Wh None", 3, None, TypeError, "Wh must be a float32 or float64 array, got None"),
+        ("b None", 4, None, TypeError, "b must be a float32 or float64 array, got None"),
         ("time_major str", "time_major", "yes", TypeError, "time_major must be True or False"),
     ]
 
 
 @impl
 @cell_param
-@pytest.mark.parametrize("case", range(20))
+@pytest.mark.parametrize("case", range(23))
 def test_bad_forward_input(module, cell, case):
     args, kwargs, _ = make_problem(cell, 2, 3, 4, 5)
     desc, where, value, exc, message = bad_forward_cases(cell)[case]
