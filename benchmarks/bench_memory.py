@@ -4,8 +4,8 @@ needs.
 For each cell, case and dtype (inputs made beforehand, as in ``bench_cells.py``) one forward and
 one backward run under ``tracemalloc``, which sees every NumPy array (NumPy reports its data
 allocations to it); memory the compiled kernels might take with ``malloc`` would not be seen,
-but they take none: every buffer is a NumPy array made by the Python wrapper, but for one row of
-the GRU's backward, taken with ``PyMem_Malloc``, which tracemalloc sees too. Recorded, in bytes:
+but they take none: every buffer is a NumPy array, made by the Python wrapper or by the kernels'
+``Buffers`` of a cache (``src/_held.pxd``) before the GIL is released. Recorded, in bytes:
 
 - ``forward_kept``: what forward leaves allocated, the hidden states it returns plus the cache;
 - ``peak``: the highest allocation during forward and backward together;

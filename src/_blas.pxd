@@ -71,7 +71,8 @@ cdef inline void gemm(bint trans_a, bint trans_b, int m, int n, int k,
                 c[i * ldc + j] = 0 if beta == 0 else beta * c[i * ldc + j]
         return
     if m == 1:
-        # c (1, n) = alpha * a (1, k) @ op(B) + beta * c: one GEMV; a's elements are lda apart if trans_a
+        # c (1, n) = alpha * a (1, k) @ op(B) + beta * c: one GEMV;
+        # a's elements are lda apart if trans_a
         gemv(not trans_b, n if trans_b else k, k if trans_b else n, alpha, b, ldb,
              a, lda if trans_a else 1, beta, c)
         return

@@ -1,10 +1,9 @@
 """The BLAS wrappers against NumPy: both dtypes, both transposes, GEMM and the one-row GEMV path."""
 import numpy as np
 import pytest
+from conftest import RTOL
 
 from fastbptt._blas_hooks import gemm_hook
-
-from conftest import RTOL
 
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])

@@ -1,7 +1,7 @@
 """Repeated calls hold no memory, as tracemalloc sees it: every cell's forward and backward
-through the kernels, and the BLAS floor. (Besides real leaks, this catches a kernel taking
-exactly 20 arguments: CPython 3.11 puts 20-tuples on its tuple free list and never takes them
-back off, which tracemalloc sees as a leak of up to 2000 tuples; see src/_gru.pyx.)"""
+through the kernels, and the BLAS floor. (Besides real leaks, this catches a call that leaves
+more tuples of one size on CPython's tuple free list than it takes off, which tracemalloc sees
+growing, up to 2000 tuples, as if memory leaked.)"""
 import tracemalloc
 
 import numpy as np

@@ -3,11 +3,10 @@ build: the edges of the 6-row blocks and of the 16-float / 8-double panels, H = 
 block of KC = 256, rows of a and c strided as in a batch-major buffer, beta 0, 1 and other."""
 import numpy as np
 import pytest
+from conftest import RTOL
 
 from fastbptt._cpu import has_avx2_fma
 from fastbptt._kernels import variants
-
-from conftest import RTOL
 
 HOOKS = variants("_blas_hooks")
 

@@ -4,13 +4,12 @@ import importlib
 
 import numpy as np
 import pytest
+from conftest import assert_close, make_problem
+from test_equivalence import CASE_IDS, CASES, compare
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt._kernels import variants
-
-from conftest import assert_close, make_problem
-from test_equivalence import CASES, CASE_IDS, compare
 
 
 @pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
