@@ -1,6 +1,6 @@
 """Buffer reuse over the chunks of a stream: ``forward(..., out=cache)`` refills an earlier
 cache's arrays, ``backward(..., out=grads)`` an earlier result's, so that a loop over chunks
-allocates nothing after its first chunk (issue 4, item 3)."""
+allocates nothing after its first chunk."""
 import tracemalloc
 
 import numpy as np
