@@ -1,5 +1,5 @@
 """Types of the caches forward returns (``_caches.py``): every field is a read-only attribute."""
-from typing import ClassVar, Optional
+from typing import Any, ClassVar, Optional
 
 import numpy as np
 from numpy.typing import NDArray
@@ -18,10 +18,10 @@ class Cache:
     Wh: _Array
     b: _Array
     h: _Array
-    def __init__(self, time_major: bool, *parts: dict) -> None: ...
+    def __init__(self, time_major: bool, *parts: dict[str, Any]) -> None: ...
     def workspace(self, name: str, shape: tuple[int, ...]) -> _Array: ...
     @property
-    def dtype(self) -> np.dtype: ...
+    def dtype(self) -> np.dtype[Any]: ...
     @property
     def hT(self) -> _Array: ...
 

@@ -14,13 +14,13 @@ import importlib.util
 import os
 import platform
 import sys
-from typing import Any, Optional
+from typing import Any, Dict, List, Optional
 
 ENVIRONMENT = ("FASTBPTT_SIMD", "FASTBPTT_NUM_THREADS", "OPENBLAS_NUM_THREADS",
                "OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_CORETYPE")
 
 
-def _kernels_build() -> dict:
+def _kernels_build() -> Dict[str, Any]:
     """Which build of the kernels runs here, and what decided it."""
     from . import _kernels
 
@@ -57,7 +57,7 @@ def _openblas_string(name: str) -> Optional[str]:
     return None
 
 
-def _blas() -> dict:
+def _blas() -> Dict[str, Any]:
     """SciPy's BLAS as SciPy was built with it, and as it runs."""
     import scipy
 
@@ -75,7 +75,7 @@ def _blas() -> dict:
     return info
 
 
-def _threads() -> dict:
+def _threads() -> Dict[str, Any]:
     from . import _blas_threads
 
     controls = _blas_threads._find_set_threads()
@@ -93,7 +93,7 @@ def _threads() -> dict:
     }
 
 
-def config() -> dict:
+def config() -> Dict[str, Any]:
     """The configuration as nested dicts (``show_config(mode="dicts")``)."""
     import numpy
 
@@ -111,7 +111,7 @@ def config() -> dict:
     }
 
 
-def _lines(value: Any, indent: int = 0) -> list:
+def _lines(value: Any, indent: int = 0) -> List[str]:
     pad = "  " * indent
     if not isinstance(value, dict):
         return [f"{pad}{value}"]
@@ -125,7 +125,7 @@ def _lines(value: Any, indent: int = 0) -> list:
     return out
 
 
-def show_config(mode: str = "stdout") -> Optional[dict]:
+def show_config(mode: str = "stdout") -> Optional[Dict[str, Any]]:
     """Show how fastbptt was built and runs here, as ``numpy.show_config()``.
 
     mode : "stdout" (the default) prints it; "dicts" returns it as nested dicts instead.

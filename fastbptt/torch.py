@@ -49,9 +49,10 @@ module without it installed raises a ModuleNotFoundError that says how to instal
 """
 from __future__ import annotations
 
-from typing import Any, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 try:
     import torch
@@ -62,6 +63,7 @@ except ModuleNotFoundError as _err:      # only torch itself missing, not one of
         "fastbptt.torch needs PyTorch, which is not installed: pip install torch (or "
         "pip install 'fastbptt[torch]'). The rest of fastbptt runs without it.",
         name="torch") from None
+from torch import Tensor
 from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence
 
@@ -74,7 +76,6 @@ __all__ = ["RNN", "LSTM", "GRU"]
 _compiler_disable = getattr(getattr(torch, "compiler", None), "disable", None) or \
     torch._dynamo.disable
 
-Tensor = torch.Tensor
 _FLOATS = (torch.float32, torch.float64)
 
 
@@ -86,18 +87,18 @@ class _Layer(NamedTuple):
     arguments, for the errors of fastbptt's own checks."""
 
     cell: str
-    options: dict
+    options: Dict[str, Any]
     time_major: bool
     copy_output: bool
-    names: dict
+    names: Dict[str, str]
 
 
-def _array(tensor: Tensor) -> np.ndarray:
+def _array(tensor: Tensor) -> NDArray[Any]:
     """The NumPy array on a CPU tensor's memory (no copy)."""
     return tensor.detach().numpy()
 
 
-def _writeable(arr: np.ndarray) -> np.ndarray:
+def _writeable(arr: NDArray[Any]) -> NDArray[Any]:
     """A writeable view of an array fastbptt returned read-only, for ``torch.from_numpy``, which
     wants writeable memory; only for the hidden states one layer hands to the next, which no
     one writes."""
@@ -106,7 +107,12 @@ def _writeable(arr: np.ndarray) -> np.ndarray:
     return view
 
 
-def _renamed(err: ValueError, names: dict) -> ValueError:
+def _bound(function: Optional[Callable[..., Any]]) -> Callable[..., Any]:
+    """A function of a record of ``fastbptt.CELLS``, which binds them all."""
+    return cast(Callable[..., Any], function)
+
+
+def _renamed(err: ValueError, names: Dict[str, str]) -> ValueError:
     """fastbptt's ValueError ("x contains NaN or infinity") with the argument named as the
     module's user knows it ("input contains ...")."""
     message = str(err)
@@ -148,13 +154,13 @@ class _Recurrence(torch.autograd.Function):
         finals = {f"d{state}T": None if g is None else _array(g)[0]
                   for state, g in zip(cell.states, dfinals)}
         try:
-            grads = cell.backward(None if dh is None else _array(dh), cache,
-                                  overwrite_cache=True, **finals)
+            grads = _bound(cell.backward)(None if dh is None else _array(dh), cache,
+                                          overwrite_cache=True, **finals)
         except ValueError as err:
             raise _renamed(err, layer.names) from None
         needs = ctx.needs_input_grad
         state_grads = [grads.dh0] + [getattr(grads, "d" + name) for name in cell.extra_states]
-        out: list = [None, torch.from_numpy(grads.dx) if needs[1] else None]
+        out: List[Optional[Tensor]] = [None, torch.from_numpy(grads.dx) if needs[1] else None]
         out += [torch.from_numpy(g) if needs[2 + i] else None
                 for i, g in enumerate(state_grads)]
         i = 2 + n_states
@@ -175,7 +181,7 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
     n_states = len(cell.states)
     states = tensors[:n_states]
     w_ih, w_hh, b_ih, b_hh = tensors[n_states:]
-    kwargs: dict = dict(layer.options)
+    kwargs: Dict[str, Any] = dict(layer.options)
     kwargs["time_major"] = layer.time_major
     for name, state in zip(cell.extra_states, states[1:]):
         kwargs[name] = None if state is None else _array(state)
@@ -188,7 +194,7 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
         b = _array(b_ih) + _array(b_hh)
     h0 = None if states[0] is None else _array(states[0])
     try:
-        return cell.forward(_array(x), h0, Wx, Wh, b, **kwargs)[1]
+        return _bound(cell.forward)(_array(x), h0, Wx, Wh, b, **kwargs)[1]
     except ValueError as err:
         raise _renamed(err, layer.names) from None
 
@@ -207,7 +213,7 @@ class _Recurrent:
     _cell: str = ""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)   # type: ignore[call-arg]
+        super().__init__(*args, **kwargs)
         me: Any = self
         name = type(self).__name__
         if getattr(me, "proj_size", 0):
@@ -220,7 +226,7 @@ class _Recurrent:
         me._fastbptt_layers = {time_major: self._layers(time_major)
                                for time_major in (False, True)}
 
-    def _layers(self, time_major: bool) -> list:
+    def _layers(self, time_major: bool) -> List[Tuple[_Layer, List[str]]]:
         """[(layer spec, parameter names)] for each layer and direction, in the order of
         torch's ``h_0``: layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
         me: Any = self
@@ -272,7 +278,7 @@ class _Recurrent:
         time_axis = 0 if time_major else 1
         n_dirs = 2 if me.bidirectional else 1
         layers = me._fastbptt_layers[time_major]
-        finals: list = [[] for _ in range(n_states)]
+        finals: List[List[Tensor]] = [[] for _ in range(n_states)]
         layer_input = x
         for layer in range(me.num_layers):
             outputs = []
@@ -305,7 +311,8 @@ class _Recurrent:
         (T, N, features) tensor, so that the same seed drops the same units (batch-major
         output is transposed for the draw and back; the next layer copies it into its
         layout)."""
-        p = self.dropout   # type: ignore[attr-defined]
+        me: Any = self
+        p = me.dropout
         if time_major:
             return torch.nn.functional.dropout(layer_output, p, training=True)
         by_step = layer_output.transpose(0, 1).contiguous()
@@ -349,7 +356,7 @@ class _Recurrent:
         return input
 
     def _check_states(self, hx: Any, batched: bool, n_batch: int,
-                      dtype: torch.dtype) -> list:
+                      dtype: torch.dtype) -> List[Optional[Tensor]]:
         """The initial states (num_layers * num_directions, N, H) as given (None for zeros),
         one per state of the cell, checked; unbatched ones get their batch dimension."""
         me: Any = self
