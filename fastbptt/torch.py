@@ -143,36 +143,48 @@ class _Recurrence(torch.autograd.Function):
         return (torch.from_numpy(h), *map(torch.from_numpy, finals))
 
     @staticmethod
-    @once_differentiable
     def backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any:
-        layer, cache = ctx.layer, ctx.cache
-        saved = ctx.saved_tensors              # raises if one was changed in place
-        cell = CELLS[layer.cell]
-        n_states = len(cell.states)
-        if cache.consumed:                      # a second backward (retain_graph=True)
-            cache = ctx.cache = _run_forward(layer, saved[0], saved[1:])
-        finals = {f"d{state}T": None if g is None else _array(g)[0]
-                  for state, g in zip(cell.states, dfinals)}
-        try:
-            grads = _bound(cell.backward)(None if dh is None else _array(dh), cache,
-                                          overwrite_cache=True, **finals)
-        except ValueError as err:
-            raise _renamed(err, layer.names) from None
-        needs = ctx.needs_input_grad
-        state_grads = [grads.dh0] + [getattr(grads, "d" + name) for name in cell.extra_states]
-        out: List[Optional[Tensor]] = [None, torch.from_numpy(grads.dx) if needs[1] else None]
-        out += [torch.from_numpy(g) if needs[2 + i] else None
-                for i, g in enumerate(state_grads)]
-        i = 2 + n_states
-        out.append(torch.from_numpy(grads.dWx).t() if needs[i] else None)
-        out.append(torch.from_numpy(grads.dWh).t() if needs[i + 1] else None)
-        if "bh" in cell.extra_weights:          # the GRU: its own gradient for each bias
-            db_ih, db_hh = grads.db, grads.dbh
-        else:                                   # b = bias_ih + bias_hh: db for both
-            db_ih, db_hh = grads.db, grads.db.copy()
-        out.append(torch.from_numpy(db_ih) if needs[i + 2] else None)
-        out.append(torch.from_numpy(db_hh) if needs[i + 3] else None)
-        return tuple(out)
+        if torch.is_grad_enabled():     # create_graph=True: refuse to differentiate the result
+            return _backward_once(ctx, dh, *dfinals)
+        return _backward(ctx, dh, *dfinals)
+
+
+def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any:
+    """The gradients of a layer's inputs from those of its outputs (``_Recurrence.backward``),
+    in fastbptt's kernels."""
+    layer, cache = ctx.layer, ctx.cache
+    saved = ctx.saved_tensors              # raises if one was changed in place
+    cell = CELLS[layer.cell]
+    n_states = len(cell.states)
+    if cache.consumed:                      # a second backward (retain_graph=True)
+        cache = ctx.cache = _run_forward(layer, saved[0], saved[1:])
+    finals = {f"d{state}T": None if g is None else _array(g)[0]
+              for state, g in zip(cell.states, dfinals)}
+    try:
+        grads = _bound(cell.backward)(None if dh is None else _array(dh), cache,
+                                      overwrite_cache=True, **finals)
+    except ValueError as err:
+        raise _renamed(err, layer.names) from None
+    needs = ctx.needs_input_grad
+    state_grads = [grads.dh0] + [getattr(grads, "d" + name) for name in cell.extra_states]
+    out: List[Optional[Tensor]] = [None, torch.from_numpy(grads.dx) if needs[1] else None]
+    out += [torch.from_numpy(g) if needs[2 + i] else None
+            for i, g in enumerate(state_grads)]
+    i = 2 + n_states
+    out.append(torch.from_numpy(grads.dWx).t() if needs[i] else None)
+    out.append(torch.from_numpy(grads.dWh).t() if needs[i + 1] else None)
+    if "bh" in cell.extra_weights:          # the GRU: its own gradient for each bias
+        db_ih, db_hh = grads.db, grads.dbh
+    else:                                   # b = bias_ih + bias_hh: db for both
+        db_ih, db_hh = grads.db, grads.db.copy()
+    out.append(torch.from_numpy(db_ih) if needs[i + 2] else None)
+    out.append(torch.from_numpy(db_hh) if needs[i + 3] else None)
+    return tuple(out)
+
+
+# with create_graph=True, the gradients come out marked so that differentiating them raises
+# torch's "trying to differentiate twice a function that was marked with @once_differentiable"
+_backward_once = once_differentiable(_backward)
 
 
 def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) -> Any:
