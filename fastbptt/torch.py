@@ -171,8 +171,10 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     out += [torch.from_numpy(g) if needs[2 + i] else None
             for i, g in enumerate(state_grads)]
     i = 2 + n_states
-    out.append(torch.from_numpy(grads.dWx).t() if needs[i] else None)
-    out.append(torch.from_numpy(grads.dWh).t() if needs[i + 1] else None)
+    # torch's (G*H, D) layout, made here: NumPy transposes these small matrices several times
+    # faster than autograd does when it lays a transposed gradient out as the parameter
+    out.append(torch.from_numpy(np.ascontiguousarray(grads.dWx.T)) if needs[i] else None)
+    out.append(torch.from_numpy(np.ascontiguousarray(grads.dWh.T)) if needs[i + 1] else None)
     if "bh" in cell.extra_weights:          # the GRU: its own gradient for each bias
         db_ih, db_hh = grads.db, grads.dbh
     else:                                   # b = bias_ih + bias_hh: db for both
