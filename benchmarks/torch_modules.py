@@ -2,7 +2,8 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_modules.py \
         [--cells rnn,lstm,gru] [--cases S,C,M] [--dtypes float32,float64] [--threads 1,2] \
-        [--rounds 8] [--no-modules] [--no-train]
+        [--rounds 8] [--train-cells lstm,gru] [--train-shapes 32x64x128,4x32x64]
+        [--no-modules] [--no-train]
 
 Modules: ``fastbptt.torch.<Cell>`` and ``torch.nn.<Cell>`` with the same state dict, batch-first
 input of the benchmark case (``fastbptt.benchmarking.CASES``: S, C at N = 1, M at N = 32),
@@ -12,9 +13,11 @@ gradients reset to None each call as ``optimizer.zero_grad()`` does. At each thr
 ``torch.set_num_threads(n)`` and ``fastbptt.set_blas_threads(n)``.
 
 Training: a character-level language model (an embedding of 65 symbols into 32, the recurrent
-module with H = 128, a linear head; batches of 32 sequences of 64 steps, cross-entropy, Adam),
-the whole step timed: zero_grad, forward, loss, backward, optimizer step; the same model with
-``torch.nn.<Cell>`` and with ``fastbptt.torch.<Cell>`` from the same initial state.
+module, a linear head; cross-entropy, Adam), the whole step timed: zero_grad, forward, loss,
+backward, optimizer step; the same model with ``torch.nn.<Cell>`` and with
+``fastbptt.torch.<Cell>`` from the same initial state. ``--train-shapes`` gives the batch
+shapes as NxTxH: by default 32 sequences of 64 steps at H = 128, and 4 sequences of 32 steps at
+H = 64 (the small batches of a recurrent policy or an online learner).
 
 Both sides take turns round after round, the order alternating
 (``fastbptt.benchmarking.time_interleaved``); the ratio divides the minima over the rounds.
@@ -114,6 +117,7 @@ def main(argv=None):
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--train-cells", default="lstm,gru")
+    parser.add_argument("--train-shapes", default="32x64x128,4x32x64")
     parser.add_argument("--no-modules", action="store_true")
     parser.add_argument("--no-train", action="store_true")
     args = parser.parse_args(argv)
@@ -138,13 +142,18 @@ def main(argv=None):
                         print(f"  {cell:4} {case} {dtype}: fastbptt.torch {fast:8.3f} ms | "
                               f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x", flush=True)
         if not args.no_train:
-            print(f"training step of a character-level language model (N=32, T=64, H=128, "
-                  f"float32, Adam), {n_threads} thread(s):", flush=True)
-            for cell in args.train_cells.split(","):
-                t = timed(training_functions(torch, cell, torch.float32), args.rounds)
-                print(f"  {cell:4}: with fastbptt.torch {t['fastbptt'] * 1e3:8.2f} ms | with "
-                      f"torch.nn {t['torch'] * 1e3:8.2f} ms | {t['torch'] / t['fastbptt']:.2f}x",
-                      flush=True)
+            print(f"training step of a character-level language model (float32, Adam), "
+                  f"{n_threads} thread(s):", flush=True)
+            for train_shape in args.train_shapes.split(","):
+                n_batch, n_steps, n_hidden = (int(n) for n in train_shape.split("x"))
+                for cell in args.train_cells.split(","):
+                    t = timed(training_functions(torch, cell, torch.float32, n_batch=n_batch,
+                                                 n_steps=n_steps, n_hidden=n_hidden),
+                              args.rounds)
+                    fast, slow = t["fastbptt"] * 1e3, t["torch"] * 1e3
+                    print(f"  {cell:4} N={n_batch} T={n_steps} H={n_hidden}: with fastbptt.torch "
+                          f"{fast:8.2f} ms | with torch.nn {slow:8.2f} ms | {slow / fast:.2f}x",
+                          flush=True)
 
 
 if __name__ == "__main__":
