@@ -2,7 +2,7 @@
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_modules.py \
         [--cells rnn,lstm,gru] [--cases S,C,M] [--dtypes float32,float64] [--threads 1,2] \
-        [--rounds 8] [--train-cells lstm,gru] [--train-shapes 32x64x128,4x32x64]
+        [--rounds 8] [--blas-threads 1] [--train-cells lstm,gru] [--train-shapes 32x64x128,4x32x64]
         [--no-modules] [--no-train]
 
 Modules: ``fastbptt.torch.<Cell>`` and ``torch.nn.<Cell>`` with the same state dict, batch-first
@@ -10,7 +10,10 @@ input of the benchmark case (``fastbptt.benchmarking.CASES``: S, C at N = 1, M a
 ``output, h_n = m(x)`` then ``output.backward(dh)`` with the input and every parameter
 requiring its gradient (as a layer after an embedding or another layer), the parameters'
 gradients reset to None each call as ``optimizer.zero_grad()`` does. At each thread count n,
-``torch.set_num_threads(n)`` and ``fastbptt.set_blas_threads(n)``.
+``torch.set_num_threads(n)``: what a PyTorch user sets. fastbptt's kernels keep their own
+default, BLAS on one thread per call, unless ``--blas-threads`` says otherwise (a number, or
+``same`` for n): on a busy machine BLAS's worker threads wait for a core (see "Notes behind the
+code" in RESULTS.md).
 
 Training: a character-level language model (an embedding of 65 symbols into 32, the recurrent
 module, a linear head; cross-entropy, Adam), the whole step timed: zero_grad, forward, loss,
@@ -116,6 +119,7 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--blas-threads", default="1")
     parser.add_argument("--train-cells", default="lstm,gru")
     parser.add_argument("--train-shapes", default="32x64x128,4x32x64")
     parser.add_argument("--no-modules", action="store_true")
@@ -129,7 +133,8 @@ def main(argv=None):
           "interleaved rounds")
     for n_threads in (int(n) for n in args.threads.split(",")):
         torch.set_num_threads(n_threads)
-        fastbptt.set_blas_threads(n_threads)
+        fastbptt.set_blas_threads(n_threads if args.blas_threads == "same"
+                                  else int(args.blas_threads))
         if not args.no_modules:
             print(f"module forward + backward, {n_threads} thread(s):", flush=True)
             for cell in args.cells.split(","):
