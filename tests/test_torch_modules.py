@@ -256,12 +256,12 @@ def test_dropout_between_layers_drops_what_torch_nn_drops(torch, ft, cell, batch
 # ---------------------------------------------------------------------------------------------
 # gradcheck
 
-GRADCHECK = [
-    ("rnn", {"nonlinearity": "relu"}, True),
-    ("rnn", {"num_layers": 2, "bidirectional": True, "batch_first": True}, False),
+GRADCHECK = [  # (cell, constructor keywords, initial states given): each cell, every option
+    ("rnn", {"nonlinearity": "relu", "bias": False}, True),
+    ("rnn", {"num_layers": 2, "bidirectional": True, "batch_first": True, "dropout": 0.4}, False),
     ("lstm", {}, True),
     ("lstm", {"num_layers": 2, "bias": False, "batch_first": True}, True),
-    ("lstm", {"bidirectional": True}, False),
+    ("lstm", {"num_layers": 2, "bidirectional": True, "dropout": 0.3}, False),
     ("gru", {"batch_first": True}, True),
     ("gru", {"num_layers": 2, "bidirectional": True, "bias": False}, True),
     ("gru", {"num_layers": 2, "dropout": 0.4}, False),
@@ -293,6 +293,22 @@ def test_gradcheck(torch, ft, cell, kwargs, given):
         return (output, *flat(h_n))
 
     assert torch.autograd.gradcheck(function, (x, *hx, *params), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_gradcheck_unbatched(torch, ft, cell):
+    fast_cls, _ = classes(torch, ft, cell)
+    torch.manual_seed(0)
+    module = fast_cls(2, 2, bidirectional=True, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(3, 2, generator=gen, dtype=torch.float64, requires_grad=True)
+    hx = flat(states_like(torch, cell, (2, 2), gen))
+
+    def function(x, *states):
+        output, h_n = module(x, tuple(states) if cell == "lstm" else states[0])
+        return (output, *flat(h_n))
+
+    assert torch.autograd.gradcheck(function, (x, *hx), eps=1e-6, atol=1e-7)
 
 
 # ---------------------------------------------------------------------------------------------
