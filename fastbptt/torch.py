@@ -17,11 +17,16 @@ batched (3-D) or unbatched (2-D) input. Only ``forward`` differs: each layer and
 forward and backward in fastbptt's kernels through a ``torch.autograd.Function``.
 
 - The kernels read the tensors' memory as NumPy arrays, without copies where the layout allows:
-  the input in either layout (``batch_first`` or not), the initial states, the outputs (a view
-  of what the kernel wrote). The weights are transposed into fastbptt's ``Wx = weight_ih.T``,
-  ``Wh = weight_hh.T`` (a copy of a few kilobytes per call), ``b = bias_ih + bias_hh`` (the
-  GRU keeps ``bias_hh`` apart, inside ``r * (h Wh_n + bias_hh_n)``); see
-  ``fastbptt.compat.torch``. The gradient of the sum reaches both biases, as in PyTorch.
+  the input in either layout (``batch_first`` or not, C-contiguous; other strides are copied
+  once), the initial states, the incoming gradients; a layer hands its hidden states to the next
+  as a view of what the kernel wrote. The weights are laid out as fastbptt's
+  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (a copy of the weights per call),
+  ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
+  ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The gradient of the sum reaches
+  both biases, as in PyTorch.
+- What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
+  its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
+  place between forward and backward raises autograd's error, as with torch.nn.
 - Stacked layers (``num_layers``) are fastbptt layers chained by autograd, with
   ``torch.nn.functional.dropout`` on each layer's output but the last's in training mode, as
   torch.nn does. The reverse direction of a bidirectional module runs the kernels on a copy of
@@ -112,12 +117,12 @@ def _bound(function: Optional[Callable[..., Any]]) -> Callable[..., Any]:
     return cast(Callable[..., Any], function)
 
 
-def _renamed(err: ValueError, names: Dict[str, str]) -> ValueError:
-    """fastbptt's ValueError ("x contains NaN or infinity") with the argument named as the
-    module's user knows it ("input contains ...")."""
+def _renamed(err: Exception, names: Dict[str, str]) -> Exception:
+    """fastbptt's error ("x contains NaN or infinity") with the argument named as the module's
+    user knows it ("input contains ..."), of the same type."""
     message = str(err)
     first, _, rest = message.partition(" ")
-    return ValueError(f"{names[first]} {rest}" if first in names else message)
+    return type(err)(f"{names[first]} {rest}" if first in names else message)
 
 
 class _Recurrence(torch.autograd.Function):
@@ -126,7 +131,7 @@ class _Recurrence(torch.autograd.Function):
     apply(layer, x, *states, weight_ih, weight_hh, bias_ih, bias_hh) -> (h, *finals): ``x`` in
     the layer's layout, one (N, H) initial state per state of the cell (None: zeros), the
     biases None for a module without them; ``h`` every hidden state in x's layout and one final
-    state (N, H) per state of the cell."""
+    state (1, N, H) per state of the cell, new, ready to be concatenated into ``h_n``."""
 
     @staticmethod
     def forward(ctx: Any, layer: _Layer, x: Tensor, *tensors: Optional[Tensor]) -> Any:
@@ -163,7 +168,7 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     try:
         grads = _bound(cell.backward)(None if dh is None else _array(dh), cache,
                                       overwrite_cache=True, **finals)
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
     needs = ctx.needs_input_grad
     state_grads = [grads.dh0] + [getattr(grads, "d" + name) for name in cell.extra_states]
@@ -209,7 +214,7 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
     h0 = None if states[0] is None else _array(states[0])
     try:
         return _bound(cell.forward)(_array(x), h0, Wx, Wh, b, **kwargs)[1]
-    except ValueError as err:
+    except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
 
 

@@ -538,6 +538,10 @@ def test_refused_parameters_and_gradients(torch, ft):
     with pytest.raises(TypeError, match="runs in float32 or float64: its parameters are "
                                         "torch.float16"):
         half(x.half())
+    mixed, _ = pair(torch, ft, "gru", 3, 4, num_layers=2)
+    mixed.weight_hh_l1.data = mixed.weight_hh_l1.data.float()
+    with pytest.raises(TypeError, match="weight_hh_l1 has dtype float32 but x has dtype float64"):
+        mixed(x)
     meta = ft.RNN(3, 4, device="meta")
     with pytest.raises(ValueError, match="runs on the CPU: its parameters are on meta"):
         meta(x.float())
