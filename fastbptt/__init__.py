@@ -3,11 +3,14 @@
 The time-step loop of a recurrent network, forward and backward, runs in Cython without the GIL
 and calls BLAS directly. ``fastbptt.reference`` has the same functions in plain NumPy.
 ``fastbptt.CELLS`` lists the cells as data (``fastbptt._cells.Cell``), bound to the kernels'
-functions; the compiled modules load on a kernel's first call.
+functions; the compiled modules load on a kernel's first call. ``fastbptt.show_config()``
+shows how this installation was built and runs. ``fastbptt.torch`` (which needs PyTorch, and is
+imported only on request) has ``torch.nn.RNN/LSTM/GRU`` drop-ins on the kernels.
 """
 from . import _cells, clip, truncation
 from ._blas_threads import set_blas_threads
 from ._caches import Cache
+from ._config import show_config as show_config  # kept out of __all__, which the reference shares
 from ._grads import Grads
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward

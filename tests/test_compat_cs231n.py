@@ -58,12 +58,12 @@ def rnn_params(rng, n_input, n_hidden, n_gates=1):
 
 def written_out_lstm_step(x, prev_h, prev_c, Wx, Wh, b):
     """A CS231n-style LSTM step, gates (i, f, o, g), written independently of the module."""
-    H = prev_h.shape[1]
+    H = prev_h.shape[-1]
     a = x.dot(Wx) + prev_h.dot(Wh) + b
-    i = 1 / (1 + np.exp(-a[:, 0:H]))
-    f = 1 / (1 + np.exp(-a[:, H:2 * H]))
-    o = 1 / (1 + np.exp(-a[:, 2 * H:3 * H]))
-    g = np.tanh(a[:, 3 * H:4 * H])
+    i = 1 / (1 + np.exp(-a[..., 0:H]))
+    f = 1 / (1 + np.exp(-a[..., H:2 * H]))
+    o = 1 / (1 + np.exp(-a[..., 2 * H:3 * H]))
+    g = np.tanh(a[..., 3 * H:4 * H])
     next_c = f * prev_c + i * g
     return o * np.tanh(next_c), next_c
 
@@ -73,7 +73,8 @@ def test_public_names():
         "rnn_step_forward", "rnn_step_backward", "rnn_forward", "rnn_backward",
         "lstm_step_forward", "lstm_step_backward", "lstm_forward", "lstm_backward",
         "word_embedding_forward", "word_embedding_backward",
-        "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss"}
+        "temporal_affine_forward", "temporal_affine_backward", "temporal_softmax_loss",
+        "affine_forward", "affine_backward", "sigmoid"}
     assert set(cs231n.__all__) == expected
     assert all(callable(getattr(cs231n, name)) for name in expected)
 
@@ -400,6 +401,151 @@ def test_temporal_softmax_loss_large_scores_stay_finite():
 
 
 # ---------------------------------------------------------------------------------------------
+# affine
+
+def test_affine_by_hand_and_finite_differences():
+    rng = np.random.default_rng(17)
+    x, w, b = rand(rng, 3, 2, 2), rand(rng, 4, 5), rand(rng, 5)      # x (N, d_1, d_2), D = 4
+    out, cache = cs231n.affine_forward(x, w, b)
+    assert isinstance(cache, tuple) and len(cache) == 3
+    for n in range(3):
+        assert_close(out[n], x[n].ravel() @ w + b, f"out[{n}]")
+    dout = rand(rng, 3, 5)
+    grads = cs231n.affine_backward(dout, cache)
+    args = [x, w, b]
+    for i, (name, got) in enumerate(zip(["dx", "dw", "db"], grads)):
+        num = numerical_gradient(lambda: cs231n.affine_forward(*args)[0], args[i], dout)
+        assert got.shape == args[i].shape
+        assert rel_error(got, num) < 1e-8, name
+
+
+def test_sigmoid_without_overflow():
+    x = np.array([-1000.0, -1.0, 0.0, 2.0, 1000.0])
+    with np.errstate(over="raise"):
+        got = cs231n.sigmoid(x)
+    np.testing.assert_allclose(got, [0.0, 1 / (1 + np.e), 0.5, 1 / (1 + np.exp(-2.0)), 1.0])
+
+
+# ---------------------------------------------------------------------------------------------
+# as NumPy does: broadcasting, any index shape, the wider dtype
+
+def test_word_embedding_takes_indices_of_any_shape():
+    """As ``W[x]``: a scalar start token, a 1-D batch of words, negative indices."""
+    rng = np.random.default_rng(18)
+    W = rand(rng, 5, 3)
+    for x in (2, np.int64(4), np.array([0, 4, 4]), np.array([[1, -1], [-5, 3]]),
+              np.zeros((2, 0), int)):
+        out, cache = cs231n.word_embedding_forward(x, W)
+        np.testing.assert_array_equal(out, W[x])
+        dout = rand(rng, *out.shape)
+        expected = np.zeros_like(W)
+        np.add.at(expected, np.asarray(x), dout)
+        np.testing.assert_array_equal(cs231n.word_embedding_backward(dout, cache), expected)
+
+
+BROADCAST = {
+    "x-1d": {"x": (3,), "prev_h": (2, 4)},                 # one start token's embedding
+    "state-row": {"x": (2, 3), "prev_h": (1, 4), "b": (1, 4)},  # one state for the batch
+    "unbatched": {"x": (3,), "prev_h": (4,)},               # one example
+    "c-1d": {"x": (2, 3), "prev_h": (2, 4), "prev_c": (4,)},
+}
+BROADCAST_CASES = [(cell, name) for cell in ("rnn", "lstm") for name in BROADCAST
+                   if cell == "lstm" or "prev_c" not in BROADCAST[name]]
+
+
+@pytest.mark.parametrize("cell,case", BROADCAST_CASES,
+                         ids=[f"{c}-{n}" for c, n in BROADCAST_CASES])
+def test_step_functions_broadcast_as_numpy(cell, case):
+    """Forward computes the NumPy expression with broadcasting; backward returns each
+    gradient in its argument's shape, equal to central differences."""
+    shapes = BROADCAST[case]
+    n_gates = 4 if cell == "lstm" else 1
+    rng = np.random.default_rng(19)
+    Wx, Wh, b = rnn_params(rng, 3, 4, n_gates=n_gates)
+    b = np.resize(b, shapes["b"][:-1] + (n_gates * 4,)) if "b" in shapes else b
+    x, prev_h = rand(rng, *shapes["x"]), rand(rng, *shapes["prev_h"])
+    if cell == "lstm":
+        prev_c = rand(rng, *shapes.get("prev_c", shapes["prev_h"]))
+        args = [x, prev_h, prev_c, Wx, Wh, b]
+        next_h, next_c, cache = cs231n.lstm_step_forward(*args)
+        exp_h, exp_c = written_out_lstm_step(*args)
+        assert_close(next_c, exp_c, "next_c")
+    else:
+        args = [x, prev_h, Wx, Wh, b]
+        next_h, cache = cs231n.rnn_step_forward(*args)
+        exp_h = np.tanh(x.dot(Wx) + prev_h.dot(Wh) + b)
+    assert_close(next_h, exp_h, "next_h")
+    dnext_h = rand(rng, *next_h.shape)
+    if cell == "lstm":
+        dnext_c = rand(rng, *next_c.shape)
+        grads = cs231n.lstm_step_backward(dnext_h, dnext_c, cache)
+
+        def f():
+            h, c, _ = cs231n.lstm_step_forward(*args)
+            return np.concatenate([h, c], axis=-1)
+        df = np.concatenate([dnext_h, dnext_c], axis=-1)
+    else:
+        grads = cs231n.rnn_step_backward(dnext_h, cache)
+
+        def f():
+            return cs231n.rnn_step_forward(*args)[0]
+        df = dnext_h
+    assert len(grads) == len(args)
+    for i, got in enumerate(grads):
+        assert got.shape == args[i].shape, i
+        assert rel_error(got, numerical_gradient(f, args[i], df)) < 1e-7, i
+
+
+def test_mixed_dtypes_compute_in_the_wider_one():
+    """float32 with float64 (or integers) computes in float64 and returns float64, as NumPy's
+    expressions do; all float32 stays float32."""
+    rng = np.random.default_rng(20)
+    x, h0 = rand(rng, 2, 3, 4), rand(rng, 2, 5)
+    Wx, Wh, b = rnn_params(rng, 4, 5)
+    f32 = [a.astype(np.float32) for a in (x, h0, Wx, Wh, b)]
+    h, _ = cs231n.rnn_forward(*f32)
+    assert h.dtype == np.float32
+    mixed = [f32[0], h0, f32[2], f32[3], f32[4]]                # one float64 argument
+    h, cache = cs231n.rnn_forward(*mixed)
+    assert h.dtype == np.float64
+    exp_h, _ = cs231n.rnn_forward(*(a.astype(np.float64) for a in mixed))
+    assert_close(h, exp_h, "h")
+    grads = cs231n.rnn_backward(np.ones((2, 3, 5), np.float32), cache)
+    assert all(g.dtype == np.float64 for g in grads)
+    next_h, step_cache = cs231n.rnn_step_forward(x[:, 0].astype(np.float32), h0.astype(int),
+                                                 f32[2], f32[3], f32[4])
+    assert next_h.dtype == np.float64                       # int64 with float32: float64
+    out, emb_cache = cs231n.word_embedding_forward(np.array([1, 2]), f32[2])
+    assert cs231n.word_embedding_backward(np.ones((2, 5)), emb_cache).dtype == np.float64
+    out, aff_cache = cs231n.temporal_affine_forward(f32[0], Wx, f32[4])
+    assert out.dtype == np.float64
+    assert all(g.dtype == np.float64 for g in cs231n.temporal_affine_backward(out, aff_cache))
+    out, aff_cache = cs231n.affine_forward(f32[0], rand(rng, 12, 5), f32[4])   # D = 3 * 4
+    assert out.dtype == np.float64 and out.shape == (2, 5)
+    assert all(g.dtype == np.float64 for g in cs231n.affine_backward(out, aff_cache))
+
+
+@pytest.mark.parametrize("cell", list(SEQUENCE))
+def test_sequence_backward_with_a_wider_dh_runs_in_the_wider_dtype(cell):
+    """A float32 forward differentiated with a float64 dh gives the float64 gradients (the
+    forward runs again in float64), as the NumPy code computes in the wider type."""
+    rng = np.random.default_rng(21)
+    n_gates = fastbptt.CELLS[cell].n_gates
+    args64 = [rand(rng, 2, 4, 3), rand(rng, 2, 5), *rnn_params(rng, 3, 5, n_gates=n_gates)]
+    args32 = [a.astype(np.float32) for a in args64]
+    forward, backward = SEQUENCE[cell]
+    dh = rand(rng, 2, 4, 5)
+    _, cache32 = forward(*args32)
+    _, cache64 = forward(*(a.astype(np.float64) for a in args32))
+    got, expected = backward(dh, cache32), backward(dh, cache64)
+    for name, g, e in zip(["dx", "dh0", "dWx", "dWh", "db"], got, expected):
+        assert g.dtype == np.float64, name
+        assert_close(g, e, name)
+    narrower = backward(dh.astype(np.float32), cache32)
+    assert all(g.dtype == np.float32 for g in narrower)
+
+
+# ---------------------------------------------------------------------------------------------
 # bad input: a TypeError or ValueError naming the argument
 
 def _bad_cases():
@@ -411,17 +557,21 @@ def _bad_cases():
     f = cs231n
     return [
         ("rnn step x 3-D", f.rnn_step_forward, (xs, h, Wx, Wh, b), ValueError,
-         "x must be a 2-D array (N, D)"),
-        ("rnn step prev_h", f.rnn_step_forward, (x, h[:1], Wx, Wh, b), ValueError,
-         "prev_h must have shape (N, H) = (2, 4), got (1, 4)"),
+         "x, prev_h and b do not broadcast together: x @ Wx (2, 5, 4), prev_h @ Wh (2, 4)"),
+        ("rnn step prev_h", f.rnn_step_forward, (x, h[:, :3], Wx, Wh, b), ValueError,
+         "prev_h must have shape (N, H) with H = 4 (the rows of Wh), got (2, 3)"),
         ("rnn step Wx", f.rnn_step_forward, (x, h, Wx[:2], Wh, b), ValueError,
          "Wx must have shape (D, H) = (3, 4)"),
         ("rnn step Wh", f.rnn_step_forward, (x, h, Wx, Wh4, b), ValueError,
          "Wh must have shape (H, H)"),
-        ("rnn step b dtype", f.rnn_step_forward, (x, h, Wx, Wh, b.astype(np.float32)),
-         TypeError, "b has dtype float32"),
-        ("rnn step x int", f.rnn_step_forward, (x.astype(int), h, Wx, Wh, b), TypeError,
-         "x must be a float32 or float64 array"),
+        ("rnn step b complex", f.rnn_step_forward, (x, h, Wx, Wh, b.astype(complex)),
+         TypeError, "b must be an array of real numbers, got dtype complex128"),
+        ("rnn step all int", f.rnn_step_forward,
+         tuple(a.astype(int) for a in (x, h, Wx, Wh, b)), TypeError,
+         "NumPy would compute these in int64; fastbptt computes in float32 or float64"),
+        ("rnn step float16", f.rnn_step_forward,
+         tuple(a.astype(np.float16) for a in (x, h, Wx, Wh, b)), TypeError,
+         "NumPy would compute these in float16"),
         ("rnn step NaN", f.rnn_step_forward, (x, h * np.nan, Wx, Wh, b), ValueError,
          "prev_h contains NaN"),
         ("lstm step prev_c", f.lstm_step_forward, (x, h, c[:, :3], Wx4, Wh4, b4), ValueError,
@@ -434,13 +584,11 @@ def _bad_cases():
          "x must be a 3-D array"),
         ("rnn seq h0", f.rnn_forward, (xs, h[:1], Wx, Wh, b), ValueError, "h0 must have shape"),
         ("embedding x float", f.word_embedding_forward, (x, Wx), TypeError,
-         "x must be an integer array (N, T)"),
-        ("embedding x 1-D", f.word_embedding_forward, (np.arange(3), Wx), ValueError,
-         "x must be a 2-D array (N, T)"),
+         "x must be an integer array of word indices, got dtype float64"),
         ("embedding x range", f.word_embedding_forward, (np.array([[0, 3]]), Wx), ValueError,
-         "x must hold word indices in [0, 3), got values from 0 to 3"),
-        ("embedding x negative", f.word_embedding_forward, (np.array([[0, -1]]), Wx),
-         ValueError, "x must hold word indices in [0, 3)"),
+         "x must hold word indices in [-3, 3), got values from 0 to 3"),
+        ("embedding x negative", f.word_embedding_forward, (np.array([[0, -4]]), Wx),
+         ValueError, "x must hold word indices in [-3, 3), got values from -4 to 0"),
         ("embedding W int", f.word_embedding_forward, (np.array([[0]]), np.eye(3, dtype=int)),
          TypeError, "W must be a float32 or float64 array"),
         ("affine w", f.temporal_affine_forward, (xs, Wx4[:2], b4), ValueError,
@@ -486,15 +634,15 @@ def test_backward_wants_its_own_cache():
         cs231n.lstm_step_backward(next_h, next_h, cache)
     with pytest.raises(ValueError, match=r"dnext_h must have shape \(N, H\) = \(2, 4\)"):
         cs231n.rnn_step_backward(next_h[:, :3], cache)
-    with pytest.raises(TypeError, match="dnext_h has dtype float32"):
-        cs231n.rnn_step_backward(next_h.astype(np.float32), cache)
+    with pytest.raises(TypeError, match="dnext_h must be an array of real numbers"):
+        cs231n.rnn_step_backward(next_h.astype(complex), cache)
     _, seq_cache = cs231n.rnn_forward(x[:, None], h, Wx, Wh, b)
     with pytest.raises(TypeError, match=r"cache must be the cache returned by .*lstm_forward"):
         cs231n.lstm_backward(np.zeros((2, 1, 4)), seq_cache)
     out, emb_cache = cs231n.word_embedding_forward(np.array([[0, 1]]), Wx)
     with pytest.raises(ValueError, match=r"dout must have shape \(N, T, D\) = \(1, 2, 4\)"):
         cs231n.word_embedding_backward(out[:, :1], emb_cache)
-    with pytest.raises(TypeError, match="dout has dtype float32 but W has dtype float64"):
-        cs231n.word_embedding_backward(out.astype(np.float32), emb_cache)
+    with pytest.raises(TypeError, match=r"dout must be an array of real numbers"):
+        cs231n.word_embedding_backward(out.astype(complex), emb_cache)
     with pytest.raises(TypeError, match="cache must be the cache returned by temporal_affine"):
         cs231n.temporal_affine_backward(out, emb_cache)

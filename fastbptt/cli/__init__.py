@@ -8,6 +8,7 @@ parser: ``fastbptt bench`` needs nothing beyond NumPy and SciPy, and neither it 
 import argparse
 import importlib
 
+from .. import __version__
 from ._options import UsageError
 
 COMMANDS = {   # the module fastbptt.cli.<name> of each command, and what it does
@@ -21,6 +22,9 @@ def main(argv=None):
     """Run ``fastbptt`` with the arguments ``argv`` (default: the command line's); returns the
     exit status. Bad options exit through argparse, with status 2."""
     parser = argparse.ArgumentParser(prog="fastbptt", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"fastbptt {__version__}",
+                        help="print fastbptt's version and exit (fastbptt.show_config() "
+                             "has the build, BLAS and threads)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, help_text in COMMANDS.items():
         # a placeholder: everything after the command word is left for the command's parser
