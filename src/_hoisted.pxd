@@ -6,9 +6,9 @@ instead of once per step: forward's ``X @ Wx`` and backward's ``X.T @ dA`` and `
 are single GEMMs on the (T*N, W) matrices of ``src/_layout.pxd``, written out where they are
 called. The hidden weight's gradient pairs each step's dA with the state of the step before,
 which the layouts make one GEMM only where the rows go by step; it is here, shared by the
-cells, as are forward's X @ Wx + b (``input_product``), the bias's gradient
-(``add_column_sums``) and, for the RNN and the LSTM, whose dA is one (.., G*H) array, all of
-backward's products over all steps (``add_weight_grads_and_dx``).
+cells, as are the input-side products of the RNN and the LSTM (``input_product``,
+``add_input_grads``), whose gate buffer is one (.., G*H) array, and the bias's gradient
+(``add_column_sums``).
 """
 from cython cimport floating
 
@@ -73,11 +73,10 @@ cdef inline void add_column_sums(Py_ssize_t n_rows, int n_cols, const floating* 
             db[j] += dA[i * n_cols + j]
 
 
-cdef inline void add_weight_grads_and_dx(const Walk* w, int n_cols, const floating* x,
-                                         const floating* h0, const floating* h,
-                                         const floating* dA, const floating* Wx, floating* dx,
-                                         floating* dWx, floating* dWh,
-                                         floating* db) noexcept nogil:
+cdef inline void add_input_grads(const Walk* w, int n_cols, const floating* x, const floating* h0,
+                                 const floating* h, const floating* dA, const floating* Wx,
+                                 floating* dx, floating* dWx, floating* dWh,
+                                 floating* db) noexcept nogil:
     """The gradients of the products over all the steps of w from dA, a per-step buffer of
     width C = n_cols = G*H (x and dx width D, h width H; all in the caller's layout):
     dWx (D, C), dWh (H, C), db (C,) added to, dx overwritten."""

@@ -69,7 +69,7 @@ from libc.math cimport sqrt
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (CellArrays, Dims, dims_of, hold_cell, hold_matrix, hold_packed, hold_steps,
                     hold_steps_workspace, release_cell, walk_cache)
-from _hoisted cimport add_weight_grads_and_dx, input_product
+from _hoisted cimport add_input_grads, input_product
 from _layout cimport Walk
 from _packed cimport gemm_b, pack_hidden
 from _vmath cimport sigmoid_, tanh_
@@ -304,8 +304,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWx += X.T @ dA;  dWh += sum_t h_{t-1}.T @ dA[t];  db += dA.sum(axis=(0, 1));
         # dx = dA @ Wx.T     (D,4H), (H,4H), (4H,), (T*N,D)
-        add_weight_grads_and_dx(&w, 4 * n_hidden, <const floating*> bufs.cell.x.buf,
-                                <const floating*> bufs.cell.h0.buf,
-                                <const floating*> bufs.cell.h.buf, dAp,
-                                <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
-                                &dWh[0, 0], &db[0])
+        add_input_grads(&w, 4 * n_hidden, <const floating*> bufs.cell.x.buf,
+                        <const floating*> bufs.cell.h0.buf, <const floating*> bufs.cell.h.buf,
+                        dAp, <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
+                        &dWh[0, 0], &db[0])

@@ -48,8 +48,7 @@ from libc.math cimport sqrt
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (CellArrays, Dims, dims_of, hold_cell, hold_packed, hold_steps_workspace,
                     release_cell, walk_cache)
-from _hoisted cimport (add_column_sums, add_hidden_weight_grad, add_weight_grads_and_dx,
-                       input_product)
+from _hoisted cimport add_column_sums, add_hidden_weight_grad, add_input_grads, input_product
 from _layout cimport Walk, check_blas_ld
 from _packed cimport gemm_b, pack_hidden
 from _vmath cimport sigmoid_, tanh_
@@ -227,10 +226,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            n_batch, n_hidden, nonlinearity)
         # dWx += X.T @ dA;  dWh += sum_t h_{t-1}.T @ dA[t];  db += dA.sum(axis=(0, 1));
         # dx = dA @ Wx.T     (D,H), (H,H), (H,), (T*N,D)
-        add_weight_grads_and_dx(&w, n_hidden, <const floating*> bufs.cell.x.buf,
-                                <const floating*> bufs.cell.h0.buf, hp, dAp,
-                                <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
-                                &dWh[0, 0], &db[0])
+        add_input_grads(&w, n_hidden, <const floating*> bufs.cell.x.buf,
+                        <const floating*> bufs.cell.h0.buf, hp, dAp,
+                        <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
+                        &dWh[0, 0], &db[0])
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
