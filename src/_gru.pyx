@@ -81,11 +81,11 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _held cimport (CellArrays, Dims, dims_of, hold_cell, hold_new, hold_packed, hold_steps,
-                    hold_steps_workspace, hold_vector, release_cell, walk_cache)
-from _hoisted cimport add_hidden_weight_grad, input_product
-from _layout cimport Walk
-from _packed cimport gemm_b, pack_hidden
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -108,27 +108,35 @@ cdef class Buffers:
     instead). ``Buffers(cache)`` holds the cache's; ``refresh(cache)`` holds again those that a
     forward with out=cache replaced."""
     cdef Dims dims
-    cdef CellArrays cell                       # x, h0, Wx, Wh, b, h; the workspace packed
-    cdef Py_buffer bh, gates, hn               # the GRU's own arrays of the cache
-    cdef Py_buffer hh, g_row, dAh, dxn         # workspaces
+    cdef Py_buffer x, h0, Wx, Wh, b, bh, h, gates, hn   # the cache's arrays
+    cdef Py_buffer hh, g_row, packed, dAh, dxn          # workspaces
     cdef object dtype
 
     def __cinit__(self, cache):
         cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
         hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
         hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
-        hold_packed(&self.cell, d, 3, self.dtype)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
 
     def __dealloc__(self):
-        release_cell(&self.cell)
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
         PyBuffer_Release(&self.bh)
+        PyBuffer_Release(&self.h)
         PyBuffer_Release(&self.gates)
         PyBuffer_Release(&self.hn)
         PyBuffer_Release(&self.hh)
         PyBuffer_Release(&self.g_row)
+        PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.dAh)
         PyBuffer_Release(&self.dxn)
 
@@ -136,9 +144,14 @@ cdef class Buffers:
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
         a forward with out=cache puts in the caller's x and weights. An identity check each."""
         cdef const Dims* d = &self.dims
-        cdef Py_ssize_t H = d.n_hidden
-        hold_cell(&self.cell, cache, d, 3)
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 3 * H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 3 * H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, 3 * H, False)
         hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
         hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
         hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
@@ -196,26 +209,34 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
     h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
     the cache's arrays (``Buffers``). Shapes are checked by the caller; N >= 1."""
-    # sizes and strides (src/_layout.pxd), under the names the loop walks by
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 3)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch, n_hidden = w.n_hidden
-    cdef Py_ssize_t ld = w.ld, step = w.step
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t
-    cdef const floating* h0 = <const floating*> bufs.cell.h0.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
-    cdef const floating* b = <const floating*> bufs.cell.b.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
     cdef const floating* bh = <const floating*> bufs.bh.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.cell.h.buf
+    cdef floating* hp = <floating*> bufs.h.buf
     cdef floating* hnp = <floating*> bufs.hn.buf
     cdef floating* hh = <floating*> bufs.hh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, 3 * n_hidden)
     with nogil:
-        Whp = pack_hidden(NO_TRANS, n_batch, n_hidden, 3, Wh, &bufs.cell.packed)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
+                   packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        input_product(&w, 3 * n_hidden, &x[0, 0, 0], <const floating*> bufs.cell.Wx.buf,
-                      NULL, gp)
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
+             1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
         _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
@@ -327,10 +348,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     (like gates) and dxn (like hn), made by the first call that needs them, or with
     overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
     before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1."""
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 3)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch
-    cdef int n_input = w.n_input, n_hidden = w.n_hidden
-    cdef Py_ssize_t H = n_hidden, ld = w.ld, step = w.step
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
     cdef Py_ssize_t t
     cdef floating[:, ::1] carry = carries["dhT"]
@@ -339,26 +362,33 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating[::1] db = weight_grads["db"]
     cdef floating[::1] dbh = weight_grads["dbh"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.cell.h.buf
+    cdef const floating* hp = <const floating*> bufs.h.buf
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* hnp = <const floating*> bufs.hn.buf
-    cdef const floating* h0 = <const floating*> bufs.cell.h0.buf
-    cdef const floating* xp = <const floating*> bufs.cell.x.buf
-    cdef const floating* Wx = <const floating*> bufs.cell.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* xp = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
     cdef floating* g_row = <floating*> bufs.g_row.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef bint want_norms = norms is not None
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, 3 * n_hidden)
     if overwrite_cache:
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
-        hold_steps_workspace(&bufs.dAh, &bufs.dims, 3 * n_hidden, bufs.dtype)
-        hold_steps_workspace(&bufs.dxn, &bufs.dims, n_hidden, bufs.dtype)
+        if holds_nothing(&bufs.dAh):
+            hold_new(&bufs.dAh, np.empty(steps_shape(d, 3 * n_hidden), bufs.dtype))
+            hold_new(&bufs.dxn, np.empty(steps_shape(d, n_hidden), bufs.dtype))
         dAhp, dxnp = <floating*> bufs.dAh.buf, <floating*> bufs.dxn.buf
     with nogil:
-        WhTp = pack_hidden(TRANS, n_batch, n_hidden, 3, Wh, &bufs.cell.packed)
+        # op(Wh) = Wh.T (3H, H), stored (H, 3H)
+        WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
+                    packed_len)
         for t in range(n_steps - 1, -1, -1):
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
@@ -375,7 +405,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            Wh, WhTp, &db[0], &dbh[0], xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-        add_hidden_weight_grad(w.by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
+        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
                                h0, hp, dAhp, 3 * H, &dWh[0, 0])
         # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each for
         # dx and dWx.

@@ -18,15 +18,11 @@ and the Py_buffer keeps what it held. A Py_buffer that holds nothing has ``obj =
 (``holds_nothing``).
 
 Sizes (``Dims``) are taken from the cache once: T, N and the layout from ``x``, H from ``Wh``.
-The arrays every cell has (x, h0, Wx, Wh, b, h and the workspace packed) are one ``CellArrays``,
-held by ``hold_cell`` and let go by ``release_cell``; ``walk_cache`` gives an entry point the
-sizes and strides it walks them by (``Walk``, ``src/_layout.pxd``).
 """
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 
-from _layout cimport Steps, Walk, check_blas_ld, steps_of, walk_of
-from _packed cimport hidden_packed_len
+from _layout cimport Steps, steps_of
 
 
 cdef struct Dims:
@@ -34,11 +30,6 @@ cdef struct Dims:
     int n_input, n_hidden
     bint time_major       # the caller's layout
     Py_ssize_t itemsize   # 4 (float32) or 8 (float64)
-
-
-cdef struct CellArrays:
-    Py_buffer x, h0, Wx, Wh, b, h     # the cache's arrays every cell has
-    Py_buffer packed                  # workspace: Wh or Wh.T packed once per call
 
 
 cdef inline Dims dims_of(cache) except *:
@@ -63,15 +54,6 @@ cdef inline int check_itemsize(const Dims* d, Py_ssize_t itemsize) except -1:
         raise TypeError(f"the arrays of this call have {itemsize}-byte items, the cache's "
                         f"{d.itemsize}-byte ones")
     return 0
-
-
-cdef inline Walk walk_cache(const Dims* d, Py_ssize_t itemsize, int n_gates) except *:
-    """The sizes and strides an entry point walks the cache's per-step arrays by, once it has
-    checked that the arrays of the call have the cache's items (``check_itemsize``) and that
-    the leading dimension of the widest per-step array, G*H wide, fits BLAS."""
-    check_itemsize(d, itemsize)
-    check_blas_ld(d.steps.n_rows, n_gates * d.n_hidden)
-    return walk_of(d.steps, d.n_input, d.n_hidden)
 
 
 cdef inline bint holds_nothing(Py_buffer* view) noexcept:
@@ -156,47 +138,3 @@ cdef inline tuple steps_shape(const Dims* d, Py_ssize_t width):
     if d.time_major:
         return (d.steps.n_steps, d.steps.n_batch, width)
     return (d.steps.n_batch, d.steps.n_steps, width)
-
-
-cdef inline int hold_steps_workspace(Py_buffer* view, const Dims* d, Py_ssize_t width,
-                                     object dtype) except -1:
-    """A per-step workspace of width ``width``, C-contiguous in the caller's layout like the
-    cache's per-step arrays, made the first time it is needed."""
-    import numpy as np
-    if holds_nothing(view):
-        hold_new(view, np.empty(steps_shape(d, width), dtype))
-    return 0
-
-
-cdef inline int hold_cell(CellArrays* a, object cache, const Dims* d, int n_gates) except -1:
-    """Hold the arrays of ``cache`` that every cell has (an identity check each): x (T, N, D),
-    h0 (N, H), Wx (D, G*H), Wh (H, G*H), b (G*H,) and h (T, N, H)."""
-    cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden, GH = n_gates * H
-    hold_steps(&a.x, cache.x, "cache.x", d, D, False)
-    hold_matrix(&a.h0, cache.h0, "cache.h0", d, N, H, False)
-    hold_matrix(&a.Wx, cache.Wx, "cache.Wx", d, D, GH, False)
-    hold_matrix(&a.Wh, cache.Wh, "cache.Wh", d, H, GH, False)
-    hold_vector(&a.b, cache.b, "cache.b", d, GH, False)
-    hold_steps(&a.h, cache.h, "cache.h", d, H, True)
-    return 0
-
-
-cdef inline int hold_packed(CellArrays* a, const Dims* d, int n_gates, object dtype) except -1:
-    """Make the workspace ``packed`` that the per-step products pack Wh or Wh.T into
-    (``src/_packed.pxd``); where they call BLAS, it holds nothing."""
-    import numpy as np
-    cdef Py_ssize_t n = hidden_packed_len(d.steps.n_batch, d.n_hidden, n_gates, d.itemsize)
-    if n:
-        hold_new(&a.packed, np.empty(n, dtype))
-    return 0
-
-
-cdef inline void release_cell(CellArrays* a) noexcept:
-    """Let go of the arrays ``hold_cell`` and ``hold_packed`` held."""
-    PyBuffer_Release(&a.x)
-    PyBuffer_Release(&a.h0)
-    PyBuffer_Release(&a.Wx)
-    PyBuffer_Release(&a.Wh)
-    PyBuffer_Release(&a.b)
-    PyBuffer_Release(&a.h)
-    PyBuffer_Release(&a.packed)

@@ -41,28 +41,6 @@ cdef inline Steps steps_of(Py_ssize_t dim0, Py_ssize_t dim1, bint time_major) no
     return s
 
 
-cdef struct Walk:
-    int n_steps, n_batch, n_input, n_hidden
-    bint by_step          # rows in time-major order: time-major, or one sequence
-    Py_ssize_t t_rows     # rows from step t to t+1
-    Py_ssize_t n_rows     # rows from sequence n to n+1
-    Py_ssize_t ld         # elements from row n to n+1 of a step of an (.., H) buffer: n_rows * H
-    Py_ssize_t step       # elements from step t to t+1 of an (.., H) buffer: t_rows * H
-
-
-cdef inline Walk walk_of(Steps s, int n_input, int n_hidden) noexcept nogil:
-    """What a kernel walks its per-step buffers by: the counts, the row strides, and the
-    leading dimension and step stride of an (.., H) buffer (those of an (.., G*H) buffer are G
-    times these)."""
-    cdef Walk w
-    w.n_steps, w.n_batch = s.n_steps, s.n_batch
-    w.n_input, w.n_hidden = n_input, n_hidden
-    w.by_step, w.t_rows, w.n_rows = s.by_step, s.t_rows, s.n_rows
-    w.ld = s.n_rows * n_hidden
-    w.step = s.t_rows * n_hidden
-    return w
-
-
 cdef inline int check_blas_ld(Py_ssize_t n_rows, Py_ssize_t width) except -1:
     """BLAS takes leading dimensions as 32-bit ints: a ValueError if n_rows * width is not one."""
     if n_rows * width > INT_MAX:

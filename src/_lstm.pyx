@@ -61,17 +61,19 @@ When dA is the gate buffer itself, each gate block is overwritten by its own gra
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
 """
+import numpy as np
+
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport NO_TRANS, TRANS
-from _held cimport (CellArrays, Dims, dims_of, hold_cell, hold_matrix, hold_packed, hold_steps,
-                    hold_steps_workspace, release_cell, walk_cache)
-from _hoisted cimport add_input_grads, input_product
-from _layout cimport Walk
-from _packed cimport gemm_b, pack_hidden
+from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -83,31 +85,45 @@ cdef class Buffers:
     with overwrite_cache writes over gates instead). ``Buffers(cache)`` holds the cache's;
     ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
     cdef Dims dims
-    cdef CellArrays cell                       # x, h0, Wx, Wh, b, h; the workspace packed
-    cdef Py_buffer c0, c, gates                # the LSTM's own arrays of the cache
-    cdef Py_buffer dA                          # workspace
+    cdef Py_buffer x, h0, c0, Wx, Wh, b, h, c, gates   # the cache's arrays
+    cdef Py_buffer packed, dA                          # workspaces
     cdef object dtype
 
     def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
-        hold_packed(&self.cell, &self.dims, 4, self.dtype)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
 
     def __dealloc__(self):
-        release_cell(&self.cell)
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
         PyBuffer_Release(&self.c0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
+        PyBuffer_Release(&self.h)
         PyBuffer_Release(&self.c)
         PyBuffer_Release(&self.gates)
+        PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.dA)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
         a forward with out=cache puts in the caller's x and weights. An identity check each."""
         cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, H = d.n_hidden
-        hold_cell(&self.cell, cache, d, 4)
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
         hold_matrix(&self.c0, cache.c0, "cache.c0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 4 * H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 4 * H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, 4 * H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
         hold_steps(&self.c, cache.c, "cache.c", d, H, True)
         hold_steps(&self.gates, cache.gates, "cache.gates", d, 4 * H, True)
 
@@ -159,23 +175,35 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     """Fill the cache's h, c with the states and its gates with the activated gates of x, the
     cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
     (``Buffers``). Shapes are checked by the caller; N >= 1."""
-    # sizes and strides (src/_layout.pxd), under the names the loop walks by
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 4)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch, n_hidden = w.n_hidden
-    cdef Py_ssize_t ld = w.ld, step = w.step
-    cdef Py_ssize_t t
-    cdef const floating* h0 = <const floating*> bufs.cell.h0.buf
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
+    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    cdef Py_ssize_t i, t
+    cdef int j
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.cell.h.buf
+    cdef floating* hp = <floating*> bufs.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, n_gh)
     with nogil:
-        Whp = pack_hidden(NO_TRANS, n_batch, n_hidden, 4, Wh, &bufs.cell.packed)
-        # gates = X @ Wx + b     (T*N,4H) = (T*N,D)(D,4H) + (4H,), rows in the caller's order
-        input_product(&w, 4 * n_hidden, &x[0, 0, 0], <const floating*> bufs.cell.Wx.buf,
-                      <const floating*> bufs.cell.b.buf, gp)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
+        for i in range(<Py_ssize_t> n_steps * n_batch):
+            for j in range(n_gh):
+                gp[i * n_gh + j] = b[j]
+        # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_gh, n_input,
+             1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
         _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, n_batch, n_hidden)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
@@ -272,10 +300,14 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
     the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
     checked by the caller; N >= 1."""
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 4)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch, n_hidden = w.n_hidden
-    cdef Py_ssize_t ld = w.ld, step = w.step
-    cdef Py_ssize_t t
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    cdef Py_ssize_t i, t
+    cdef int j
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
@@ -284,27 +316,44 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* cp = <const floating*> bufs.c.buf
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, n_gh)
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
-        hold_steps_workspace(&bufs.dA, &bufs.dims, 4 * n_hidden, bufs.dtype)
+        if holds_nothing(&bufs.dA):
+            hold_new(&bufs.dA, np.empty(steps_shape(d, n_gh), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
-        WhTp = pack_hidden(TRANS, n_batch, n_hidden, 4, Wh, &bufs.cell.packed)
+        # op(Wh) = Wh.T (4H, H), stored (H, 4H)
+        WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else c0, ld if t else n_hidden,
                            cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
                            &carry_c[0, 0], Wh, WhTp, xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
-        # dWx += X.T @ dA;  dWh += sum_t h_{t-1}.T @ dA[t];  db += dA.sum(axis=(0, 1));
-        # dx = dA @ Wx.T     (D,4H), (H,4H), (4H,), (T*N,D)
-        add_input_grads(&w, 4 * n_hidden, <const floating*> bufs.cell.x.buf,
-                        <const floating*> bufs.cell.h0.buf, <const floating*> bufs.cell.h.buf,
-                        dAp, <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
-                        &dWh[0, 0], &db[0])
+        # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
+        gemm(TRANS, NO_TRANS, n_input, n_gh, n_steps * n_batch,
+             1, x, n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
+        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
+        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_gh,
+                               h0, hp, dAp, n_gh, &dWh[0, 0])
+        # db += dA.sum(axis=(0, 1))
+        for i in range(<Py_ssize_t> n_steps * n_batch):
+            for j in range(n_gh):
+                db[j] += dAp[i * n_gh + j]
+        # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_gh,
+             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)

@@ -16,9 +16,6 @@ sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas
                                           op(B) packed into buf (buf_len elements, or NULL),
                                           or NULL (then gemm_b calls BLAS): not this build,
                                           N < 2, or buf NULL or too small
-    pack_hidden(trans, n_batch, n_hidden, n_gates, Wh, buf)
-                                          a cell's Wh (H, G*H), or Wh.T if trans, packed into
-                                          the workspace buf (a Py_buffer), as ``pack``
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
                                           ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not NULL
 """
@@ -67,17 +64,6 @@ cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floati
         return pack_s(trans_b, k, n, b, ldb, buf)
     else:
         return pack_d(trans_b, k, n, b, ldb, buf)
-
-
-cdef inline floating* pack_hidden(bint trans, int n_batch, int n_hidden, int n_gates,
-                                  const floating* Wh, const Py_buffer* buf) noexcept nogil:
-    """A cell's hidden weight Wh (H, G*H) packed into the workspace buf (a Py_buffer, which may
-    hold nothing), returning where the panels start: op(Wh) = Wh (H, G*H) for forward's
-    h_{t-1} @ Wh, or Wh.T (G*H, H) if trans, for backward's dA_t @ Wh.T; NULL where the products
-    stay on BLAS."""
-    cdef int gh = n_gates * n_hidden
-    return pack(trans, n_batch, gh if trans else n_hidden, n_hidden if trans else gh, Wh, gh,
-                <floating*> buf.buf, buf.len // <Py_ssize_t> sizeof(floating))
 
 
 cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,

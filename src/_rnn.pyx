@@ -39,6 +39,7 @@ A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the
 call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
 arguments.
 """
+import numpy as np
 
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
@@ -46,11 +47,11 @@ from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _held cimport (CellArrays, Dims, dims_of, hold_cell, hold_packed, hold_steps_workspace,
-                    release_cell, walk_cache)
-from _hoisted cimport add_column_sums, add_hidden_weight_grad, add_input_grads, input_product
-from _layout cimport Walk, check_blas_ld
-from _packed cimport gemm_b, pack_hidden
+from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
+                    hold_vector, holds_nothing, steps_shape)
+from _hoisted cimport add_hidden_weight_grad
+from _layout cimport check_blas_ld
+from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -69,25 +70,42 @@ cdef class Buffers:
     backward's, whose size the caller picks, is an argument). ``Buffers(cache)`` holds the
     cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
     cdef Dims dims
-    cdef CellArrays cell                       # x, h0, Wx, Wh, b, h; the workspace packed
-    cdef Py_buffer dA                          # workspace
+    cdef Py_buffer x, h0, Wx, Wh, b, h         # the cache's arrays
+    cdef Py_buffer packed, dA                  # workspaces
     cdef int nonlinearity                      # NONLINEARITIES[nonlinearity_name]
     cdef object nonlinearity_name, dtype
 
     def __cinit__(self, cache):
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t packed_len
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
-        hold_packed(&self.cell, &self.dims, 1, self.dtype)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 1, d.itemsize)
+        if packed_len:                  # else packed holds nothing: the products call BLAS
+            hold_new(&self.packed, np.empty(packed_len, self.dtype))
 
     def __dealloc__(self):
-        release_cell(&self.cell)
+        PyBuffer_Release(&self.x)
+        PyBuffer_Release(&self.h0)
+        PyBuffer_Release(&self.Wx)
+        PyBuffer_Release(&self.Wh)
+        PyBuffer_Release(&self.b)
+        PyBuffer_Release(&self.h)
+        PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.dA)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
         a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        hold_cell(&self.cell, cache, &self.dims, 1)
+        cdef const Dims* d = &self.dims
+        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
+        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, H, False)
+        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, H, False)
+        hold_vector(&self.b, cache.b, "cache.b", d, H, False)
+        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
         if cache.nonlinearity is not self.nonlinearity_name:
             self.nonlinearity = NONLINEARITIES[cache.nonlinearity]
             self.nonlinearity_name = cache.nonlinearity
@@ -127,21 +145,33 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
     if time-major. bufs holds the cache's arrays (``Buffers``). Shapes are checked by the
     caller; N >= 1."""
-    # sizes and strides (src/_layout.pxd), under the names the loop walks by
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 1)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch, n_hidden = w.n_hidden
-    cdef Py_ssize_t t_rows = w.t_rows, ld = w.ld
-    cdef Py_ssize_t t
-    cdef const floating* h0 = <const floating*> bufs.cell.h0.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
-    cdef floating* hp = <floating*> bufs.cell.h.buf
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden
+    cdef Py_ssize_t i, t
+    cdef int j
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, n_hidden)
     with nogil:
-        Whp = pack_hidden(NO_TRANS, n_batch, n_hidden, 1, Wh, &bufs.cell.packed)
-        # h = X @ Wx + b     (T*N,H) = (T*N,D)(D,H) + (H,), rows in the caller's order
-        input_product(&w, n_hidden, &x[0, 0, 0], <const floating*> bufs.cell.Wx.buf,
-                      <const floating*> bufs.cell.b.buf, hp)
+        Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
+        for i in range(<Py_ssize_t> n_steps * n_batch):
+            for j in range(n_hidden):
+                hp[i * n_hidden + j] = b[j]
+        # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
+        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
+             1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
         _forward_step(h0, n_hidden, hp, ld, Wh, Whp, n_batch, n_hidden, nonlinearity)
         for t in range(1, n_steps):
             _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
@@ -201,35 +231,55 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
     norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
     first call. Shapes are checked by the caller; N >= 1."""
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 1)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch, n_hidden = w.n_hidden
-    cdef Py_ssize_t ld = w.ld, step = w.step
-    cdef Py_ssize_t t
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    cdef Py_ssize_t i, t
+    cdef int j
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.cell.h.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    hold_steps_workspace(&bufs.dA, &bufs.dims, n_hidden, bufs.dtype)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, n_hidden)
+    if holds_nothing(&bufs.dA):
+        hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
     dAp = <floating*> bufs.dA.buf
     with nogil:
-        WhTp = pack_hidden(TRANS, n_batch, n_hidden, 1, Wh, &bufs.cell.packed)
+        # op(Wh) = Wh.T (H, H)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
-        # dWx += X.T @ dA;  dWh += sum_t h_{t-1}.T @ dA[t];  db += dA.sum(axis=(0, 1));
-        # dx = dA @ Wx.T     (D,H), (H,H), (H,), (T*N,D)
-        add_input_grads(&w, n_hidden, <const floating*> bufs.cell.x.buf,
-                        <const floating*> bufs.cell.h0.buf, hp, dAp,
-                        <const floating*> bufs.cell.Wx.buf, &dx[0, 0, 0], &dWx[0, 0],
-                        &dWh[0, 0], &db[0])
+        # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
+        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
+             1, x, n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)
+        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
+        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_hidden,
+                               h0, hp, dAp, n_hidden, &dWh[0, 0])
+        # db += dA.sum(axis=(0, 1))
+        for i in range(<Py_ssize_t> n_steps * n_batch):
+            for j in range(n_hidden):
+                db[j] += dAp[i * n_hidden + j]
+        # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
+        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
+             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -239,10 +289,13 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     """The weight gradients and dx of steps t_first .. t_first + n_block - 1, from their dA
     (n_block, N, H) C-contiguous (the lean workspace). x, h and dx are per-step buffers in the
     caller's layout, their rows in time-major order if by_step."""
-    cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, t
+    cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
+    cdef int j
     cdef const floating* dA_t
     # db += dA.sum(axis=(0, 1))
-    add_column_sums(<Py_ssize_t> n_block * N, n_hidden, dA, db)
+    for i in range(<Py_ssize_t> n_block * N):
+        for j in range(n_hidden):
+            db[j] += dA[i * H + j]
     if by_step:
         # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
         # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
@@ -287,30 +340,36 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order)."""
-    cdef Walk w = walk_cache(&bufs.dims, sizeof(floating), 1)
-    cdef int n_steps = w.n_steps, n_batch = w.n_batch
-    cdef int n_input = w.n_input, n_hidden = w.n_hidden
+    cdef const Dims* d = &bufs.dims
+    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
+    cdef int n_input = d.n_input, n_hidden = d.n_hidden
     cdef int n_block = dA.shape[0], n_in_block
-    cdef bint by_step = w.by_step
-    cdef Py_ssize_t ld = w.ld, step = w.step
+    cdef bint by_step = d.steps.by_step   # rows in time-major order
+    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, t_first, t_end = n_steps
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.cell.h.buf
-    cdef const floating* h0 = <const floating*> bufs.cell.h0.buf
-    cdef const floating* x = <const floating*> bufs.cell.x.buf
-    cdef const floating* Wx = <const floating*> bufs.cell.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.cell.Wh.buf
+    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* x = <const floating*> bufs.x.buf
+    cdef const floating* Wx = <const floating*> bufs.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef floating* packed = <floating*> bufs.packed.buf
+    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef bint want_norms = norms is not None
     cdef floating* dAp = &dA[0, 0, 0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    check_blas_ld(w.n_rows, n_input)
+    check_itemsize(d, sizeof(floating))
+    check_blas_ld(n_rows, n_hidden)
+    check_blas_ld(n_rows, n_input)
     with nogil:
-        WhTp = pack_hidden(TRANS, n_batch, n_hidden, 1, Wh, &bufs.cell.packed)
+        # op(Wh) = Wh.T (H, H)
+        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         while t_end > 0:
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
