@@ -21,7 +21,8 @@ D = n_input, H = n_hidden):
                                          dL/dh0 at the end
     ||dL/dh_t||  norms[t]                Frobenius norm of dh[t] + carry, only if norms is given
 
-phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0].
+phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0] (a factor
+0 or 1, so that a NaN or an infinity in dL/dh_t stays non-finite, as in the reference).
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused phi pass.
 Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
 xi_t == 0); then the weight gradients and dx as four products over all steps. The lean
@@ -122,7 +123,7 @@ cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
             a[i] = <floating> sigmoid_(a[i])
     else:
         for i in range(size):
-            a[i] = a[i] if a[i] > 0 else 0
+            a[i] = 0 if a[i] <= 0 else a[i]      # relu(NaN) is NaN, as np.maximum's
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
@@ -189,8 +190,9 @@ cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, 
         for i in range(size):
             dA[i] = (dh[i] + carry[i]) * (h[i] * (1 - h[i]))
     else:
+        # times [h > 0], as the reference: a NaN or inf in dh + carry stays one (inf * 0 = NaN)
         for i in range(size):
-            dA[i] = (dh[i] + carry[i]) if h[i] > 0 else 0
+            dA[i] = (dh[i] + carry[i]) * <floating> (h[i] > 0)
 
 
 cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA_t, Py_ssize_t ld,

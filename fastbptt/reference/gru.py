@@ -68,6 +68,9 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         wg["dWh"] += h_prev.T @ dAh
         wg["dbh"] += dAh.sum(axis=0)
         dx_t[t] = dAx @ cache.Wx.T
-        carry = inputs.xi[t] * (dAh @ cache.Wh.T + dh_t * z)
+        carry = inputs.xi[t] * (dh_t * z)
+        # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+        if inputs.xi[t]:
+            carry += inputs.xi[t] * (dAh @ cache.Wh.T)
     carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

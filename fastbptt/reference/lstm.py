@@ -66,7 +66,9 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         wg["dWh"] += h_prev.T @ dA
         wg["db"] += dA.sum(axis=0)
         dx_t[t] = dA @ cache.Wx.T
-        carry_h = inputs.xi[t] * (dA @ cache.Wh.T)
+        # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+        carry_h = (inputs.xi[t] * (dA @ cache.Wh.T) if inputs.xi[t]
+                   else np.zeros_like(carry_h))
         carry_c = inputs.xi[t] * (dc * f)
     carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
     carries["dcT"][...] = carry_c

@@ -50,6 +50,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         wg["dWh"] += h_prev.T @ dA
         wg["db"] += dA.sum(axis=0)
         dx_t[t] = dA @ cache.Wx.T
-        carry = inputs.xi[t] * (dA @ cache.Wh.T)
+        # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+        carry = inputs.xi[t] * (dA @ cache.Wh.T) if inputs.xi[t] else np.zeros_like(carry)
     carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])
