@@ -6,8 +6,8 @@ put in its place would be read out of bounds by a kernel. Its workspaces (scratc
 backward keeps for the next call on the same cache) are declared too, in ``workspaces``, and
 kept under private names.
 
-The calls running on a cache are counted in ``_users`` (``fastbptt._sharing``): several backward
-calls may read a cache at once, a call that writes it needs it alone.
+The calls running on a cache are counted in ``_readers`` and ``_alone`` (``fastbptt._sharing``):
+several backward calls may read a cache at once, a call that writes it needs it alone.
 """
 import numpy as np
 
@@ -66,7 +66,8 @@ class Cache:
         for part in parts:
             fields.update(part)
         fields["consumed"] = False
-        fields.setdefault("_users", 0)      # calls running on it (fastbptt._sharing)
+        if "_readers" not in fields:        # the calls running on it (fastbptt._sharing)
+            fields["_readers"] = []
 
     def _consume(self, by="overwrite"):
         """Mark the cache consumed, ``by`` a backward with overwrite_cache ('overwrite') or a

@@ -15,8 +15,13 @@ give a wrong answer because another one runs. The rules:
   overlaps them is refused (two backward calls adding into one ``grads`` would lose updates).
 
 A refused call raises ``InUseError`` before it reads or writes anything. ``begin`` counts a
-call in (on the cache's ``_users``: the number of backward calls reading it, or -1 for a call
-that has it alone) and claims its written arrays, under one lock; ``end`` undoes both.
+call in, ``end`` counts it out. On the cache, ``_readers`` is a list with one item per backward
+reading it and ``_alone`` is there while a call has it alone. These take no lock: a reader
+appends itself and then looks for ``_alone``, a call wanting the cache alone sets ``_alone``
+(``dict.setdefault``) and then looks for readers, each of these one operation that no other
+thread can interleave with (the GIL), so of a reader and a writer starting together at least one
+sees the other and is refused, never neither. The caller's arrays that calls write are claimed
+in ``_claimed`` under a lock (only calls that write such arrays pay for it).
 """
 import threading
 
@@ -35,6 +40,13 @@ _lock = threading.Lock()
 _claimed = {}        # id(array) -> (name, array): the caller's arrays that running calls write
 
 
+def _in_use(cache):
+    return InUseError(
+        f"this {cache.cell} cache is in use by a call in another thread; a forward with "
+        "out=cache or a backward with overwrite_cache=True needs the cache alone (give each "
+        "thread its own cache: forward without out=)")
+
+
 def begin(cache, mode, writes=()):
     """Count a call in before it reads or writes anything, or raise.
 
@@ -44,31 +56,51 @@ def begin(cache, mode, writes=()):
         forward with out=); the last two write the cache and need it alone.
     writes : (name, array) pairs, the caller's arrays that the call writes.
 
-    A consumed cache is refused to 'read' and 'consume' with a ValueError here, under the lock,
-    so that of two backward calls with overwrite_cache on one cache one runs and the other is
-    refused. Returns whether the call may use the cache's workspaces: False where another call
-    is reading the cache. Pair with ``end``."""
-    if cache is None and not writes:
-        return True
-    users = 0
-    with _lock:
-        if cache is not None:
-            fields = cache.__dict__
-            users = fields["_users"]
-            if users < 0 or (users and mode != "read"):
-                raise InUseError(
-                    f"this {cache.cell} cache is in use by a call in another thread; a forward "
-                    "with out=cache or a backward with overwrite_cache=True needs the cache "
-                    "alone (give each thread its own cache: forward without out=)")
-            if fields["consumed"] and mode != "refill":
+    A consumed cache is refused to 'read' and 'consume' with a ValueError here, once the call
+    is counted in, so that of two backward calls with overwrite_cache on one cache one runs and
+    the other is refused. Returns whether the call may use the cache's workspaces: False where
+    another call is reading the cache. Pair with ``end``."""
+    shared = True
+    if cache is not None:
+        fields = cache.__dict__
+        readers = fields["_readers"]
+        if mode == "read":
+            readers.append(None)
+            if "_alone" in fields or fields["consumed"]:
+                readers.pop()
+                if "_alone" in fields:
+                    raise _in_use(cache)
                 raise ValueError(cache._consumed_message())
-        if writes and _claimed:
-            _check_free(writes)
-        if cache is not None:
-            fields["_users"] = users + 1 if mode == "read" else -1
-        for pair in writes:
-            _claimed[id(pair[1])] = pair
-    return users == 0
+            shared = len(readers) == 1
+        else:
+            me = object()
+            if fields.setdefault("_alone", me) is not me:
+                raise _in_use(cache)
+            if readers or (fields["consumed"] and mode == "consume"):
+                del fields["_alone"]
+                if readers:
+                    raise _in_use(cache)
+                raise ValueError(cache._consumed_message())
+    if writes:
+        try:
+            with _lock:
+                if _claimed:
+                    _check_free(writes)
+                for pair in writes:
+                    _claimed[id(pair[1])] = pair
+        except InUseError:
+            _uncount(cache, mode)
+            raise
+    return shared
+
+
+def _uncount(cache, mode):
+    if cache is None:
+        return
+    if mode == "read":
+        cache.__dict__["_readers"].pop()
+    else:
+        del cache.__dict__["_alone"]
 
 
 def _check_free(writes):
@@ -82,18 +114,15 @@ def _check_free(writes):
                     "own gradient buffers and add them up afterwards")
 
 
-def end(cache, writes=(), refill_failed=False):
-    """The end of a call counted by ``begin``. ``refill_failed``: a forward with out=cache
-    stopped half-way (interrupted, or an error): the cache is left consumed, so that no backward
-    reads a half-written cache."""
-    if cache is None and not writes:
-        return
-    with _lock:
-        if cache is not None:
-            fields = cache.__dict__
-            users = fields["_users"]
-            fields["_users"] = users - 1 if users > 0 else 0
-            if refill_failed:
-                cache._consume("interrupted")
-        for pair in writes:
-            _claimed.pop(id(pair[1]), None)
+def end(cache, mode, writes=(), refill_failed=False):
+    """The end of a call counted by ``begin`` (the same ``mode``). ``refill_failed``: a forward
+    with out=cache stopped half-way (interrupted, or an error): the cache is left consumed, so
+    that no backward reads a half-written cache."""
+    if writes:
+        with _lock:
+            for pair in writes:
+                _claimed.pop(id(pair[1]), None)
+    if cache is not None:
+        if refill_failed:
+            cache._consume("interrupted")
+        _uncount(cache, mode)

@@ -30,7 +30,7 @@ never compared: nothing else can hold them.
 """
 import functools
 from collections.abc import Mapping
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -81,9 +81,6 @@ def check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major):
     between two rows of a step, T*D and T*G*H. A ValueError naming the argument and the limit
     otherwise."""
     gh = cell.n_gates * n_hidden
-    if max(n_steps * n_batch, n_steps, n_batch, n_input, gh) <= INT_MAX and (
-            time_major or n_batch <= 1 or n_steps * max(n_input, gh) <= INT_MAX):
-        return
     split = "; split the sequence (fastbptt.TBPTT) or the batch"
     counts = [("x", "T", n_steps, split), ("x", "N", n_batch, split),
               ("x", "T * N (rows of the products over all steps)", n_steps * n_batch, split),
@@ -172,7 +169,7 @@ class ForwardInputs(NamedTuple):
     n_input: int
     n_hidden: int
     time_major: bool
-    writes: tuple
+    writes: Sequence
 
 
 def check_forward(cell, x, states, weights, *, time_major, out=None,
@@ -204,7 +201,9 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         check_array("Wh", Wh, Wh.shape, dtype, spelled["Wh"], scan=None)     # raises
     n_hidden = Wh.shape[0]
     gh = n_gates * n_hidden
-    check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major)   # before any copy
+    if n_steps * n_batch > INT_MAX or max(n_input, gh) > INT_MAX or not (
+            time_major or n_batch <= 1 or n_steps * max(n_input, gh) <= INT_MAX):
+        check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major)  # before any copy
     x = np.ascontiguousarray(x)
     checked = {"Wh": np.ascontiguousarray(Wh)}
     given = [("x", x), ("Wh", checked["Wh"])]
@@ -273,7 +272,7 @@ class BackwardInputs(NamedTuple):
     out: Optional[Grads]
     h_grad_norms: Optional[np.ndarray]
     overwrite_cache: bool
-    writes: tuple
+    writes: Sequence
 
 
 def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
@@ -310,10 +309,10 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
     xi_given = xi
     xi = check_xi(xi, n_steps, dtype)
     check_all_finite(given, scan)
-    writes = []
+    writes = ()
     if grads is not None:
         grads = check_grads(cell, grads, cache)
-        writes += [("grads." + name, arr) for name, arr in grads.items()]
+        writes = [("grads." + name, arr) for name, arr in grads.items()]
     if h_grad_norms is not None:
         norms = h_grad_norms
         if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
@@ -321,11 +320,11 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
             raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        writes.append(("h_grad_norms", norms))
+        writes = [*writes, ("h_grad_norms", norms)]
     if out is not None:
         carried = ["d" + state + "0" for state in cell.states]
         names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
-        writes += [("out." + name, getattr(out, name)) for name in names]
+        writes = [*writes, *(("out." + name, getattr(out, name)) for name in names)]
         # the final states are copied into out's first: only another one's target is a hazard
         for name, value in checked_final.items():
             if value is not None:
@@ -341,7 +340,7 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
                   if isinstance(fields[name], np.ndarray)]
         check_no_overlap(writes, reads, overlap)
     return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
-                                 out, h_grad_norms, overwrite_cache, tuple(writes)))
+                                 out, h_grad_norms, overwrite_cache, writes))
 
 
 def check_cache(cell, cache):

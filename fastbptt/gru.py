@@ -35,7 +35,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
-    begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
     try:
         states = initial_states(inputs, out)
@@ -46,7 +47,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
                        kernel_buffers(_gru, cache), inputs.x_buffer)
         done = True
     finally:
-        end(out, inputs.writes, refill_failed=not done)
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -78,7 +80,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
-    shared = begin(cache, "consume" if inputs.overwrite_cache else "read", inputs.writes)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
         dx, carries, wg = backward_buffers(GRU, cache, inputs)
         if cache.h.shape[1]:     # N >= 1
@@ -90,5 +93,5 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:
-        end(cache, inputs.writes)
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

@@ -35,7 +35,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
-    begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
     try:
         states = initial_states(inputs, out)
@@ -46,7 +47,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
                        kernel_buffers(_lstm, cache), inputs.x_buffer)
         done = True
     finally:
-        end(out, inputs.writes, refill_failed=not done)
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -77,7 +79,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
-    shared = begin(cache, "consume" if inputs.overwrite_cache else "read", inputs.writes)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
         dx, carries, wg = backward_buffers(LSTM, cache, inputs)
         if cache.h.shape[1]:     # N >= 1
@@ -88,5 +91,5 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:
-        end(cache, inputs.writes)
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])

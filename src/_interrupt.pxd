@@ -5,9 +5,10 @@ A kernel runs without the GIL, and Python runs a signal's handler (SIGINT: Keybo
 only when the main thread runs Python code, so a long call would see Ctrl-C only when it
 returned. The time-step loops call ``interrupted(&w)`` once per step, and the products hoisted
 out of them call ``interrupted_now(&w)`` between their blocks of rows (``src/_hoisted.pxd``).
-Every ``w.every`` steps (about 2**16 multiply-adds of the per-step product: microseconds)
-``interrupted`` reads the monotonic clock; once ``CHECK_SECONDS`` have passed since the call
-started or since the last look, it takes the GIL and runs Python's signal handlers
+Every ``w.every`` steps, about 2**20 multiply-adds of the per-step product (0.1 to 1 ms; a look
+at the clock every step cost a few percent of a short call), ``interrupted`` reads the monotonic
+clock; once ``CHECK_SECONDS`` have passed since the call started or since the last look, it
+takes the GIL and runs Python's signal handlers
 (``PyErr_CheckSignals``). If one raised (KeyboardInterrupt), ``interrupted`` returns True from
 then on: the loop stops, the kernel skips what is left, and ``raise_pending`` raises that
 exception once the kernel holds the GIL again (no exception is raised without it).
@@ -28,7 +29,7 @@ cdef extern from "Python.h":
 cdef extern from *:
     """
     #define FASTBPTT_CHECK_SECONDS 0.02   /* between two looks for signals */
-    #define FASTBPTT_STEP_WORK 65536.0    /* multiply-adds between two looks at the clock */
+    #define FASTBPTT_STEP_WORK 1048576.0  /* multiply-adds between two looks at the clock */
     static unsigned long fastbptt_main_thread = 0;   /* its ident; 0 until looked up */
     static void fastbptt_set_main_thread(unsigned long ident) { fastbptt_main_thread = ident; }
     """

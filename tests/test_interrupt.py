@@ -47,7 +47,8 @@ SCRIPT = textwrap.dedent("""
         norms = np.full(T, -1.0, np.float32)
         grads = {name: np.zeros_like(getattr(cache, name[1:])) for name in record.weight_grads}
         back = interrupt(lambda: record.backward(None, cache, h_grad_norms=norms, grads=grads))
-        usable = not cache.consumed and cache._users == 0     # the cache is still good
+        # the cache is still good: not consumed, no call counted on it
+        usable = not cache.consumed and not cache._readers and "_alone" not in vars(cache)
         start = time.perf_counter()
         refill = interrupt(lambda: record.forward(-x, None, Wx, Wh, b, out=cache))
         elapsed = time.perf_counter() - start

@@ -23,7 +23,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Same contract as ``fastbptt.gru_forward``."""
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out)
-    begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
     try:
         states = initial_states(inputs, out)
@@ -44,7 +45,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
         cache = make_cache(GRUCache, out, inputs, states, steps)
         done = True
     finally:
-        end(out, inputs.writes, refill_failed=not done)
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -55,7 +57,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
-    begin(cache, "consume" if inputs.overwrite_cache else "read", inputs.writes)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
     try:
         dx, carries, wg = backward_buffers(GRU, cache, inputs)
         dx_t = swap_major(dx, cache.time_major)
@@ -83,5 +86,5 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                 carry += inputs.xi[t] * (dAh @ cache.Wh.T)
         carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
     finally:
-        end(cache, inputs.writes)
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

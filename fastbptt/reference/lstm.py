@@ -24,7 +24,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Same contract as ``fastbptt.lstm_forward``."""
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
-    begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
     try:
         states = initial_states(inputs, out)
@@ -44,7 +45,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
         cache = make_cache(LSTMCache, out, inputs, states, steps)
         done = True
     finally:
-        end(out, inputs.writes, refill_failed=not done)
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -55,7 +57,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
-    begin(cache, "consume" if inputs.overwrite_cache else "read", inputs.writes)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
     try:
         dx, carries, wg = backward_buffers(LSTM, cache, inputs)
         dx_t = swap_major(dx, cache.time_major)
@@ -82,5 +85,5 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
         carries["dcT"][...] = carry_c
     finally:
-        end(cache, inputs.writes)
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])

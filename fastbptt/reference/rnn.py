@@ -20,7 +20,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
-    begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
     try:
         states = initial_states(inputs, out)
@@ -33,7 +34,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
         cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
         done = True
     finally:
-        end(out, inputs.writes, refill_failed=not done)
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -44,7 +46,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
-    begin(cache, "consume" if inputs.overwrite_cache else "read", inputs.writes)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
     try:
         dx, carries, wg = backward_buffers(RNN, cache, inputs)
         dphi = DPHI[cache.nonlinearity]
@@ -63,5 +66,5 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
             carry = inputs.xi[t] * (dA @ cache.Wh.T) if inputs.xi[t] else np.zeros_like(carry)
         carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
     finally:
-        end(cache, inputs.writes)
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])
