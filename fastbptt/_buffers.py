@@ -116,15 +116,21 @@ def kernel_buffers(kernels, cache, shared=True):
     by the first kernel call on the cache (and again by one from another build of the kernels)
     and kept on the cache; each later call, a backward or a forward refilling the cache with
     out=, holds again only what that forward replaced (the caller's x and weights), found by
-    identity, so a loop over chunks allocates nothing after its first.
+    identity, so a loop over chunks allocates nothing after its first. Only once after each
+    fill (``_fills`` counts them): a backward on a cache no forward refilled since holds it as
+    it was.
 
     ``shared`` False (another thread's backward holds the cache's, ``fastbptt._sharing``): a
     new one for this call alone, with workspaces of its own."""
     if not shared:
         return kernels.Buffers(cache)
-    buffers = cache.__dict__.get("_buffers")
+    fields = cache.__dict__
+    buffers = fields.get("_buffers")
     if type(buffers) is kernels.Buffers:
-        buffers.refresh(cache)
+        if fields["_held"] != fields["_fills"]:
+            buffers.refresh(cache)
+            fields["_held"] = fields["_fills"]
     else:
-        buffers = cache.__dict__["_buffers"] = kernels.Buffers(cache)
+        buffers = fields["_buffers"] = kernels.Buffers(cache)
+        fields["_held"] = fields["_fills"]
     return buffers

@@ -18,10 +18,10 @@ class Cache:
     """Everything backward needs from forward.
 
     Fields common to every cell: ``time_major`` (the layout the caller used), ``x``, ``h0``,
-    ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states); each cell's cache adds its own
-    (``RNNCache.nonlinearity``; ``LSTMCache.c0``, ``c``, ``gates``; ``GRUCache.bh``, ``gates``,
-    ``hn``). ``cell`` is the cell's name. ``hT`` (and ``cT`` for the LSTM) is the final state, to
-    pass as ``h0`` (``c0``) of the next segment of a stream.
+    ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states), ``dtype`` (theirs); each cell's cache adds
+    its own (``RNNCache.nonlinearity``; ``LSTMCache.c0``, ``c``, ``gates``; ``GRUCache.bh``,
+    ``gates``, ``hn``). ``cell`` is the cell's name. ``hT`` (and ``cT`` for the LSTM) is the final
+    state, to pass as ``h0`` (``c0``) of the next segment of a stream.
 
     The per-step arrays (``x``, ``h``, ``c``, ``gates``, ...) are indexed by step: (T, N, ...),
     ``cache.h[t]`` is step t. They are time-major views of arrays that are C-contiguous in the
@@ -66,6 +66,8 @@ class Cache:
         for part in parts:
             fields.update(part)
         fields["consumed"] = False
+        fields["dtype"] = fields["h"].dtype     # a field, not a property: read on every call
+        fields["_fills"] = fields.get("_fills", 0) + 1   # what the kernels' Buffers last held
         if "_readers" not in fields:        # the calls running on it (fastbptt._sharing)
             fields["_readers"] = []
 
@@ -102,10 +104,6 @@ class Cache:
         if work is None or work.shape != shape or work.dtype != self.dtype:
             work = self.__dict__[key] = np.empty(shape, self.dtype)
         return work
-
-    @property
-    def dtype(self):
-        return self.h.dtype
 
     @property
     def hT(self):

@@ -59,7 +59,23 @@ def begin(cache, mode, writes=()):
     A consumed cache is refused to 'read' and 'consume' with a ValueError here, once the call
     is counted in, so that of two backward calls with overwrite_cache on one cache one runs and
     the other is refused. Returns whether the call may use the cache's workspaces: False where
-    another call is reading the cache. Pair with ``end``."""
+    another call is reading the cache. Pair with ``end``.
+
+    The common case, a backward reading a cache and writing only new arrays, comes first and
+    in few steps: this runs on every backward, right after a kernel has left the processor's
+    caches cold."""
+    if mode == "read" and not writes:
+        fields = cache.__dict__
+        readers = fields["_readers"]
+        readers.append(None)
+        if "_alone" not in fields and not fields["consumed"]:
+            return len(readers) == 1
+        readers.pop()
+    return _begin(cache, mode, writes)
+
+
+def _begin(cache, mode, writes):
+    """``begin`` for every other case, and the refusals."""
     shared = True
     if cache is not None:
         fields = cache.__dict__
@@ -118,11 +134,16 @@ def end(cache, mode, writes=(), refill_failed=False):
     """The end of a call counted by ``begin`` (the same ``mode``). ``refill_failed``: a forward
     with out=cache stopped half-way (interrupted, or an error): the cache is left consumed, so
     that no backward reads a half-written cache."""
+    if mode == "read" and not writes:           # the common case, as in begin
+        cache.__dict__["_readers"].pop()
+        return
     if writes:
         with _lock:
             for pair in writes:
                 _claimed.pop(id(pair[1]), None)
-    if cache is not None:
-        if refill_failed:
-            cache._consume("interrupted")
-        _uncount(cache, mode)
+    if refill_failed:
+        cache._consume("interrupted")
+    if mode == "read":
+        cache.__dict__["_readers"].pop()
+    else:
+        del cache.__dict__["_alone"]

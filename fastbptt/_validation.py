@@ -201,8 +201,8 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         check_array("Wh", Wh, Wh.shape, dtype, spelled["Wh"], scan=None)     # raises
     n_hidden = Wh.shape[0]
     gh = n_gates * n_hidden
-    if n_steps * n_batch > INT_MAX or max(n_input, gh) > INT_MAX or not (
-            time_major or n_batch <= 1 or n_steps * max(n_input, gh) <= INT_MAX):
+    if n_steps * n_batch > INT_MAX or n_input > INT_MAX or gh > INT_MAX or not (
+            time_major or n_batch <= 1 or n_steps * (n_input + gh) <= INT_MAX):
         check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major)  # before any copy
     x = np.ascontiguousarray(x)
     checked = {"Wh": np.ascontiguousarray(Wh)}

@@ -1,5 +1,5 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import GRUCache
 from ._cells import GRU
@@ -43,7 +43,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
         steps = step_outputs(GRUCache, inputs, out)     # in x's layout
         cache = make_cache(GRUCache, out, inputs, states, steps)
         if inputs.n_batch:
-            run_kernel(_gru.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+            run_kernel(_gru.forward, inputs.x, inputs.weights["Wh"],
                        kernel_buffers(_gru, cache), inputs.x_buffer)
         done = True
     finally:
@@ -87,7 +87,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         if cache.h.shape[1]:     # N >= 1
             # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
             # read them
-            run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
+            run_kernel(_gru.backward, cache.x, cache.Wh,
                        kernel_buffers(_gru, cache, shared), inputs.dh_buffer, inputs.xi, carries,
                        dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
         elif h_grad_norms is not None:

@@ -1,5 +1,5 @@
 """LSTM on the compiled kernels (``src/_lstm.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import LSTMCache
 from ._cells import LSTM
@@ -43,7 +43,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
         steps = step_outputs(LSTMCache, inputs, out)     # in x's layout
         cache = make_cache(LSTMCache, out, inputs, states, steps)
         if inputs.n_batch:
-            run_kernel(_lstm.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+            run_kernel(_lstm.forward, inputs.x, inputs.weights["Wh"],
                        kernel_buffers(_lstm, cache), inputs.x_buffer)
         done = True
     finally:
@@ -85,7 +85,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         dx, carries, wg = backward_buffers(LSTM, cache, inputs)
         if cache.h.shape[1]:     # N >= 1
             # with overwrite_cache, dA_t overwrites gates_t once step t has read it
-            run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
+            run_kernel(_lstm.backward, cache.x, cache.Wh,
                        kernel_buffers(_lstm, cache, shared), inputs.dh_buffer, inputs.xi, carries,
                        dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
         elif h_grad_norms is not None:

@@ -1,5 +1,5 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import RNNCache
 from ._cells import RNN
@@ -40,7 +40,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
         steps = step_outputs(RNNCache, inputs, out)     # in x's layout
         cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
         if inputs.n_batch:
-            run_kernel(_rnn.forward, largest_product(inputs.x, inputs.weights["Wh"]),
+            run_kernel(_rnn.forward, inputs.x, inputs.weights["Wh"],
                        kernel_buffers(_rnn, cache), inputs.x_buffer)
         done = True
     finally:
@@ -100,14 +100,14 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         dx, carries, wg = backward_buffers(RNN, cache, inputs)
         n_steps, n_batch, n_hidden = cache.h.shape
         if n_batch:
-            buffers, work = kernel_buffers(_rnn, cache, shared), largest_product(cache.x, cache.Wh)
+            buffers = kernel_buffers(_rnn, cache, shared)
             if inputs.overwrite_cache:
                 n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
                 dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
-                run_kernel(_rnn.backward_lean, work, buffers, inputs.dh_buffer, inputs.xi, carries,
-                           dA, dx, wg, inputs.h_grad_norms)
+                run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
+                           inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
             else:
-                run_kernel(_rnn.backward, work, buffers,
+                run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
                            inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
