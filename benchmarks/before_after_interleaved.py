@@ -12,6 +12,7 @@ Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/before_aft
 --before DIR`` (``--cases C``, ``--rounds R``, ``--cells rnn,lstm,gru``).
 """
 import argparse
+import atexit
 import importlib
 import os
 import shutil
@@ -34,6 +35,7 @@ def import_before(folder):
     source = os.path.join(folder, "fastbptt") if os.path.isdir(
         os.path.join(folder, "fastbptt")) else folder
     root = tempfile.mkdtemp(prefix="fastbptt-before-")
+    atexit.register(shutil.rmtree, root, True)
     target = os.path.join(root, "fastbptt_before")
     shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__"))
     loader = os.path.join(target, "_kernels.py")

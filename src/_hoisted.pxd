@@ -47,7 +47,15 @@ cdef inline void product_by_rows(Watch* w, bint trans_b, int m, int n, int k, fl
     """C = alpha * A @ op(B) + beta * C, ``_blas.gemm(NO_TRANS, trans_b, ...)``, in blocks of the
     m rows of A and C (``block_rows``), looking for signals between blocks; once interrupted
     (``w``), the blocks left are skipped."""
-    cdef Py_ssize_t rows = block_rows(m, <double> n * k), r0 = 0
+    product_in_blocks(w, block_rows(m, <double> n * k), trans_b, m, n, k, alpha, a, lda, b, ldb,
+                      beta, c, ldc)
+
+
+cdef inline void product_in_blocks(Watch* w, Py_ssize_t rows, bint trans_b, int m, int n, int k,
+                                   floating alpha, const floating* a, int lda, const floating* b,
+                                   int ldb, floating beta, floating* c, int ldc) noexcept nogil:
+    """``product_by_rows`` in blocks of ``rows`` rows (the test hooks pass small ones)."""
+    cdef Py_ssize_t r0 = 0
     while r0 < m:
         if stopped(w) or (r0 and interrupted_now(w)):
             return
@@ -62,7 +70,14 @@ cdef inline void sum_by_rows(Watch* w, int m, int n, int k, floating alpha, cons
     """C += alpha * A.T @ B, ``_blas.gemm(TRANS, NO_TRANS, ...)`` with beta = 1, a sum over the
     k rows of A (k, m) and B (k, n), added block by block (``block_rows``), looking for signals
     between blocks; once interrupted (``w``), the blocks left are skipped."""
-    cdef Py_ssize_t rows = block_rows(k, <double> m * n), r0 = 0
+    sum_in_blocks(w, block_rows(k, <double> m * n), m, n, k, alpha, a, lda, b, ldb, c, ldc)
+
+
+cdef inline void sum_in_blocks(Watch* w, Py_ssize_t rows, int m, int n, int k, floating alpha,
+                               const floating* a, int lda, const floating* b, int ldb,
+                               floating* c, int ldc) noexcept nogil:
+    """``sum_by_rows`` in blocks of ``rows`` rows (the test hooks pass small ones)."""
+    cdef Py_ssize_t r0 = 0
     while r0 < k:       # an empty sum adds nothing
         if stopped(w) or (r0 and interrupted_now(w)):
             return
