@@ -12,6 +12,7 @@ from ._blas_threads import set_blas_threads
 from ._caches import Cache
 from ._config import show_config as show_config  # kept out of __all__, which the reference shares
 from ._grads import Grads
+from ._sharing import InUseError
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
@@ -25,6 +26,6 @@ CELLS = _cells.registry(
 
 __version__ = "0.1.0"
 
-__all__ = ["CELLS", "Cache", "Grads", "set_blas_threads", "rnn_forward", "rnn_backward",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "truncation",
-           "clip", "TBPTT"]
+__all__ = ["CELLS", "Cache", "Grads", "InUseError", "set_blas_threads", "rnn_forward",
+           "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "truncation", "clip", "TBPTT"]

@@ -105,16 +105,21 @@ def largest_product(x, Wh):
     return n_steps * n_batch * Wh.shape[1] * max(n_input, Wh.shape[0])
 
 
-def run_kernel(kernel, work, *args, **kwargs):
-    """Call ``kernel(*args, **kwargs)`` with the chosen number of BLAS threads; ``work`` is m*n*k
-    of the largest matrix product the call makes.
+def run_kernel(kernel, x, Wh, *args, **kwargs):
+    """Call ``kernel(*args, **kwargs)`` with the chosen number of BLAS threads; ``x`` (T, N, D)
+    and ``Wh`` (H, G*H) are the call's input and hidden weight, which give the size of its
+    largest matrix product (``largest_product``, computed here: this runs twice per
+    forward/backward, and a call more would show on short sequences).
 
     OpenBLAS's count is process-wide, so the first of overlapping kernel calls (Python threads
     run them concurrently) saves it and sets ours, and the last one restores it. A plain function
-    rather than a context manager: this runs twice per forward/backward, and a generator-based
-    context manager would cost more than the rest of the call's bookkeeping.
+    rather than a context manager: a generator-based context manager would cost more than the
+    rest of the call's bookkeeping.
     """
-    if work < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None:
+    n_steps, n_batch, n_input = x.shape
+    n_hidden, n_cols = Wh.shape
+    if (n_steps * n_batch * n_cols * (n_input if n_input > n_hidden else n_hidden)
+            < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None):
         return kernel(*args, **kwargs)
     _enter()
     try:

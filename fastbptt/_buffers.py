@@ -59,8 +59,8 @@ def backward_buffers(cell, cache, inputs):
     state gradients : {'dhT': (N, H), and 'dcT' for the LSTM}, new or ``out``'s dh0 (dc0),
         holding the gradient into the final states (zeros where None): backward carries it
         back to the initial states in place.
-    weight gradients : {'dWx', 'dWh', 'db' and the extra ones}: ``grads``' arrays to add into,
-        else ``out``'s set to zero, else new zeros.
+    weight gradients : {'dWx', 'dWh', 'db' and the extra ones}: ``grads``' arrays to add into
+        (as the checks returned them), else ``out``'s set to zero, else new zeros.
 
     With ``overwrite_cache``, this marks the cache consumed, now that every check has passed
     and the backward may start writing over it; kernels and reference then refuse a second
@@ -95,10 +95,10 @@ def state_grad_name(final):
 
 def weight_grad_buffers(cell, cache, grads=None, out=None):
     """The arrays backward adds weight gradients into, {'dWx': ..., 'dWh': ..., 'db': ...,
-    and the extra ones}: ``grads``' (checked), else those of ``out`` (an earlier result,
-    checked) set to zero, else new zeros."""
+    and the extra ones}: ``grads``' (the dict the checks returned), else those of ``out`` (an
+    earlier result, checked) set to zero, else new zeros."""
     if grads is not None:
-        return {name: getattr(grads, name) for name in cell.weight_grads}
+        return grads
     if out is not None:
         arrays = {name: getattr(out, name) for name in cell.weight_grads}
         for arr in arrays.values():
@@ -110,16 +110,27 @@ def weight_grad_buffers(cell, cache, grads=None, out=None):
             for grad, weight in zip(cell.weight_grads, cell.weights)}
 
 
-def kernel_buffers(kernels, cache):
+def kernel_buffers(kernels, cache, shared=True):
     """The arrays of ``cache`` as the compiled ``kernels`` read them, by name: a
     ``kernels.Buffers`` (``src/_held.pxd``), which also holds the kernels' workspaces. It is made
     by the first kernel call on the cache (and again by one from another build of the kernels)
     and kept on the cache; each later call, a backward or a forward refilling the cache with
     out=, holds again only what that forward replaced (the caller's x and weights), found by
-    identity, so a loop over chunks allocates nothing after its first."""
-    buffers = cache.__dict__.get("_buffers")
+    identity, so a loop over chunks allocates nothing after its first. Only once after each
+    fill (``_fills`` counts them): a backward on a cache no forward refilled since holds it as
+    it was.
+
+    ``shared`` False (another thread's backward holds the cache's, ``fastbptt._sharing``): a
+    new one for this call alone, with workspaces of its own."""
+    if not shared:
+        return kernels.Buffers(cache)
+    fields = cache.__dict__
+    buffers = fields.get("_buffers")
     if type(buffers) is kernels.Buffers:
-        buffers.refresh(cache)
+        if fields["_held"] != fields["_fills"]:
+            buffers.refresh(cache)
+            fields["_held"] = fields["_fills"]
     else:
-        buffers = cache.__dict__["_buffers"] = kernels.Buffers(cache)
+        buffers = fields["_buffers"] = kernels.Buffers(cache)
+        fields["_held"] = fields["_fills"]
     return buffers

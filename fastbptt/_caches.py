@@ -5,6 +5,9 @@ attributes: backward reads every array on it as forward left it, and an array of
 put in its place would be read out of bounds by a kernel. Its workspaces (scratch arrays a
 backward keeps for the next call on the same cache) are declared too, in ``workspaces``, and
 kept under private names.
+
+The calls running on a cache are counted in ``_readers`` and ``_alone`` (``fastbptt._sharing``):
+several backward calls may read a cache at once, a call that writes it needs it alone.
 """
 import numpy as np
 
@@ -15,10 +18,10 @@ class Cache:
     """Everything backward needs from forward.
 
     Fields common to every cell: ``time_major`` (the layout the caller used), ``x``, ``h0``,
-    ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states); each cell's cache adds its own
-    (``RNNCache.nonlinearity``; ``LSTMCache.c0``, ``c``, ``gates``; ``GRUCache.bh``, ``gates``,
-    ``hn``). ``cell`` is the cell's name. ``hT`` (and ``cT`` for the LSTM) is the final state, to
-    pass as ``h0`` (``c0``) of the next segment of a stream.
+    ``Wx``, ``Wh``, ``b``, ``h`` (all hidden states), ``dtype`` (theirs); each cell's cache adds
+    its own (``RNNCache.nonlinearity``; ``LSTMCache.c0``, ``c``, ``gates``; ``GRUCache.bh``,
+    ``gates``, ``hn``). ``cell`` is the cell's name. ``hT`` (and ``cT`` for the LSTM) is the final
+    state, to pass as ``h0`` (``c0``) of the next segment of a stream.
 
     The per-step arrays (``x``, ``h``, ``c``, ``gates``, ...) are indexed by step: (T, N, ...),
     ``cache.h[t]`` is step t. They are time-major views of arrays that are C-contiguous in the
@@ -31,7 +34,14 @@ class Cache:
 
     ``consumed`` is True once a backward with ``overwrite_cache=True`` has run on the cache: it
     may then have used the gate values as its workspace, and a later backward on the cache
-    raises a ValueError. The states (``h``, ``c``, ``hT``, ``cT``) are never overwritten.
+    raises a ValueError. The states (``h``, ``c``, ``hT``, ``cT``) are never overwritten by it.
+    A forward with ``out=cache`` that is interrupted (Ctrl-C) or fails while it refills the cache
+    leaves it consumed too: half of it is the new call's. A forward with out= refills it.
+
+    Threads: any number of backward calls without ``overwrite_cache`` may read one cache at
+    once (each keeps its own workspace). A forward with ``out=cache`` or a backward with
+    ``overwrite_cache=True`` needs the cache alone: started while another call runs on it, or
+    another started while it runs, raises ``fastbptt.InUseError``.
 
     A cache survives ``pickle`` (as multiprocessing sends it): its arrays come back in the
     caller's layout and its workspaces are left behind.
@@ -56,9 +66,25 @@ class Cache:
         for part in parts:
             fields.update(part)
         fields["consumed"] = False
+        fields["dtype"] = fields["h"].dtype     # a field, not a property: read on every call
+        fields["_fills"] = fields.get("_fills", 0) + 1   # what the kernels' Buffers last held
+        if "_readers" not in fields:        # the calls running on it (fastbptt._sharing)
+            fields["_readers"] = []
 
-    def _consume(self):
+    def _consume(self, by="overwrite"):
+        """Mark the cache consumed, ``by`` a backward with overwrite_cache ('overwrite') or a
+        forward with out= stopped half-way ('interrupted'): backward refuses it."""
+        self.__dict__["_consumed_by"] = by
         self.__dict__["consumed"] = True
+
+    def _consumed_message(self):
+        """What a backward on the consumed cache says."""
+        if self.__dict__.get("_consumed_by") == "interrupted":
+            return ("this cache is half-written: a forward with out= that was refilling it "
+                    "was interrupted (or failed); run forward again")
+        return ("this cache was consumed by a backward with overwrite_cache=True; run forward "
+                "again (or pass overwrite_cache=False to keep a cache for more than one "
+                "backward)")
 
     def __setattr__(self, name, value):
         raise AttributeError(
@@ -80,10 +106,6 @@ class Cache:
         return work
 
     @property
-    def dtype(self):
-        return self.h.dtype
-
-    @property
     def hT(self):
         """The final hidden state (N, H), read-only."""
         return readonly(self.h[-1])
@@ -95,12 +117,14 @@ class Cache:
 
     def __reduce__(self):
         state = {name: getattr(self, name) for name in self.fields}
-        return _restore, (type(self), self.time_major, self.consumed, state)
+        consumed = self.consumed and self.__dict__.get("_consumed_by", True)
+        return _restore, (type(self), self.time_major, consumed, state)
 
 
 def _restore(cache_type, time_major, consumed, arrays):
     """A cache back from pickle. Pickle copies each array on its own, so a view by step of a
-    batch-major array comes back C-contiguous by step: lay it out as forward does again."""
+    batch-major array comes back C-contiguous by step: lay it out as forward does again.
+    ``consumed`` is False, or what consumed it (True: a backward with overwrite_cache)."""
     for name in cache_type.by_step:
         arrays[name] = swap_major(
             np.ascontiguousarray(swap_major(arrays[name], time_major)), time_major)
@@ -108,7 +132,8 @@ def _restore(cache_type, time_major, consumed, arrays):
         if isinstance(value, np.ndarray) and name not in cache_type.by_step:
             arrays[name] = np.ascontiguousarray(value)
     cache = cache_type(time_major, arrays)
-    cache.__dict__["consumed"] = consumed
+    if consumed:
+        cache._consume("overwrite" if consumed is True else consumed)
     return cache
 
 

@@ -12,7 +12,10 @@ h0 : (N, H) array or None (zeros).""",
 out : a cache from an earlier forward of this cell with the same shapes, dtype and layout, or
     None. Its arrays are refilled instead of allocating new ones (a loop over the chunks of a
     stream), and it is returned as the cache; the hidden states it returned before are
-    overwritten. The initial states may be views of its own final states (``out.hT``...).""",
+    overwritten. The initial states may be views of its own final states (``out.hT``...); x and
+    the weights may not share memory with its arrays (a ValueError). It needs the cache alone:
+    while another thread runs a call on it, ``fastbptt.InUseError``. Interrupted (Ctrl-C) or
+    failed half-way, it leaves the cache consumed.""",
     "forward_returns": """\
 h : (N, T, H) (or (T, N, H)) hidden states, read-only (backward differentiates them).
 cache : for the cell's backward; ``cache.hT`` is the final state (``cache.cT`` too for the
@@ -20,15 +23,16 @@ cache : for the cell's backward; ``cache.hT`` is the final state (``cache.cT`` t
     "backward_dh": """\
 dh : (N, T, H) (or (T, N, H)) array: dL/dh_t for every t; None means zeros.
 cache : from the cell's forward; only read (unless ``overwrite_cache``), so backward may run
-    on it more than once.""",
+    on it more than once, also in several threads at once.""",
     "backward_xi": """\
 xi : (T,) truncation multipliers (``fastbptt.truncation``); None is full BPTT. ``xi[t]``
     scales the gradient flowing from step t into the states it received (``xi[0]``: the
     initial states).""",
     "backward_grads": """\
 grads : a ``Grads`` (or anything with the weight-gradient arrays ``dWx``, ``dWh``, ``db`` and
-    the cell's extra ones) to add the weight gradients into in place instead of allocating
-    them.
+    the cell's extra ones, or a dict with those keys) to add the weight gradients into in place
+    instead of allocating them. No other call may write them meanwhile (``fastbptt.InUseError``),
+    and none may share memory with what the call reads (a ValueError).
 h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step the
     Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what ``fastbptt gradflow``
     plots); computed inside the loop, no extra pass.""",

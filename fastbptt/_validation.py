@@ -15,9 +15,22 @@ Non-finite values (NaN, inf) in any input are rejected with a ValueError. The sc
 them is passed in: ``numpy_first_nonfinite`` for the reference, which imports nothing compiled,
 and the kernels' compiled one (``fastbptt._kernels.checks``, ``src/_checks.pyx``), a
 read-only pass over the arrays in place that costs microseconds.
+
+Counts: every count the kernels hand to BLAS or loop over as a C ``int`` (T, N, T*N, D, H, G*H
+and, batch-major, the leading dimensions T*D and T*G*H) must fit in one: a larger one is refused
+(``check_counts``) before any array is copied, since the copy of a broadcast array could be
+huge. The reference takes the same limits, so code written against it meets the same errors.
+
+Overlapping memory: a call must not write an array that it reads, or write two arrays that share
+memory (``x`` a view of the cache that ``out=`` refills, ``grads.dWx`` the cache's ``Wx``). The
+caller's arrays that a call writes (``out=``'s, ``grads=``', ``h_grad_norms``) are compared with
+every array it reads and with each other, by their memory bounds (``np.may_share_memory``); the
+kernels pass their compiled version (``first_overlap`` of ``src/_checks.pyx``). New outputs are
+never compared: nothing else can hold them.
 """
 import functools
-from typing import NamedTuple, Optional
+from collections.abc import Mapping
+from typing import NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -32,6 +45,57 @@ def numpy_first_nonfinite(arrays):
         if not np.isfinite(arr).all():
             return index
     return -1
+
+
+def numpy_first_overlap(writes, reads):
+    """The names of the first two arrays that may share memory, a write against a read or
+    against a later write: ``writes`` and ``reads`` are lists of (name, array). None if there
+    are none (NumPy only; ``np.may_share_memory`` compares the arrays' memory bounds)."""
+    writes = list(writes)
+    for i, (name, arr) in enumerate(writes):
+        for other, arr2 in writes[i + 1:] + list(reads):
+            if np.may_share_memory(arr, arr2):
+                return name, other
+    return None
+
+
+def check_no_overlap(writes, reads, overlap=numpy_first_overlap):
+    """A ValueError naming two arrays of a call that share memory where one is written: the
+    call would read values it has overwritten, or write one result over another."""
+    pair = overlap(writes, reads)
+    if pair is not None:
+        written, other = pair
+        role = "writes" if any(name == other for name, _ in writes) else "reads"
+        raise ValueError(
+            f"{written} and {other} overlap in memory: this call writes {written} and also "
+            f"{role} {other}, so it would give wrong results; pass arrays that share no memory "
+            "(e.g. a copy)")
+
+
+INT_MAX = 2**31 - 1   # the largest count BLAS takes, and the kernels' loops: a C int
+
+
+def check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major):
+    """Every count the kernels pass to BLAS or loop over as a C int fits in one: T, N, the T*N
+    rows of the hoisted products, D, H, G*H and, batch-major with N > 1, the leading dimensions
+    between two rows of a step, T*D and T*G*H. A ValueError naming the argument and the limit
+    otherwise."""
+    gh = cell.n_gates * n_hidden
+    split = "; split the sequence (fastbptt.TBPTT) or the batch"
+    counts = [("x", "T", n_steps, split), ("x", "N", n_batch, split),
+              ("x", "T * N (rows of the products over all steps)", n_steps * n_batch, split),
+              ("x", "D", n_input, ""), ("Wh", "H", n_hidden, ""),
+              ("Wh", f"G * H (G = {cell.n_gates} gate blocks)", gh, "")]
+    if not time_major and n_batch > 1:
+        between = "batch-major: the distance between two rows of a step"
+        counts += [("x", f"T * D ({between})", n_steps * n_input, "; pass time_major=True"),
+                   ("x", f"T * G * H ({between} of the gate values)", n_steps * gh,
+                    "; pass time_major=True")]
+    for name, what, value, hint in counts:
+        if value > INT_MAX:
+            raise ValueError(f"{name}: {what} = {value} is more than the kernels can count "
+                             f"(at most {INT_MAX} = 2**31 - 1, a 32-bit int, as BLAS takes "
+                             f"it){hint}")
 
 
 def as_float_array(name, value):
@@ -93,6 +157,7 @@ class ForwardInputs(NamedTuple):
     states : {'h0': (N, H) array or None, and 'c0' for the LSTM}, as the caller gave them.
     weights : {'Wx', 'Wh', 'b' and the cell's extra weights ('bh': zeros where None)},
         C-contiguous.
+    writes : (name, array) pairs of the caller's arrays the call writes: those of ``out=``.
     """
     x_buffer: np.ndarray
     x: np.ndarray
@@ -104,14 +169,16 @@ class ForwardInputs(NamedTuple):
     n_input: int
     n_hidden: int
     time_major: bool
+    writes: Sequence
 
 
 def check_forward(cell, x, states, weights, *, time_major, out=None,
-                  scan=numpy_first_nonfinite):
+                  scan=numpy_first_nonfinite, overlap=numpy_first_overlap):
     """Check the arguments of ``<cell>_forward``; ``cell`` is its ``Cell`` record, ``states``
     {'h0': ..., 'c0': ...} and ``weights`` {'Wx': ..., 'Wh': ..., 'b': ..., 'bh': ...} as the
     caller passed them (None where a state or an extra weight was not given), ``out`` a cache to
-    refill or None. Returns a ``ForwardInputs``."""
+    refill or None. ``scan`` finds non-finite values, ``overlap`` arrays that share memory (the
+    kernels pass compiled ones). Returns a ``ForwardInputs``."""
     n_gates = cell.n_gates
     time_major = check_bool("time_major", time_major)
     layout = "(T, N, D)" if time_major else "(N, T, D)"
@@ -134,6 +201,9 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         check_array("Wh", Wh, Wh.shape, dtype, spelled["Wh"], scan=None)     # raises
     n_hidden = Wh.shape[0]
     gh = n_gates * n_hidden
+    if n_steps * n_batch > INT_MAX or n_input > INT_MAX or gh > INT_MAX or not (
+            time_major or n_batch <= 1 or n_steps * (n_input + gh) <= INT_MAX):
+        check_counts(cell, n_steps, n_batch, n_input, n_hidden, time_major)  # before any copy
     x = np.ascontiguousarray(x)
     checked = {"Wh": np.ascontiguousarray(Wh)}
     given = [("x", x), ("Wh", checked["Wh"])]
@@ -149,7 +219,7 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         check_array("Wx", weights["Wx"], (n_input, gh), dtype, spelled["Wx"], scan=None))
     given.append(("Wx", Wx))
     inputs = ForwardInputs._make((x, swap_major(x, time_major), {}, checked, dtype, n_steps,
-                                  n_batch, n_input, n_hidden, time_major))
+                                  n_batch, n_input, n_hidden, time_major, ()))
     if out is not None:
         check_forward_out(cell, out, inputs)
     for name, value in states.items():
@@ -158,7 +228,26 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
             given.append((name, value))
         inputs.states[name] = value
     check_all_finite(given, scan)
+    if out is not None:
+        inputs = inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given,
+                                                              overlap))
     return inputs
+
+
+def _forward_out_overlaps(cell, out, inputs, given, overlap):
+    """The arrays of ``out`` (a cache to refill) that forward writes, as (name, array) pairs,
+    checked against what it reads. The initial states are copied into the cache first, so a
+    state may be a view of the cache's per-step arrays (its ``hT``, as a stream carries it) or
+    of its own target, but not of another state's target (h0 of out.c0)."""
+    targets = [("out." + state + "0", getattr(out, state + "0")) for state in cell.states]
+    writes = targets + [("out." + name, getattr(out, name)) for name in type(out).outputs]
+    reads = [(name, value) for name, value in given if name not in inputs.states]
+    check_no_overlap(writes, reads, overlap)
+    for name, value in given:
+        if name in inputs.states:
+            check_no_overlap([t for t in targets if t[0] != "out." + name], [(name, value)],
+                             overlap)
+    return tuple(writes)
 
 
 class BackwardInputs(NamedTuple):
@@ -168,25 +257,31 @@ class BackwardInputs(NamedTuple):
         view (T, N, H).
     final : {'dhT': (N, H) array or None, and 'dcT' for the LSTM}, as the caller gave them.
     xi : (T,) truncation multipliers in the cache's dtype (ones where None: full BPTT).
-    grads : the caller's weight-gradient buffers to accumulate into, or None.
+    grads : the caller's weight-gradient buffers to accumulate into, {'dWx': ..., 'dWh': ...,
+        'db': ...(, 'dbh')}, or None.
     out : the earlier result whose arrays receive this one's, or None.
     h_grad_norms : the caller's (T,) array to receive ||dL/dh_t||, or None.
+    writes : (name, array) pairs of the caller's arrays the call writes (those of ``grads``,
+        ``out`` and ``h_grad_norms``).
     """
     dh_buffer: np.ndarray
     dh: np.ndarray
     final: dict
     xi: np.ndarray
-    grads: object
+    grads: Optional[dict]
     out: Optional[Grads]
     h_grad_norms: Optional[np.ndarray]
     overwrite_cache: bool
+    writes: Sequence
 
 
 def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
-                   out=None, overwrite_cache=False, scan=numpy_first_nonfinite):
+                   out=None, overwrite_cache=False, scan=numpy_first_nonfinite,
+                   overlap=numpy_first_overlap):
     """Check the arguments of ``<cell>_backward``; ``final`` is {'dhT': ..., 'dcT': ...} as the
     caller passed them. A cache that a backward with ``overwrite_cache=True`` consumed is
-    refused (ValueError). Returns a ``BackwardInputs``."""
+    refused (ValueError). ``scan`` and ``overlap`` as for ``check_forward``. Returns a
+    ``BackwardInputs``."""
     check_cache(cell, cache)
     overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype = cache.dtype
@@ -211,10 +306,13 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
                                 like="the cache", scan=None)
             given.append((name, value))
         checked_final[name] = value
+    xi_given = xi
     xi = check_xi(xi, n_steps, dtype)
     check_all_finite(given, scan)
+    writes = ()
     if grads is not None:
-        check_grads(cell, grads, cache)
+        grads = check_grads(cell, grads, cache)
+        writes = [("grads." + name, arr) for name, arr in grads.items()]
     if h_grad_norms is not None:
         norms = h_grad_norms
         if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
@@ -222,8 +320,27 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
             raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
         if not (norms.flags.c_contiguous and norms.flags.writeable):
             raise ValueError("h_grad_norms must be C-contiguous and writeable")
+        writes = [*writes, ("h_grad_norms", norms)]
+    if out is not None:
+        carried = ["d" + state + "0" for state in cell.states]
+        names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
+        writes = [*writes, *(("out." + name, getattr(out, name)) for name in names)]
+        # the final states are copied into out's first: only another one's target is a hazard
+        for name, value in checked_final.items():
+            if value is not None:
+                mine = "out." + name[:-1] + "0"
+                check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
+                                  if f"out.{c}" != mine], [(name, value)], overlap)
+    if writes:
+        reads = [(name, arr) for name, arr in given if name == "dh"]
+        if xi_given is not None:
+            reads.append(("xi", xi))
+        fields = cache.__dict__
+        reads += [("cache." + name, fields[name]) for name in cache.fields
+                  if isinstance(fields[name], np.ndarray)]
+        check_no_overlap(writes, reads, overlap)
     return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
-                                 out, h_grad_norms, overwrite_cache))
+                                 out, h_grad_norms, overwrite_cache, writes))
 
 
 def check_cache(cell, cache):
@@ -234,9 +351,7 @@ def check_cache(cell, cache):
     if not isinstance(cache, cell.cache_type):
         raise ValueError(f"cache comes from {cache.cell}_forward, not {cell.name}_forward")
     if cache.consumed:
-        raise ValueError(
-            "this cache was consumed by a backward with overwrite_cache=True; run forward again "
-            "(or pass overwrite_cache=False to keep a cache for more than one backward)")
+        raise ValueError(cache._consumed_message())
 
 
 def check_xi(xi, n_steps, dtype):
@@ -322,15 +437,32 @@ def check_backward_out(cell, out, cache, weights):
 
 
 def check_grads(cell, grads, cache):
-    """The caller's weight-gradient buffers: right shape and dtype, C-contiguous, writeable."""
+    """The caller's weight-gradient buffers: right shape and dtype, C-contiguous, writeable.
+    ``grads`` has them as attributes (a ``Grads``, a ``WeightGrads``) or as the keys of a
+    mapping. Returns them as a dict {'dWx': ..., 'dWh': ..., 'db': ...(, 'dbh')}."""
     n_input, n_hidden = cache.x.shape[2], cache.h.shape[2]
+    is_mapping = isinstance(grads, Mapping)
+    checked = {}
     for name, shape in cell.weight_shapes(n_input, n_hidden).items():
-        buf = getattr(grads, "d" + name, None)
+        if is_mapping:
+            if "d" + name not in grads:
+                raise TypeError(
+                    f"grads is a {type(grads).__name__} without the key 'd{name}': a mapping "
+                    f"needs the keys {', '.join(repr(g) for g in cell.weight_grads)}; or pass a "
+                    f"Grads (the result of an earlier {cell.name}_backward)")
+            buf = grads["d" + name]
+        else:
+            buf = getattr(grads, "d" + name, None)
         if not isinstance(buf, np.ndarray):
+            hint = "" if buf is not None or is_mapping else (
+                f": pass a Grads (the result of an earlier {cell.name}_backward), an object "
+                f"with the attributes {', '.join(cell.weight_grads)}, or a dict with those keys")
             raise TypeError(f"grads.d{name} must be a NumPy array to accumulate into, "
-                            f"got {type(buf).__name__}")
+                            f"got {type(buf).__name__}{hint}")
         if buf.dtype != cache.dtype or buf.shape != shape:
             raise ValueError(f"grads.d{name} must be a {cache.dtype} array of shape {shape}, "
                              f"got {buf.dtype} {buf.shape}")
         if not (buf.flags.c_contiguous and buf.flags.writeable):
             raise ValueError(f"grads.d{name} must be C-contiguous and writeable")
+        checked["d" + name] = buf
+    return checked

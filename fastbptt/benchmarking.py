@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 from . import CELLS, truncation
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._kernels import Kernels
 from .compat.torch import to_state_dict
 from .tbptt import TBPTT
@@ -125,10 +125,10 @@ def floor_function(cell, shape, dtype, backward=True, time_major=False):
     hh = np.zeros((n_batch, gh) if apart else (0, 0), dtype)
     dx = np.zeros_like(x)
     dWx, dWh = np.zeros_like(Wx), np.zeros_like(Wh)
-    xt = x if time_major else x.swapaxes(0, 1)      # largest_product takes (T, N, D)
+    xt = x if time_major else x.swapaxes(0, 1)      # run_kernel takes (T, N, D)
 
     def run():
-        run_kernel(_floor.floor, largest_product(xt, Wh),
+        run_kernel(_floor.floor, xt, Wh,
                    x, Wx, Wh, A, dA, dxn, h, h0, carry, hh, dx, dWx, dWh, backward, apart,
                    time_major)
     return run

@@ -14,9 +14,12 @@ gradients before the update::
 - a ``WeightGrads`` (``fastbptt.tbptt``), a mapping of name -> array (its values), a single
   array, or any iterable of arrays (e.g. your output layer's ``dWy`` beside the RNN's).
 
-Every array must be a writeable float32/float64 NumPy array. Both functions return the global
+Every array must be a writeable float32/float64 NumPy array, each listed once (arrays that share
+memory are refused: clipping one would clip the other again). Both functions return the global
 L2 norm of all the arrays *before* clipping, as a Python float (computed in float64, and
-safely even where squaring a float32 entry would overflow).
+safely even where squaring a float32 entry would overflow). The scale ``max_norm / norm`` is
+applied in float64 where it would underflow in the arrays' dtype (float32 gradients near 3e38
+with a tiny ``max_norm``), so clipping never turns a gradient into zeros.
 
 Non-finite gradients: by default both functions raise ``NonFiniteGradientError`` (a
 ``FloatingPointError`` and a ``ValueError``) before touching anything. With
@@ -63,6 +66,13 @@ def _arrays(grads, writeable=True):
                             f"got dtype {arr.dtype}")
         if writeable and not arr.flags.writeable:
             raise ValueError(f"grads[{i}] is read-only; clipping works in place")
+        for j in range(i):
+            if np.may_share_memory(arrays[j], arr):
+                raise ValueError(
+                    f"grads[{j}] and grads[{i}] " + ("are the same array" if arrays[j] is arr
+                                                     else "share memory")
+                    + ": each gradient must be listed once (it would be counted, and scaled, "
+                    "twice)")
     return arrays
 
 
@@ -133,7 +143,13 @@ def clip_grad_norm(grads, max_norm, *, error_if_nonfinite=True):
     if norm > max_norm:
         scale = max_norm / norm
         for arr in arrays:
-            arr *= arr.dtype.type(scale)
+            if scale >= np.finfo(arr.dtype).tiny:
+                arr *= arr.dtype.type(scale)
+            else:
+                # the scale underflows in the arrays' dtype (even in float64 where norm is
+                # near its largest): divide by norm, then multiply by max_norm, in float64
+                np.divide(arr, norm, out=arr, dtype=np.float64, casting="same_kind")
+                np.multiply(arr, max_norm, out=arr, dtype=np.float64, casting="same_kind")
     return norm
 
 

@@ -1,5 +1,5 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import GRUCache
 from ._cells import GRU
@@ -7,6 +7,7 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._sharing import begin, end
 from ._validation import check_backward, check_forward
 
 _gru = Kernels("_gru")
@@ -32,13 +33,22 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     {forward_returns}
     """
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
-                           time_major=time_major, out=out, scan=checks.first_nonfinite)
-    states = initial_states(inputs, out)
-    steps = step_outputs(GRUCache, inputs, out)     # in x's layout
-    cache = make_cache(GRUCache, out, inputs, states, steps)
-    if inputs.n_batch:
-        run_kernel(_gru.forward, largest_product(inputs.x, inputs.weights["Wh"]),
-                   kernel_buffers(_gru, cache), inputs.x_buffer)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite,
+                           overlap=checks.first_overlap)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        steps = step_outputs(GRUCache, inputs, out)     # in x's layout
+        cache = make_cache(GRUCache, out, inputs, states, steps)
+        if inputs.n_batch:
+            run_kernel(_gru.forward, inputs.x, inputs.weights["Wh"],
+                       kernel_buffers(_gru, cache), inputs.x_buffer)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -68,14 +78,20 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     """
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=checks.first_nonfinite)
-    dx, carries, wg = backward_buffers(GRU, cache, inputs)
-    if cache.h.shape[1]:     # N >= 1
-        # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
-        # read them
-        run_kernel(_gru.backward, largest_product(cache.x, cache.Wh),
-                   kernel_buffers(_gru, cache), inputs.dh_buffer, inputs.xi, carries, dx, wg,
-                   inputs.h_grad_norms, inputs.overwrite_cache)
-    elif h_grad_norms is not None:
-        h_grad_norms[...] = 0
+                            out=out, scan=checks.first_nonfinite,
+                            overlap=checks.first_overlap)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
+    try:
+        dx, carries, wg = backward_buffers(GRU, cache, inputs)
+        if cache.h.shape[1]:     # N >= 1
+            # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
+            # read them
+            run_kernel(_gru.backward, cache.x, cache.Wh,
+                       kernel_buffers(_gru, cache, shared), inputs.dh_buffer, inputs.xi, carries,
+                       dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
+        elif h_grad_norms is not None:
+            h_grad_norms[...] = 0
+    finally:
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

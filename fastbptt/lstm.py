@@ -1,5 +1,5 @@
 """LSTM on the compiled kernels (``src/_lstm.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import LSTMCache
 from ._cells import LSTM
@@ -7,6 +7,7 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._sharing import begin, end
 from ._validation import check_backward, check_forward
 
 _lstm = Kernels("_lstm")
@@ -32,13 +33,22 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     {forward_returns}
     """
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out, scan=checks.first_nonfinite)
-    states = initial_states(inputs, out)
-    steps = step_outputs(LSTMCache, inputs, out)     # in x's layout
-    cache = make_cache(LSTMCache, out, inputs, states, steps)
-    if inputs.n_batch:
-        run_kernel(_lstm.forward, largest_product(inputs.x, inputs.weights["Wh"]),
-                   kernel_buffers(_lstm, cache), inputs.x_buffer)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite,
+                           overlap=checks.first_overlap)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        steps = step_outputs(LSTMCache, inputs, out)     # in x's layout
+        cache = make_cache(LSTMCache, out, inputs, states, steps)
+        if inputs.n_batch:
+            run_kernel(_lstm.forward, inputs.x, inputs.weights["Wh"],
+                       kernel_buffers(_lstm, cache), inputs.x_buffer)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -67,13 +77,19 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     """
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=checks.first_nonfinite)
-    dx, carries, wg = backward_buffers(LSTM, cache, inputs)
-    if cache.h.shape[1]:     # N >= 1
-        # with overwrite_cache, dA_t overwrites gates_t once step t has read it
-        run_kernel(_lstm.backward, largest_product(cache.x, cache.Wh),
-                   kernel_buffers(_lstm, cache), inputs.dh_buffer, inputs.xi, carries, dx, wg,
-                   inputs.h_grad_norms, inputs.overwrite_cache)
-    elif h_grad_norms is not None:
-        h_grad_norms[...] = 0
+                            out=out, scan=checks.first_nonfinite,
+                            overlap=checks.first_overlap)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
+    try:
+        dx, carries, wg = backward_buffers(LSTM, cache, inputs)
+        if cache.h.shape[1]:     # N >= 1
+            # with overwrite_cache, dA_t overwrites gates_t once step t has read it
+            run_kernel(_lstm.backward, cache.x, cache.Wh,
+                       kernel_buffers(_lstm, cache, shared), inputs.dh_buffer, inputs.xi, carries,
+                       dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
+        elif h_grad_norms is not None:
+            h_grad_norms[...] = 0
+    finally:
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])

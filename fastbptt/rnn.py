@@ -1,5 +1,5 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
-from ._blas_threads import largest_product, run_kernel
+from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import RNNCache
 from ._cells import RNN
@@ -7,6 +7,7 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._sharing import begin, end
 from ._validation import check_backward, check_forward, check_option
 
 _rnn = Kernels("_rnn")
@@ -29,13 +30,22 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     """
     check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out, scan=checks.first_nonfinite)
-    states = initial_states(inputs, out)
-    steps = step_outputs(RNNCache, inputs, out)     # in x's layout
-    cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
-    if inputs.n_batch:
-        run_kernel(_rnn.forward, largest_product(inputs.x, inputs.weights["Wh"]),
-                   kernel_buffers(_rnn, cache), inputs.x_buffer)
+                           time_major=time_major, out=out, scan=checks.first_nonfinite,
+                           overlap=checks.first_overlap)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        steps = step_outputs(RNNCache, inputs, out)     # in x's layout
+        cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
+        if inputs.n_batch:
+            run_kernel(_rnn.forward, inputs.x, inputs.weights["Wh"],
+                       kernel_buffers(_rnn, cache), inputs.x_buffer)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -82,19 +92,25 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     """
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=checks.first_nonfinite)
-    dx, carries, wg = backward_buffers(RNN, cache, inputs)
-    n_steps, n_batch, n_hidden = cache.h.shape
-    if n_batch:
-        buffers, work = kernel_buffers(_rnn, cache), largest_product(cache.x, cache.Wh)
-        if inputs.overwrite_cache:
-            n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
-            dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
-            run_kernel(_rnn.backward_lean, work, buffers, inputs.dh_buffer, inputs.xi, carries,
-                       dA, dx, wg, inputs.h_grad_norms)
-        else:
-            run_kernel(_rnn.backward, work, buffers,
-                       inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
-    elif h_grad_norms is not None:
-        h_grad_norms[...] = 0
+                            out=out, scan=checks.first_nonfinite,
+                            overlap=checks.first_overlap)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
+    try:
+        dx, carries, wg = backward_buffers(RNN, cache, inputs)
+        n_steps, n_batch, n_hidden = cache.h.shape
+        if n_batch:
+            buffers = kernel_buffers(_rnn, cache, shared)
+            if inputs.overwrite_cache:
+                n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
+                dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
+                run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
+                           inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
+            else:
+                run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
+                           inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
+        elif h_grad_norms is not None:
+            h_grad_norms[...] = 0
+    finally:
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])

@@ -1,13 +1,15 @@
 # cython: language_level=3
-"""Test-only entry points to the BLAS wrappers of ``_blas.pxd`` and to the packed products of
-``_packed.pxd``, so that tests/ can check them against NumPy for both dtypes, both transposes,
-the one-row (GEMV) path and the edges of the packed panels. Built like the cell kernels, for the
+"""Test-only entry points to the BLAS wrappers of ``_blas.pxd``, to the packed products of
+``_packed.pxd`` and to the blocked products of ``_hoisted.pxd``, so that tests/ can check them
+against NumPy for both dtypes, both transposes, the one-row (GEMV) path, the edges of the packed
+panels and blocks of any number of rows. Built like the cell kernels, for the
 baseline and with AVX2+FMA (``fastbptt._blas_hooks_avx2``), where the packed products run."""
 import numpy as np
 
 from cython cimport floating
 
 from _blas cimport gemm
+from _hoisted cimport BLOCK_WORK, block_rows, product_in_blocks, sum_in_blocks
 from _packed cimport PACKED_GEMM, gemm_b, pack, packed_len
 
 PACKED = bool(PACKED_GEMM)   # this build runs the per-step products on packed panels
@@ -40,3 +42,28 @@ def packed_gemm_hook(bint trans_b, double alpha, const floating[:, :] a, const f
     gemm_b(bp, trans_b, m, n, k, <floating> alpha, &a[0, 0], lda, &b[0, 0], ldb,
            <floating> beta, &c[0, 0], ldc)
     return bp != NULL
+
+
+def rows_hook(bint trans_b, Py_ssize_t rows, double alpha, const floating[:, ::1] a,
+              const floating[:, ::1] b, double beta, floating[:, ::1] c):
+    """c = alpha * a @ op(b) + beta * c in blocks of ``rows`` rows (``product_by_rows``)."""
+    cdef int m = c.shape[0], n = c.shape[1], k = a.shape[1]
+    product_in_blocks(NULL, rows, trans_b, m, n, k, <floating> alpha, &a[0, 0], a.shape[1],
+                      &b[0, 0], b.shape[1], <floating> beta, &c[0, 0], c.shape[1])
+
+
+def sum_hook(Py_ssize_t rows, double alpha, const floating[:, ::1] a, const floating[:, ::1] b,
+             floating[:, ::1] c):
+    """c += alpha * a.T @ b, the sum over the rows of a and b in blocks of ``rows`` rows
+    (``sum_by_rows``)."""
+    cdef int m = c.shape[0], n = c.shape[1], k = a.shape[0]
+    sum_in_blocks(NULL, rows, m, n, k, <floating> alpha, &a[0, 0], a.shape[1], &b[0, 0],
+                  b.shape[1], &c[0, 0], c.shape[1])
+
+
+def block_rows_hook(Py_ssize_t rows, double row_work):
+    """Rows per block of a product over ``rows`` rows of ``row_work`` multiply-adds each."""
+    return block_rows(rows, row_work)
+
+
+BLOCK = BLOCK_WORK   # the most multiply-adds of one block of a product over all steps

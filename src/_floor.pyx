@@ -26,11 +26,13 @@ its input-side gradients are [dxr dxz] = dA[..., :2H] and a separate (.., H) dxn
 take two products each.
 
 At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`` picks it).
+The products over all steps run in the kernels' blocks of rows (``src/_hoisted.pxd``: one
+block below 2**30 multiply-adds), without the kernels' looks for Ctrl-C between them.
 """
 from cython cimport floating
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _hoisted cimport add_hidden_weight_grad
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _layout cimport Steps, check_blas_ld, steps_of
 
 
@@ -56,8 +58,8 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     check_blas_ld(n_rows, a_width if a_width > da_width else da_width)
     with nogil:
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
-        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, gh, n_input,
-             1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width)
+        product_by_rows(NULL, NO_TRANS, n_steps * n_batch, gh, n_input,
+                        1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width)
         for t in range(n_steps):
             if gru:
                 # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
@@ -92,23 +94,23 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
              1, dAp + t * t_rows * da_width, <int> (n_rows * da_width), &Wh[0, 0], gh,
              1 if gru else 0, &carry[0, 0], n_hidden)
     # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
-    add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp, da_width,
-                           &dWh[0, 0])
+    add_hidden_weight_grad(NULL, by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp,
+                           da_width, &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
-             1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
-             1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
+        product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, n_hidden,
+                        1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
+        product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
+                        1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
         # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
-        gemm(TRANS, NO_TRANS, n_input, 2 * n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
-        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dxnp, n_hidden, 1, &dWx[0, 2 * n_hidden], gh)
+        sum_by_rows(NULL, n_input, 2 * n_hidden, n_steps * n_batch,
+                    1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
+        sum_by_rows(NULL, n_input, n_hidden, n_steps * n_batch,
+                    1, &x[0, 0, 0], n_input, dxnp, n_hidden, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
-    gemm(TRANS, NO_TRANS, n_input, gh, n_steps * n_batch,
-         1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
+    sum_by_rows(NULL, n_input, gh, n_steps * n_batch,
+                1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
-    gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, gh,
-         1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)
+    product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, gh,
+                    1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)

@@ -80,10 +80,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport NO_TRANS, TRANS, gemm
+from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
@@ -228,19 +229,25 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
+    w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
                    packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
-             1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
-        _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
+        product_by_rows(&w, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
+                        1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
+        if not w.stopped:
+            _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
         for t in range(1, n_steps):
+            if interrupted(&w):
+                break
             _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
                           hp + t * step, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
+    raise_pending(&w)
 
 
 cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
@@ -376,8 +383,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
+    w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
     if overwrite_cache:
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
@@ -390,6 +399,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
                     packed_len)
         for t in range(n_steps - 1, -1, -1):
+            if interrupted(&w):
+                break
             if t > 0:
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
                 _prefetch(dhp + (t - 1) * step, n_batch, row, ld_bytes)
@@ -404,20 +415,23 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            dAhp + 3 * t * step, dxnp + t * step, ld, &carry[0, 0], g_row,
                            Wh, WhTp, &db[0], &dbh[0], xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
-        # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                               h0, hp, dAhp, 3 * H, &dWh[0, 0])
-        # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each for
-        # dx and dWx.
-        # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
-             1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0], n_input)
-        # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
-             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
-        # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-        gemm(TRANS, NO_TRANS, n_input, 2 * n_hidden, n_steps * n_batch,
-             1, xp, n_input, dAhp, 3 * n_hidden, 1, &dWx[0, 0], 3 * n_hidden)
-        # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
-             1, xp, n_input, dxnp, n_hidden, 1, &dWx[0, 2 * H], 3 * n_hidden)
+        if not w.stopped:
+            # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
+                                   h0, hp, dAhp, 3 * H, &dWh[0, 0])
+            # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
+            # for dx and dWx.
+            # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
+            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_hidden,
+                            1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
+                            n_input)
+            # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
+            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
+                            1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+            # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+            sum_by_rows(&w, n_input, 2 * n_hidden, n_steps * n_batch,
+                        1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+            # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+            sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
+                        1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+    raise_pending(&w)

@@ -68,10 +68,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _blas cimport NO_TRANS, TRANS, gemm
+from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
@@ -194,20 +195,26 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
+    w = watch(<double> n_batch * n_gh * n_hidden)
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_gh, n_input,
-             1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
-        _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, n_batch, n_hidden)
+        product_by_rows(&w, NO_TRANS, n_steps * n_batch, n_gh, n_input,
+                        1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
+        if not w.stopped:
+            _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, n_batch, n_hidden)
         for t in range(1, n_steps):
+            if interrupted(&w):
+                break
             _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
                           cp + t * step, hp + t * step, ld, Wh, Whp, n_batch, n_hidden)
+    raise_pending(&w)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -327,8 +334,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
+    w = watch(<double> n_batch * n_gh * n_hidden)
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
@@ -339,21 +348,25 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
         WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
+            if interrupted(&w):
+                break
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else c0, ld if t else n_hidden,
                            cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
                            &carry_c[0, 0], Wh, WhTp, xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
-        # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-        gemm(TRANS, NO_TRANS, n_input, n_gh, n_steps * n_batch,
-             1, x, n_input, dAp, n_gh, 1, &dWx[0, 0], n_gh)
-        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_gh,
-                               h0, hp, dAp, n_gh, &dWh[0, 0])
-        # db += dA.sum(axis=(0, 1))
-        for i in range(<Py_ssize_t> n_steps * n_batch):
-            for j in range(n_gh):
-                db[j] += dAp[i * n_gh + j]
-        # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_gh,
-             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
+        if not w.stopped:
+            # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
+            sum_by_rows(&w, n_input, n_gh, n_steps * n_batch,
+                        1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
+            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
+            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_gh,
+                                   h0, hp, dAp, n_gh, &dWh[0, 0])
+            # db += dA.sum(axis=(0, 1))
+            for i in range(<Py_ssize_t> n_steps * n_batch):
+                for j in range(n_gh):
+                    db[j] += dAp[i * n_gh + j]
+            # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
+            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_gh,
+                            1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
+    raise_pending(&w)

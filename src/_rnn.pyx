@@ -21,7 +21,8 @@ D = n_input, H = n_hidden):
                                          dL/dh0 at the end
     ||dL/dh_t||  norms[t]                Frobenius norm of dh[t] + carry, only if norms is given
 
-phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0].
+phi'(a_t) is computed from h_t: tanh' = 1 - h^2, sigmoid' = h (1 - h), relu' = [h > 0] (a factor
+0 or 1, so that a NaN or an infinity in dL/dh_t stays non-finite, as in the reference).
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused phi pass.
 Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
 xi_t == 0); then the weight gradients and dx as four products over all steps. The lean
@@ -49,7 +50,8 @@ from libc.math cimport sqrt
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
 from _vmath cimport sigmoid_, tanh_
@@ -122,7 +124,7 @@ cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
             a[i] = <floating> sigmoid_(a[i])
     else:
         for i in range(size):
-            a[i] = a[i] if a[i] > 0 else 0
+            a[i] = 0 if a[i] <= 0 else a[i]      # relu(NaN) is NaN, as np.maximum's
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
@@ -162,20 +164,26 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
+    w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         for i in range(<Py_ssize_t> n_steps * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        gemm(NO_TRANS, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
-             1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
-        _forward_step(h0, n_hidden, hp, ld, Wh, Whp, n_batch, n_hidden, nonlinearity)
+        product_by_rows(&w, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
+                        1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
+        if not w.stopped:
+            _forward_step(h0, n_hidden, hp, ld, Wh, Whp, n_batch, n_hidden, nonlinearity)
         for t in range(1, n_steps):
+            if interrupted(&w):
+                break
             _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
                           Wh, Whp, n_batch, n_hidden, nonlinearity)
+    raise_pending(&w)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -189,8 +197,9 @@ cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, 
         for i in range(size):
             dA[i] = (dh[i] + carry[i]) * (h[i] * (1 - h[i]))
     else:
+        # times [h > 0], as the reference: a NaN or inf in dh + carry stays one (inf * 0 = NaN)
         for i in range(size):
-            dA[i] = (dh[i] + carry[i]) if h[i] > 0 else 0
+            dA[i] = (dh[i] + carry[i]) * <floating> (h[i] > 0)
 
 
 cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA_t, Py_ssize_t ld,
@@ -255,31 +264,37 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     if holds_nothing(&bufs.dA):
         hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
     dAp = <floating*> bufs.dA.buf
+    w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         for t in range(n_steps - 1, -1, -1):
+            if interrupted(&w):
+                break
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
-        # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-        gemm(TRANS, NO_TRANS, n_input, n_hidden, n_steps * n_batch,
-             1, x, n_input, dAp, n_hidden, 1, &dWx[0, 0], n_hidden)
-        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
-        add_hidden_weight_grad(by_step, n_steps, n_batch, n_hidden, n_hidden,
-                               h0, hp, dAp, n_hidden, &dWh[0, 0])
-        # db += dA.sum(axis=(0, 1))
-        for i in range(<Py_ssize_t> n_steps * n_batch):
-            for j in range(n_hidden):
-                db[j] += dAp[i * n_hidden + j]
-        # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-        gemm(NO_TRANS, TRANS, n_steps * n_batch, n_input, n_hidden,
-             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
+        if not w.stopped:
+            # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
+            sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
+                        1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
+            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
+            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_hidden,
+                                   h0, hp, dAp, n_hidden, &dWh[0, 0])
+            # db += dA.sum(axis=(0, 1))
+            for i in range(<Py_ssize_t> n_steps * n_batch):
+                for j in range(n_hidden):
+                    db[j] += dAp[i * n_hidden + j]
+            # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
+            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_hidden,
+                            1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
+    raise_pending(&w)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -303,7 +318,7 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
              1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
         if t_first == 0:
             # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
-            add_hidden_weight_grad(True, n_block, n_batch, n_hidden, n_hidden,
+            add_hidden_weight_grad(NULL, True, n_block, n_batch, n_hidden, n_hidden,
                                    h0, h, dA, n_hidden, dWh)
         else:
             # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
@@ -364,13 +379,17 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef bint want_norms = norms is not None
     cdef floating* dAp = &dA[0, 0, 0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
+    w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         while t_end > 0:
+            if interrupted(&w):
+                break
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
             for t in range(t_end - 1, t_first - 1, -1):
@@ -383,3 +402,4 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
             _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
                          x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
             t_end = t_first
+    raise_pending(&w)

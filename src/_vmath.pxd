@@ -14,8 +14,14 @@ tanh(x): 1 - 2 / (exp(2|x|) + 1) for |x| > 0.625 (no cancellation there), and th
 form x + x s P(s) / Q(s), s = x*x, below it (coefficients from Moshier's Cephes library), sign
 restored with copysign. Measured within 1 ulp of NumPy's tanh on [-30, 30].
 sigmoid(x): with e = exp(-|x|) <= 1, 1 / (1 + e) for x >= 0 and e / (1 + e) below: never
-overflows, relative accuracy kept down to x = -708 (float32: -87), below which the result is
-held at about 3e-308 (1.6e-38) instead of decaying further.
+overflows, relative accuracy kept down to x = -708 (float32: -87); below that, where the true
+value is subnormal, the result is 0 (the reference's subnormals differ from it by less than
+3e-308, float32 1.2e-38), so that an absurd input (x = -1e30) gives 0 as in the reference,
+not a floor that a huge gradient would multiply.
+tanh is exactly +-1 wherever the rounded result is (|x| > 19.1; float32: 9.01): the argument of
+exp is clamped only beyond that, at 2 * 20.
+NaN in gives NaN out in all three (the clamps are written so that a NaN passes them), as in
+NumPy: a non-finite value never turns into a number here.
 
 Each comes in a float32 version computed in float32 (so a SIMD register holds twice as many):
 degree-7 Taylor polynomial for exp, the 2**k trick with 1.5 * 2**23, and Cephes' tanhf
@@ -107,7 +113,7 @@ cdef inline double tanh_d(double x) noexcept nogil:
 
 cdef inline float tanh_f(float x) noexcept nogil:
     cdef float ax = fabsf(x)
-    cdef float e = exp_f(<float> 2 * ax if ax < 9 else <float> 18)   # tanhf(9) rounds to 1
+    cdef float e = exp_f(<float> 2 * ax if ax < 20 else <float> 40)  # tanhf(9.02) rounds to 1
     cdef float big = <float> 1 - <float> 2 / (e + <float> 1)
     cdef float z = x * x
     cdef float small = (((((<float> -5.70498872745e-3 * z + <float> 2.06390887954e-2) * z
@@ -118,14 +124,16 @@ cdef inline float tanh_f(float x) noexcept nogil:
 
 cdef inline double sigmoid_d(double x) noexcept nogil:
     cdef double ax = fabs(x)
-    cdef double e = exp_d(-ax if ax < 708.0 else -708.0)
+    cdef double e = exp_d(-708.0 if ax > 708.0 else -ax)        # a NaN passes
+    e = 0.0 if ax > 708.0 else e                                # 0, not a floor, below -708
     cdef double s = 1.0 / (1.0 + e)
     return s if x >= 0 else e * s
 
 
 cdef inline float sigmoid_f(float x) noexcept nogil:
     cdef float ax = fabsf(x)
-    cdef float e = exp_f(-ax if ax < 87 else <float> -87)
+    cdef float e = exp_f(<float> -87 if ax > 87 else -ax)       # a NaN passes
+    e = <float> 0 if ax > 87 else e                             # 0, not a floor, below -87
     cdef float s = <float> 1 / (<float> 1 + e)
     return s if x >= 0 else e * s
 

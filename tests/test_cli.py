@@ -1,5 +1,8 @@
 """``fastbptt train`` and ``fastbptt gradflow`` end to end, with tiny settings (seconds)."""
 import csv
+import os
+import re
+import shutil
 import subprocess
 import sys
 
@@ -226,6 +229,14 @@ def test_gradflow_without_matplotlib(tmp_path, monkeypatch, capsys):
     (["gradflow", "--radii", "1.2", "1.5"], "0 < LOW < 1 < HIGH"),
     (["gradflow", "--steps", "1"], "argument --steps: must be at least 2"),
     (["gradflow", "--forget-bias", "nan"], "argument --forget-bias: must be a finite number"),
+    (["train", "--lr", "inf"], "argument --lr: must be positive and finite, got inf"),
+    (["train", "--lr", "nan"], "argument --lr: must be positive and finite, got nan"),
+    (["train", "--clip", "inf"], "argument --clip: must be >= 0 and finite, got inf"),
+    (["train", "--temperature", "inf"], "argument --temperature: must be positive and finite"),
+    (["train", "--hidden", "100000", "--max-chars", "20000"],
+     "--hidden 100000, --layers 1, --batch 32 and --seq-len 64 need about"),
+    (["gradflow", "--radii", "0.9", "1e308"], "--radii needs 0 < LOW < 1 < HIGH <= 100"),
+    (["gradflow", "--hidden", "100000"], "--hidden 100000, --steps 100 and --batch 8 need about"),
 ])
 def test_bad_options_give_a_clear_message(argv, message, tmp_path, capsys):
     """Through argparse (exit status 2, the usage and the message) or, for what only the data
@@ -292,3 +303,60 @@ def test_tbptt_with_k1_equal_k2_trains_like_full_windows(text_file, tmp_path):
                   seed=0)                                   # what training started from
     np.testing.assert_array_equal(start.params["layer0.Wh"].shape, a.params["layer0.Wh"].shape)
     assert not np.allclose(start.params["layer0.Wh"], a.params["layer0.Wh"])
+
+
+@pytest.mark.parametrize("budget", ["nan", "inf", "-1"])
+def test_bench_budget_must_be_positive_and_finite(budget, capsys):
+    """--budget nan was taken (200 rounds per case), inf would run forever."""
+    assert exit_status(["bench", "--budget", budget]) == 2
+    assert "argument --budget: must be positive and finite" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="needs a folder nobody can write")
+@pytest.mark.parametrize("command", ["train", "gradflow"])
+def test_an_out_folder_that_cannot_be_written_is_refused_before_any_work(command, capsys,
+                                                                        monkeypatch):
+    """--out DIR existing but not writable: the training ran, then failed at model.save and
+    the model was lost. /proc/self exists and takes no new file, even for root."""
+    monkeypatch.setattr("fastbptt.cli.train.Trainer",
+                        lambda *a, **k: pytest.fail("trained anyway"))
+    monkeypatch.setattr("fastbptt.cli.gradflow.measure",
+                        lambda *a, **k: pytest.fail("measured anyway"))
+    assert main([command, "--steps", "2", "--max-chars", "20000", "--out", "/proc/self"]
+                if command == "train" else [command, "--out", "/proc/self"]) == 2
+    assert "--out /proc/self: cannot write in the folder" in capsys.readouterr().err
+
+
+def test_a_model_that_cannot_be_saved_in_out_is_saved_elsewhere(text_file, tmp_path, capsys):
+    """If saving fails all the same (here model.npz is a folder), the model and the other
+    results go to a new folder, and the command says where. Sampling at a temperature of
+    1e-320 (a ValueError from NumPy before) picks the most likely characters."""
+    out = tmp_path / "out"
+    (out / "model.npz").mkdir(parents=True)
+    rc = main(["train", "--text", str(text_file), "--steps", "4", "--out", str(out),
+               "--temperature", "1e-320"] + TINY)
+    assert rc == 0
+    captured = capsys.readouterr()
+    moved = re.search(r"writing the results to (\S+) instead", captured.err)
+    assert moved, captured.err
+    fallback = moved.group(1)
+    try:
+        assert {"loss.csv", "model.npz", "sample.txt"} <= set(os.listdir(fallback))
+        assert Model.load(os.path.join(fallback, "model.npz")).metadata["steps"] == 4
+        assert f"wrote {os.path.join(fallback, 'model.npz')}" in captured.out
+        assert sorted(p.name for p in out.iterdir()) == ["model.npz"]   # no temporary left
+    finally:
+        shutil.rmtree(fallback)
+
+
+def test_gradflow_writes_elsewhere_when_out_fails(tmp_path, capsys):
+    out = tmp_path / "out"
+    (out / "gradflow.txt").mkdir(parents=True)
+    assert main(["gradflow", "--steps", "6", "--hidden", "4", "--batch", "2", "--out",
+                 str(out)]) == 0
+    moved = re.search(r"writing the results to (\S+) instead", capsys.readouterr().err)
+    assert moved
+    try:
+        assert "gradflow.txt" in os.listdir(moved.group(1))
+    finally:
+        shutil.rmtree(moved.group(1))

@@ -153,3 +153,34 @@ def test_read_only_arrays_are_refused_before_any_change():
         clip_grad_norm([a, ro], 1.0)
     np.testing.assert_array_equal(a, [30.0, 40.0])
     assert global_norm([a, ro]) == pytest.approx(math.sqrt(2501.0))   # measuring is fine
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_a_scale_that_underflows_is_applied_in_float64(dtype):
+    """float32 gradients near 3e38 with a tiny max_norm became all zeros: the scale
+    max_norm / norm (1e-69) is 0 in float32. Now the result has norm max_norm, the direction
+    kept; in float64 too, where the scale underflows float64 itself."""
+    big = np.finfo(dtype).max / 4
+    grads = [np.array([big, -big / 2], dtype), np.array([big / 4], dtype)]
+    before = [g.astype(np.float64) for g in grads]
+    max_norm = 1e-30 if dtype == np.float32 else 1e-300
+    norm = clip_grad_norm(grads, max_norm)
+    assert norm == pytest.approx(float(np.sqrt(sum((b / big) @ (b / big) for b in before)))
+                                 * big, rel=1e-6)
+    assert global_norm(grads) == pytest.approx(max_norm, rel=1e-5)
+    for g, b in zip(grads, before):
+        np.testing.assert_allclose(g.astype(np.float64) / max_norm, b / norm, rtol=1e-5)
+
+
+def test_the_same_array_twice_is_refused():
+    """It was scaled twice (and counted twice in the norm)."""
+    a = np.array([3.0, 4.0])
+    with pytest.raises(ValueError, match=r"grads\[0\] and grads\[1\] are the same array"):
+        clip_grad_norm([a, a], 1.0)
+    with pytest.raises(ValueError, match=r"grads\[0\] and grads\[2\] share memory"):
+        clip_grad_value([a, np.ones(1), a[1:]], 1.0)
+    with pytest.raises(ValueError, match="same array"):
+        global_norm({"w": a, "v": a})
+    np.testing.assert_array_equal(a, [3.0, 4.0])
+    flat = np.arange(6.0)
+    assert global_norm([flat[:3], flat[3:]]) == pytest.approx(np.linalg.norm(flat))  # disjoint

@@ -1,4 +1,5 @@
 """The model layer, the optimizers and the corpus helpers (fastbptt.nn: Model, optim, data)."""
+import json
 import os
 
 import numpy as np
@@ -279,14 +280,51 @@ def test_optimizer_keeps_float32():
 
 @pytest.mark.parametrize("bad,match", [
     (lambda p: optim.SGD(p, lr=-1), "lr must be a positive"),
+    (lambda p: optim.SGD(p, lr=np.inf), "lr must be a positive finite number, got inf"),
     (lambda p: optim.SGD(p, momentum=1.5), "momentum"),
+    (lambda p: optim.SGD(p, momentum=np.nan), "momentum"),
     (lambda p: optim.Adam(p, betas=(1.0, 0.9)), "betas"),
     (lambda p: optim.Adam([1, 2]), "dict"),
     (lambda p: optim.Adam(p).step({}), "missing"),
+    (lambda p: optim.Adam(p, eps=0), "eps must be a positive finite number, got 0"),
+    (lambda p: optim.Adagrad(p, eps=-1e-8), "eps must be a positive finite number"),
+    (lambda p: optim.Adagrad(p, eps=np.nan), "eps must be a positive finite number, got nan"),
+    (lambda p: optim.SGD(p).step({"w": [0.0, 0.0, 0.0]}),
+     r"grads\['w'\] must be a float NumPy array of shape \(3,\), got list"),
+    (lambda p: optim.SGD(p).step([np.zeros(3)]), "grads must be a dict"),
 ])
 def test_optimizer_bad_arguments(bad, match):
     with pytest.raises((TypeError, ValueError), match=match):
         bad({"w": np.zeros(3)})
+
+
+@pytest.mark.parametrize("name", sorted(optim.OPTIMIZERS))
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_optimizers_refuse_or_skip_nonfinite_gradients(name, bad):
+    """NaN gradients turned the parameters into NaN silently: refused before anything changes,
+    or with skip_nonfinite=True the step is skipped (and counted), as a loss scaler does."""
+    params = {"a": np.ones(3), "w": np.ones(4)}
+    opt = optim.OPTIMIZERS[name](params, lr=0.1)
+    good = {"a": np.full(3, 0.5), "w": np.full(4, 0.5)}
+    assert opt.step(good) is True
+    before = {k: v.copy() for k, v in params.items()}
+    grads = {"a": np.full(3, 0.5), "w": np.array([0.5, bad, 0.5, 0.5])}
+    with pytest.raises(fastbptt.clip.NonFiniteGradientError, match=r"grads\['w'\] contains NaN "
+                                                                   r"or infinity"):
+        opt.step(grads)
+    skipping = optim.OPTIMIZERS[name](params, lr=0.1, skip_nonfinite=True)
+    assert skipping.step(grads) is False and skipping.n_skipped == 1
+    assert skipping.n_steps == 0
+    for k, v in params.items():
+        np.testing.assert_array_equal(v, before[k])
+    assert skipping.step(good) is True and np.isfinite(params["w"]).all()
+
+
+def test_a_zero_gradient_with_a_tiny_eps_stays_finite():
+    params = {"w": np.ones(2)}
+    for opt in (optim.Adagrad(params, eps=1e-300), optim.Adam(params, eps=1e-300)):
+        opt.step({"w": np.zeros(2)})
+        assert np.isfinite(params["w"]).all()
 
 
 # ------------------------------------------------------------------------------ save / load
@@ -529,3 +567,125 @@ def test_tbptt_over_the_model_is_loss_and_grads(cell):
     for name in expected:
         np.testing.assert_allclose(grads[name], expected[name], rtol=1e-10, atol=1e-14,
                                    err_msg=name)
+
+
+def test_save_leaves_no_temporary_file_behind(tmp_path):
+    """A save into a folder path fails, as before, but removes its temporary file (one of its
+    own name: two threads saving to one path used to collide on a fixed '.tmp')."""
+    model = make_model(CELLS[0])
+    (tmp_path / "m.npz").mkdir()
+    with pytest.raises(OSError):
+        model.save(tmp_path / "m.npz")
+    assert sorted(os.listdir(tmp_path)) == ["m.npz"]
+
+
+def test_saves_from_threads_to_one_path_do_not_collide(tmp_path):
+    import threading
+    models = [make_model(CELLS[0], seed=seed) for seed in range(4)]
+    errors = []
+
+    def save(model):
+        try:
+            for _ in range(5):
+                model.save(tmp_path / "m.npz")
+        except Exception as err:       # reported below
+            errors.append(err)
+    threads = [threading.Thread(target=save, args=(m,)) for m in models]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors and sorted(os.listdir(tmp_path)) == ["m.npz"]
+    loaded = Model.load(tmp_path / "m.npz")
+    assert any(all(np.array_equal(loaded.params[k], m.params[k]) for k in m.params)
+               for m in models)
+
+
+def _write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+    return path
+
+
+def test_load_says_why_a_file_is_not_a_model(tmp_path):
+    """Each raises one ValueError saying the file is not a fastbptt model and why, never a
+    suggestion to unpickle."""
+    model = make_model(CELLS[0])
+    good = model.save(tmp_path / "good.npz")
+    data_bytes = open(good, "rb").read()
+    with np.load(good) as f:
+        arrays = dict(f)
+
+    def header(value):
+        path = tmp_path / "h.npz"
+        np.savez(path, **dict(arrays, __header__=np.array(value)))
+        return path
+    cases = {
+        "the file is empty": _write(tmp_path / "empty.npz", b""),
+        "cut short or damaged": _write(tmp_path / "cut.npz", data_bytes[:len(data_bytes) // 2]),
+        "not an .npz archive": _write(tmp_path / "text.npz", b"just some text\n" * 20),
+        r"a single array \(\.npy\)": tmp_path / "a.npy",
+        "no __header__": tmp_path / "plain.npz",
+        "holds Python objects": tmp_path / "objects.npz",
+    }
+    np.save(tmp_path / "a.npy", np.zeros(3))
+    np.savez(tmp_path / "plain.npz", a=np.zeros(3))
+    np.savez(tmp_path / "objects.npz", __header__=np.array([{"a": 1}], dtype=object))
+    for why, path in cases.items():
+        with pytest.raises(ValueError, match=rf"is not a fastbptt model: .*{why}") as info:
+            Model.load(path)
+        assert "pickle" not in str(info.value), why
+    for value, why in [("[1, 2]", "not a JSON object"), ("{not json", "not a JSON object"),
+                       ('{"format": "fastbptt.model/1"}', "no configuration"),
+                       ('{"format": "fastbptt.model/1", "config": {"n_input": 5}}',
+                        "lacks n_hidden, n_output, cell")]:
+        with pytest.raises(ValueError, match=f"is not a fastbptt model: .*{why}"):
+            Model.load(header(value))
+    config = dict(model.config, n_hidden="many")
+    with pytest.raises(ValueError, match="configuration is not valid"):
+        Model.load(header(json.dumps({"format": "fastbptt.model/1", "config": config})))
+
+
+def test_load_compares_shapes_before_building_the_model(tmp_path, monkeypatch):
+    """A 5 KB file whose header claims n_hidden = 6000 built and initialised the whole model
+    (4 s, 1.7 GB) before comparing shapes: now nothing is built."""
+    model = make_model(CELLS[0])
+    path = model.save(tmp_path / "m.npz")
+    with np.load(path) as f:
+        arrays = dict(f)
+    header = json.loads(str(arrays["__header__"]))
+    header["config"]["n_hidden"] = 6000
+    arrays["__header__"] = np.array(json.dumps(header))
+    np.savez(tmp_path / "huge.npz", **arrays)
+    monkeypatch.setattr(Model, "_init_params", lambda *a: pytest.fail("initialised"))
+    with pytest.raises(ValueError, match=r"is not a fastbptt model: .*layer0\.\w+ has float64 "
+                                         r"\(\d+, \d+\), the configuration's is float64 "
+                                         r"\(\d+, \d+\)|do not match"):
+        Model.load(tmp_path / "huge.npz")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_an_empty_batch_runs_through_the_model(backend):
+    """N = 0 gave a raw reshape error while the kernels accept it: empty outputs, zero
+    gradients."""
+    for inp, loss, layers in CONFIGS:
+        model = make_model(CELLS[1], inp, loss, layers, backend=backend)
+        x, y = make_batch(model, np.random.default_rng(0), n_batch=0)
+        out, cache = model.forward(x)
+        assert out.shape[:2] == (0, T)
+        loss_value, grads, _ = model.loss_and_grads(x, y)
+        assert loss_value == 0 and all(not g.any() for g in grads.values())
+
+
+def test_sampling_at_a_tiny_temperature_picks_the_most_likely_token():
+    """temperature=1e-320 failed with 'Probabilities contain NaN' (logits / t overflowed)."""
+    model = make_model(CELLS[0])
+    for temperature in (1e-320, 1e-300):
+        drawn = model.sample([1, 2], 5, rng=0, temperature=temperature)
+        greedy = []
+        prefix = np.array([[1, 2]])
+        logits, cache = model.forward(prefix)
+        for _ in range(5):
+            greedy.append(int(np.argmax(logits[0, -1])))
+            logits, cache = model.forward(np.array([[greedy[-1]]]), cache.state)
+        assert drawn.tolist() == greedy

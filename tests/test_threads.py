@@ -71,15 +71,17 @@ def test_run_kernel_sets_and_restores_the_blas_thread_count():
         pytest.skip("SciPy's BLAS here is not an OpenBLAS fastbptt can steer")
     _, get_threads = controls
     before = get_threads()
-    big = 10 * _blas_threads.SINGLE_THREADED_WORK
-    assert _blas_threads.run_kernel(get_threads, big) == 1
+    # the shapes of x (T, N, D) and Wh (H, G*H) give the size of the call's largest product
+    big = (np.broadcast_to(np.zeros(1), (1000, 10, 64)), np.zeros((64, 64)))
+    assert _blas_threads.largest_product(*big) >= 10 * _blas_threads.SINGLE_THREADED_WORK
+    assert _blas_threads.run_kernel(get_threads, *big) == 1
     assert get_threads() == before
     # nested (concurrent) calls: the count is restored only when the last one returns
     assert _blas_threads.run_kernel(
-        lambda: (_blas_threads.run_kernel(get_threads, big), get_threads()), big) == (1, 1)
+        lambda: (_blas_threads.run_kernel(get_threads, *big), get_threads()), *big) == (1, 1)
     assert get_threads() == before
     # a small call leaves the count alone: OpenBLAS would not thread it anyway
-    assert _blas_threads.run_kernel(get_threads, 1) == before
+    assert _blas_threads.run_kernel(get_threads, np.zeros((1, 1, 1)), np.zeros((1, 1))) == before
 
 
 def test_concurrent_calls_give_the_sequential_results():

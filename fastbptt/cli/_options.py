@@ -5,7 +5,8 @@ A ``type=`` function turns one option's text into its value or raises
 ``argparse.ArgumentTypeError``; argparse then prints ``fastbptt CMD: error: argument --OPTION:
 MESSAGE`` with the usage and exits with status 2. What one option cannot check alone (``--k``
 without ``--truncation chunked``, K1 <= K2) a command raises as a ``UsageError``, which
-``fastbptt.cli.main`` reports the same way.
+``fastbptt.cli.main`` reports the same way, and so is a run that would not fit in the machine's
+memory (``check_memory``): every such error comes before any work.
 """
 import argparse
 import math
@@ -38,8 +39,10 @@ def at_least(minimum):
 
 positive_int = at_least(1)
 non_negative_int = _parser(int, "an integer", lambda v: v >= 0, ">= 0", "non_negative_int")
-positive_float = _parser(float, "a number", lambda v: v > 0, "positive", "positive_float")
-non_negative_float = _parser(float, "a number", lambda v: v >= 0, ">= 0", "non_negative_float")
+positive_float = _parser(float, "a number", lambda v: 0 < v < math.inf, "positive and finite",
+                         "positive_float")
+non_negative_float = _parser(float, "a number", lambda v: 0 <= v < math.inf, ">= 0 and finite",
+                             "non_negative_float")
 finite_float = _parser(float, "a number", math.isfinite, "a finite number", "finite_float")
 probability = _parser(float, "a number", lambda v: 0 < v <= 1, "in (0, 1]", "probability")
 fraction = _parser(float, "a number", lambda v: 0 < v < 1, "between 0 and 1 (both excluded)",
@@ -67,3 +70,21 @@ def names_among(choices, what):
         return names
     parse.__name__ = parse.__qualname__ = f"{what}_names"
     return parse
+
+
+def physical_memory():
+    """The machine's physical memory in bytes, or None where it cannot be told."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return None
+
+
+def check_memory(what, n_bytes):
+    """A ``UsageError`` where ``n_bytes``, what the options given as ``what`` need (an estimate),
+    is more than the machine's physical memory: refused before any work rather than failing
+    with a MemoryError after it."""
+    total = physical_memory()
+    if total is not None and n_bytes > total:
+        raise UsageError(f"{what} need about {n_bytes / 2**30:,.1f} GiB, more than this "
+                         f"machine's {total / 2**30:,.1f} GiB of memory")

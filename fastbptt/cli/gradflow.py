@@ -39,15 +39,15 @@ How lambda and gamma are measured
 The table (also written to ``gradflow.txt``) lists the measured norms and the estimates at
 every tenth step; the PNG (``gradflow.png``, needs matplotlib) draws them on a log scale.
 """
-import os
 
 import numpy as np
 
 from ..nn.model import IMPLS, Model
-from ._options import UsageError, at_least, finite_float, positive_int
-from ._output import CLI_EXTRA, DPI, figure, make_out_dir
+from ._options import UsageError, at_least, check_memory, finite_float, positive_int
+from ._output import CLI_EXTRA, DPI, OutDir, figure, make_out_dir
 
 DEFAULT_RADII = (0.9, 1.8)
+MAX_RADIUS = 100.0   # beyond it every unit saturates at once: nothing more to see
 
 
 def add_arguments(parser):
@@ -61,7 +61,8 @@ def add_arguments(parser):
                         help="input features, standard normal (default 8)")
     parser.add_argument("--radii", type=finite_float, nargs=2, default=DEFAULT_RADII,
                         metavar=("LOW", "HIGH"),
-                        help="spectral radii of the RNN's Wh, LOW < 1 < HIGH (default 0.9 1.8)")
+                        help="spectral radii of the RNN's Wh, 0 < LOW < 1 < HIGH <= 100 "
+                             "(default 0.9 1.8)")
     parser.add_argument("--forget-bias", type=finite_float, default=3.0, metavar="B",
                         help="also measure an LSTM with B added to its forget gate's bias "
                              "(default 3; 0 leaves that line out)")
@@ -136,7 +137,9 @@ def measure(cell, *, radius=None, forget_bias=0.0, n_steps=100, n_hidden=128, n_
 
     result = {"cell": cell, **RATES[cell](model, cache, radius, forget_bias)}
     back = np.arange(n_steps)[::-1]                                  # T - t
-    result.update(norms=norms, estimate=norms[-1] * result["rate"] ** back, loss=loss,
+    with np.errstate(over="ignore"):         # an estimate past float64's range is inf
+        estimate = norms[-1] * result["rate"] ** back
+    result.update(norms=norms, estimate=estimate, loss=loss,
                   measured_rate=float((norms[0] / norms[-1]) ** (1 / (n_steps - 1)))
                   if norms[-1] > 0 and norms[0] > 0 else 0.0)
     return result
@@ -164,6 +167,11 @@ def _format_table(cases, n_steps):
     return "\n".join(lines)
 
 
+def _write_text(path, text):
+    with open(path, "w") as f:
+        f.write(text)
+
+
 def _plot(cases, n_steps, path):
     fig = figure()
     if fig is None:
@@ -184,10 +192,20 @@ def _plot(cases, n_steps, path):
     return True
 
 
+def _measure_bytes(args):
+    """About the memory the largest model of a run needs (the LSTM, float64): its weights and
+    their gradients, and the activations of T steps of N sequences and their gradients."""
+    n_hidden, rows = args.hidden, args.steps * args.batch
+    weights = 4 * n_hidden * (n_hidden + args.inputs + 1) + 10 * (n_hidden + 1)
+    return 8 * (2 * weights + 2 * rows * (6 * n_hidden + args.inputs + 10))
+
+
 def run(args):
     low, high = args.radii
-    if not 0 < low < 1 < high:
-        raise UsageError(f"--radii needs 0 < LOW < 1 < HIGH (finite), got {low} {high}")
+    if not 0 < low < 1 < high <= MAX_RADIUS:
+        raise UsageError(f"--radii needs 0 < LOW < 1 < HIGH <= {MAX_RADIUS:g}, got {low} {high}")
+    check_memory(f"--hidden {args.hidden}, --steps {args.steps} and --batch {args.batch}",
+                 _measure_bytes(args))
     if not make_out_dir("gradflow", args.out):
         return 2
     common = dict(n_steps=args.steps, n_hidden=args.hidden, n_batch=args.batch,
@@ -198,12 +216,12 @@ def run(args):
         cases.append(measure("lstm", forget_bias=args.forget_bias, **common))
     table = _format_table(cases, args.steps)
     print(table)
-    with open(os.path.join(args.out, "gradflow.txt"), "w") as f:
-        f.write(table + "\n")
-    png = os.path.join(args.out, "gradflow.png")
-    if _plot(cases, args.steps, png):
-        print(f"wrote {png} and {os.path.join(args.out, 'gradflow.txt')}")
+    out = OutDir("gradflow", args.out)
+    txt, _ = out.write("gradflow.txt", lambda path: _write_text(path, table + "\n"))
+    png, drawn = out.write("gradflow.png", lambda path: _plot(cases, args.steps, path))
+    if drawn:
+        print(f"wrote {png} and {txt}")
     else:
-        print(f"wrote {os.path.join(args.out, 'gradflow.txt')}; matplotlib is not installed, so "
-              f"no picture: {CLI_EXTRA} (or matplotlib) to get gradflow.png")
+        print(f"wrote {txt}; matplotlib is not installed, so no picture: {CLI_EXTRA} (or "
+              "matplotlib) to get gradflow.png")
     return 0

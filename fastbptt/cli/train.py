@@ -36,7 +36,6 @@ Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its m
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
 import csv
-import os
 import sys
 import time
 from argparse import Namespace
@@ -51,6 +50,7 @@ from ..nn.optim import OPTIMIZERS
 from ..tbptt import TBPTT, WeightGrads
 from ._options import (
     UsageError,
+    check_memory,
     existing_file,
     fraction,
     non_negative_float,
@@ -59,7 +59,7 @@ from ._options import (
     positive_int,
     probability,
 )
-from ._output import CLI_EXTRA, DPI, figure, make_out_dir
+from ._output import CLI_EXTRA, DPI, OutDir, figure, make_out_dir
 
 DEFAULTS = {
     "cell": "lstm", "hidden": 128, "layers": 1, "seq_len": 64, "batch": 32, "steps": 1500,
@@ -430,16 +430,38 @@ def run(args):
     except (OSError, ValueError) as err:
         print(f"fastbptt train: error: {err}", file=sys.stderr)
         return 2
+    check_memory(f"--hidden {args.hidden}, --layers {args.layers}, --batch {args.batch} and "
+                 f"--seq-len {args.seq_len}", _training_bytes(args, len(corpus.vocab)))
     if not make_out_dir("train", args.out):
         return 2
     baseline = data.unigram_loss(corpus.train, corpus.val, len(corpus.vocab))
-    with numpy_blas_threads(args.blas_threads):
-        if args.compare_truncation:
-            return _compare(args, corpus, baseline)
-        return _train(args, corpus, baseline)
+    out = OutDir("train", args.out)
+    try:
+        with numpy_blas_threads(args.blas_threads):
+            if args.compare_truncation:
+                return _compare(args, corpus, baseline, out)
+            return _train(args, corpus, baseline, out)
+    except MemoryError:
+        print("fastbptt train: error: out of memory; use a smaller --hidden, --layers, --batch "
+              "or --seq-len", file=sys.stderr)
+        return 1
 
 
-def _train(args, corpus, baseline):
+def _training_bytes(args, n_vocab):
+    """About the memory a run needs: the parameters, their gradients, the optimizer's two
+    moments and its scratch (5 arrays of each parameter), and per layer the activations of a
+    window of --batch x --seq-len (the gate values, the states, their gradients)."""
+    cell, n_hidden = CELLS[args.cell], args.hidden
+    n_params = n_vocab * (n_hidden + 1)                              # the output layer
+    for layer in range(args.layers):
+        shapes = cell.weight_shapes(n_vocab if layer == 0 else n_hidden, n_hidden)
+        n_params += sum(int(np.prod(shape)) for shape in shapes.values())
+    rows = args.batch * args.seq_len
+    per_row = n_vocab + args.layers * 2 * (cell.n_gates + 2) * n_hidden
+    return np.dtype(args.dtype).itemsize * (5 * n_params + 2 * rows * per_row)
+
+
+def _train(args, corpus, baseline, out):
     model = _build(args, corpus)
     _describe(args, corpus, model, baseline)
     trainer = Trainer(args, corpus, model)
@@ -448,36 +470,45 @@ def _train(args, corpus, baseline):
     progress.close()
     if interrupted:
         print(f"\ninterrupted at step {trainer.step}: saving what there is", file=sys.stderr)
-    model_path = os.path.join(args.out, "model.npz")
-    model.save(model_path, metadata=_metadata(args, corpus, trainer, None, baseline))
+    model_path, _ = out.write("model.npz",
+                              _saver(model, _metadata(args, corpus, trainer, None, baseline)))
     runs = [(trainer.label, trainer.history)]
-    write_history(runs, os.path.join(args.out, "loss.csv"))
+    csv_path, _ = out.write("loss.csv", lambda path: write_history(runs, path))
     try:
         val = evaluate(model, corpus.val, args.batch, args.seq_len, DEFAULTS["final_eval_chars"])
-        model.save(model_path, metadata=_metadata(args, corpus, trainer, val, baseline))
+        model_path, _ = out.write("model.npz",
+                                  _saver(model, _metadata(args, corpus, trainer, val, baseline)))
         rate = trainer.chars / max(trainer.train_time, 1e-9)
         print(f"\ntrained {trainer.step} steps, {trainer.chars:,} chars in "
               f"{trainer.train_time:.1f} s ({rate:,.0f} chars/s)"
               + (f"; {trainer.n_skipped} non-finite steps skipped" if trainer.n_skipped else ""))
         print(f"validation loss {val:.4f} nats/char ({val / np.log(2):.3f} bits/char); "
               f"unigram baseline {baseline:.4f} ({baseline / np.log(2):.3f} bits/char)")
-        png = os.path.join(args.out, "loss.png")
-        drawn = plot_losses(runs, baseline, png,
-                            f"{args.cell.upper()} {args.layers}x{args.hidden} on {corpus.name}")
+        png, drawn = out.write("loss.png", lambda path: plot_losses(
+            runs, baseline, path, f"{args.cell.upper()} {args.layers}x{args.hidden} on "
+                                  f"{corpus.name}"))
         sample = _sample(model, corpus, args)
-        with open(os.path.join(args.out, "sample.txt"), "w", encoding="utf-8") as f:
-            f.write(sample)
+        sample_path, _ = out.write("sample.txt", lambda path: _write_text(path, sample))
         print(f"\n--- sample (temperature {args.temperature:g}, primed with the first 64 "
               f"validation characters) ---\n{sample}\n---")
-        print(f"wrote {model_path}, {os.path.join(args.out, 'loss.csv')}, "
-              + (f"{png}, " if drawn else "")
-              + f"{os.path.join(args.out, 'sample.txt')}")
+        print(f"wrote {model_path}, {csv_path}, " + (f"{png}, " if drawn else "")
+              + f"{sample_path}")
         if not drawn:
             print(f"matplotlib is not installed, so no loss.png: {CLI_EXTRA} for the picture")
     except KeyboardInterrupt:
         print(f"\ninterrupted again: {model_path} is saved", file=sys.stderr)
         return 130
     return 130 if interrupted else 0
+
+
+def _saver(model, metadata):
+    """Writes ``model`` with ``metadata`` to the path it is given (``OutDir.write``)."""
+    return lambda path: model.save(path, metadata=metadata)
+
+
+def _write_text(path, text):
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def _sample(model, corpus, args):
@@ -489,7 +520,7 @@ def _sample(model, corpus, args):
 
 
 # --------------------------------------------------------------------------------- comparison
-def _compare(args, corpus, baseline):
+def _compare(args, corpus, baseline, out):
     """Full, regular and randomized truncation: same initialisation, data and number of steps."""
     labels = {"full": "full BPTT", "chunked": f"regular (K={args.k})",
               "randomized": f"randomized (p={args.p:g})"}
@@ -517,8 +548,8 @@ def _compare(args, corpus, baseline):
         rows.append((label, trainer.step, train_loss, val, trainer.train_time,
                      trainer.chars / max(trainer.train_time, 1e-9),
                      trainer.kept_steps / max(1, trainer.step)))
-        model.save(os.path.join(args.out, f"model-{strategy}.npz"),
-                   metadata=_metadata(args, corpus, trainer, val, baseline))
+        out.write(f"model-{strategy}.npz",
+                  _saver(model, _metadata(args, corpus, trainer, val, baseline)))
         if interrupted:
             print(f"\ninterrupted during {strategy}: saving what there is", file=sys.stderr)
             break
@@ -535,16 +566,14 @@ def _compare(args, corpus, baseline):
                  "(1 = full BPTT within the window)")
     table = "\n".join(lines)
     print("\n" + table)
-    with open(os.path.join(args.out, "compare.txt"), "w") as f:
-        f.write(table + "\n")
-    write_history(runs, os.path.join(args.out, "compare.csv"))
-    png = os.path.join(args.out, "compare.png")
+    txt, _ = out.write("compare.txt", lambda path: _write_text(path, table + "\n"))
+    csv_path, _ = out.write("compare.csv", lambda path: write_history(runs, path))
     title = (f"Truncation strategies, {args.cell.upper()} {args.layers}x{args.hidden}, "
              f"{args.steps} steps of {args.batch}x{args.seq_len}")
-    if plot_losses(runs, baseline, png, title):
-        print(f"wrote {png}, {os.path.join(args.out, 'compare.txt')}, "
-              f"{os.path.join(args.out, 'compare.csv')}")
+    png, drawn = out.write("compare.png", lambda path: plot_losses(runs, baseline, path, title))
+    if drawn:
+        print(f"wrote {png}, {txt}, {csv_path}")
     else:
-        print(f"wrote {os.path.join(args.out, 'compare.txt')} and compare.csv; matplotlib is not "
+        print(f"wrote {txt} and {csv_path}; matplotlib is not "
               f"installed, so no compare.png: {CLI_EXTRA} for the picture")
     return 130 if interrupted else 0

@@ -56,8 +56,11 @@ Typical use::
     loss, grads, state = model.loss_and_grads(x_ids, y_ids, state=state)
     opt.step(grads)
 """
+import contextlib
 import json
 import os
+import uuid
+import zipfile
 from dataclasses import dataclass
 from types import SimpleNamespace
 
@@ -112,7 +115,7 @@ class ModelCache:
     @property
     def outputs(self):
         n_steps, n_batch = self.shape
-        return self.z.reshape(n_steps, n_batch, -1).swapaxes(0, 1)
+        return self.z.reshape(n_steps, n_batch, self.z.shape[1]).swapaxes(0, 1)
 
 
 class Model:
@@ -142,6 +145,14 @@ class Model:
     def __init__(self, n_input, n_hidden, n_output, *, cell="lstm", n_layers=1, input="embedding",
                  n_embed=None, loss="softmax", nonlinearity="tanh", dtype=np.float32,
                  impl=None, backend=None, seed=None):
+        self._configure(n_input, n_hidden, n_output, cell=cell, n_layers=n_layers, input=input,
+                        n_embed=n_embed, loss=loss, nonlinearity=nonlinearity, dtype=dtype,
+                        impl=_implementation(impl, backend))
+        self.params = self._init_params(np.random.default_rng(seed))
+
+    def _configure(self, n_input, n_hidden, n_output, *, cell, n_layers, input, n_embed, loss,
+                   nonlinearity, dtype, impl):
+        """Check the settings and set ``config`` and ``impl``: everything but the parameters."""
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
         if loss not in LOSSES:
@@ -158,10 +169,9 @@ class Model:
             "input": input, "n_embed": counts["n_embed"], "loss": loss,
             "nonlinearity": nonlinearity, "dtype": dtype.name,
         }
-        self.impl = _implementation(impl, backend)
+        self.impl = impl
         for name, value in self._options().items():
             check_option(self._cell, name, value)
-        self.params = self._init_params(np.random.default_rng(seed))
 
     # ----------------------------------------------------------------------------- properties
     cell = property(lambda self: self.config["cell"])
@@ -214,29 +224,35 @@ class Model:
         """The cell's options (the RNN's nonlinearity) as its forward takes them."""
         return {name: self.config[name] for name in self._cell.options}
 
-    def _init_params(self, rng):
-        c, dtype, cell = self.config, self.dtype, self._cell
-        n_hidden = c["n_hidden"]
-        k = 1.0 / np.sqrt(n_hidden)
-
-        def uniform(*shape):
-            return rng.uniform(-k, k, size=shape).astype(dtype)
-
-        params = {}
+    def param_shapes(self):
+        """{name: shape} of every parameter (see the module docstring), from ``config`` alone."""
+        c, cell = self.config, self._cell
+        shapes = {}
+        n_in = c["n_input"]
         if c["input"] == "embedding":
-            params["embed"] = rng.standard_normal((c["n_input"], c["n_embed"])).astype(dtype)
+            shapes["embed"] = (c["n_input"], c["n_embed"])
             n_in = c["n_embed"]
-        else:
-            n_in = c["n_input"]
         for layer in range(c["n_layers"]):
-            shapes = cell.weight_shapes(n_in if layer == 0 else n_hidden, n_hidden)
-            for name, shape in shapes.items():
-                w = uniform(*shape)
-                if name == "b" and "bh" not in cell.extra_weights:
-                    w += uniform(*shape)     # PyTorch's bias_ih + bias_hh, one b to the cell
-                params[f"layer{layer}.{name}"] = w
-        params["out.W"] = uniform(n_hidden, c["n_output"])
-        params["out.b"] = uniform(c["n_output"])
+            for name, shape in cell.weight_shapes(n_in if layer == 0 else c["n_hidden"],
+                                                  c["n_hidden"]).items():
+                shapes[f"layer{layer}.{name}"] = tuple(shape)
+        shapes["out.W"] = (c["n_hidden"], c["n_output"])
+        shapes["out.b"] = (c["n_output"],)
+        return shapes
+
+    def _init_params(self, rng):
+        dtype, cell = self.dtype, self._cell
+        k = 1.0 / np.sqrt(self.config["n_hidden"])
+        params = {}
+        for name, shape in self.param_shapes().items():
+            if name == "embed":
+                params[name] = rng.standard_normal(shape).astype(dtype)
+                continue
+            w = rng.uniform(-k, k, size=shape).astype(dtype)
+            if name.startswith("layer") and name.endswith(".b") and \
+                    "bh" not in cell.extra_weights:
+                w += rng.uniform(-k, k, size=shape).astype(dtype)   # PyTorch's two biases
+            params[name] = w
         return params
 
     def zeros_like_params(self):
@@ -366,7 +382,7 @@ class Model:
             final.append({s: getattr(cache, s + "T") for s in cell.states})
         top = h.reshape(n_steps * n_batch, self.n_hidden)           # (T*N, H)
         z = self._output(top)
-        return (z.reshape(n_steps, n_batch, -1).swapaxes(0, 1),
+        return (z.reshape(n_steps, n_batch, z.shape[1]).swapaxes(0, 1),
                 ModelCache(ids=ids, x=x, top=top, z=z, layers=caches, state=final,
                            shape=(n_steps, n_batch)))
 
@@ -525,7 +541,8 @@ class Model:
         if dz.shape != cache.z.shape:
             raise ValueError(f"dz must have shape (T*N, O) = {cache.z.shape}, got {dz.shape}")
 
-        dh = self._output_backward(cache.top, dz, grads).reshape(n_steps, n_batch, -1)
+        dh = self._output_backward(cache.top, dz, grads).reshape(n_steps, n_batch,
+                                                                 self.n_hidden)
         dstate0 = [None] * c["n_layers"]
         for layer in reversed(range(c["n_layers"])):
             ds = dstate[layer]
@@ -539,7 +556,7 @@ class Model:
         dx = None
         if c["input"] == "embedding":
             np.add.at(grads["embed"], cache.ids.reshape(-1),
-                      dh.reshape(n_steps * n_batch, -1))
+                      dh.reshape(n_steps * n_batch, dh.shape[-1]))
         elif c["input"] == "dense":
             dx = dh.swapaxes(0, 1)
         return grads, dstate0, dx
@@ -572,7 +589,8 @@ class Model:
         """Generate ``n`` token ids after the ids in ``prefix`` (a softmax model on tokens).
 
         The prefix primes the state in one forward pass; then each token is drawn from
-        softmax(logits / temperature) and fed back. Returns an int64 array of length ``n``.
+        softmax(logits / temperature) and fed back. Any positive temperature works: towards 0
+        the draw becomes the most likely token. Returns an int64 array of length ``n``.
         """
         c = self.config
         if c["loss"] != "softmax" or c["input"] == "dense" or c["n_input"] != c["n_output"]:
@@ -580,6 +598,7 @@ class Model:
                              "n_input == n_output")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
+        temperature = float(temperature)
         rng = np.random.default_rng(rng)
         prefix = np.asarray(prefix, dtype=np.int64).reshape(1, -1)
         if prefix.size == 0:
@@ -587,8 +606,12 @@ class Model:
         out = np.empty(int(n), np.int64)
         logits, cache = self.forward(prefix, state)
         for i in range(out.size):
-            z = logits[0, -1].astype(np.float64) / temperature
-            p = np.exp(z - z.max())
+            # shifted before the division: a tiny temperature gives -inf, not inf - inf, so
+            # the draw tends to the most likely token instead of failing
+            z = logits[0, -1].astype(np.float64)
+            with np.errstate(over="ignore"):
+                z = (z - z.max()) / temperature
+            p = np.exp(z)
             p /= p.sum()
             out[i] = rng.choice(p.size, p=p)
             logits, cache = self.forward(out[i:i + 1].reshape(1, 1), cache.state)
@@ -599,41 +622,109 @@ class Model:
         """Write the parameters and the configuration to ``path`` (.npz, no pickles).
 
         ``metadata`` is any JSON-serialisable dict kept beside them (e.g. a vocabulary);
-        ``Model.load`` returns it as ``model.metadata``. The file is written to a temporary
-        name and renamed, so an interrupted save never leaves a broken file.
+        ``Model.load`` returns it as ``model.metadata``. The file is written under a temporary
+        name of its own in the same folder (so that saves from several threads or processes
+        never share one) and renamed over ``path`` once complete: an interrupted save never
+        leaves a broken file, and a failed one (``path`` a folder, a full disk, Ctrl-C) removes
+        its temporary file before the error goes on.
         """
         path = os.fspath(path)
         header = {"format": _FORMAT, "config": self.config,
                   "metadata": metadata if metadata is not None else getattr(self, "metadata", {})}
         arrays = {name: p for name, p in self.params.items()}
         arrays["__header__"] = np.array(json.dumps(header))
-        tmp = path + ".tmp"
-        with open(tmp, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
+        folder, name = os.path.split(path)
+        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
+        try:
+            with open(tmp, "xb") as f:
+                np.savez(f, **arrays)
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
         return path
 
     @classmethod
     def load(cls, path, *, impl=None, backend=None):
         """A model saved by ``save``, on the implementation ``impl`` (or ``backend``, its name;
-        default fastbptt); ``model.metadata`` holds what was saved beside it."""
-        with np.load(os.fspath(path), allow_pickle=False) as f:
-            if "__header__" not in f.files:
-                raise ValueError(f"{path} is not a fastbptt model file (no __header__)")
-            header = json.loads(str(f["__header__"]))
-            if header.get("format") != _FORMAT:
-                raise ValueError(f"{path}: unknown model format {header.get('format')!r}")
-            arrays = {k: f[k] for k in f.files if k != "__header__"}
-        config = dict(header["config"])
-        model = cls(config.pop("n_input"), config.pop("n_hidden"), config.pop("n_output"),
-                    impl=impl, backend=backend, seed=0, **config)
-        if set(arrays) != set(model.params):
-            raise ValueError(f"{path}: parameters {sorted(arrays)} do not match the "
-                             f"configuration's {sorted(model.params)}")
-        for name, value in arrays.items():
-            if value.shape != model.params[name].shape or value.dtype != model.dtype:
-                raise ValueError(f"{path}: {name} has {value.dtype} {value.shape}, expected "
-                                 f"{model.dtype} {model.params[name].shape}")
-            model.params[name] = np.ascontiguousarray(value)
+        default fastbptt); ``model.metadata`` holds what was saved beside it.
+
+        A file that is not such a model (empty, cut short, text, a single ``.npy`` array, a
+        header that is not a JSON object, a configuration without all its keys, arrays that do
+        not fit it) raises one ``ValueError`` saying why. The stored arrays' names and shapes
+        are compared with the configuration's before anything is built, so a small file that
+        claims a huge model costs nothing."""
+        impl = _implementation(impl, backend)
+        path = os.fspath(path)
+        header, arrays = _read_model_file(path)
+        config = header["config"]
+        model = cls.__new__(cls)
+        try:
+            model._configure(**config, impl=impl)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{path} is not a fastbptt model: its configuration is not "
+                             f"valid ({err})") from None
+        shapes = model.param_shapes()
+        if set(arrays) != set(shapes):
+            raise ValueError(f"{path} is not a fastbptt model: parameters {sorted(arrays)} do "
+                             f"not match the configuration's {sorted(shapes)}")
+        for name, shape in shapes.items():
+            value = arrays[name]
+            if value.shape != shape or value.dtype != model.dtype:
+                raise ValueError(f"{path} is not a fastbptt model: {name} has {value.dtype} "
+                                 f"{value.shape}, the configuration's is {model.dtype} {shape}")
+        model.params = {name: np.ascontiguousarray(arrays[name]) for name in shapes}
         model.metadata = header.get("metadata", {})
         return model
+
+
+_CONFIG_KEYS = ("n_input", "n_hidden", "n_output", "cell", "n_layers", "input", "n_embed", "loss",
+                "nonlinearity", "dtype")
+
+
+def _read_model_file(path):
+    """(header, {name: array}) of a file written by ``Model.save``; a ValueError saying why
+    for anything else (never a suggestion to unpickle). A missing or unreadable file raises
+    its OSError."""
+    def bad(why):
+        return ValueError(f"{path} is not a fastbptt model: {why}")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except OSError:
+        raise
+    except EOFError:
+        raise bad("the file is empty") from None
+    except (ValueError, zipfile.BadZipFile) as err:
+        raise bad("it is not an .npz archive" + (" (it is cut short or damaged)"
+                  if isinstance(err, zipfile.BadZipFile) else "")) from None
+    if not isinstance(loaded, np.lib.npyio.NpzFile):
+        raise bad("it holds a single array (.npy), not an .npz archive of parameters")
+    try:
+        with loaded as f:
+            if "__header__" not in f.files:
+                text, arrays = None, {}
+            else:
+                text = f["__header__"]
+                arrays = {k: f[k] for k in f.files if k != "__header__"}
+    except ValueError:
+        raise bad("it holds Python objects (only arrays of numbers are read)") from None
+    except (zipfile.BadZipFile, EOFError, OSError, KeyError) as err:
+        raise bad(f"the archive is damaged ({type(err).__name__}: {err})") from None
+    if text is None:
+        raise bad("it has no __header__")
+    try:
+        header = json.loads(str(text)) if text.dtype.kind == "U" and text.ndim == 0 else None
+    except json.JSONDecodeError:
+        header = None
+    if not isinstance(header, dict):
+        raise bad("its __header__ is not a JSON object")
+    if header.get("format") != _FORMAT:
+        raise bad(f"unknown model format {header.get('format')!r}")
+    config = header.get("config")
+    if not isinstance(config, dict):
+        raise bad("its header has no configuration (a JSON object under 'config')")
+    missing = [key for key in _CONFIG_KEYS if key not in config]
+    if missing:
+        raise bad(f"its configuration lacks {', '.join(missing)}")
+    return header, arrays

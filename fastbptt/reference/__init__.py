@@ -11,6 +11,7 @@ truncated BPTT on the reference's cells, pass it to the driver:
 from .. import _cells, clip, truncation
 from .._caches import Cache
 from .._grads import Grads
+from .._sharing import InUseError
 from .gru import gru_backward, gru_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
@@ -21,5 +22,5 @@ CELLS = _cells.registry(
     _cells.GRU.bind(gru_forward, gru_backward),
 )
 
-__all__ = ["CELLS", "Cache", "Grads", "rnn_forward", "rnn_backward", "lstm_forward",
-           "lstm_backward", "gru_forward", "gru_backward", "truncation", "clip"]
+__all__ = ["CELLS", "Cache", "Grads", "InUseError", "rnn_forward", "rnn_backward",
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "truncation", "clip"]

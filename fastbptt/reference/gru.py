@@ -14,6 +14,7 @@ from .._caches import GRUCache
 from .._cells import GRU
 from .._grads import Grads
 from .._layout import readonly, swap_major
+from .._sharing import begin, end
 from .._validation import check_backward, check_forward
 from ._math import sigmoid
 
@@ -22,22 +23,30 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """Same contract as ``fastbptt.gru_forward``."""
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out)
-    states = initial_states(inputs, out)
-    # h, gates (r, z, n), hn (h_{t-1} Wh_n + bh_n), in x's layout as the kernels make them
-    steps = step_outputs(GRUCache, inputs, out)
-    x, w, H = inputs.x, inputs.weights, inputs.n_hidden
-    h, gates, hn = (swap_major(steps[name], inputs.time_major) for name in ("h", "gates", "hn"))
-    h_prev = states["h0"]
-    for t in range(inputs.n_steps):
-        ax = x[t] @ w["Wx"] + w["b"]
-        ah = h_prev @ w["Wh"] + w["bh"]
-        r = sigmoid(ax[:, :H] + ah[:, :H])
-        z = sigmoid(ax[:, H:2 * H] + ah[:, H:2 * H])
-        hn[t] = ah[:, 2 * H:]
-        n = np.tanh(ax[:, 2 * H:] + r * hn[t])
-        gates[t] = np.concatenate([r, z, n], axis=1)
-        h_prev = h[t] = (1 - z) * n + z * h_prev
-    cache = make_cache(GRUCache, out, inputs, states, steps)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        # h, gates (r, z, n), hn (h_{t-1} Wh_n + bh_n), in x's layout as the kernels make them
+        steps = step_outputs(GRUCache, inputs, out)
+        x, w, H = inputs.x, inputs.weights, inputs.n_hidden
+        h, gates, hn = (swap_major(steps[name], inputs.time_major) for name in ("h", "gates", "hn"))
+        h_prev = states["h0"]
+        for t in range(inputs.n_steps):
+            ax = x[t] @ w["Wx"] + w["b"]
+            ah = h_prev @ w["Wh"] + w["bh"]
+            r = sigmoid(ax[:, :H] + ah[:, :H])
+            z = sigmoid(ax[:, H:2 * H] + ah[:, H:2 * H])
+            hn[t] = ah[:, 2 * H:]
+            n = np.tanh(ax[:, 2 * H:] + r * hn[t])
+            gates[t] = np.concatenate([r, z, n], axis=1)
+            h_prev = h[t] = (1 - z) * n + z * h_prev
+        cache = make_cache(GRUCache, out, inputs, states, steps)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -48,26 +57,34 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
-    dx, carries, wg = backward_buffers(GRU, cache, inputs)
-    dx_t = swap_major(dx, cache.time_major)
-    H = cache.h.shape[2]
-    carry = carries["dhT"]
-    for t in reversed(range(cache.h.shape[0])):
-        h_prev = cache.h[t - 1] if t else cache.h0
-        r, z, n = cache.gates[t][:, :H], cache.gates[t][:, H:2 * H], cache.gates[t][:, 2 * H:]
-        dh_t = inputs.dh[t] + carry
-        if h_grad_norms is not None:
-            h_grad_norms[t] = np.linalg.norm(dh_t)
-        dxn = dh_t * (1 - z) * (1 - n * n)
-        dxr = dxn * cache.hn[t] * r * (1 - r)
-        dxz = dh_t * (h_prev - n) * z * (1 - z)
-        dAx = np.concatenate([dxr, dxz, dxn], axis=1)       # input-side pre-activations
-        dAh = np.concatenate([dxr, dxz, r * dxn], axis=1)   # hidden-side pre-activations
-        wg["dWx"] += cache.x[t].T @ dAx
-        wg["db"] += dAx.sum(axis=0)
-        wg["dWh"] += h_prev.T @ dAh
-        wg["dbh"] += dAh.sum(axis=0)
-        dx_t[t] = dAx @ cache.Wx.T
-        carry = inputs.xi[t] * (dAh @ cache.Wh.T + dh_t * z)
-    carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
+    try:
+        dx, carries, wg = backward_buffers(GRU, cache, inputs)
+        dx_t = swap_major(dx, cache.time_major)
+        H = cache.h.shape[2]
+        carry = carries["dhT"]
+        for t in reversed(range(cache.h.shape[0])):
+            h_prev = cache.h[t - 1] if t else cache.h0
+            r, z, n = cache.gates[t][:, :H], cache.gates[t][:, H:2 * H], cache.gates[t][:, 2 * H:]
+            dh_t = inputs.dh[t] + carry
+            if h_grad_norms is not None:
+                h_grad_norms[t] = np.linalg.norm(dh_t)
+            dxn = dh_t * (1 - z) * (1 - n * n)
+            dxr = dxn * cache.hn[t] * r * (1 - r)
+            dxz = dh_t * (h_prev - n) * z * (1 - z)
+            dAx = np.concatenate([dxr, dxz, dxn], axis=1)       # input-side pre-activations
+            dAh = np.concatenate([dxr, dxz, r * dxn], axis=1)   # hidden-side pre-activations
+            wg["dWx"] += cache.x[t].T @ dAx
+            wg["db"] += dAx.sum(axis=0)
+            wg["dWh"] += h_prev.T @ dAh
+            wg["dbh"] += dAh.sum(axis=0)
+            dx_t[t] = dAx @ cache.Wx.T
+            carry = inputs.xi[t] * (dh_t * z)
+            # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+            if inputs.xi[t]:
+                carry += inputs.xi[t] * (dAh @ cache.Wh.T)
+        carries["dhT"][...] = carry   # into the array backward_buffers gave: new, or out's
+    finally:
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])

@@ -15,6 +15,7 @@ from .._caches import LSTMCache
 from .._cells import LSTM
 from .._grads import Grads
 from .._layout import readonly, swap_major
+from .._sharing import begin, end
 from .._validation import check_backward, check_forward
 from ._math import sigmoid
 
@@ -23,21 +24,29 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """Same contract as ``fastbptt.lstm_forward``."""
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
-    states = initial_states(inputs, out)
-    steps = step_outputs(LSTMCache, inputs, out)   # in x's layout, as the kernels make them
-    x, w, H = inputs.x, inputs.weights, inputs.n_hidden
-    h, c, gates = (swap_major(steps[name], inputs.time_major) for name in ("h", "c", "gates"))
-    h_prev, c_prev = states["h0"], states["c0"]
-    for t in range(inputs.n_steps):
-        pre = x[t] @ w["Wx"] + h_prev @ w["Wh"] + w["b"]
-        i = sigmoid(pre[:, :H])
-        f = sigmoid(pre[:, H:2 * H])
-        g = np.tanh(pre[:, 2 * H:3 * H])
-        o = sigmoid(pre[:, 3 * H:])
-        gates[t] = np.concatenate([i, f, g, o], axis=1)
-        c_prev = c[t] = f * c_prev + i * g
-        h_prev = h[t] = o * np.tanh(c_prev)
-    cache = make_cache(LSTMCache, out, inputs, states, steps)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        steps = step_outputs(LSTMCache, inputs, out)   # in x's layout, as the kernels make them
+        x, w, H = inputs.x, inputs.weights, inputs.n_hidden
+        h, c, gates = (swap_major(steps[name], inputs.time_major) for name in ("h", "c", "gates"))
+        h_prev, c_prev = states["h0"], states["c0"]
+        for t in range(inputs.n_steps):
+            pre = x[t] @ w["Wx"] + h_prev @ w["Wh"] + w["b"]
+            i = sigmoid(pre[:, :H])
+            f = sigmoid(pre[:, H:2 * H])
+            g = np.tanh(pre[:, 2 * H:3 * H])
+            o = sigmoid(pre[:, 3 * H:])
+            gates[t] = np.concatenate([i, f, g, o], axis=1)
+            c_prev = c[t] = f * c_prev + i * g
+            h_prev = h[t] = o * np.tanh(c_prev)
+        cache = make_cache(LSTMCache, out, inputs, states, steps)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
     return readonly(steps["h"]), cache
 
 
@@ -48,26 +57,33 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
-    dx, carries, wg = backward_buffers(LSTM, cache, inputs)
-    dx_t = swap_major(dx, cache.time_major)
-    carry_h, carry_c = carries["dhT"], carries["dcT"]
-    for t in reversed(range(cache.h.shape[0])):
-        h_prev = cache.h[t - 1] if t else cache.h0
-        c_prev = cache.c[t - 1] if t else cache.c0
-        i, f, g, o = np.split(cache.gates[t], 4, axis=1)
-        dh_t = inputs.dh[t] + carry_h
-        if h_grad_norms is not None:
-            h_grad_norms[t] = np.linalg.norm(dh_t)
-        tanh_c = np.tanh(cache.c[t])
-        dc = carry_c + dh_t * o * (1 - tanh_c * tanh_c)
-        dA = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
-                             dc * i * (1 - g * g), dh_t * tanh_c * o * (1 - o)], axis=1)
-        wg["dWx"] += cache.x[t].T @ dA
-        wg["dWh"] += h_prev.T @ dA
-        wg["db"] += dA.sum(axis=0)
-        dx_t[t] = dA @ cache.Wx.T
-        carry_h = inputs.xi[t] * (dA @ cache.Wh.T)
-        carry_c = inputs.xi[t] * (dc * f)
-    carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
-    carries["dcT"][...] = carry_c
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
+    try:
+        dx, carries, wg = backward_buffers(LSTM, cache, inputs)
+        dx_t = swap_major(dx, cache.time_major)
+        carry_h, carry_c = carries["dhT"], carries["dcT"]
+        for t in reversed(range(cache.h.shape[0])):
+            h_prev = cache.h[t - 1] if t else cache.h0
+            c_prev = cache.c[t - 1] if t else cache.c0
+            i, f, g, o = np.split(cache.gates[t], 4, axis=1)
+            dh_t = inputs.dh[t] + carry_h
+            if h_grad_norms is not None:
+                h_grad_norms[t] = np.linalg.norm(dh_t)
+            tanh_c = np.tanh(cache.c[t])
+            dc = carry_c + dh_t * o * (1 - tanh_c * tanh_c)
+            dA = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
+                                 dc * i * (1 - g * g), dh_t * tanh_c * o * (1 - o)], axis=1)
+            wg["dWx"] += cache.x[t].T @ dA
+            wg["dWh"] += h_prev.T @ dA
+            wg["db"] += dA.sum(axis=0)
+            dx_t[t] = dA @ cache.Wx.T
+            # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+            carry_h = (inputs.xi[t] * (dA @ cache.Wh.T) if inputs.xi[t]
+                       else np.zeros_like(carry_h))
+            carry_c = inputs.xi[t] * (dc * f)
+        carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
+        carries["dcT"][...] = carry_c
+    finally:
+        end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])
