@@ -16,6 +16,7 @@ from ._caches import Cache as Cache
 from ._caches import GRUCache, LSTMCache, RNNCache
 from ._cells import Cell
 from ._grads import Grads as Grads
+from ._sharing import InUseError as InUseError
 from .tbptt import TBPTT as TBPTT
 
 __version__: str
