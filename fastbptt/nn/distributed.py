@@ -590,7 +590,9 @@ class DataParallel:
                 while issued < n_steps and len(in_flight) < 2:
                     in_flight.append(self._issue(xi() if callable(xi) else xi))
                     issued += 1
-                yield self._finish(in_flight.popleft())
+                loss = self._finish(in_flight[0])    # still in flight if this is interrupted
+                in_flight.popleft()
+                yield loss
         finally:
             if self._broken is None:
                 while in_flight:
@@ -598,7 +600,7 @@ class DataParallel:
 
     def step(self, xi=None):
         """One step; its loss."""
-        return next(iter(self.train(1, xi)))
+        return list(self.train(1, xi))[0]
 
     def pull(self):
         """Copy the parameters after the last finished step into ``model.params`` (in place)
