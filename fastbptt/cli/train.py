@@ -596,8 +596,7 @@ def _connect(spec):
     except (OSError, ValueError, TimeoutError) as err:
         print(f"fastbptt train: error: --cluster {spec}: {err}", file=sys.stderr)
         return None
-    n = len(client.scheduler_info(n_workers=-1)["workers"])
-    print(f"cluster: {spec}, {n} workers")
+    print(f"cluster: {spec}, {len(distributed.worker_addresses(client))} workers")
     return client
 
 

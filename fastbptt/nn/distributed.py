@@ -66,7 +66,8 @@ from . import data
 from .model import Model
 from .optim import OPTIMIZERS
 
-__all__ = ["connect", "DataParallel", "train", "sweep", "ReplicaLostError", "DASK_EXTRA"]
+__all__ = ["connect", "worker_addresses", "DataParallel", "train", "sweep", "ReplicaLostError",
+           "DASK_EXTRA"]
 
 DASK_EXTRA = "pip install 'fastbptt[dask]'"
 _LOCAL = re.compile(r"local:(\d+)\Z")
@@ -120,9 +121,17 @@ def _check_client(client):
     return client
 
 
+def worker_addresses(client):
+    """The addresses of the workers of ``client``'s cluster now, sorted."""
+    try:
+        info = client.scheduler_info(n_workers=-1)      # all of them, not the first five
+    except TypeError:                                   # a distributed that lists them all
+        info = client.scheduler_info()
+    return sorted(info["workers"])
+
+
 def _alive(client):
-    """The addresses of the workers the scheduler knows now."""
-    return set(client.scheduler_info(n_workers=-1)["workers"])
+    return set(worker_addresses(client))
 
 
 # ------------------------------------------------------------------------------- a replica
@@ -451,10 +460,13 @@ class DataParallel:
                              f"{self.seq_len} (at least {self.batch * self.seq_len + 1})")
 
         if workers is None:
-            workers = sorted(_alive(client))
+            workers = worker_addresses(client)
         workers = list(workers)
         if not workers:
             raise ValueError("the cluster has no workers")
+        missing = set(workers) - _alive(client)
+        if missing:
+            raise ValueError(f"workers {sorted(missing)} are not workers of the cluster")
         self.workers = workers[:self.batch]
         self.world = len(self.workers)
         # contiguous shards, sizes differing by at most one (the first ones larger)
