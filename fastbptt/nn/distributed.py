@@ -645,15 +645,16 @@ class DataParallel:
         ``wall`` (between two steps' results on the client), ``compute`` (forward and
         backward, the slower replica), ``apply`` (clipping and the optimizer, the slower
         replica), ``exchange`` (in the exchange of gradients, the replica that waited least:
-        the transfer itself) and ``communication``: ``wall - compute - apply``, all that a
-        step costs beyond its computation (exchange, waiting for the slower replica, the
-        messages from and to the client). None before two steps."""
+        the transfer itself) and ``communication``: ``wall - compute - apply`` step by step,
+        all that a step costs beyond its computation (the exchange, waiting for the slower
+        replica, the messages from and to the client). None before two steps."""
         t = np.array(self.timings[1:], dtype=float).reshape(-1, 5)
         if not len(t):
             return None
         apply, compute, _, exchange, wall = (float(v) for v in np.nanmedian(t, axis=0))
+        rest = t[:, 4] - t[:, 1] - t[:, 0]                 # step by step
         return {"wall": wall, "compute": compute, "apply": apply, "exchange": exchange,
-                "communication": max(0.0, wall - compute - apply)}
+                "communication": max(0.0, float(np.nanmedian(rest)))}
 
     def close(self):
         """Release the replicas (their workers drop them)."""
