@@ -19,8 +19,9 @@ clipping and optimizer state) and then the replicas average their parameters (lo
 averaging). That is not single-process training, and it converges differently; the optimizer
 states are never averaged.
 
-Each call from the client to the replicas is one message per replica (Dask's actor calls go to
-the worker directly) and runs there in the order the client issued it. ``DataParallel.train``
+Each call from the client to the replicas is one message per replica (a Dask actor call: to the
+worker directly, or through the scheduler where the client does not talk to workers directly)
+and runs there in the order the client issued it. ``DataParallel.train``
 keeps the next step issued while it waits for the current one, so a step never waits for the
 client. The update of step s is applied at the start of step s + 1 (or by ``pull``), so
 ``pull`` after step s, with step s + 1 already running, still reads the parameters after step s.
@@ -100,9 +101,10 @@ def connect(cluster, *, timeout=30):
         if n_workers < 1:
             raise ValueError(f"cluster 'local:N' needs N >= 1, got {cluster!r}")
         # one thread per worker: each process runs the kernels on its shard of sequences; the
-        # scheduler's web server on any free port, so no fixed port is taken
+        # scheduler's web server on any free port, so no fixed port is taken; calls to the
+        # replicas straight to the workers, which are on this machine
         return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0", timeout=timeout)
+                          dashboard_address=":0", direct_to_workers=True, timeout=timeout)
     if not _ADDRESS.match(cluster):
         raise ValueError(f"cluster must be 'local:N' or a scheduler address "
                          f"'tcp://HOST:PORT', got {cluster!r}")
