@@ -21,9 +21,8 @@ states are never averaged.
 
 Each call from the client to the replicas is one message per replica (a Dask actor call: to the
 worker directly, or through the scheduler where the client does not talk to workers directly)
-and runs there in the order the client issued it. ``DataParallel.train``
-keeps the next step issued while it waits for the current one, so a step never waits for the
-client. The update of step s is applied at the start of step s + 1 (or by ``pull``), so
+and runs there in the order the client issued it. ``DataParallel.train`` keeps the next step
+issued while it waits for the current one, so a step never waits for the client. The update of step s is applied at the start of step s + 1 (or by ``pull``), so
 ``pull`` after step s, with step s + 1 already running, still reads the parameters after step s.
 
 A worker that leaves the cluster takes its replica's state with it (its streams' recurrent
@@ -34,8 +33,10 @@ the step. Save the model every few steps to be able to continue (``fastbptt trai
 ``sweep`` runs independent configurations (``fastbptt train --compare-truncation``'s three
 runs) as ordinary Dask tasks, one per configuration; Dask retries a task whose worker died.
 
-Dask is an optional dependency (``pip install 'fastbptt[dask]'``); nothing else in fastbptt
-imports this module. Typical use::
+Dask is an optional dependency (``pip install 'fastbptt[dask]'``): neither the library nor the
+rest of the model layer imports this module; ``fastbptt train --cluster`` imports it when asked
+to. Typical use (in a script, under ``if __name__ == "__main__":``: local workers are new
+processes)::
 
     from fastbptt.nn import Model, distributed
     client = distributed.connect("local:2")        # or "tcp://scheduler:8786", or a Client
