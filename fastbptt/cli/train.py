@@ -464,6 +464,11 @@ class ClusterTrainer(Trainer):
             steps.close()
 
     def train(self, progress):
+        if self.parallel is None:
+            try:
+                self.start()                 # before the clock starts: not training time
+            except KeyboardInterrupt:
+                return True
         interrupted = super().train(progress)
         if self.parallel is not None:
             # steps issued before an interrupt have finished since: count them, and take the
