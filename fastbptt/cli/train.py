@@ -585,7 +585,16 @@ def run(args):
             return _train(args, corpus, baseline, client)
     finally:
         if client is not None:
-            client.close()
+            _close(client)
+
+
+def _close(client):
+    """Close the Dask client (and a local cluster with it); a cluster that fails to shut down
+    cleanly (a worker just lost) is reported, not raised over what the run did."""
+    try:
+        client.close()
+    except Exception as err:
+        print(f"fastbptt train: warning: closing the cluster: {err!r}", file=sys.stderr)
 
 
 def _connect(spec):

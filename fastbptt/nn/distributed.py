@@ -22,8 +22,9 @@ states are never averaged.
 Each call from the client to the replicas is one message per replica (a Dask actor call: to the
 worker directly, or through the scheduler where the client does not talk to workers directly)
 and runs there in the order the client issued it. ``DataParallel.train`` keeps the next step
-issued while it waits for the current one, so a step never waits for the client. The update of step s is applied at the start of step s + 1 (or by ``pull``), so
-``pull`` after step s, with step s + 1 already running, still reads the parameters after step s.
+issued while it waits for the current one, so a step never waits for the client. The update of
+step s is applied at the start of step s + 1 (or by ``pull``), so ``pull`` after step s, with
+step s + 1 already running, still reads the parameters after step s.
 
 A worker that leaves the cluster takes its replica's state with it (its streams' recurrent
 state, its optimizer state): the step fails with a ``ReplicaLostError`` naming the worker and
@@ -48,6 +49,8 @@ processes)::
         dp.pull()                                  # model.params = the replicas' parameters
 """
 import asyncio
+import concurrent.futures
+import contextvars
 import inspect
 import math
 import re
@@ -166,9 +169,14 @@ def _clip_and_update(grads, optimizer, max_norm, clip_value):
 
 class _Replica:
     """One replica on a worker (a Dask actor): the model, its optimizer, its shard of streams
-    and their recurrent state. The client calls ``step``, ``snapshot``, ``state`` and
-    ``params_now`` with a sequence number and they run in that order; ``push`` (a peer's part
-    of an exchange) and ``abort`` run at once."""
+    and their recurrent state.
+
+    The client's calls ``step``, ``snapshot``, ``params_now`` and ``recurrent_state`` carry a
+    sequence number. Each is handed, in that order, to the worker's actor thread as soon as it
+    arrives, so the thread goes from one step straight into the next without waiting for the
+    event loop; the event loop meanwhile answers the client and receives the peers' messages.
+    An exchange with the peers runs on the event loop while the thread waits for its result.
+    ``push`` (a peer's part of an exchange) and ``abort`` run on the event loop at once."""
 
     def __init__(self, rank, world, config, backend, params, ids, batch, seq_len, rows, start,
                  optimizer, lr, optimizer_options, max_norm, clip_value, sync_every):
@@ -186,8 +194,9 @@ class _Replica:
         self.sizes = [self.model.params[n].size for n in self.names]
         self.n_params = sum(self.sizes)
         self.peers = None
-        self._seq = 0
-        self._cond = None
+        self._arrived = {}           # seq -> a call waiting for the calls before it
+        self._next = 0               # the seq of the next call to hand to the thread
+        self._loop = self._context = None
         self._boxes = {}
         self._sends = []             # sends not yet acknowledged by the peer
         self._aborted = None
@@ -197,20 +206,27 @@ class _Replica:
         self.peers = list(peers)
         return self.rank
 
-    # -- order and messages ------------------------------------------------------------------
-    async def _turn(self, seq):
-        if self._cond is None:
-            self._cond = asyncio.Condition()
-        async with self._cond:
-            await self._cond.wait_for(lambda: self._seq == seq or self._aborted)
+    # -- order ------------------------------------------------------------------------------
+    async def _ordered(self, seq, fn, *args):
+        """``fn(*args)`` in the actor thread, after every call with a smaller ``seq``."""
+        loop = self._loop = asyncio.get_running_loop()
+        self._context = contextvars.copy_context()
+        done = loop.create_future()
+        self._arrived[seq] = (fn, args, done)
+        executor = _dd.get_worker().executors["actor"]          # one thread, in order
+        while self._next in self._arrived:
+            fn_, args_, done_ = self._arrived.pop(self._next)
+            self._next += 1
+            job = loop.run_in_executor(executor, self._job, fn_, args_)
+            job.add_done_callback(lambda job, done=done_: _settle(job, done))
+        return await done
+
+    def _job(self, fn, args):
         if self._aborted:
             raise RuntimeError(f"replica {self.rank}: {self._aborted}")
+        return fn(*args)
 
-    async def _done(self):
-        async with self._cond:
-            self._seq += 1
-            self._cond.notify_all()
-
+    # -- messages (on the event loop) --------------------------------------------------------
     def _box(self, tag):
         box = self._boxes.get(tag)
         if box is None:
@@ -242,6 +258,15 @@ class _Replica:
         for send in sends:
             await send
 
+    def _undelivered(self, send):
+        """A send that failed fails every wait for a peer: the exchange cannot complete."""
+        if send.cancelled() or send.exception() is None:
+            return
+        for box in self._boxes.values():
+            if not box.done():
+                box.set_exception(RuntimeError(
+                    f"replica {self.rank} could not reach a peer: {send.exception()!r}"))
+
     async def abort(self, reason):
         """Fail whatever waits for a peer (a peer is gone) and every later call."""
         self._aborted = str(reason)
@@ -251,9 +276,6 @@ class _Replica:
         for box in self._boxes.values():
             if not box.done():
                 box.set_exception(RuntimeError(f"replica {self.rank}: {reason}"))
-        if self._cond is not None:
-            async with self._cond:
-                self._cond.notify_all()
         self.peers = None            # drop the handles (they keep the peers' actors alive)
 
     async def _allreduce(self, tag, vec):
@@ -261,8 +283,6 @@ class _Replica:
         doubling over the largest power of two P <= R; replicas P..R-1 first add into
         replica r - P and get the result back from it."""
         rank, world = self.rank, self.world
-        if world == 1:
-            return vec
         await self._sent()
         top = 1 << (world.bit_length() - 1)
         if rank >= top:
@@ -273,7 +293,9 @@ class _Replica:
         d = 1
         while d < top:
             # a new array each round: the one sent is never written to
-            self._sends.append(asyncio.ensure_future(self._send(rank ^ d, (tag, d), vec)))
+            send = asyncio.ensure_future(self._send(rank ^ d, (tag, d), vec))
+            send.add_done_callback(self._undelivered)
+            self._sends.append(send)
             other = await self._recv((tag, d))
             vec = vec + other            # the partner computes other + vec: the same bits
             d <<= 1
@@ -281,13 +303,22 @@ class _Replica:
             await self._send(rank + top, (tag, "out"), vec)   # waited for: vec is updated next
         return vec
 
-    async def _in_thread(self, fn, *args):
-        """Run ``fn`` in the worker's actor thread: the event loop stays free for messages."""
-        worker = _dd.get_worker()
-        return await asyncio.get_running_loop().run_in_executor(
-            worker.executors["actor"], fn, *args)
+    def _exchange(self, tag, vec):
+        """The sum over the replicas of ``vec``, from the actor thread: the exchange runs on
+        the event loop, in the context of the client's call (where Dask finds the worker, to
+        reach the peers' actors), while the thread waits."""
+        if self.world == 1:
+            return vec
+        result = concurrent.futures.Future()
 
-    # -- the work ---------------------------------------------------------------------------
+        def start():
+            task = asyncio.ensure_future(self._allreduce(tag, vec))
+            task.add_done_callback(lambda task: _settle(task, result))
+
+        self._loop.call_soon_threadsafe(start, context=self._context)
+        return result.result()
+
+    # -- the work (in the actor thread) ------------------------------------------------------
     def _views(self, flat):
         """A gradient dict whose arrays are consecutive pieces of ``flat``."""
         out, offset = {}, 0
@@ -315,9 +346,10 @@ class _Replica:
                                 self.clip_value):
             self.n_skipped += 1
 
-    def _compute(self, xi):
-        """Apply the last step's update, then forward and backward on the next window of this
-        shard: (loss, flat gradient, seconds applying, seconds computing)."""
+    def _step(self, step, xi):
+        """Apply the last step's update; forward and backward on the next window of this
+        shard; exchange. Returns (loss on this shard, seconds applying the last update,
+        computing, in the exchange)."""
         t0 = time.perf_counter()
         self._apply_pending()
         t1 = time.perf_counter()
@@ -327,77 +359,75 @@ class _Replica:
         flat = np.empty(self.n_params, self.model.dtype)
         loss, _, self.state = self.model.loss_and_grads(x, y, state=self.state, xi=xi,
                                                         grads=self._views(flat))
-        return loss, flat, t1 - t0, time.perf_counter() - t1
+        t2 = time.perf_counter()
+        if self.sync_every == 1:
+            flat *= flat.dtype.type(self.weight)
+            self.pending = ("grads", self._exchange(step, flat))
+        elif step % self.sync_every == 0:
+            # local SGD, a step that ends with averaging: this replica's own update now
+            if not _clip_and_update(self._views(flat), self.optimizer, self.max_norm,
+                                    self.clip_value):
+                self.n_skipped += 1
+            flat = self._flat_params()
+            flat *= flat.dtype.type(self.weight)
+            t2 = time.perf_counter()
+            self.pending = ("params", self._exchange(step, flat))
+        else:
+            self.pending = ("grads", flat)                     # local SGD: its own gradient
+        return loss, t1 - t0, t2 - t1, time.perf_counter() - t2
 
-    def _local_update(self, flat):
-        """Local SGD: clip and apply this replica's own gradient now; the weighted parameters
-        to average."""
-        if not _clip_and_update(self._views(flat), self.optimizer, self.max_norm,
-                                self.clip_value):
-            self.n_skipped += 1
-        flat = self._flat_params()
-        flat *= flat.dtype.type(self.weight)
-        return flat
+    def _snapshot(self, seq, average):
+        self._apply_pending()
+        if average and self.world > 1:
+            flat = self._flat_params()
+            flat *= flat.dtype.type(self.weight)
+            flat = self._exchange(("snapshot", seq), flat)
+            if self.rank:
+                return None
+            params = self._views(flat)
+        else:
+            if self.rank:
+                return None
+            params = self.model.params
+        return ({n: np.array(p) for n, p in params.items()}, self.n_skipped)
 
+    def _params_now(self):
+        self._apply_pending()
+        return {n: p.copy() for n, p in self.model.params.items()}
+
+    # -- the client's calls ------------------------------------------------------------------
     async def step(self, seq, step, xi):
-        """Step ``step`` (counted from 1): returns (loss on this shard, seconds applying the
-        last update, computing, in the exchange)."""
-        await self._turn(seq)
-        try:
-            loss, flat, t_apply, t_compute = await self._in_thread(self._compute, xi)
-            t0 = time.perf_counter()
-            if self.sync_every == 1:
-                flat *= flat.dtype.type(self.weight)
-                self.pending = ("grads", await self._allreduce(step, flat))
-            elif step % self.sync_every == 0:
-                flat = await self._in_thread(self._local_update, flat)
-                t0 = time.perf_counter()
-                self.pending = ("params", await self._allreduce(step, flat))
-            else:
-                self.pending = ("grads", flat)
-            return loss, t_apply, t_compute, time.perf_counter() - t0
-        finally:
-            await self._done()
+        """Step ``step`` (counted from 1): (loss on this shard, seconds applying the last
+        update, computing, in the exchange)."""
+        return await self._ordered(seq, self._step, step, xi)
 
     async def snapshot(self, seq, average):
-        """The parameters after the last step (replica 0 returns them, the others None); with
-        ``average`` the mean of the replicas' (local SGD between two averagings), without
-        changing any replica."""
-        await self._turn(seq)
-        try:
-            await self._in_thread(self._apply_pending)
-            if average and self.world > 1:
-                flat = self._flat_params()
-                flat *= flat.dtype.type(self.weight)
-                flat = await self._allreduce(("snapshot", seq), flat)
-                if self.rank:
-                    return None
-                params = self._views(flat)
-            else:
-                if self.rank:
-                    return None
-                params = self.model.params
-            return ({n: np.array(p) for n, p in params.items()}, self.n_skipped)
-        finally:
-            await self._done()
+        """The parameters after the last step and the count of skipped updates (replica 0
+        returns them, the others None); with ``average`` the mean of the replicas' (local SGD
+        between two averagings), without changing any replica."""
+        return await self._ordered(seq, self._snapshot, seq, average)
 
     async def params_now(self, seq):
         """This replica's parameters after the last step."""
-        await self._turn(seq)
-        try:
-            await self._in_thread(self._apply_pending)
-            return {n: p.copy() for n, p in self.model.params.items()}
-        finally:
-            await self._done()
+        return await self._ordered(seq, self._params_now)
 
     async def recurrent_state(self, seq):
         """The recurrent state of this replica's streams after the last step (None before the
         first, or at the start of a pass)."""
-        await self._turn(seq)
-        try:
-            return self.state
-        finally:
-            await self._done()
+        return await self._ordered(seq, lambda: self.state)
+
+
+def _settle(job, done):
+    """Pass the outcome of ``job`` (a future) on to ``done`` (an asyncio or a
+    concurrent.futures future)."""
+    if done.done():
+        return
+    if job.cancelled():
+        done.cancel()
+    elif job.exception() is not None:
+        done.set_exception(job.exception())
+    else:
+        done.set_result(job.result())
 
 
 # ------------------------------------------------------------------------------- the client side
