@@ -25,7 +25,17 @@ stops at the window's start), with Adam and global-norm gradient clipping.
 ``--compare-truncation`` trains the same model from the same initialisation on the same data
 and budget three times, with full, regular (chunked) and randomized truncation, and writes one
 plot and one table. Ctrl-C stops training cleanly: the model so far is saved, with its loss
-curve and a sample.
+curve and a sample. ``--save-every S`` also saves it every S steps, and ``--resume`` continues
+from the model saved in ``--out`` (its parameters, step count and place in the data; the
+optimizer's moments and the streams' recurrent state start afresh).
+
+``--cluster local:N`` (N single-threaded worker processes on this machine) or ``--cluster
+tcp://HOST:PORT`` (a running Dask scheduler) trains on a Dask cluster
+(``fastbptt.nn.distributed``, ``pip install 'fastbptt[dask]'``): synchronous data parallelism,
+the batch's streams split among the workers, their gradients summed worker to worker every step
+(equal to training here, to rounding), or with ``--sync-every K`` the parameters averaged every
+K local steps. With ``--compare-truncation`` the three runs are three tasks on the cluster.
+Without ``--cluster`` Dask is not imported.
 
 BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
 training also runs NumPy's BLAS (the output layer) on one thread while it lasts
@@ -35,7 +45,11 @@ product compete with the kernel's thread for the cores (measured in ``benchmarks
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
+import argparse
 import csv
+import io
+import os
+import re
 import sys
 import time
 from argparse import Namespace
@@ -67,6 +81,20 @@ DEFAULTS = {
 }
 DEFAULT_LR = {"adam": 3e-3, "adagrad": 0.1, "sgd": 0.1}
 STRATEGY_OPTIONS = {"k": "chunked", "p": "randomized", "k1": "tbptt", "k2": "tbptt"}
+DASK_EXTRA = "pip install 'fastbptt[dask]'"
+
+
+def cluster_spec(text):
+    """``--cluster``'s value: ``local:N`` (N >= 1) or a scheduler address ``tcp://HOST:PORT``
+    (also tls://, ws://, wss://); checked here, so a typo fails before Dask is imported."""
+    m = re.fullmatch(r"local:(\d+)", text)
+    if m:
+        if int(m.group(1)) < 1:
+            raise argparse.ArgumentTypeError(f"local:N needs N >= 1 workers, got {text}")
+        return text
+    if re.fullmatch(r"(tcp|tls|ws|wss)://[^\s/]+:\d+/?", text):
+        return text
+    raise argparse.ArgumentTypeError(f"must be local:N or tcp://HOST:PORT, got {text!r}")
 
 
 # --------------------------------------------------------------------------------- arguments
@@ -131,6 +159,17 @@ def add_arguments(parser):
                    help="train with full, chunked and randomized truncation on the same data "
                         "and budget (three runs) and write one plot and one table")
 
+    g = parser.add_argument_group("cluster (Dask: pip install 'fastbptt[dask]')")
+    g.add_argument("--cluster", type=cluster_spec, metavar="local:N|tcp://HOST:PORT",
+                   help="train on a Dask cluster: local:N starts N single-threaded worker "
+                        "processes here, tcp://HOST:PORT connects to a running scheduler; the "
+                        "batch's streams are split among the workers, their gradients summed "
+                        "every step (with --compare-truncation: the three runs as tasks)")
+    g.add_argument("--sync-every", type=positive_int, metavar="K",
+                   help="with --cluster: K local steps on each worker, then average the "
+                        "parameters (less communication; not equal to training on one "
+                        "process); default 1, sum the gradients every step")
+
     g = parser.add_argument_group("output")
     g.add_argument("--out", default="fastbptt-train", metavar="DIR",
                    help="folder for model.npz, loss.csv, loss.png, sample.txt "
@@ -147,6 +186,11 @@ def add_arguments(parser):
                    help="sampling temperature (default 0.8)")
     g.add_argument("--no-progress", action="store_true",
                    help="no progress bar: plain periodic lines")
+    g.add_argument("--save-every", type=positive_int, metavar="S",
+                   help="also save model.npz every S steps (to --resume from)")
+    g.add_argument("--resume", action="store_true",
+                   help="continue from model.npz in --out (saved by --save-every, Ctrl-C or "
+                        "a finished run) up to --steps in all; the same model and data options")
 
 
 def settings(args):
@@ -171,8 +215,18 @@ def settings(args):
                              f"use --layers 1, got {args.layers}")
         if k2 < k1:
             raise UsageError(f"--k1/--k2 need 1 <= K1 <= K2, got K1={k1} K2={k2}")
+    cluster = getattr(args, "cluster", None)
+    if cluster is None and getattr(args, "sync_every", None) is not None:
+        raise UsageError("--sync-every goes with --cluster")
+    if cluster is not None and t == "tbptt":
+        raise UsageError("--truncation tbptt runs on one process; drop --cluster")
+    if getattr(args, "resume", False) and args.compare_truncation:
+        raise UsageError("--resume continues one run; drop --compare-truncation")
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
-    return Namespace(**{**vars(args), "k": k, "p": p, "k1": k1, "k2": k2, "lr": lr})
+    return Namespace(**{**vars(args), "k": k, "p": p, "k1": k1, "k2": k2, "lr": lr,
+                        "cluster": cluster, "sync_every": getattr(args, "sync_every", None) or 1,
+                        "save_every": getattr(args, "save_every", None),
+                        "resume": getattr(args, "resume", False)})
 
 
 # --------------------------------------------------------------------------------- progress
@@ -248,7 +302,10 @@ class Trainer:
         self.kept_steps = 0.0        # mean fraction of steps whose gradient is kept
         self.step = 0
         self.chars = 0
+        self.start_step = 0          # steps taken by the run resumed (--resume)
+        self.start_chars = 0         # and the chars it trained on
         self.train_time = 0.0
+        self.on_step = None          # called with the trainer after every step (--save-every)
 
     def xi(self):
         a, T = self.args, self.args.seq_len
@@ -281,6 +338,7 @@ class Trainer:
         """Yield the training loss of each update (the windowed strategies)."""
         a, model = self.args, self.model
         streams = data.Streams(self.corpus.train, a.batch, a.seq_len)
+        streams.position = self.step                     # > 0 when resumed
         state = None
         while True:
             x, y, reset = next(streams)
@@ -303,6 +361,7 @@ class Trainer:
         hand back their gradient, adding the output layer's own into ``grads`` as they go."""
         a, model, grads = self.args, self.model, self.grads
         streams = data.Streams(self.corpus.train, a.batch, a.k1)
+        streams.position = self.step
         # the state runs on across the start of a new pass
         chunks = ((model.encode(x), y) for x, y, _reset in streams)
         args, kwargs = model.layer_arguments(0)
@@ -346,7 +405,10 @@ class Trainer:
                     self.history.append((self.step, self.chars, elapsed,
                                          window_loss / window_n, last_val))
                     window_loss, window_n = 0.0, 0
-                progress.update(self.step, loss, self.chars / max(elapsed, 1e-9), last_val)
+                progress.update(self.step, loss,
+                                (self.chars - self.start_chars) / max(elapsed, 1e-9), last_val)
+                if self.on_step is not None:
+                    self.on_step(self)
         except KeyboardInterrupt:
             interrupted = True
             if window_n:
@@ -356,6 +418,85 @@ class Trainer:
             self.train_time = time.perf_counter() - t0
             it.close()
         return interrupted
+
+
+class ClusterTrainer(Trainer):
+    """A ``Trainer`` whose steps run data-parallel on a Dask cluster
+    (``fastbptt.nn.distributed.DataParallel``): the same windows, truncation multipliers,
+    clipping and optimizer, each worker serving a shard of the batch. The local model receives
+    the replicas' parameters before every evaluation, save and at the end."""
+
+    def __init__(self, args, corpus, model, client, label=None):
+        super().__init__(args, corpus, model, label)
+        self.client = client
+        self.parallel = None
+
+    def _xi(self):
+        """The next step's truncation multipliers, counted as ``batches`` counts them."""
+        xi = self.xi()
+        self.kept_steps += (1.0 if xi is None else
+                            float(np.count_nonzero(xi[1:])) / max(1, len(xi) - 1))
+        return xi
+
+    def start(self):
+        """Start the replicas on the workers, from the model's parameters and ``self.step``."""
+        from ..nn.distributed import DataParallel
+        a = self.args
+        self.parallel = DataParallel(
+            self.model, self.corpus.train, client=self.client, batch=a.batch, seq_len=a.seq_len,
+            optimizer=a.optimizer, lr=a.lr,
+            optimizer_options={"momentum": 0.9} if a.optimizer == "sgd" else {},
+            clip=a.clip, clip_value=a.clip_value, sync_every=a.sync_every, start=self.step)
+        return self.parallel
+
+    def batches(self):
+        a = self.args
+        if self.parallel is None:
+            self.start()
+        steps = self.parallel.train(a.steps - self.step, xi=self._xi)
+        try:
+            for loss in steps:
+                s = self.parallel.step_count
+                if (s % a.eval_every == 0 or s == a.steps
+                        or (a.save_every and s % a.save_every == 0)):
+                    self.parallel.pull()
+                yield loss, a.batch * a.seq_len
+        finally:
+            steps.close()
+
+    def train(self, progress):
+        if self.parallel is None:
+            try:
+                self.start()                 # before the clock starts: not training time
+            except KeyboardInterrupt:
+                return True
+        interrupted = super().train(progress)
+        if self.parallel is not None:
+            # steps issued before an interrupt have finished since: count them, and take the
+            # parameters after the last of them
+            extra = self.parallel.step_count - self.step
+            self.step += extra
+            self.chars += extra * self.args.batch * self.args.seq_len
+            self.parallel.pull()
+            self.n_skipped = self.parallel.n_skipped
+        return interrupted
+
+    def close(self):
+        if self.parallel is not None:
+            self.parallel.close()
+
+
+def cluster_report(parallel):
+    """One line: where a data-parallel step's time went (``DataParallel.timing_summary``)."""
+    t = parallel.timing_summary()
+    if t is None:
+        return None
+    ms = {k: v * 1e3 for k, v in t.items()}
+    return (f"cluster: {parallel.world} replicas, {ms['wall']:.1f} ms per step (median): "
+            f"forward and backward {ms['compute']:.1f} ms (the slowest replica), update "
+            f"{ms['apply']:.1f} ms, communication {ms['communication']:.1f} ms "
+            f"({ms['communication'] / ms['wall']:.0%}; in the exchange of gradients "
+            f"{ms['exchange']:.1f} ms)")
 
 
 # --------------------------------------------------------------------------------- outputs
@@ -436,15 +577,23 @@ def run(args):
         return 2
     baseline = data.unigram_loss(corpus.train, corpus.val, len(corpus.vocab))
     out = OutDir("train", args.out)
+    client = None
+    if args.cluster is not None:
+        client = _connect(args.cluster)
+        if client is None:
+            return 2
     try:
         with numpy_blas_threads(args.blas_threads):
             if args.compare_truncation:
-                return _compare(args, corpus, baseline, out)
-            return _train(args, corpus, baseline, out)
+                return _compare(args, corpus, baseline, out, client)
+            return _train(args, corpus, baseline, out, client)
     except MemoryError:
         print("fastbptt train: error: out of memory; use a smaller --hidden, --layers, --batch "
               "or --seq-len", file=sys.stderr)
         return 1
+    finally:
+        if client is not None:
+            _close(client)
 
 
 def _training_bytes(args, n_vocab):
@@ -461,13 +610,111 @@ def _training_bytes(args, n_vocab):
     return np.dtype(args.dtype).itemsize * (5 * n_params + 2 * rows * per_row)
 
 
-def _train(args, corpus, baseline, out):
+def _close(client):
+    """Close the Dask client (and a local cluster with it); a cluster that fails to shut down
+    cleanly (a worker just lost) is reported, not raised over what the run did."""
+    try:
+        client.close()
+    except Exception as err:
+        print(f"fastbptt train: warning: closing the cluster: {err!r}", file=sys.stderr)
+
+
+def _connect(spec):
+    """A Dask client for ``--cluster``; None, with the error printed, where there is none."""
+    try:
+        from ..nn import distributed
+    except ImportError:
+        print(f"fastbptt train: error: --cluster needs Dask's distributed scheduler, which is "
+              f"not installed: {DASK_EXTRA}", file=sys.stderr)
+        return None
+    try:
+        client = distributed.connect(spec)
+    except (OSError, ValueError, TimeoutError) as err:
+        print(f"fastbptt train: error: --cluster {spec}: {err}", file=sys.stderr)
+        return None
+    print(f"cluster: {spec}, {len(distributed.worker_addresses(client))} workers")
+    return client
+
+
+def _resume(args, corpus, model, trainer):
+    """Load the model saved in ``--out`` into ``model`` and set ``trainer`` at its step, with
+    the loss history so far; a ``ValueError`` naming --resume where it does not fit."""
+    path = os.path.join(args.out, "model.npz")
+    if not os.path.isfile(path):
+        raise ValueError(f"--resume: there is no {path} to continue from (runs save it at the "
+                         "end, on Ctrl-C and with --save-every)")
+    saved = Model.load(path, impl=model.impl)
+    meta = saved.metadata
+    if saved.config != model.config:
+        raise ValueError(f"--resume: {path} holds {saved}; the options give {model}")
+    if meta.get("vocab") != corpus.vocab.chars:
+        raise ValueError(f"--resume: {path} was trained on another vocabulary: use the same "
+                         "--text and --max-chars")
+    for option in ("batch", "seq_len"):
+        if meta.get(option) != getattr(args, option):
+            raise ValueError(f"--resume: {path} was trained with --{option.replace('_', '-')} "
+                             f"{meta.get(option)}, not {getattr(args, option)}")
+    for name, p in model.params.items():
+        p[...] = saved.params[name]
+    step = int(meta.get("steps", 0))
+    trainer.step = trainer.start_step = step
+    trainer.chars = trainer.start_chars = step * args.batch * (
+        args.k1 if trainer.label == "tbptt" else args.seq_len)
+    csv_path = os.path.join(args.out, "loss.csv")
+    if os.path.isfile(csv_path):
+        with open(csv_path, newline="") as f:
+            for row in csv.DictReader(f):
+                if row["run"] == trainer.label and int(row["step"]) <= step:
+                    trainer.history.append((int(row["step"]), int(row["chars"]),
+                                            float(row["seconds"]), float(row["train_loss"]),
+                                            float(row["val_loss"] or "nan")))
+    print(f"resuming from {path} at step {step}")
+    return step
+
+
+def _train(args, corpus, baseline, out, client=None):
     model = _build(args, corpus)
     _describe(args, corpus, model, baseline)
-    trainer = Trainer(args, corpus, model)
+    trainer = (Trainer(args, corpus, model) if client is None
+               else ClusterTrainer(args, corpus, model, client))
+    model_path = os.path.join(args.out, "model.npz")
+    if args.resume:
+        try:
+            _resume(args, corpus, model, trainer)
+        except (OSError, ValueError) as err:
+            print(f"fastbptt train: error: {err}", file=sys.stderr)
+            return 2
+    saved = {"step": None}
+    if args.save_every:
+        def save(trainer):
+            if trainer.step % args.save_every == 0:
+                model.save(model_path, metadata=_metadata(args, corpus, trainer, None, baseline))
+                write_history([(trainer.label, trainer.history)],
+                              os.path.join(args.out, "loss.csv"))
+                saved["step"] = trainer.step
+        trainer.on_step = save
     progress = Progress(args.steps, "train", plain=args.no_progress)
-    interrupted = trainer.train(progress)
-    progress.close()
+    if client is None:
+        interrupted = trainer.train(progress)
+        progress.close()
+    else:
+        from ..nn.distributed import ReplicaLostError
+        try:
+            interrupted = trainer.train(progress)
+        except ReplicaLostError as err:
+            progress.close()
+            trainer.close()
+            where = (f"{model_path} holds the model saved at step {saved['step']}: continue "
+                     f"with --resume" if saved["step"] is not None else
+                     "nothing was saved (--save-every S saves the model every S steps)")
+            print(f"\nfastbptt train: error: step {trainer.step + 1} failed: {err}\n{where}",
+                  file=sys.stderr)
+            return 1
+        progress.close()
+        report = cluster_report(trainer.parallel) if trainer.parallel is not None else None
+        trainer.close()
+        if report:
+            print(report)
     if interrupted:
         print(f"\ninterrupted at step {trainer.step}: saving what there is", file=sys.stderr)
     model_path, _ = out.write("model.npz",
@@ -478,8 +725,10 @@ def _train(args, corpus, baseline, out):
         val = evaluate(model, corpus.val, args.batch, args.seq_len, DEFAULTS["final_eval_chars"])
         model_path, _ = out.write("model.npz",
                                   _saver(model, _metadata(args, corpus, trainer, val, baseline)))
-        rate = trainer.chars / max(trainer.train_time, 1e-9)
-        print(f"\ntrained {trainer.step} steps, {trainer.chars:,} chars in "
+        rate = (trainer.chars - trainer.start_chars) / max(trainer.train_time, 1e-9)
+        done = f"{trainer.step}" if not trainer.start_step else \
+            f"{trainer.step - trainer.start_step} more (to step {trainer.step})"
+        print(f"\ntrained {done} steps, {trainer.chars - trainer.start_chars:,} chars in "
               f"{trainer.train_time:.1f} s ({rate:,.0f} chars/s)"
               + (f"; {trainer.n_skipped} non-finite steps skipped" if trainer.n_skipped else ""))
         print(f"validation loss {val:.4f} nats/char ({val / np.log(2):.3f} bits/char); "
@@ -520,39 +769,82 @@ def _sample(model, corpus, args):
 
 
 # --------------------------------------------------------------------------------- comparison
-def _compare(args, corpus, baseline, out):
-    """Full, regular and randomized truncation: same initialisation, data and number of steps."""
-    labels = {"full": "full BPTT", "chunked": f"regular (K={args.k})",
-              "randomized": f"randomized (p={args.p:g})"}
-    model0 = _build(args, corpus)
-    _describe(args, corpus, model0, baseline, compare=True)
-    print("comparing truncation: " + ", ".join(labels.values()) +
-          f" ({args.steps} steps each)")
-    runs, rows, interrupted = [], [], False
-    for strategy, label in labels.items():
+def _run_strategy(strategy, args, corpus, progress=None):
+    """One run of the comparison (a task on a worker with --cluster): train a new model with
+    truncation ``strategy`` and evaluate it. Returns what the table, the plot and the saved
+    model need, parameters included."""
+    with numpy_blas_threads(args.blas_threads):
         model = _build(args, corpus)                    # same seed: the same initialisation
         trainer = Trainer(args, corpus, model, label=strategy)
-        progress = Progress(args.steps, strategy, plain=args.no_progress)
+        if progress is None:                            # on a worker: nobody to show it to
+            progress = Progress(args.steps, strategy, plain=True, file=io.StringIO())
         interrupted = trainer.train(progress)
-        progress.close()
         if trainer.step == 0:
-            break
-        if interrupted:   # no long evaluation after Ctrl-C: the last one, if any
+            val = float("nan")
+        elif interrupted:   # no long evaluation after Ctrl-C: the last one, if any
             vals = [h[4] for h in trainer.history if np.isfinite(h[4])]
             val = vals[-1] if vals else float("nan")
         else:
             val = evaluate(model, corpus.val, args.batch, args.seq_len,
                            DEFAULTS["final_eval_chars"])
-        train_loss = trainer.history[-1][3] if trainer.history else float("nan")
-        runs.append((label, trainer.history))
-        rows.append((label, trainer.step, train_loss, val, trainer.train_time,
-                     trainer.chars / max(trainer.train_time, 1e-9),
-                     trainer.kept_steps / max(1, trainer.step)))
+    return Namespace(label=strategy, step=trainer.step, history=trainer.history,
+                     train_loss=trainer.history[-1][3] if trainer.history else float("nan"),
+                     val=val, train_time=trainer.train_time, chars=trainer.chars,
+                     kept_steps=trainer.kept_steps, params=model.params,
+                     interrupted=interrupted)
+
+
+def _compare(args, corpus, baseline, out, client=None):
+    """Full, regular and randomized truncation: same initialisation, data and number of steps;
+    one after the other here, or as three tasks on the cluster of ``client``."""
+    labels = {"full": "full BPTT", "chunked": f"regular (K={args.k})",
+              "randomized": f"randomized (p={args.p:g})"}
+    model0 = _build(args, corpus)
+    _describe(args, corpus, model0, baseline, compare=True)
+    print("comparing truncation: " + ", ".join(labels.values()) +
+          f" ({args.steps} steps each" + (", as tasks on the cluster)" if client else ")"))
+    runs, rows, interrupted = [], [], False
+
+    def record(strategy, result):
+        """Save a run's model and add its curve and its row of the table."""
+        model = _build(args, corpus)
+        for name, p in model.params.items():
+            p[...] = result.params[name]
+        runs.append((labels[strategy], result.history))
+        rows.append((labels[strategy], result.step, result.train_loss, result.val,
+                     result.train_time, result.chars / max(result.train_time, 1e-9),
+                     result.kept_steps / max(1, result.step)))
         out.write(f"model-{strategy}.npz",
-                  _saver(model, _metadata(args, corpus, trainer, val, baseline)))
-        if interrupted:
-            print(f"\ninterrupted during {strategy}: saving what there is", file=sys.stderr)
-            break
+                  _saver(model, _metadata(args, corpus, result, result.val, baseline)))
+
+    if client is None:
+        for strategy in labels:
+            progress = Progress(args.steps, strategy, plain=args.no_progress)
+            result = _run_strategy(strategy, args, corpus, progress)
+            progress.close()
+            interrupted = result.interrupted
+            if result.step == 0:
+                break
+            record(strategy, result)
+            if interrupted:
+                print(f"\ninterrupted during {strategy}: saving what there is", file=sys.stderr)
+                break
+    else:
+        from ..nn.distributed import sweep
+
+        def done(i, result):
+            print(f"{labels[result.label]}: {result.step} steps in {result.train_time:.1f} s, "
+                  f"validation loss {result.val:.4f}")
+        try:
+            results = sweep(_run_strategy, list(labels), args, corpus, client=client,
+                            on_result=done)
+        except KeyboardInterrupt:
+            print("\ninterrupted: the runs on the cluster are cancelled", file=sys.stderr)
+            return 130
+        for result in results:
+            record(result.label, result)
+    rows.sort(key=lambda r: list(labels.values()).index(r[0]))
+    runs.sort(key=lambda r: list(labels.values()).index(r[0]))
     w = max([len("unigram baseline")] + [len(r[0]) for r in rows])
     head = (f"{'truncation':<{w}} {'steps':>6} {'train loss':>10} {'val loss':>9} "
             f"{'seconds':>8} {'chars/s':>9} {'grad kept':>9}")

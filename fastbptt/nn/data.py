@@ -133,9 +133,13 @@ class Streams:
     next window of ``seq_len`` inputs and the ids one step later as targets, (N, T) each, so the
     recurrent state at the end of one window is the right start of the next. ``reset`` is True
     on the first window of each pass (carry no state into it).
+
+    ``rows`` (a slice or index array into the ``n_batch`` streams) keeps only those streams: the
+    text is still cut into ``n_batch`` stretches, so the rows are exactly those rows of the full
+    batch, window by window. Data-parallel training gives each replica its shard this way.
     """
 
-    def __init__(self, ids, n_batch, seq_len):
+    def __init__(self, ids, n_batch, seq_len, *, rows=None):
         ids = np.asarray(ids)
         self.n_batch, self.seq_len = int(n_batch), int(seq_len)
         span = (len(ids) - 1) // self.n_batch
@@ -144,6 +148,13 @@ class Streams:
                              f"windows of {self.seq_len} (need at least "
                              f"{self.n_batch * self.seq_len + 1}); lower --batch or --seq-len")
         starts = np.arange(self.n_batch) * span
+        if rows is not None:
+            try:
+                starts = starts[rows]
+            except IndexError:
+                raise ValueError(f"rows must index the {self.n_batch} streams, "
+                                 f"got {rows!r}") from None
+            starts = np.atleast_1d(starts)
         self.inputs = ids[starts[:, None] + np.arange(span)]          # (N, span)
         self.targets = ids[starts[:, None] + np.arange(span) + 1]
         self.n_windows = span // self.seq_len

@@ -1,0 +1,387 @@
+"""Data-parallel training on Dask (``fastbptt.nn.distributed``) and ``fastbptt train --cluster``.
+
+On a ``LocalCluster`` of two single-threaded worker processes (one per module, started once):
+synchronous training equals training on one process (float64, 1e-10) for every cell, with the
+recurrent state of each shard carried across windows on its replica; ``sync_every`` (local SGD)
+converges; sweeps run as tasks; a killed worker fails the step with a clear error and leaves the
+saved model loadable, and ``--resume`` continues from it. Without ``--cluster`` nothing imports
+Dask, and without Dask ``--cluster`` names the extra to install. The cluster tests are skipped
+only where ``distributed`` is not installed.
+"""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import assert_close
+
+import fastbptt
+from fastbptt import clip, truncation
+from fastbptt.cli import main
+from fastbptt.nn import SGD, Adam, Model, data
+
+CELLS = list(fastbptt.CELLS)
+ROOT = Path(fastbptt.__file__).resolve().parent.parent
+TINY = ["--hidden", "8", "--seq-len", "6", "--batch", "4", "--max-chars", "20000",
+        "--eval-every", "4", "--eval-chars", "500", "--sample-len", "0", "--no-progress"]
+
+
+def exit_status(argv):
+    """What ``fastbptt ARGV`` exits with: run's return value, or argparse's exit status."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
+@pytest.fixture(scope="module")
+def dask_client():
+    """A LocalCluster of 2 single-threaded worker processes running this checkout."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import connect
+    client = connect("local:2")
+    try:
+        client.wait_for_workers(2, timeout=60)
+        files = client.run(lambda: __import__("fastbptt").__file__)
+        assert set(files.values()) == {fastbptt.__file__}, (
+            f"the workers import another fastbptt: {files}; set PYTHONPATH for them")
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def text_file(tmp_path):
+    rng = np.random.default_rng(0)
+    words = ["def ", "return ", "self", ".x", " = ", "(", ")", ":\n    ", "if ", "None", "\n"]
+    path = tmp_path / "corpus.txt"
+    path.write_text("".join(rng.choice(words, 2000)), encoding="utf-8")
+    return path
+
+
+def one_process(model, ids, n_steps, *, batch, seq_len, lr, max_norm, xis=None,
+                optimizer=None, clip_value=None):
+    """Training on one process, as ``fastbptt train`` does it: the losses and final state."""
+    opt = optimizer or Adam(model.params, lr=lr)
+    grads = model.zeros_like_params()
+    streams = data.Streams(ids, batch, seq_len)
+    state, losses = None, []
+    for step in range(n_steps):
+        x, y, reset = next(streams)
+        if reset:
+            state = None
+        xi = None if xis is None else xis[step]
+        loss, _, state = model.loss_and_grads(x, y, state=state, xi=xi, grads=grads)
+        if clip_value is not None:
+            clip.clip_grad_value(grads, clip_value)
+        clip.clip_grad_norm(grads, max_norm)
+        opt.step(grads)
+        losses.append(loss)
+    return losses, state
+
+
+def tiny_model(cell, seed=0, **kwargs):
+    return Model(11, 8, 11, cell=cell, input="embedding", n_embed=5, dtype=np.float64,
+                 seed=seed, **kwargs)
+
+
+IDS = np.random.default_rng(1).integers(0, 11, 500).astype(np.int32)
+
+
+# ------------------------------------------------------------------------------ the Python API
+@pytest.mark.parametrize("cell", CELLS)
+def test_equals_single_process_training(cell, dask_client):
+    """5 steps, a batch of 5 streams split 3 + 2, randomized truncation, clipping active:
+    the parameters equal one process's to 1e-10 and the two replicas hold the same bits."""
+    from fastbptt.nn.distributed import DataParallel
+    rng = np.random.default_rng(3)
+    xis = [truncation.randomized(6, 0.6, rng) for _ in range(5)]
+    expected = tiny_model(cell)
+    losses, _ = one_process(expected, IDS, 5, batch=5, seq_len=6, lr=1e-2, max_norm=0.5,
+                            xis=xis)
+    model = tiny_model(cell)
+    feed = iter(xis)
+    with DataParallel(model, IDS, client=dask_client, batch=5, seq_len=6, lr=1e-2, clip=0.5,
+                      timeout=60) as dp:
+        assert dp.shards == [(0, 3), (3, 5)]
+        got = list(dp.train(5, xi=lambda: next(feed)))
+        replicas = dp.replica_params()
+        dp.pull()
+        assert dp.step_count == 5
+    np.testing.assert_allclose(got, losses, rtol=1e-12)
+    for name, p in expected.params.items():
+        assert_close(model.params[name], p, np.float64, name)
+        assert np.array_equal(replicas[0][name], replicas[1][name]), name
+    assert any(not np.array_equal(model.params[n], tiny_model(cell).params[n])
+               for n in model.params)                                    # it did train
+
+
+def test_other_optimizers_value_clipping_and_uneven_work(dask_client):
+    """SGD with momentum and value clipping, through the one-call ``train``; one worker more
+    than there are streams: one replica, the same answer."""
+    from fastbptt.nn.distributed import train
+    for batch in (4, 1):
+        expected = tiny_model("lstm")
+        opt = SGD(expected.params, lr=0.5, momentum=0.9)
+        losses, _ = one_process(expected, IDS, 4, batch=batch, seq_len=5, lr=0.5, max_norm=1.0,
+                                optimizer=opt, clip_value=0.01)
+        model = tiny_model("lstm")
+        got = train(model, IDS, 4, client=dask_client, batch=batch, seq_len=5,
+                    optimizer="sgd", lr=0.5, optimizer_options={"momentum": 0.9}, clip=1.0,
+                    clip_value=0.01, timeout=60)
+        np.testing.assert_allclose(got, losses, rtol=1e-12)
+        for name, p in expected.params.items():
+            assert_close(model.params[name], p, np.float64, name)
+
+
+def test_state_is_carried_per_shard_across_windows(dask_client):
+    """Each replica carries its streams' recurrent state from window to window (and drops it
+    at the start of a pass, as one process does): the state of the whole batch, gathered from
+    the shards, equals one process's after every step."""
+    from fastbptt.nn.distributed import DataParallel
+    ids = IDS[:4 * 3 * 5 + 1]                        # 4 streams, 3 windows of 5 per pass
+    expected = tiny_model("lstm")
+    model = tiny_model("lstm")
+    with DataParallel(model, ids, client=dask_client, batch=4, seq_len=5, lr=1e-2,
+                      clip=None, timeout=60) as dp:
+        for n_steps in range(1, 6):
+            dp.step()
+            _, state = one_process(tiny_model("lstm"), ids, n_steps, batch=4, seq_len=5,
+                                   lr=1e-2, max_norm=np.inf)
+            got = dp.state()
+            for layer, st in enumerate(state):
+                for key, value in st.items():
+                    assert_close(got[layer][key], value, np.float64, f"step {n_steps} {key}")
+    del expected
+
+
+def test_sync_every_averages_parameters_and_converges(dask_client):
+    """Local SGD: 4 steps on each replica's shard, then the mean of the parameters. The
+    replicas are equal right after an averaging and differ in between; the loss falls well
+    below its start on a text of one repeated phrase. Not equal to one process."""
+    from fastbptt.nn.distributed import DataParallel
+    text = "the cat sat on the mat. " * 60
+    vocab = data.CharVocab.from_text(text)
+    ids = vocab.encode(text)
+    model = Model(len(vocab), 16, len(vocab), cell="gru", input="onehot", dtype=np.float64,
+                  seed=0)
+    with DataParallel(model, ids, client=dask_client, batch=4, seq_len=8, lr=2e-2,
+                      sync_every=4, timeout=60) as dp:
+        losses = list(dp.train(8))
+        after_sync = dp.replica_params()
+        losses += list(dp.train(2))
+        between = dp.replica_params()
+        losses += list(dp.train(50))
+        dp.pull()
+    assert all(np.array_equal(after_sync[0][n], after_sync[1][n]) for n in after_sync[0])
+    assert not all(np.array_equal(between[0][n], between[1][n]) for n in between[0])
+    assert np.mean(losses[-8:]) < 0.5 * np.mean(losses[:4]), losses
+    x, y, _ = next(data.Streams(ids, 4, 8))
+    assert model.evaluate(x, y)[0] < 0.5 * losses[0]
+
+
+def test_sweep_runs_configurations_as_tasks(dask_client):
+    from fastbptt.nn.distributed import sweep
+    seen = []
+    assert sweep(np.add, [1, 2, 3], 10, client=dask_client,
+                 on_result=lambda i, r: seen.append(i)) == [11, 12, 13]
+    assert sorted(seen) == [0, 1, 2]
+    with pytest.raises(RuntimeError, match=r"run 1 of the sweep \('x'\) failed"):
+        sweep(np.sqrt, [4.0, "x"], client=dask_client)
+
+
+def test_bad_arguments_name_themselves(dask_client):
+    from distributed import Client
+
+    from fastbptt.nn.distributed import DataParallel, connect
+    model = tiny_model("rnn")
+    for kwargs, message in [({"sync_every": 0}, "sync_every must be an integer >= 1"),
+                            ({"batch": 0}, "batch must be an integer >= 1"),
+                            ({"optimizer": "rmsprop"}, "optimizer must be one of"),
+                            ({"clip": -1.0}, "clip must be >= 0"),
+                            ({"batch": 400}, "too few")]:
+        options = {"batch": 4, "seq_len": 5, **kwargs}
+        with pytest.raises(ValueError, match=message):
+            DataParallel(model, IDS, client=dask_client, **options)
+    with pytest.raises(TypeError, match="client must be a distributed.Client"):
+        DataParallel(model, IDS, client="local:2", batch=4, seq_len=5)
+    closed = Client(dask_client.scheduler.address)
+    closed.close()
+    with pytest.raises(ValueError, match="client is not connected"):
+        DataParallel(model, IDS, client=closed, batch=4, seq_len=5)
+    for spec in ("local:0", "locla:2", "127.0.0.1:8786"):
+        with pytest.raises(ValueError, match="cluster"):
+            connect(spec)
+
+
+# ------------------------------------------------------------------------------ the command line
+def test_train_on_the_cluster_equals_training_here(text_file, tmp_path, dask_client, capsys):
+    """``--cluster tcp://...`` (the running scheduler) gives the model training here gives."""
+    address = dask_client.scheduler.address
+    common = ["train", "--text", str(text_file), "--steps", "9", "--dtype", "float64",
+              "--truncation", "randomized", "--save-every", "3"] + TINY
+    assert main(common + ["--out", str(tmp_path / "here")]) == 0
+    assert main(common + ["--out", str(tmp_path / "there"), "--cluster", address]) == 0
+    printed = capsys.readouterr().out
+    assert f"cluster: {address}, 2 workers" in printed and "cluster: 2 replicas" in printed
+    here = Model.load(tmp_path / "here" / "model.npz")
+    there = Model.load(tmp_path / "there" / "model.npz")
+    assert there.metadata["steps"] == 9
+    for name, p in here.params.items():
+        assert_close(there.params[name], p, np.float64, name)
+
+
+def test_ctrl_c_on_the_cluster_saves_the_steps_taken(text_file, tmp_path, monkeypatch,
+                                                     dask_client, capsys):
+    """Ctrl-C while waiting for step 6: the steps already issued (6 and 7) finish, and the
+    model saved is the one after step 7, as training here for 7 steps gives it."""
+    from fastbptt.nn.distributed import DataParallel
+    finish, calls = DataParallel._finish, []
+
+    def interrupted(self, issued):
+        calls.append(issued[0])
+        if len(calls) == 6:
+            raise KeyboardInterrupt
+        return finish(self, issued)
+
+    monkeypatch.setattr(DataParallel, "_finish", interrupted)
+    common = ["train", "--text", str(text_file), "--dtype", "float64"] + TINY
+    rc = main(common + ["--steps", "50", "--out", str(tmp_path / "there"),
+                        "--cluster", dask_client.scheduler.address])
+    assert rc == 130
+    assert "interrupted at step 7" in capsys.readouterr().err
+    assert main(common + ["--steps", "7", "--out", str(tmp_path / "here")]) == 0
+    here = Model.load(tmp_path / "here" / "model.npz")
+    there = Model.load(tmp_path / "there" / "model.npz")
+    assert there.metadata["steps"] == 7
+    for name, p in here.params.items():
+        assert_close(there.params[name], p, np.float64, name)
+
+
+def test_compare_truncation_runs_as_tasks_on_the_cluster(text_file, tmp_path, dask_client,
+                                                         capsys):
+    common = ["train", "--text", str(text_file), "--compare-truncation", "--steps", "6",
+              "--k", "2", "--p", "0.5", "--dtype", "float64"] + TINY
+    assert main(common + ["--out", str(tmp_path / "here")]) == 0
+    assert main(common + ["--out", str(tmp_path / "there"), "--cluster",
+                          dask_client.scheduler.address]) == 0
+    assert "as tasks on the cluster" in capsys.readouterr().out
+    table = (tmp_path / "there" / "compare.txt").read_text()
+    for label in ("full BPTT", "regular (K=2)", "randomized (p=0.5)", "unigram baseline"):
+        assert label in table
+    for strategy in ("full", "chunked", "randomized"):
+        here = Model.load(tmp_path / "here" / f"model-{strategy}.npz")
+        there = Model.load(tmp_path / "there" / f"model-{strategy}.npz")
+        for name, p in here.params.items():
+            assert_close(there.params[name], p, np.float64, f"{strategy} {name}")
+
+
+def test_a_killed_worker_fails_the_step_and_resume_continues(text_file, tmp_path, monkeypatch,
+                                                              dask_client, capsys):
+    """``--cluster local:2``: a worker killed after step 4 makes the next step fail with an
+    error naming the worker; model.npz, saved every 2 steps, loads; ``--resume`` (on another
+    cluster) trains on from it to ``--steps``."""
+    import signal
+
+    import fastbptt.cli.train as train_command
+    evaluate = train_command.evaluate
+    killed, clients = [], []
+    start = train_command.ClusterTrainer.start
+
+    def start_and_keep_client(self):
+        clients.append(self.client)                       # the command's own client
+        return start(self)
+
+    def evaluate_then_kill(*args, **kwargs):
+        loss = evaluate(*args, **kwargs)
+        if not killed:
+            pids = clients[0].run(os.getpid)
+            address = sorted(pids)[1]
+            os.kill(pids[address], signal.SIGKILL)
+            killed.append(address)
+        return loss
+
+    monkeypatch.setattr(train_command, "evaluate", evaluate_then_kill)
+    monkeypatch.setattr(train_command.ClusterTrainer, "start", start_and_keep_client)
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(text_file), "--steps", "8", "--save-every", "2",
+            "--out", str(out)] + TINY
+    rc = exit_status(argv + ["--cluster", "local:2"])
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert f"worker {killed[0]}" in err and "left the cluster" in err, err
+    assert "holds the model saved at step 4: continue with --resume" in err, err
+    assert Model.load(out / "model.npz").metadata["steps"] == 4
+
+    monkeypatch.setattr(train_command, "evaluate", evaluate)
+    rc = exit_status(argv + ["--resume", "--cluster", dask_client.scheduler.address])
+    printed = capsys.readouterr()
+    assert rc == 0, printed.err
+    assert "resuming from" in printed.out
+    resumed = Model.load(out / "model.npz")
+    assert resumed.metadata["steps"] == 8 and np.isfinite(resumed.metadata["val_loss"])
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert [int(r.split(",")[1]) for r in rows[1:]] == [4, 8]
+
+
+# ------------------------------------------------------------------------------ without Dask
+def run_python(code):
+    """Run ``code`` in a fresh interpreter importing this fastbptt."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=env, timeout=120)
+
+
+def test_without_cluster_dask_is_not_imported(text_file, tmp_path):
+    code = textwrap.dedent(f"""
+        import sys
+        from fastbptt.cli import main
+        assert main(["train", "--text", {str(text_file)!r}, "--steps", "3",
+                     "--out", {str(tmp_path / "run")!r}] + {TINY!r}) == 0
+        loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("dask", "distributed")
+                        or m == "fastbptt.nn.distributed")
+        assert not loaded, loaded
+    """)
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+
+
+def test_without_dask_cluster_names_the_extra(text_file, tmp_path):
+    """In a fresh interpreter where ``import distributed`` fails (a running cluster in this
+    one would not survive that)."""
+    code = textwrap.dedent(f"""
+        import sys
+        sys.modules["distributed"] = None                  # import distributed -> ImportError
+        from fastbptt.cli import main
+        sys.exit(main(["train", "--text", {str(text_file)!r}, "--cluster", "local:2",
+                       "--out", {str(tmp_path / "x")!r}] + {TINY!r}))
+    """)
+    done = run_python(code)
+    assert done.returncode == 2
+    assert "--cluster needs Dask" in done.stderr
+    assert "pip install 'fastbptt[dask]'" in done.stderr
+    done = run_python("import sys; sys.modules['distributed'] = None; "
+                      "import fastbptt.nn.distributed")
+    assert "ImportError: fastbptt.nn.distributed needs" in done.stderr
+    assert "pip install 'fastbptt[dask]'" in done.stderr
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--cluster", "localhost"], "argument --cluster: must be local:N or tcp://HOST:PORT"),
+    (["--cluster", "local:0"], "argument --cluster: local:N needs N >= 1"),
+    (["--cluster", "local:2", "--sync-every", "0"], "argument --sync-every: must be at least 1"),
+    (["--sync-every", "2"], "--sync-every goes with --cluster"),
+    (["--cluster", "local:2", "--truncation", "tbptt"], "drop --cluster"),
+    (["--resume", "--compare-truncation"], "drop --compare-truncation"),
+    (["--resume"], "--resume: there is no"),
+])
+def test_bad_cluster_options_give_a_clear_message(argv, message, text_file, tmp_path, capsys):
+    """All refused before any cluster starts."""
+    rc = exit_status(["train", "--text", str(text_file), "--out", str(tmp_path / "x")] + argv)
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert message in err and "error" in err
