@@ -359,9 +359,9 @@ class _Replica:
         flat = np.empty(self.n_params, self.model.dtype)
         loss, _, self.state = self.model.loss_and_grads(x, y, state=self.state, xi=xi,
                                                         grads=self._views(flat))
-        t2 = time.perf_counter()
         if self.sync_every == 1:
             flat *= flat.dtype.type(self.weight)
+            t2 = time.perf_counter()
             self.pending = ("grads", self._exchange(step, flat))
         elif step % self.sync_every == 0:
             # local SGD, a step that ends with averaging: this replica's own update now
@@ -373,6 +373,7 @@ class _Replica:
             t2 = time.perf_counter()
             self.pending = ("params", self._exchange(step, flat))
         else:
+            t2 = time.perf_counter()
             self.pending = ("grads", flat)                     # local SGD: its own gradient
         return loss, t1 - t0, t2 - t1, time.perf_counter() - t2
 
