@@ -370,6 +370,24 @@ def test_without_dask_cluster_names_the_extra(text_file, tmp_path):
     assert "pip install 'fastbptt[dask]'" in done.stderr
 
 
+def test_save_every_and_resume_on_one_process(text_file, tmp_path, capsys):
+    """``--save-every`` and ``--resume`` need no cluster: a run stopped at step 4 and resumed
+    to 8 ends at step 8 with the loss curve of both parts; a resume with other model options
+    is refused."""
+    out = tmp_path / "run"
+    argv = ["train", "--text", str(text_file), "--save-every", "2", "--out", str(out)] + TINY
+    assert main(argv + ["--steps", "4"]) == 0
+    assert Model.load(out / "model.npz").metadata["steps"] == 4
+    assert main(argv + ["--steps", "8", "--resume"]) == 0
+    printed = capsys.readouterr().out
+    assert "resuming from" in printed and "trained 4 more steps (to step 8)" in printed
+    assert Model.load(out / "model.npz").metadata["steps"] == 8
+    rows = (out / "loss.csv").read_text().splitlines()
+    assert [int(r.split(",")[1]) for r in rows[1:]] == [4, 8]
+    assert exit_status(argv + ["--steps", "10", "--resume", "--hidden", "9"]) == 2
+    assert "--resume:" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("argv,message", [
     (["--cluster", "localhost"], "argument --cluster: must be local:N or tcp://HOST:PORT"),
     (["--cluster", "local:0"], "argument --cluster: local:N needs N >= 1"),

@@ -726,9 +726,9 @@ def _train(args, corpus, baseline, out, client=None):
         model_path, _ = out.write("model.npz",
                                   _saver(model, _metadata(args, corpus, trainer, val, baseline)))
         rate = (trainer.chars - trainer.start_chars) / max(trainer.train_time, 1e-9)
-        done = f"{trainer.step}" if not trainer.start_step else \
-            f"{trainer.step - trainer.start_step} more (to step {trainer.step})"
-        print(f"\ntrained {done} steps, {trainer.chars - trainer.start_chars:,} chars in "
+        done = f"{trainer.step} steps" if not trainer.start_step else \
+            f"{trainer.step - trainer.start_step} more steps (to step {trainer.step})"
+        print(f"\ntrained {done}, {trainer.chars - trainer.start_chars:,} chars in "
               f"{trainer.train_time:.1f} s ({rate:,.0f} chars/s)"
               + (f"; {trainer.n_skipped} non-finite steps skipped" if trainer.n_skipped else ""))
         print(f"validation loss {val:.4f} nats/char ({val / np.log(2):.3f} bits/char); "

@@ -60,6 +60,7 @@ from collections import deque
 import numpy as np
 
 try:
+    import dask
     import distributed as _dd
 except ImportError as _err:              # the optional extra is missing: say which one
     raise ImportError("fastbptt.nn.distributed needs Dask's distributed scheduler: "
@@ -106,9 +107,14 @@ def connect(cluster, *, timeout=30):
             raise ValueError(f"cluster 'local:N' needs N >= 1, got {cluster!r}")
         # one thread per worker: each process runs the kernels on its shard of sequences; the
         # scheduler's web server on any free port, so no fixed port is taken; calls to the
-        # replicas straight to the workers, which are on this machine
-        return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
-                          dashboard_address=":0", direct_to_workers=True, timeout=timeout)
+        # replicas straight to the workers, which are on this machine. Dask sets
+        # MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap
+        # threshold: every step's large arrays were then mapped afresh and page-faulted
+        # (2 workers, default model, batch 64: 35 ms per step against 29 ms without it)
+        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
+                              None}):
+            return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
+                              dashboard_address=":0", direct_to_workers=True, timeout=timeout)
     if not _ADDRESS.match(cluster):
         raise ValueError(f"cluster must be 'local:N' or a scheduler address "
                          f"'tcp://HOST:PORT', got {cluster!r}")
