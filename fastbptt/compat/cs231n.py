@@ -70,6 +70,7 @@ from .. import lstm_forward as _lstm_forward
 from .. import rnn_backward as _rnn_backward
 from .. import rnn_forward as _rnn_forward
 from .._caches import Cache
+from .._cells import LSTM, RNN
 from .._grads import Grads
 from .._validation import check_all_finite, check_array
 from ..reference._math import sigmoid as _sigmoid
@@ -152,12 +153,13 @@ class _StepCache:
 
 
 def _check_step(cell, x, prev_h, Wx, Wh, b, prev_c=None):
-    """Arguments of ``<cell>_step_forward`` in their common dtype: x (..., D), prev_h (..., H),
-    Wx (D, G*H), Wh (H, G*H), b (G*H,) or anything that broadcasts with the products,
-    prev_c (..., H) for the LSTM; all finite."""
-    n_gates, g = (4, "4*") if cell == "lstm" else (1, "")
+    """Arguments of the step forward of ``cell`` (a ``Cell`` record) in their common dtype:
+    x (..., D), prev_h (..., H), Wx (D, G*H), Wh (H, G*H), b (G*H,) or anything that broadcasts
+    with the products, prev_c (..., H) where the cell has a state c; all finite."""
+    n_gates, with_c = cell.n_gates, "c" in cell.states
+    g = f"{n_gates}*" if n_gates > 1 else ""
     arrays, dtype = _common(x=x, prev_h=prev_h, Wx=Wx, Wh=Wh, b=b, prev_c=prev_c)
-    if cell == "lstm" and prev_c is None:
+    if with_c and prev_c is None:
         raise TypeError("prev_c must be an array (N, H), got None")
     x, prev_h, Wx, Wh, b = (arrays[name] for name in ("x", "prev_h", "Wx", "Wh", "b"))
     if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
@@ -183,7 +185,7 @@ def _check_step(cell, x, prev_h, Wx, Wh, b, prev_c=None):
                          f"expected x (N, D), prev_h (N, H), b ({g}H,)") from None
     if shape[-1] != gh:
         raise ValueError(f"b must have shape ({g}H,) = ({gh},), got {b.shape}")
-    if cell == "lstm":
+    if with_c:
         prev_c = arrays["prev_c"]
         state = shape[:-1] + (n_hidden,)
         try:
@@ -296,7 +298,7 @@ def rnn_step_forward(x, prev_h, Wx, Wh, b):
     x (N, D), prev_h (N, H), Wx (D, H), Wh (H, H), b (H,)  ->  next_h (N, H), cache. Arguments
     that NumPy broadcasts in that expression are taken (x (D,) with prev_h (N, H)).
     """
-    x, prev_h, Wx, Wh, b = _check_step("rnn", x, prev_h, Wx, Wh, b)
+    x, prev_h, Wx, Wh, b = _check_step(RNN, x, prev_h, Wx, Wh, b)
     next_h = np.tanh(x @ Wx + prev_h @ Wh + b)
     return next_h, _StepCache("rnn", x=x, prev_h=prev_h, Wx=Wx, Wh=Wh, b=b, next_h=next_h)
 
@@ -361,7 +363,7 @@ def lstm_step_forward(x, prev_h, prev_c, Wx, Wh, b):
     ->  next_h (N, H), next_c (N, H), cache. Arguments that NumPy broadcasts in these
     expressions are taken.
     """
-    x, prev_h, Wx, Wh, b, prev_c = _check_step("lstm", x, prev_h, Wx, Wh, b, prev_c)
+    x, prev_h, Wx, Wh, b, prev_c = _check_step(LSTM, x, prev_h, Wx, Wh, b, prev_c)
     n_hidden = Wh.shape[0]
     a = x @ Wx + prev_h @ Wh + b
     ifo = sigmoid(a[..., :3 * n_hidden])
