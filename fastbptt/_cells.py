@@ -19,11 +19,12 @@ from ._caches import GRUCache, JordanCache, LSTMCache, RNNCache
 class Cell:
     """One recurrent cell.
 
-    name : 'rnn', 'lstm', 'gru', 'jordan': the prefix of its functions ``<name>_forward/_backward``.
+    name : 'rnn', 'lstm', 'gru', 'jordan': the prefix of its functions ``<name>_forward`` and
+        ``<name>_backward``.
     n_gates : G, the column blocks of ``Wx`` (D, G*H), ``Wh`` (H, G*H) and ``b`` (G*H,).
-    states : the recurrent state, ('h',), ('h', 'c'), or Jordan's output ('y',). Forward takes ``h0`` and, for each
-        further state s, the keyword ``s0``; backward takes ``dhT`` (``dsT``) and its result
-        has ``dh0`` (``.ds0``); the cache has ``hT`` (``sT``).
+    states : the recurrent state, ('h',), ('h', 'c') or Jordan's output ('y',). Forward takes
+        ``h0`` (``y0``) and, for each further state s, the keyword ``s0``; backward takes
+        ``dhT`` (``dsT``) and its result has ``dh0`` (``.ds0``); the cache has ``hT`` (``sT``).
     extra_weights : weights beyond ``Wx, Wh, b``, taken by forward as keywords and whose
         gradients backward adds as attributes: ('bh',) for the GRU.
     options : forward's keywords that are choices, each with its allowed values, the default

@@ -16,9 +16,18 @@ from ._caches import Cache
 from ._cells import JORDAN
 from ._grads import JordanGrads
 from ._layout import swap_major
-from ._validation import (INT_MAX, as_float_array, check_all_finite, check_array, check_bool,
-                          check_cache, check_no_overlap, check_xi, numpy_first_nonfinite,
-                          numpy_first_overlap)
+from ._validation import (
+    INT_MAX,
+    as_float_array,
+    check_all_finite,
+    check_array,
+    check_bool,
+    check_cache,
+    check_no_overlap,
+    check_xi,
+    numpy_first_nonfinite,
+    numpy_first_overlap,
+)
 
 
 class JordanInputs(NamedTuple):

@@ -164,13 +164,13 @@ cdef void _backward_step(const floating* dy_t, const floating* y_t, const floati
                          int output_nonlinearity) noexcept nogil:
     """One step back; rows of dy_t, y_t and dAo_t are ld_y apart, those of h_t and dAh_t ld_h,
     those of carry n_output."""
-    cdef Py_ssize_t i, n, O = n_output
+    cdef Py_ssize_t i, n, n_out = n_output
     # dAo_t = (dy[t] + carry) * phi_y'
     for n in range(n_batch):
-        for i in range(O):
-            dAo_t[n * ld_y + i] = dy_t[n * ld_y + i] + carry[n * O + i]
+        for i in range(n_out):
+            dAo_t[n * ld_y + i] = dy_t[n * ld_y + i] + carry[n * n_out + i]
         if output_nonlinearity != IDENTITY:
-            _times_dphi(dAo_t + n * ld_y, y_t + n * ld_y, O, output_nonlinearity)
+            _times_dphi(dAo_t + n * ld_y, y_t + n * ld_y, n_out, output_nonlinearity)
     # dAh_t = dAo_t @ Wo.T     (N,H) = (N,O)(H,O)'
     gemm(NO_TRANS, TRANS, n_batch, n_hidden, n_output,
          1, dAo_t, <int> ld_y, Wo, n_output, 0, dAh_t, <int> ld_h)
@@ -181,7 +181,7 @@ cdef void _backward_step(const floating* dy_t, const floating* y_t, const floati
         for n in range(n_batch):
             _times_dphi(dAh_t + n * ld_h, h_t + n * ld_h, n_hidden, nonlinearity)
     if xi_t == 0:
-        for i in range(n_batch * O):
+        for i in range(n_batch * n_out):
             carry[i] = 0
         return
     # carry = xi_t * dAh_t @ Wy.T     (N,O) = (N,H)(O,H)'

@@ -4,6 +4,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import HIDDEN_CELLS
 
 import fastbptt
 import fastbptt.reference
@@ -11,7 +12,7 @@ from fastbptt import truncation
 from fastbptt.nn import Model, data, optim
 from fastbptt.tbptt import TBPTT, WeightGrads
 
-CELLS = list(fastbptt.CELLS)
+CELLS = HIDDEN_CELLS
 BACKENDS = ["kernels", "reference"]
 
 # (input, loss, layers): every input kind and both losses, with stacked layers

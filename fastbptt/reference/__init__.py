@@ -25,5 +25,5 @@ CELLS = _cells.registry(
 )
 
 __all__ = ["CELLS", "Cache", "Grads", "InUseError", "rnn_forward", "rnn_backward",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "jordan_forward", "jordan_backward",
-           "truncation", "clip"]
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "jordan_forward", "jordan_backward", "truncation", "clip"]
