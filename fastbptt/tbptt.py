@@ -147,8 +147,11 @@ class TBPTT:
         if cells is None:
             raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
                              f"implementation with a CELLS registry; {name} has none")
-        if cell not in cells:
-            raise ValueError(f"cell must be one of {tuple(cells)}, got {cell!r}")
+        driven = tuple(name for name, record in cells.items() if not record.output_feedback)
+        if cell not in driven:
+            raise ValueError(f"cell must be one of {driven}, got {cell!r}"
+                             + (" (for Jordan's network, carry cache.yT as y0 and pass dyT)"
+                                if cell in cells else ""))
         self.cell = cell
         self.impl = impl
         self._cell = cells[cell]

@@ -35,7 +35,7 @@ BURST = 3   # runs of a callable in a row in each round
 
 
 def add_arguments(parser):
-    cells = tuple(fastbptt.CELLS)
+    cells = tuple(name for name, cell in fastbptt.CELLS.items() if not cell.output_feedback)
     parser.add_argument("--cells", type=names_among(cells, "cell"), default=list(cells),
                         help=f"comma-separated cells among {','.join(cells)} (default: all)")
     parser.add_argument("--cases", type=names_among(CASES, "case"), default=["S", "M"],

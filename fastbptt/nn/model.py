@@ -194,8 +194,11 @@ class Model:
             name = getattr(impl, "__name__", type(impl).__name__)
             raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
                              f"implementation with a CELLS registry; {name} has none")
-        if self.cell not in cells:
-            raise ValueError(f"cell must be one of {tuple(cells)}, got {self.cell!r}")
+        layered = tuple(name for name, cell in cells.items() if not cell.output_feedback)
+        if self.cell not in layered:
+            raise ValueError(f"cell must be one of {layered}, got {self.cell!r}"
+                             + (" (Jordan's network runs as jordan_forward/jordan_backward, "
+                                "not yet as a Model layer)" if self.cell in cells else ""))
         self._impl, self._cell = impl, cells[self.cell]
 
     @property
