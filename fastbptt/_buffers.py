@@ -175,8 +175,12 @@ def jordan_backward_buffers(cache, inputs):
     carry : (N, O), new or ``out.dy0``, holding dyT (zeros where None): backward carries it back
         to dL/dy0 in place.
     weight gradients : {'dWx', 'dWy', 'db', 'dWo', 'dbo'}: ``grads``' arrays to add into, else
-        ``out``'s set to zero, else new zeros."""
+        ``out``'s set to zero, else new zeros.
+
+    With ``overwrite_cache``, this marks the cache consumed, now that every check has passed."""
     out, dtype = inputs.out, cache.dtype
+    if inputs.overwrite_cache:
+        cache._consume()
     n_batch, n_output = cache.y0.shape
     if out is not None:
         dx, carry = out.dx, out.dy0

@@ -138,6 +138,7 @@ class JordanBackwardInputs(NamedTuple):
     xi : (T,) truncation multipliers in the cache's dtype (ones where None).
     grads : {'dWx', 'dWy', 'db', 'dWo', 'dbo'}: the caller's arrays to add into, or None.
     out : the earlier ``JordanGrads`` whose arrays receive this one's, or None.
+    h_grad_norms : the caller's (T,) array to receive ||dL/dy_t||, or None.
     writes : (name, array) pairs of the caller's arrays the call writes.
     """
     dy_buffer: np.ndarray
@@ -146,6 +147,8 @@ class JordanBackwardInputs(NamedTuple):
     xi: np.ndarray
     grads: Optional[dict]
     out: Optional[JordanGrads]
+    h_grad_norms: Optional[np.ndarray]
+    overwrite_cache: bool
     writes: Sequence
 
 
@@ -155,10 +158,12 @@ def cache_sizes(cache):
     return n_steps, n_batch, cache.x.shape[2], n_hidden, cache.y.shape[2]
 
 
-def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None,
-                          scan=numpy_first_nonfinite, overlap=numpy_first_overlap):
+def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=None,
+                          overwrite_cache=False, out=None, scan=numpy_first_nonfinite,
+                          overlap=numpy_first_overlap):
     """Check the arguments of ``jordan_backward``. Returns ``JordanBackwardInputs``."""
     check_cache(JORDAN, cache)
+    overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype = cache.dtype
     n_steps, n_batch, n_input, n_hidden, n_output = cache_sizes(cache)
     if cache.time_major:
@@ -185,6 +190,14 @@ def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None,
     if grads is not None:
         grads = _check_grads(grads, shapes, dtype)
         writes += [("grads." + name, arr) for name, arr in grads.items()]
+    if h_grad_norms is not None:
+        norms = h_grad_norms
+        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
+                or norms.shape != (n_steps,)):
+            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
+        if not (norms.flags.c_contiguous and norms.flags.writeable):
+            raise ValueError("h_grad_norms must be C-contiguous and writeable")
+        writes.append(("h_grad_norms", norms))
     if out is not None:
         if not isinstance(out, JordanGrads):
             raise TypeError("out must be the result of an earlier jordan_backward (to reuse its "
@@ -207,7 +220,7 @@ def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None,
                   if isinstance(fields[name], np.ndarray)]
         check_no_overlap(writes, reads, overlap)
     return JordanBackwardInputs(dy, swap_major(dy, cache.time_major), dyT, xi, grads, out,
-                                tuple(writes))
+                                h_grad_norms, overwrite_cache, tuple(writes))
 
 
 def _check_buffer(name, buf, shape, dtype):

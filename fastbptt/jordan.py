@@ -60,7 +60,8 @@ def jordan_forward(x, y0, Wx, Wy, b, Wo, bo, *, nonlinearity="tanh",
     return readonly(y), cache
 
 
-def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
+def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=None,
+                    overwrite_cache=False, out=None):
     """Backpropagate through every time step of ``jordan_forward``.
 
     Parameters
@@ -76,6 +77,12 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
     grads : a ``JordanGrads`` (or anything with the arrays ``dWx``, ``dWy``, ``db``, ``dWo``,
         ``dbo``, or a dict with those keys) to add the weight gradients into in place instead
         of allocating them; none may share memory with what the call reads (a ValueError).
+    h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step
+        the Frobenius norm of dL/dy_t, the whole gradient reaching the output y_t (the state
+        carried to the next step; ``fastbptt gradflow`` plots it), computed inside the loop.
+    overwrite_cache : bool. True consumes the cache: another backward on it raises a
+        ValueError, as for the other cells (whose backward may then reuse the cache's gate
+        values as workspace); the Jordan cache holds only its states and outputs, which stay.
     out : the result of an earlier ``jordan_backward`` with the same shapes, or None. Its
         arrays receive this call's gradients instead of new ones: dx, dy0 and, unless ``grads``
         is given, the weight gradients, all overwritten.
@@ -84,9 +91,12 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
     -------
     JordanGrads ``(dx, dy0, dWx, dWy, db, dWo, dbo)``.
     """
-    inputs = check_jordan_backward(dy, cache, dyT=dyT, xi=xi, grads=grads, out=out,
-                                   scan=checks.first_nonfinite, overlap=checks.first_overlap)
-    begin(cache, "read", inputs.writes)
+    inputs = check_jordan_backward(dy, cache, dyT=dyT, xi=xi, grads=grads,
+                                   h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+                                   out=out, scan=checks.first_nonfinite,
+                                   overlap=checks.first_overlap)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
     try:
         dx, carry, wg = jordan_backward_buffers(cache, inputs)
         n_steps, n_batch, n_hidden = cache.h.shape
@@ -97,7 +107,10 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
             run_kernel(_jordan.backward, cache.x, cache.Wx, swap_major(cache.x, tm), cache.y0,
                        cache.Wx, cache.Wy, cache.Wo, swap_major(cache.h, tm),
                        swap_major(cache.y, tm), inputs.dy_buffer, inputs.xi, carry, dAh, dAo,
-                       dx, wg, tm, cache.nonlinearity, cache.output_nonlinearity)
+                       dx, wg, tm, cache.nonlinearity, cache.output_nonlinearity,
+                       h_grad_norms)
+        elif h_grad_norms is not None:
+            h_grad_norms[...] = 0
     finally:
-        end(cache, "read", inputs.writes)
+        end(cache, mode, inputs.writes)
     return JordanGrads(dx, carry, wg["dWx"], wg["dWy"], wg["db"], wg["dWo"], wg["dbo"])

@@ -24,6 +24,7 @@ O = n_output):
                                            y_{t-1}
     carry          carry          (N, O)   gradient reaching y_t through step t+1: dyT at the
                                            start, dL/dy0 at the end
+    ||dL/dy_t||    norms[t]                Frobenius norm of dy[t] + carry, only if norms is given
 
 phi'(.) is computed from the values after it: tanh' = 1 - v^2, sigmoid' = v (1 - v),
 relu' = [v > 0] (a factor 0 or 1, so that a NaN stays one, as in the reference), identity' = 1.
@@ -35,6 +36,7 @@ gradients are accumulated into the arrays passed in. At N = 1 every per-step pro
 (``src/_blas.pxd``).
 """
 from cython cimport floating
+from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS, gemm
 from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
@@ -160,15 +162,19 @@ cdef void _times_dphi(floating* g, const floating* v, Py_ssize_t size,
 cdef void _backward_step(const floating* dy_t, const floating* y_t, const floating* h_t,
                          floating* dAo_t, floating* dAh_t, Py_ssize_t ld_y, Py_ssize_t ld_h,
                          floating* carry, const floating* Wy, const floating* Wo, floating xi_t,
-                         int n_batch, int n_hidden, int n_output, int nonlinearity,
-                         int output_nonlinearity) noexcept nogil:
+                         floating* norm_t, int n_batch, int n_hidden, int n_output,
+                         int nonlinearity, int output_nonlinearity) noexcept nogil:
     """One step back; rows of dy_t, y_t and dAo_t are ld_y apart, those of h_t and dAh_t ld_h,
-    those of carry n_output."""
+    those of carry n_output. norm_t, unless NULL, receives ||dy[t] + carry||."""
     cdef Py_ssize_t i, n, n_out = n_output
+    cdef double sq = 0
     # dAo_t = (dy[t] + carry) * phi_y'
     for n in range(n_batch):
         for i in range(n_out):
             dAo_t[n * ld_y + i] = dy_t[n * ld_y + i] + carry[n * n_out + i]
+        if norm_t != NULL:
+            for i in range(n_out):
+                sq += dAo_t[n * ld_y + i] * dAo_t[n * ld_y + i]
         if output_nonlinearity != IDENTITY:
             _times_dphi(dAo_t + n * ld_y, y_t + n * ld_y, n_out, output_nonlinearity)
     # dAh_t = dAo_t @ Wo.T     (N,H) = (N,O)(H,O)'
@@ -180,6 +186,8 @@ cdef void _backward_step(const floating* dy_t, const floating* y_t, const floati
     else:
         for n in range(n_batch):
             _times_dphi(dAh_t + n * ld_h, h_t + n * ld_h, n_hidden, nonlinearity)
+    if norm_t != NULL:
+        norm_t[0] = <floating> sqrt(sq)
     if xi_t == 0:
         for i in range(n_batch * n_out):
             carry[i] = 0
@@ -204,11 +212,13 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
              const floating[:, :, ::1] h, const floating[:, :, ::1] y,
              const floating[:, :, ::1] dy, const floating[::1] xi, floating[:, ::1] carry,
              floating[:, :, ::1] dAh, floating[:, :, ::1] dAo, floating[:, :, ::1] dx,
-             dict weight_grads, bint time_major, str nonlinearity, str output_nonlinearity):
+             dict weight_grads, bint time_major, str nonlinearity, str output_nonlinearity,
+             floating[::1] norms=None):
     """BPTT over a forward's x, y0, weights, h and y. x, h, y, dy, the workspaces dAh (like h)
     and dAo (like y) and dx are in the caller's layout: (N, T, .), or (T, N, .) if time_major.
     carry (N, O) holds dyT on entry and dL/dy0 on exit; dx is overwritten; weight_grads' 'dWx',
-    'dWy', 'db', 'dWo', 'dbo' are accumulated into. Shapes are checked by the caller; N >= 1."""
+    'dWy', 'db', 'dWo', 'dbo' are accumulated into; norms (T,) receives ||dL/dy_t|| unless it
+    is None. Shapes are checked by the caller; N >= 1."""
     cdef Steps s = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = s.n_steps, n_batch = s.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wx.shape[1], n_output = Wo.shape[1]
@@ -227,6 +237,7 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
     cdef const floating* dyp = &dy[0, 0, 0]
     cdef floating* dAhp = &dAh[0, 0, 0]
     cdef floating* dAop = &dAo[0, 0, 0]
+    cdef bint want_norms = norms is not None
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_blas_ld(s.n_rows, n_hidden if n_hidden > n_output else n_output)
     w = watch(<double> n_batch * n_hidden * n_output * 2)
@@ -236,8 +247,8 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
                 break
             _backward_step(dyp + t * step_y, yp + t * step_y, hp + t * step_h,
                            dAop + t * step_y, dAhp + t * step_h, ld_y, ld_h, &carry[0, 0],
-                           &Wy[0, 0], &Wo[0, 0], xi[t], n_batch, n_hidden, n_output,
-                           phi_h, phi_y)
+                           &Wy[0, 0], &Wo[0, 0], xi[t], &norms[t] if want_norms else NULL,
+                           n_batch, n_hidden, n_output, phi_h, phi_y)
         if not w.stopped:
             # dWx += X.T @ dAh     (D,H) += (T*N,D)'(T*N,H)
             sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,

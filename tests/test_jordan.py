@@ -325,3 +325,24 @@ def test_cache_pickles_and_reports_its_shapes():
         assert_close(getattr(got, n), getattr(want, n), np.float64, n)
     assert "jordan cache: T=4 N=2 H=5" in repr(cache)
     assert RTOL[np.float64] < 1e-9
+
+
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+def test_state_gradient_norms_and_overwrite_cache(time_major, dtype):
+    """h_grad_norms receives ||dL/dy_t|| (dy[t] plus what flows back from step t+1), the same
+    in both implementations; overwrite_cache=True gives the same result and consumes the
+    cache."""
+    args, dy = problem((3, 5, 2, 4, 3), dtype, time_major)
+    norms = {}
+    for name, impl in IMPLS.items():
+        _, cache = impl.jordan_forward(*args, time_major=time_major)
+        norms[name] = np.zeros(5, dtype)
+        plain = impl.jordan_backward(dy, cache, h_grad_norms=norms[name])
+        consumed = impl.jordan_backward(dy, cache, overwrite_cache=True)
+        for n in GRAD_NAMES:
+            assert_close(getattr(consumed, n), getattr(plain, n), dtype, n)
+        with pytest.raises(ValueError, match="consumed"):
+            impl.jordan_backward(dy, cache)
+    assert_close(norms["kernels"], norms["reference"], dtype, "norms")
+    last = dy[-1] if time_major else dy[:, -1]
+    assert_close(norms["reference"][-1], np.linalg.norm(last.astype(np.float64)), dtype)

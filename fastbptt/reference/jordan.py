@@ -51,10 +51,14 @@ def jordan_forward(x, y0, Wx, Wy, b, Wo, bo, *, nonlinearity="tanh",
     return readonly(y_buf), cache
 
 
-def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
+def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=None,
+                    overwrite_cache=False, out=None):
     """Same contract as ``fastbptt.jordan_backward``."""
-    inputs = check_jordan_backward(dy, cache, dyT=dyT, xi=xi, grads=grads, out=out)
-    begin(cache, "read", inputs.writes)
+    inputs = check_jordan_backward(dy, cache, dyT=dyT, xi=xi, grads=grads,
+                                   h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+                                   out=out)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
     try:
         dx, carry, wg = jordan_backward_buffers(cache, inputs)
         dphi_h = DPHI[cache.nonlinearity]
@@ -63,6 +67,8 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
         grad = carry.copy()
         for t in reversed(range(cache.h.shape[0])):
             y_prev = cache.y[t - 1] if t else cache.y0
+            if h_grad_norms is not None:
+                h_grad_norms[t] = np.linalg.norm(inputs.dy[t] + grad)
             dAo = (inputs.dy[t] + grad) * dphi_y(cache.y[t])
             dAh = (dAo @ cache.Wo.T) * dphi_h(cache.h[t])
             wg["dWo"] += cache.h[t].T @ dAo
@@ -75,5 +81,5 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, out=None):
             grad = inputs.xi[t] * (dAh @ cache.Wy.T) if inputs.xi[t] else np.zeros_like(grad)
         carry[...] = grad
     finally:
-        end(cache, "read", inputs.writes)
+        end(cache, mode, inputs.writes)
     return JordanGrads(dx, carry, wg["dWx"], wg["dWy"], wg["db"], wg["dWo"], wg["dbo"])
