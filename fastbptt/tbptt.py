@@ -147,11 +147,8 @@ class TBPTT:
         if cells is None:
             raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
                              f"implementation with a CELLS registry; {name} has none")
-        driven = tuple(name for name, record in cells.items() if not record.output_feedback)
-        if cell not in driven:
-            raise ValueError(f"cell must be one of {driven}, got {cell!r}"
-                             + (" (for Jordan's network, carry cache.yT as y0 and pass dyT)"
-                                if cell in cells else ""))
+        if cell not in cells:
+            raise ValueError(f"cell must be one of {tuple(cells)}, got {cell!r}")
         self.cell = cell
         self.impl = impl
         self._cell = cells[cell]
@@ -414,7 +411,7 @@ class TBPTT:
             # each group is backpropagated once: its gate values may become the workspace
             res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None,
                            overwrite_cache=True)
-            h = cache.hT     # forward copies it before it refills the cache
+            h = _final_state(cell, cache)     # forward copies it before it refills the cache
             state = _extra_final_states(cell, cache)
         return TBPTTResult(loss, grads, h, state.get("c0"), t1, n_windows)
 
@@ -447,9 +444,15 @@ class TBPTT:
                 carried = {f"d{s}T": getattr(res, f"d{s}0") for s in cell.states}
                 res = backward(None, old, xi=xi, grads=grads, **carried)
             context.append((cache, t0, t1))
-            h = cache.hT
+            h = _final_state(cell, cache)
             state = _extra_final_states(cell, cache)
             yield Window(t0, t1, start, loss, grads, h, state.get("c0"))
+
+
+def _final_state(cell, cache):
+    """The final state the next block's forward takes second: ``cache.hT``, or for Jordan's
+    network, whose state is its output, ``cache.yT``."""
+    return getattr(cache, cell.states[0] + "T")
 
 
 def _extra_final_states(cell, cache):

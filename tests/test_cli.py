@@ -8,14 +8,13 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import HIDDEN_CELLS
 
 import fastbptt
 from fastbptt.cli import main
 from fastbptt.cli.gradflow import measure
 from fastbptt.nn import Model
 
-CELLS = HIDDEN_CELLS
+CELLS = list(fastbptt.CELLS)
 TINY = ["--hidden", "16", "--seq-len", "8", "--batch", "4", "--max-chars", "20000",
         "--eval-every", "10", "--eval-chars", "2000", "--sample-len", "40", "--no-progress"]
 

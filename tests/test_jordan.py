@@ -306,11 +306,28 @@ def test_bad_backward_input(name, impl):
         impl.jordan_backward(nan_dy, cache)
 
 
-def test_other_layers_say_what_they_run():
-    with pytest.raises(ValueError, match="not yet as a Model layer"):
-        Model(3, 4, 2, cell="jordan")
-    with pytest.raises(ValueError, match="carry cache.yT as y0"):
-        fastbptt.TBPTT(5, 5, cell="jordan")
+def test_a_model_of_jordan_layers_has_the_gradients_of_its_loss():
+    """Two stacked Jordan layers (O = H) and a softmax head: the gradients of both
+    implementations agree, and match finite differences of the loss."""
+    rng = np.random.default_rng(4)
+    ids, targets = rng.integers(0, 5, (2, 6)), rng.integers(0, 3, (2, 6))
+    results = {}
+    for name in IMPLS:
+        model = Model(5, 4, 3, cell="jordan", n_layers=2, dtype=np.float64, backend=name,
+                      seed=0)
+        results[name] = model.loss_and_grads(ids, targets)
+    (loss, grads, state), (ref_loss, ref_grads, _) = results["kernels"], results["reference"]
+    assert loss == pytest.approx(ref_loss, rel=1e-12) and set(state[0]) == {"y"}
+    for key in grads:
+        np.testing.assert_allclose(grads[key], ref_grads[key], rtol=1e-10, atol=1e-13)
+    eps = 1e-6
+    for key, index in (("layer0.Wy", (1, 2)), ("layer1.Wo", (0, 3)), ("layer0.bo", (1,))):
+        model.params[key][index] += eps
+        plus = model.loss_and_grads(ids, targets)[0]
+        model.params[key][index] -= 2 * eps
+        minus = model.loss_and_grads(ids, targets)[0]
+        model.params[key][index] += eps
+        assert grads[key][index] == pytest.approx((plus - minus) / (2 * eps), rel=1e-5)
 
 
 def test_cache_pickles_and_reports_its_shapes():
@@ -346,3 +363,31 @@ def test_state_gradient_norms_and_overwrite_cache(time_major, dtype):
     assert_close(norms["kernels"], norms["reference"], dtype, "norms")
     last = dy[-1] if time_major else dy[:, -1]
     assert_close(norms["reference"][-1], np.linalg.norm(last.astype(np.float64)), dtype)
+
+
+def squared_error(y, t0, targets):
+    """0.5 * sum((y - targets)^2) and its gradient, on a window of the stream."""
+    diff = y - targets
+    return 0.5 * float((diff * diff).sum()), diff
+
+
+@pytest.mark.parametrize("name,impl", list(IMPLS.items()))
+@pytest.mark.parametrize("k1,k2", [(4, 4), (3, 7), (5, 5)])
+def test_tbptt_drives_the_jordan_cell(name, impl, k1, k2):
+    """TBPTT carries y (cache.yT) from block to block: TBPTT(k, k) equals one backward with
+    xi = truncation.chunked(T, k), and TBPTT(k1, k2) with k2 > k1 runs and ends in the same
+    final output as one forward."""
+    args, dy = problem((2, 13, 3, 4, 2))
+    x, y0, Wx, Wy, b, Wo, bo = args
+    targets = np.asarray(dy)
+    result = fastbptt.TBPTT(k1, k2, cell="jordan", impl=impl).run(
+        x, y0, Wx, Wy, b, squared_error, targets=targets, Wo=Wo, bo=bo)
+    y, cache = impl.jordan_forward(*args)
+    np.testing.assert_allclose(result.h, cache.yT, rtol=1e-12)
+    if k1 == k2:
+        loss, g_y = squared_error(y, 0, targets)
+        g = impl.jordan_backward(g_y, cache, xi=truncation.chunked(13, k1))
+        assert result.loss == pytest.approx(loss, rel=1e-12)
+        for n in GRAD_NAMES[2:]:
+            np.testing.assert_allclose(getattr(result.grads, n), getattr(g, n), rtol=1e-10,
+                                       atol=1e-12, err_msg=n)

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-from conftest import HIDDEN_CELLS
 
 import fastbptt
 import fastbptt.reference
@@ -12,7 +11,7 @@ from fastbptt import truncation
 from fastbptt.nn import Model, data, optim
 from fastbptt.tbptt import TBPTT, WeightGrads
 
-CELLS = HIDDEN_CELLS
+CELLS = list(fastbptt.CELLS)
 BACKENDS = ["kernels", "reference"]
 
 # (input, loss, layers): every input kind and both losses, with stacked layers
@@ -505,10 +504,12 @@ def test_layer_arguments_run_the_layer_as_forward_does(cell, impl):
     args, kwargs = model.layer_arguments(0)
     record = impl.CELLS[cell]
     assert set(kwargs) == set(record.extra_weights) | set(record.options)
-    assert all(a is model.params[f"layer0.{n}"] for a, n in zip(args, ("Wx", "Wh", "b")))
+    assert all(a is model.params[f"layer0.{n}"] for a, n in zip(args, record.weights[:3]))
     h, _ = record.forward(x_in, None, *args, **kwargs)
     _, cache = model.forward(x)
-    np.testing.assert_allclose(h, cache.layers[0].h.swapaxes(0, 1), rtol=1e-12, atol=1e-14)
+    # the layer's output: its hidden states h, or a Jordan layer's outputs y
+    out = getattr(cache.layers[0], record.states[0])
+    np.testing.assert_allclose(h, out.swapaxes(0, 1), rtol=1e-12, atol=1e-14)
     grads = model.zeros_like_params()
     named = model.layer_grads(grads, 0)
     assert tuple(named) == record.weight_grads

@@ -100,7 +100,7 @@ def cluster_spec(text):
 # --------------------------------------------------------------------------------- arguments
 def add_arguments(parser):
     d = DEFAULTS
-    cells = tuple(name for name, cell in CELLS.items() if not cell.output_feedback)
+    cells = tuple(CELLS)
     g = parser.add_argument_group("model")
     g.add_argument("--cell", choices=cells, default=d["cell"],
                    help=f"recurrent cell: {', '.join(cells)} (default {d['cell']})")

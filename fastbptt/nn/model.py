@@ -25,6 +25,8 @@ Parameters and gradients are plain dicts of NumPy arrays with the same keys::
     "layer{l}.Wh"              (H, G*H)
     "layer{l}.b"               (G*H,)
     "layer{l}.bh"              (3*H,)    GRU only: the hidden bias (the cell's extra weights)
+    "layer{l}.Wy", ".Wo", ".bo"  (H, H), (H, H), (H,)   Jordan only, in place of Wh: the
+                               recurrent weight of its output and its output layer (O = H)
     "out.W"                    (H, O)
     "out.b"                    (O,)
 
@@ -34,7 +36,8 @@ biases, so the sum of two such draws), the output layer uniform(-1/sqrt(H), 1/sq
 ``nn.Linear(H, O)``, the embedding N(0, 1) like ``nn.Embedding``.
 
 The recurrent state is a list with one dict per layer, ``{"h": (N, H)}`` and for an LSTM also
-``"c"`` (the cell's ``states``); ``None`` anywhere means zeros. A forward pass hands back the
+``"c"`` (the cell's ``states``; a Jordan layer's is its output, ``{"y": (N, H)}``); ``None``
+anywhere means zeros. A forward pass hands back the
 final state so a stream of segments can carry it on (truncated BPTT).
 
 The ``TBPTT`` driver (``fastbptt.tbptt``) runs one recurrent layer over a stream on its own; the
@@ -126,7 +129,9 @@ class Model:
     n_input : vocabulary size V (``input`` 'embedding' or 'onehot') or feature count D ('dense').
     n_hidden : H, hidden units of every recurrent layer.
     n_output : O, classes (``loss='softmax'``) or regression outputs (``loss='mse'``).
-    cell : the name of a cell of ``impl.CELLS``: 'rnn', 'lstm' or 'gru'.
+    cell : the name of a cell of ``impl.CELLS``: 'rnn', 'lstm', 'gru' or 'jordan'. A Jordan
+        layer has O = H outputs, y_t = h_t Wo + bo (phi_y the identity), which feed back into
+        its next step and forward to the next layer or the output layer.
     n_layers : stacked recurrent layers; layer l > 0 takes layer l-1's hidden states as input.
     input : 'embedding' (a learned (V, E) table), 'onehot' (one-hot vectors into ``Wx``) or
         'dense' (float features (N, T, D) given by the caller).
@@ -194,11 +199,8 @@ class Model:
             name = getattr(impl, "__name__", type(impl).__name__)
             raise ValueError(f"impl must be fastbptt, fastbptt.reference or another "
                              f"implementation with a CELLS registry; {name} has none")
-        layered = tuple(name for name, cell in cells.items() if not cell.output_feedback)
-        if self.cell not in layered:
-            raise ValueError(f"cell must be one of {layered}, got {self.cell!r}"
-                             + (" (Jordan's network runs as jordan_forward/jordan_backward, "
-                                "not yet as a Model layer)" if self.cell in cells else ""))
+        if self.cell not in cells:
+            raise ValueError(f"cell must be one of {tuple(cells)}, got {self.cell!r}")
         self._impl, self._cell = impl, cells[self.cell]
 
     @property
@@ -224,8 +226,10 @@ class Model:
                 f"{self.n_params} parameters, impl={impl})")
 
     def _options(self):
-        """The cell's options (the RNN's nonlinearity) as its forward takes them."""
-        return {name: self.config[name] for name in self._cell.options}
+        """The cell's options (the RNN's nonlinearity) as its forward takes them; one the
+        configuration does not name (a Jordan layer's output_nonlinearity) has its default."""
+        config = self.config
+        return {name: config.get(name, allowed[0]) for name, allowed in self._cell.options.items()}
 
     def param_shapes(self):
         """{name: shape} of every parameter (see the module docstring), from ``config`` alone."""
@@ -277,9 +281,9 @@ class Model:
         The arrays are those of ``params``, not copies: an update in place reaches them. So
         ``TBPTT(...).windows(x, h0, *args, loss_grad, **kwargs)`` runs the layer as ``forward``
         does."""
-        p, params = f"layer{layer}.", self.params
-        args = (params[p + "Wx"], params[p + "Wh"], params[p + "b"])
-        kwargs = {name: params[p + name] for name in self._cell.extra_weights}
+        p, params, cell = f"layer{layer}.", self.params, self._cell
+        args = tuple(params[p + name] for name in cell.weights[:3])    # Wx, Wh (Wy), b
+        kwargs = {name: params[p + name] for name in cell.extra_weights}
         kwargs.update(self._options())
         return args, kwargs
 
@@ -380,7 +384,8 @@ class Model:
             args, kwargs = self.layer_arguments(layer)
             kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
                                                                 cell.extra_states))
-            h, cache = cell.forward(h, st.get("h"), *args, time_major=True, **kwargs)
+            h, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
+                                    **kwargs)
             caches.append(cache)
             final.append({s: getattr(cache, s + "T") for s in cell.states})
         top = h.reshape(n_steps * n_batch, self.n_hidden)           # (T*N, H)
