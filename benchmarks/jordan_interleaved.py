@@ -2,8 +2,8 @@
 products with no elementwise work, ``_floor.jordan_floor``), forward + backward, timed
 interleaved (``fastbptt.benchmarking.time_interleaved``) and compared as ratios of the minima.
 
-Cases of ``fastbptt.benchmarking.JORDAN_CASES`` (S: N = 1, T = 1000, D = 32, H = 64, O = 32),
-both dtypes, batch-major, default options (tanh, identity).
+Cases of ``fastbptt.benchmarking.CASES`` with O = D (``jordan_shape``; S: N = 1, T = 1000,
+D = 32, H = 64, O = 32), both dtypes, batch-major, default options (tanh, identity).
 
 Run: ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/jordan_interleaved.py``
 (``--rounds R``, default 20; ``--cases S,M``).
@@ -15,9 +15,10 @@ import numpy as np
 import fastbptt
 import fastbptt.reference
 from fastbptt.benchmarking import (
-    JORDAN_CASES,
+    CASES,
     jordan_floor_function,
     jordan_function,
+    jordan_shape,
     make_jordan_case,
     time_interleaved,
 )
@@ -32,7 +33,7 @@ def main():
           "kernels / floor |")
     print("|---|---|---|---|---|")
     for case in opts.cases.split(","):
-        shape = JORDAN_CASES[case][0]
+        shape = jordan_shape(CASES[case][0])
         for dtype in (np.float64, np.float32):
             args, dy = make_jordan_case(shape, np.dtype(dtype))
             variants = {"kernels": jordan_function(fastbptt, args, dy),

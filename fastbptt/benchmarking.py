@@ -7,7 +7,9 @@ imported inside ``import_torch`` and ``torch_function`` alone, and the BLAS floo
 (``src/_floor.pyx``) loads on its first call, as the kernels do.
 
 A cell is named as in the registries (``fastbptt.CELLS``): 'rnn', 'lstm', 'gru'; its record says
-how many gate blocks its weights have and which functions run it.
+how many gate blocks its weights have and which functions run it. Jordan's network, whose shapes
+have an output size O as well, has its own problems and floor (``make_jordan_case``,
+``jordan_function``, ``jordan_floor_function``).
 """
 import time
 
@@ -241,10 +243,10 @@ def time_interleaved(functions, *, number=1, repeat=1, min_rounds=5, max_rounds=
     return {name: np.array(ts) for name, ts in times.items()}
 
 
-JORDAN_CASES = {  # name: (N, T, D, H, O) and what it stands for
-    "S": ((1, 1000, 32, 64, 32), "one long stream, small hidden size"),
-    "M": ((32, 100, 64, 128, 64), "a mini-batch"),
-}
+def jordan_shape(shape):
+    """The (N, T, D, H, O) of Jordan's network on a case (N, T, D, H) of ``CASES``: O = D, the
+    outputs predicting the next input (case S: N = 1, T = 1000, D = 32, H = 64, O = 32)."""
+    return tuple(shape) + (shape[2],)
 
 
 def make_jordan_case(shape, dtype, seed=0, time_major=False):

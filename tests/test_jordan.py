@@ -391,3 +391,45 @@ def test_tbptt_drives_the_jordan_cell(name, impl, k1, k2):
         for n in GRAD_NAMES[2:]:
             np.testing.assert_allclose(getattr(result.grads, n), getattr(g, n), rtol=1e-10,
                                        atol=1e-12, err_msg=n)
+
+
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+@pytest.mark.parametrize("shape", [(3, 4, 2, 5, 3), (1, 6, 3, 4, 2)], ids=["N3", "N1"])
+def test_the_blas_floor_makes_the_kernels_products(shape, time_major, dtype):
+    """_floor.jordan_floor: with y starting at zero, forward is the network with no biases and
+    identity nonlinearities; backward the kernels' products on a given dAo."""
+    from fastbptt._kernels import load
+    n_batch, n_steps, n_input, n_hidden, n_output = shape
+    rng = np.random.default_rng(0)
+
+    def steps(width, fill=False):
+        arr = np.zeros((n_steps, n_batch, width) if time_major
+                       else (n_batch, n_steps, width), dtype)
+        if fill:
+            arr[...] = rng.standard_normal(arr.shape)
+        return arr, (arr if time_major else arr.swapaxes(0, 1))
+
+    (x, xt), (h, ht), (y, yt) = steps(n_input, True), steps(n_hidden), steps(n_output)
+    (dAh, dAht), (dAo, dAot), (dx, dxt) = steps(n_hidden), steps(n_output, True), steps(n_input)
+    Wx, Wy, Wo, y0 = (rng.standard_normal(s).astype(dtype) for s in
+                      ((n_input, n_hidden), (n_output, n_hidden), (n_hidden, n_output),
+                       (n_batch, n_output)))
+    carry = np.zeros((n_batch, n_output), dtype)
+    dWx, dWy, dWo = np.zeros_like(Wx), np.zeros_like(Wy), np.zeros_like(Wo)
+    load("_floor").jordan_floor(x, y0, Wx, Wy, Wo, h, y, dAh, dAo, carry, dx, dWx, dWy, dWo,
+                                True, time_major)
+    want_h, want_y, y_prev = [], [], y0.astype(np.float64)
+    for t in range(n_steps):
+        want_h.append(xt[t] @ Wx + y_prev @ Wy)
+        y_prev = want_h[-1] @ Wo
+        want_y.append(y_prev)
+    tol = dict(rtol=RTOL[dtype] * 100, atol=RTOL[dtype] * 100)
+    np.testing.assert_allclose(ht, np.array(want_h), **tol)
+    np.testing.assert_allclose(yt, np.array(want_y), **tol)
+    np.testing.assert_allclose(dAht, dAot @ Wo.T, **tol)
+    np.testing.assert_allclose(carry, dAht[0] @ Wy.T, **tol)
+    y_before = np.concatenate([y0[None], yt[:-1]])
+    np.testing.assert_allclose(dWx, np.einsum("tnd,tnh->dh", xt, dAht), **tol)
+    np.testing.assert_allclose(dWy, np.einsum("tno,tnh->oh", y_before, dAht), **tol)
+    np.testing.assert_allclose(dWo, np.einsum("tnh,tno->ho", ht, dAot), **tol)
+    np.testing.assert_allclose(dxt, dAht @ Wx.T, **tol)
