@@ -452,7 +452,8 @@ class TBPTT:
 def _final_state(cell, cache):
     """The final state the next block's forward takes second: ``cache.hT``, or for Jordan's
     network, whose state is its output, ``cache.yT``."""
-    return getattr(cache, cell.states[0] + "T")
+    state = cell.states[0]      # 'h', or Jordan's 'y'
+    return getattr(cache, state + "T")
 
 
 def _extra_final_states(cell, cache):
