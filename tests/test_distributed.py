@@ -16,14 +16,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import HIDDEN_CELLS, assert_close
+from conftest import assert_close
 
 import fastbptt
 from fastbptt import clip, truncation
 from fastbptt.cli import main
 from fastbptt.nn import SGD, Adam, Model, data
 
-CELLS = HIDDEN_CELLS
+CELLS = list(fastbptt.CELLS)
 ROOT = Path(fastbptt.__file__).resolve().parent.parent
 TINY = ["--hidden", "8", "--seq-len", "6", "--batch", "4", "--max-chars", "20000",
         "--eval-every", "4", "--eval-chars", "500", "--sample-len", "0", "--no-progress"]

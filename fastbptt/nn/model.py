@@ -137,8 +137,8 @@ class Model:
         'dense' (float features (N, T, D) given by the caller).
     n_embed : E for ``input='embedding'`` (default H).
     loss : 'softmax' (cross-entropy with integer targets) or 'mse' (float targets).
-    nonlinearity : the RNN cell's phi ('tanh', 'sigmoid', 'relu'); ignored by cells without
-        that option.
+    nonlinearity : the RNN cell's phi, or a Jordan layer's phi_h ('tanh', 'sigmoid', 'relu');
+        ignored by cells without that option.
     dtype : float32 or float64, of every parameter and computation.
     impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
         ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
