@@ -433,3 +433,14 @@ def test_the_blas_floor_makes_the_kernels_products(shape, time_major, dtype):
     np.testing.assert_allclose(dWy, np.einsum("tno,tnh->oh", y_before, dAht), **tol)
     np.testing.assert_allclose(dWo, np.einsum("tnh,tno->ho", ht, dAot), **tol)
     np.testing.assert_allclose(dxt, dAht @ Wx.T, **tol)
+
+
+@pytest.mark.parametrize("name,impl", list(IMPLS.items()))
+def test_an_empty_batch(name, impl):
+    """N = 0 as for the other cells: empty outputs and zero weight gradients."""
+    args, dy = problem((0, 4, 3, 5, 2))
+    norms = np.full(4, -1.0)
+    y, cache = impl.jordan_forward(*args)
+    grads = impl.jordan_backward(dy, cache, h_grad_norms=norms)
+    assert y.shape == (0, 4, 2) and grads.dx.shape == (0, 4, 3) and grads.dy0.shape == (0, 2)
+    assert not any(getattr(grads, n).any() for n in GRAD_NAMES[2:]) and not norms.any()
