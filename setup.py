@@ -28,7 +28,8 @@ from setuptools import Extension, setup
 DEBUG = os.environ.get("FASTBPTT_DEBUG", "") == "1"
 ONLY = [name for name in os.environ.get("FASTBPTT_BUILD", "").split(",") if name]
 FLAGS = ["-O3", "-fno-trapping-math"]
-TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_blas_hooks", "_checks"}   # baseline and AVX2+FMA
+# baseline and AVX2+FMA
+TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_jordan", "_blas_hooks", "_checks"}
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
 

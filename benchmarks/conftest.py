@@ -34,7 +34,8 @@ import pytest  # noqa: E402
 import fastbptt  # noqa: E402
 from fastbptt.benchmarking import CASES, import_torch  # noqa: E402
 
-CELLS = tuple(fastbptt.CELLS)
+# the hidden-state cells; Jordan's network is timed by benchmarks/jordan_interleaved.py
+CELLS = tuple(name for name, cell in fastbptt.CELLS.items() if not cell.output_feedback)
 
 DTYPES = {"float32": np.float32, "float64": np.float64}
 DTYPE_IDS = {"float32": "f32", "float64": "f64"}

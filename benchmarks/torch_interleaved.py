@@ -27,7 +27,8 @@ from fastbptt.benchmarking import (
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--cells", default=",".join(fastbptt.CELLS))
+    parser.add_argument("--cells", default=",".join(   # the cells torch.nn has
+        name for name, cell in fastbptt.CELLS.items() if not cell.output_feedback))
     parser.add_argument("--cases", default="M,L")
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--rounds", type=int, default=10)

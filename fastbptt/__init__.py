@@ -14,6 +14,7 @@ from ._config import show_config as show_config  # kept out of __all__, which th
 from ._grads import Grads
 from ._sharing import InUseError
 from .gru import gru_backward, gru_forward
+from .jordan import jordan_backward, jordan_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 from .tbptt import TBPTT
@@ -22,10 +23,11 @@ CELLS = _cells.registry(
     _cells.RNN.bind(rnn_forward, rnn_backward),
     _cells.LSTM.bind(lstm_forward, lstm_backward),
     _cells.GRU.bind(gru_forward, gru_backward),
+    _cells.JORDAN.bind(jordan_forward, jordan_backward),
 )
 
 __version__ = "0.1.0"
 
 __all__ = ["CELLS", "Cache", "Grads", "InUseError", "set_blas_threads", "rnn_forward",
            "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "truncation", "clip", "TBPTT"]
+           "jordan_forward", "jordan_backward", "truncation", "clip", "TBPTT"]

@@ -13,9 +13,10 @@ from numpy.typing import ArrayLike, NDArray
 from . import clip as clip
 from . import truncation as truncation
 from ._caches import Cache as Cache
-from ._caches import GRUCache, LSTMCache, RNNCache
+from ._caches import GRUCache, JordanCache, LSTMCache, RNNCache
 from ._cells import Cell
 from ._grads import Grads as Grads
+from ._grads import JordanGrads
 from ._sharing import InUseError as InUseError
 from .tbptt import TBPTT as TBPTT
 
@@ -56,3 +57,13 @@ def gru_backward(dh: Optional[_Float], cache: GRUCache, *, dhT: Optional[_Float]
                  xi: Optional[_Float] = ..., grads: Optional[object] = ...,
                  h_grad_norms: Optional[_Array] = ..., overwrite_cache: bool = ...,
                  out: Optional[Grads] = ...) -> Grads: ...
+def jordan_forward(x: _Float, y0: Optional[_Float], Wx: _Float, Wy: _Float, b: _Float,
+                   Wo: _Float, bo: _Float, *,
+                   nonlinearity: Literal["tanh", "sigmoid", "relu"] = ...,
+                   output_nonlinearity: Literal["identity", "tanh", "sigmoid"] = ...,
+                   time_major: bool = ..., out: Optional[JordanCache] = ...
+                   ) -> tuple[_Array, JordanCache]: ...
+def jordan_backward(dy: Optional[_Float], cache: JordanCache, *, dyT: Optional[_Float] = ...,
+                    xi: Optional[_Float] = ..., grads: Optional[object] = ...,
+                    h_grad_norms: Optional[_Array] = ..., overwrite_cache: bool = ...,
+                    out: Optional[JordanGrads] = ...) -> JordanGrads: ...

@@ -6,6 +6,7 @@ the same ones, so both hand back arrays of the same layouts.
 """
 import numpy as np
 
+from ._caches import JordanCache
 from ._layout import empty_steps, swap_major
 
 
@@ -134,3 +135,72 @@ def kernel_buffers(kernels, cache, shared=True):
         buffers = fields["_buffers"] = kernels.Buffers(cache)
         fields["_held"] = fields["_fills"]
     return buffers
+
+
+def jordan_forward_buffers(inputs, out):
+    """What ``jordan_forward`` writes: (y0, h, y). y0 (N, O) is the cache's copy of the caller's
+    (zeros where None); h (N, H per step) and y (N, O per step) are C-contiguous in the caller's
+    layout. New arrays, or with ``out`` that cache's, refilled (y0) or to be overwritten."""
+    shape, dtype = (inputs.n_batch, inputs.n_output), inputs.dtype
+    if out is not None:
+        y0 = out.y0
+        if inputs.y0 is None:
+            y0.fill(0)
+        else:
+            np.copyto(y0, inputs.y0)
+        tm = inputs.time_major
+        return y0, swap_major(out.h, tm), swap_major(out.y, tm)
+    y0 = np.zeros(shape, dtype) if inputs.y0 is None else np.array(inputs.y0, order="C")
+    h, y = (empty_steps(inputs.n_steps, inputs.n_batch, width, dtype, inputs.time_major)
+            for width in (inputs.n_hidden, inputs.n_output))
+    return y0, h, y
+
+
+def make_jordan_cache(out, inputs, y0, h, y, nonlinearity, output_nonlinearity):
+    """A new Jordan cache of this forward's arrays (h and y in the caller's layout), or ``out``
+    refilled."""
+    tm = inputs.time_major
+    fields = dict(inputs.weights, x=inputs.x, y0=y0, h=swap_major(h, tm), y=swap_major(y, tm),
+                  nonlinearity=nonlinearity, output_nonlinearity=output_nonlinearity)
+    if out is None:
+        return JordanCache(tm, fields)
+    out._fill(fields)
+    return out
+
+
+def jordan_backward_buffers(cache, inputs):
+    """What ``jordan_backward`` writes: (dx, carry, weight gradients).
+
+    dx : in x's layout, new or ``out.dx``; every element is written.
+    carry : (N, O), new or ``out.dy0``, holding dyT (zeros where None): backward carries it back
+        to dL/dy0 in place.
+    weight gradients : {'dWx', 'dWy', 'db', 'dWo', 'dbo'}: ``grads``' arrays to add into, else
+        ``out``'s set to zero, else new zeros.
+
+    With ``overwrite_cache``, this marks the cache consumed, now that every check has passed."""
+    out, dtype = inputs.out, cache.dtype
+    if inputs.overwrite_cache:
+        cache._consume()
+    n_batch, n_output = cache.y0.shape
+    if out is not None:
+        dx, carry = out.dx, out.dy0
+        if inputs.dyT is None:
+            carry.fill(0)
+        else:
+            np.copyto(carry, inputs.dyT)
+    else:
+        n_steps, n_batch, n_input = cache.x.shape
+        dx = np.empty((n_steps, n_batch, n_input) if cache.time_major
+                      else (n_batch, n_steps, n_input), dtype)
+        carry = (np.zeros((n_batch, n_output), dtype) if inputs.dyT is None
+                 else np.array(inputs.dyT, order="C"))
+    if inputs.grads is not None:
+        return dx, carry, inputs.grads
+    fields = cache.__dict__
+    if out is not None:
+        grads = {"d" + name: getattr(out, "d" + name) for name in ("Wx", "Wy", "b", "Wo", "bo")}
+        for arr in grads.values():
+            arr.fill(0)
+        return dx, carry, grads
+    return dx, carry, {"d" + name: np.zeros(fields[name].shape, dtype)
+                       for name in ("Wx", "Wy", "b", "Wo", "bo")}

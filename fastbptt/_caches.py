@@ -165,3 +165,22 @@ class GRUCache(Cache):
     fields = Cache.fields + ("bh", "gates", "hn")
     by_step = Cache.by_step + ("gates", "hn")
     outputs = {"h": 1, "gates": 3, "hn": 1}
+
+
+class JordanCache(Cache):
+    """A Jordan network's cache: x, the initial output ``y0``, the weights ``Wx``, ``Wy``,
+    ``b``, ``Wo``, ``bo``, the hidden states ``h`` (N, H per step), the outputs ``y`` (N, O per
+    step, after phi_y) and both nonlinearities. ``yT``, the final output, is the state to pass
+    as ``y0`` of the next segment of a stream. (It has no ``h0`` nor ``Wh``: the state carried
+    from step to step is y.)"""
+    cell = "jordan"
+    fields = ("x", "y0", "Wx", "Wy", "b", "Wo", "bo", "h", "y", "nonlinearity",
+              "output_nonlinearity")
+    by_step = ("x", "h", "y")
+    outputs = {"h": "H", "y": "O"}      # forward's per-step arrays and their widths
+    workspaces = Cache.workspaces + ("dAh", "dAo")
+
+    @property
+    def yT(self):
+        """The final output (N, O), read-only."""
+        return readonly(self.y[-1])

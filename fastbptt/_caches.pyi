@@ -6,6 +6,7 @@ from numpy.typing import NDArray
 
 _Array = NDArray[np.floating]
 
+# h0 and Wh are fields of the hidden-state cells' caches; Jordan's network has y0 and Wy instead
 class Cache:
     cell: ClassVar[Optional[str]]
     fields: ClassVar[tuple[str, ...]]
@@ -13,9 +14,7 @@ class Cache:
     time_major: bool
     consumed: bool
     x: _Array
-    h0: _Array
     Wx: _Array
-    Wh: _Array
     b: _Array
     h: _Array
     dtype: np.dtype[Any]
@@ -25,9 +24,13 @@ class Cache:
     def hT(self) -> _Array: ...
 
 class RNNCache(Cache):
+    h0: _Array
+    Wh: _Array
     nonlinearity: str
 
 class LSTMCache(Cache):
+    h0: _Array
+    Wh: _Array
     c0: _Array
     c: _Array
     gates: _Array
@@ -35,6 +38,19 @@ class LSTMCache(Cache):
     def cT(self) -> _Array: ...
 
 class GRUCache(Cache):
+    h0: _Array
+    Wh: _Array
     bh: _Array
     gates: _Array
     hn: _Array
+
+class JordanCache(Cache):
+    y0: _Array
+    Wy: _Array
+    Wo: _Array
+    bo: _Array
+    y: _Array
+    nonlinearity: str
+    output_nonlinearity: str
+    @property
+    def yT(self) -> _Array: ...

@@ -12,18 +12,19 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Callable, Optional
 
-from ._caches import GRUCache, LSTMCache, RNNCache
+from ._caches import GRUCache, JordanCache, LSTMCache, RNNCache
 
 
 @dataclass(frozen=True, eq=False)
 class Cell:
     """One recurrent cell.
 
-    name : 'rnn', 'lstm', 'gru': the prefix of its functions ``<name>_forward/_backward``.
+    name : 'rnn', 'lstm', 'gru', 'jordan': the prefix of its functions ``<name>_forward`` and
+        ``<name>_backward``.
     n_gates : G, the column blocks of ``Wx`` (D, G*H), ``Wh`` (H, G*H) and ``b`` (G*H,).
-    states : the recurrent state, ('h',) or ('h', 'c'). Forward takes ``h0`` and, for each
-        further state s, the keyword ``s0``; backward takes ``dhT`` (``dsT``) and its result
-        has ``dh0`` (``.ds0``); the cache has ``hT`` (``sT``).
+    states : the recurrent state, ('h',), ('h', 'c') or Jordan's output ('y',). Forward takes
+        ``h0`` (``y0``) and, for each further state s, the keyword ``s0``; backward takes
+        ``dhT`` (``dsT``) and its result has ``dh0`` (``.ds0``); the cache has ``hT`` (``sT``).
     extra_weights : weights beyond ``Wx, Wh, b``, taken by forward as keywords and whose
         gradients backward adds as attributes: ('bh',) for the GRU.
     options : forward's keywords that are choices, each with its allowed values, the default
@@ -31,6 +32,9 @@ class Cell:
     cache_type : the type of the cache forward returns.
     forward, backward : the implementation's functions, None in the records of ``_cells``
         before an implementation binds them (``Cell.bind``).
+
+    output_feedback : False: the state is the hidden state h and the weights are ``Wx, Wh, b``
+        and the extra ones; True for Jordan's network (``OutputFeedbackCell``).
 
     The names derived from these (``weights``, ``weight_grads``, ...) are computed once per
     record: backward reads them on every call.
@@ -44,6 +48,8 @@ class Cell:
     cache_type: type
     forward: Optional[Callable] = field(default=None, repr=False)
     backward: Optional[Callable] = field(default=None, repr=False)
+
+    output_feedback = False      # a class attribute: True in OutputFeedbackCell
 
     def bind(self, forward, backward):
         """This record with an implementation's ``forward`` and ``backward``."""
@@ -85,9 +91,44 @@ class Cell:
         return shapes
 
 
+@dataclass(frozen=True, eq=False)
+class OutputFeedbackCell(Cell):
+    """A cell whose recurrent state is its output y (N, O), not its hidden state: Jordan's
+    network. Its weights are ``Wx`` (D, H), the recurrent ``Wy`` (O, H), ``b`` (H,) and the
+    output layer's ``Wo`` (H, O), ``bo`` (O,); backward's result is a ``JordanGrads`` whose
+    fields name all of their gradients, so it has no extra attributes. ``output_feedback``
+    tells the layers built for hidden-state cells (the (Wx, Wh, b) weights of PyTorch's cells,
+    ``Model``, ``TBPTT``) that it is not one of them."""
+
+    output_feedback = True
+
+    @cached_property
+    def weights(self):
+        return ("Wx", "Wy", "b") + self.extra_weights
+
+    @cached_property
+    def extra_grads(self):
+        return ()
+
+    @cached_property
+    def weight_shapes_spelled(self):
+        return {"Wx": "(D, H)", "Wy": "(O, H)", "b": "(H,)", "Wo": "(H, O)", "bo": "(O,)"}
+
+    def weight_shapes(self, n_input, n_hidden, n_output=None):
+        """{name: shape} of the weights, for D = ``n_input``, H = ``n_hidden`` and O =
+        ``n_output`` (H where None)."""
+        n_output = n_hidden if n_output is None else n_output
+        return {"Wx": (n_input, n_hidden), "Wy": (n_output, n_hidden), "b": (n_hidden,),
+                "Wo": (n_hidden, n_output), "bo": (n_output,)}
+
+
 RNN = Cell("rnn", 1, ("h",), (), {"nonlinearity": ("tanh", "sigmoid", "relu")}, RNNCache)
 LSTM = Cell("lstm", 4, ("h", "c"), (), {}, LSTMCache)
 GRU = Cell("gru", 3, ("h",), ("bh",), {}, GRUCache)
+JORDAN = OutputFeedbackCell(
+    "jordan", 1, ("y",), ("Wo", "bo"),
+    {"nonlinearity": ("tanh", "sigmoid", "relu"),
+     "output_nonlinearity": ("identity", "tanh", "sigmoid")}, JordanCache)
 
 
 def registry(*cells):

@@ -19,3 +19,12 @@ class Grads(_GradsBase):
     def __repr__(self):
         extra = "".join(f", {k}={v!r}" for k, v in self.__dict__.items())
         return super().__repr__()[:-1] + extra + ")"
+
+
+class JordanGrads(namedtuple("JordanGrads", "dx dy0 dWx dWy db dWo dbo")):
+    """What ``jordan_backward`` returns: ``dx``, ``dy0`` (the gradient of the initial output)
+    and the gradients of the weights ``Wx, Wy, b, Wo, bo``, each a named field. Pass it back as
+    ``grads=`` to accumulate the next backward's weight gradients into it, or as ``out=`` to
+    reuse all of its arrays."""
+
+    __slots__ = ()

@@ -15,3 +15,13 @@ class Grads(NamedTuple):
     db: _Array
     # dc0 (LSTM), dbh (GRU): attributes of the cells that have them
     def __getattr__(self, name: str) -> _Array: ...
+
+class JordanGrads(NamedTuple):
+    """What jordan_backward returns: every gradient a named field."""
+    dx: _Array
+    dy0: _Array
+    dWx: _Array
+    dWy: _Array
+    db: _Array
+    dWo: _Array
+    dbo: _Array

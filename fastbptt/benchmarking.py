@@ -7,7 +7,9 @@ imported inside ``import_torch`` and ``torch_function`` alone, and the BLAS floo
 (``src/_floor.pyx``) loads on its first call, as the kernels do.
 
 A cell is named as in the registries (``fastbptt.CELLS``): 'rnn', 'lstm', 'gru'; its record says
-how many gate blocks its weights have and which functions run it.
+how many gate blocks its weights have and which functions run it. Jordan's network, whose shapes
+have an output size O as well, has its own problems and floor (``make_jordan_case``,
+``jordan_function``, ``jordan_floor_function``).
 """
 import time
 
@@ -239,3 +241,57 @@ def time_interleaved(functions, *, number=1, repeat=1, min_rounds=5, max_rounds=
         if rounds >= min_rounds and (budget is None or time.perf_counter() - start > budget):
             break
     return {name: np.array(ts) for name, ts in times.items()}
+
+
+def jordan_shape(shape):
+    """The (N, T, D, H, O) of Jordan's network on a case (N, T, D, H) of ``CASES``: O = D, the
+    outputs predicting the next input (case S: N = 1, T = 1000, D = 32, H = 64, O = 32)."""
+    return tuple(shape) + (shape[2],)
+
+
+def make_jordan_case(shape, dtype, seed=0, time_major=False):
+    """Random inputs ``args`` of ``jordan_forward`` ``(x, None, Wx, Wy, b, Wo, bo)`` and an
+    upstream gradient dy, for ``shape`` (N, T, D, H, O); the options are the defaults."""
+    n_batch, n_steps, n_input, n_hidden, n_output = shape
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((n_steps, n_batch, n_input) if time_major
+                            else (n_batch, n_steps, n_input)).astype(dtype)
+    weights = [rng.uniform(-1, 1, s) / np.sqrt(s[0]) for s in
+               ((n_input, n_hidden), (n_output, n_hidden), (n_hidden,), (n_hidden, n_output),
+                (n_output,))]
+    dy = rng.standard_normal(x.shape[:2] + (n_output,)).astype(dtype)
+    return (x, None, *(w.astype(dtype) for w in weights)), dy
+
+
+def jordan_function(impl, args, dy, backward=True, time_major=False):
+    """A no-argument callable running ``impl.jordan_forward`` (and backward) once."""
+    forward, backward_fn = impl.CELLS["jordan"].forward, impl.CELLS["jordan"].backward
+    if not backward:
+        return lambda: forward(*args, time_major=time_major)
+
+    def run():
+        _, cache = forward(*args, time_major=time_major)
+        backward_fn(dy, cache)
+    return run
+
+
+def jordan_floor_function(shape, dtype, backward=True, time_major=False):
+    """A no-argument callable making exactly the BLAS calls of the Jordan kernels
+    (``_floor.jordan_floor``), with no elementwise work."""
+    n_batch, n_steps, n_input, n_hidden, n_output = shape
+    (x, _, Wx, Wy, _, Wo, _), _ = make_jordan_case(shape, dtype, time_major=time_major)
+
+    def steps(width):
+        return np.zeros((n_steps, n_batch, width) if time_major else (n_batch, n_steps, width),
+                        dtype)
+
+    h, y, dAh, dAo = steps(n_hidden), steps(n_output), steps(n_hidden), steps(n_output)
+    y0, carry = np.zeros((n_batch, n_output), dtype), np.zeros((n_batch, n_output), dtype)
+    dx = np.zeros_like(x)
+    dWx, dWy, dWo = np.zeros_like(Wx), np.zeros_like(Wy), np.zeros_like(Wo)
+    xt = x if time_major else x.swapaxes(0, 1)      # run_kernel takes (T, N, D)
+
+    def run():
+        run_kernel(_floor.jordan_floor, xt, Wx, x, y0, Wx, Wy, Wo, h, y, dAh, dAo, carry, dx,
+                   dWx, dWy, dWo, backward, time_major)
+    return run

@@ -411,7 +411,7 @@ class TBPTT:
             # each group is backpropagated once: its gate values may become the workspace
             res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None,
                            overwrite_cache=True)
-            h = cache.hT     # forward copies it before it refills the cache
+            h = _final_state(cell, cache)     # forward copies it before it refills the cache
             state = _extra_final_states(cell, cache)
         return TBPTTResult(loss, grads, h, state.get("c0"), t1, n_windows)
 
@@ -444,9 +444,16 @@ class TBPTT:
                 carried = {f"d{s}T": getattr(res, f"d{s}0") for s in cell.states}
                 res = backward(None, old, xi=xi, grads=grads, **carried)
             context.append((cache, t0, t1))
-            h = cache.hT
+            h = _final_state(cell, cache)
             state = _extra_final_states(cell, cache)
             yield Window(t0, t1, start, loss, grads, h, state.get("c0"))
+
+
+def _final_state(cell, cache):
+    """The final state the next block's forward takes second: ``cache.hT``, or for Jordan's
+    network, whose state is its output, ``cache.yT``."""
+    state = cell.states[0]      # 'h', or Jordan's 'y'
+    return getattr(cache, state + "T")
 
 
 def _extra_final_states(cell, cache):

@@ -114,3 +114,70 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
     product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, gh,
                     1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)
+
+
+def jordan_floor(const floating[:, :, ::1] x, const floating[:, ::1] y0,
+                 const floating[:, ::1] Wx, const floating[:, ::1] Wy, const floating[:, ::1] Wo,
+                 floating[:, :, ::1] h, floating[:, :, ::1] y, floating[:, :, ::1] dAh,
+                 floating[:, :, ::1] dAo, floating[:, ::1] carry, floating[:, :, ::1] dx,
+                 floating[:, ::1] dWx, floating[:, ::1] dWy, floating[:, ::1] dWo,
+                 bint backward, bint time_major):
+    """The BLAS calls of ``src/_jordan.pyx`` (forward, and backward if ``backward``), with no
+    elementwise work (O = n_output; y_{-1} = y0):
+
+        forward:   H = X @ Wx                  (T*N, H) = (T*N, D)(D, H)         once
+                   h[t] += y_{t-1} @ Wy        (N, H)  += (N, O)(O, H)            per step
+                   y[t] += h[t] @ Wo           (N, O)  += (N, H)(H, O)            per step
+        backward:  dAh[t] = dAo[t] @ Wo.T      (N, H)   = (N, O)(H, O)'           per step
+                   carry = dAh[t] @ Wy.T       (N, O)   = (N, H)(O, H)'           per step
+                   dWx += X.T @ dAh, dWy += Y_prev.T @ dAh, dWo += Hs.T @ dAo,
+                   dx = dAh @ Wx.T                                                 once each
+
+    x, h, y, dAh (like h), dAo (like y) and dx are (N, T, .), or (T, N, .) if time_major; the
+    values are meaningless."""
+    cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
+    cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
+    cdef int n_input = x.shape[2], n_hidden = Wx.shape[1], n_output = Wo.shape[1]
+    cdef Py_ssize_t ld_h = steps.n_rows * n_hidden, ld_y = steps.n_rows * n_output
+    cdef Py_ssize_t step_h = steps.t_rows * n_hidden, step_y = steps.t_rows * n_output
+    cdef Py_ssize_t t
+    cdef floating* hp = &h[0, 0, 0]
+    cdef floating* yp = &y[0, 0, 0]
+    cdef floating* dAhp = &dAh[0, 0, 0]
+    cdef floating* dAop = &dAo[0, 0, 0]
+    check_blas_ld(steps.n_rows, n_hidden if n_hidden > n_output else n_output)
+    with nogil:
+        # H = X @ Wx     (T*N,H) = (T*N,D)(D,H)
+        product_by_rows(NULL, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
+                        1, &x[0, 0, 0], n_input, &Wx[0, 0], n_hidden, 0, hp, n_hidden)
+        for t in range(n_steps):
+            # h[t] += y_{t-1} @ Wy     (N,H) += (N,O)(O,H)
+            gemm(NO_TRANS, NO_TRANS, n_batch, n_hidden, n_output,
+                 1, yp + (t - 1) * step_y if t else &y0[0, 0], <int> (ld_y if t else n_output),
+                 &Wy[0, 0], n_hidden, 1, hp + t * step_h, <int> ld_h)
+            # y[t] += h[t] @ Wo     (N,O) += (N,H)(H,O)
+            gemm(NO_TRANS, NO_TRANS, n_batch, n_output, n_hidden,
+                 1, hp + t * step_h, <int> ld_h, &Wo[0, 0], n_output, 1, yp + t * step_y,
+                 <int> ld_y)
+        if backward:
+            for t in range(n_steps - 1, -1, -1):
+                # dAh[t] = dAo[t] @ Wo.T     (N,H) = (N,O)(H,O)'
+                gemm(NO_TRANS, TRANS, n_batch, n_hidden, n_output,
+                     1, dAop + t * step_y, <int> ld_y, &Wo[0, 0], n_output, 0, dAhp + t * step_h,
+                     <int> ld_h)
+                # carry = dAh[t] @ Wy.T     (N,O) = (N,H)(O,H)'
+                gemm(NO_TRANS, TRANS, n_batch, n_output, n_hidden,
+                     1, dAhp + t * step_h, <int> ld_h, &Wy[0, 0], n_hidden, 0, &carry[0, 0],
+                     n_output)
+            # dWx += X.T @ dAh     (D,H) += (T*N,D)'(T*N,H)
+            sum_by_rows(NULL, n_input, n_hidden, n_steps * n_batch,
+                        1, &x[0, 0, 0], n_input, dAhp, n_hidden, &dWx[0, 0], n_hidden)
+            # dWy += sum_t y_{t-1}.T @ dAh[t]     (O,H) += (N,O)'(N,H) summed over t
+            add_hidden_weight_grad(NULL, steps.by_step, n_steps, n_batch, n_output, n_hidden,
+                                   &y0[0, 0], yp, dAhp, n_hidden, &dWy[0, 0])
+            # dWo += Hs.T @ dAo     (H,O) += (T*N,H)'(T*N,O)
+            sum_by_rows(NULL, n_hidden, n_output, n_steps * n_batch,
+                        1, hp, n_hidden, dAop, n_output, &dWo[0, 0], n_output)
+            # dx = dAh @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
+            product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, n_hidden,
+                            1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)

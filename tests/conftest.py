@@ -7,6 +7,9 @@ import fastbptt.reference
 
 RTOL = {np.float64: 1e-10, np.float32: 1e-4}
 IMPLS = {"kernels": fastbptt, "reference": fastbptt.reference}
+# the cells whose state is the hidden state h, with the weights Wx, Wh, b (make_problem's);
+# Jordan's network, whose state is its output, has tests of its own (test_jordan.py)
+HIDDEN_CELLS = [name for name, cell in fastbptt.CELLS.items() if not cell.output_feedback]
 
 
 def assert_close(actual, expected, dtype, name=""):

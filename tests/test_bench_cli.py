@@ -67,3 +67,12 @@ def test_bench_imports_no_other_command_nor_the_model_layer(argv):
     unwanted = {"fastbptt.cli.train", "fastbptt.cli.gradflow", "fastbptt.nn",
                 "fastbptt.nn.model", "fastbptt.nn.data", "fastbptt.nn.optim"}
     assert not unwanted & set(loaded), sorted(unwanted & set(loaded))
+
+
+def test_bench_times_the_jordan_network(capsys):
+    assert main(TINY + ["--cells", "jordan,rnn"]) == 0
+    out = capsys.readouterr().out
+    rows = [[c.strip() for c in r.strip("|").split("|")] for r in table_rows(out)]
+    assert [r[:3] for r in rows] == [["jordan", "C", "N=1 T=25 D=65 H=100 O=65"],
+                                     ["rnn", "C", "N=1 T=25 D=65 H=100"]]
+    assert all(r[5].endswith("x") for r in rows)

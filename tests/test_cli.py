@@ -177,7 +177,7 @@ def test_gradflow_end_to_end(tmp_path, capsys):
     table = (out / "gradflow.txt").read_text()
     assert "RNN, radius 0.9" in table and "RNN, radius 1.8" in table
     assert "LSTM measured" in table and "LSTM, forget bias +3 measured" in table
-    assert "mean forget gate" in table
+    assert "mean forget gate" in table and "Jordan, radius 1.8 measured" in table
     if HAVE_MPL:
         assert (out / "gradflow.png").read_bytes()[:4] == b"\x89PNG"
     lines = [l for l in table.splitlines() if l.strip()[:1].isdigit()]
@@ -203,6 +203,19 @@ def test_gradflow_measures_with_the_kernels_norms():
     same = measure("rnn", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1,
                    impl=fastbptt.reference)
     np.testing.assert_array_equal(same["norms"], ref["norms"])
+
+
+def test_gradflow_measures_the_jordan_loop():
+    """The Jordan network's per-step factor: lambda is the radius its loop Wy Wo was scaled to;
+    below one the gradient reaching y_t vanishes going back, as the estimate says."""
+    res = measure("jordan", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1)
+    norms = res["norms"]
+    assert res["lam"] == pytest.approx(0.5) and 0 < res["gamma"] <= 1
+    assert (norms > 0).all() and norms[0] < 1e-3 * norms[-1]
+    assert res["measured_rate"] == pytest.approx(res["rate"], rel=0.5)
+    ref = measure("jordan", radius=0.5, n_steps=30, n_hidden=16, n_batch=2, seed=1,
+                  backend="reference")
+    np.testing.assert_allclose(ref["norms"], norms, rtol=1e-9)
 
 
 def test_gradflow_without_matplotlib(tmp_path, monkeypatch, capsys):

@@ -504,10 +504,12 @@ def test_layer_arguments_run_the_layer_as_forward_does(cell, impl):
     args, kwargs = model.layer_arguments(0)
     record = impl.CELLS[cell]
     assert set(kwargs) == set(record.extra_weights) | set(record.options)
-    assert all(a is model.params[f"layer0.{n}"] for a, n in zip(args, ("Wx", "Wh", "b")))
+    assert all(a is model.params[f"layer0.{n}"] for a, n in zip(args, record.weights[:3]))
     h, _ = record.forward(x_in, None, *args, **kwargs)
     _, cache = model.forward(x)
-    np.testing.assert_allclose(h, cache.layers[0].h.swapaxes(0, 1), rtol=1e-12, atol=1e-14)
+    # the layer's output: its hidden states h, or a Jordan layer's outputs y
+    out = getattr(cache.layers[0], record.states[0])
+    np.testing.assert_allclose(h, out.swapaxes(0, 1), rtol=1e-12, atol=1e-14)
     grads = model.zeros_like_params()
     named = model.layer_grads(grads, 0)
     assert tuple(named) == record.weight_grads

@@ -3,14 +3,14 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from conftest import IMPLS, assert_close, make_problem
+from conftest import HIDDEN_CELLS, IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt import TBPTT, truncation
 from fastbptt.tbptt import WeightGrads
 
-CELLS = list(fastbptt.CELLS)
+CELLS = HIDDEN_CELLS
 impls = pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))
 N, T, D, H = 2, 17, 3, 4
 

@@ -7,13 +7,13 @@ does to the graph (xi = 0 is ``detach()``).
 """
 import numpy as np
 import pytest
-from conftest import IMPLS, assert_close, make_problem
+from conftest import HIDDEN_CELLS, IMPLS, assert_close, make_problem
 
 import fastbptt
 import fastbptt.reference as ref
 from fastbptt import truncation
 
-CELLS = list(fastbptt.CELLS)
+CELLS = HIDDEN_CELLS
 NAMES = ("dx", "dh0", "dWx", "dWh", "db")
 
 

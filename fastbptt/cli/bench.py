@@ -3,12 +3,13 @@
 Each case runs forward plus full backward through time on random data; the reference, the
 kernels, the BLAS floor (the kernels' matrix products alone, ``src/_floor.pyx``) and, where it
 is installed, PyTorch (``nn.RNN``/``nn.LSTM``/``nn.GRU`` holding the same weights, one thread,
-autograd with the same upstream gradient) take turns, round after round, a short burst of runs
-each (``fastbptt.benchmarking.time_interleaved``), and the medians are compared, so a busy
-machine slows all alike. Each runs on one thread: the kernels and the floor set SciPy's BLAS so
-themselves, NumPy's BLAS (the reference's) is set to one thread for the timing, and PyTorch to
-one intra-op thread. The cases (N, T, D, H) and the callables are those of
-``fastbptt.benchmarking``, which ``benchmarks/`` uses too.
+autograd with the same upstream gradient; it has no Jordan network) take turns, round after
+round, a short burst of runs each (``fastbptt.benchmarking.time_interleaved``), and the
+medians are compared, so a busy machine slows all alike. Each runs on one thread: the kernels
+and the floor set SciPy's BLAS so themselves, NumPy's BLAS (the reference's) is set to one
+thread for the timing, and PyTorch to one intra-op thread. The cases (N, T, D, H) and the
+callables are those of ``fastbptt.benchmarking``, which ``benchmarks/`` uses too; Jordan's
+network has O = D outputs.
 
 PyTorch is optional: ``fastbptt bench`` leaves its columns out where it cannot be imported.
 """
@@ -24,7 +25,11 @@ from ..benchmarking import (
     CASES,
     floor_function,
     import_torch,
+    jordan_floor_function,
+    jordan_function,
+    jordan_shape,
     make_case,
+    make_jordan_case,
     step_function,
     time_interleaved,
     torch_function,
@@ -62,14 +67,18 @@ def run(args):
     for cell in args.cells:
         for case in args.cases:
             shape, _ = CASES[case]
-            label = "N={} T={} D={} H={}".format(*shape)
+            if fastbptt.CELLS[cell].output_feedback:    # Jordan's network: PyTorch has none
+                shape = jordan_shape(shape)
+                functions = _jordan_functions(shape, dtype)
+            else:
+                problem = make_case(cell, shape, dtype)
+                functions = {"reference": step_function(fastbptt.reference, cell, *problem),
+                             "fastbptt": step_function(fastbptt, cell, *problem),
+                             "floor": floor_function(cell, shape, dtype)}
+                if torch is not None:
+                    functions["torch"] = torch_function(cell, *problem)
+            label = " ".join(f"{n}={v}" for n, v in zip("NTDHO", shape))
             print(f"  timing {cell} {case} ({label}) ...", end="", flush=True)
-            problem = make_case(cell, shape, dtype)
-            functions = {"reference": step_function(fastbptt.reference, cell, *problem),
-                         "fastbptt": step_function(fastbptt, cell, *problem),
-                         "floor": floor_function(cell, shape, dtype)}
-            if torch is not None:
-                functions["torch"] = torch_function(cell, *problem)
             with numpy_blas_threads(1):   # the reference on one thread, as all the others
                 times = time_interleaved(functions, repeat=BURST, budget=args.budget)
             medians = [float(np.median(t)) for t in times.values()]
@@ -89,5 +98,15 @@ def run(args):
                 f"{t_ref / t_kernel:.1f}x | {t_floor * 1e3:.3f} | {t_kernel / t_floor:.2f} |")
         if t_torch:
             line += f" {t_torch[0] * 1e3:.3f} | {t_torch[0] / t_kernel:.1f}x |"
+        elif torch is not None:
+            line += " - | - |"
         print(line)
     return 0
+
+
+def _jordan_functions(shape, dtype):
+    """The callables timed for Jordan's network on ``shape`` (N, T, D, H, O)."""
+    args, dy = make_jordan_case(shape, dtype)
+    return {"reference": jordan_function(fastbptt.reference, args, dy),
+            "fastbptt": jordan_function(fastbptt, args, dy),
+            "floor": jordan_floor_function(shape, dtype)}

@@ -15,7 +15,9 @@ draws the right side beside it, for
 * the same RNN with Wh scaled to a spectral radius above one (default 1.8),
 * an LSTM with PyTorch's initialisation, whose forget gates start near 0.5,
 * the same LSTM with ``--forget-bias`` (default 3) added to the forget gate's bias, so that
-  f_t starts near 0.95: the regime in which the LSTM keeps its gradient over many steps.
+  f_t starts near 0.95: the regime in which the LSTM keeps its gradient over many steps,
+* a Jordan network (one layer, O = H outputs, phi_y the identity) whose loop Wy Wo is scaled to
+  the high radius: its state is its output, and it measures ||dL_T/dy_t||.
 
 Each model is ``fastbptt.nn.Model`` with dense random inputs and a softmax output; the loss is
 the cross-entropy of the last step against a random class (a mask zeroes every other step). The
@@ -32,6 +34,9 @@ How lambda and gamma are measured
   ||v||^2 (the mean-field estimate). When Wh's radius is above one the units saturate
   (tanh' -> 0) until lambda * gamma settles just above one, which is why exploding gradients
   in a tanh RNN grow more slowly than lambda^(T-t) alone would say.
+* In the Jordan network the state is y and dy_t/dy_{t-1} = Wy diag(tanh'(a_t)) Wo (row
+  vectors; phi_y' = 1): lambda is the spectral radius of Wy Wo and gamma the rms of tanh', as
+  for the RNN with Wy Wo in place of Wh.
 * In the LSTM, dc_t/dc_{t-1} is dominated by the forget gate f_t (the cell state's direct path), so
   the line beside its measurement is ||dL_T/dh_T|| * mean(f)^(T-t), the forget gate's mean over
   all steps, units and sequences standing for lambda * gamma.
@@ -98,7 +103,22 @@ def _lstm_rate(model, cache, radius, forget_bias):
             "label": f"LSTM, forget bias +{forget_bias:g}" if forget_bias else "LSTM"}
 
 
-RATES = {"rnn": _rnn_rate, "lstm": _lstm_rate}   # the cells measured, each with its estimate
+def _jordan_rate(model, cache, radius, forget_bias):
+    """lambda * gamma of a Jordan layer, whose state is its output y (O = H in a Model, phi_y
+    the identity): dy_t/dy_{t-1} = Wy diag(phi_h'(a_t)) Wo, so lambda is the spectral radius of
+    the loop Wy Wo (O, O) and gamma the rms of tanh'(a_t) = 1 - h_t**2."""
+    h = cache.layers[0].h                                            # (T, N, H)
+    loop = model.params["layer0.Wy"] @ model.params["layer0.Wo"]
+    lam = float(np.abs(np.linalg.eigvals(loop)).max())
+    gamma = float(np.sqrt(np.mean((1 - h * h) ** 2)))
+    return {"rate": lam * gamma, "rate_name": "(lambda*gamma)", "lam": lam, "gamma": gamma,
+            "label": f"Jordan, radius {radius:g}" if radius is not None else "Jordan",
+            "what": f"lambda = {lam:.3f} (spectral radius of Wy Wo), gamma = {gamma:.3f} "
+                    f"(rms tanh'), lambda*gamma = {lam * gamma:.3f}"}
+
+
+# the cells measured, each with its estimate
+RATES = {"rnn": _rnn_rate, "lstm": _lstm_rate, "jordan": _jordan_rate}
 
 
 def measure(cell, *, radius=None, forget_bias=0.0, n_steps=100, n_hidden=128, n_batch=8,
@@ -114,14 +134,17 @@ def measure(cell, *, radius=None, forget_bias=0.0, n_steps=100, n_hidden=128, n_
     """
     if cell not in RATES:
         raise ValueError(f"gradflow measures the cells {tuple(RATES)}, got {cell!r}")
-    if radius is not None and cell != "rnn":
-        raise ValueError("radius scales the vanilla RNN's Wh only")
+    if radius is not None and cell not in ("rnn", "jordan"):
+        raise ValueError("radius scales the vanilla RNN's Wh (or the Jordan loop Wy Wo) only")
     if forget_bias and cell != "lstm":
         raise ValueError("forget_bias is for the LSTM only")
     rng = np.random.default_rng(seed)
     model = Model(n_input, n_hidden, n_classes, cell=cell, input="dense", loss="softmax",
                   dtype=np.float64, impl=impl, backend=backend, seed=rng)
-    if radius is not None:
+    if radius is not None and cell == "jordan":
+        Wy = model.params["layer0.Wy"]
+        Wy *= radius / np.abs(np.linalg.eigvals(Wy @ model.params["layer0.Wo"])).max()
+    elif radius is not None:
         Wh = model.params["layer0.Wh"]
         Wh *= radius / np.abs(np.linalg.eigvals(Wh)).max()
     if forget_bias:
@@ -214,6 +237,7 @@ def run(args):
     cases.append(measure("lstm", **common))
     if args.forget_bias:
         cases.append(measure("lstm", forget_bias=args.forget_bias, **common))
+    cases.append(measure("jordan", radius=high, **common))
     table = _format_table(cases, args.steps)
     print(table)
     out = OutDir("gradflow", args.out)

@@ -60,8 +60,8 @@ def _either(words):
 
 def _check_cell(cell):
     """The record of ``cell`` (a name, case-insensitive) in ``fastbptt.CELLS``."""
-    if not isinstance(cell, str) or cell.lower() not in CELLS:
-        names = list(CELLS)
+    names = [name for name, record in CELLS.items() if not record.output_feedback]
+    if not isinstance(cell, str) or cell.lower() not in names:
         raise ValueError(f"cell must be {_either([repr(n) for n in names])} (the torch module "
                          f"{_either(['nn.' + n.upper() for n in names])}), got {cell!r}")
     return CELLS[cell.lower()]

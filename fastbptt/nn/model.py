@@ -25,6 +25,8 @@ Parameters and gradients are plain dicts of NumPy arrays with the same keys::
     "layer{l}.Wh"              (H, G*H)
     "layer{l}.b"               (G*H,)
     "layer{l}.bh"              (3*H,)    GRU only: the hidden bias (the cell's extra weights)
+    "layer{l}.Wy", ".Wo", ".bo"  (H, H), (H, H), (H,)   Jordan only, in place of Wh: the
+                               recurrent weight of its output and its output layer (O = H)
     "out.W"                    (H, O)
     "out.b"                    (O,)
 
@@ -34,7 +36,8 @@ biases, so the sum of two such draws), the output layer uniform(-1/sqrt(H), 1/sq
 ``nn.Linear(H, O)``, the embedding N(0, 1) like ``nn.Embedding``.
 
 The recurrent state is a list with one dict per layer, ``{"h": (N, H)}`` and for an LSTM also
-``"c"`` (the cell's ``states``); ``None`` anywhere means zeros. A forward pass hands back the
+``"c"`` (the cell's ``states``; a Jordan layer's is its output, ``{"y": (N, H)}``); ``None``
+anywhere means zeros. A forward pass hands back the
 final state so a stream of segments can carry it on (truncated BPTT).
 
 The ``TBPTT`` driver (``fastbptt.tbptt``) runs one recurrent layer over a stream on its own; the
@@ -126,14 +129,16 @@ class Model:
     n_input : vocabulary size V (``input`` 'embedding' or 'onehot') or feature count D ('dense').
     n_hidden : H, hidden units of every recurrent layer.
     n_output : O, classes (``loss='softmax'``) or regression outputs (``loss='mse'``).
-    cell : the name of a cell of ``impl.CELLS``: 'rnn', 'lstm' or 'gru'.
+    cell : the name of a cell of ``impl.CELLS``: 'rnn', 'lstm', 'gru' or 'jordan'. A Jordan
+        layer has O = H outputs, y_t = h_t Wo + bo (phi_y the identity), which feed back into
+        its next step and forward to the next layer or the output layer.
     n_layers : stacked recurrent layers; layer l > 0 takes layer l-1's hidden states as input.
     input : 'embedding' (a learned (V, E) table), 'onehot' (one-hot vectors into ``Wx``) or
         'dense' (float features (N, T, D) given by the caller).
     n_embed : E for ``input='embedding'`` (default H).
     loss : 'softmax' (cross-entropy with integer targets) or 'mse' (float targets).
-    nonlinearity : the RNN cell's phi ('tanh', 'sigmoid', 'relu'); ignored by cells without
-        that option.
+    nonlinearity : the RNN cell's phi, or a Jordan layer's phi_h ('tanh', 'sigmoid', 'relu');
+        ignored by cells without that option.
     dtype : float32 or float64, of every parameter and computation.
     impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
         ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
@@ -221,8 +226,10 @@ class Model:
                 f"{self.n_params} parameters, impl={impl})")
 
     def _options(self):
-        """The cell's options (the RNN's nonlinearity) as its forward takes them."""
-        return {name: self.config[name] for name in self._cell.options}
+        """The cell's options (the RNN's nonlinearity) as its forward takes them; one the
+        configuration does not name (a Jordan layer's output_nonlinearity) has its default."""
+        config = self.config
+        return {name: config.get(name, allowed[0]) for name, allowed in self._cell.options.items()}
 
     def param_shapes(self):
         """{name: shape} of every parameter (see the module docstring), from ``config`` alone."""
@@ -274,9 +281,9 @@ class Model:
         The arrays are those of ``params``, not copies: an update in place reaches them. So
         ``TBPTT(...).windows(x, h0, *args, loss_grad, **kwargs)`` runs the layer as ``forward``
         does."""
-        p, params = f"layer{layer}.", self.params
-        args = (params[p + "Wx"], params[p + "Wh"], params[p + "b"])
-        kwargs = {name: params[p + name] for name in self._cell.extra_weights}
+        p, params, cell = f"layer{layer}.", self.params, self._cell
+        args = tuple(params[p + name] for name in cell.weights[:3])    # Wx, Wh (Wy), b
+        kwargs = {name: params[p + name] for name in cell.extra_weights}
         kwargs.update(self._options())
         return args, kwargs
 
@@ -377,7 +384,8 @@ class Model:
             args, kwargs = self.layer_arguments(layer)
             kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
                                                                 cell.extra_states))
-            h, cache = cell.forward(h, st.get("h"), *args, time_major=True, **kwargs)
+            h, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
+                                    **kwargs)
             caches.append(cache)
             final.append({s: getattr(cache, s + "T") for s in cell.states})
         top = h.reshape(n_steps * n_batch, self.n_hidden)           # (T*N, H)

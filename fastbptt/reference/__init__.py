@@ -13,6 +13,7 @@ from .._caches import Cache
 from .._grads import Grads
 from .._sharing import InUseError
 from .gru import gru_backward, gru_forward
+from .jordan import jordan_backward, jordan_forward
 from .lstm import lstm_backward, lstm_forward
 from .rnn import rnn_backward, rnn_forward
 
@@ -20,7 +21,9 @@ CELLS = _cells.registry(
     _cells.RNN.bind(rnn_forward, rnn_backward),
     _cells.LSTM.bind(lstm_forward, lstm_backward),
     _cells.GRU.bind(gru_forward, gru_backward),
+    _cells.JORDAN.bind(jordan_forward, jordan_backward),
 )
 
 __all__ = ["CELLS", "Cache", "Grads", "InUseError", "rnn_forward", "rnn_backward",
-           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward", "truncation", "clip"]
+           "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
+           "jordan_forward", "jordan_backward", "truncation", "clip"]
