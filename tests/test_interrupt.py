@@ -14,21 +14,26 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import fastbptt
 
-    def interrupt(call, after=0.005):
-        '''Run call(), with SIGINT sent to the process ``after`` seconds in; the seconds from
-        the signal to the KeyboardInterrupt, or None if the call finished first.'''
-        sent = {}
+    def interrupt(call, after=0.02):
+        '''Run call(), with SIGINT sent to the process ``after`` seconds after it starts; the
+        seconds from the signal to the KeyboardInterrupt, or None if the call finished first.
+        The sender waits for the call to start: on a loaded machine a timer started before it
+        can fire while this thread still waits to run.'''
+        sent, started = {}, threading.Event()
         def send():
+            started.wait()
+            time.sleep(after)
             sent["t"] = time.perf_counter()
             os.kill(os.getpid(), signal.SIGINT)
-        timer = threading.Timer(after, send)
-        timer.start()
+        sender = threading.Thread(target=send)
+        sender.start()
         try:
+            started.set()
             call()
         except KeyboardInterrupt:
             return time.perf_counter() - sent["t"]
         finally:
-            timer.join()
+            sender.join()
         return None
 
     report = {}
