@@ -1,0 +1,362 @@
+"""Backpropagation through time in O(sqrt T) memory: every cell's ``checkpoint=`` option.
+
+Full storage keeps every step's states and gate values for backward: T step-states. With
+``checkpoint=k`` (gradient checkpointing, Chen et al. 2016) forward runs the sequence in
+segments of k steps and keeps only the states entering each segment (h, and c for the LSTM):
+T/k of them. Backward walks the segments from the last: it runs the cell's forward once more on
+a segment, from its checkpoint, into a workspace cache of k steps, and the cell's backward
+through that segment, carrying the gradient into the segment's initial states on to the segment
+before. Memory: T/k checkpoints plus a workspace of about k steps, least at k = sqrt(T)
+(``checkpoint="sqrt"``); time: one more forward over the sequence.
+
+The recomputed forward is the same arithmetic as the first one, so the gradients equal those of
+full storage to rounding. This module is built on the cells' public forward and backward (those
+of the kernels or of the reference, passed in), and on the cell records (``fastbptt._cells``)
+for the states, weights and options: any cell in the registry runs checkpointed as it is.
+
+Per segment, the cells' ``out=`` does the bookkeeping: the forward refills the workspace cache
+(``out=workspace``), the backward accumulates the weight gradients into one set (``grads=``),
+writes dx in place where the layout allows (``out=``) and carries the gradient into the
+segment's initial states from one segment to the one before (``dhT=`` = ``out.dh0``). The
+workspace's backward may overwrite it (``overwrite_cache=True``): the next segment's forward
+refills it, and no gate-sized scratch array is made besides.
+"""
+import math
+import types
+
+import numpy as np
+
+from ._buffers import backward_buffers, initial_states
+from ._caches import Cache
+from ._grads import Grads
+from ._layout import empty_steps, swap_major
+from ._sharing import begin, end
+from ._validation import (
+    BackwardInputs,
+    check_all_finite,
+    check_array,
+    check_backward_out,
+    check_bool,
+    check_forward,
+    check_grads,
+    check_no_overlap,
+    check_xi,
+    numpy_first_nonfinite,
+    numpy_first_overlap,
+)
+
+
+def check_checkpoint(checkpoint):
+    """``checkpoint`` of a cell's forward: None, 'sqrt' or a positive int, else a ValueError."""
+    if checkpoint is None or isinstance(checkpoint, str) and checkpoint == "sqrt":
+        return checkpoint
+    if (isinstance(checkpoint, (int, np.integer)) and not isinstance(checkpoint, (bool, np.bool_))
+            and checkpoint >= 1):
+        return int(checkpoint)
+    raise ValueError(f"checkpoint must be None (keep every step), 'sqrt' (k = ceil(sqrt(T))) or "
+                     f"a positive int k (steps per segment), got {checkpoint!r}")
+
+
+def segment_steps(checkpoint, n_steps):
+    """k, the steps per segment, for a checked ``checkpoint`` and T = ``n_steps`` >= 1: at most
+    T (a k beyond T is one segment)."""
+    if checkpoint == "sqrt":
+        return math.isqrt(n_steps - 1) + 1      # ceil(sqrt(T))
+    return min(checkpoint, n_steps)
+
+
+class CheckpointCache(Cache):
+    """What a checkpointed forward hands to backward: the states entering each segment, no
+    per-step values.
+
+    Fields: ``cell`` (the cell's name), ``time_major``, ``x`` (a time-major view (T, N, D) of the
+    caller's x where it was C-contiguous, as for the other caches: change it not before
+    backward), the weights (``Wx``, ``Wh``, ``b`` and the cell's extra ones), the cell's options
+    (the RNN's ``nonlinearity``), ``checkpoint`` (k, the steps per segment), ``n_steps`` (T) and,
+    for each state s of the cell (h, and c for the LSTM), ``s_checkpoints`` (ceil(T / k), N, H):
+    the state entering each segment, the first being the initial state. ``hT`` (``cT``) is the
+    final state; ``h0`` (``c0``) the initial one. Read-only, pickled, shared by threads and
+    consumed by ``overwrite_cache=True`` as the other caches are.
+    """
+
+    by_step = ("x",)
+    outputs = {}
+    workspaces = ()
+
+    def _fill(self, *parts):
+        fields = self.__dict__
+        for part in parts:
+            fields.update(part)
+        fields["fields"] = tuple(name for part in parts for name in part)
+        fields["consumed"] = False
+        fields["dtype"] = fields["x"].dtype
+        fields["_fills"] = fields.get("_fills", 0) + 1
+        if "_readers" not in fields:
+            fields["_readers"] = []
+
+    @property
+    def h0(self):
+        """The initial hidden state (N, H)."""
+        return self.__dict__["h_checkpoints"][0]
+
+    @property
+    def hT(self):
+        """The final hidden state (N, H), read-only."""
+        return self.__dict__["h_final"]
+
+    def __getattr__(self, name):
+        """``s0`` and ``sT`` of the cell's other states (the LSTM's ``c0``, ``cT``)."""
+        fields = self.__dict__
+        if len(name) > 1 and name[-1] in "0T" and name[:-1] + "_final" in fields:
+            if name[-1] == "0":
+                return fields[name[:-1] + "_checkpoints"][0]
+            return fields[name[:-1] + "_final"]
+        raise AttributeError(f"a checkpointed {fields.get('cell')} cache has no field {name!r}")
+
+    def __repr__(self):
+        n_segments, n_batch, n_hidden = self.h_checkpoints.shape
+        return (f"<fastbptt {self.cell} cache, checkpoint={self.checkpoint}: T={self.n_steps} "
+                f"N={n_batch} H={n_hidden} {self.dtype}, {n_segments} segments"
+                f"{' consumed' if self.consumed else ''}>")
+
+
+def _segments(n_steps, k):
+    """(start, stop) of each segment: k steps each, the last one shorter where k divides not T."""
+    return [(start, min(start + k, n_steps)) for start in range(0, n_steps, k)]
+
+
+def _by_layout(arr, start, stop, time_major):
+    """Steps [start, stop) of a per-step array in the caller's layout (a view)."""
+    return arr[start:stop] if time_major else arr[:, start:stop]
+
+
+def _call_forward(cell, forward, x, states, weights, options, time_major, out):
+    """The cell's ``forward`` on ``x`` from ``states`` {'h0': ..., 'c0': ...}: (h, cache)."""
+    first, *others = cell.states
+    positional = [weights[name] for name in cell.weights if name not in cell.extra_weights]
+    keywords = {name: weights[name] for name in cell.extra_weights}
+    keywords.update((state + "0", states[state + "0"]) for state in others)
+    return forward(x, states[first + "0"], *positional, time_major=time_major, out=out,
+                   **keywords, **options)
+
+
+def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options, *, time_major,
+                         out, scan=numpy_first_nonfinite, overlap=numpy_first_overlap):
+    """``<cell>_forward(..., checkpoint=checkpoint)``, run on the cell's ``forward`` (of the
+    kernels or of the reference): (h, CheckpointCache). ``states``, ``weights`` and
+    ``options`` are the caller's, by name; ``scan`` and ``overlap`` as for ``check_forward``."""
+    checkpoint = check_checkpoint(checkpoint)
+    if checkpoint is None:
+        raise ValueError(f"out is a cache of {cell.name}_forward with checkpoint="
+                         f"{out.checkpoint}: pass checkpoint= to refill it (or out=None)")
+    inputs = check_forward(cell, x, states, weights, time_major=time_major, scan=scan,
+                           overlap=overlap)
+    n_steps, n_batch, n_hidden, dtype = (inputs.n_steps, inputs.n_batch, inputs.n_hidden,
+                                         inputs.dtype)
+    k = segment_steps(checkpoint, n_steps)
+    segments = _segments(n_steps, k)
+    writes = ()
+    if out is not None:
+        writes = _check_forward_out(cell, out, inputs, k, len(segments), options, overlap)
+        begin(out, "refill", writes)
+    done = False
+    try:
+        start_states = initial_states(inputs, None)      # copies: h0 may be a view of out.hT
+        h = empty_steps(n_steps, n_batch, n_hidden, dtype, inputs.time_major)
+        h_by_step = swap_major(h, inputs.time_major)
+        shape = (len(segments), n_batch, n_hidden)
+        kept = {}
+        for state in cell.states:
+            kept[state + "_checkpoints"] = (getattr(out, state + "_checkpoints") if out is not None
+                                            else np.empty(shape, dtype))
+            kept[state + "_final"] = (getattr(out, state + "_final") if out is not None
+                                      else np.empty(shape[1:], dtype))
+            kept[state + "_checkpoints"][0] = start_states[state + "0"]
+        workspace = None
+        for index, (start, stop) in enumerate(segments):
+            begin_states = {state + "0": kept[state + "_checkpoints"][index]
+                            for state in cell.states}
+            if stop - start < k:
+                workspace = None            # the short last segment: a cache of its own
+            h_segment, segment = _call_forward(
+                cell, forward, _by_layout(inputs.x_buffer, start, stop, inputs.time_major),
+                begin_states, inputs.weights, options, inputs.time_major, workspace)
+            h_by_step[start:stop] = swap_major(h_segment, inputs.time_major)
+            last = index + 1 == len(segments)
+            for state in cell.states:
+                into = (kept[state + "_final"] if last
+                        else kept[state + "_checkpoints"][index + 1])
+                into[...] = getattr(segment, state + "T")
+            workspace = segment if stop - start == k else None
+            segment = h_segment = None
+        fields = {"cell": cell.name, "x": inputs.x, "checkpoint": k, "n_steps": n_steps}
+        fields.update(inputs.weights)
+        if out is None:
+            cache = CheckpointCache(inputs.time_major, fields, dict(options), kept)
+        else:
+            out._fill(fields, dict(options), kept)
+            cache = out
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", writes, refill_failed=not done)
+    return h, cache
+
+
+def _check_forward_out(cell, out, inputs, k, n_segments, options, overlap):
+    """``out=`` of a checkpointed forward: a checkpointed cache of the same cell, shapes, dtype,
+    layout and k. Returns the (name, array) pairs the call writes."""
+    if not isinstance(out, CheckpointCache):
+        raise ValueError(f"out must be a cache of {cell.name}_forward with checkpoint= (this "
+                         f"call checkpoints), got {type(out).__name__}")
+    if out.cell != cell.name:
+        raise ValueError(f"out is a cache of {out.cell}_forward, not {cell.name}_forward")
+    have = (out.n_steps, out.h_checkpoints.shape[1], out.x.shape[2],
+            out.h_checkpoints.shape[2], out.checkpoint)
+    want = (inputs.n_steps, inputs.n_batch, inputs.n_input, inputs.n_hidden, k)
+    if have != want:
+        raise ValueError(f"out has T, N, D, H, k = {have}, but this call has {want}: out= "
+                         "reuses the arrays of a cache of the same shapes and checkpoint")
+    if out.dtype != inputs.dtype or out.time_major != inputs.time_major:
+        raise ValueError(f"out holds {out.dtype} arrays (time_major={out.time_major}), but "
+                         f"this call is {inputs.dtype} (time_major={inputs.time_major})")
+    writes = [("out." + name, getattr(out, name)) for state in cell.states
+              for name in (state + "_checkpoints", state + "_final")]
+    reads = [("x", inputs.x_buffer)] + list(inputs.weights.items())
+    check_no_overlap(writes, reads, overlap)
+    return writes
+
+
+def check_checkpoint_cache(cell, cache):
+    """``cache`` is a checkpointed cache of ``cell``'s forward, not consumed."""
+    if cache.cell != cell.name:
+        raise ValueError(f"cache comes from {cache.cell}_forward, not {cell.name}_forward")
+    if cache.consumed:
+        raise ValueError(cache._consumed_message())
+
+
+def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grads, h_grad_norms,
+                          overwrite_cache, out, scan=numpy_first_nonfinite,
+                          overlap=numpy_first_overlap):
+    """``<cell>_backward`` on a ``CheckpointCache``, run on the cell's ``forward`` and
+    ``backward``: every argument is checked here, before any segment runs; ``final`` is
+    {'dhT': ..., 'dcT': ...} as the caller passed them."""
+    check_checkpoint_cache(cell, cache)
+    inputs = _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_cache,
+                             out, scan, overlap)
+    mode = "consume" if inputs.overwrite_cache else "read"
+    begin(cache, mode, inputs.writes)
+    try:
+        dx, carries, wg = backward_buffers(cell, cache, inputs)
+        _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg)
+    finally:
+        end(cache, mode, inputs.writes)
+    extra = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
+    extra.update((name, wg[name]) for name in cell.weight_grads[3:])
+    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
+
+
+def _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg):
+    """Recompute and backpropagate each segment, from the last: weight gradients added into
+    ``wg``, dx written, ``carries`` carried back to the initial states."""
+    time_major, k = cache.time_major, cache.checkpoint
+    fields = cache.__dict__
+    x = swap_major(cache.x, time_major)
+    weights = {name: fields[name] for name in cell.weights}
+    options = {name: fields[name] for name in cell.options}
+    finals = {"d" + state + "T": carries["d" + state + "T"] for state in cell.states}
+    extra_carries = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
+    workspace = dx_work = None
+    segments = _segments(cache.n_steps, k)
+    for index in range(len(segments) - 1, -1, -1):
+        start, stop = segments[index]
+        full = stop - start == k
+        begin_states = {state + "0": fields[state + "_checkpoints"][index]
+                        for state in cell.states}
+        _, segment = _call_forward(cell, forward, _by_layout(x, start, stop, time_major),
+                                   begin_states, weights, options, time_major,
+                                   workspace if full else None)
+        if time_major:
+            dx_segment = dx[start:stop]          # C-contiguous: the backward writes it in place
+        elif full:
+            if dx_work is None:
+                dx_work = np.empty((dx.shape[0], k, dx.shape[2]), dx.dtype)
+            dx_segment = dx_work
+        else:
+            dx_segment = np.empty((dx.shape[0], stop - start, dx.shape[2]), dx.dtype)
+        norms = inputs.h_grad_norms
+        backward(_by_layout(inputs.dh_buffer, start, stop, time_major), segment,
+                 xi=inputs.xi[start:stop], grads=wg,
+                 h_grad_norms=None if norms is None else norms[start:stop],
+                 overwrite_cache=True,
+                 out=Grads(dx_segment, carries["dhT"], None, None, None, **extra_carries),
+                 **finals)
+        if not time_major:
+            dx[:, start:stop] = dx_segment
+        workspace = segment if full else None
+        segment = dx_segment = None
+
+
+def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_cache, out, scan,
+                    overlap):
+    """The checks of ``check_backward`` for a checkpointed cache: a ``BackwardInputs``."""
+    overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
+    dtype, time_major = cache.dtype, cache.time_major
+    n_steps = cache.n_steps
+    _, n_batch, n_hidden = cache.h_checkpoints.shape
+    shapes = types.SimpleNamespace(     # the shapes of a full cache, as the checks read them
+        h=np.broadcast_to(np.empty((), dtype), (n_steps, n_batch, n_hidden)), x=cache.x,
+        time_major=time_major, dtype=dtype)
+    if time_major:
+        dh_shape, dh_expected = (n_steps, n_batch, n_hidden), "(T, N, H)"
+    else:
+        dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
+    if out is not None:
+        check_backward_out(cell, out, shapes, weights=grads is None)
+    given = []
+    if dh is None:
+        dh = np.zeros(dh_shape, dtype)
+    else:
+        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+                                              like="the cache", scan=None))
+        given.append(("dh", dh))
+    checked_final = {}
+    for name, value in final.items():
+        if value is not None:
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                like="the cache", scan=None)
+            given.append((name, value))
+        checked_final[name] = value
+    xi_given = xi
+    xi = check_xi(xi, n_steps, dtype)
+    check_all_finite(given, scan)
+    writes = []
+    if grads is not None:
+        grads = check_grads(cell, grads, shapes)
+        writes = [("grads." + name, arr) for name, arr in grads.items()]
+    if h_grad_norms is not None:
+        norms = h_grad_norms
+        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
+                or norms.shape != (n_steps,)):
+            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
+        if not (norms.flags.c_contiguous and norms.flags.writeable):
+            raise ValueError("h_grad_norms must be C-contiguous and writeable")
+        writes.append(("h_grad_norms", norms))
+    if out is not None:
+        carried = ["d" + state + "0" for state in cell.states]
+        names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
+        writes += [("out." + name, getattr(out, name)) for name in names]
+        for name, value in checked_final.items():
+            if value is not None:
+                mine = "out." + name[:-1] + "0"
+                check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
+                                  if f"out.{c}" != mine], [(name, value)], overlap)
+    if writes:
+        reads = [(name, arr) for name, arr in given if name == "dh"]
+        if xi_given is not None:
+            reads.append(("xi", xi))
+        reads += [("cache." + name, value) for name, value in cache.__dict__.items()
+                  if name in cache.fields and isinstance(value, np.ndarray)]
+        check_no_overlap(writes, reads, overlap)
+    return BackwardInputs._make((dh, swap_major(dh, time_major), checked_final, xi, grads, out,
+                                 h_grad_norms, overwrite_cache, tuple(writes)))
