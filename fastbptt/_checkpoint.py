@@ -120,11 +120,6 @@ class CheckpointCache(Cache):
                 f"{' consumed' if self.consumed else ''}>")
 
 
-def _segments(n_steps, k):
-    """(start, stop) of each segment: k steps each, the last one shorter where k divides not T."""
-    return [(start, min(start + k, n_steps)) for start in range(0, n_steps, k)]
-
-
 def _by_layout(arr, start, stop, time_major):
     """Steps [start, stop) of a per-step array in the caller's layout (a view)."""
     return arr[start:stop] if time_major else arr[:, start:stop]
@@ -154,17 +149,17 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
     n_steps, n_batch, n_hidden, dtype = (inputs.n_steps, inputs.n_batch, inputs.n_hidden,
                                          inputs.dtype)
     k = segment_steps(checkpoint, n_steps)
-    segments = _segments(n_steps, k)
+    n_segments = -(-n_steps // k)      # k steps each, the last one shorter where k divides not T
     writes = ()
     if out is not None:
-        writes = _check_forward_out(cell, out, inputs, k, len(segments), options, overlap)
+        writes = _check_forward_out(cell, out, inputs, k, overlap)
         begin(out, "refill", writes)
     done = False
     try:
         start_states = initial_states(inputs, None)      # copies: h0 may be a view of out.hT
         h = empty_steps(n_steps, n_batch, n_hidden, dtype, inputs.time_major)
         h_by_step = swap_major(h, inputs.time_major)
-        shape = (len(segments), n_batch, n_hidden)
+        shape = (n_segments, n_batch, n_hidden)
         kept = {}
         for state in cell.states:
             kept[state + "_checkpoints"] = (getattr(out, state + "_checkpoints") if out is not None
@@ -173,7 +168,8 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
                                       else np.empty(shape[1:], dtype))
             kept[state + "_checkpoints"][0] = start_states[state + "0"]
         workspace = None
-        for index, (start, stop) in enumerate(segments):
+        for index in range(n_segments):
+            start, stop = index * k, min(index * k + k, n_steps)
             begin_states = {state + "0": kept[state + "_checkpoints"][index]
                             for state in cell.states}
             if stop - start < k:
@@ -182,7 +178,7 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
                 cell, forward, _by_layout(inputs.x_buffer, start, stop, inputs.time_major),
                 begin_states, inputs.weights, options, inputs.time_major, workspace)
             h_by_step[start:stop] = swap_major(h_segment, inputs.time_major)
-            last = index + 1 == len(segments)
+            last = index + 1 == n_segments
             for state in cell.states:
                 into = (kept[state + "_final"] if last
                         else kept[state + "_checkpoints"][index + 1])
@@ -203,7 +199,7 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
     return h, cache
 
 
-def _check_forward_out(cell, out, inputs, k, n_segments, options, overlap):
+def _check_forward_out(cell, out, inputs, k, overlap):
     """``out=`` of a checkpointed forward: a checkpointed cache of the same cell, shapes, dtype,
     layout and k. Returns the (name, array) pairs the call writes."""
     if not isinstance(out, CheckpointCache):
@@ -258,43 +254,59 @@ def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grad
 
 def _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg):
     """Recompute and backpropagate each segment, from the last: weight gradients added into
-    ``wg``, dx written, ``carries`` carried back to the initial states."""
+    ``wg``, dx written, ``carries`` carried back to the initial states.
+
+    Where the caller gave the arrays (``grads=``, ``out=``, ``h_grad_norms``), the calls on the
+    segments write arrays of this call's own instead, copied into the caller's after each
+    segment or at the end: this call holds the caller's arrays (``fastbptt._sharing``), and a
+    call on a segment claims what it writes."""
     time_major, k = cache.time_major, cache.checkpoint
-    fields = cache.__dict__
+    fields, dtype = cache.__dict__, cache.dtype
     x = swap_major(cache.x, time_major)
     weights = {name: fields[name] for name in cell.weights}
     options = {name: fields[name] for name in cell.options}
-    finals = {"d" + state + "T": carries["d" + state + "T"] for state in cell.states}
-    extra_carries = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
+    callers = inputs.grads is not None or inputs.out is not None   # wg, carries: the caller's
+    own_wg = {name: np.zeros_like(arr) for name, arr in wg.items()} if callers else wg
+    own_carries = {name: arr.copy() for name, arr in carries.items()} if callers else carries
+    extra_carries = {"d" + state + "0": own_carries["d" + state + "T"]
+                     for state in cell.states[1:]}
+    norms = inputs.h_grad_norms
+    own_norms = None if norms is None else np.empty(k, dtype)
+    dx_in_place = time_major and inputs.out is None     # a new dx: no other call can hold it
     workspace = dx_work = None
-    segments = _segments(cache.n_steps, k)
-    for index in range(len(segments) - 1, -1, -1):
-        start, stop = segments[index]
-        full = stop - start == k
+    n_segments = cache.h_checkpoints.shape[0]
+    for index in range(n_segments - 1, -1, -1):
+        start, stop = index * k, min(index * k + k, cache.n_steps)
+        n_steps = stop - start
         begin_states = {state + "0": fields[state + "_checkpoints"][index]
                         for state in cell.states}
         _, segment = _call_forward(cell, forward, _by_layout(x, start, stop, time_major),
                                    begin_states, weights, options, time_major,
-                                   workspace if full else None)
-        if time_major:
+                                   workspace if n_steps == k else None)
+        if dx_in_place:
             dx_segment = dx[start:stop]          # C-contiguous: the backward writes it in place
-        elif full:
-            if dx_work is None:
-                dx_work = np.empty((dx.shape[0], k, dx.shape[2]), dx.dtype)
-            dx_segment = dx_work
         else:
-            dx_segment = np.empty((dx.shape[0], stop - start, dx.shape[2]), dx.dtype)
-        norms = inputs.h_grad_norms
+            if dx_work is None or dx_work.shape[1 - time_major] != n_steps:
+                dx_work = empty_steps(n_steps, dx.shape[int(time_major)], dx.shape[2], dtype,
+                                      time_major)
+            dx_segment = dx_work
         backward(_by_layout(inputs.dh_buffer, start, stop, time_major), segment,
-                 xi=inputs.xi[start:stop], grads=wg,
-                 h_grad_norms=None if norms is None else norms[start:stop],
+                 xi=inputs.xi[start:stop], grads=own_wg,
+                 h_grad_norms=None if norms is None else own_norms[:n_steps],
                  overwrite_cache=True,
-                 out=Grads(dx_segment, carries["dhT"], None, None, None, **extra_carries),
-                 **finals)
-        if not time_major:
-            dx[:, start:stop] = dx_segment
-        workspace = segment if full else None
-        segment = dx_segment = None
+                 out=Grads(dx_segment, own_carries["dhT"], None, None, None, **extra_carries),
+                 **own_carries)
+        if not dx_in_place:
+            _by_layout(dx, start, stop, time_major)[...] = dx_segment
+        if norms is not None:
+            norms[start:stop] = own_norms[:n_steps]
+        workspace = segment if n_steps == k else None
+        segment = None
+    if callers:
+        for name, arr in own_wg.items():
+            wg[name] += arr
+        for name, arr in own_carries.items():
+            carries[name][...] = arr
 
 
 def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_cache, out, scan,

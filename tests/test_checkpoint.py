@@ -1,0 +1,232 @@
+"""checkpoint=k: forward keeps the states entering every k-th step only, backward recomputes one
+segment at a time. Gradients equal full storage's to rounding for every cell, option, layout,
+dtype and backward keyword; memory is T/k + 2k step-states; the cache behaves as the others do
+(read-only, pickled, consumed, refilled with out=); bad values are refused before any work."""
+import pickle
+import tracemalloc
+
+import numpy as np
+import pytest
+from conftest import IMPLS, assert_close, make_problem
+from test_equivalence import CASE_IDS, CASES
+
+import fastbptt
+from fastbptt._checkpoint import CheckpointCache
+
+impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+cases = pytest.mark.parametrize("cell,opts", CASES, ids=CASE_IDS)
+layout = pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+
+
+def extras(cell, n_batch, n_hidden, n_steps, dtype, seed=3):
+    """The backward keywords that change the arithmetic: dhT, dcT, xi (with zeros), norms."""
+    rng = np.random.default_rng(seed)
+    out = {"dhT": rng.standard_normal((n_batch, n_hidden)).astype(dtype),
+           "xi": rng.choice([0.0, 0.5, 1.0, 1.5], n_steps),
+           "h_grad_norms": np.zeros(n_steps, dtype)}
+    if cell == "lstm":
+        out["dcT"] = rng.standard_normal((n_batch, n_hidden)).astype(dtype)
+    return out
+
+
+def assert_same_grads(got, expected, dtype):
+    for name in expected._fields + tuple(vars(expected)):
+        assert_close(getattr(got, name), getattr(expected, name), dtype, name)
+
+
+@impl
+@cases
+@layout
+@pytest.mark.parametrize("k", [1, 3, 4, 7, 50, "sqrt"])
+@pytest.mark.parametrize("shape", [(3, 7, 4, 5), (1, 1, 1, 1), (0, 3, 2, 2)],
+                         ids=lambda s: "N{}T{}D{}H{}".format(*s))
+def test_checkpointed_equals_full_storage(module, cell, opts, k, shape, time_major, dtype):
+    n_batch, n_steps, _, n_hidden = shape
+    args, kwargs, dh = make_problem(cell, *shape, dtype=dtype, time_major=time_major)
+    kwargs.update(opts)
+    record = module.CELLS[cell]
+    full_kw = extras(cell, n_batch, n_hidden, n_steps, dtype)
+    ckpt_kw = {name: value.copy() for name, value in full_kw.items()}
+    h_full, cache_full = record.forward(*args, **kwargs)
+    h_ckpt, cache = record.forward(*args, checkpoint=k, **kwargs)
+    assert isinstance(cache, CheckpointCache)
+    np.testing.assert_array_equal(h_ckpt, h_full)      # the same forward, segment by segment
+    for state in record.states:
+        np.testing.assert_array_equal(getattr(cache, state + "T"),
+                                      getattr(cache_full, state + "T"))
+        np.testing.assert_array_equal(getattr(cache, state + "0"),
+                                      getattr(cache_full, state + "0"))
+    expected = record.backward(dh, cache_full, **full_kw)
+    got = record.backward(dh, cache, **ckpt_kw)
+    assert_same_grads(got, expected, dtype)
+    assert_close(ckpt_kw["h_grad_norms"], full_kw["h_grad_norms"], dtype, "h_grad_norms")
+    # the cache was only read: a second backward gives the same
+    assert_same_grads(record.backward(dh, cache, **ckpt_kw), expected, dtype)
+
+
+@impl
+@cases
+@layout
+def test_segments_and_checkpoints(module, cell, opts, time_major):
+    """T = 10, k = 4: segments of 4, 4, 2 steps; the checkpoints are the states entering steps
+    0, 4 and 8, as full storage has them."""
+    args, kwargs, _ = make_problem(cell, 2, 10, 3, 4, time_major=time_major)
+    kwargs.update(opts)
+    record = module.CELLS[cell]
+    _, full = record.forward(*args, **kwargs)
+    _, cache = record.forward(*args, checkpoint=4, **kwargs)
+    assert cache.checkpoint == 4 and cache.n_steps == 10
+    for state in record.states:
+        kept = getattr(cache, state + "_checkpoints")
+        assert kept.shape == (3, 2, 4)
+        by_step = getattr(full, state)
+        np.testing.assert_array_equal(kept[0], getattr(full, state + "0"))
+        np.testing.assert_array_equal(kept[1:], by_step[[3, 7]])
+    _, sq = record.forward(*args, checkpoint="sqrt", **kwargs)
+    assert sq.checkpoint == 4          # ceil(sqrt(10))
+    _, one = record.forward(*args, checkpoint=np.int64(100), **kwargs)
+    assert one.checkpoint == 10 and one.h_checkpoints.shape[0] == 1
+
+
+@impl
+@cases
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+def test_grads_out_and_overwrite(module, cell, opts, time_major):
+    """grads= adds into the caller's arrays, out= reuses an earlier result's, overwrite_cache
+    consumes the checkpointed cache."""
+    dtype = np.float64
+    args, kwargs, dh = make_problem(cell, 2, 9, 3, 4, dtype=dtype, time_major=time_major)
+    kwargs.update(opts)
+    record = module.CELLS[cell]
+    _, full = record.forward(*args, **kwargs)
+    expected = record.backward(dh, full)
+    _, cache = record.forward(*args, checkpoint=4, **kwargs)
+    first = record.backward(dh, cache)
+    start = {name: np.full_like(getattr(first, name), 0.25) for name in record.weight_grads}
+    added = record.backward(dh, cache, grads=start)
+    for name in record.weight_grads:
+        assert_close(start[name], getattr(expected, name) + 0.25, dtype, name)
+        assert added is not None
+    ids = {name: id(getattr(first, name)) for name in first._fields + tuple(vars(first))}
+    for name in first._fields:
+        getattr(first, name)[...] = 7.0          # stale values, overwritten by out=
+    again = record.backward(dh, cache, out=first, overwrite_cache=True)
+    assert {name: id(getattr(again, name)) for name in ids} == ids
+    assert_same_grads(again, expected, dtype)
+    assert cache.consumed
+    with pytest.raises(ValueError, match="consumed"):
+        record.backward(dh, cache)
+
+
+@impl
+@cases
+def test_forward_out_refills_a_stream(module, cell, opts):
+    """out= refills a checkpointed cache: a loop over the chunks of a stream, the state carried
+    from the cache's own final state."""
+    record = module.CELLS[cell]
+    args, kwargs, dh = make_problem(cell, 2, 6, 3, 4)
+    kwargs.update(opts)
+    _, cache = record.forward(*args, checkpoint=2, **kwargs)
+    arrays = {name: id(cache.__dict__[name]) for name in cache.fields}
+    nxt = list(args)
+    nxt[0] = args[0][:, ::-1].copy()
+    nxt[1] = cache.hT
+    state_kw = {s + "0": getattr(cache, s + "T") for s in record.states[1:]}
+    fresh_kw = {**kwargs, **{s: v.copy() for s, v in state_kw.items()}}
+    h_new, fresh = record.forward(nxt[0], cache.hT.copy(), *args[2:], checkpoint=2, **fresh_kw)
+    h_out, same = record.forward(*nxt, checkpoint=2, out=cache, **{**kwargs, **state_kw})
+    assert same is cache
+    np.testing.assert_array_equal(h_out, h_new)
+    for name in ("h_checkpoints", "h_final"):
+        assert id(cache.__dict__[name]) == arrays[name]
+        np.testing.assert_array_equal(cache.__dict__[name], fresh.__dict__[name])
+    assert_same_grads(record.backward(dh, cache), record.backward(dh, fresh), np.float64)
+
+
+@impl
+def test_pickle_and_read_only(module):
+    args, kwargs, dh = make_problem("lstm", 2, 7, 3, 4)
+    _, cache = module.lstm_forward(*args, checkpoint=3, **kwargs)
+    back = pickle.loads(pickle.dumps(cache))
+    assert isinstance(back, CheckpointCache) and back.checkpoint == 3
+    np.testing.assert_array_equal(back.cT, cache.cT)
+    assert_same_grads(module.lstm_backward(dh, back), module.lstm_backward(dh, cache),
+                      np.float64)
+    with pytest.raises(AttributeError, match="read-only"):
+        cache.checkpoint = 5
+    with pytest.raises(AttributeError, match="no field"):
+        _ = cache.gates
+    assert "checkpoint=3" in repr(cache)
+
+
+@impl
+@pytest.mark.parametrize("bad", [0, -2, 2.5, "SQRT", "", True, [3], np.float64(4)])
+def test_bad_checkpoint(module, bad):
+    args, kwargs, _ = make_problem("gru", 2, 5, 3, 4)
+    with pytest.raises(ValueError, match="checkpoint"):
+        module.gru_forward(*args, checkpoint=bad, **kwargs)
+
+
+@impl
+def test_mismatched_caches_are_refused(module):
+    args, kwargs, dh = make_problem("rnn", 2, 5, 3, 4)
+    _, cache = module.rnn_forward(*args, checkpoint=2, **kwargs)
+    _, full = module.rnn_forward(*args, **kwargs)
+    with pytest.raises(ValueError, match="pass checkpoint="):
+        module.rnn_forward(*args, out=cache, **kwargs)
+    with pytest.raises(ValueError, match="with checkpoint="):
+        module.rnn_forward(*args, out=full, checkpoint=2, **kwargs)
+    with pytest.raises(ValueError, match="T, N, D, H, k"):
+        module.rnn_forward(*args, out=cache, checkpoint=3, **kwargs)
+    with pytest.raises(ValueError, match="rnn_forward, not gru_backward|not gru_forward"):
+        module.gru_backward(dh, cache)
+    with pytest.raises(ValueError, match="dh must have shape"):
+        module.rnn_backward(dh[:, :4], cache)
+    with pytest.raises(ValueError, match="xi must have shape"):
+        module.rnn_backward(dh, cache, xi=np.ones(4))
+    with pytest.raises(ValueError, match="overlap"):
+        module.rnn_backward(dh, cache, grads={"dWx": cache.Wx, "dWh": np.zeros_like(cache.Wh),
+                                              "db": np.zeros_like(cache.b)})
+    with pytest.raises(ValueError, match="NaN"):
+        module.rnn_backward(np.full_like(dh, np.nan), cache)
+
+
+def step_state_bytes(record, n_batch, n_hidden, itemsize):
+    """What full storage keeps per step (h, and c and the gate values for the LSTM...)."""
+    return sum(record.cache_type.outputs.values()) * n_batch * n_hidden * itemsize
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@layout
+@pytest.mark.parametrize("k", [None, "sqrt", 100])
+def test_memory(cell, time_major, k):
+    """tracemalloc (NumPy reports its allocations to it): the cache and backward's workspace
+    take at most (T/k + 2k) step-states and a small constant beyond what the caller gets back
+    (h, dx, the weight gradients), against T step-states with full storage. A step-state is
+    what full storage keeps per step: 6 (N, H) arrays for the LSTM, 5 for the GRU, 1 for the
+    RNN, whose backward needs as much again (its lean backward's workspace: a second k)."""
+    n_batch, n_steps, n_input, n_hidden = 1, 2500, 4, 64
+    record = fastbptt.CELLS[cell]
+    args, kwargs, dh = make_problem(cell, n_batch, n_steps, n_input, n_hidden,
+                                    time_major=time_major)
+    step = step_state_bytes(record, n_batch, n_hidden, 8)
+    returned = (n_steps * n_batch * (n_hidden + n_input) * 8
+                + sum(np.prod(s) for s in record.weight_shapes(n_input, n_hidden).values()) * 8
+                + len(record.states) * n_batch * n_hidden * 8)
+    record.backward(dh, record.forward(*args, checkpoint=k, **kwargs)[1])   # warm up
+    tracemalloc.start()
+    try:
+        h, cache = record.forward(*args, checkpoint=k, **kwargs)
+        grads = record.backward(dh, cache)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert grads.dx.shape == args[0].shape and h.shape == dh.shape
+    used = peak - returned
+    if k is None:
+        assert used >= n_steps * step         # the control: full storage keeps every step
+        return
+    steps = 50 if k == "sqrt" else k
+    bound = (n_steps / steps + 2 * steps) * step + 40 * 1024
+    assert used <= bound, f"{used} bytes > {bound} = (T/k + 2k) step-states + 40 KiB"
+    assert used < n_steps * step / 4
