@@ -230,3 +230,63 @@ def test_memory(cell, time_major, k):
     bound = (n_steps / steps + 2 * steps) * step + 40 * 1024
     assert used <= bound, f"{used} bytes > {bound} = (T/k + 2k) step-states + 40 KiB"
     assert used < n_steps * step / 4
+
+
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
+@pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+def test_model_checkpoint(cell, module):
+    """Model(..., checkpoint=k): every layer checkpointed, the same loss, gradients and final
+    state as full storage, to rounding."""
+    from fastbptt.nn import Model
+    rng = np.random.default_rng(1)
+    ids = rng.integers(0, 7, (3, 11))
+    targets = rng.integers(0, 7, (3, 11))
+    full = Model(7, 6, 7, cell=cell, n_layers=2, dtype=np.float64, impl=module, seed=0)
+    ckpt = Model(7, 6, 7, cell=cell, n_layers=2, dtype=np.float64, impl=module, seed=0,
+                 checkpoint="sqrt")
+    assert ckpt.checkpoint == "sqrt" and full.checkpoint is None
+    _, cache = ckpt.forward(ids)
+    assert all(isinstance(layer, CheckpointCache) for layer in cache.layers)
+    loss_full, grads_full, state_full = full.loss_and_grads(ids, targets)
+    loss, grads, state = ckpt.loss_and_grads(ids, targets)
+    assert loss == pytest.approx(loss_full, rel=1e-12)
+    for name, value in grads_full.items():
+        assert_close(grads[name], value, np.float64, name)
+    for layer, layer_full in zip(state, state_full):
+        for s, value in layer_full.items():
+            np.testing.assert_array_equal(layer[s], value)
+    with pytest.raises(ValueError, match="checkpoint"):
+        Model(7, 6, 7, cell=cell, checkpoint=0)
+
+
+def test_train_command_checkpoint(tmp_path, capsys):
+    """``fastbptt train --checkpoint sqrt`` trains as without it (the same losses, to
+    rounding); a bad value or TBPTT is refused with a clear message."""
+    import csv
+
+    from fastbptt.cli import main
+    words = ["def ", "return ", "self", ".x", " = ", "(", ")", ":\n    ", "if ", "None", "\n"]
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(np.random.default_rng(0).choice(words, 3000)), encoding="utf-8")
+    common = ["train", "--text", str(text), "--cell", "gru", "--hidden", "16", "--seq-len", "20",
+              "--batch", "4", "--steps", "10", "--eval-every", "5", "--eval-chars", "2000",
+              "--sample-len", "10", "--no-progress", "--dtype", "float64"]
+    losses = []
+    for extra in ([], ["--checkpoint", "sqrt"], ["--checkpoint", "3"]):
+        out = tmp_path / f"run{len(losses)}"
+        assert main(common + ["--out", str(out)] + extra) == 0
+        with open(out / "loss.csv", newline="") as f:
+            losses.append([float(row["train_loss"]) for row in csv.DictReader(f)])
+    np.testing.assert_allclose(losses[1], losses[0], rtol=1e-9)
+    np.testing.assert_allclose(losses[2], losses[0], rtol=1e-9)
+    capsys.readouterr()
+    for extra, message in ((["--checkpoint", "0"], "argument --checkpoint: must be 'sqrt' or"),
+                           (["--checkpoint", "half"], "argument --checkpoint: must be 'sqrt' or"),
+                           (["--checkpoint", "sqrt", "--truncation", "tbptt"],
+                            "--checkpoint goes with")):
+        try:
+            rc = main(common + ["--out", str(tmp_path / "bad")] + extra)
+        except SystemExit as exc:
+            rc = exc.code
+        assert rc == 2
+        assert message in capsys.readouterr().err
