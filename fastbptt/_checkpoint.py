@@ -45,6 +45,8 @@ from ._validation import (
     numpy_first_overlap,
 )
 
+REUSE_WORKSPACE = True     # segments refill one workspace cache (out=) rather than make one each
+
 
 def check_checkpoint(checkpoint):
     """``checkpoint`` of a cell's forward: None, 'sqrt' or a positive int, else a ValueError."""
@@ -125,14 +127,22 @@ def _by_layout(arr, start, stop, time_major):
     return arr[start:stop] if time_major else arr[:, start:stop]
 
 
-def _call_forward(cell, forward, x, states, weights, options, time_major, out):
-    """The cell's ``forward`` on ``x`` from ``states`` {'h0': ..., 'c0': ...}: (h, cache)."""
-    first, *others = cell.states
+def _segment_forward(cell, forward, weights, options, time_major):
+    """The cell's ``forward`` as a function of one segment: ``run(x, states, out)`` with
+    ``states`` a list of the initial states in the order of ``cell.states``, returning
+    (h, cache). The arguments that stay the same from segment to segment are put together once
+    (this runs once per segment: what it costs shows at small k)."""
     positional = [weights[name] for name in cell.weights if name not in cell.extra_weights]
     keywords = {name: weights[name] for name in cell.extra_weights}
-    keywords.update((state + "0", states[state + "0"]) for state in others)
-    return forward(x, states[first + "0"], *positional, time_major=time_major, out=out,
-                   **keywords, **options)
+    keywords.update(options)
+    keywords["time_major"] = time_major
+    others = cell.extra_states
+
+    def run(x, states, out):
+        for name, state in zip(others, states[1:]):
+            keywords[name] = state
+        return forward(x, states[0], *positional, out=out, **keywords)
+    return run
 
 
 def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options, *, time_major,
@@ -167,22 +177,23 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
             kept[state + "_final"] = (getattr(out, state + "_final") if out is not None
                                       else np.empty(shape[1:], dtype))
             kept[state + "_checkpoints"][0] = start_states[state + "0"]
+        run = _segment_forward(cell, forward, inputs.weights, options, inputs.time_major)
+        checkpoints = [kept[state + "_checkpoints"] for state in cell.states]
+        finals = [kept[state + "_final"] for state in cell.states]
+        ends = [state + "T" for state in cell.states]
+        x_buffer, tm = inputs.x_buffer, inputs.time_major
         workspace = None
         for index in range(n_segments):
             start, stop = index * k, min(index * k + k, n_steps)
-            begin_states = {state + "0": kept[state + "_checkpoints"][index]
-                            for state in cell.states}
-            if stop - start < k:
+            if stop - start < k or not REUSE_WORKSPACE:
                 workspace = None            # the short last segment: a cache of its own
-            h_segment, segment = _call_forward(
-                cell, forward, _by_layout(inputs.x_buffer, start, stop, inputs.time_major),
-                begin_states, inputs.weights, options, inputs.time_major, workspace)
-            h_by_step[start:stop] = swap_major(h_segment, inputs.time_major)
+            h_segment, segment = run(x_buffer[start:stop] if tm else x_buffer[:, start:stop],
+                                     [kept_state[index] for kept_state in checkpoints],
+                                     workspace)
+            h_by_step[start:stop] = h_segment if tm else h_segment.swapaxes(0, 1)
             last = index + 1 == n_segments
-            for state in cell.states:
-                into = (kept[state + "_final"] if last
-                        else kept[state + "_checkpoints"][index + 1])
-                into[...] = getattr(segment, state + "T")
+            for kept_state, final, end_name in zip(checkpoints, finals, ends):
+                (final if last else kept_state[index + 1])[...] = getattr(segment, end_name)
             workspace = segment if stop - start == k else None
             segment = h_segment = None
         fields = {"cell": cell.name, "x": inputs.x, "checkpoint": k, "n_steps": n_steps}
@@ -244,7 +255,8 @@ def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grad
     begin(cache, mode, inputs.writes)
     try:
         dx, carries, wg = backward_buffers(cell, cache, inputs)
-        _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg)
+        _backward_segments(cell, forward, backward, cache, inputs, xi is not None, dx, carries,
+                           wg)
     finally:
         end(cache, mode, inputs.writes)
     extra = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
@@ -252,9 +264,10 @@ def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grad
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
 
 
-def _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg):
+def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, carries, wg):
     """Recompute and backpropagate each segment, from the last: weight gradients added into
-    ``wg``, dx written, ``carries`` carried back to the initial states.
+    ``wg``, dx written, ``carries`` carried back to the initial states (``xi_given``: the
+    caller passed xi).
 
     Where the caller gave the arrays (``grads=``, ``out=``, ``h_grad_norms``), the calls on the
     segments write arrays of this call's own instead, copied into the caller's after each
@@ -263,8 +276,10 @@ def _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg):
     time_major, k = cache.time_major, cache.checkpoint
     fields, dtype = cache.__dict__, cache.dtype
     x = swap_major(cache.x, time_major)
-    weights = {name: fields[name] for name in cell.weights}
-    options = {name: fields[name] for name in cell.options}
+    run = _segment_forward(cell, forward, {name: fields[name] for name in cell.weights},
+                           {name: fields[name] for name in cell.options}, time_major)
+    checkpoints = [fields[state + "_checkpoints"] for state in cell.states]
+    xi = inputs.xi if xi_given else None       # None: the cells' own ones, no check
     callers = inputs.grads is not None or inputs.out is not None   # wg, carries: the caller's
     own_wg = {name: np.zeros_like(arr) for name, arr in wg.items()} if callers else wg
     own_carries = {name: arr.copy() for name, arr in carries.items()} if callers else carries
@@ -272,26 +287,27 @@ def _backward_segments(cell, forward, backward, cache, inputs, dx, carries, wg):
                      for state in cell.states[1:]}
     norms = inputs.h_grad_norms
     own_norms = None if norms is None else np.empty(k, dtype)
-    dx_in_place = time_major and inputs.out is None     # a new dx: no other call can hold it
+    # a new dx (no other call can hold it), whose segments are C-contiguous (time-major, or
+    # N = 1): the segments' backward writes it in place
+    dx_in_place = inputs.out is None and (time_major or dx.shape[0] == 1)
     workspace = dx_work = None
     n_segments = cache.h_checkpoints.shape[0]
     for index in range(n_segments - 1, -1, -1):
         start, stop = index * k, min(index * k + k, cache.n_steps)
         n_steps = stop - start
-        begin_states = {state + "0": fields[state + "_checkpoints"][index]
-                        for state in cell.states}
-        _, segment = _call_forward(cell, forward, _by_layout(x, start, stop, time_major),
-                                   begin_states, weights, options, time_major,
-                                   workspace if n_steps == k else None)
+        if n_steps < k or not REUSE_WORKSPACE:
+            workspace = None
+        _, segment = run(x[start:stop] if time_major else x[:, start:stop],
+                         [kept_state[index] for kept_state in checkpoints], workspace)
         if dx_in_place:
-            dx_segment = dx[start:stop]          # C-contiguous: the backward writes it in place
+            dx_segment = dx[start:stop] if time_major else dx[:, start:stop]
         else:
             if dx_work is None or dx_work.shape[1 - time_major] != n_steps:
                 dx_work = empty_steps(n_steps, dx.shape[int(time_major)], dx.shape[2], dtype,
                                       time_major)
             dx_segment = dx_work
         backward(_by_layout(inputs.dh_buffer, start, stop, time_major), segment,
-                 xi=inputs.xi[start:stop], grads=own_wg,
+                 xi=None if xi is None else xi[start:stop], grads=own_wg,
                  h_grad_norms=None if norms is None else own_norms[:n_steps],
                  overwrite_cache=True,
                  out=Grads(dx_segment, own_carries["dhT"], None, None, None, **extra_carries),
