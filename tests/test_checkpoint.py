@@ -283,10 +283,38 @@ def test_train_command_checkpoint(tmp_path, capsys):
     for extra, message in ((["--checkpoint", "0"], "argument --checkpoint: must be 'sqrt' or"),
                            (["--checkpoint", "half"], "argument --checkpoint: must be 'sqrt' or"),
                            (["--checkpoint", "sqrt", "--truncation", "tbptt"],
-                            "--checkpoint goes with")):
+                            "--checkpoint goes with"),
+                           (["--checkpoint", "4", "--cluster", "local:1"],
+                            "--checkpoint runs on one process")):
         try:
             rc = main(common + ["--out", str(tmp_path / "bad")] + extra)
         except SystemExit as exc:
             rc = exc.code
         assert rc == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("cell", list(fastbptt.CELLS))
+def test_threads_share_a_checkpointed_cache(cell):
+    """Backward calls in several threads read one checkpointed cache at once (each recomputes
+    into a workspace of its own) and give the gradients of one call alone."""
+    import threading
+    args, kwargs, dh = make_problem(cell, 2, 40, 3, 8)
+    record = fastbptt.CELLS[cell]
+    _, cache = record.forward(*args, checkpoint=6, **kwargs)
+    expected = record.backward(dh, cache)
+    results = [None] * 4
+    barrier = threading.Barrier(len(results))
+
+    def work(index):
+        barrier.wait()
+        for _ in range(5):
+            results[index] = record.backward(dh, cache, xi=np.ones(40))
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(len(results))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for got in results:
+        assert_same_grads(got, expected, np.float64)

@@ -226,6 +226,9 @@ def settings(args):
     cluster = getattr(args, "cluster", None)
     if cluster is None and getattr(args, "sync_every", None) is not None:
         raise UsageError("--sync-every goes with --cluster")
+    if cluster is not None and getattr(args, "checkpoint", None) is not None:
+        raise UsageError("--checkpoint runs on one process (the replicas keep every step); "
+                         "drop --cluster")
     if cluster is not None and t == "tbptt":
         raise UsageError("--truncation tbptt runs on one process; drop --cluster")
     if getattr(args, "resume", False) and args.compare_truncation:
