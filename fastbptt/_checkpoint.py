@@ -116,7 +116,8 @@ class CheckpointCache(Cache):
         raise AttributeError(f"a checkpointed {fields.get('cell')} cache has no field {name!r}")
 
     def __repr__(self):
-        n_segments, n_batch, n_hidden = self.h_checkpoints.shape
+        first = next(name for name in self.fields if name.endswith("_checkpoints"))
+        n_segments, n_batch, n_hidden = self.__dict__[first].shape
         return (f"<fastbptt {self.cell} cache, checkpoint={self.checkpoint}: T={self.n_steps} "
                 f"N={n_batch} H={n_hidden} {self.dtype}, {n_segments} segments"
                 f"{' consumed' if self.consumed else ''}>")
@@ -218,8 +219,8 @@ def _check_forward_out(cell, out, inputs, k, overlap):
                          f"call checkpoints), got {type(out).__name__}")
     if out.cell != cell.name:
         raise ValueError(f"out is a cache of {out.cell}_forward, not {cell.name}_forward")
-    have = (out.n_steps, out.h_checkpoints.shape[1], out.x.shape[2],
-            out.h_checkpoints.shape[2], out.checkpoint)
+    kept = out.__dict__[cell.states[0] + "_checkpoints"]
+    have = (out.n_steps, kept.shape[1], out.x.shape[2], kept.shape[2], out.checkpoint)
     want = (inputs.n_steps, inputs.n_batch, inputs.n_input, inputs.n_hidden, k)
     if have != want:
         raise ValueError(f"out has T, N, D, H, k = {have}, but this call has {want}: out= "
@@ -291,7 +292,7 @@ def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, car
     # N = 1): the segments' backward writes it in place
     dx_in_place = inputs.out is None and (time_major or dx.shape[0] == 1)
     workspace = dx_work = None
-    n_segments = cache.h_checkpoints.shape[0]
+    n_segments = checkpoints[0].shape[0]
     for index in range(n_segments - 1, -1, -1):
         start, stop = index * k, min(index * k + k, cache.n_steps)
         n_steps = stop - start
@@ -331,7 +332,7 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
     overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype, time_major = cache.dtype, cache.time_major
     n_steps = cache.n_steps
-    _, n_batch, n_hidden = cache.h_checkpoints.shape
+    _, n_batch, n_hidden = cache.__dict__[cell.states[0] + "_checkpoints"].shape
     shapes = types.SimpleNamespace(     # the shapes of a full cache, as the checks read them
         h=np.broadcast_to(np.empty((), dtype), (n_steps, n_batch, n_hidden)), x=cache.x,
         time_major=time_major, dtype=dtype)
