@@ -14,12 +14,14 @@ full storage to rounding. This module is built on the cells' public forward and 
 of the kernels or of the reference, passed in), and on the cell records (``fastbptt._cells``)
 for the states, weights and options: any cell in the registry runs checkpointed as it is.
 
-Per segment, the cells' ``out=`` does the bookkeeping: the forward refills the workspace cache
-(``out=workspace``), the backward accumulates the weight gradients into one set (``grads=``),
-writes dx in place where the layout allows (``out=``) and carries the gradient into the
-segment's initial states from one segment to the one before (``dhT=`` = ``out.dh0``). The
-workspace's backward may overwrite it (``overwrite_cache=True``): the next segment's forward
-refills it, and no gate-sized scratch array is made besides.
+Per segment, the cells' keywords do the bookkeeping: the segment's forward makes a cache of its
+k steps (the workspace), its backward accumulates the weight gradients into one set
+(``grads=``), writes dx in place where the layout allows (``out=``) and carries the gradient into
+the segment's initial states from one segment to the one before (``dhT=`` = ``out.dh0``). It
+may overwrite the workspace (``overwrite_cache=True``), so no gate-sized scratch array is made
+besides, and the workspace is freed before the next segment's is made. (Refilling one workspace
+with ``forward(..., out=workspace)`` instead measured 5-25% slower at H = 32 and no faster at
+H = 128, the checks of a refill costing more than the allocation: ``benchmarks/RESULTS.md``.)
 """
 import math
 import types
@@ -44,8 +46,6 @@ from ._validation import (
     numpy_first_nonfinite,
     numpy_first_overlap,
 )
-
-REUSE_WORKSPACE = True     # segments refill one workspace cache (out=) rather than make one each
 
 
 def check_checkpoint(checkpoint):
@@ -129,7 +129,7 @@ def _by_layout(arr, start, stop, time_major):
 
 
 def _segment_forward(cell, forward, weights, options, time_major):
-    """The cell's ``forward`` as a function of one segment: ``run(x, states, out)`` with
+    """The cell's ``forward`` as a function of one segment: ``run(x, states)`` with
     ``states`` a list of the initial states in the order of ``cell.states``, returning
     (h, cache). The arguments that stay the same from segment to segment are put together once
     (this runs once per segment: what it costs shows at small k)."""
@@ -139,10 +139,10 @@ def _segment_forward(cell, forward, weights, options, time_major):
     keywords["time_major"] = time_major
     others = cell.extra_states
 
-    def run(x, states, out):
+    def run(x, states):
         for name, state in zip(others, states[1:]):
             keywords[name] = state
-        return forward(x, states[0], *positional, out=out, **keywords)
+        return forward(x, states[0], *positional, **keywords)
     return run
 
 
@@ -183,20 +183,15 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
         finals = [kept[state + "_final"] for state in cell.states]
         ends = [state + "T" for state in cell.states]
         x_buffer, tm = inputs.x_buffer, inputs.time_major
-        workspace = None
         for index in range(n_segments):
             start, stop = index * k, min(index * k + k, n_steps)
-            if stop - start < k or not REUSE_WORKSPACE:
-                workspace = None            # the short last segment: a cache of its own
             h_segment, segment = run(x_buffer[start:stop] if tm else x_buffer[:, start:stop],
-                                     [kept_state[index] for kept_state in checkpoints],
-                                     workspace)
+                                     [kept_state[index] for kept_state in checkpoints])
             h_by_step[start:stop] = h_segment if tm else h_segment.swapaxes(0, 1)
             last = index + 1 == n_segments
             for kept_state, final, end_name in zip(checkpoints, finals, ends):
                 (final if last else kept_state[index + 1])[...] = getattr(segment, end_name)
-            workspace = segment if stop - start == k else None
-            segment = h_segment = None
+            segment = h_segment = None     # freed before the next segment's is made
         fields = {"cell": cell.name, "x": inputs.x, "checkpoint": k, "n_steps": n_steps}
         fields.update(inputs.weights)
         if out is None:
@@ -291,15 +286,13 @@ def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, car
     # a new dx (no other call can hold it), whose segments are C-contiguous (time-major, or
     # N = 1): the segments' backward writes it in place
     dx_in_place = inputs.out is None and (time_major or dx.shape[0] == 1)
-    workspace = dx_work = None
+    dx_work = None
     n_segments = checkpoints[0].shape[0]
     for index in range(n_segments - 1, -1, -1):
         start, stop = index * k, min(index * k + k, cache.n_steps)
         n_steps = stop - start
-        if n_steps < k or not REUSE_WORKSPACE:
-            workspace = None
         _, segment = run(x[start:stop] if time_major else x[:, start:stop],
-                         [kept_state[index] for kept_state in checkpoints], workspace)
+                         [kept_state[index] for kept_state in checkpoints])
         if dx_in_place:
             dx_segment = dx[start:stop] if time_major else dx[:, start:stop]
         else:
@@ -317,8 +310,7 @@ def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, car
             _by_layout(dx, start, stop, time_major)[...] = dx_segment
         if norms is not None:
             norms[start:stop] = own_norms[:n_steps]
-        workspace = segment if n_steps == k else None
-        segment = None
+        segment = None                 # freed before the next segment's is made
     if callers:
         for name, arr in own_wg.items():
             wg[name] += arr
