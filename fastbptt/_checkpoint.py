@@ -20,7 +20,7 @@ k steps (the workspace), its backward accumulates the weight gradients into one 
 the segment's initial states from one segment to the one before (``dhT=`` = ``out.dh0``). It
 may overwrite the workspace (``overwrite_cache=True``), so no gate-sized scratch array is made
 besides, and the workspace is freed before the next segment's is made. (Refilling one workspace
-with ``forward(..., out=workspace)`` instead measured 5-25% slower at H = 32 and no faster at
+with ``forward(..., out=workspace)`` instead measured 11-18% slower at H = 32 and 0-7% at
 H = 128, the checks of a refill costing more than the allocation: ``benchmarks/RESULTS.md``.)
 """
 import math
