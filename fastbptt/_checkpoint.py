@@ -31,7 +31,7 @@ import numpy as np
 from ._buffers import backward_buffers, initial_states
 from ._caches import Cache
 from ._grads import Grads
-from ._layout import empty_steps, swap_major
+from ._layout import empty_steps, readonly, swap_major
 from ._sharing import begin, end
 from ._validation import (
     BackwardInputs,
@@ -98,21 +98,21 @@ class CheckpointCache(Cache):
 
     @property
     def h0(self):
-        """The initial hidden state (N, H)."""
-        return self.__dict__["h_checkpoints"][0]
+        """The initial hidden state (N, H), read-only."""
+        return readonly(self.__dict__["h_checkpoints"][0])
 
     @property
     def hT(self):
         """The final hidden state (N, H), read-only."""
-        return self.__dict__["h_final"]
+        return readonly(self.__dict__["h_final"])
 
     def __getattr__(self, name):
-        """``s0`` and ``sT`` of the cell's other states (the LSTM's ``c0``, ``cT``)."""
+        """``s0`` and ``sT`` of the cell's other states (the LSTM's ``c0``, ``cT``), read-only."""
         fields = self.__dict__
         if len(name) > 1 and name[-1] in "0T" and name[:-1] + "_final" in fields:
             if name[-1] == "0":
-                return fields[name[:-1] + "_checkpoints"][0]
-            return fields[name[:-1] + "_final"]
+                return readonly(fields[name[:-1] + "_checkpoints"][0])
+            return readonly(fields[name[:-1] + "_final"])
         raise AttributeError(f"a checkpointed {fields.get('cell')} cache has no field {name!r}")
 
     def __repr__(self):

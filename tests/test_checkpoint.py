@@ -157,6 +157,7 @@ def test_pickle_and_read_only(module):
     with pytest.raises(AttributeError, match="no field"):
         _ = cache.gates
     assert "checkpoint=3" in repr(cache)
+    assert not (cache.hT.flags.writeable or cache.cT.flags.writeable or cache.c0.flags.writeable)
 
 
 @impl
