@@ -23,6 +23,8 @@ besides, and the workspace is freed before the next segment's is made. (Refillin
 with ``forward(..., out=workspace)`` instead measured 11-18% slower at H = 32 and 0-7% at
 H = 128, the checks of a refill costing more than the allocation: ``benchmarks/RESULTS.md``.)
 """
+import functools
+import inspect
 import math
 import types
 
@@ -57,6 +59,12 @@ def check_checkpoint(checkpoint):
         return int(checkpoint)
     raise ValueError(f"checkpoint must be None (keep every step), 'sqrt' (k = ceil(sqrt(T))) or "
                      f"a positive int k (steps per segment), got {checkpoint!r}")
+
+
+@functools.lru_cache(maxsize=None)
+def takes_checkpoint(forward):
+    """Whether a cell's ``forward`` takes ``checkpoint=`` (an implementation's cell may not)."""
+    return "checkpoint" in inspect.signature(forward).parameters
 
 
 def segment_steps(checkpoint, n_steps):

@@ -58,6 +58,7 @@ import numpy as np
 
 from .. import CELLS, clip, truncation
 from .._blas_threads import numpy_blas_threads
+from .._checkpoint import takes_checkpoint
 from ..nn import data
 from ..nn.model import IMPLS, Model
 from ..nn.optim import OPTIMIZERS
@@ -220,6 +221,9 @@ def settings(args):
                              f"use --layers 1, got {args.layers}")
         if k2 < k1:
             raise UsageError(f"--k1/--k2 need 1 <= K1 <= K2, got K1={k1} K2={k2}")
+    if (getattr(args, "checkpoint", None) is not None
+            and not takes_checkpoint(IMPLS[args.backend].CELLS[args.cell].forward)):
+        raise UsageError(f"--checkpoint does not go with --cell {args.cell}")
     if getattr(args, "checkpoint", None) is not None and t == "tbptt":
         raise UsageError("--checkpoint goes with the strategies over whole windows (full, "
                          "chunked, randomized); TBPTT keeps K2 steps only already")

@@ -69,7 +69,7 @@ import numpy as np
 import fastbptt
 import fastbptt.reference
 
-from .._checkpoint import check_checkpoint
+from .._checkpoint import check_checkpoint, takes_checkpoint
 from .._validation import check_option
 from ..truncation import _count
 from .losses import mean_squared_error, softmax_cross_entropy
@@ -204,6 +204,9 @@ class Model:
                              f"implementation with a CELLS registry; {name} has none")
         if self.cell not in cells:
             raise ValueError(f"cell must be one of {tuple(cells)}, got {self.cell!r}")
+        if self.checkpoint is not None and not takes_checkpoint(cells[self.cell].forward):
+            raise ValueError(f"checkpoint: the {self.cell} cell of this implementation does not "
+                             "take checkpoint=; pass checkpoint=None")
         self._impl, self._cell = impl, cells[self.cell]
 
     @property
