@@ -144,7 +144,8 @@ class Model:
     checkpoint : None, 'sqrt' or a positive int k: every recurrent layer's forward keeps only
         the states entering every k-th step, and backward runs it again one segment at a time
         (the cells' ``checkpoint=``): the gate values of T steps are never held, for one more
-        forward pass. A setting of the run, like ``impl``: not saved with the model.
+        forward pass. A setting of the run, like ``impl``: not saved with the model. A cell
+        whose forward takes no ``checkpoint=`` is refused with a ValueError.
     """
 
     checkpoint = None      # (a model built by ``load`` has this until it is set)
