@@ -10,6 +10,7 @@ imported only on request) has ``torch.nn.RNN/LSTM/GRU`` drop-ins on the kernels.
 from . import _cells, clip, truncation
 from ._blas_threads import set_blas_threads
 from ._caches import Cache
+from ._checkpoint import CheckpointCache
 from ._config import show_config as show_config  # kept out of __all__, which the reference shares
 from ._grads import Grads
 from ._sharing import InUseError
@@ -30,4 +31,5 @@ __version__ = "0.1.0"
 
 __all__ = ["CELLS", "Cache", "Grads", "InUseError", "set_blas_threads", "rnn_forward",
            "rnn_backward", "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "jordan_forward", "jordan_backward", "truncation", "clip", "TBPTT"]
+           "jordan_forward", "jordan_backward", "truncation", "clip", "TBPTT",
+           "CheckpointCache"]

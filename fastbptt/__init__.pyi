@@ -15,6 +15,7 @@ from . import truncation as truncation
 from ._caches import Cache as Cache
 from ._caches import GRUCache, JordanCache, LSTMCache, RNNCache
 from ._cells import Cell
+from ._checkpoint import CheckpointCache as CheckpointCache
 from ._grads import Grads as Grads
 from ._grads import JordanGrads
 from ._sharing import InUseError as InUseError
@@ -27,6 +28,7 @@ CELLS: MappingProxyType[str, Cell]
 
 _Array = NDArray[np.floating]
 _Float = Union[_Array, ArrayLike]
+_Checkpoint = Union[Literal["sqrt"], int]
 
 def set_blas_threads(n_threads: Optional[int]) -> bool: ...
 
@@ -35,25 +37,48 @@ def show_config(mode: Literal["stdout"] = ...) -> None: ...
 @overload
 def show_config(mode: Literal["dicts"]) -> dict[str, Any]: ...
 
+@overload
 def rnn_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
                 nonlinearity: Literal["tanh", "sigmoid", "relu"] = ...,
-                time_major: bool = ..., out: Optional[RNNCache] = ...
+                time_major: bool = ..., out: Optional[RNNCache] = ..., checkpoint: None = ...
                 ) -> tuple[_Array, RNNCache]: ...
-def rnn_backward(dh: Optional[_Float], cache: RNNCache, *, dhT: Optional[_Float] = ...,
+@overload
+def rnn_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
+                nonlinearity: Literal["tanh", "sigmoid", "relu"] = ...,
+                time_major: bool = ..., out: Optional[CheckpointCache] = ...,
+                checkpoint: _Checkpoint) -> tuple[_Array, CheckpointCache]: ...
+def rnn_backward(dh: Optional[_Float], cache: Union[RNNCache, CheckpointCache], *,
+                 dhT: Optional[_Float] = ...,
                  xi: Optional[_Float] = ..., grads: Optional[object] = ...,
                  h_grad_norms: Optional[_Array] = ..., overwrite_cache: bool = ...,
                  out: Optional[Grads] = ...) -> Grads: ...
+@overload
 def lstm_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
                  c0: Optional[_Float] = ..., time_major: bool = ...,
-                 out: Optional[LSTMCache] = ...) -> tuple[_Array, LSTMCache]: ...
-def lstm_backward(dh: Optional[_Float], cache: LSTMCache, *, dhT: Optional[_Float] = ...,
+                 out: Optional[LSTMCache] = ..., checkpoint: None = ...
+                 ) -> tuple[_Array, LSTMCache]: ...
+@overload
+def lstm_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
+                 c0: Optional[_Float] = ..., time_major: bool = ...,
+                 out: Optional[CheckpointCache] = ..., checkpoint: _Checkpoint
+                 ) -> tuple[_Array, CheckpointCache]: ...
+def lstm_backward(dh: Optional[_Float], cache: Union[LSTMCache, CheckpointCache], *,
+                  dhT: Optional[_Float] = ...,
                   dcT: Optional[_Float] = ..., xi: Optional[_Float] = ...,
                   grads: Optional[object] = ..., h_grad_norms: Optional[_Array] = ...,
                   overwrite_cache: bool = ..., out: Optional[Grads] = ...) -> Grads: ...
+@overload
 def gru_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
                 bh: Optional[_Float] = ..., time_major: bool = ...,
-                out: Optional[GRUCache] = ...) -> tuple[_Array, GRUCache]: ...
-def gru_backward(dh: Optional[_Float], cache: GRUCache, *, dhT: Optional[_Float] = ...,
+                out: Optional[GRUCache] = ..., checkpoint: None = ...
+                ) -> tuple[_Array, GRUCache]: ...
+@overload
+def gru_forward(x: _Float, h0: Optional[_Float], Wx: _Float, Wh: _Float, b: _Float, *,
+                bh: Optional[_Float] = ..., time_major: bool = ...,
+                out: Optional[CheckpointCache] = ..., checkpoint: _Checkpoint
+                ) -> tuple[_Array, CheckpointCache]: ...
+def gru_backward(dh: Optional[_Float], cache: Union[GRUCache, CheckpointCache], *,
+                 dhT: Optional[_Float] = ...,
                  xi: Optional[_Float] = ..., grads: Optional[object] = ...,
                  h_grad_norms: Optional[_Array] = ..., overwrite_cache: bool = ...,
                  out: Optional[Grads] = ...) -> Grads: ...

@@ -42,6 +42,14 @@ out : the result of an earlier backward of this cell with the same shapes, or No
     unless ``grads`` is given, the weight gradients, all overwritten; the result holds them.
     With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after its
     first (backward's scratch arrays, where it needs them, stay on the cache).""",
+    "forward_checkpoint": """\
+checkpoint : None, 'sqrt' or a positive int k. None keeps every step's values for backward (T
+    steps of memory). k keeps only the states entering every k-th step, and backward runs the
+    forward again one segment of k steps at a time: memory of T/k + k steps instead of T, for
+    one more forward pass; the gradients equal those of full storage to rounding. 'sqrt' is
+    k = ceil(sqrt(T)), the least memory. The cache is then a ``CheckpointCache``, and ``h`` a
+    new array of the caller's (the cache does not hold it); ``out=`` takes a checkpointed
+    cache of the same shapes and k.""",
 }
 
 

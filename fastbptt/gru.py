@@ -3,6 +3,7 @@ from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import GRUCache
 from ._cells import GRU
+from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
@@ -14,7 +15,7 @@ _gru = Kernels("_gru")
 
 
 @fill
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, checkpoint=None):
     """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
 
         [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
@@ -27,11 +28,18 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     Wx : (D, 3H), Wh : (H, 3H), b : (3H,) arrays of x's dtype; b is the input-side bias.
     bh : (3H,) hidden-side bias, or None (zeros).
     {forward_out}
+    {forward_checkpoint}
 
     Returns
     -------
     {forward_returns}
     """
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            GRU, gru_forward, checkpoint, x, {"h0": h0},
+            {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
+            time_major=time_major, out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
@@ -76,6 +84,12 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the hidden-bias gradient as ``.dbh``.
     """
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            GRU, gru_forward, gru_backward, dh, cache, {"dhT": dhT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,

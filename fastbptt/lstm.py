@@ -3,6 +3,7 @@ from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import LSTMCache
 from ._cells import LSTM
+from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
@@ -14,7 +15,7 @@ _lstm = Kernels("_lstm")
 
 
 @fill
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, checkpoint=None):
     """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
 
         [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
@@ -27,11 +28,18 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     Wx : (D, 4H), Wh : (H, 4H), b : (4H,) arrays of x's dtype; column blocks i, f, g, o.
     c0 : (N, H) initial cell state, or None (zeros).
     {forward_out}
+    {forward_checkpoint}
 
     Returns
     -------
     {forward_returns}
     """
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            LSTM, lstm_forward, checkpoint, x, {"h0": h0, "c0": c0},
+            {"Wx": Wx, "Wh": Wh, "b": b}, {},
+            time_major=time_major, out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
@@ -75,6 +83,12 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the attribute ``dc0``.
     """
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            LSTM, lstm_forward, lstm_backward, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,

@@ -3,6 +3,7 @@ from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
 from ._caches import RNNCache
 from ._cells import RNN
+from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
@@ -14,7 +15,8 @@ _rnn = Kernels("_rnn")
 
 
 @fill
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
+                checkpoint=None):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -23,12 +25,19 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
     {forward_out}
+    {forward_checkpoint}
 
     Returns
     -------
     {forward_returns}
     """
     check_option(RNN, "nonlinearity", nonlinearity)
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            RNN, rnn_forward, checkpoint, x, {"h0": h0},
+            {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
+            time_major=time_major, out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
@@ -90,6 +99,12 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            RNN, rnn_forward, rnn_backward, dh, cache, {"dhT": dhT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,

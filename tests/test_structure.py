@@ -483,7 +483,7 @@ def test_signatures_are_what_the_record_says(impl, name):
         ["x", "h0", "Wx", "Wh", "b"]
     keywords = {p.name: p for p in params if p.kind == KIND.KEYWORD_ONLY}
     assert tuple(keywords) == (cell.extra_states + cell.extra_weights + tuple(cell.options)
-                               + ("time_major", "out"))
+                               + ("time_major", "out", "checkpoint"))
     assert len(keywords) + 5 == len(params)                 # no *args, no **kwargs
     for option, allowed in cell.options.items():
         assert keywords[option].default == allowed[0], option

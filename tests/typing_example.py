@@ -50,6 +50,10 @@ def main() -> None:
     gru_grads = fastbptt.gru_backward(None, gru_cache, dhT=np.ones((2, 4)))
     dbh: NDArray[np.floating] = gru_grads.dbh
     assert dbh.shape == (12,) and nonlinearity == "relu" and h.shape == (2, 5, 4)
+    _, checkpointed = fastbptt.gru_forward(x, None, weights["Wx"][:, :12], weights["Wh"][:, :12],
+                                           np.zeros(12), checkpoint="sqrt")
+    steps: int = checkpointed.checkpoint
+    assert fastbptt.gru_backward(None, checkpointed).dbh.shape == (12,) and steps == 3
 
     info: dict[str, Any] = fastbptt.show_config(mode="dicts")
     assert info["fastbptt"]["version"] == fastbptt.__version__
@@ -63,8 +67,8 @@ def _refused_by_the_types() -> None:
     x = np.zeros((2, 3, 4))
     _, rnn_cache = fastbptt.rnn_forward(x, None, x[0], x[0], x[0, 0])
     fastbptt.lstm_backward(None, rnn_cache)  # type: ignore[arg-type]
-    fastbptt.rnn_forward(x, None, x, x, x, nonlinearity="gelu")  # type: ignore[arg-type]
-    fastbptt.rnn_forward(x, None, x, x, x, c0=x)  # type: ignore[call-arg]
+    fastbptt.rnn_forward(x, None, x, x, x, nonlinearity="gelu")  # type: ignore[call-overload]
+    fastbptt.rnn_forward(x, None, x, x, x, c0=x)  # type: ignore[call-overload]
     fastbptt.set_blas_threads("2")  # type: ignore[arg-type]
     count: int = fastbptt.show_config(mode="dicts")  # type: ignore[assignment]
     print(count, rnn_cache.cT)  # type: ignore[attr-defined]

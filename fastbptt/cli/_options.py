@@ -49,6 +49,20 @@ fraction = _parser(float, "a number", lambda v: 0 < v < 1, "between 0 and 1 (bot
                    "fraction")
 
 
+def checkpoint_steps(text):
+    """``--checkpoint``'s value: 'sqrt' or a positive integer K (steps per segment)."""
+    if text == "sqrt":
+        return text
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be 'sqrt' or a positive integer, got {text!r}") \
+            from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 'sqrt' or a positive integer, got {text}")
+    return value
+
+
 def existing_file(text):
     """The option's value as the path of a file that exists."""
     if not os.path.isfile(text):

@@ -58,6 +58,7 @@ import numpy as np
 
 from .. import CELLS, clip, truncation
 from .._blas_threads import numpy_blas_threads
+from .._checkpoint import takes_checkpoint
 from ..nn import data
 from ..nn.model import IMPLS, Model
 from ..nn.optim import OPTIMIZERS
@@ -65,6 +66,7 @@ from ..tbptt import TBPTT, WeightGrads
 from ._options import (
     UsageError,
     check_memory,
+    checkpoint_steps,
     existing_file,
     fraction,
     non_negative_float,
@@ -145,6 +147,10 @@ def add_arguments(parser):
                    "characters (default seq-len)")
     g.add_argument("--k2", type=positive_int, metavar="K2", help="tbptt: backpropagate "
                    "through the last K2 characters, K2 >= K1 (default 2*K1)")
+    g.add_argument("--checkpoint", type=checkpoint_steps, metavar="K|sqrt",
+                   help="keep the states of every K-th step only and recompute the rest in "
+                   "backward (O(T/K + K) memory for one more forward; 'sqrt': K = "
+                   "ceil(sqrt(seq-len))); default: keep every step")
     g.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adam",
                    help="adam (default), adagrad (as in min-char-rnn) or sgd (momentum 0.9)")
     g.add_argument("--lr", type=positive_float, metavar="LR", help="learning rate (default: "
@@ -215,9 +221,18 @@ def settings(args):
                              f"use --layers 1, got {args.layers}")
         if k2 < k1:
             raise UsageError(f"--k1/--k2 need 1 <= K1 <= K2, got K1={k1} K2={k2}")
+    if (getattr(args, "checkpoint", None) is not None
+            and not takes_checkpoint(IMPLS[args.backend].CELLS[args.cell].forward)):
+        raise UsageError(f"--checkpoint does not go with --cell {args.cell}")
+    if getattr(args, "checkpoint", None) is not None and t == "tbptt":
+        raise UsageError("--checkpoint goes with the strategies over whole windows (full, "
+                         "chunked, randomized); TBPTT keeps K2 steps only already")
     cluster = getattr(args, "cluster", None)
     if cluster is None and getattr(args, "sync_every", None) is not None:
         raise UsageError("--sync-every goes with --cluster")
+    if cluster is not None and getattr(args, "checkpoint", None) is not None:
+        raise UsageError("--checkpoint runs on one process (the replicas keep every step); "
+                         "drop --cluster")
     if cluster is not None and t == "tbptt":
         raise UsageError("--truncation tbptt runs on one process; drop --cluster")
     if getattr(args, "resume", False) and args.compare_truncation:
@@ -538,7 +553,7 @@ def _build(args, corpus):
     V = len(corpus.vocab)
     return Model(V, args.hidden, V, cell=args.cell, n_layers=args.layers, input="onehot",
                  loss="softmax", dtype=np.dtype(args.dtype), impl=IMPLS[args.backend],
-                 seed=args.seed)
+                 seed=args.seed, checkpoint=getattr(args, "checkpoint", None))
 
 
 def _metadata(args, corpus, trainer, val_loss, baseline):
@@ -599,7 +614,8 @@ def run(args):
 def _training_bytes(args, n_vocab):
     """About the memory a run needs: the parameters, their gradients, the optimizer's two
     moments and its scratch (5 arrays of each parameter), and per layer the activations of a
-    window of --batch x --seq-len (the gate values, the states, their gradients)."""
+    window of --batch x --seq-len (the gate values, the states, their gradients; with
+    --checkpoint, no gate values)."""
     cell, n_hidden = CELLS[args.cell], args.hidden
     n_params = n_vocab * (n_hidden + 1)                              # the output layer
     for layer in range(args.layers):
@@ -607,6 +623,8 @@ def _training_bytes(args, n_vocab):
         n_params += sum(int(np.prod(shape)) for shape in shapes.values())
     rows = args.batch * args.seq_len
     per_row = n_vocab + args.layers * 2 * (cell.n_gates + 2) * n_hidden
+    if getattr(args, "checkpoint", None) is not None:    # per layer: its states and dx only
+        per_row = n_vocab + args.layers * 2 * 2 * n_hidden
     return np.dtype(args.dtype).itemsize * (5 * n_params + 2 * rows * per_row)
 
 

@@ -72,6 +72,7 @@ import numpy as np
 import fastbptt
 import fastbptt.reference
 
+from .._checkpoint import check_checkpoint, takes_checkpoint
 from .._validation import check_option
 from ..truncation import _count
 from .losses import mean_squared_error, softmax_cross_entropy
@@ -145,11 +146,19 @@ class Model:
         kind.
     backend : the name of ``impl`` instead: 'kernels' or 'reference'.
     seed : seed or ``numpy.random.Generator`` for the initialisation.
+    checkpoint : None, 'sqrt' or a positive int k: every recurrent layer's forward keeps only
+        the states entering every k-th step, and backward runs it again one segment at a time
+        (the cells' ``checkpoint=``): the gate values of T steps are never held, for one more
+        forward pass. A setting of the run, like ``impl``: not saved with the model. A cell
+        whose forward takes no ``checkpoint=`` is refused with a ValueError.
     """
+
+    checkpoint = None      # (a model built by ``load`` has this until it is set)
 
     def __init__(self, n_input, n_hidden, n_output, *, cell="lstm", n_layers=1, input="embedding",
                  n_embed=None, loss="softmax", nonlinearity="tanh", dtype=np.float32,
-                 impl=None, backend=None, seed=None):
+                 impl=None, backend=None, seed=None, checkpoint=None):
+        self.checkpoint = check_checkpoint(checkpoint)
         self._configure(n_input, n_hidden, n_output, cell=cell, n_layers=n_layers, input=input,
                         n_embed=n_embed, loss=loss, nonlinearity=nonlinearity, dtype=dtype,
                         impl=_implementation(impl, backend))
@@ -201,6 +210,9 @@ class Model:
                              f"implementation with a CELLS registry; {name} has none")
         if self.cell not in cells:
             raise ValueError(f"cell must be one of {tuple(cells)}, got {self.cell!r}")
+        if self.checkpoint is not None and not takes_checkpoint(cells[self.cell].forward):
+            raise ValueError(f"checkpoint: the {self.cell} cell of this implementation does not "
+                             "take checkpoint=; pass checkpoint=None")
         self._impl, self._cell = impl, cells[self.cell]
 
     @property
@@ -384,6 +396,8 @@ class Model:
             args, kwargs = self.layer_arguments(layer)
             kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
                                                                 cell.extra_states))
+            if self.checkpoint is not None:
+                kwargs["checkpoint"] = self.checkpoint
             h, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
                                     **kwargs)
             caches.append(cache)

@@ -10,6 +10,7 @@ truncated BPTT on the reference's cells, pass it to the driver:
 """
 from .. import _cells, clip, truncation
 from .._caches import Cache
+from .._checkpoint import CheckpointCache
 from .._grads import Grads
 from .._sharing import InUseError
 from .gru import gru_backward, gru_forward
@@ -26,4 +27,5 @@ CELLS = _cells.registry(
 
 __all__ = ["CELLS", "Cache", "Grads", "InUseError", "rnn_forward", "rnn_backward",
            "lstm_forward", "lstm_backward", "gru_forward", "gru_backward",
-           "jordan_forward", "jordan_backward", "truncation", "clip"]
+           "jordan_forward", "jordan_backward", "truncation", "clip",
+           "CheckpointCache"]

@@ -12,6 +12,7 @@ import numpy as np
 from .._buffers import backward_buffers, initial_states, make_cache, step_outputs
 from .._caches import GRUCache
 from .._cells import GRU
+from .._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from .._grads import Grads
 from .._layout import readonly, swap_major
 from .._sharing import begin, end
@@ -19,8 +20,13 @@ from .._validation import check_backward, check_forward
 from ._math import sigmoid
 
 
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, checkpoint=None):
     """Same contract as ``fastbptt.gru_forward``."""
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            GRU, gru_forward, checkpoint, x, {"h0": h0},
+            {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
+            time_major=time_major, out=out)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out)
     if out is not None:
@@ -54,6 +60,11 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                  overwrite_cache=False, out=None):
     """Same contract as ``fastbptt.gru_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            GRU, gru_forward, gru_backward, dh, cache, {"dhT": dhT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out)
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)

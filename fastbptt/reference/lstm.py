@@ -13,6 +13,7 @@ import numpy as np
 from .._buffers import backward_buffers, initial_states, make_cache, step_outputs
 from .._caches import LSTMCache
 from .._cells import LSTM
+from .._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from .._grads import Grads
 from .._layout import readonly, swap_major
 from .._sharing import begin, end
@@ -20,8 +21,13 @@ from .._validation import check_backward, check_forward
 from ._math import sigmoid
 
 
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, checkpoint=None):
     """Same contract as ``fastbptt.lstm_forward``."""
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            LSTM, lstm_forward, checkpoint, x, {"h0": h0, "c0": c0},
+            {"Wx": Wx, "Wh": Wh, "b": b}, {},
+            time_major=time_major, out=out)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
     if out is not None:
@@ -54,6 +60,11 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
                   overwrite_cache=False, out=None):
     """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            LSTM, lstm_forward, lstm_backward, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out)
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)

@@ -8,6 +8,7 @@ import numpy as np
 from .._buffers import backward_buffers, initial_states, make_cache, step_outputs
 from .._caches import RNNCache
 from .._cells import RNN
+from .._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from .._grads import Grads
 from .._layout import readonly, swap_major
 from .._sharing import begin, end
@@ -15,9 +16,15 @@ from .._validation import check_backward, check_forward, check_option
 from ._math import DPHI, PHI
 
 
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
+                checkpoint=None):
     """Same contract as ``fastbptt.rnn_forward``."""
     check_option(RNN, "nonlinearity", nonlinearity)
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            RNN, rnn_forward, checkpoint, x, {"h0": h0},
+            {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
+            time_major=time_major, out=out)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
     if out is not None:
@@ -43,6 +50,11 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                  overwrite_cache=False, out=None):
     """Same contract as ``fastbptt.rnn_backward`` (``overwrite_cache=True`` consumes the
     cache)."""
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            RNN, rnn_forward, rnn_backward, dh, cache, {"dhT": dhT}, xi=xi,
+            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+            out=out)
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out)
