@@ -38,7 +38,7 @@ cdef extern from "_packed.h" nogil:
 cdef inline Py_ssize_t packed_len(int n_batch, int k, int n, int itemsize) noexcept nogil:
     """Elements of ``itemsize`` bytes that ``pack`` needs for op(B) (k, n) with N = n_batch
     rows in the products; 0 in the baseline build and for N < 2 (BLAS)."""
-    if not PACKED_GEMM or n_batch < 2 or k <= 0 or n <= 0:
+    if not PACKED_GEMM or k <= 0 or n <= 0:
         return 0
     return <Py_ssize_t> (packed_size_s(k, n) if itemsize == 4 else packed_size_d(k, n))
 

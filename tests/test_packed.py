@@ -10,11 +10,15 @@ from fastbptt._kernels import variants
 
 HOOKS = variants("_blas_hooks")
 
-# (m, n, k): m = N rows (not a multiple of 6, and 2, the fewest the kernels pack for), n the
+# (m, n, k): m = N rows (not a multiple of 6, and 1, the fewest), n the
 # product's columns (G*H forward, H backward: 1, 9, 17 are not multiples of 8 or 16), k its
 # sum (H forward, G*H backward)
 SHAPES = [(2, 1, 1), (7, 17, 3), (6, 16, 8), (13, 9, 300), (5, 33, 257), (12, 48, 64),
           (32, 512, 128), (3, 4, 12), (1, 7, 5)]
+# the few-rows kernel (m <= 4): groups of 4, 2 or 1 panels and the narrower last group, a last
+# panel partly filled, n = G*H of H = 1, 3, 17, 100
+SHAPES += [(m, n, k) for m in (1, 2, 3, 4) for n, k in
+           ((1, 1), (3, 3), (68, 17), (60, 64), (100, 400), (200, 50), (256, 64), (129, 5))]
 
 
 def test_the_avx2_build_packs():
@@ -40,7 +44,7 @@ def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta):
     if beta != 0:
         expected = expected + beta * before[:, 3:3 + n]
     packed = hooks.packed_gemm_hook(trans_b, alpha, a, b, beta, c)
-    assert packed == (hooks.PACKED and m >= 2)
+    assert packed == hooks.PACKED
     scale = abs(alpha) * (np.abs(a) @ np.abs(b.T if trans_b else b)).max() + abs(beta) * 3
     np.testing.assert_allclose(c, expected, rtol=0, atol=RTOL[dtype] * scale)
     # the columns around c's window are not touched
