@@ -1,7 +1,8 @@
-"""The few-sequences path of the AVX2 build (N = 1..4: Wh packed once per call, each step's
-product on the few-rows kernel of src/_packed.h) against the reference: hidden sizes that are not
-a multiple of the vector width (H = 1, 3, 17, 100) and one that is (64), both dtypes, both
-layouts, truncation multipliers with zeros, and the lean backwards (``overwrite_cache=True``)."""
+"""The few-sequences paths of the AVX2 build against the reference: N = 1..4 over fewer than 32
+steps (each step's product on Wh as it is, src/_few.h) and over 32 or more (Wh packed once per
+call, the few-rows kernel of src/_packed.h); hidden sizes that are not a multiple of the vector
+width (H = 1, 3, 17, 100) and one that is (64), both dtypes, both layouts, truncation
+multipliers with zeros, and the lean backwards (``overwrite_cache=True``)."""
 import numpy as np
 import pytest
 from conftest import assert_close, make_problem
@@ -41,18 +42,22 @@ def compare(cell, opts, n_batch, n_hidden, dtype, time_major, n_steps=4, xi=None
 @pytest.mark.parametrize("n_hidden", [1, 3, 17, 64, 100])
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_few_sequences_equal_reference(cell, opts, n_batch, n_hidden, time_major, dtype):
-    compare(cell, opts, n_batch, n_hidden, dtype, time_major)
+@pytest.mark.parametrize("n_steps", [4, 33], ids=["in-place", "packed"])
+def test_few_sequences_equal_reference(cell, opts, n_batch, n_hidden, time_major, dtype,
+                                       n_steps):
+    compare(cell, opts, n_batch, n_hidden, dtype, time_major, n_steps=n_steps)
 
 
 @pytest.mark.parametrize("cell,opts", CELLS, ids=IDS)
 @pytest.mark.parametrize("n_batch", [1, 3])
 @pytest.mark.parametrize("n_hidden", [3, 17])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_few_sequences_truncated(cell, opts, n_batch, n_hidden, dtype):
+@pytest.mark.parametrize("n_steps", [9, 40], ids=["in-place", "packed"])
+def test_few_sequences_truncated(cell, opts, n_batch, n_hidden, dtype, n_steps):
     """xi with zeros: the steps where the product is skipped and the carry restarts."""
-    xi = truncation.chunked(9, 3, dtype=dtype) * np.linspace(0.5, 1.5, 9).astype(dtype)
-    compare(cell, opts, n_batch, n_hidden, dtype, False, n_steps=9, xi=xi)
+    xi = truncation.chunked(n_steps, 3, dtype=dtype) * np.linspace(0.5, 1.5, n_steps).astype(
+        dtype)
+    compare(cell, opts, n_batch, n_hidden, dtype, False, n_steps=n_steps, xi=xi)
 
 
 @pytest.mark.parametrize("cell,opts", CELLS, ids=IDS)
@@ -60,7 +65,8 @@ def test_few_sequences_truncated(cell, opts, n_batch, n_hidden, dtype):
 @pytest.mark.parametrize("n_hidden", [1, 17, 100])
 @pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_few_sequences_lean_backward(cell, opts, n_batch, n_hidden, time_major, dtype):
-    xi = truncation.chunked(6, 4, dtype=dtype)
-    compare(cell, opts, n_batch, n_hidden, dtype, time_major, n_steps=6, xi=xi,
+@pytest.mark.parametrize("n_steps", [6, 34], ids=["in-place", "packed"])
+def test_few_sequences_lean_backward(cell, opts, n_batch, n_hidden, time_major, dtype, n_steps):
+    xi = truncation.chunked(n_steps, 4, dtype=dtype)
+    compare(cell, opts, n_batch, n_hidden, dtype, time_major, n_steps=n_steps, xi=xi,
             overwrite_cache=True)
