@@ -6,13 +6,14 @@ earlier build of fastbptt, forward + full backward, timed interleaved in one pro
         [--rounds 10] [--no-torch]
 
 Cases (N, T, D, H): S (1, 1000, 32, 64) and C (1, 25, 65, 100) of ``fastbptt.benchmarking``,
-H16 and H256 (1, 1000, 32, H), H512 (1, 200, 32, 512), and ``<case>xN`` for the same shape with
-N sequences (``Sx4``). The floor is ``floor_function``: the kernels' BLAS calls with no
-elementwise work, each step's product by GEMV at N = 1 (OpenBLAS's GEMV beats its one-row GEMM
-there, by up to 6x) and by GEMM above. PyTorch runs with one intra-op thread. ``--before DIR``
-adds the build of another checkout (``benchmarks/before_after_interleaved.py`` imports it beside
-this one as ``fastbptt_before``). Every callable takes its turn in every round
-(``time_interleaved``); ratios divide the minima over the rounds.
+H16 and H256 (1, 1000, 32, H), H512 (1, 200, 32, 512), O (1, 1, 1, 1: the cost of a call
+itself), and ``<case>xN`` for the same shape with N sequences (``Sx4``). The floor is
+``floor_function``: the kernels' BLAS calls with no elementwise work, each step's product by
+GEMV at N = 1 (OpenBLAS's GEMV beats its one-row GEMM there, by up to 6x) and by GEMM above.
+PyTorch runs with one intra-op thread. ``--before DIR`` adds the build of another checkout
+(``benchmarks/before_after_interleaved.py`` imports it beside this one as ``fastbptt_before``).
+Every callable takes its turn in every round (``time_interleaved``); ratios divide the minima
+over the rounds. The last column is fastbptt's time over 2 T (a forward and a backward step).
 """
 import argparse
 import os
@@ -32,7 +33,8 @@ from fastbptt.benchmarking import (
 )
 
 SHAPES = {name: shape for name, (shape, _) in CASES.items()}
-SHAPES.update({"H16": (1, 1000, 32, 16), "H256": (1, 1000, 32, 256), "H512": (1, 200, 32, 512)})
+SHAPES.update({"H16": (1, 1000, 32, 16), "H256": (1, 1000, 32, 256), "H512": (1, 200, 32, 512),
+               "O": (1, 1, 1, 1)})
 
 
 def shape_of(case):

@@ -9,7 +9,8 @@ op(Wh) once, at the start of the call, into a buffer the caller allocated, and r
 per-step product on it with the microkernels of ``_packed.h`` (6 rows at a time, or, for
 N <= 4, a few rows against a group of panels). One to four sequences over fewer than
 FEW_PACK_STEPS steps skip the packing (it would cost more than it saves) and run the loops of
-``_few.h`` on Wh in place. The baseline build keeps calling ``_blas.gemm`` (GEMV at N = 1).
+``_few.h`` on Wh in place where it is small (FEW_IN_PLACE), else BLAS. The baseline build
+keeps calling ``_blas.gemm`` (GEMV at N = 1).
 
     packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
                                           the products stay on BLAS
@@ -22,7 +23,8 @@ FEW_PACK_STEPS steps skip the packing (it would cost more than it saves) and run
                                           buf NULL or too small
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
                                           ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not
-                                          NULL, else on b: ``_few.h`` (m <= 4) or BLAS
+                                          NULL, else on b: ``_few.h`` (m <= 4, small b) or
+                                          BLAS
 """
 from cython cimport floating
 
@@ -43,6 +45,10 @@ cdef enum:
     # over Wh, and the packed few-rows products save 10-40% of a pass per step over those on
     # Wh as it is (measured at H = 64, 100)
     FEW_PACK_STEPS = 32
+    # ... and reads Wh in place only up to this many bytes: past it the forward's rows of Wh,
+    # each read in pieces of 8 vectors, stream worse than GEMV's (1.1-2.8x its time at 256 KiB
+    # to 4 MiB), and BLAS takes the product
+    FEW_IN_PLACE = 192 * 1024
 
 cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
@@ -95,9 +101,10 @@ cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, f
                         floating* c, int ldc) noexcept nogil:
     """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(NO_TRANS, trans_b, ...)``:
     on the panels bp that ``pack`` made of op(B) if bp is not NULL (then b is not read), else
-    on b by the few-rows loops of ``_few.h`` (AVX2 build, m <= FEW_ROWS) or by BLAS."""
+    on b by the few-rows loops of ``_few.h`` (AVX2 build, m <= FEW_ROWS, op(B) of at most
+    FEW_IN_PLACE bytes) or by BLAS."""
     if bp == NULL:
-        if FEW_GEMM and m <= FEW_ROWS:
+        if FEW_GEMM and m <= FEW_ROWS and <size_t> k * n * sizeof(floating) <= FEW_IN_PLACE:
             if floating is float:
                 few_gemm_s(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
             else:
