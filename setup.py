@@ -8,7 +8,8 @@ the package must run on any x86-64 and give the reference's answers.
 On x86-64 each cell kernel (src/_rnn.pyx, ...) is built twice from the same source: for the
 baseline (SSE2) and, as fastbptt._<cell>_avx2, with -mavx2 -mfma. The elementwise passes
 (tanh, sigmoid, exp) then run 4 doubles or 8 floats at a time, and the per-step products run on
-a Wh packed once per call (src/_packed.h); fastbptt/_kernels.py picks the AVX2 build at import
+a Wh packed once per call (src/_packed.h), or for up to 4 sequences over a short call on Wh
+in place (src/_few.h); fastbptt/_kernels.py picks the AVX2 build at import
 time only where the CPU has AVX2 and FMA. The test hooks (src/_blas_hooks.pyx) are built twice
 too, so that tests/ reach the packed products of the AVX2 build, and so is the NaN scan of the
 input checks (src/_checks.pyx), which reads the weights on every call.

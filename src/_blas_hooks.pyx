@@ -10,9 +10,10 @@ from cython cimport floating
 
 from _blas cimport gemm
 from _hoisted cimport BLOCK_WORK, block_rows, product_in_blocks, sum_in_blocks
-from _packed cimport PACKED_GEMM, gemm_b, pack, packed_len
+from _packed cimport FEW_GEMM, PACKED_GEMM, gemm_b, pack, packed_len
 
 PACKED = bool(PACKED_GEMM)   # this build runs the per-step products on packed panels
+FEW = bool(FEW_GEMM)         # and those of up to 4 rows on Wh as it is, unpacked
 
 
 def gemm_hook(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a,
@@ -25,11 +26,13 @@ def gemm_hook(bint trans_a, bint trans_b, double alpha, const floating[:, ::1] a
 
 
 def packed_gemm_hook(bint trans_b, double alpha, const floating[:, :] a, const floating[:, :] b,
-                     double beta, floating[:, :] c):
+                     double beta, floating[:, :] c, bint packed=True):
     """c = alpha * a @ op(b) + beta * c, in place, as the kernels run a per-step product: op(b)
-    packed once (``pack``), then ``gemm_b`` on the panels (the AVX2 build, c of 2 rows or more)
-    or BLAS. The rows of a, b and c may be any number of elements apart (the last axis
-    contiguous), as a step's rows are in a batch-major buffer."""
+    packed once (``pack``), then ``gemm_b`` on the panels (the AVX2 build) or BLAS; with
+    packed=False, ``gemm_b`` on b as it is (the AVX2 build's few-rows loops for c of up to 4
+    rows, else BLAS). The rows of a, b and c may be any number of elements apart (the last
+    axis contiguous), as a step's rows are in a batch-major buffer. Returns whether b was
+    packed."""
     cdef int m = c.shape[0], n = c.shape[1], k = a.shape[1]
     cdef Py_ssize_t item = sizeof(floating)
     if a.strides[1] != item or b.strides[1] != item or c.strides[1] != item:
@@ -38,7 +41,8 @@ def packed_gemm_hook(bint trans_b, double alpha, const floating[:, :] a, const f
     cdef int ldc = <int> (c.strides[0] // item)
     cdef floating[::1] buf = np.empty(max(packed_len(m, k, n, item), 1),
                                       np.float32 if floating is float else np.float64)
-    cdef floating* bp = pack(trans_b, m, k, n, &b[0, 0], ldb, &buf[0], buf.shape[0])
+    cdef floating* bp = pack(trans_b, m, k, n, &b[0, 0], ldb, &buf[0], buf.shape[0]) \
+        if packed else NULL
     gemm_b(bp, trans_b, m, n, k, <floating> alpha, &a[0, 0], lda, &b[0, 0], ldb,
            <floating> beta, &c[0, 0], ldc)
     return bp != NULL

@@ -121,7 +121,8 @@ cdef class Buffers:
         self.refresh(cache)
         hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
         hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize,
+                                       d.steps.n_steps)
         if packed_len:                  # else packed holds nothing: the products call BLAS
             hold_new(&self.packed, np.empty(packed_len, self.dtype))
 

@@ -96,7 +96,8 @@ cdef class Buffers:
         self.dims = dims_of(cache)
         self.dtype = cache.dtype
         self.refresh(cache)
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize)
+        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize,
+                                       d.steps.n_steps)
         if packed_len:                  # else packed holds nothing: the products call BLAS
             hold_new(&self.packed, np.empty(packed_len, self.dtype))
 

@@ -37,6 +37,8 @@
 #define PACKED_NR_S 16       /* columns per panel, float32 */
 #define PACKED_NR_D 8        /* columns per panel, float64 */
 #define PACKED_ALIGN 64      /* bytes; the packed buffer starts on a cache line */
+#define PACKED_UNROLL _Pragma("GCC unroll 8")   /* the loops over rows and vectors */
+#define PACKED_SMALL_M 4     /* at most this many rows of C: the few-rows kernel */
 #ifndef PACKED_KC
 #define PACKED_KC 256        /* k is walked in blocks of KC: a panel's block is 16 KiB (L1) */
 #endif
@@ -181,8 +183,117 @@ static inline void NAME(int m, int n, int k, T alpha, const T* a, ptrdiff_t lda,
     }                                                                                          \
 }
 
-PACKED_DEFINE_GEMM(packed_gemm_s, float, PACKED_NR_S, packed_kernel_s, packed_scale_s)
-PACKED_DEFINE_GEMM(packed_gemm_d, double, PACKED_NR_D, packed_kernel_d, packed_scale_d)
+/* Few rows (m <= PACKED_SMALL_M: one to four sequences, where Wh is reused by each step and
+ * the 6-row microkernel would compute 6 rows for one): a group of P panels at a time, all k at
+ * once, R rows x 2P vectors of C in registers. Each accumulator is one FMA chain; R * 2P of
+ * them (8 to 12) cover the FMA latency (4 cycles, 2 per cycle), and each loaded vector of the
+ * panel serves the R rows. R and P are constants at every call, so GCC unrolls the loops over
+ * them and keeps acc in registers. cols (<= P * NR) columns of C are written, added into C if
+ * load_c. */
+#define PACKED_DEFINE_GROUP(NAME, T, V, W, LOAD, STORE, BCAST, FMA, MUL, ADD, SET1)            \
+static inline __attribute__((always_inline)) void NAME(                                        \
+    const int R, const int P, int cols, int k, T alpha, const T* a, ptrdiff_t lda,             \
+    const T* panels, size_t pstride, T* c, ptrdiff_t ldc, int load_c)                          \
+{                                                                                              \
+    V acc[PACKED_SMALL_M][8], out[PACKED_SMALL_M][8], av[PACKED_SMALL_M], bv, al;              \
+    T tmp[W];                                                                                  \
+    int r, v, p, q, j;                                                                         \
+    PACKED_UNROLL for (r = 0; r < R; r++)                                                      \
+        PACKED_UNROLL for (v = 0; v < 2 * P; v++) acc[r][v] = SET1(0);                         \
+    for (p = 0; p < k; p++) {                                                                  \
+        PACKED_UNROLL for (r = 0; r < R; r++) av[r] = BCAST(a + r * lda + p);                  \
+        PACKED_UNROLL for (v = 0; v < 2 * P; v++) {                                            \
+            bv = LOAD(panels + (size_t)(v >> 1) * pstride + (size_t)p * 2 * W + (v & 1) * W);  \
+            PACKED_UNROLL for (r = 0; r < R; r++) acc[r][v] = FMA(av[r], bv, acc[r][v]);       \
+        }                                                                                      \
+    }                                                                                          \
+    al = SET1(alpha);                                                                          \
+    PACKED_UNROLL for (r = 0; r < R; r++)                                                      \
+        PACKED_UNROLL for (v = 0; v < 2 * P; v++) out[r][v] = MUL(al, acc[r][v]);              \
+    PACKED_UNROLL for (r = 0; r < R; r++)                                                      \
+        PACKED_UNROLL for (v = 0; v < 2 * P; v++) {                                            \
+            T* cj = c + r * ldc + v * W;                                                       \
+            V res = out[r][v];                                                                 \
+            j = v * W;                                                                         \
+            if (j + W <= cols) {                                                               \
+                if (load_c) res = ADD(res, LOAD(cj));                                          \
+                STORE(cj, res);                                                                \
+            } else if (j < cols) {                                                             \
+                STORE(tmp, res);                                                               \
+                for (q = 0; q < cols - j; q++) cj[q] = load_c ? cj[q] + tmp[q] : tmp[q];       \
+            }                                                                                  \
+        }                                                                                      \
+}
+
+/* C (m, n) = alpha * A @ op(B) + beta * C for m <= PACKED_SMALL_M: rows R = m, panels in
+ * groups of PW (the widest group whose accumulators fit in the 16 registers), the last group
+ * narrower. */
+#define PACKED_DEFINE_SMALL(NAME, T, NR, GROUP, SCALE)                                         \
+static inline __attribute__((always_inline)) void NAME##_rows(                                 \
+    const int R, const int PW, int n, int k, T alpha, const T* a, ptrdiff_t lda, const T* bp,  \
+    T* c, ptrdiff_t ldc, int load_c)                                                           \
+{                                                                                              \
+    size_t pstride = (size_t)k * NR;                                                           \
+    int j0 = 0, left;                                                                          \
+    for (; j0 + PW * NR <= n; j0 += PW * NR)                                                   \
+        GROUP(R, PW, PW * NR, k, alpha, a, lda, bp + (size_t)j0 * k, pstride, c + j0, ldc,     \
+              load_c);                                                                         \
+    left = (n - j0 + NR - 1) / NR;                                                             \
+    if (left == 1)                                                                             \
+        GROUP(R, 1, n - j0, k, alpha, a, lda, bp + (size_t)j0 * k, pstride, c + j0, ldc,       \
+              load_c);                                                                         \
+    else if (left == 2)                                                                        \
+        GROUP(R, 2, n - j0, k, alpha, a, lda, bp + (size_t)j0 * k, pstride, c + j0, ldc,       \
+              load_c);                                                                         \
+    else if (left == 3)                                                                        \
+        GROUP(R, 3, n - j0, k, alpha, a, lda, bp + (size_t)j0 * k, pstride, c + j0, ldc,       \
+              load_c);                                                                         \
+    else if (left == 4)                                                                        \
+        GROUP(R, 4, n - j0, k, alpha, a, lda, bp + (size_t)j0 * k, pstride, c + j0, ldc,       \
+              load_c);                                                                         \
+}                                                                                              \
+static inline void NAME(int m, int n, int k, T alpha, const T* a, ptrdiff_t lda, const T* bp,  \
+                        T beta, T* c, ptrdiff_t ldc)                                           \
+{                                                                                              \
+    int load_c = beta != 0;                                                                    \
+    if (m <= 0 || n <= 0) return;                                                              \
+    if (k <= 0 || (beta != 0 && beta != 1)) SCALE(m, n, beta, c, ldc);                         \
+    if (k <= 0) return;                                                                        \
+    switch (m) {                                                                               \
+    case 1: NAME##_rows(1, 4, n, k, alpha, a, lda, bp, c, ldc, load_c); break;                 \
+    case 2: NAME##_rows(2, 2, n, k, alpha, a, lda, bp, c, ldc, load_c); break;                 \
+    case 3: NAME##_rows(3, 2, n, k, alpha, a, lda, bp, c, ldc, load_c); break;                 \
+    default: NAME##_rows(4, 1, n, k, alpha, a, lda, bp, c, ldc, load_c); break;                \
+    }                                                                                          \
+}
+
+PACKED_DEFINE_GROUP(packed_group_s, float, __m256, 8, _mm256_loadu_ps, _mm256_storeu_ps,
+                    _mm256_broadcast_ss, _mm256_fmadd_ps, _mm256_mul_ps, _mm256_add_ps,
+                    _mm256_set1_ps)
+PACKED_DEFINE_GROUP(packed_group_d, double, __m256d, 4, _mm256_loadu_pd, _mm256_storeu_pd,
+                    _mm256_broadcast_sd, _mm256_fmadd_pd, _mm256_mul_pd, _mm256_add_pd,
+                    _mm256_set1_pd)
+PACKED_DEFINE_SMALL(packed_small_s, float, PACKED_NR_S, packed_group_s, packed_scale_s)
+PACKED_DEFINE_SMALL(packed_small_d, double, PACKED_NR_D, packed_group_d, packed_scale_d)
+
+PACKED_DEFINE_GEMM(packed_big_s, float, PACKED_NR_S, packed_kernel_s, packed_scale_s)
+PACKED_DEFINE_GEMM(packed_big_d, double, PACKED_NR_D, packed_kernel_d, packed_scale_d)
+
+static inline void packed_gemm_s(int m, int n, int k, float alpha, const float* a,
+                                 ptrdiff_t lda, const float* bp, float beta, float* c,
+                                 ptrdiff_t ldc)
+{
+    if (m <= PACKED_SMALL_M) packed_small_s(m, n, k, alpha, a, lda, bp, beta, c, ldc);
+    else packed_big_s(m, n, k, alpha, a, lda, bp, beta, c, ldc);
+}
+
+static inline void packed_gemm_d(int m, int n, int k, double alpha, const double* a,
+                                 ptrdiff_t lda, const double* bp, double beta, double* c,
+                                 ptrdiff_t ldc)
+{
+    if (m <= PACKED_SMALL_M) packed_small_d(m, n, k, alpha, a, lda, bp, beta, c, ldc);
+    else packed_big_d(m, n, k, alpha, a, lda, bp, beta, c, ldc);
+}
 
 #else  /* no AVX2: plain loops over the same packed layout (callers use BLAS instead) */
 

@@ -1,27 +1,54 @@
 # cython: language_level=3
-"""The per-step products over a hidden weight packed once per call (``src/_packed.h``).
+"""The per-step products over a hidden weight packed once per call (``src/_packed.h``), or, for
+a few sequences, on the hidden weight as it is (``src/_few.h``).
 
 Every step of a call multiplies by the same Wh: forward h_{t-1} @ Wh, backward dA_t @ Wh.T.
 BLAS packs its operand again on every call (measured: OpenBLAS's copy routines took 28% of
 the LSTM's backward at N = 32, H = 128, float32). In the AVX2+FMA build the kernels pack
 op(Wh) once, at the start of the call, into a buffer the caller allocated, and run every
-per-step product on it with the microkernel of ``_packed.h``; the baseline build, and one
-sequence (N = 1, where BLAS's GEMV is at memory bandwidth), keep calling ``_blas.gemm``.
+per-step product on it with the microkernels of ``_packed.h`` (6 rows at a time, or, for
+N <= 4, a few rows against a group of panels). One to four sequences over fewer than
+FEW_PACK_STEPS steps skip the packing (it would cost more than it saves) and run the loops of
+``_few.h`` on Wh in place where it is small (FEW_IN_PLACE), else BLAS. The baseline build
+keeps calling ``_blas.gemm`` (GEMV at N = 1).
 
     packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
                                           the products stay on BLAS
-    hidden_packed_len(n_batch, n_hidden, n_gates, itemsize)
-                                          elements for a cell's Wh and Wh.T, the larger
+    hidden_packed_len(n_batch, n_hidden, n_gates, itemsize, n_steps)
+                                          elements for a cell's Wh and Wh.T, the larger; 0
+                                          where nothing is packed
     pack(trans_b, n_batch, k, n, b, ldb, buf, buf_len)
                                           op(B) packed into buf (buf_len elements, or NULL),
-                                          or NULL (then gemm_b calls BLAS): not this build,
-                                          N < 2, or buf NULL or too small
+                                          or NULL (then gemm_b reads b): not this build, or
+                                          buf NULL or too small
     gemm_b(bp, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
-                                          ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not NULL
+                                          ``_blas.gemm(NO_TRANS, trans_b, ...)`` on bp if not
+                                          NULL, else on b: ``_few.h`` (m <= 4, small b) or
+                                          BLAS
 """
 from cython cimport floating
 
 from _blas cimport NO_TRANS, gemm
+
+cdef extern from "_few.h" nogil:
+    int FEW_GEMM
+    int FEW_ROWS
+    void few_gemm_s(int trans_b, int m, int n, int k, float alpha, const float* a,
+                    Py_ssize_t lda, const float* b, Py_ssize_t ldb, float beta, float* c,
+                    Py_ssize_t ldc)
+    void few_gemm_d(int trans_b, int m, int n, int k, double alpha, const double* a,
+                    Py_ssize_t lda, const double* b, Py_ssize_t ldb, double beta, double* c,
+                    Py_ssize_t ldc)
+
+cdef enum:
+    # N <= FEW_ROWS packs Wh only for this many steps or more: packing costs about one pass
+    # over Wh, and the packed few-rows products save 10-40% of a pass per step over those on
+    # Wh as it is (measured at H = 64, 100)
+    FEW_PACK_STEPS = 32
+    # ... and reads Wh in place only up to this many bytes: past it the forward's rows of Wh,
+    # each read in pieces of 8 vectors, stream worse than GEMV's (1.1-2.8x its time at 256 KiB
+    # to 4 MiB), and BLAS takes the product
+    FEW_IN_PLACE = 192 * 1024
 
 cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
@@ -37,16 +64,19 @@ cdef extern from "_packed.h" nogil:
 
 cdef inline Py_ssize_t packed_len(int n_batch, int k, int n, int itemsize) noexcept nogil:
     """Elements of ``itemsize`` bytes that ``pack`` needs for op(B) (k, n) with N = n_batch
-    rows in the products; 0 in the baseline build and for N < 2 (BLAS)."""
-    if not PACKED_GEMM or n_batch < 2 or k <= 0 or n <= 0:
+    rows in the products; 0 in the baseline build (BLAS)."""
+    if not PACKED_GEMM or k <= 0 or n <= 0:
         return 0
     return <Py_ssize_t> (packed_size_s(k, n) if itemsize == 4 else packed_size_d(k, n))
 
 
 cdef inline Py_ssize_t hidden_packed_len(int n_batch, int n_hidden, int n_gates,
-                                         int itemsize) noexcept nogil:
+                                         int itemsize, int n_steps) noexcept nogil:
     """Elements of the buffer a cell's kernels pack their hidden weight into, once per call:
-    Wh (H, G*H) in forward, Wh.T (G*H, H) in backward; 0 where the products stay on BLAS."""
+    Wh (H, G*H) in forward, Wh.T (G*H, H) in backward; 0 where the products stay on BLAS, or,
+    for N <= FEW_ROWS over fewer than FEW_PACK_STEPS steps, on Wh as it is (``few_gemm``)."""
+    if n_batch <= FEW_ROWS and n_steps < FEW_PACK_STEPS:
+        return 0
     cdef Py_ssize_t forward = packed_len(n_batch, n_hidden, n_gates * n_hidden, itemsize)
     cdef Py_ssize_t backward = packed_len(n_batch, n_gates * n_hidden, n_hidden, itemsize)
     return forward if forward > backward else backward
@@ -56,7 +86,7 @@ cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floati
                            floating* buf, Py_ssize_t buf_len) noexcept nogil:
     """op(B) (k, n) packed into buf, of buf_len elements (B stored (k, n) with row stride ldb,
     or (n, k) if trans_b), returning where the panels start; NULL where the products stay on
-    BLAS (this build, N < 2, or buf NULL or too short)."""
+    b as it is (this build, or buf NULL or too short)."""
     cdef Py_ssize_t need = packed_len(n_batch, k, n, sizeof(floating))
     if need == 0 or buf == NULL or buf_len < need:
         return NULL
@@ -71,9 +101,16 @@ cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, f
                         floating* c, int ldc) noexcept nogil:
     """C = alpha * A @ op(B) + beta * C, row-major, as ``_blas.gemm(NO_TRANS, trans_b, ...)``:
     on the panels bp that ``pack`` made of op(B) if bp is not NULL (then b is not read), else
-    by BLAS."""
+    on b by the few-rows loops of ``_few.h`` (AVX2 build, m <= FEW_ROWS, op(B) of at most
+    FEW_IN_PLACE bytes) or by BLAS."""
     if bp == NULL:
-        gemm(NO_TRANS, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        if FEW_GEMM and m <= FEW_ROWS and <size_t> k * n * sizeof(floating) <= FEW_IN_PLACE:
+            if floating is float:
+                few_gemm_s(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+            else:
+                few_gemm_d(trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        else:
+            gemm(NO_TRANS, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
     elif floating is float:
         packed_gemm_s(m, n, k, alpha, a, lda, bp, beta, c, ldc)
     else:

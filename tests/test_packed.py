@@ -1,6 +1,7 @@
-"""The per-step products on a packed Wh (src/_packed.h, src/_packed.pxd) against NumPy, in every
-build: the edges of the 6-row blocks and of the 16-float / 8-double panels, H = 1, k past one
-block of KC = 256, rows of a and c strided as in a batch-major buffer, beta 0, 1 and other."""
+"""The per-step products on a packed Wh (src/_packed.h, src/_packed.pxd) and, for up to 4 rows,
+on Wh as it is (src/_few.h), against NumPy, in every build: the edges of the 6-row blocks, of
+the 16-float / 8-double panels and of the groups of few rows, H = 1, k past one block of
+KC = 256, rows of a and c strided as in a batch-major buffer, beta 0, 1 and other."""
 import numpy as np
 import pytest
 from conftest import RTOL
@@ -10,15 +11,20 @@ from fastbptt._kernels import variants
 
 HOOKS = variants("_blas_hooks")
 
-# (m, n, k): m = N rows (not a multiple of 6, and 2, the fewest the kernels pack for), n the
+# (m, n, k): m = N rows (not a multiple of 6, and 1, the fewest), n the
 # product's columns (G*H forward, H backward: 1, 9, 17 are not multiples of 8 or 16), k its
 # sum (H forward, G*H backward)
 SHAPES = [(2, 1, 1), (7, 17, 3), (6, 16, 8), (13, 9, 300), (5, 33, 257), (12, 48, 64),
           (32, 512, 128), (3, 4, 12), (1, 7, 5)]
+# the few-rows kernel (m <= 4): groups of 4, 2 or 1 panels and the narrower last group, a last
+# panel partly filled, n = G*H of H = 1, 3, 17, 100
+SHAPES += [(m, n, k) for m in (1, 2, 3, 4) for n, k in
+           ((1, 1), (3, 3), (68, 17), (60, 64), (100, 400), (200, 50), (256, 64), (129, 5))]
 
 
 def test_the_avx2_build_packs():
     assert [hooks.PACKED for hooks in HOOKS] == [False, True][:len(HOOKS)]
+    assert [hooks.FEW for hooks in HOOKS] == [False, True][:len(HOOKS)]
     assert len(HOOKS) == 2 or not has_avx2_fma()
 
 
@@ -27,7 +33,8 @@ def test_the_avx2_build_packs():
 @pytest.mark.parametrize("trans_b", [False, True], ids=["Wh", "Wh.T"])
 @pytest.mark.parametrize("m,n,k", SHAPES)
 @pytest.mark.parametrize("alpha,beta", [(1.0, 1.0), (0.5, 0.0), (-2.0, 0.25)])
-def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta):
+@pytest.mark.parametrize("packed", [True, False], ids=["packed", "in-place"])
+def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta, packed):
     rng = np.random.default_rng(m * 10000 + n * 100 + k)
     a = rng.standard_normal((m, k + 5)).astype(dtype)[:, 2:2 + k]          # rows k + 5 apart
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
@@ -39,8 +46,8 @@ def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta):
     expected = alpha * (a.astype(np.float64) @ (b.T if trans_b else b).astype(np.float64))
     if beta != 0:
         expected = expected + beta * before[:, 3:3 + n]
-    packed = hooks.packed_gemm_hook(trans_b, alpha, a, b, beta, c)
-    assert packed == (hooks.PACKED and m >= 2)
+    assert hooks.packed_gemm_hook(trans_b, alpha, a, b, beta, c, packed) == (packed and
+                                                                             hooks.PACKED)
     scale = abs(alpha) * (np.abs(a) @ np.abs(b.T if trans_b else b)).max() + abs(beta) * 3
     np.testing.assert_allclose(c, expected, rtol=0, atol=RTOL[dtype] * scale)
     # the columns around c's window are not touched
