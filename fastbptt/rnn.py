@@ -7,14 +7,16 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._lengths import backward_by_length, forward_by_length
 from ._sharing import begin, end
-from ._validation import check_backward, check_forward, check_option
+from ._validation import check_backward, check_forward, check_lengths, check_option
 
 _rnn = Kernels("_rnn")
 
 
 @fill
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
+                lengths=None, reverse=False):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -23,6 +25,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
     {forward_out}
+    {forward_lengths}
 
     Returns
     -------
@@ -32,6 +35,10 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
+    if lengths is not None or reverse is not False:
+        return forward_by_length(RNN, _rnn, inputs, out,
+                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
+                                 bool(reverse), {"nonlinearity": nonlinearity})
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -94,6 +101,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
+    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
+        return backward_by_length(RNN, _rnn, cache, inputs)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
