@@ -80,11 +80,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _active cimport active_rows, rows_at, run_steps, zero_inactive, zero_steps
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -243,8 +243,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
                    packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        product_by_rows(&w, NO_TRANS, n_run * n_batch, 3 * n_hidden, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, 3 * n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
         if not w.stopped and n_run:
             _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh,
                           rows_at(act, 0, n_batch), n_hidden)
@@ -437,23 +437,24 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             zero_inactive(dAhp, 3 * H, n_run, n_batch, act)
             zero_inactive(dxnp, H, n_run, n_batch, act)
             # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
-                                   h0, hp, dAhp, 3 * H, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
+                                 h0, hp, dAhp, 3 * H, &dWh[0, 0])
             # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
             # for dx and dWx.
             # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_rows(&w, TRANS, n_run * n_batch, n_input, n_hidden,
-                            1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
-                            n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                             1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
+                             n_input)
             # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-            product_by_rows(&w, TRANS, n_run * n_batch, n_input, 2 * n_hidden,
-                            1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, 2 * n_hidden,
+                             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
             # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
             zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
             # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-            sum_by_rows(&w, n_input, 2 * n_hidden, n_run * n_batch,
-                        1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, 2 * n_hidden,
+                         1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
             # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_rows(&w, n_input, n_hidden, n_run * n_batch,
-                        1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
+                         1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&w)

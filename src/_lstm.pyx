@@ -68,11 +68,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _active cimport active_rows, rows_at, run_steps, zero_inactive, zero_steps
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -210,8 +210,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        product_by_rows(&w, NO_TRANS, n_run * n_batch, n_gh, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_gh, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
         if not w.stopped and n_run:
             _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, rows_at(act, 0, n_batch),
                           n_hidden)
@@ -375,18 +375,19 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         if not w.stopped:
             zero_inactive(dAp, n_gh, n_run, n_batch, act)
             # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-            sum_by_rows(&w, n_input, n_gh, n_run * n_batch,
-                        1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_gh,
+                         1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
             # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_run, n_batch, n_hidden, n_gh,
-                                   h0, hp, dAp, n_gh, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_gh,
+                                 h0, hp, dAp, n_gh, &dWh[0, 0])
             # db += dA.sum(axis=(0, 1))
             for i in range(<Py_ssize_t> n_run * n_batch):
                 for j in range(n_gh):
                     db[j] += dAp[i * n_gh + j]
             # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-            product_by_rows(&w, TRANS, n_run * n_batch, n_input, n_gh,
-                            1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_gh,
+                             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
             # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
             zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
     raise_pending(&w)

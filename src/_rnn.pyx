@@ -47,11 +47,12 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
-from _active cimport active_rows, rows_at, run_steps, zero_inactive, zero_steps
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -178,8 +179,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        product_by_rows(&w, NO_TRANS, n_run * n_batch, n_hidden, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
         if not w.stopped and n_run:
             _forward_step(h0, n_hidden, hp, ld, Wh, Whp, rows_at(act, 0, n_batch), n_hidden,
                           nonlinearity)
@@ -296,19 +297,20 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         if not w.stopped:
             zero_inactive(dAp, n_hidden, n_run, n_batch, act)
             # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_rows(&w, n_input, n_hidden, n_run * n_batch,
-                        1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
+                         1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
             # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_run, n_batch, n_hidden, n_hidden,
-                                   h0, hp, dAp, n_hidden, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_hidden,
+                                 h0, hp, dAp, n_hidden, &dWh[0, 0])
             # db += dA.sum(axis=(0, 1))
             for i in range(<Py_ssize_t> n_run * n_batch):
                 for j in range(n_hidden):
                     db[j] += dAp[i * n_hidden + j]
             # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_rows(&w, TRANS, n_run * n_batch, n_input, n_hidden,
-                            1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
             # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
             zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
     raise_pending(&w)
 
