@@ -311,3 +311,104 @@ def test_against_torch_bidirectional(torch, cell, impl, lengths):
     assert_rel(np.concatenate(outs, axis=2)[nonzero], out.detach().numpy(), "h")
     assert_rel(dx_total[nonzero], xt.grad[nonzero].numpy(), "dx")
     assert not dx_total[~nonzero].any()
+
+
+# ---- the model: bidirectional layers, lengths, masks
+
+
+@cells
+def test_bidirectional_model_against_torch(torch, cell):
+    """Model(bidirectional=True, n_layers=2) with lengths equals torch's two-layer
+    bidirectional module over packed sequences and a Linear: outputs, final states of both
+    directions of both layers, dx and every parameter's gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+    from fastbptt.nn import Model
+    n_batch, n_steps, n_out = 4, 5, 3
+    lengths = np.array([3, 1, 5, 2])
+    torch.manual_seed(0)
+    cls = {"rnn": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}[cell]
+    module = cls(D, H, num_layers=2, bidirectional=True, batch_first=True, dtype=torch.float64)
+    linear = torch.nn.Linear(2 * H, n_out, dtype=torch.float64)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.uniform_(-0.7, 0.7)
+    model = Model(D, H, n_out, cell=cell, n_layers=2, input="dense", loss="mse",
+                  dtype=np.float64, bidirectional=True)
+    sd = {k: v.detach().numpy() for k, v in module.state_dict().items()}
+    params = compat.layers_from_state_dict(cell, sd)
+    assert set(params) == set(model.params) - {"out.W", "out.b"}
+    model.params.update(params)
+    model.params["out.W"] = linear.weight.detach().numpy().T.copy()
+    model.params["out.b"] = linear.bias.detach().numpy().copy()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((n_batch, n_steps, D))
+    dz = rng.standard_normal((n_batch, n_steps, n_out))
+
+    xt = torch.tensor(x, requires_grad=True)
+    out, final = module(pack_padded_sequence(xt, torch.tensor(lengths), batch_first=True,
+                                             enforce_sorted=False))
+    z = linear(pad_packed_sequence(out, batch_first=True, total_length=n_steps)[0])
+    (z * torch.tensor(dz)).sum().backward()
+
+    outputs, cache = model.forward(x, lengths=lengths)
+    assert_rel(outputs, z.detach().numpy(), "outputs")
+    h_n = (final[0] if cell == "lstm" else final).detach().numpy()
+    for k in range(4):                      # layer 0 forward, reverse, layer 1 forward, reverse
+        assert_rel(cache.state[k]["h"], h_n[k], f"h_n[{k}]")
+        if cell == "lstm":
+            assert_rel(cache.state[k]["c"], final[1][k].detach().numpy(), f"c_n[{k}]")
+    grads, _, dx = model.backward(np.ascontiguousarray(dz.swapaxes(0, 1)).reshape(-1, n_out),
+                                  cache)
+    assert_rel(dx, xt.grad.numpy(), "dx")
+    named = dict(module.named_parameters())
+    for layer in range(2):
+        for suffix in ("", "_reverse"):
+            p, t = f"layer{layer}{suffix}.", f"_l{layer}{suffix}"
+            assert_rel(grads[p + "Wx"], named["weight_ih" + t].grad.numpy().T, p + "Wx")
+            assert_rel(grads[p + "Wh"], named["weight_hh" + t].grad.numpy().T, p + "Wh")
+            assert_rel(grads[p + "b"], named["bias_ih" + t].grad.numpy(), p + "b")
+            if cell == "gru":
+                assert_rel(grads[p + "bh"], named["bias_hh" + t].grad.numpy(), p + "bh")
+    assert_rel(grads["out.W"], linear.weight.grad.numpy().T, "out.W")
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_model_loss_counts_real_steps(bidirectional):
+    """After forward with lengths the loss is the mean over the real steps alone, as with the
+    mask of the lengths; the kernels and the reference train alike."""
+    from fastbptt.nn import Model
+    from fastbptt.nn import model as model_module
+    lengths = np.array([4, 1, 0, 6])
+    rng = np.random.default_rng(0)
+    ids = rng.integers(0, 7, (4, 6))
+    targets = rng.integers(0, 7, (4, 6))
+    results = []
+    for backend in ("kernels", "reference"):
+        m = Model(7, 5, 7, cell="gru", n_layers=2, bidirectional=bidirectional,
+                  dtype=np.float64, seed=1, backend=backend)
+        _, cache = m.forward(ids, lengths=lengths)
+        loss, dz = m.loss(cache, targets)
+        mask = model_module.lengths_mask(lengths, 6)
+        loss2, _ = m.loss(cache, targets, mask=mask)
+        assert loss == loss2
+        assert not dz.reshape(6, 4, 7)[lengths[None, :] <= np.arange(6)[:, None]].any()
+        results.append(m.loss_and_grads(ids, targets, lengths=lengths))
+    (l1, g1, s1), (l2, g2, s2) = results
+    assert abs(l1 - l2) < 1e-10
+    for name in g1:
+        assert_close(g1[name], g2[name], np.float64, name)
+    assert len(s1) == 2 * (1 + bidirectional)
+
+
+def test_bidirectional_model_saves_and_refuses_sampling(tmp_path):
+    from fastbptt.nn import Model
+    m = Model(6, 4, 6, cell="lstm", bidirectional=True, seed=0)
+    assert m.params["out.W"].shape == (8, 6) and "layer0_reverse.Wh" in m.params
+    assert "bidirectional" in repr(m)
+    back = Model.load(m.save(tmp_path / "m.npz"))
+    assert back.bidirectional and set(back.params) == set(m.params)
+    with pytest.raises(ValueError, match="bidirectional"):
+        m.sample([1, 2], 3)
+    with pytest.raises(TypeError, match="bidirectional"):
+        Model(6, 4, 6, bidirectional="yes")

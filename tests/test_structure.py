@@ -475,8 +475,9 @@ KIND = inspect.Parameter
 @pytest.mark.parametrize("name", CELLS)
 def test_signatures_are_what_the_record_says(impl, name):
     """forward takes x, h0, Wx, Wh, b and, by keyword, exactly the record's extra states,
-    extra weights and options, time_major, out, lengths and reverse; backward takes dh, cache and, by keyword, a
-    gradient into each final state, xi, grads, h_grad_norms, overwrite_cache and out."""
+    extra weights and options, time_major, out, lengths and reverse; backward takes dh, cache
+    and, by keyword, a gradient into each final state, xi, grads, h_grad_norms,
+    overwrite_cache and out."""
     cell = impl.CELLS[name]
     params = inspect.signature(cell.forward).parameters.values()
     assert [p.name for p in params if p.kind == KIND.POSITIONAL_OR_KEYWORD] == \
