@@ -11,14 +11,19 @@ A batch of case M or L whose lengths are drawn uniformly from [T/2, T] (seed 0),
               of real steps, as if every sequence had the mean length (what lengths= can at
               best cost)
     padded    fastbptt without lengths on all T steps (the padding computed, then ignored)
+    reverse   fastbptt with ``lengths=`` and ``reverse=True`` (the reverse direction of a
+              bidirectional layer)
     packed    PyTorch 2.13 on the same batch through ``pack_padded_sequence(...,
               enforce_sorted=False)`` (and ``pad_packed_sequence`` back), autograd for dx and
               the weights; one thread, as the kernels' BLAS
 
 taking turns round after round (``fastbptt.benchmarking.time_interleaved``); the ratios divide
-the minima over the rounds.
+the minima over the rounds. ``--clock cpu`` times the CPU time of the calling thread
+(``time.thread_time``; the kernels run BLAS on that thread) instead of the wall clock: on a
+machine whose cores other processes share, waiting for a core then counts for nothing.
 """
 import argparse
+import time
 
 import numpy as np
 
@@ -79,10 +84,13 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default="wall")
     args = parser.parse_args(argv)
+    clock = time.thread_time if args.clock == "cpu" else time.perf_counter
     torch = None if args.no_torch else import_torch()
     fastbptt.set_blas_threads(1)
-    print("min over interleaved rounds, forward + full backward, one thread each")
+    print(f"min over interleaved rounds ({args.clock} clock), forward + full backward, one "
+          "thread each")
     for cell in args.cells.split(","):
         for case in args.cases.split(","):
             n_batch, n_steps, n_input, n_hidden = CASES[case][0]
@@ -94,20 +102,23 @@ def main(argv=None):
                 functions = {
                     "lengths": fastbptt_function(cell, problem, dh, lengths=lengths),
                     "mean": fastbptt_function(cell, short, dh[:, :n_mean].copy()),
-                    "padded": fastbptt_function(cell, problem, dh)}
+                    "padded": fastbptt_function(cell, problem, dh),
+                    "reverse": fastbptt_function(cell, problem, dh, lengths=lengths,
+                                                 reverse=True)}
                 if torch is not None:
                     functions["packed"] = torch_packed_function(torch, cell, problem, dh,
                                                                 lengths)
-                one = time_interleaved(functions, min_rounds=1)["padded"].min()
+                one = time_interleaved(functions, min_rounds=1, clock=clock)["padded"].min()
                 reps = max(1, min(20, int(0.05 / one)))
                 times = time_interleaved(functions, repeat=reps, min_rounds=args.rounds,
-                                         max_rounds=args.rounds)
+                                         max_rounds=args.rounds, clock=clock)
                 best = {name: t.min() for name, t in times.items()}
                 k = best["lengths"]
                 line = (f"  {cell:4} {case} {dtype}: lengths {k * 1e3:7.2f} ms | mean "
                         f"{best['mean'] * 1e3:7.2f} ms (lengths / mean {k / best['mean']:.2f})"
                         f" | padded {best['padded'] * 1e3:7.2f} ms (padded / lengths "
-                        f"{best['padded'] / k:.2f}x)")
+                        f"{best['padded'] / k:.2f}x) | reverse {best['reverse'] * 1e3:7.2f} ms "
+                        f"({best['reverse'] / k:.2f})")
                 if "packed" in best:
                     line += (f" | PyTorch packed {best['packed'] * 1e3:7.2f} ms "
                              f"({best['packed'] / k:.2f}x)")

@@ -72,6 +72,11 @@ write-after-read at distance 0 that GCC's run-time alias checks accept (seen wit
 the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 

@@ -60,6 +60,11 @@ and stays scalar; each of the three touches at most five arrays, and GCC vectori
 When dA is the gate buffer itself, each gate block is overwritten by its own gradient at the
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 

@@ -39,6 +39,11 @@ A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the
 ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the arrays of one
 call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
 arguments.
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 
