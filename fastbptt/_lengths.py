@@ -14,6 +14,8 @@ kernels' own one, a plain time-major cache (``_inner``), which backward runs on;
 per-step arrays (gates, ...) are laid out in the caller's order only if read. A cache made by
 the reference (or unpickled) has no ``_inner``: backward lays its arrays out once.
 """
+import threading
+
 import numpy as np
 
 from ._blas_threads import run_kernel
@@ -21,6 +23,22 @@ from ._buffers import backward_buffers, initial_states, kernel_buffers
 from ._grads import Grads
 from ._layout import empty_steps, readonly, swap_major
 from ._sharing import begin, end
+
+
+_scratch_arrays = threading.local()
+
+
+def scratch(name, shape, dtype):
+    """A per-thread array of ``shape`` and ``dtype`` for one call's own use, kept for the next
+    call in the same thread: backward's dh and dx in the kernels' order. New arrays of
+    megabytes come from fresh memory, each of whose pages faults when first written (measured:
+    2,500 faults, 4 ms of a 7 ms forward and backward of case M's RNN)."""
+    arrays = _scratch_arrays.__dict__.setdefault("arrays", {})
+    size = int(np.prod(shape))
+    arr = arrays.get((name, dtype))
+    if arr is None or arr.size < size:
+        arr = arrays[(name, dtype)] = np.empty(size, dtype)
+    return arr[:size].reshape(shape)
 
 
 class Order:
@@ -166,9 +184,10 @@ def backward_by_length(cell, kernels, cache, inputs, **options):
         inner, order = inner_cache(cache)
         dx, carries, wg = backward_buffers(cell, cache, inputs)
         inner_carries = {name: carry[order.order] for name, carry in carries.items()}
-        dx_inner = np.empty(inner.x.shape, cache.dtype)
+        dx_inner = scratch("dx", inner.x.shape, cache.dtype)
         if order.n_run:
-            dh_inner = order.to_inner(inputs.dh_buffer)
+            dh_inner = order.to_inner(inputs.dh_buffer,
+                                      scratch("dh", inner.h.shape, cache.dtype))
             run_kernel(kernels.backward, inner.x, inner.Wh,
                        kernel_buffers(kernels, inner, shared), dh_inner, inputs.xi,
                        inner_carries, dx_inner, wg, inputs.h_grad_norms, active=order.active,
