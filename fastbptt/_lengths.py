@@ -24,7 +24,6 @@ from ._grads import Grads
 from ._layout import empty_steps, readonly, swap_major
 from ._sharing import begin, end
 
-
 _scratch_arrays = threading.local()
 
 

@@ -90,7 +90,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         to overwrite, only the hidden states forward returned, which stay as they were; instead,
         True runs the lean backward, whose workspace is a few steps (``lean_block_steps``)
         instead of the (T, N, H) of the default: it adds the weight gradients and dx block by
-        block, in products over fewer rows (the same results to rounding).
+        block, in products over fewer rows (the same results to rounding). A cache of sequences
+        by length (``lengths=``, ``reverse=``) runs the default backward either way.
     {backward_out}
 
     Returns
