@@ -11,7 +11,10 @@ several backward calls may read a cache at once, a call that writes it needs it 
 """
 import numpy as np
 
-from ._layout import readonly, swap_major
+from ._layout import empty_steps, readonly, swap_major
+
+# what a forward over sequences of unequal lengths (or reversed) adds to its cache's dict
+BY_LENGTH = ("lengths", "reverse", "_hT", "_cT", "_inner", "_order")
 
 
 class Cache:
@@ -52,6 +55,8 @@ class Cache:
     by_step = ("x", "h")                   # fields indexed by step: (T, N, ...) views
     outputs = {"h": 1}                     # forward's per-step arrays: their widths in H
     workspaces = ("buffers",)              # the kernels' Buffers: these arrays and scratch
+    lengths = None      # (N,) int64 steps of each sequence; None: all T (fastbptt/_lengths.py)
+    reverse = False     # True: each sequence ran from its last step back to step 0
 
     def __init__(self, time_major, *parts):
         self.__dict__["time_major"] = time_major
@@ -63,6 +68,9 @@ class Cache:
         the call before). The cache is then not consumed. Written into the instance's dict:
         attribute assignment is the user's, and refused."""
         fields = self.__dict__
+        if "lengths" in fields:             # the call before ran by length: none of it stays
+            for key in BY_LENGTH + self.by_step:
+                fields.pop(key, None)
         for part in parts:
             fields.update(part)
         fields["consumed"] = False
@@ -86,6 +94,21 @@ class Cache:
                 "again (or pass overwrite_cache=False to keep a cache for more than one "
                 "backward)")
 
+    def __getattr__(self, name):
+        """Only for a name not found: a per-step array of a kernels' cache of sequences of
+        unequal lengths, which keeps them in the kernels' order (``fastbptt/_lengths.py``),
+        laid out in the caller's on first request."""
+        fields = self.__dict__
+        inner = fields.get("_inner")
+        if inner is None or name not in self.by_step:
+            raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+        by_step = getattr(inner, name)
+        n_steps, n_batch, width = by_step.shape
+        arr = empty_steps(n_steps, n_batch, width, by_step.dtype, self.time_major)
+        fields["_order"].to_user(by_step, arr)
+        fields[name] = value = swap_major(arr, self.time_major)
+        return value
+
     def __setattr__(self, name, value):
         raise AttributeError(
             f"a {self.cell} cache is read-only ({name!r}): backward reads its arrays as forward "
@@ -107,8 +130,9 @@ class Cache:
 
     @property
     def hT(self):
-        """The final hidden state (N, H), read-only."""
-        return readonly(self.h[-1])
+        """The final hidden state (N, H), read-only: each sequence's after its last step."""
+        final = self.__dict__.get("_hT")
+        return readonly(self.h[-1] if final is None else final)
 
     def __repr__(self):
         n_steps, n_batch, n_hidden = self.h.shape
@@ -117,6 +141,8 @@ class Cache:
 
     def __reduce__(self):
         state = {name: getattr(self, name) for name in self.fields}
+        state.update((key, self.__dict__[key]) for key in BY_LENGTH[:4]
+                     if key in self.__dict__)
         consumed = self.consumed and self.__dict__.get("_consumed_by", True)
         return _restore, (type(self), self.time_major, consumed, state)
 
@@ -154,8 +180,9 @@ class LSTMCache(Cache):
 
     @property
     def cT(self):
-        """The final cell state (N, H), read-only."""
-        return readonly(self.c[-1])
+        """The final cell state (N, H), read-only: each sequence's after its last step."""
+        final = self.__dict__.get("_cT")
+        return readonly(self.c[-1] if final is None else final)
 
 
 class GRUCache(Cache):

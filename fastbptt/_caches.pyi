@@ -18,6 +18,8 @@ class Cache:
     b: _Array
     h: _Array
     dtype: np.dtype[Any]
+    lengths: Optional[NDArray[np.int64]]
+    reverse: bool
     def __init__(self, time_major: bool, *parts: dict[str, Any]) -> None: ...
     def workspace(self, name: str, shape: tuple[int, ...]) -> _Array: ...
     @property

@@ -155,11 +155,17 @@ def _segment_forward(cell, forward, weights, options, time_major):
 
 
 def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options, *, time_major,
-                         out, scan=numpy_first_nonfinite, overlap=numpy_first_overlap):
+                         out, lengths=None, reverse=False, scan=numpy_first_nonfinite,
+                         overlap=numpy_first_overlap):
     """``<cell>_forward(..., checkpoint=checkpoint)``, run on the cell's ``forward`` (of the
     kernels or of the reference): (h, CheckpointCache). ``states``, ``weights`` and
-    ``options`` are the caller's, by name; ``scan`` and ``overlap`` as for ``check_forward``."""
+    ``options`` are the caller's, by name; ``scan`` and ``overlap`` as for ``check_forward``.
+    Segments run every sequence forward from step 0, so ``lengths`` and ``reverse`` are
+    refused."""
     checkpoint = check_checkpoint(checkpoint)
+    if lengths is not None or reverse is not False:
+        raise ValueError("checkpoint= runs every sequence over all T steps from step 0: it "
+                         "takes neither lengths= nor reverse= (pass checkpoint=None)")
     if checkpoint is None:
         raise ValueError(f"out is a cache of {cell.name}_forward with checkpoint="
                          f"{out.checkpoint}: pass checkpoint= to refill it (or out=None)")

@@ -36,6 +36,18 @@ grads : a ``Grads`` (or anything with the weight-gradient arrays ``dWx``, ``dWh`
 h_grad_norms : (T,) array of the cache's dtype, or None. If given, receives for every step the
     Frobenius norm of dL/dh_t, the whole gradient reaching h_t (what ``fastbptt gradflow``
     plots); computed inside the loop, no extra pass.""",
+    "forward_lengths": """\
+lengths : (N,) integer array or None: sequence n has lengths[n] real steps (0 .. T), the rest
+    of its T steps are padding, as in PyTorch's packed sequences: its states stop after its
+    last real step (``cache.hT[n]``, and ``cache.cT[n]``, are those, or the initial states
+    where lengths[n] == 0), its hidden states at the padded steps are zero, and backward
+    ignores dh there and gives them dx = 0 and no weight gradient. The padding costs no work.
+    None: every sequence has all T steps.
+reverse : bool. True runs each sequence from its last real step (lengths[n] - 1, or T - 1)
+    back to step 0, as the reverse direction of a bidirectional layer does; the hidden states
+    stay at their time positions and the final state is that of step 0. With ``lengths`` or
+    ``reverse``, backward's ``xi[s]`` and ``h_grad_norms[s]`` count a sequence's steps in the
+    order they run (s = 0 its first step).""",
     "backward_out": """\
 out : the result of an earlier backward of this cell with the same shapes, or None. Its arrays
     receive this call's gradients instead of new ones: dx, the initial states' gradients and,

@@ -336,8 +336,9 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         if xi_given is not None:
             reads.append(("xi", xi))
         fields = cache.__dict__
-        reads += [("cache." + name, fields[name]) for name in cache.fields
-                  if isinstance(fields[name], np.ndarray)]
+        # fields.get: a cache of sequences by length lays some per-step arrays out on request
+        reads += [("cache." + name, fields.get(name)) for name in cache.fields
+                  if isinstance(fields.get(name), np.ndarray)]
         check_no_overlap(writes, reads, overlap)
     return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
                                  out, h_grad_norms, overwrite_cache, writes))
@@ -466,3 +467,26 @@ def check_grads(cell, grads, cache):
             raise ValueError(f"grads.d{name} must be C-contiguous and writeable")
         checked["d" + name] = buf
     return checked
+
+
+def check_lengths(lengths, n_batch, n_steps, reverse=False):
+    """Per-sequence lengths: an integer array (N,) (or floats holding integers), each in
+    0 .. T; returned as int64, or None where ``lengths`` is None and not ``reverse`` (every
+    sequence runs all T steps forward). ``reverse`` must be True or False; a reversed batch
+    without lengths has all T steps in each sequence."""
+    reverse = check_bool("reverse", reverse)
+    if lengths is None:
+        return np.full(n_batch, n_steps, np.int64) if reverse else None
+    arr = np.asarray(lengths)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"lengths must be an integer array of shape (N,) = ({n_batch},), "
+                         f"got dtype {arr.dtype}")
+    if arr.shape != (n_batch,):
+        raise ValueError(f"lengths must have shape (N,) = ({n_batch},), got {arr.shape}")
+    if arr.dtype.kind == "f":
+        if not (np.isfinite(arr).all() and (arr == np.round(arr)).all()):
+            raise ValueError("lengths must hold whole numbers of steps, got non-integer values")
+    if n_batch and (arr.min() < 0 or arr.max() > n_steps):
+        raise ValueError(f"lengths must be between 0 and T = {n_steps}, got values from "
+                         f"{arr.min()} to {arr.max()}")
+    return arr.astype(np.int64)

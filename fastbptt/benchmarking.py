@@ -210,7 +210,7 @@ def torch_function(cell, args, kwargs, dh, backward=True, check=True):
 
 
 def time_interleaved(functions, *, number=1, repeat=1, min_rounds=5, max_rounds=200,
-                     budget=None):
+                     budget=None, clock=time.perf_counter):
     """Seconds per call of each no-argument callable, timed in turns, round after round.
 
     ``functions`` is a dict {name: callable}; each runs once first, untimed (first-call
@@ -221,6 +221,9 @@ def time_interleaved(functions, *, number=1, repeat=1, min_rounds=5, max_rounds=
     after another callable that left the caches full of its own data. Rounds go on until
     ``min_rounds`` are done and ``budget`` seconds have passed (None: no more than
     ``min_rounds``), ``max_rounds`` at most.
+
+    ``clock`` reads the time (``time.thread_time``: the CPU time of the calling thread,
+    where the callables run all their work on it).
 
     Returns {name: array of ``rounds * repeat`` seconds per call}: take the median, or the
     minimum (on a shared machine, whose other load only ever adds time, the steadier).
@@ -234,10 +237,10 @@ def time_interleaved(functions, *, number=1, repeat=1, min_rounds=5, max_rounds=
         for name in (names if rounds % 2 else names[::-1]):
             fn = functions[name]
             for _ in range(repeat):
-                t0 = time.perf_counter()
+                t0 = clock()
                 for _ in range(number):
                     fn()
-                times[name].append((time.perf_counter() - t0) / number)
+                times[name].append((clock() - t0) / number)
         if rounds >= min_rounds and (budget is None or time.perf_counter() - start > budget):
             break
     return {name: np.array(ts) for name, ts in times.items()}

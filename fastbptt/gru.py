@@ -8,14 +8,16 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._lengths import backward_by_length, forward_by_length
 from ._sharing import begin, end
-from ._validation import check_backward, check_forward
+from ._validation import check_backward, check_forward, check_lengths
 
 _gru = Kernels("_gru")
 
 
 @fill
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, checkpoint=None):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
+                checkpoint=None, lengths=None, reverse=False):
     """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
 
         [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
@@ -29,6 +31,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, checkp
     bh : (3H,) hidden-side bias, or None (zeros).
     {forward_out}
     {forward_checkpoint}
+    {forward_lengths}
 
     Returns
     -------
@@ -38,11 +41,15 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, checkp
         return checkpointed_forward(
             GRU, gru_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
-            time_major=time_major, out=out, scan=checks.first_nonfinite,
-            overlap=checks.first_overlap)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
+    if lengths is not None or reverse is not False:
+        return forward_by_length(GRU, _gru, inputs, out,
+                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
+                                 bool(reverse), {})
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -94,6 +101,9 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
+    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
+        return backward_by_length(GRU, _gru, cache, inputs,
+                                  overwrite_cache=inputs.overwrite_cache)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

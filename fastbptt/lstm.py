@@ -8,14 +8,16 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._lengths import backward_by_length, forward_by_length
 from ._sharing import begin, end
-from ._validation import check_backward, check_forward
+from ._validation import check_backward, check_forward, check_lengths
 
 _lstm = Kernels("_lstm")
 
 
 @fill
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, checkpoint=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
+                 checkpoint=None, lengths=None, reverse=False):
     """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
 
         [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
@@ -29,6 +31,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check
     c0 : (N, H) initial cell state, or None (zeros).
     {forward_out}
     {forward_checkpoint}
+    {forward_lengths}
 
     Returns
     -------
@@ -38,11 +41,15 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check
         return checkpointed_forward(
             LSTM, lstm_forward, checkpoint, x, {"h0": h0, "c0": c0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {},
-            time_major=time_major, out=out, scan=checks.first_nonfinite,
-            overlap=checks.first_overlap)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
+    if lengths is not None or reverse is not False:
+        return forward_by_length(LSTM, _lstm, inputs, out,
+                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
+                                 bool(reverse), {})
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -93,6 +100,9 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
+    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
+        return backward_by_length(LSTM, _lstm, cache, inputs,
+                                  overwrite_cache=inputs.overwrite_cache)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

@@ -8,15 +8,16 @@ from ._docs import fill
 from ._grads import Grads
 from ._kernels import Kernels, checks
 from ._layout import readonly
+from ._lengths import backward_by_length, forward_by_length
 from ._sharing import begin, end
-from ._validation import check_backward, check_forward, check_option
+from ._validation import check_backward, check_forward, check_lengths, check_option
 
 _rnn = Kernels("_rnn")
 
 
 @fill
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
-                checkpoint=None):
+                checkpoint=None, lengths=None, reverse=False):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -26,6 +27,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
     {forward_out}
     {forward_checkpoint}
+    {forward_lengths}
 
     Returns
     -------
@@ -36,11 +38,15 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
         return checkpointed_forward(
             RNN, rnn_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
-            time_major=time_major, out=out, scan=checks.first_nonfinite,
-            overlap=checks.first_overlap)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap)
+    if lengths is not None or reverse is not False:
+        return forward_by_length(RNN, _rnn, inputs, out,
+                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
+                                 bool(reverse), {"nonlinearity": nonlinearity})
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -92,7 +98,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         to overwrite, only the hidden states forward returned, which stay as they were; instead,
         True runs the lean backward, whose workspace is a few steps (``lean_block_steps``)
         instead of the (T, N, H) of the default: it adds the weight gradients and dx block by
-        block, in products over fewer rows (the same results to rounding).
+        block, in products over fewer rows (the same results to rounding). A cache of sequences
+        by length (``lengths=``, ``reverse=``) runs the default backward either way.
     {backward_out}
 
     Returns
@@ -109,6 +116,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap)
+    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
+        return backward_by_length(RNN, _rnn, cache, inputs)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

@@ -27,6 +27,10 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
   its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
   place between forward and backward raises autograd's error, as with torch.nn.
+- A ``PackedSequence`` input (``torch.nn.utils.rnn.pack_padded_sequence``) runs each sequence
+  over its own steps (the kernels' ``lengths=``; the reverse direction from each sequence's
+  last step, ``reverse=True``), and the output is a ``PackedSequence`` laid out as the input;
+  ``h_n`` (``c_n``) holds each sequence's state after its last step, as torch.nn's.
 - Stacked layers (``num_layers``) are fastbptt layers chained by autograd, with
   ``torch.nn.functional.dropout`` on each layer's output but the last's in training mode, as
   torch.nn does. The reverse direction of a bidirectional module runs the kernels on a copy of
@@ -36,8 +40,7 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
   (``retain_graph=True``) runs that layer's forward again first.
 - Only what the kernels run is accepted, each refusal naming the argument before any kernel
   runs: CPU tensors (``ValueError``), float32 or float64 input, states and parameters of one
-  dtype (``TypeError``), no ``PackedSequence`` yet (``TypeError``: the kernels have no
-  per-sequence lengths), no ``proj_size`` (``ValueError``). Shapes are checked as torch.nn
+  dtype (``TypeError``), no ``proj_size`` (``ValueError``). Shapes are checked as torch.nn
   does, with a ``ValueError`` where torch raises a RuntimeError. NaN or infinity in the input,
   the states, the parameters or an incoming gradient raises a ``ValueError`` (fastbptt's input
   checks), where torch.nn would carry it through.
@@ -70,7 +73,7 @@ except ModuleNotFoundError as _err:      # only torch itself missing, not one of
         name="torch") from None
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from torch.nn.utils.rnn import PackedSequence
+from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import CELLS
 from .compat.torch import state_dict_keys
@@ -96,6 +99,8 @@ class _Layer(NamedTuple):
     time_major: bool
     copy_output: bool
     names: Dict[str, str]
+    lengths: Optional[NDArray[Any]] = None     # a PackedSequence's lengths, in batch order
+    reverse: bool = False                      # the reverse direction, run by the kernels
 
 
 def _array(tensor: Tensor) -> NDArray[Any]:
@@ -202,6 +207,8 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
     w_ih, w_hh, b_ih, b_hh = tensors[n_states:]
     kwargs: Dict[str, Any] = dict(layer.options)
     kwargs["time_major"] = layer.time_major
+    if layer.lengths is not None:
+        kwargs["lengths"], kwargs["reverse"] = layer.lengths, layer.reverse
     for name, state in zip(cell.extra_states, states[1:]):
         kwargs[name] = None if state is None else _array(state)
     Wx, Wh = _array(w_ih).T, _array(w_hh).T       # (D, G*H), (H, G*H)
@@ -287,6 +294,11 @@ class _Recurrent:
         if dtype not in _FLOATS:
             raise TypeError(f"fastbptt.torch.{name} runs in float32 or float64: its parameters "
                             f"are {dtype}")
+        packed = input if isinstance(input, PackedSequence) else None
+        lengths = None
+        if packed is not None:
+            input, lengths_t = pad_packed_sequence(packed, batch_first=me.batch_first)
+            lengths = lengths_t.numpy()
         x = self._check_input(input, dtype)
         batched = x.dim() == 3
         time_major = not me.batch_first
@@ -307,16 +319,25 @@ class _Recurrent:
                 weights = [getattr(me, key) for key in keys]
                 if len(weights) == 2:
                     weights += [None, None]
-                given = layer_input if not reverse else torch.flip(layer_input, (time_axis,))
+                if lengths is not None:         # each sequence over its own steps, both ways
+                    spec = spec._replace(lengths=lengths, reverse=bool(reverse),
+                                         copy_output=False)
+                    given = layer_input
+                else:
+                    given = (layer_input if not reverse
+                             else torch.flip(layer_input, (time_axis,)))
                 h, *last = _apply(spec, given, *(None if s is None else s[k] for s in states),
                                   *weights)
-                outputs.append(h if not reverse else torch.flip(h, (time_axis,)))
+                outputs.append(h if not reverse or lengths is not None
+                               else torch.flip(h, (time_axis,)))
                 for i, final in enumerate(last):
                     finals[i].append(final)
             layer_input = outputs[0] if n_dirs == 1 else torch.cat(outputs, dim=2)
             if me.dropout and me.training and layer < me.num_layers - 1:
                 layer_input = self._dropout(layer_input, time_major)
         output = layer_input
+        if packed is not None:
+            output = _repacked(output, lengths_t, packed, me.batch_first)
         finals_t = [f[0] if len(f) == 1 else torch.cat(f) for f in finals]
         if not batched:
             output = output.squeeze(1 if time_major else 0)
@@ -342,11 +363,6 @@ class _Recurrent:
     def _check_input(self, input: Any, dtype: torch.dtype) -> Tensor:
         me: Any = self
         name = type(self).__name__
-        if isinstance(input, PackedSequence):
-            raise TypeError(
-                f"input is a PackedSequence: fastbptt.torch.{name} does not take one yet (its "
-                "kernels have no per-sequence lengths); pass a padded tensor of sequences of "
-                f"one length, or use torch.nn.{name} for packed sequences")
         if not isinstance(input, Tensor):
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.layout != torch.strided:
@@ -411,6 +427,20 @@ class _Recurrent:
                                  f"{tuple(state.shape)}")
             states.append(state if batched else state.unsqueeze(1))
         return states
+
+
+def _repacked(output: Tensor, lengths: Tensor, packed: PackedSequence,
+              batch_first: bool) -> PackedSequence:
+    """The padded ``output`` as a PackedSequence laid out as the input ``packed`` was: its
+    sequences in its order, with its sorted and unsorted indices."""
+    order = packed.sorted_indices
+    if order is not None:
+        output = output.index_select(0 if batch_first else 1, order)
+        lengths = lengths.index_select(0, order.cpu())
+    data = pack_padded_sequence(output, lengths, batch_first=batch_first,
+                                enforce_sorted=True).data
+    return PackedSequence(data, packed.batch_sizes, packed.sorted_indices,
+                          packed.unsorted_indices)
 
 
 class RNN(_Recurrent, torch.nn.RNN):

@@ -72,6 +72,11 @@ write-after-read at distance 0 that GCC's run-time alias checks accept (seen wit
 the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 
@@ -80,10 +85,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -207,10 +213,12 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
             h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
     h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
-    the cache's arrays (``Buffers``). Shapes are checked by the caller; N >= 1."""
+    the cache's arrays (``Buffers``). active (T,) int32, time-major only: step t runs its first
+    active[t] rows (``src/_active.pxd``), the other rows of h are set to zero. Shapes are
+    checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -231,6 +239,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
@@ -239,15 +249,18 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
                    packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        product_by_rows(&w, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
-        if not w.stopped:
-            _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
-        for t in range(1, n_steps):
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, 3 * n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
+        if not w.stopped and n_run:
+            _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh,
+                          rows_at(act, 0, n_batch), n_hidden)
+        for t in range(1, n_run):
             if interrupted(&w):
                 break
             _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
-                          hp + t * step, ld, hh, Wh, Whp, b, bh, n_batch, n_hidden)
+                          hp + t * step, ld, hh, Wh, Whp, b, bh, rows_at(act, t, n_batch),
+                          n_hidden)
+        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
 
 
@@ -348,8 +361,10 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
+             floating[::1] norms=None, bint overwrite_cache=False, active=None):
+    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
+    step t runs its first active[t] rows, a row's carry waits unchanged until its last step,
+    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
     dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db', 'dbh' are accumulated
     into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
@@ -385,6 +400,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
+    cdef int n_b
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
@@ -399,40 +417,50 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
         WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
                     packed_len)
-        for t in range(n_steps - 1, -1, -1):
+        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
+            if want_norms:
+                norms[t] = 0
+        for t in range(n_run - 1, -1, -1):
             if interrupted(&w):
                 break
             if t > 0:
+                n_b = rows_at(act, t - 1, n_batch)
                 # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
-                _prefetch(dhp + (t - 1) * step, n_batch, row, ld_bytes)
-                _prefetch(gp + 3 * (t - 1) * step, n_batch, 3 * row, 3 * ld_bytes)
-                _prefetch(hnp + (t - 1) * step, n_batch, row, ld_bytes)
+                _prefetch(dhp + (t - 1) * step, n_b, row, ld_bytes)
+                _prefetch(gp + 3 * (t - 1) * step, n_b, 3 * row, 3 * ld_bytes)
+                _prefetch(hnp + (t - 1) * step, n_b, row, ld_bytes)
                 if t > 1:
-                    _prefetch(hp + (t - 2) * step, n_batch, row, ld_bytes)
+                    _prefetch(hp + (t - 2) * step, n_b, row, ld_bytes)
                 else:
-                    _prefetch(h0, n_batch, row, row)
+                    _prefetch(h0, n_b, row, row)
             _backward_step(dhp + t * step, gp + 3 * t * step, hnp + t * step,
                            hp + (t - 1) * step if t > 0 else h0, ld if t > 0 else H,
                            dAhp + 3 * t * step, dxnp + t * step, ld, &carry[0, 0], g_row,
                            Wh, WhTp, &db[0], &dbh[0], xi[t],
-                           &norms[t] if want_norms else NULL, n_batch, n_hidden)
+                           &norms[t] if want_norms else NULL, rows_at(act, t, n_batch),
+                           n_hidden)
         if not w.stopped:
+            zero_inactive(dAhp, 3 * H, n_run, n_batch, act)
+            zero_inactive(dxnp, H, n_run, n_batch, act)
             # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                                   h0, hp, dAhp, 3 * H, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
+                                 h0, hp, dAhp, 3 * H, &dWh[0, 0])
             # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
             # for dx and dWx.
             # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_hidden,
-                            1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
-                            n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                             1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
+                             n_input)
             # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
-                            1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, 2 * n_hidden,
+                             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
+            # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
+            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
             # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-            sum_by_rows(&w, n_input, 2 * n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, 2 * n_hidden,
+                         1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
             # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
+                         1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&w)

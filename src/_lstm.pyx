@@ -60,6 +60,11 @@ and stays scalar; each of the three touches at most five arrays, and GCC vectori
 When dA is the gate buffer itself, each gate block is overwritten by its own gradient at the
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 
@@ -68,10 +73,11 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -173,10 +179,12 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     """Fill the cache's h, c with the states and its gates with the activated gates of x, the
     cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
-    (``Buffers``). Shapes are checked by the caller; N >= 1."""
+    (``Buffers``). active (T,) int32, time-major only: step t runs its first active[t] rows
+    (``src/_active.pxd``), the other rows of h and c are set to zero. Shapes are checked by the
+    caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
@@ -197,24 +205,30 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
-        for i in range(<Py_ssize_t> n_steps * n_batch):
+        for i in range(<Py_ssize_t> n_run * n_batch):
             for j in range(n_gh):
                 gp[i * n_gh + j] = b[j]
         # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        product_by_rows(&w, NO_TRANS, n_steps * n_batch, n_gh, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
-        if not w.stopped:
-            _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, n_batch, n_hidden)
-        for t in range(1, n_steps):
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_gh, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
+        if not w.stopped and n_run:
+            _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, rows_at(act, 0, n_batch),
+                          n_hidden)
+        for t in range(1, n_run):
             if interrupted(&w):
                 break
             _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
-                          cp + t * step, hp + t * step, ld, Wh, Whp, n_batch, n_hidden)
+                          cp + t * step, hp + t * step, ld, Wh, Whp, rows_at(act, t, n_batch),
+                          n_hidden)
+        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
+        zero_inactive(cp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
 
 
@@ -300,8 +314,10 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
+             floating[::1] norms=None, bint overwrite_cache=False, active=None):
+    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
+    step t runs its first active[t] rows, a row's carries wait unchanged until its last step,
+    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'], carries['dcT'] (N, H) hold
     dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh',
     'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
@@ -336,6 +352,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
@@ -348,26 +366,34 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
         WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
-        for t in range(n_steps - 1, -1, -1):
+        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
+            if want_norms:
+                norms[t] = 0
+        for t in range(n_run - 1, -1, -1):
             if interrupted(&w):
                 break
             _backward_step(dhp + t * step, gp + 4 * t * step,
                            cp + (t - 1) * step if t else c0, ld if t else n_hidden,
                            cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
                            &carry_c[0, 0], Wh, WhTp, xi[t],
-                           &norms[t] if want_norms else NULL, n_batch, n_hidden)
+                           &norms[t] if want_norms else NULL, rows_at(act, t, n_batch),
+                           n_hidden)
         if not w.stopped:
+            zero_inactive(dAp, n_gh, n_run, n_batch, act)
             # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-            sum_by_rows(&w, n_input, n_gh, n_steps * n_batch,
-                        1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_gh,
+                         1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
             # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_gh,
-                                   h0, hp, dAp, n_gh, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_gh,
+                                 h0, hp, dAp, n_gh, &dWh[0, 0])
             # db += dA.sum(axis=(0, 1))
-            for i in range(<Py_ssize_t> n_steps * n_batch):
+            for i in range(<Py_ssize_t> n_run * n_batch):
                 for j in range(n_gh):
                     db[j] += dAp[i * n_gh + j]
             # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_gh,
-                            1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_gh,
+                             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
+            # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
+            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
     raise_pending(&w)

@@ -39,6 +39,11 @@ A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the
 ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the arrays of one
 call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
 arguments.
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of h and of the pre-activations'
+gradients are set to zero.
 """
 import numpy as np
 
@@ -47,10 +52,12 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from libc.math cimport sqrt
 
+from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
+                      run_steps, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
@@ -144,10 +151,11 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
         _phi(h_t + n * ld, n_hidden, nonlinearity)
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
-    if time-major. bufs holds the cache's arrays (``Buffers``). Shapes are checked by the
-    caller; N >= 1."""
+    if time-major. bufs holds the cache's arrays (``Buffers``). active (T,) int32, time-major
+    only: step t runs its first active[t] rows (``src/_active.pxd``), the other rows of h are
+    set to zero. Shapes are checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -166,24 +174,28 @@ def forward(Buffers bufs, const floating[:, :, ::1] x):
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        for i in range(<Py_ssize_t> n_steps * n_batch):
+        for i in range(<Py_ssize_t> n_run * n_batch):
             for j in range(n_hidden):
                 hp[i * n_hidden + j] = b[j]
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        product_by_rows(&w, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
-                        1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
-        if not w.stopped:
-            _forward_step(h0, n_hidden, hp, ld, Wh, Whp, n_batch, n_hidden, nonlinearity)
-        for t in range(1, n_steps):
+        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
+        if not w.stopped and n_run:
+            _forward_step(h0, n_hidden, hp, ld, Wh, Whp, rows_at(act, 0, n_batch), n_hidden,
+                          nonlinearity)
+        for t in range(1, n_run):
             if interrupted(&w):
                 break
             _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
-                          Wh, Whp, n_batch, n_hidden, nonlinearity)
+                          Wh, Whp, rows_at(act, t, n_batch), n_hidden, nonlinearity)
+        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
 
 
@@ -235,12 +247,14 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None):
+             floating[::1] norms=None, active=None):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
     dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
     norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
-    first call. Shapes are checked by the caller; N >= 1."""
+    first call. active as for ``forward``: step t runs its first active[t] rows, a row's carry
+    waits unchanged until its last step, and padded rows give no gradient (their dx is zero).
+    Shapes are checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -266,6 +280,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
+    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
+    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     if holds_nothing(&bufs.dA):
@@ -275,26 +291,33 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        for t in range(n_steps - 1, -1, -1):
+        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
+            if want_norms:
+                norms[t] = 0
+        for t in range(n_run - 1, -1, -1):
             if interrupted(&w):
                 break
             _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
                            Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
-                           n_batch, n_hidden, nonlinearity)
+                           rows_at(act, t, n_batch), n_hidden, nonlinearity)
         if not w.stopped:
+            zero_inactive(dAp, n_hidden, n_run, n_batch, act)
             # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
+            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
+                         1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
             # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
-            add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_hidden,
-                                   h0, hp, dAp, n_hidden, &dWh[0, 0])
+            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_hidden,
+                                 h0, hp, dAp, n_hidden, &dWh[0, 0])
             # db += dA.sum(axis=(0, 1))
-            for i in range(<Py_ssize_t> n_steps * n_batch):
+            for i in range(<Py_ssize_t> n_run * n_batch):
                 for j in range(n_hidden):
                     db[j] += dAp[i * n_hidden + j]
             # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_hidden,
-                            1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
+            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
+            # the steps no row runs (time-major: the last ones) have dx = 0
+            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
+            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
     raise_pending(&w)
 
 

@@ -341,3 +341,23 @@ def test_threads_share_a_checkpointed_cache(cell):
         thread.join()
     for got in results:
         assert_same_grads(got, expected, np.float64)
+
+
+@pytest.mark.parametrize("cell", CKPT_CELLS)
+@pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+@pytest.mark.parametrize("by_length", [{"lengths": [3, 5]}, {"reverse": True}])
+def test_checkpoint_refuses_lengths_and_reverse(cell, module, by_length):
+    """Segments run every sequence from step 0: lengths= and reverse= are refused by name."""
+    args, kwargs, _ = make_problem(cell, 2, 5, 3, 4, time_major=False)
+    with pytest.raises(ValueError, match="lengths= nor reverse="):
+        module.CELLS[cell].forward(*args, checkpoint=2, **kwargs, **by_length)
+
+
+@pytest.mark.parametrize("settings", [{"cell": "jordan", "bidirectional": True},
+                                      {"cell": "lstm", "bidirectional": True,
+                                       "checkpoint": "sqrt"}])
+def test_model_refuses_what_a_direction_cannot_do(settings):
+    """A bidirectional Model needs a cell with a reverse direction, which checkpoint= lacks."""
+    from fastbptt.nn import Model
+    with pytest.raises(ValueError, match="bidirectional|checkpoint"):
+        Model(5, 4, 5, **settings)

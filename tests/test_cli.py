@@ -373,3 +373,21 @@ def test_gradflow_writes_elsewhere_when_out_fails(tmp_path, capsys):
         assert "gradflow.txt" in os.listdir(moved.group(1))
     finally:
         shutil.rmtree(moved.group(1))
+
+
+def test_train_fill_task_bidirectional(text_file, tmp_path, capsys):
+    """--bidirectional trains a bidirectional model on the fill task (hidden characters
+    predicted from both sides) and saves it; the options that cannot go with it are refused."""
+    out = tmp_path / "bi"
+    rc = main(["train", "--text", str(text_file), "--bidirectional", "--steps", "12",
+               "--out", str(out)] + TINY)
+    assert rc == 0
+    printed = capsys.readouterr().out
+    assert "hidden" in printed and "--- sample" not in printed
+    model = Model.load(out / "model.npz")
+    assert model.bidirectional and model.metadata["task"] == "fill"
+    assert model.n_input == model.n_output + 1          # the mask symbol
+    assert np.isfinite(model.metadata["val_loss"])
+    for extra in (["--task", "next"], ["--truncation", "tbptt"], ["--compare-truncation"]):
+        assert exit_status(["train", "--text", str(text_file), "--bidirectional", "--steps",
+                            "2", "--out", str(tmp_path / "x")] + TINY + extra) == 2

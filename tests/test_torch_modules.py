@@ -7,7 +7,7 @@
 - torch.autograd.gradcheck on each module (float64, tiny shapes);
 - a model trained for a few steps with torch.optim.Adam ends where torch.nn's does;
 - torch.compile runs the modules (as graph breaks);
-- what is refused, and how: PackedSequence, other devices and dtypes, proj_size, wrong shapes,
+- what is refused, and how: other devices and dtypes, proj_size, wrong shapes,
   NaN, double backward;
 - autograd's guarantees: in-place changes caught, retain_graph, incoming gradients untouched.
 
@@ -471,12 +471,39 @@ def test_refused_at_construction(torch, ft):
         ft.RNN(3, 4, proj_size=2)
 
 
-def test_packed_sequence_is_refused_by_name(torch, ft):
-    fast, _ = pair(torch, ft, "lstm", 3, 4)
-    packed = torch.nn.utils.rnn.pack_padded_sequence(
-        torch.randn(5, 2, 3, dtype=torch.float64), [5, 3])
-    with pytest.raises(TypeError, match="input is a PackedSequence.*per-sequence lengths"):
-        fast(packed)
+@pytest.mark.parametrize("cell", ["rnn", "lstm", "gru"])
+@pytest.mark.parametrize("batch_first", [False, True])
+@pytest.mark.parametrize("enforce_sorted", [False, True])
+def test_packed_sequence_as_torch_nn(torch, ft, cell, batch_first, enforce_sorted):
+    """A PackedSequence through a two-layer bidirectional module gives torch.nn's packed
+    output (the same layout), final states and every gradient."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True,
+                      batch_first=batch_first)
+    lengths = [5, 4, 4, 2, 1] if enforce_sorted else [2, 5, 1, 4, 4]
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(5, 5, 3, dtype=torch.float64, generator=gen)
+    hx = states_like(torch, cell, (4, 5, 4), gen)
+    grads = []
+    for module in (fast, slow):
+        xi = x.clone().requires_grad_()
+        packed = pack_padded_sequence(xi if batch_first else xi.transpose(0, 1), lengths,
+                                      batch_first=batch_first, enforce_sorted=enforce_sorted)
+        out, final = module(packed, hx)
+        finals = list(final) if cell == "lstm" else [final]
+        loss = (out.data * torch.linspace(-1, 1, out.data.numel(), dtype=torch.float64)
+                .reshape(out.data.shape)).sum() + sum((f * f).sum() for f in finals)
+        loss.backward()
+        grads.append((out, finals, xi.grad, [p.grad for p in module.parameters()]))
+    (out1, f1, dx1, g1), (out2, f2, dx2, g2) = grads
+    assert type(out1) is type(out2)
+    assert torch.equal(out1.batch_sizes, out2.batch_sizes)
+    assert_rel(out1.data, out2.data, "output")
+    for a, b in zip(f1, f2):
+        assert_rel(a, b, "final state")
+    assert_rel(dx1, dx2, "dx")
+    for a, b in zip(g1, g2):
+        assert_rel(a, b, "parameter gradient")
 
 
 def bad_calls(torch):

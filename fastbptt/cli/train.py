@@ -42,6 +42,14 @@ training also runs NumPy's BLAS (the output layer) on one thread while it lasts
 (``--blas-threads``): with OpenBLAS's default pool the workers left spinning after a NumPy
 product compete with the kernel's thread for the cores (measured in ``benchmarks/RESULTS.md``).
 
+``--task fill`` trains another task: in each window a fraction ``--fill-rate`` of the
+characters is hidden behind a mask symbol, and the model predicts each hidden character from
+the characters on both sides of it (the loss counts the hidden ones only; no state is carried
+between windows, and there is no sample). ``--bidirectional`` (which implies ``--task fill``)
+gives every layer a second cell that reads the window backwards (``Model(bidirectional=True)``):
+only that model sees the right-hand side of a hidden character, so the two losses show what
+reading both ways is worth.
+
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
@@ -110,6 +118,8 @@ def add_arguments(parser):
                    help=f"hidden units per layer (default {d['hidden']})")
     g.add_argument("--layers", type=positive_int, default=d["layers"], metavar="L",
                    help=f"stacked recurrent layers (default {d['layers']})")
+    g.add_argument("--bidirectional", action="store_true",
+                   help="every layer also reads each window backwards (implies --task fill)")
     g.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                    help="float type of the model (default float32)")
     g.add_argument("--backend", choices=tuple(IMPLS), default="kernels",
@@ -130,6 +140,12 @@ def add_arguments(parser):
                    help="the tail of the corpus held out for validation (default 0.1)")
 
     g = parser.add_argument_group("training")
+    g.add_argument("--task", choices=("next", "fill"),
+                   help="next: predict the next character (the default); fill: predict the "
+                        "characters hidden behind a mask from both sides (the default with "
+                        "--bidirectional)")
+    g.add_argument("--fill-rate", type=probability, default=0.15, metavar="F",
+                   help="--task fill: the fraction of characters hidden (default 0.15)")
     g.add_argument("--steps", type=positive_int, default=d["steps"], metavar="S",
                    help=f"parameter updates (default {d['steps']})")
     g.add_argument("--seq-len", type=positive_int, default=d["seq_len"], metavar="T",
@@ -237,8 +253,22 @@ def settings(args):
         raise UsageError("--truncation tbptt runs on one process; drop --cluster")
     if getattr(args, "resume", False) and args.compare_truncation:
         raise UsageError("--resume continues one run; drop --compare-truncation")
+    task = getattr(args, "task", None) or (
+        "fill" if getattr(args, "bidirectional", False) else "next")
+    if task == "next" and getattr(args, "bidirectional", False):
+        raise UsageError("--bidirectional reads the next character before predicting it; "
+                         "use --task fill")
+    if task == "fill":
+        for given, option in ((t == "tbptt", "--truncation tbptt"),
+                              (cluster is not None, "--cluster"),
+                              (args.compare_truncation, "--compare-truncation"),
+                              (getattr(args, "resume", False), "--resume")):
+            if given:
+                raise UsageError(f"{option} goes with --task next, not --task fill")
     lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
     return Namespace(**{**vars(args), "k": k, "p": p, "k1": k1, "k2": k2, "lr": lr,
+                        "task": task, "bidirectional": getattr(args, "bidirectional", False),
+                        "fill_rate": getattr(args, "fill_rate", 0.15),
                         "cluster": cluster, "sync_every": getattr(args, "sync_every", None) or 1,
                         "save_every": getattr(args, "save_every", None),
                         "resume": getattr(args, "resume", False)})
@@ -282,12 +312,26 @@ class Progress:
 
 
 # --------------------------------------------------------------------------------- training
-def evaluate(model, ids, n_batch, seq_len, max_chars):
+def hide(ids, rate, rng, mask_id):
+    """The fill task's window: (inputs, mask), ``ids`` (N, T) with a fraction ``rate`` of them,
+    drawn by ``rng`` (at least one), replaced by ``mask_id``, and the (N, T) bool mask of those
+    (the steps the loss counts)."""
+    mask = rng.random(ids.shape) < rate
+    if not mask.any():
+        mask.flat[rng.integers(mask.size)] = True
+    return np.where(mask, mask_id, ids), mask
+
+
+def evaluate(model, ids, n_batch, seq_len, max_chars, fill_rate=None):
     """Mean cross-entropy (nats/char) of the model on about ``max_chars`` characters of ``ids``.
 
     ``n_batch`` streams start at evenly spaced places over the whole of ``ids`` (so a part
     of the text stands for all of it) and are read in windows of ``seq_len`` with the state
-    carried, as in training, until ``max_chars`` characters are scored."""
+    carried, as in training, until ``max_chars`` characters are scored. With ``fill_rate`` (the
+    fill task), each window alone with that fraction of its characters hidden (the same ones
+    on every call), the loss over the hidden ones."""
+    if fill_rate is not None:
+        return _evaluate_fill(model, ids, n_batch, seq_len, max_chars, fill_rate)
     ids = np.asarray(ids)
     n_batch = max(1, min(n_batch, (len(ids) - 1) // max(1, seq_len)))
     seq_len = min(seq_len, (len(ids) - 1) // n_batch)
@@ -299,6 +343,23 @@ def evaluate(model, ids, n_batch, seq_len, max_chars):
         loss, state = model.evaluate(x, y, state=state)
         total += loss * y.size
         count += y.size
+    return total / count
+
+
+def _evaluate_fill(model, ids, n_batch, seq_len, max_chars, fill_rate):
+    ids = np.asarray(ids)
+    n_batch = max(1, min(n_batch, (len(ids) - 1) // max(1, seq_len)))
+    seq_len = min(seq_len, (len(ids) - 1) // n_batch)
+    streams = data.Streams(ids, n_batch, seq_len)
+    n_windows = min(streams.n_windows, -(-max_chars // (n_batch * seq_len)))
+    rng = np.random.default_rng(0)
+    total, count = 0.0, 0
+    for _ in range(n_windows):
+        x, _y, _reset = next(streams)
+        inputs, mask = hide(x, fill_rate, rng, model.n_input - 1)
+        loss, _ = model.evaluate(inputs, x, mask=mask)
+        total += loss * mask.sum()
+        count += mask.sum()
     return total / count
 
 
@@ -357,6 +418,14 @@ class Trainer:
         state = None
         while True:
             x, y, reset = next(streams)
+            if a.task == "fill":            # each window alone: the model reads it both ways
+                hidden, mask = hide(x, a.fill_rate, self.rng, model.n_input - 1)
+                loss, _, _ = model.loss_and_grads(hidden, x, mask=mask, xi=self.xi(),
+                                                  grads=self.grads)
+                self.kept_steps += 1.0
+                self.clip_and_update()
+                yield loss, y.size
+                continue
             if reset:
                 state = None
             xi = self.xi()
@@ -414,7 +483,7 @@ class Trainer:
                 if self.step % a.eval_every == 0 or self.step == a.steps:
                     t_eval = time.perf_counter()
                     last_val = evaluate(self.model, self.corpus.val, a.batch, a.seq_len,
-                                        a.eval_chars)
+                                        a.eval_chars, fill_rate=_fill_rate(a))
                     t0 += time.perf_counter() - t_eval       # evaluation is not training time
                     elapsed = time.perf_counter() - t0
                     self.history.append((self.step, self.chars, elapsed,
@@ -549,17 +618,26 @@ def write_history(runs, path):
                             "" if not np.isfinite(va) else f"{va:.5f}"])
 
 
+def _fill_rate(args):
+    """The fraction of characters hidden (the fill task), or None (next character)."""
+    return args.fill_rate if getattr(args, "task", "next") == "fill" else None
+
+
 def _build(args, corpus):
     V = len(corpus.vocab)
-    return Model(V, args.hidden, V, cell=args.cell, n_layers=args.layers, input="onehot",
-                 loss="softmax", dtype=np.dtype(args.dtype), impl=IMPLS[args.backend],
-                 seed=args.seed, checkpoint=getattr(args, "checkpoint", None))
+    fill = getattr(args, "task", "next") == "fill"     # the mask symbol is input V
+    return Model(V + fill, args.hidden, V, cell=args.cell, n_layers=args.layers,
+                 input="onehot", loss="softmax", dtype=np.dtype(args.dtype),
+                 impl=IMPLS[args.backend], seed=args.seed,
+                 checkpoint=getattr(args, "checkpoint", None),
+                 bidirectional=getattr(args, "bidirectional", False))
 
 
 def _metadata(args, corpus, trainer, val_loss, baseline):
     return {"vocab": corpus.vocab.chars, "corpus": corpus.name, "steps": trainer.step,
             "truncation": trainer.label, "seq_len": args.seq_len, "batch": args.batch,
-            "val_loss": val_loss, "unigram_loss": baseline}
+            "val_loss": val_loss, "unigram_loss": baseline,
+            "task": getattr(args, "task", "next")}
 
 
 def _describe(args, corpus, model, baseline, compare=False):
@@ -569,6 +647,9 @@ def _describe(args, corpus, model, baseline, compare=False):
     extra = {"chunked": f" K={args.k}", "randomized": f" p={args.p}",
              "tbptt": f" K1={args.k1} K2={args.k2}"}.get(args.truncation, "")
     what = "" if compare else f"truncation {args.truncation}{extra}, "
+    if getattr(args, "task", "next") == "fill":
+        what = (f"filling in {args.fill_rate:.0%} of the characters, hidden, from both "
+                f"sides, {what}")
     print(f"training: {args.steps} steps of {args.batch} x {args.seq_len} chars, {what}"
           f"{args.optimizer} lr {args.lr:g}, clip {args.clip:g}")
     print(f"unigram baseline (validation): {baseline:.4f} nats/char")
@@ -740,7 +821,8 @@ def _train(args, corpus, baseline, out, client=None):
     runs = [(trainer.label, trainer.history)]
     csv_path, _ = out.write("loss.csv", lambda path: write_history(runs, path))
     try:
-        val = evaluate(model, corpus.val, args.batch, args.seq_len, DEFAULTS["final_eval_chars"])
+        val = evaluate(model, corpus.val, args.batch, args.seq_len, DEFAULTS["final_eval_chars"],
+                       fill_rate=_fill_rate(args))
         model_path, _ = out.write("model.npz",
                                   _saver(model, _metadata(args, corpus, trainer, val, baseline)))
         rate = (trainer.chars - trainer.start_chars) / max(trainer.train_time, 1e-9)
@@ -749,15 +831,17 @@ def _train(args, corpus, baseline, out, client=None):
         print(f"\ntrained {done}, {trainer.chars - trainer.start_chars:,} chars in "
               f"{trainer.train_time:.1f} s ({rate:,.0f} chars/s)"
               + (f"; {trainer.n_skipped} non-finite steps skipped" if trainer.n_skipped else ""))
-        print(f"validation loss {val:.4f} nats/char ({val / np.log(2):.3f} bits/char); "
+        scored = " (the hidden characters)" if _fill_rate(args) is not None else ""
+        print(f"validation loss{scored} {val:.4f} nats/char ({val / np.log(2):.3f} bits/char); "
               f"unigram baseline {baseline:.4f} ({baseline / np.log(2):.3f} bits/char)")
         png, drawn = out.write("loss.png", lambda path: plot_losses(
             runs, baseline, path, f"{args.cell.upper()} {args.layers}x{args.hidden} on "
                                   f"{corpus.name}"))
         sample = _sample(model, corpus, args)
         sample_path, _ = out.write("sample.txt", lambda path: _write_text(path, sample))
-        print(f"\n--- sample (temperature {args.temperature:g}, primed with the first 64 "
-              f"validation characters) ---\n{sample}\n---")
+        if sample:
+            print(f"\n--- sample (temperature {args.temperature:g}, primed with the first 64 "
+                  f"validation characters) ---\n{sample}\n---")
         print(f"wrote {model_path}, {csv_path}, " + (f"{png}, " if drawn else "")
               + f"{sample_path}")
         if not drawn:
@@ -779,7 +863,7 @@ def _write_text(path, text):
 
 
 def _sample(model, corpus, args):
-    if args.sample_len == 0:
+    if args.sample_len == 0 or getattr(args, "task", "next") == "fill":
         return ""
     prefix = corpus.val[:64] if len(corpus.val) >= 64 else corpus.train[:64]
     ids = model.sample(prefix, args.sample_len, rng=args.seed, temperature=args.temperature)

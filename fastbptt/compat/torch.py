@@ -32,8 +32,12 @@ What is covered
 ---------------
 - One layer and one direction at a time: fastbptt runs a single cell. A stacked
   (``num_layers > 1``) or bidirectional module is several cells; pick each with ``layer=`` and
-  ``reverse=`` and chain them yourself. A state dict holding more than layer 0's forward cell
-  must say which one it wants (``layer=``), so that half a model is never converted silently.
+  ``reverse=`` and chain them yourself (the reverse direction runs the cell with
+  ``reverse=True``). A state dict holding more than layer 0's forward cell must say which one it
+  wants (``layer=``), so that half a model is never converted silently.
+- All cells at once, ``_reverse`` ones included: ``layers_from_state_dict`` gives the recurrent
+  parameters of a ``fastbptt.nn.Model`` with as many layers (``bidirectional=True`` where the
+  module is).
 - ``bias=False`` modules: their state dict has no bias arrays; ``from_state_dict`` returns zero
   biases, and ``to_state_dict(..., bias=False)`` writes none (the biases must then be zero).
 - ``nn.LSTM(proj_size > 0)`` (``weight_hr_l{k}``) is not supported: a ValueError says so.
@@ -48,7 +52,8 @@ import numpy as np
 
 from .. import CELLS
 
-__all__ = ["from_state_dict", "to_state_dict", "grads_to_state_dict", "state_dict_keys"]
+__all__ = ["from_state_dict", "to_state_dict", "grads_to_state_dict", "state_dict_keys",
+           "layers_from_state_dict"]
 
 _NAMES = ("weight_ih", "weight_hh", "bias_ih", "bias_hh")
 
@@ -339,3 +344,32 @@ def grads_to_state_dict(cell, grads, *, layer=0, reverse=False, bias=True, prefi
         out[keys[2]] = np.array(db, order="C")
         out[keys[3]] = np.array(dbh if _hidden_bias(record) else db, order="C")
     return out
+
+
+def layers_from_state_dict(cell, state_dict, *, prefix=""):
+    """Every cell of a torch ``nn.RNN``/``nn.LSTM``/``nn.GRU`` state dict, stacked and
+    bidirectional ones included, as the recurrent parameters of a ``fastbptt.nn.Model``:
+    {'layer{l}.Wx': ..., 'layer{l}.Wh': ..., 'layer{l}.b': ...(, '.bh'), and
+    'layer{l}_reverse.Wx'... for the reverse direction}. The state dict must hold layers
+    0 .. L-1, each with the same directions (a ValueError otherwise)."""
+    _check_cell(cell)
+    prefix = _check_prefix(prefix)
+    if not hasattr(state_dict, "keys") or not hasattr(state_dict, "__getitem__"):
+        raise TypeError(f"state_dict must be a mapping of key -> array (module.state_dict()), "
+                        f"got {type(state_dict).__name__}")
+    cells = _cells_in(state_dict, prefix)
+    if not cells:
+        raise ValueError(f"state_dict has no {prefix}weight_ih_l0: not the state dict of a "
+                         "torch recurrent module (pass prefix= for a submodule)")
+    n_layers = 1 + max(layer for layer, _ in cells)
+    directions = (False, True) if (0, True) in cells else (False,)
+    expected = [(layer, reverse) for layer in range(n_layers) for reverse in directions]
+    if cells != expected:
+        raise ValueError(f"state_dict holds the cells {_describe(cells)}; a model needs "
+                         f"{_describe(expected)}")
+    params = {}
+    for layer, reverse in cells:
+        weights = from_state_dict(cell, state_dict, layer=layer, reverse=reverse, prefix=prefix)
+        name = f"layer{layer}{'_reverse' if reverse else ''}."
+        params.update((name + key, value) for key, value in weights.items())
+    return params

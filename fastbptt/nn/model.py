@@ -27,8 +27,19 @@ Parameters and gradients are plain dicts of NumPy arrays with the same keys::
     "layer{l}.bh"              (3*H,)    GRU only: the hidden bias (the cell's extra weights)
     "layer{l}.Wy", ".Wo", ".bo"  (H, H), (H, H), (H,)   Jordan only, in place of Wh: the
                                recurrent weight of its output and its output layer (O = H)
-    "out.W"                    (H, O)
+    "out.W"                    (H, O)    (2H, O) if bidirectional
     "out.b"                    (O,)
+
+A bidirectional model (``bidirectional=True``) has in each layer a second cell, its reverse
+direction, with the parameters ``"layer{l}_reverse.Wx"``... (PyTorch's ``_reverse`` layers): it
+reads each sequence from its last step back to its first, and the layer's output is the two
+directions' hidden states side by side, (T, N, 2H), forward first, as in PyTorch; the next layer
+and the output layer take those 2H features. Its state has one dict per layer and direction
+(layer 0 forward, layer 0 reverse, layer 1 forward, ...).
+
+Sequences of unequal lengths in one batch: ``forward(..., lengths=...)`` runs each sequence
+over its own steps only (the cells' ``lengths=``), and the loss then counts the real steps only
+(a mask from the lengths).
 
 Initialisation follows PyTorch: every recurrent weight and bias uniform(-1/sqrt(H), 1/sqrt(H))
 (``b`` of a cell without a hidden bias of its own, RNN and LSTM, is the sum of PyTorch's two
@@ -60,6 +71,7 @@ Typical use::
     opt.step(grads)
 """
 import contextlib
+import inspect
 import json
 import os
 import uuid
@@ -115,6 +127,7 @@ class ModelCache:
     layers: list
     state: list
     shape: tuple
+    lengths: np.ndarray = None      # (N,) steps of each sequence, or None: all T
 
     @property
     def outputs(self):
@@ -141,6 +154,8 @@ class Model:
     nonlinearity : the RNN cell's phi, or a Jordan layer's phi_h ('tanh', 'sigmoid', 'relu');
         ignored by cells without that option.
     dtype : float32 or float64, of every parameter and computation.
+    bidirectional : each layer also runs a reverse-direction cell and outputs both directions'
+        hidden states (2H features), as PyTorch's ``bidirectional=True``.
     impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
         ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
         kind.
@@ -157,15 +172,15 @@ class Model:
 
     def __init__(self, n_input, n_hidden, n_output, *, cell="lstm", n_layers=1, input="embedding",
                  n_embed=None, loss="softmax", nonlinearity="tanh", dtype=np.float32,
-                 impl=None, backend=None, seed=None, checkpoint=None):
+                 impl=None, backend=None, seed=None, checkpoint=None, bidirectional=False):
         self.checkpoint = check_checkpoint(checkpoint)
         self._configure(n_input, n_hidden, n_output, cell=cell, n_layers=n_layers, input=input,
                         n_embed=n_embed, loss=loss, nonlinearity=nonlinearity, dtype=dtype,
-                        impl=_implementation(impl, backend))
+                        impl=_implementation(impl, backend), bidirectional=bidirectional)
         self.params = self._init_params(np.random.default_rng(seed))
 
     def _configure(self, n_input, n_hidden, n_output, *, cell, n_layers, input, n_embed, loss,
-                   nonlinearity, dtype, impl):
+                   nonlinearity, dtype, impl, bidirectional=False):
         """Check the settings and set ``config`` and ``impl``: everything but the parameters."""
         if input not in INPUTS:
             raise ValueError(f"input must be one of {INPUTS}, got {input!r}")
@@ -182,6 +197,7 @@ class Model:
             "n_output": counts["n_output"], "cell": cell, "n_layers": counts["n_layers"],
             "input": input, "n_embed": counts["n_embed"], "loss": loss,
             "nonlinearity": nonlinearity, "dtype": dtype.name,
+            "bidirectional": _check_bool("bidirectional", bidirectional),
         }
         self.impl = impl
         for name, value in self._options().items():
@@ -194,6 +210,18 @@ class Model:
     n_input = property(lambda self: self.config["n_input"])
     n_output = property(lambda self: self.config["n_output"])
     dtype = property(lambda self: np.dtype(self.config["dtype"]))
+    bidirectional = property(lambda self: self.config.get("bidirectional", False))
+
+    @property
+    def directions(self):
+        """The parameter-name suffix of each direction of a layer: ('',), or ('', '_reverse')
+        for a bidirectional model."""
+        return ("", "_reverse") if self.bidirectional else ("",)
+
+    @property
+    def n_features(self):
+        """The features a layer outputs: H, or 2H for a bidirectional model."""
+        return len(self.directions) * self.n_hidden
 
     @property
     def impl(self):
@@ -213,6 +241,14 @@ class Model:
         if self.checkpoint is not None and not takes_checkpoint(cells[self.cell].forward):
             raise ValueError(f"checkpoint: the {self.cell} cell of this implementation does not "
                              "take checkpoint=; pass checkpoint=None")
+        if self.bidirectional:
+            if "reverse" not in inspect.signature(cells[self.cell].forward).parameters:
+                raise ValueError(f"bidirectional: the {self.cell} cell of this implementation "
+                                 "has no reverse direction; pass bidirectional=False")
+            if self.checkpoint is not None:
+                raise ValueError("checkpoint: a bidirectional model's reverse direction runs "
+                                 "each sequence from its last step, which checkpoint= does not "
+                                 "do; pass checkpoint=None or bidirectional=False")
         self._impl, self._cell = impl, cells[self.cell]
 
     @property
@@ -233,7 +269,8 @@ class Model:
     def __repr__(self):
         c = self.config
         impl = getattr(self.impl, "__name__", type(self.impl).__name__)
-        return (f"Model({c['input']} {c['n_input']} -> {c['n_layers']} x {c['cell']} "
+        bi = "bidirectional " if self.bidirectional else ""
+        return (f"Model({c['input']} {c['n_input']} -> {c['n_layers']} x {bi}{c['cell']} "
                 f"{c['n_hidden']} -> {c['loss']} {c['n_output']}, {c['dtype']}, "
                 f"{self.n_params} parameters, impl={impl})")
 
@@ -252,10 +289,11 @@ class Model:
             shapes["embed"] = (c["n_input"], c["n_embed"])
             n_in = c["n_embed"]
         for layer in range(c["n_layers"]):
-            for name, shape in cell.weight_shapes(n_in if layer == 0 else c["n_hidden"],
-                                                  c["n_hidden"]).items():
-                shapes[f"layer{layer}.{name}"] = tuple(shape)
-        shapes["out.W"] = (c["n_hidden"], c["n_output"])
+            for suffix in self.directions:
+                for name, shape in cell.weight_shapes(n_in if layer == 0 else self.n_features,
+                                                      c["n_hidden"]).items():
+                    shapes[f"layer{layer}{suffix}.{name}"] = tuple(shape)
+        shapes["out.W"] = (self.n_features, c["n_output"])
         shapes["out.b"] = (c["n_output"],)
         return shapes
 
@@ -279,31 +317,37 @@ class Model:
         return {name: np.zeros_like(p) for name, p in self.params.items()}
 
     def init_state(self, n_batch):
-        """Zero recurrent state for ``n_batch`` sequences: one dict per layer."""
+        """Zero recurrent state for ``n_batch`` sequences: one dict per layer (and direction)."""
         n_batch = int(n_batch)
         return [{k: np.zeros((n_batch, self.n_hidden), self.dtype) for k in self._cell.states}
-                for _ in range(self.n_layers)]
+                for _ in range(self._n_cells)]
+
+    @property
+    def _n_cells(self):
+        """The recurrent cells: one per layer and direction."""
+        return self.n_layers * len(self.directions)
 
     # ----------------------------------------------------------------------------- a layer
-    def layer_arguments(self, layer):
+    def layer_arguments(self, layer, reverse=False):
         """What recurrent layer ``layer`` passes to its cell's forward after the input and the
         initial state: ``(args, kwargs)``, ``args`` its weights ``(Wx, Wh, b)`` and ``kwargs``
         the cell's extra weights (the GRU's ``bh``) and options (the RNN's ``nonlinearity``).
 
         The arrays are those of ``params``, not copies: an update in place reaches them. So
         ``TBPTT(...).windows(x, h0, *args, loss_grad, **kwargs)`` runs the layer as ``forward``
-        does."""
-        p, params, cell = f"layer{layer}.", self.params, self._cell
+        does. ``reverse``: the reverse direction's cell of a bidirectional layer."""
+        p, params, cell = f"layer{layer}{'_reverse' if reverse else ''}.", self.params, self._cell
         args = tuple(params[p + name] for name in cell.weights[:3])    # Wx, Wh (Wy), b
         kwargs = {name: params[p + name] for name in cell.extra_weights}
         kwargs.update(self._options())
         return args, kwargs
 
-    def layer_grads(self, grads, layer):
+    def layer_grads(self, grads, layer, reverse=False):
         """The entries of ``grads`` (a dict like ``params``) of recurrent layer ``layer``, named
         as the cell's backward names its weight gradients: {'dWx', 'dWh', 'db'[, 'dbh']}, to
-        pass (e.g. as a ``fastbptt.tbptt.WeightGrads``) to add into in place."""
-        p, cell = f"layer{layer}.", self._cell
+        pass (e.g. as a ``fastbptt.tbptt.WeightGrads``) to add into in place. ``reverse``:
+        the reverse direction's cell of a bidirectional layer."""
+        p, cell = f"layer{layer}{'_reverse' if reverse else ''}.", self._cell
         return {grad: grads[p + name] for name, grad in zip(cell.weights, cell.weight_grads)}
 
     # ----------------------------------------------------------------------------- forward
@@ -329,9 +373,10 @@ class Model:
 
     def _check_state(self, state, n_batch):
         if state is None:
-            return [{} for _ in range(self.n_layers)]
-        if not isinstance(state, (list, tuple)) or len(state) != self.n_layers:
-            raise ValueError(f"state must be a list of {self.n_layers} dicts (one per layer), "
+            return [{} for _ in range(self._n_cells)]
+        if not isinstance(state, (list, tuple)) or len(state) != self._n_cells:
+            per = " and direction" if self.bidirectional else ""
+            raise ValueError(f"state must be a list of {self._n_cells} dicts (one per layer{per}), "
                              f"got {type(state).__name__}"
                              + (f" of length {len(state)}" if hasattr(state, "__len__") else ""))
         out = []
@@ -369,13 +414,17 @@ class Model:
         given this array (``TBPTT``) trains the layers above it only."""
         return self._encode(self._check_inputs(inputs), time_major=False)[0]
 
-    def forward(self, inputs, state=None):
+    def forward(self, inputs, state=None, *, lengths=None):
         """Run the model over all steps.
 
         Parameters
         ----------
         inputs : (N, T) integer ids (``input`` 'embedding'/'onehot') or (N, T, D) features.
         state : initial recurrent state (see ``init_state``) or None (zeros).
+        lengths : (N,) integer steps of each sequence (0 .. T), the rest padding, or None (all
+            T): each layer runs each sequence over its own steps only (the cells' ``lengths=``),
+            the outputs at padded steps are those of zero hidden states, the final state is each
+            sequence's after its last step, and ``loss`` counts the real steps only.
 
         Returns
         -------
@@ -391,22 +440,31 @@ class Model:
         x, ids = self._encode(inputs, time_major=True)               # (T, N, D)
         caches, final = [], []
         h = x
+        by_length = {} if lengths is None else {"lengths": lengths}
         for layer in range(self.n_layers):
-            st = states[layer]
-            args, kwargs = self.layer_arguments(layer)
-            kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
-                                                                cell.extra_states))
-            if self.checkpoint is not None:
-                kwargs["checkpoint"] = self.checkpoint
-            h, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
-                                    **kwargs)
-            caches.append(cache)
-            final.append({s: getattr(cache, s + "T") for s in cell.states})
-        top = h.reshape(n_steps * n_batch, self.n_hidden)           # (T*N, H)
+            outs = []
+            for direction in range(len(self.directions)):
+                st = states[layer * len(self.directions) + direction]
+                args, kwargs = self.layer_arguments(layer, reverse=bool(direction))
+                kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
+                                                                    cell.extra_states))
+                if direction:
+                    kwargs["reverse"] = True
+                if self.checkpoint is not None:
+                    kwargs["checkpoint"] = self.checkpoint
+                h_dir, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
+                                            **by_length, **kwargs)
+                if lengths is not None:
+                    by_length["lengths"] = cache.lengths        # checked once
+                outs.append(h_dir)
+                caches.append(cache)
+                final.append({s: getattr(cache, s + "T") for s in cell.states})
+            h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+        top = h.reshape(n_steps * n_batch, self.n_features)         # (T*N, H or 2H)
         z = self._output(top)
         return (z.reshape(n_steps, n_batch, z.shape[1]).swapaxes(0, 1),
                 ModelCache(ids=ids, x=x, top=top, z=z, layers=caches, state=final,
-                           shape=(n_steps, n_batch)))
+                           shape=(n_steps, n_batch), lengths=by_length.get("lengths")))
 
     # ----------------------------------------------------------------------------- output
     def _output(self, top):
@@ -470,7 +528,8 @@ class Model:
         targets : (N, T) integer class ids (softmax) or (N, T, O) floats (MSE).
         mask : (N, T) weights, bool or float, or None (all ones). A step with weight 0 adds
             nothing to the loss; the loss is the weighted mean over steps (and over the O
-            outputs for MSE): ``sum(mask * l) / sum(mask)``.
+            outputs for MSE): ``sum(mask * l) / sum(mask)``. After a forward with ``lengths``,
+            the padded steps have weight 0 as well (``lengths_mask``).
 
         Returns
         -------
@@ -481,6 +540,9 @@ class Model:
         n_steps, n_batch = cache.shape
         targets = self._check_targets(targets, (n_batch, n_steps))
         weights = self._check_mask(mask, (n_batch, n_steps))
+        if cache.lengths is not None:
+            real = lengths_mask(cache.lengths, n_steps)
+            weights = real if weights is None else weights * real
         if weights is not None:                                      # time-major rows
             weights = np.ascontiguousarray(weights.T).reshape(-1)
         rows = np.ascontiguousarray(targets.swapaxes(0, 1))
@@ -506,15 +568,15 @@ class Model:
         dh : dL/dh in h's shape: what a ``loss_grad`` returns to the driver.
         """
         h = np.asarray(h)
-        if h.ndim != 3 or h.shape[2] != self.n_hidden:
-            raise ValueError(f"h must have shape (N, T, H) with H = {self.n_hidden}, "
+        if h.ndim != 3 or h.shape[2] != self.n_features:
+            raise ValueError(f"h must have shape (N, T, H) with H = {self.n_features}, "
                              f"got {h.shape}")
         if h.dtype != self.dtype:
             raise TypeError(f"h has dtype {h.dtype} but the model is {self.dtype}")
         shape = h.shape[:2]
         targets = self._check_targets(targets, shape)
         weights = self._check_mask(mask, shape)
-        top = h.reshape(-1, self.n_hidden)
+        top = h.reshape(-1, self.n_features)
         loss, dz = self._loss_rows(self._output(top),
                                    targets.reshape(top.shape[0], *targets.shape[2:]),
                                    None if weights is None else weights.reshape(-1))
@@ -535,8 +597,8 @@ class Model:
             recurrence; None is full BPTT within the segment.
         dstate : gradient flowing into the final state from a later segment (same structure as
             ``cache.state``), or None.
-        h_grad_norms : a list with one entry per layer, each a (T,) array of the model's dtype
-            to receive ||dL/dh_t|| of that layer, or None.
+        h_grad_norms : a list with one entry per layer (and direction), each a (T,) array of
+            the model's dtype to receive ||dL/dh_t|| of that cell, or None.
         overwrite_cache : passed to every layer's backward: True lets the LSTM's and GRU's
             backward use the cache's gate values as workspace, consuming the cache (a second
             backward on it raises a ValueError).
@@ -557,24 +619,31 @@ class Model:
                 raise ValueError(f"grads is missing {sorted(missing)}")
         dstate = self._check_state(dstate, n_batch)
         if h_grad_norms is None:
-            h_grad_norms = [None] * c["n_layers"]
-        elif len(h_grad_norms) != c["n_layers"]:
-            raise ValueError(f"h_grad_norms must have one entry per layer ({c['n_layers']})")
+            h_grad_norms = [None] * self._n_cells
+        elif len(h_grad_norms) != self._n_cells:
+            raise ValueError(f"h_grad_norms must have one entry per layer and direction "
+                             f"({self._n_cells})")
         if dz.shape != cache.z.shape:
             raise ValueError(f"dz must have shape (T*N, O) = {cache.z.shape}, got {dz.shape}")
 
         dh = self._output_backward(cache.top, dz, grads).reshape(n_steps, n_batch,
-                                                                 self.n_hidden)
-        dstate0 = [None] * c["n_layers"]
+                                                                 self.n_features)
+        dstate0 = [None] * self._n_cells
+        n_dirs, H = len(self.directions), self.n_hidden
         for layer in reversed(range(c["n_layers"])):
-            ds = dstate[layer]
-            carried = {f"d{s}T": ds.get(s) for s in cell.states}
-            res = cell.backward(dh, cache.layers[layer], xi=xi,
-                                grads=SimpleNamespace(**self.layer_grads(grads, layer)),
-                                h_grad_norms=h_grad_norms[layer],
-                                overwrite_cache=overwrite_cache, **carried)
-            dstate0[layer] = {s: getattr(res, f"d{s}0") for s in cell.states}
-            dh = res.dx                                              # (T, N, D_layer)
+            dx_layer = None
+            for direction in range(n_dirs):
+                k = layer * n_dirs + direction
+                carried = {f"d{s}T": dstate[k].get(s) for s in cell.states}
+                dh_dir = dh if n_dirs == 1 else dh[..., direction * H:(direction + 1) * H]
+                res = cell.backward(dh_dir, cache.layers[k], xi=xi,
+                                    grads=SimpleNamespace(**self.layer_grads(
+                                        grads, layer, reverse=bool(direction))),
+                                    h_grad_norms=h_grad_norms[k],
+                                    overwrite_cache=overwrite_cache, **carried)
+                dstate0[k] = {s: getattr(res, f"d{s}0") for s in cell.states}
+                dx_layer = res.dx if dx_layer is None else dx_layer + res.dx
+            dh = dx_layer                                            # (T, N, D_layer)
         dx = None
         if c["input"] == "embedding":
             np.add.at(grads["embed"], cache.ids.reshape(-1),
@@ -584,13 +653,14 @@ class Model:
         return grads, dstate0, dx
 
     def loss_and_grads(self, inputs, targets, *, state=None, mask=None, xi=None, grads=None,
-                       dstate=None):
+                       dstate=None, lengths=None):
         """Forward, loss and backward in one call: ``(loss, grads, final_state)``.
 
         ``grads`` (a dict like ``params``) is overwritten with the gradient if given, else
         allocated. The final state is detached: pass it as ``state`` of the next segment.
+        ``lengths`` as for ``forward``.
         """
-        _, cache = self.forward(inputs, state)
+        _, cache = self.forward(inputs, state, lengths=lengths)
         loss, dz = self.loss(cache, targets, mask)
         if grads is not None:
             for g in grads.values():
@@ -600,9 +670,9 @@ class Model:
                                     overwrite_cache=True)
         return loss, grads, cache.state
 
-    def evaluate(self, inputs, targets, *, state=None, mask=None):
+    def evaluate(self, inputs, targets, *, state=None, mask=None, lengths=None):
         """The loss without gradients: ``(loss, final_state)``."""
-        _, cache = self.forward(inputs, state)
+        _, cache = self.forward(inputs, state, lengths=lengths)
         loss, _ = self.loss(cache, targets, mask)
         return loss, cache.state
 
@@ -618,6 +688,9 @@ class Model:
         if c["loss"] != "softmax" or c["input"] == "dense" or c["n_input"] != c["n_output"]:
             raise ValueError("sample needs a softmax model on token inputs with "
                              "n_input == n_output")
+        if self.bidirectional:
+            raise ValueError("sample generates left to right; a bidirectional model reads "
+                             "each sequence from both ends")
         if not temperature > 0:
             raise ValueError(f"temperature must be positive, got {temperature!r}")
         temperature = float(temperature)
@@ -703,6 +776,18 @@ class Model:
 
 _CONFIG_KEYS = ("n_input", "n_hidden", "n_output", "cell", "n_layers", "input", "n_embed", "loss",
                 "nonlinearity", "dtype")
+
+
+def lengths_mask(lengths, n_steps):
+    """(N, T) float64: 1 at the real steps of sequences of ``lengths`` (t < lengths[n]), 0 at
+    the padding; the weights ``Model.loss`` takes as its mask."""
+    return (np.arange(n_steps) < np.asarray(lengths)[:, None]).astype(np.float64)
+
+
+def _check_bool(name, value):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
 
 
 def _read_model_file(path):

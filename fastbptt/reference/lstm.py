@@ -17,19 +17,22 @@ from .._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_f
 from .._grads import Grads
 from .._layout import readonly, swap_major
 from .._sharing import begin, end
-from .._validation import check_backward, check_forward
+from .._validation import check_backward, check_forward, check_lengths
 from ._math import sigmoid
+from ._walk import final_state, walk
 
 
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, checkpoint=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
+                 checkpoint=None, lengths=None, reverse=False):
     """Same contract as ``fastbptt.lstm_forward``."""
     if checkpoint is not None or type(out) is CheckpointCache:
         return checkpointed_forward(
             LSTM, lstm_forward, checkpoint, x, {"h0": h0, "c0": c0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {},
-            time_major=time_major, out=out)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out)
+    lengths = check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -38,17 +41,28 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check
         steps = step_outputs(LSTMCache, inputs, out)   # in x's layout, as the kernels make them
         x, w, H = inputs.x, inputs.weights, inputs.n_hidden
         h, c, gates = (swap_major(steps[name], inputs.time_major) for name in ("h", "c", "gates"))
-        h_prev, c_prev = states["h0"], states["c0"]
-        for t in range(inputs.n_steps):
-            pre = x[t] @ w["Wx"] + h_prev @ w["Wh"] + w["b"]
+        if lengths is not None:
+            for arr in (h, c, gates):
+                arr.fill(0)                 # the padded steps
+        for at, before, rows in walk(inputs.n_steps, lengths, reverse):
+            if before is None:
+                h_prev, c_prev = states["h0"][rows], states["c0"][rows]
+            else:
+                h_prev, c_prev = h[before], c[before]
+            pre = x[at] @ w["Wx"] + h_prev @ w["Wh"] + w["b"]
             i = sigmoid(pre[:, :H])
             f = sigmoid(pre[:, H:2 * H])
             g = np.tanh(pre[:, 2 * H:3 * H])
             o = sigmoid(pre[:, 3 * H:])
-            gates[t] = np.concatenate([i, f, g, o], axis=1)
-            c_prev = c[t] = f * c_prev + i * g
-            h_prev = h[t] = o * np.tanh(c_prev)
-        cache = make_cache(LSTMCache, out, inputs, states, steps)
+            gates[at] = np.concatenate([i, f, g, o], axis=1)
+            c_t = f * c_prev + i * g
+            c[at] = c_t
+            h[at] = o * np.tanh(c_t)
+        by_length = {} if lengths is None else {
+            "lengths": lengths, "reverse": bool(reverse),
+            "_hT": final_state(h, states["h0"], lengths, reverse),
+            "_cT": final_state(c, states["c0"], lengths, reverse)}
+        cache = make_cache(LSTMCache, out, inputs, states, steps, **by_length)
         done = True
     finally:
         if out is not None:
@@ -73,28 +87,32 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     try:
         dx, carries, wg = backward_buffers(LSTM, cache, inputs)
         dx_t = swap_major(dx, cache.time_major)
+        if cache.lengths is not None:
+            dx_t.fill(0)                    # the padded steps
+        # (N, H) each, in place: the arrays backward_buffers gave, new or out's
         carry_h, carry_c = carries["dhT"], carries["dcT"]
-        for t in reversed(range(cache.h.shape[0])):
-            h_prev = cache.h[t - 1] if t else cache.h0
-            c_prev = cache.c[t - 1] if t else cache.c0
-            i, f, g, o = np.split(cache.gates[t], 4, axis=1)
-            dh_t = inputs.dh[t] + carry_h
+        steps = walk(cache.h.shape[0], cache.lengths, cache.reverse)
+        for s in reversed(range(len(steps))):
+            at, before, rows = steps[s]
+            if before is None:
+                h_prev, c_prev = cache.h0[rows], cache.c0[rows]
+            else:
+                h_prev, c_prev = cache.h[before], cache.c[before]
+            i, f, g, o = np.split(cache.gates[at], 4, axis=1)
+            dh_s = inputs.dh[at] + carry_h[rows]
             if h_grad_norms is not None:
-                h_grad_norms[t] = np.linalg.norm(dh_t)
-            tanh_c = np.tanh(cache.c[t])
-            dc = carry_c + dh_t * o * (1 - tanh_c * tanh_c)
+                h_grad_norms[s] = np.linalg.norm(dh_s)
+            tanh_c = np.tanh(cache.c[at])
+            dc = carry_c[rows] + dh_s * o * (1 - tanh_c * tanh_c)
             dA = np.concatenate([dc * g * i * (1 - i), dc * c_prev * f * (1 - f),
-                                 dc * i * (1 - g * g), dh_t * tanh_c * o * (1 - o)], axis=1)
-            wg["dWx"] += cache.x[t].T @ dA
+                                 dc * i * (1 - g * g), dh_s * tanh_c * o * (1 - o)], axis=1)
+            wg["dWx"] += cache.x[at].T @ dA
             wg["dWh"] += h_prev.T @ dA
             wg["db"] += dA.sum(axis=0)
-            dx_t[t] = dA @ cache.Wx.T
-            # where xi_t == 0 nothing flows back through Wh (not even a NaN), as in the kernels
-            carry_h = (inputs.xi[t] * (dA @ cache.Wh.T) if inputs.xi[t]
-                       else np.zeros_like(carry_h))
-            carry_c = inputs.xi[t] * (dc * f)
-        carries["dhT"][...] = carry_h   # into the arrays backward_buffers gave: new, or out's
-        carries["dcT"][...] = carry_c
+            dx_t[at] = dA @ cache.Wx.T
+            # where xi_s == 0 nothing flows back through Wh (not even a NaN), as in the kernels
+            carry_h[rows] = inputs.xi[s] * (dA @ cache.Wh.T) if inputs.xi[s] else 0
+            carry_c[rows] = inputs.xi[s] * (dc * f)
     finally:
         end(cache, mode, inputs.writes)
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dc0=carries["dcT"])
