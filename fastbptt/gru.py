@@ -14,7 +14,7 @@ _gru = Kernels("_gru")
 
 
 @fill
-def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
+def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, check_finite=True):
     """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
 
         [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
@@ -34,7 +34,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
     """
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -54,7 +55,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None):
 
 @fill
 def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``gru_forward``.
 
     Parameters
@@ -79,7 +80,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

@@ -14,7 +14,7 @@ _lstm = Kernels("_lstm")
 
 
 @fill
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check_finite=True):
     """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
 
         [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
@@ -34,7 +34,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
     """
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -54,7 +55,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
 
 @fill
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  overwrite_cache=False, out=None):
+                  overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``lstm_forward``.
 
     Parameters
@@ -78,7 +79,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

@@ -14,7 +14,8 @@ _rnn = Kernels("_rnn")
 
 
 @fill
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
+                check_finite=True):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -31,7 +32,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -69,7 +71,7 @@ def lean_block_steps(n_steps, n_batch, time_major):
 
 @fill
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -93,7 +95,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:

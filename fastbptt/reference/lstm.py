@@ -20,10 +20,10 @@ from .._validation import check_backward, check_forward
 from ._math import sigmoid
 
 
-def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
+def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.lstm_forward``."""
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out)
+                           time_major=time_major, out=out, check_finite=check_finite)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -51,12 +51,12 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None):
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  overwrite_cache=False, out=None):
+                  overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out)
+                            out=out, check_finite=check_finite)
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:

@@ -15,11 +15,12 @@ from .._validation import check_backward, check_forward, check_option
 from ._math import DPHI, PHI
 
 
-def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None):
+def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
+                check_finite=True):
     """Same contract as ``fastbptt.rnn_forward``."""
     check_option(RNN, "nonlinearity", nonlinearity)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out)
+                           time_major=time_major, out=out, check_finite=check_finite)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
     done = False
@@ -40,12 +41,12 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
 
 
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.rnn_backward`` (``overwrite_cache=True`` consumes the
     cache)."""
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out)
+                            out=out, check_finite=check_finite)
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:
