@@ -334,7 +334,8 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         given = [("dh", dh)]
         checked_final = final
         xi_given = xi
-        xi = check_xi(xi, n_steps, dtype, scan if check_finite else None)
+        xi = _ones(n_steps, dtype) if xi is None else check_xi(
+            xi, n_steps, dtype, scan if check_finite else None)
     else:
         given = []
         if dh is None:
@@ -384,8 +385,8 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         reads += [("cache." + name, fields[name]) for name in cache.fields
                   if isinstance(fields[name], np.ndarray)]
         check_no_overlap(writes, reads, overlap)
-    return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
-                                 out, h_grad_norms, overwrite_cache, writes))
+    return tuple.__new__(BackwardInputs, (dh, swap_major(dh, cache.time_major), checked_final, xi,
+                                          grads, out, h_grad_norms, overwrite_cache, writes))
 
 
 def check_cache(cell, cache):
