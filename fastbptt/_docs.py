@@ -42,6 +42,14 @@ out : the result of an earlier backward of this cell with the same shapes, or No
     unless ``grads`` is given, the weight gradients, all overwritten; the result holds them.
     With ``forward(..., out=cache)`` as well, a loop over chunks allocates nothing after its
     first (backward's scratch arrays, where it needs them, stay on the cache).""",
+    "check_finite": """\
+check_finite : bool, default True. Whether to scan the arrays passed in for NaN and infinity,
+    as SciPy's linear algebra does: True raises a ValueError naming the first array that holds
+    one, before any kernel runs. False skips the scan, which reads every element of every input
+    on each call (the weights too), microseconds per call on short sequences. A NaN or an
+    infinity passed in is then computed with like any other value instead of being refused: the
+    results may hold NaN or infinity, with no error naming where it came from. Every other check
+    (shapes, dtypes, layouts, memory shared with what the call writes) still runs.""",
 }
 
 

@@ -27,6 +27,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None, check_
     Wx : (D, 3H), Wh : (H, 3H), b : (3H,) arrays of x's dtype; b is the input-side bias.
     bh : (3H,) hidden-side bias, or None (zeros).
     {forward_out}
+    {check_finite}
 
     Returns
     -------
@@ -72,6 +73,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         raises a ValueError (``forward(..., out=cache)`` refills it). ``cache.hT`` and the
         hidden states forward returned stay as they were.
     {backward_out}
+    {check_finite}
 
     Returns
     -------

@@ -27,6 +27,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None, check
     Wx : (D, 4H), Wh : (H, 4H), b : (4H,) arrays of x's dtype; column blocks i, f, g, o.
     c0 : (N, H) initial cell state, or None (zeros).
     {forward_out}
+    {check_finite}
 
     Returns
     -------
@@ -71,6 +72,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         refills it). ``cache.hT``, ``cache.cT`` and the hidden states forward returned stay as
         they were.
     {backward_out}
+    {check_finite}
 
     Returns
     -------

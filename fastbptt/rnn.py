@@ -24,6 +24,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
     {forward_out}
+    {check_finite}
 
     Returns
     -------
@@ -87,6 +88,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         instead of the (T, N, H) of the default: it adds the weight gradients and dx block by
         block, in products over fewer rows (the same results to rounding).
     {backward_out}
+    {check_finite}
 
     Returns
     -------
