@@ -54,7 +54,7 @@ def make_cache(cache_type, out, inputs, states, outputs, **extra):
     return out
 
 
-def backward_buffers(cell, cache, inputs):
+def backward_buffers(cell, cache, inputs, zero=True):
     """The arrays a backward writes: (dx, state gradients, weight gradients).
 
     dx : in x's layout, new or ``out.dx``; every element is written by the backward.
@@ -62,7 +62,9 @@ def backward_buffers(cell, cache, inputs):
         holding the gradient into the final states (zeros where None): backward carries it
         back to the initial states in place.
     weight gradients : {'dWx', 'dWh', 'db' and the extra ones}: ``grads``' arrays to add into
-        (as the checks returned them), else ``out``'s set to zero, else new zeros.
+        (as the checks returned them), else ``out``'s set to zero, else new zeros; with ``zero``
+        False (the kernels, which then overwrite them) ``out``'s as they are, or new uninitialised
+        arrays.
 
     With ``overwrite_cache``, this marks the cache consumed, now that every check has passed
     and the backward may start writing over it; kernels and reference then refuse a second
@@ -79,14 +81,14 @@ def backward_buffers(cell, cache, inputs):
             else:
                 np.copyto(carry, value)
         carries = {name: getattr(out, state_grad_name(name)) for name in inputs.final}
-        return out.dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out)
+        return out.dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out, zero)
     n_steps, n_batch, n_input = cache.x.shape
     dx = np.empty((n_steps, n_batch, n_input) if cache.time_major
                   else (n_batch, n_steps, n_input), dtype)
     shape = cache.h0.shape
     carries = {name: np.zeros(shape, dtype) if value is None else np.array(value, order="C")
                for name, value in inputs.final.items()}
-    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads)
+    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads, zero=zero)
 
 
 def state_grad_name(final):
@@ -95,20 +97,22 @@ def state_grad_name(final):
     return final[:-1] + "0"
 
 
-def weight_grad_buffers(cell, cache, grads=None, out=None):
+def weight_grad_buffers(cell, cache, grads=None, out=None, zero=True):
     """The arrays backward adds weight gradients into, {'dWx': ..., 'dWh': ..., 'db': ...,
     and the extra ones}: ``grads``' (the dict the checks returned), else those of ``out`` (an
-    earlier result, checked) set to zero, else new zeros."""
+    earlier result, checked) set to zero, else new zeros. ``zero`` False: for a backward that
+    overwrites them, ``out``'s left as they are, or new arrays left uninitialised."""
     if grads is not None:
         return grads
     if out is not None:
         arrays = {name: getattr(out, name) for name in cell.weight_grads}
-        for arr in arrays.values():
-            arr.fill(0)
+        if zero:
+            for arr in arrays.values():
+                arr.fill(0)
         return arrays
     # np.zeros, not np.zeros_like, which costs more than the rest of this on short sequences
-    fields, dtype = cache.__dict__, cache.dtype
-    return {grad: np.zeros(fields[weight].shape, dtype)
+    fields, dtype, new = cache.__dict__, cache.dtype, np.zeros if zero else np.empty
+    return {grad: new(fields[weight].shape, dtype)
             for grad, weight in zip(cell.weight_grads, cell.weights)}
 
 

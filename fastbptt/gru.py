@@ -87,13 +87,15 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
-        dx, carries, wg = backward_buffers(GRU, cache, inputs)
+        # the kernels overwrite the weight gradients (N >= 1) unless they add into grads=
+        dx, carries, wg = backward_buffers(GRU, cache, inputs, zero=not cache.h.shape[1])
         if cache.h.shape[1]:     # N >= 1
             # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
             # read them
             run_kernel(_gru.backward, cache.x, cache.Wh,
                        kernel_buffers(_gru, cache, shared), inputs.dh_buffer, inputs.xi, carries,
-                       dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
+                       dx, wg, inputs.h_grad_norms, inputs.overwrite_cache,
+                       inputs.grads is not None)
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:

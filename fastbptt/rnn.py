@@ -102,7 +102,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
-        dx, carries, wg = backward_buffers(RNN, cache, inputs)
+        # the kernels overwrite the weight gradients (N >= 1) unless they add into grads=
+        dx, carries, wg = backward_buffers(RNN, cache, inputs, zero=not cache.h.shape[1])
         n_steps, n_batch, n_hidden = cache.h.shape
         if n_batch:
             buffers = kernel_buffers(_rnn, cache, shared)
@@ -110,10 +111,12 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                 n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
                 dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
                 run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
-                           inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
+                           inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms,
+                           inputs.grads is not None)
             else:
                 run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
-                           inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
+                           inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms,
+                           inputs.grads is not None)
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:

@@ -347,14 +347,16 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False):
+             floating[::1] norms=None, bint overwrite_cache=False, bint add_grads=True):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
     dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db', 'dbh' are accumulated
-    into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
-    (like gates) and dxn (like hn), made by the first call that needs them, or with
-    overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
-    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1."""
+    into if add_grads, else overwritten (whatever they held: the first products of dWx and dWh
+    have beta = 0, the biases' sums start from zero); norms (T,) receives ||dL/dh_t|| unless it
+    is None. dAh and dxn are the workspaces dAh (like gates) and dxn (like hn), made by the
+    first call that needs them, or with overwrite_cache the cache's gates and hn themselves:
+    step t reads gates[t] and hn[t] only before it writes dAh[t] and dxn[t]. Shapes are checked
+    by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -383,6 +385,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef floating grad_beta = 1 if add_grads else 0
+    cdef Py_ssize_t j
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
@@ -398,6 +402,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
         WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
                     packed_len)
+        if not add_grads:       # the steps add their rows into db and dbh
+            for j in range(3 * H):
+                db[j] = 0
+                dbh[j] = 0
         for t in range(n_steps - 1, -1, -1):
             if interrupted(&w):
                 break
@@ -416,9 +424,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            Wh, WhTp, &db[0], &dbh[0], xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         if not w.stopped:
-            # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+            # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                                   h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                                   h0, hp, dAhp, 3 * H, grad_beta, &dWh[0, 0])
             # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
             # for dx and dWx.
             # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
@@ -428,10 +436,11 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
             product_by_rows(&w, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
                             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
-            # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+            # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
             sum_by_rows(&w, n_input, 2 * n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
-            # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+                        1, xp, n_input, dAhp, 3 * n_hidden, grad_beta, &dWx[0, 0], 3 * n_hidden)
+            # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
             sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+                        1, xp, n_input, dxnp, n_hidden, grad_beta, &dWx[0, 2 * H],
+                        3 * n_hidden)
     raise_pending(&w)

@@ -299,11 +299,12 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False):
+             floating[::1] norms=None, bint overwrite_cache=False, bint add_grads=True):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'], carries['dcT'] (N, H) hold
     dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh',
-    'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
+    'db' are accumulated into if add_grads, else overwritten (whatever they held: their first
+    products have beta = 0); norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
     workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
     the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
     checked by the caller; N >= 1."""
@@ -334,6 +335,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef floating grad_beta = 1 if add_grads else 0
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
@@ -356,13 +358,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            &carry_c[0, 0], Wh, WhTp, xi[t],
                            &norms[t] if want_norms else NULL, n_batch, n_hidden)
         if not w.stopped:
-            # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
+            # dWx (+)= X.T @ dA     (D,4H) (+)= (T*N,D)'(T*N,4H)
             sum_by_rows(&w, n_input, n_gh, n_steps * n_batch,
-                        1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
-            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
+                        1, x, n_input, dAp, n_gh, grad_beta, &dWx[0, 0], n_gh)
+            # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,4H) (+)= (N,H)'(N,4H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_gh,
-                                   h0, hp, dAp, n_gh, &dWh[0, 0])
-            # db += dA.sum(axis=(0, 1))
+                                   h0, hp, dAp, n_gh, grad_beta, &dWh[0, 0])
+            # db (+)= dA.sum(axis=(0, 1))
+            if not add_grads:
+                for j in range(n_gh):
+                    db[j] = 0
             for i in range(<Py_ssize_t> n_steps * n_batch):
                 for j in range(n_gh):
                     db[j] += dAp[i * n_gh + j]

@@ -234,10 +234,11 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None):
+             floating[::1] norms=None, bint add_grads=True):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
-    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
+    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into if
+    add_grads, else overwritten (whatever they held: their first products have beta = 0);
     norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
     first call. Shapes are checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
@@ -264,6 +265,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef floating grad_beta = 1 if add_grads else 0
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
@@ -281,13 +283,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                            Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
                            n_batch, n_hidden, nonlinearity)
         if not w.stopped:
-            # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
+            # dWx (+)= X.T @ dA     (D,H) (+)= (T*N,D)'(T*N,H)
             sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
-            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
+                        1, x, n_input, dAp, n_hidden, grad_beta, &dWx[0, 0], n_hidden)
+            # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,H) (+)= (N,H)'(N,H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_hidden,
-                                   h0, hp, dAp, n_hidden, &dWh[0, 0])
-            # db += dA.sum(axis=(0, 1))
+                                   h0, hp, dAp, n_hidden, grad_beta, &dWh[0, 0])
+            # db (+)= dA.sum(axis=(0, 1))
+            if not add_grads:
+                for j in range(n_hidden):
+                    db[j] = 0
             for i in range(<Py_ssize_t> n_steps * n_batch):
                 for j in range(n_hidden):
                     db[j] += dAp[i * n_hidden + j]
@@ -300,30 +305,34 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
                        int n_input, int n_hidden, const floating* x, const floating* h0,
                        const floating* h, const floating* dA, const floating* Wx, floating* dx,
-                       floating* dWx, floating* dWh, floating* db) noexcept nogil:
+                       floating* dWx, floating* dWh, floating* db, floating beta) noexcept nogil:
     """The weight gradients and dx of steps t_first .. t_first + n_block - 1, from their dA
     (n_block, N, H) C-contiguous (the lean workspace). x, h and dx are per-step buffers in the
-    caller's layout, their rows in time-major order if by_step."""
+    caller's layout, their rows in time-major order if by_step. The weight gradients' first
+    products have ``beta``: 1 adds into them, 0 overwrites them (db too)."""
     cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
     cdef int j
     cdef const floating* dA_t
-    # db += dA.sum(axis=(0, 1))
+    # db (+)= dA.sum(axis=(0, 1))
+    if beta == 0:
+        for j in range(n_hidden):
+            db[j] = 0
     for i in range(<Py_ssize_t> n_block * N):
         for j in range(n_hidden):
             db[j] += dA[i * H + j]
     if by_step:
         # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
-        # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
+        # dWx (+)= X[blk].T @ dA     (D,H) (+)= (B*N,D)'(B*N,H)
         gemm(TRANS, NO_TRANS, n_input, n_hidden, n_block * n_batch,
-             1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
+             1, x + t_first * N * D, n_input, dA, n_hidden, beta, dWx, n_hidden)
         if t_first == 0:
-            # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
+            # dWh (+)= h0.T @ dA[0] + h[:B-1].T @ dA[1:]
             add_hidden_weight_grad(NULL, True, n_block, n_batch, n_hidden, n_hidden,
-                                   h0, h, dA, n_hidden, dWh)
+                                   h0, h, dA, n_hidden, beta, dWh)
         else:
-            # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
+            # dWh (+)= h[blk - 1].T @ dA     (H,H) (+)= (B*N,H)'(B*N,H)
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_block * n_batch,
-                 1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, 1, dWh, n_hidden)
+                 1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, beta, dWh, n_hidden)
         # dx[blk] = dA @ Wx.T     (B*N,D) = (B*N,H)(D,H)'
         gemm(NO_TRANS, TRANS, n_block * n_batch, n_input, n_hidden,
              1, dA, n_hidden, Wx, n_hidden, 0, dx + t_first * N * D, n_input)
@@ -331,16 +340,17 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
     # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step
     for t in range(t_first, t_first + n_block):
         dA_t = dA + (t - t_first) * N * H
-        # dWx += x[:, t].T @ dA_t     (D,H) += (N,D)'(N,H); rows of x[:, t] T*D apart
+        # dWx (+)= x[:, t].T @ dA_t     (D,H) (+)= (N,D)'(N,H); rows of x[:, t] T*D apart
         gemm(TRANS, NO_TRANS, n_input, n_hidden, n_batch,
-             1, x + t * D, <int> (T * D), dA_t, n_hidden, 1, dWx, n_hidden)
-        # dWh += h_{t-1}.T @ dA_t     (H,H) += (N,H)'(N,H); rows of h[:, t-1] T*H apart
+             1, x + t * D, <int> (T * D), dA_t, n_hidden, beta, dWx, n_hidden)
+        # dWh (+)= h_{t-1}.T @ dA_t     (H,H) (+)= (N,H)'(N,H); rows of h[:, t-1] T*H apart
         if t == 0:
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
-                 1, h0, n_hidden, dA_t, n_hidden, 1, dWh, n_hidden)
+                 1, h0, n_hidden, dA_t, n_hidden, beta, dWh, n_hidden)
         else:
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
-                 1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, 1, dWh, n_hidden)
+                 1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, beta, dWh, n_hidden)
+        beta = 1     # the block's later steps add to its first
         # dx[:, t] = dA_t @ Wx.T     (N,D) = (N,H)(D,H)'; rows of dx[:, t] T*D apart
         gemm(NO_TRANS, TRANS, n_batch, n_input, n_hidden,
              1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
@@ -348,13 +358,14 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
 
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-                  dict weight_grads, floating[::1] norms=None):
+                  dict weight_grads, floating[::1] norms=None, bint add_grads=True):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
-    step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
-    weight gradients are taken in another order)."""
+    step over its N rows. Same arguments (add_grads too: the first block's products overwrite
+    the weight gradients where it is False) and results as ``backward`` otherwise (the sums of
+    the weight gradients are taken in another order)."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -379,6 +390,7 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef bint want_norms = norms is not None
     cdef floating* dAp = &dA[0, 0, 0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef floating grad_beta = 1 if add_grads else 0     # the first block's
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
@@ -400,6 +412,8 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
                                &norms[t] if want_norms else NULL,
                                n_batch, n_hidden, nonlinearity)
             _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
-                         x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
+                         x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0],
+                         grad_beta)
+            grad_beta = 1
             t_end = t_first
     raise_pending(&w)

@@ -265,3 +265,56 @@ def test_ready_takes_only_what_needs_nothing_done(checks):
                  (dh * np.nan, {"dhT": None}, 8), (None, {"dhT": None}, 8)]:
         assert not checks.backward_ready(*args, (2, 3, 5), 2, True)
     assert checks.backward_ready(dh * np.nan, {"dhT": None}, 8, (2, 3, 5), 2, False)
+
+
+@cell_param
+@pytest.mark.parametrize("time_major", [False, True])
+@pytest.mark.parametrize("overwrite_cache", [False, True])
+@pytest.mark.parametrize("shape", [(2, 3), (1, 1), (3, 1), (1, 70)])
+def test_weight_gradients_are_overwritten_not_added(cell, time_major, overwrite_cache, shape):
+    """Without grads= the kernels write the weight gradients with beta = 0 and start the bias
+    sums from zero, on arrays nobody zeroed: out= whose weight gradients hold NaN gives the
+    result of a new backward, to the bit (the RNN's lean backward too, in blocks: T = 70)."""
+    n_batch, n_steps = shape
+    args, kwargs, dh = make_problem(cell, n_batch, n_steps, 4, 5, time_major=time_major)
+    record = fastbptt.CELLS[cell]
+    _, cache = record.forward(*args, **kwargs)
+    fresh = record.backward(dh, cache)
+    _, cache = record.forward(*args, **kwargs)
+    expected = record.backward(dh, cache, overwrite_cache=overwrite_cache)
+    for name in record.weight_grads:
+        getattr(fresh, name)[...] = np.nan
+    _, cache = record.forward(*args, **kwargs)
+    got = record.backward(dh, cache, out=fresh, overwrite_cache=overwrite_cache)
+    for name in ("dx", "dh0") + record.weight_grads:
+        np.testing.assert_array_equal(getattr(got, name), getattr(expected, name), err_msg=name)
+        assert getattr(got, name) is getattr(fresh, name)
+
+
+@cell_param
+def test_no_sequences_give_zero_weight_gradients(cell):
+    """N = 0: no kernel runs, and the weight gradients are zeros (out='s set to zero too)."""
+    args, kwargs, dh = make_problem(cell, 0, 3, 4, 5)
+    record = fastbptt.CELLS[cell]
+    _, cache = record.forward(*args, **kwargs)
+    grads = record.backward(dh, cache)
+    for name in record.weight_grads:
+        getattr(grads, name)[...] = np.nan
+    again = record.backward(dh, cache, out=grads)
+    for name in record.weight_grads:
+        assert not getattr(again, name).any(), name
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("rows", [1, 3, 100])
+@pytest.mark.parametrize("n_rows", [0, 4])
+def test_sums_over_rows_overwrite_with_beta_zero(dtype, rows, n_rows):
+    """``sum_by_rows`` with beta = 0 (src/_hoisted.pxd): the first block overwrites C, whatever
+    it held (NaN here), the later blocks add; an empty sum leaves zeros. Both builds."""
+    rng = np.random.default_rng(rows)
+    for hooks in variants("_blas_hooks"):
+        a = rng.standard_normal((n_rows, 7)).astype(dtype)
+        b = rng.standard_normal((n_rows, 5)).astype(dtype)
+        c = np.full((7, 5), np.nan, dtype)
+        hooks.sum_hook(rows, 0.5, a, b, c, 0.0)
+        assert_close(c, 0.5 * a.T.astype(np.float64) @ b, dtype)
