@@ -20,7 +20,6 @@ from cpython.buffer cimport (PyBUF_RECORDS_RO, PyBUF_STRIDES, PyBuffer_Release,
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.stdint cimport uint32_t, uint64_t
 from libc.string cimport memcpy
-from numpy import ndarray
 
 
 cdef uint64_t _bits_f64(const char* a, Py_ssize_t n, Py_ssize_t stride) noexcept nogil:
@@ -190,70 +189,47 @@ def first_overlap(writes, reads):
 # The checks of ``fastbptt._validation`` cost ~5 us in Python per call, as much as the kernels on
 # a short sequence. Almost every call passes arrays that need nothing done to them: NumPy arrays
 # of one native float dtype, C-contiguous, of matching shapes. ``forward_ready`` and
-# ``backward_ready`` recognise exactly those, every call, in a fraction of a microsecond, and
+# ``backward_ready`` recognise exactly those, every call, in a fraction of a microsecond (they
+# read the arrays' headers through NumPy's C API: a buffer export costs ~0.1 us an array), and
 # scan them for NaN and inf on the way; anything else (a list, a strided view, a wrong shape, a
 # NaN) they hand back to the full checks in Python, which convert it or raise the message that
 # names the argument. They never raise and never accept what the full checks would refuse.
 
+cimport numpy as cnp
+
+cnp.import_array()
 
 cdef extern from "<limits.h>":
     int INT_MAX
 
-cdef enum:
-    MAX_HELD = 8      # arrays a fast check holds at once: x, 2 states, 4 weights; dh, 2 finals
+
+cdef inline cnp.ndarray _plain(object arr, int typenum, int ndim):
+    """``arr`` if it is a NumPy array (not a subclass) of ``ndim`` dimensions whose items are
+    native floats of NumPy type ``typenum`` (NPY_FLOAT or NPY_DOUBLE; -1: either),
+    C-contiguous; else None."""
+    cdef cnp.ndarray a
+    if type(arr) is not cnp.ndarray:
+        return None
+    a = <cnp.ndarray> arr
+    if (cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)
+            and (cnp.PyArray_TYPE(a) == typenum if typenum >= 0 else
+                 cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT or cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE)):
+        return a
+    return None
 
 
-cdef bint _plain(object arr, Py_buffer* view, char kind, int ndim) noexcept:
-    """Whether ``arr`` is a NumPy array (not a subclass) of ``ndim`` dimensions whose items are
-    native float32 (``kind`` b'f') or float64 (b'd'), C-contiguous; if so it is held in ``view``
-    (release it), else nothing is held. ``kind`` 0: either float dtype."""
-    cdef Py_ssize_t d, stride
-    if type(arr) is not ndarray:
-        return False
-    try:
-        PyObject_GetBuffer(arr, view, PyBUF_RECORDS_RO)
-    except Exception:     # a dtype NumPy cannot export: not a float array either
-        return False
-    if (view.ndim == ndim and view.format != NULL and view.format[1] == 0
-            and (view.format[0] == kind if kind else view.format[0] in b"fd")):
-        stride = view.itemsize
-        for d in range(ndim - 1, -1, -1):
-            if view.shape[d] != 1 and view.strides[d] != stride:
-                break
-            stride *= view.shape[d]
-        else:
-            return True
-    PyBuffer_Release(view)
-    return False
+cdef inline bint _finite(cnp.ndarray a) noexcept:
+    """A C-contiguous native float32/float64 array holds no NaN and no infinity."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+        return _bits_f64(<const char*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a), 8) == 0
+    return _bits_f32(<const char*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a), 4) == 0
 
 
-cdef class _Held:
-    """The arrays a fast check holds, let go of all at once."""
-    cdef Py_buffer views[MAX_HELD]
-    cdef int n
-
-    cdef bint take(self, object arr, char kind, int ndim) noexcept:
-        if self.n == MAX_HELD or not _plain(arr, &self.views[self.n], kind, ndim):
-            return False
-        self.n += 1
-        return True
-
-    cdef bint shaped(self, Py_ssize_t d0, Py_ssize_t d1) noexcept:
-        """The last array taken has shape (d0,) (``d1`` < 0) or (d0, d1)."""
-        cdef Py_buffer* v = &self.views[self.n - 1]
-        return v.shape[0] == d0 and (d1 < 0 or v.shape[1] == d1)
-
-    cdef bint finite(self) noexcept:
-        cdef int i
-        for i in range(self.n):
-            if _nonfinite(&self.views[i]):
-                return False
-        return True
-
-    def __dealloc__(self):
-        cdef int i
-        for i in range(self.n):
-            PyBuffer_Release(&self.views[i])
+cdef inline bint _shaped(cnp.ndarray a, Py_ssize_t d0, Py_ssize_t d1) noexcept:
+    """``a`` has shape (d0,) (``d1`` < 0) or (d0, d1)."""
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    return dims[0] == d0 and (d1 < 0 or dims[1] == d1)
 
 
 def forward_ready(x, dict states, dict weights, int n_gates, time_major, bint check_finite):
@@ -266,43 +242,54 @@ def forward_ready(x, dict states, dict weights, int n_gates, time_major, bint ch
     of x's dtype, float32 or float64, native, C-contiguous; T, N, D, H >= 1, and every count
     fits the kernels' C ints (``fastbptt._validation.check_counts``); and, if ``check_finite``,
     no NaN or inf anywhere."""
-    cdef _Held held = _Held()
-    cdef char kind
+    cdef cnp.ndarray xa, a
+    cdef int typenum
     cdef Py_ssize_t T, N, D, H, GH
+    cdef cnp.npy_intp* dims
     cdef bint tm
     if time_major is True or time_major is False:
         tm = time_major is True
     else:
         return None
-    if not held.take(x, 0, 3):
+    xa = _plain(x, -1, 3)
+    if xa is None:
         return None
-    kind = held.views[0].format[0]
-    T, N = (held.views[0].shape[0], held.views[0].shape[1]) if tm else (
-        held.views[0].shape[1], held.views[0].shape[0])
-    D = held.views[0].shape[2]
-    if not held.take(weights.get("Wh"), kind, 2):
+    typenum = cnp.PyArray_TYPE(xa)
+    dims = cnp.PyArray_DIMS(xa)
+    T, N = (dims[0], dims[1]) if tm else (dims[1], dims[0])
+    D = dims[2]
+    a = _plain(weights.get("Wh"), typenum, 2)
+    if a is None:
         return None
-    H = held.views[1].shape[0]
+    H = cnp.PyArray_DIMS(a)[0]
     GH = n_gates * H
-    if T == 0 or N == 0 or D == 0 or H == 0 or not held.shaped(H, GH):
+    if T == 0 or N == 0 or D == 0 or H == 0 or not _shaped(a, H, GH):
         return None
     if (T * N > INT_MAX or D > INT_MAX or GH > INT_MAX
             or not (tm or N == 1 or T * (D + GH) <= INT_MAX)):
+        return None
+    if check_finite and not (_finite(xa) and _finite(a)):
         return None
     for name, value in weights.items():
         if name == "Wh":
             continue
         if name == "Wx":
-            if not (held.take(value, kind, 2) and held.shaped(D, GH)):
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, D, GH):
                 return None
         elif value is not None or name == "b":
-            if not (held.take(value, kind, 1) and held.shaped(GH, -1)):
+            a = _plain(value, typenum, 1)
+            if a is None or not _shaped(a, GH, -1):
                 return None
-    for value in states.values():
-        if value is not None and not (held.take(value, kind, 2) and held.shaped(N, H)):
+        else:
+            continue
+        if check_finite and not _finite(a):
             return None
-    if check_finite and not held.finite():
-        return None
+    for value in states.values():
+        if value is not None:
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, N, H) or (check_finite and not _finite(a)):
+                return None
     return T, N, D, H
 
 
@@ -313,16 +300,21 @@ def backward_ready(dh, dict final, Py_ssize_t itemsize, tuple dh_shape, Py_ssize
     ``dh_shape`` (the cache's layout: (N, T, H) or (T, N, H)), and ``final``'s values (N, H)
     arrays of the same kind, or None; and, if ``check_finite``, no NaN or inf anywhere. False:
     the full checks take over."""
-    cdef _Held held = _Held()
-    cdef char kind = b"f" if itemsize == 4 else b"d"
-    cdef Py_buffer* v = &held.views[0]
+    cdef int typenum = cnp.NPY_FLOAT if itemsize == 4 else cnp.NPY_DOUBLE
     cdef Py_ssize_t n_hidden = dh_shape[2]
-    if not held.take(dh, kind, 3):
+    cdef cnp.npy_intp* dims
+    cdef cnp.ndarray a = _plain(dh, typenum, 3)
+    if a is None:
         return False
-    if v.shape[0] != dh_shape[0] or v.shape[1] != dh_shape[1] or v.shape[2] != n_hidden:
+    dims = cnp.PyArray_DIMS(a)
+    if dims[0] != dh_shape[0] or dims[1] != dh_shape[1] or dims[2] != n_hidden:
+        return False
+    if check_finite and not _finite(a):
         return False
     for value in final.values():
-        if value is not None and not (held.take(value, kind, 2)
-                                      and held.shaped(n_batch, n_hidden)):
-            return False
-    return not check_finite or held.finite()
+        if value is not None:
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, n_batch, n_hidden) or (
+                    check_finite and not _finite(a)):
+                return False
+    return True
