@@ -60,6 +60,18 @@ def kernel_functions(fastbptt, cell, args, dh):
     return forward, backward
 
 
+def call_functions(record, args, dh, unchecked):
+    """{name: no-argument callable} of the public calls: forward on ``args``, backward with
+    ``dh`` on one cache, and with ``unchecked`` both with ``check_finite=False``."""
+    forward, backward = record.forward, record.backward
+    _, cache = forward(*args)
+    calls = {"forward": lambda: forward(*args), "backward": lambda: backward(dh, cache)}
+    if unchecked:
+        calls["forward unchecked"] = lambda: forward(*args, check_finite=False)
+        calls["backward unchecked"] = lambda: backward(dh, cache, check_finite=False)
+    return calls
+
+
 def measure(shape, rounds, tbptt_steps):
     """{key: min us per call} of every variant, in this process."""
     import fastbptt
@@ -71,18 +83,9 @@ def measure(shape, rounds, tbptt_steps):
         unchecked = "check_finite" in inspect.signature(record.forward).parameters
         for dtype in DTYPES:
             args, _, dh = make_case(cell, shape, np.dtype(dtype))
-            forward, backward = record.forward, record.backward
-            _, cache = forward(*args)
+            variants = call_functions(record, args, dh, unchecked)
             kernel_forward, kernel_backward = kernel_functions(fastbptt, cell, args, dh)
-            variants = {
-                "forward": lambda: forward(*args),
-                "backward": lambda: backward(dh, cache),
-                "kernel forward": kernel_forward,
-                "kernel backward": kernel_backward,
-            }
-            if unchecked:
-                variants["forward unchecked"] = lambda: forward(*args, check_finite=False)
-                variants["backward unchecked"] = lambda: backward(dh, cache, check_finite=False)
+            variants.update({"kernel forward": kernel_forward, "kernel backward": kernel_backward})
             number = max(1, int(2e-3 / _one_call(variants["forward"])))
             times = time_interleaved(variants, number=number, min_rounds=rounds,
                                      max_rounds=rounds)
