@@ -58,7 +58,7 @@ def sum_hook(Py_ssize_t rows, double alpha, const floating[:, ::1] a, const floa
     rows (``sum_by_rows``)."""
     cdef int m = c.shape[0], n = c.shape[1], k = a.shape[0]
     sum_in_blocks(NULL, rows, m, n, k, <floating> alpha, &a[0, 0], a.shape[1], &b[0, 0],
-                  b.shape[1], <floating> beta, &c[0, 0], c.shape[1])
+                  b.shape[1], &c[0, 0], c.shape[1], <floating> beta)
 
 
 def block_rows_hook(Py_ssize_t rows, double row_work):

@@ -93,25 +93,24 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
         gemm(NO_TRANS, TRANS, n_batch, n_hidden, gh,
              1, dAp + t * t_rows * da_width, <int> (n_rows * da_width), &Wh[0, 0], gh,
              1 if gru else 0, &carry[0, 0], n_hidden)
-    # dWh = sum_t h_{t-1}.T @ dA[t]     (H,GH) = (N,H)'(N,GH) summed over t (beta = 0, as the
-    # kernels make the weight gradients without grads=)
+    # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
     add_hidden_weight_grad(NULL, by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp,
-                           da_width, 0, &dWh[0, 0])
+                           da_width, &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
         product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, n_hidden,
                         1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
         product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
                         1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
-        # dWx[:, :2H] = X.T @ [dxr dxz];  dWx[:, 2H:] = X.T @ dxn
+        # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
         sum_by_rows(NULL, n_input, 2 * n_hidden, n_steps * n_batch,
-                    1, &x[0, 0, 0], n_input, dAp, da_width, 0, &dWx[0, 0], gh)
+                    1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
         sum_by_rows(NULL, n_input, n_hidden, n_steps * n_batch,
-                    1, &x[0, 0, 0], n_input, dxnp, n_hidden, 0, &dWx[0, 2 * n_hidden], gh)
+                    1, &x[0, 0, 0], n_input, dxnp, n_hidden, &dWx[0, 2 * n_hidden], gh)
         return
-    # dWx = X.T @ dA     (D,GH) = (T*N,D)'(T*N,GH)
+    # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
     sum_by_rows(NULL, n_input, gh, n_steps * n_batch,
-                1, &x[0, 0, 0], n_input, dAp, da_width, 0, &dWx[0, 0], gh)
+                1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
     product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, gh,
                     1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)

@@ -426,7 +426,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         if not w.stopped:
             # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                                   h0, hp, dAhp, 3 * H, grad_beta, &dWh[0, 0])
+                                   h0, hp, dAhp, 3 * H, &dWh[0, 0], grad_beta)
             # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
             # for dx and dWx.
             # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
@@ -438,9 +438,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
             # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
             sum_by_rows(&w, n_input, 2 * n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dAhp, 3 * n_hidden, grad_beta, &dWx[0, 0], 3 * n_hidden)
+                        1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden,
+                        grad_beta)
             # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
             sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, xp, n_input, dxnp, n_hidden, grad_beta, &dWx[0, 2 * H],
-                        3 * n_hidden)
+                        1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden,
+                        grad_beta)
     raise_pending(&w)

@@ -15,9 +15,10 @@ seconds: ``product_by_rows`` (C = A @ op(B), rows of A and C independent) and ``
 (C += A.T @ B, a sum over rows, added block by block). The blocks depend on the shapes alone;
 every product of fewer than 2**30 multiply-adds is one BLAS call, as it always was.
 
-The sums (``sum_by_rows``, ``add_hidden_weight_grad``) take the beta of their first product:
-1 adds into C, 0 overwrites C whatever it held (BLAS reads no C with beta = 0), so that a weight
-gradient the kernel makes from nothing needs no zeros written first.
+The sums (``sum_by_rows``, ``add_hidden_weight_grad``) take the beta of their first product, a
+last optional argument: 1 (the default) adds into C, 0 overwrites C whatever it held (BLAS reads
+no C with beta = 0), so that a weight gradient the kernel makes from nothing needs no zeros
+written first.
 """
 from cython cimport floating
 
@@ -69,19 +70,19 @@ cdef inline void product_in_blocks(Watch* w, Py_ssize_t rows, bint trans_b, int 
 
 
 cdef inline void sum_by_rows(Watch* w, int m, int n, int k, floating alpha, const floating* a,
-                             int lda, const floating* b, int ldb, floating beta, floating* c,
-                             int ldc) noexcept nogil:
+                             int lda, const floating* b, int ldb, floating* c, int ldc,
+                             floating beta=1) noexcept nogil:
     """C = alpha * A.T @ B + beta * C, ``_blas.gemm(TRANS, NO_TRANS, ...)``, a sum over the k
     rows of A (k, m) and B (k, n), added block by block (``block_rows``, the first block with
     ``beta``, the others with 1), looking for signals between blocks; once interrupted (``w``),
     the blocks left are skipped."""
-    sum_in_blocks(w, block_rows(k, <double> m * n), m, n, k, alpha, a, lda, b, ldb, beta, c,
-                  ldc)
+    sum_in_blocks(w, block_rows(k, <double> m * n), m, n, k, alpha, a, lda, b, ldb, c, ldc,
+                  beta)
 
 
 cdef inline void sum_in_blocks(Watch* w, Py_ssize_t rows, int m, int n, int k, floating alpha,
                                const floating* a, int lda, const floating* b, int ldb,
-                               floating beta, floating* c, int ldc) noexcept nogil:
+                               floating* c, int ldc, floating beta=1) noexcept nogil:
     """``sum_by_rows`` in blocks of ``rows`` rows (the test hooks pass small ones)."""
     cdef Py_ssize_t r0 = 0, i, j
     if k == 0 and beta != 1:     # an empty sum: C = beta * C (0: zeros, whatever C held)
@@ -99,7 +100,7 @@ cdef inline void sum_in_blocks(Watch* w, Py_ssize_t rows, int m, int n, int k, f
 cdef inline void add_hidden_weight_grad(Watch* w, bint by_step, int n_steps, int n_batch,
                                         int n_hidden, int n_cols, const floating* h0,
                                         const floating* h, const floating* dA, Py_ssize_t width,
-                                        floating beta, floating* dWh) noexcept nogil:
+                                        floating* dWh, floating beta=1) noexcept nogil:
     """dWh (H, n_cols) = sum_t h_{t-1}.T @ dA_t + beta * dWh, with h_{-1} = h0 (N, H)
     C-contiguous (beta: that of the first product, h0's; 1 adds into dWh, 0 overwrites it);
     ``w`` (or NULL) is the call's watch for signals, looked at between blocks of rows.
@@ -117,7 +118,7 @@ cdef inline void add_hidden_weight_grad(Watch* w, bint by_step, int n_steps, int
              1, h0, n_hidden, dA, <int> width, beta, dWh, n_cols)
         # dWh += h[:-1].T @ dA[1:]     (H,C) += ((T-1)*N,H)'((T-1)*N,C)
         sum_by_rows(w, n_hidden, n_cols, (n_steps - 1) * n_batch,
-                    1, h, n_hidden, dA + n_batch * width, <int> width, 1, dWh, n_cols)
+                    1, h, n_hidden, dA + n_batch * width, <int> width, dWh, n_cols)
         return
     # dWh = h0.T @ dA[:, 0] + beta * dWh     (H,C) = (N,H)'(N,C); the rows of dA[:, 0] are
     # T*width apart
@@ -128,5 +129,4 @@ cdef inline void add_hidden_weight_grad(Watch* w, bint by_step, int n_steps, int
     for n in range(n_batch):
         # dWh += h[n, :-1].T @ dA[n, 1:]     (H,C) += (T-1,H)'(T-1,C)
         sum_by_rows(w, n_hidden, n_cols, n_steps - 1,
-                    1, h + n * T * H, n_hidden, dA + (n * T + 1) * width, <int> width, 1, dWh,
-                    n_cols)
+                    1, h + n * T * H, n_hidden, dA + (n * T + 1) * width, <int> width, dWh, n_cols)

@@ -360,10 +360,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         if not w.stopped:
             # dWx (+)= X.T @ dA     (D,4H) (+)= (T*N,D)'(T*N,4H)
             sum_by_rows(&w, n_input, n_gh, n_steps * n_batch,
-                        1, x, n_input, dAp, n_gh, grad_beta, &dWx[0, 0], n_gh)
+                        1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh, grad_beta)
             # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,4H) (+)= (N,H)'(N,4H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_gh,
-                                   h0, hp, dAp, n_gh, grad_beta, &dWh[0, 0])
+                                   h0, hp, dAp, n_gh, &dWh[0, 0], grad_beta)
             # db (+)= dA.sum(axis=(0, 1))
             if not add_grads:
                 for j in range(n_gh):

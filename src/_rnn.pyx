@@ -285,10 +285,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         if not w.stopped:
             # dWx (+)= X.T @ dA     (D,H) (+)= (T*N,D)'(T*N,H)
             sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, x, n_input, dAp, n_hidden, grad_beta, &dWx[0, 0], n_hidden)
+                        1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden, grad_beta)
             # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,H) (+)= (N,H)'(N,H) summed over t
             add_hidden_weight_grad(&w, by_step, n_steps, n_batch, n_hidden, n_hidden,
-                                   h0, hp, dAp, n_hidden, grad_beta, &dWh[0, 0])
+                                   h0, hp, dAp, n_hidden, &dWh[0, 0], grad_beta)
             # db (+)= dA.sum(axis=(0, 1))
             if not add_grads:
                 for j in range(n_hidden):
@@ -328,7 +328,7 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
         if t_first == 0:
             # dWh (+)= h0.T @ dA[0] + h[:B-1].T @ dA[1:]
             add_hidden_weight_grad(NULL, True, n_block, n_batch, n_hidden, n_hidden,
-                                   h0, h, dA, n_hidden, beta, dWh)
+                                   h0, h, dA, n_hidden, dWh, beta)
         else:
             # dWh (+)= h[blk - 1].T @ dA     (H,H) (+)= (B*N,H)'(B*N,H)
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_block * n_batch,
