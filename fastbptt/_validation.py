@@ -11,10 +11,18 @@ view (``x``, ``dh``: (T, N, ...), no copy), which the reference and the cache in
 Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
 read-only ones (the kernels only read them).
 
-Non-finite values (NaN, inf) in any input are rejected with a ValueError. The scan that finds
-them is passed in: ``numpy_first_nonfinite`` for the reference, which imports nothing compiled,
-and the kernels' compiled one (``fastbptt._kernels.checks``, ``src/_checks.pyx``), a
-read-only pass over the arrays in place that costs microseconds.
+Non-finite values (NaN, inf) in any input are rejected with a ValueError, unless the caller
+passed ``check_finite=False``. The scan that finds them is passed in: ``numpy_first_nonfinite``
+for the reference, which imports nothing compiled, and the kernels' compiled one
+(``fastbptt._kernels.checks``, ``src/_checks.pyx``), a read-only pass over the arrays in place
+that costs microseconds.
+
+The kernels also pass ``ready`` (``forward_ready``, ``backward_ready`` of ``src/_checks.pyx``):
+one compiled pass over the arrays' headers that recognises arguments needing nothing done to
+them (NumPy arrays of one native float dtype, C-contiguous, of matching shapes, finite) and
+returns what the checks below would; for anything else it returns nothing and the checks below
+run, converting the argument or raising their message. It runs on every call and keeps nothing,
+so arrays changed between calls are checked as on a first call.
 
 Counts: every count the kernels hand to BLAS or loop over as a C ``int`` (T, N, T*N, D, H, G*H
 and, batch-major, the leading dimensions T*D and T*G*H) must fit in one: a larger one is refused
