@@ -9,7 +9,7 @@ import fastbptt
 from fastbptt import TBPTT
 from fastbptt._kernels import variants
 
-CELLS = list(fastbptt.CELLS)
+CELLS = [name for name in ("rnn", "lstm", "gru") if name in fastbptt.CELLS]   # x, h0, Wx, Wh, b
 impl = pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
 cell_param = pytest.mark.parametrize("cell", CELLS)
 builds = pytest.mark.parametrize("checks", variants("_checks"),
