@@ -45,17 +45,24 @@ def variant_source(stem, suffix):
     return str(path)
 
 
+# the modules that read arrays through NumPy's C API (the input checks' fast path)
+NUMPY_API = {"_checks"}
+
 extensions = []
 for path in sorted(glob("src/*.pyx")):
     stem = Path(path).stem
     if ONLY and stem not in ONLY:
         continue
-    extensions.append(Extension(f"fastbptt.{stem}", [path], include_dirs=["src"],
-                                extra_compile_args=FLAGS))
+    numpy_api = {}
+    if stem in NUMPY_API:
+        import numpy
+        numpy_api = {"include_dirs": ["src", numpy.get_include()],
+                     "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]}
+    options = {"include_dirs": ["src"], **numpy_api}
+    extensions.append(Extension(f"fastbptt.{stem}", [path], extra_compile_args=FLAGS, **options))
     if X86 and stem in TWO_BUILDS:
         extensions.append(Extension(f"fastbptt.{stem}_avx2", [variant_source(stem, "_avx2")],
-                                    include_dirs=["src"],
-                                    extra_compile_args=FLAGS + ["-mavx2", "-mfma"]))
+                                    extra_compile_args=FLAGS + ["-mavx2", "-mfma"], **options))
 
 DIRECTIVES = {
     "language_level": 3,

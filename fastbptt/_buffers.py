@@ -37,8 +37,10 @@ def step_outputs(cache_type, inputs, out):
     if out is not None:
         return {name: swap_major(getattr(out, name), inputs.time_major)
                 for name in cache_type.outputs}
-    return {name: empty_steps(inputs.n_steps, inputs.n_batch, width * inputs.n_hidden,
-                              inputs.dtype, inputs.time_major)
+    # empty_steps written out: this runs on every forward
+    n_steps, n_batch, n_hidden = inputs.n_steps, inputs.n_batch, inputs.n_hidden
+    rows = (n_steps, n_batch) if inputs.time_major else (n_batch, n_steps)
+    return {name: np.empty((*rows, width * n_hidden), inputs.dtype)
             for name, width in cache_type.outputs.items()}
 
 

@@ -75,9 +75,11 @@ class Cache:
             fields.update(part)
         fields["consumed"] = False
         fields["dtype"] = fields["h"].dtype     # a field, not a property: read on every call
-        fields["_fills"] = fields.get("_fills", 0) + 1   # what the kernels' Buffers last held
-        if "_readers" not in fields:        # the calls running on it (fastbptt._sharing)
-            fields["_readers"] = []
+        if "_readers" in fields:
+            fields["_fills"] += 1               # what the kernels' Buffers last held
+        else:                                   # a new cache
+            fields["_fills"] = 1
+            fields["_readers"] = []             # the calls running on it (fastbptt._sharing)
 
     def _consume(self, by="overwrite"):
         """Mark the cache consumed, ``by`` a backward with overwrite_cache ('overwrite') or a

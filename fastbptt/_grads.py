@@ -12,8 +12,11 @@ class Grads(_GradsBase):
     """
 
     def __new__(cls, dx, dh0, dWx, dWh, db, **extra):
-        self = super().__new__(cls, dx, dh0, dWx, dWh, db)
-        self.__dict__.update(extra)
+        # tuple.__new__ rather than the named tuple's own, a Python function: this runs on
+        # every backward
+        self = tuple.__new__(cls, (dx, dh0, dWx, dWh, db))
+        if extra:
+            self.__dict__.update(extra)
         return self
 
     def __repr__(self):

@@ -30,7 +30,8 @@ def empty_by_step(n_steps, n_batch, width, dtype, time_major):
 
 
 def readonly(arr):
-    """A read-only view of ``arr``."""
+    """A read-only view of ``arr``. (``setflags`` rather than ``flags.writeable =``, which makes
+    a flags object first: this runs on every forward.)"""
     view = arr.view()
-    view.flags.writeable = False
+    view.setflags(write=False)
     return view

@@ -11,10 +11,18 @@ view (``x``, ``dh``: (T, N, ...), no copy), which the reference and the cache in
 Strided, Fortran-ordered and byte-swapped inputs are accepted (copied where needed), and so are
 read-only ones (the kernels only read them).
 
-Non-finite values (NaN, inf) in any input are rejected with a ValueError. The scan that finds
-them is passed in: ``numpy_first_nonfinite`` for the reference, which imports nothing compiled,
-and the kernels' compiled one (``fastbptt._kernels.checks``, ``src/_checks.pyx``), a
-read-only pass over the arrays in place that costs microseconds.
+Non-finite values (NaN, inf) in any input are rejected with a ValueError, unless the caller
+passed ``check_finite=False``. The scan that finds them is passed in: ``numpy_first_nonfinite``
+for the reference, which imports nothing compiled, and the kernels' compiled one
+(``fastbptt._kernels.checks``, ``src/_checks.pyx``), a read-only pass over the arrays in place
+that costs microseconds.
+
+The kernels also pass ``ready`` (``forward_ready``, ``backward_ready`` of ``src/_checks.pyx``):
+one compiled pass over the arrays' headers that recognises arguments needing nothing done to
+them (NumPy arrays of one native float dtype, C-contiguous, of matching shapes, finite) and
+returns what the checks below would; for anything else it returns nothing and the checks below
+run, converting the argument or raising their message. It runs on every call and keeps nothing,
+so arrays changed between calls are checked as on a first call.
 
 Counts: every count the kernels hand to BLAS or loop over as a C ``int`` (T, N, T*N, D, H, G*H
 and, batch-major, the leading dimensions T*D and T*G*H) must fit in one: a larger one is refused
@@ -173,12 +181,33 @@ class ForwardInputs(NamedTuple):
 
 
 def check_forward(cell, x, states, weights, *, time_major, out=None,
-                  scan=numpy_first_nonfinite, overlap=numpy_first_overlap):
+                  scan=numpy_first_nonfinite, overlap=numpy_first_overlap, check_finite=True,
+                  ready=None):
     """Check the arguments of ``<cell>_forward``; ``cell`` is its ``Cell`` record, ``states``
     {'h0': ..., 'c0': ...} and ``weights`` {'Wx': ..., 'Wh': ..., 'b': ..., 'bh': ...} as the
-    caller passed them (None where a state or an extra weight was not given), ``out`` a cache to
-    refill or None. ``scan`` finds non-finite values, ``overlap`` arrays that share memory (the
-    kernels pass compiled ones). Returns a ``ForwardInputs``."""
+    caller passed them (None where a state or an extra weight was not given; both dicts are the
+    call's own, and become the result's), ``out`` a cache to refill or None. ``scan`` finds
+    non-finite values, ``overlap`` arrays that share memory (the kernels pass compiled ones);
+    ``check_finite`` False skips the scan. ``ready`` (the kernels pass
+    ``fastbptt._kernels.checks.forward_ready``) recognises, in one compiled pass, arguments that
+    need no conversion and pass every check: then none of the checks below runs. Returns a
+    ``ForwardInputs``."""
+    if check_finite is not True and check_finite is not False:
+        check_finite = check_bool("check_finite", check_finite)
+    dims = None if ready is None else ready(x, states, weights, cell.n_gates, time_major,
+                                            check_finite)
+    if dims is not None:
+        if out is None:
+            return _ready_forward_inputs(cell, x, states, weights, time_major, dims)
+        # as the checks below list them, for the same message where several overlap
+        given = [("x", x), ("Wh", weights["Wh"])]
+        given += [(name, weights[name]) for name in cell.weights[2:]
+                  if weights[name] is not None]
+        given += [("Wx", weights["Wx"])]
+        given += [(name, value) for name, value in states.items() if value is not None]
+        inputs = _ready_forward_inputs(cell, x, states, weights, time_major, dims)
+        check_forward_out(cell, out, inputs)
+        return inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given, overlap))
     n_gates = cell.n_gates
     time_major = check_bool("time_major", time_major)
     layout = "(T, N, D)" if time_major else "(N, T, D)"
@@ -227,11 +256,23 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
             value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)", scan=None)
             given.append((name, value))
         inputs.states[name] = value
-    check_all_finite(given, scan)
+    if check_finite:
+        check_all_finite(given, scan)
     if out is not None:
         inputs = inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given,
                                                               overlap))
     return inputs
+
+
+def _ready_forward_inputs(cell, x, states, weights, time_major, dims):
+    """The ``ForwardInputs`` of arguments that ``ready`` found ready as they are, with the
+    (T, N, D, H) it returned: the caller's arrays and dicts, the extra weights not given filled
+    in with zeros."""
+    for name in cell.extra_weights:
+        if weights[name] is None:
+            weights[name] = _zeros(cell.n_gates * dims[3], x.dtype)
+    return tuple.__new__(ForwardInputs, (x, x if time_major else x.swapaxes(0, 1), states,
+                                         weights, x.dtype, *dims, time_major, ()))
 
 
 def _forward_out_overlaps(cell, out, inputs, given, overlap):
@@ -277,13 +318,18 @@ class BackwardInputs(NamedTuple):
 
 def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
                    out=None, overwrite_cache=False, scan=numpy_first_nonfinite,
-                   overlap=numpy_first_overlap):
+                   overlap=numpy_first_overlap, check_finite=True, ready=None):
     """Check the arguments of ``<cell>_backward``; ``final`` is {'dhT': ..., 'dcT': ...} as the
-    caller passed them. A cache that a backward with ``overwrite_cache=True`` consumed is
-    refused (ValueError). ``scan`` and ``overlap`` as for ``check_forward``. Returns a
-    ``BackwardInputs``."""
+    caller passed them (the call's own dict). A cache that a backward with
+    ``overwrite_cache=True`` consumed is refused (ValueError). ``scan``, ``overlap`` and
+    ``check_finite`` as for ``check_forward``; ``ready`` (the kernels pass
+    ``fastbptt._kernels.checks.backward_ready``) recognises, in one compiled pass, a dh and
+    final states that need no conversion and pass every check. Returns a ``BackwardInputs``."""
     check_cache(cell, cache)
-    overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
+    if overwrite_cache is not True and overwrite_cache is not False:
+        overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
+    if check_finite is not True and check_finite is not False:
+        check_finite = check_bool("check_finite", check_finite)
     dtype = cache.dtype
     n_steps, n_batch, n_hidden = cache.h.shape
     if cache.time_major:
@@ -292,23 +338,31 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
     if out is not None:
         check_backward_out(cell, out, cache, weights=grads is None)
-    given = []
-    if dh is None:
-        dh = np.zeros(dh_shape, dtype)
+    if ready is not None and ready(dh, final, dtype.itemsize, dh_shape, n_batch, check_finite):
+        given = [("dh", dh)]
+        checked_final = final
+        xi_given = xi
+        xi = _ones(n_steps, dtype) if xi is None else check_xi(
+            xi, n_steps, dtype, scan if check_finite else None)
     else:
-        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
-                                              like="the cache", scan=None))
-        given.append(("dh", dh))
-    checked_final = {}
-    for name, value in final.items():
-        if value is not None:
-            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                like="the cache", scan=None)
-            given.append((name, value))
-        checked_final[name] = value
-    xi_given = xi
-    xi = check_xi(xi, n_steps, dtype)
-    check_all_finite(given, scan)
+        given = []
+        if dh is None:
+            dh = np.zeros(dh_shape, dtype)
+        else:
+            dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+                                                  like="the cache", scan=None))
+            given.append(("dh", dh))
+        checked_final = {}
+        for name, value in final.items():
+            if value is not None:
+                value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                    like="the cache", scan=None)
+                given.append((name, value))
+            checked_final[name] = value
+        xi_given = xi
+        xi = check_xi(xi, n_steps, dtype, scan if check_finite else None)
+        if check_finite:
+            check_all_finite(given, scan)
     writes = ()
     if grads is not None:
         grads = check_grads(cell, grads, cache)
@@ -340,8 +394,8 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         reads += [("cache." + name, fields.get(name)) for name in cache.fields
                   if isinstance(fields.get(name), np.ndarray)]
         check_no_overlap(writes, reads, overlap)
-    return BackwardInputs._make((dh, swap_major(dh, cache.time_major), checked_final, xi, grads,
-                                 out, h_grad_norms, overwrite_cache, writes))
+    return tuple.__new__(BackwardInputs, (dh, swap_major(dh, cache.time_major), checked_final, xi,
+                                          grads, out, h_grad_norms, overwrite_cache, writes))
 
 
 def check_cache(cell, cache):
@@ -355,8 +409,9 @@ def check_cache(cell, cache):
         raise ValueError(cache._consumed_message())
 
 
-def check_xi(xi, n_steps, dtype):
-    """Truncation multipliers: (T,) real and finite, returned in ``dtype``; None means ones."""
+def check_xi(xi, n_steps, dtype, scan=numpy_first_nonfinite):
+    """Truncation multipliers: (T,) real and finite (found by ``scan``; None: not scanned),
+    returned in ``dtype``; None means ones."""
     if xi is None:
         return _ones(n_steps, np.dtype(dtype))
     arr = np.asarray(xi)
@@ -365,7 +420,8 @@ def check_xi(xi, n_steps, dtype):
     if arr.shape != (n_steps,):
         raise ValueError(f"xi must have shape (T,) = ({n_steps},), got {arr.shape}")
     arr = np.ascontiguousarray(arr, dtype=dtype)
-    check_all_finite([("xi", arr)])
+    if scan is not None:
+        check_all_finite([("xi", arr)], scan)
     return arr
 
 

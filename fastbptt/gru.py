@@ -17,7 +17,7 @@ _gru = Kernels("_gru")
 
 @fill
 def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
-                checkpoint=None, lengths=None, reverse=False):
+                checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Run a GRU over all time steps (PyTorch semantics, gate blocks r, z, n)::
 
         [xr xz xn] = x_t Wx + b,   [hr hz hn] = h_{t-1} Wh + bh
@@ -32,6 +32,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
     {forward_out}
     {forward_checkpoint}
     {forward_lengths}
+    {check_finite}
 
     Returns
     -------
@@ -45,7 +46,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if lengths is not None or reverse is not False:
         return forward_by_length(GRU, _gru, inputs, out,
                                  check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
@@ -69,7 +71,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
 
 @fill
 def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``gru_forward``.
 
     Parameters
@@ -86,6 +88,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         raises a ValueError (``forward(..., out=cache)`` refills it). ``cache.hT`` and the
         hidden states forward returned stay as they were.
     {backward_out}
+    {check_finite}
 
     Returns
     -------
@@ -100,7 +103,8 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(GRU, _gru, cache, inputs,
                                   overwrite_cache=inputs.overwrite_cache)

@@ -17,7 +17,7 @@ _lstm = Kernels("_lstm")
 
 @fill
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
-                 checkpoint=None, lengths=None, reverse=False):
+                 checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Run an LSTM over all time steps, gate blocks (i, f, g, o) as in PyTorch::
 
         [a_i a_f a_g a_o] = x_t Wx + h_{t-1} Wh + b
@@ -32,6 +32,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
     {forward_out}
     {forward_checkpoint}
     {forward_lengths}
+    {check_finite}
 
     Returns
     -------
@@ -45,7 +46,8 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if lengths is not None or reverse is not False:
         return forward_by_length(LSTM, _lstm, inputs, out,
                                  check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
@@ -69,7 +71,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
 
 @fill
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  overwrite_cache=False, out=None):
+                  overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``lstm_forward``.
 
     Parameters
@@ -85,6 +87,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         refills it). ``cache.hT``, ``cache.cT`` and the hidden states forward returned stay as
         they were.
     {backward_out}
+    {check_finite}
 
     Returns
     -------
@@ -99,7 +102,8 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(LSTM, _lstm, cache, inputs,
                                   overwrite_cache=inputs.overwrite_cache)

@@ -17,7 +17,7 @@ _rnn = Kernels("_rnn")
 
 @fill
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
-                checkpoint=None, lengths=None, reverse=False):
+                checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Run an Elman RNN over all time steps: ``h_t = phi(x_t Wx + h_{t-1} Wh + b)``.
 
     Parameters
@@ -28,6 +28,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     {forward_out}
     {forward_checkpoint}
     {forward_lengths}
+    {check_finite}
 
     Returns
     -------
@@ -42,7 +43,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap)
+                           overlap=checks.first_overlap, check_finite=check_finite,
+                           ready=checks.forward_ready)
     if lengths is not None or reverse is not False:
         return forward_by_length(RNN, _rnn, inputs, out,
                                  check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
@@ -84,7 +86,7 @@ def lean_block_steps(n_steps, n_batch, time_major):
 
 @fill
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Backpropagate through every time step of ``rnn_forward``.
 
     Parameters
@@ -101,6 +103,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         block, in products over fewer rows (the same results to rounding). A cache of sequences
         by length (``lengths=``, ``reverse=``) runs the default backward either way.
     {backward_out}
+    {check_finite}
 
     Returns
     -------
@@ -115,7 +118,8 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap)
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(RNN, _rnn, cache, inputs)
     mode = "consume" if inputs.overwrite_cache else "read"

@@ -308,6 +308,8 @@ class TBPTT:
         t0 = 0
 
         def take(n):
+            if pending[0][0].shape[axis] == n:    # one piece, whole (a stream of one array)
+                return tuple(pending.popleft())
             xs, ys = [], []
             while n:
                 piece = pending[0]
@@ -365,7 +367,15 @@ class TBPTT:
         return loss, dh
 
     def _run_grouped(self, job, h0, Wx, Wh, b, loss_grad, grads, forward_kwargs):
-        """``run`` for k1 == k2: a group of windows per forward and backward call."""
+        """``run`` for k1 == k2: a group of windows per forward and backward call.
+
+        What one call per window would redo is done once per run or per group: without
+        ``grads=``, the first group's backward makes the weight gradients (no zeros to add into,
+        no checks of buffers), and the later groups add into them; xi is made once per group
+        length, and a group of one window needs none (its xi would be zero at step 0 alone,
+        which changes only the initial state's gradient, which ``run`` does not return); the
+        loss gradients of a group of one window go to backward as ``loss_grad`` returned them,
+        where a group of several is copied into one array."""
         chunks, axis, has_targets = job
         k1 = self.k1
         blocks = self._blocks(chunks, axis,
@@ -375,8 +385,8 @@ class TBPTT:
         forward_kwargs = dict(forward_kwargs)
         state = {name: forward_kwargs.pop(name, None) for name in cell.extra_states}
         time_major = forward_kwargs.get("time_major", False)
-        h, loss, n_windows, t1, dh, xi = h0, 0.0, 0, 0, None, None
-        cache = res = None
+        h, loss, n_windows, t1 = h0, 0.0, 0, 0
+        cache = res = group_dh = group_xi = None     # the dh and xi of groups of several
         for xb, yb, t0 in blocks:
             # the arrays of the group before are refilled (out=), except for a shorter last one
             same = cache is not None and cache.h.shape[0] == xb.shape[axis]
@@ -388,12 +398,12 @@ class TBPTT:
                                 **forward_kwargs)
             n_steps = cache.h.shape[0]
             t1 = t0 + n_steps
-            if grads is None:
-                grads = WeightGrads(**weight_grad_buffers(cell, cache))
-            if dh is None or dh.shape != hb.shape:   # the last group may be shorter
-                dh = np.empty(hb.shape, cache.dtype)
-                xi = np.ones(n_steps, cache.dtype)
-                xi[::k1] = 0    # no gradient crosses a window's start, nor reaches h0
+            if n_steps > k1 and (group_dh is None or group_dh.shape != hb.shape):
+                group_dh = np.empty(hb.shape, cache.dtype)   # the last group may be shorter
+                group_xi = np.ones(n_steps, cache.dtype)
+                group_xi[::k1] = 0    # no gradient crosses a window's start, nor reaches h0
+            # one window: its dh as loss_grad returned it, and no xi
+            dh, xi = (None, None) if n_steps <= k1 else (group_dh, group_xi)
             for w0 in range(0, n_steps, k1):
                 w1 = min(w0 + k1, n_steps)
                 hw = _time_slice(hb, w0, w1, axis)
@@ -401,16 +411,21 @@ class TBPTT:
                 win_loss, dhw = self._call_loss_grad(loss_grad, hw, t0 + w0, yw, has_targets)
                 loss += win_loss
                 n_windows += 1
-                if dhw is None:
+                if dhw is not None:
+                    expected = "(m, N, H)" if time_major else "(N, m, H)"
+                    dhw = check_array("dh (returned by loss_grad)", dhw, hw.shape, cache.dtype,
+                                      expected, like="the hidden states", scan=None)
+                if xi is None:
+                    dh = dhw
+                elif dhw is None:
                     _time_slice(dh, w0, w1, axis)[...] = 0
                 else:
-                    expected = "(m, N, H)" if time_major else "(N, m, H)"
-                    _time_slice(dh, w0, w1, axis)[...] = check_array(
-                        "dh (returned by loss_grad)", dhw, hw.shape, cache.dtype, expected,
-                        like="the hidden states", scan=None)
+                    _time_slice(dh, w0, w1, axis)[...] = dhw
             # each group is backpropagated once: its gate values may become the workspace
             res = backward(dh, cache, xi=xi, grads=grads, out=res if same else None,
                            overwrite_cache=True)
+            if grads is None:    # the first group's weight gradients: the later ones add in
+                grads = WeightGrads(**{name: getattr(res, name) for name in cell.weight_grads})
             h = _final_state(cell, cache)     # forward copies it before it refills the cache
             state = _extra_final_states(cell, cache)
         return TBPTTResult(loss, grads, h, state.get("c0"), t1, n_windows)

@@ -182,3 +182,139 @@ def first_overlap(writes, reads):
         return None
     finally:
         PyMem_Free(b)
+
+
+# -- the fast path of the input checks -------------------------------------------------------
+#
+# The checks of ``fastbptt._validation`` cost ~5 us in Python per call, as much as the kernels on
+# a short sequence. Almost every call passes arrays that need nothing done to them: NumPy arrays
+# of one native float dtype, C-contiguous, of matching shapes. ``forward_ready`` and
+# ``backward_ready`` recognise exactly those, every call, in a fraction of a microsecond (they
+# read the arrays' headers through NumPy's C API: a buffer export costs ~0.1 us an array), and
+# scan them for NaN and inf on the way; anything else (a list, a strided view, a wrong shape, a
+# NaN) they hand back to the full checks in Python, which convert it or raise the message that
+# names the argument. They never raise and never accept what the full checks would refuse.
+
+cimport numpy as cnp
+
+cnp.import_array()
+
+cdef extern from "<limits.h>":
+    int INT_MAX
+
+
+cdef inline cnp.ndarray _plain(object arr, int typenum, int ndim):
+    """``arr`` if it is a NumPy array (not a subclass) of ``ndim`` dimensions whose items are
+    native floats of NumPy type ``typenum`` (NPY_FLOAT or NPY_DOUBLE; -1: either),
+    C-contiguous; else None."""
+    cdef cnp.ndarray a
+    if type(arr) is not cnp.ndarray:
+        return None
+    a = <cnp.ndarray> arr
+    if (cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_IS_C_CONTIGUOUS(a)
+            and cnp.PyArray_ISNOTSWAPPED(a)
+            and (cnp.PyArray_TYPE(a) == typenum if typenum >= 0 else
+                 cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT or cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE)):
+        return a
+    return None
+
+
+cdef inline bint _finite(cnp.ndarray a) noexcept:
+    """A C-contiguous native float32/float64 array holds no NaN and no infinity."""
+    if cnp.PyArray_TYPE(a) == cnp.NPY_DOUBLE:
+        return _bits_f64(<const char*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a), 8) == 0
+    return _bits_f32(<const char*> cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a), 4) == 0
+
+
+cdef inline bint _shaped(cnp.ndarray a, Py_ssize_t d0, Py_ssize_t d1) noexcept:
+    """``a`` has shape (d0,) (``d1`` < 0) or (d0, d1)."""
+    cdef cnp.npy_intp* dims = cnp.PyArray_DIMS(a)
+    return dims[0] == d0 and (d1 < 0 or dims[1] == d1)
+
+
+def forward_ready(x, dict states, dict weights, int n_gates, time_major, bint check_finite):
+    """(T, N, D, H) where the arguments of a cell's forward are ready for the kernels as they
+    are, else None.
+
+    Ready: ``time_major`` is True or False; x, the weights ``weights['Wx']`` (D, G*H),
+    ``weights['Wh']`` (H, G*H) and the rest of ``weights`` (G*H,) (``b``, and the cell's extra
+    ones, which may be None) and the states (``states``' values, (N, H) or None) are NumPy arrays
+    of x's dtype, float32 or float64, native, C-contiguous; T, N, D, H >= 1, and every count
+    fits the kernels' C ints (``fastbptt._validation.check_counts``); and, if ``check_finite``,
+    no NaN or inf anywhere."""
+    cdef cnp.ndarray xa, a
+    cdef int typenum
+    cdef Py_ssize_t T, N, D, H, GH
+    cdef cnp.npy_intp* dims
+    cdef bint tm
+    if time_major is True or time_major is False:
+        tm = time_major is True
+    else:
+        return None
+    xa = _plain(x, -1, 3)
+    if xa is None:
+        return None
+    typenum = cnp.PyArray_TYPE(xa)
+    dims = cnp.PyArray_DIMS(xa)
+    T, N = (dims[0], dims[1]) if tm else (dims[1], dims[0])
+    D = dims[2]
+    a = _plain(weights.get("Wh"), typenum, 2)
+    if a is None:
+        return None
+    H = cnp.PyArray_DIMS(a)[0]
+    GH = n_gates * H
+    if T == 0 or N == 0 or D == 0 or H == 0 or not _shaped(a, H, GH):
+        return None
+    if (T * N > INT_MAX or D > INT_MAX or GH > INT_MAX
+            or not (tm or N == 1 or T * (D + GH) <= INT_MAX)):
+        return None
+    if check_finite and not (_finite(xa) and _finite(a)):
+        return None
+    for name, value in weights.items():
+        if name == "Wh":
+            continue
+        if name == "Wx":
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, D, GH):
+                return None
+        elif value is not None or name == "b":
+            a = _plain(value, typenum, 1)
+            if a is None or not _shaped(a, GH, -1):
+                return None
+        else:
+            continue
+        if check_finite and not _finite(a):
+            return None
+    for value in states.values():
+        if value is not None:
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, N, H) or (check_finite and not _finite(a)):
+                return None
+    return T, N, D, H
+
+
+def backward_ready(dh, dict final, Py_ssize_t itemsize, tuple dh_shape, Py_ssize_t n_batch,
+                   bint check_finite):
+    """Whether the arrays of a backward call are ready for the kernels as they are: dh a NumPy
+    array of ``itemsize``-byte floats (the cache's dtype), native, C-contiguous, of shape
+    ``dh_shape`` (the cache's layout: (N, T, H) or (T, N, H)), and ``final``'s values (N, H)
+    arrays of the same kind, or None; and, if ``check_finite``, no NaN or inf anywhere. False:
+    the full checks take over."""
+    cdef int typenum = cnp.NPY_FLOAT if itemsize == 4 else cnp.NPY_DOUBLE
+    cdef Py_ssize_t n_hidden = dh_shape[2]
+    cdef cnp.npy_intp* dims
+    cdef cnp.ndarray a = _plain(dh, typenum, 3)
+    if a is None:
+        return False
+    dims = cnp.PyArray_DIMS(a)
+    if dims[0] != dh_shape[0] or dims[1] != dh_shape[1] or dims[2] != n_hidden:
+        return False
+    if check_finite and not _finite(a):
+        return False
+    for value in final.values():
+        if value is not None:
+            a = _plain(value, typenum, 2)
+            if a is None or not _shaped(a, n_batch, n_hidden) or (
+                    check_finite and not _finite(a)):
+                return False
+    return True

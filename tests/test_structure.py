@@ -475,9 +475,9 @@ KIND = inspect.Parameter
 @pytest.mark.parametrize("name", HIDDEN_CELLS)
 def test_signatures_are_what_the_record_says(impl, name):
     """forward takes x, h0, Wx, Wh, b and, by keyword, exactly the record's extra states,
-    extra weights and options, time_major, out, lengths and reverse; backward takes dh, cache
-    and, by keyword, a gradient into each final state, xi, grads, h_grad_norms,
-    overwrite_cache and out."""
+    extra weights and options, time_major, out, checkpoint, lengths, reverse and check_finite;
+    backward takes dh, cache and, by keyword, a gradient into each final state, xi, grads,
+    h_grad_norms, overwrite_cache, out and check_finite."""
     cell = impl.CELLS[name]
     params = inspect.signature(cell.forward).parameters.values()
     assert [p.name for p in params if p.kind == KIND.POSITIONAL_OR_KEYWORD] == \
@@ -485,7 +485,7 @@ def test_signatures_are_what_the_record_says(impl, name):
     keywords = {p.name: p for p in params if p.kind == KIND.KEYWORD_ONLY}
     assert tuple(keywords) == (cell.extra_states + cell.extra_weights + tuple(cell.options)
                                + ("time_major", "out", "checkpoint", "lengths",
-                                  "reverse"))
+                                  "reverse", "check_finite"))
     assert len(keywords) + 5 == len(params)                 # no *args, no **kwargs
     for option, allowed in cell.options.items():
         assert keywords[option].default == allowed[0], option
@@ -496,7 +496,7 @@ def test_signatures_are_what_the_record_says(impl, name):
     assert [p.name for p in params if p.kind == KIND.POSITIONAL_OR_KEYWORD] == ["dh", "cache"]
     assert tuple(p.name for p in params if p.kind == KIND.KEYWORD_ONLY) == (
         tuple(f"d{s}T" for s in cell.states)
-        + ("xi", "grads", "h_grad_norms", "overwrite_cache", "out"))
+        + ("xi", "grads", "h_grad_norms", "overwrite_cache", "out", "check_finite"))
 
 
 @pytest.mark.parametrize("impl", list(IMPLS.values()), ids=list(IMPLS))

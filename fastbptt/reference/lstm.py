@@ -23,7 +23,7 @@ from ._walk import final_state, walk
 
 
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
-                 checkpoint=None, lengths=None, reverse=False):
+                 checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Same contract as ``fastbptt.lstm_forward``."""
     if checkpoint is not None or type(out) is CheckpointCache:
         return checkpointed_forward(
@@ -31,7 +31,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
             {"Wx": Wx, "Wh": Wh, "b": b}, {},
             time_major=time_major, out=out, lengths=lengths, reverse=reverse)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out)
+                           time_major=time_major, out=out, check_finite=check_finite)
     lengths = check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
@@ -71,7 +71,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
-                  overwrite_cache=False, out=None):
+                  overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
     if type(cache) is CheckpointCache:
@@ -81,7 +81,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
             out=out)
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out)
+                            out=out, check_finite=check_finite)
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:

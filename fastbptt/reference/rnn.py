@@ -18,7 +18,7 @@ from ._walk import final_state, walk
 
 
 def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=None,
-                checkpoint=None, lengths=None, reverse=False):
+                checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Same contract as ``fastbptt.rnn_forward``."""
     check_option(RNN, "nonlinearity", nonlinearity)
     if checkpoint is not None or type(out) is CheckpointCache:
@@ -27,7 +27,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
             {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
             time_major=time_major, out=out, lengths=lengths, reverse=reverse)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out)
+                           time_major=time_major, out=out, check_finite=check_finite)
     lengths = check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse)
     if out is not None:
         begin(out, "refill", inputs.writes)     # out= needs the cache alone
@@ -55,7 +55,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
 
 
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
-                 overwrite_cache=False, out=None):
+                 overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.rnn_backward`` (``overwrite_cache=True`` consumes the
     cache)."""
     if type(cache) is CheckpointCache:
@@ -65,7 +65,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
             out=out)
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out)
+                            out=out, check_finite=check_finite)
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:
