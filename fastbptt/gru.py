@@ -1,16 +1,12 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
 from ._blas_threads import run_kernel
-from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
-from ._caches import GRUCache
+from ._calls import kernel_backward, kernel_forward
 from ._cells import GRU
 from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from ._docs import fill
-from ._grads import Grads
 from ._kernels import Kernels, checks
-from ._layout import readonly
-from ._lengths import backward_by_length, forward_by_length
-from ._sharing import begin, end
-from ._validation import check_backward, check_forward, check_lengths
+from ._lengths import backward_by_length
+from ._validation import check_backward, check_forward
 
 _gru = Kernels("_gru")
 
@@ -48,25 +44,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap, check_finite=check_finite,
                            ready=checks.forward_ready)
-    if lengths is not None or reverse is not False:
-        return forward_by_length(GRU, _gru, inputs, out,
-                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
-                                 bool(reverse), {})
-    if out is not None:
-        begin(out, "refill", inputs.writes)     # out= needs the cache alone
-    done = False
-    try:
-        states = initial_states(inputs, out)
-        steps = step_outputs(GRUCache, inputs, out)     # in x's layout
-        cache = make_cache(GRUCache, out, inputs, states, steps)
-        if inputs.n_batch:
-            run_kernel(_gru.forward, inputs.x, inputs.weights["Wh"],
-                       kernel_buffers(_gru, cache), inputs.x_buffer)
-        done = True
-    finally:
-        if out is not None:
-            end(out, "refill", inputs.writes, refill_failed=not done)
-    return readonly(steps["h"]), cache
+    return kernel_forward(GRU, _gru, inputs, out, {}, lengths, reverse)
 
 
 @fill
@@ -108,18 +86,10 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(GRU, _gru, cache, inputs,
                                   overwrite_cache=inputs.overwrite_cache)
-    mode = "consume" if inputs.overwrite_cache else "read"
-    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
-    try:
-        dx, carries, wg = backward_buffers(GRU, cache, inputs)
-        if cache.h.shape[1]:     # N >= 1
-            # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
-            # read them
-            run_kernel(_gru.backward, cache.x, cache.Wh,
-                       kernel_buffers(_gru, cache, shared), inputs.dh_buffer, inputs.xi, carries,
-                       dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
-        elif h_grad_norms is not None:
-            h_grad_norms[...] = 0
-    finally:
-        end(cache, mode, inputs.writes)
-    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], dbh=wg["dbh"])
+
+    def run(buffers, dx, carries, wg):
+        # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
+        # read them
+        run_kernel(_gru.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
+                   carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
+    return kernel_backward(GRU, _gru, cache, inputs, run)

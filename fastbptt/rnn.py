@@ -1,16 +1,12 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
 from ._blas_threads import run_kernel
-from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
-from ._caches import RNNCache
+from ._calls import kernel_backward, kernel_forward
 from ._cells import RNN
 from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
 from ._docs import fill
-from ._grads import Grads
 from ._kernels import Kernels, checks
-from ._layout import readonly
-from ._lengths import backward_by_length, forward_by_length
-from ._sharing import begin, end
-from ._validation import check_backward, check_forward, check_lengths, check_option
+from ._lengths import backward_by_length
+from ._validation import check_backward, check_forward, check_option
 
 _rnn = Kernels("_rnn")
 
@@ -45,25 +41,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
                            overlap=checks.first_overlap, check_finite=check_finite,
                            ready=checks.forward_ready)
-    if lengths is not None or reverse is not False:
-        return forward_by_length(RNN, _rnn, inputs, out,
-                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
-                                 bool(reverse), {"nonlinearity": nonlinearity})
-    if out is not None:
-        begin(out, "refill", inputs.writes)     # out= needs the cache alone
-    done = False
-    try:
-        states = initial_states(inputs, out)
-        steps = step_outputs(RNNCache, inputs, out)     # in x's layout
-        cache = make_cache(RNNCache, out, inputs, states, steps, nonlinearity=nonlinearity)
-        if inputs.n_batch:
-            run_kernel(_rnn.forward, inputs.x, inputs.weights["Wh"],
-                       kernel_buffers(_rnn, cache), inputs.x_buffer)
-        done = True
-    finally:
-        if out is not None:
-            end(out, "refill", inputs.writes, refill_failed=not done)
-    return readonly(steps["h"]), cache
+    return kernel_forward(RNN, _rnn, inputs, out, {"nonlinearity": nonlinearity}, lengths,
+                          reverse)
 
 
 LEAN_ROWS = 64   # rows (steps x sequences) per block of the lean backward; see lean_block_steps
@@ -122,23 +101,15 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             ready=checks.backward_ready)
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(RNN, _rnn, cache, inputs)
-    mode = "consume" if inputs.overwrite_cache else "read"
-    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
-    try:
-        dx, carries, wg = backward_buffers(RNN, cache, inputs)
-        n_steps, n_batch, n_hidden = cache.h.shape
-        if n_batch:
-            buffers = kernel_buffers(_rnn, cache, shared)
-            if inputs.overwrite_cache:
-                n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
-                dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
-                run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
-                           inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
-            else:
-                run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
-                           inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
-        elif h_grad_norms is not None:
-            h_grad_norms[...] = 0
-    finally:
-        end(cache, mode, inputs.writes)
-    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])
+
+    def run(buffers, dx, carries, wg):
+        if inputs.overwrite_cache:
+            n_steps, n_batch, n_hidden = cache.h.shape
+            n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
+            dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
+            run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
+                       inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
+        else:
+            run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
+                       inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
+    return kernel_backward(RNN, _rnn, cache, inputs, run)

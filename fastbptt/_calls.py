@@ -1,0 +1,63 @@
+"""The part of every compiled cell's forward and backward that is the same for all cells.
+
+A cell's wrapper (``rnn.py``, ``lstm.py``, ``gru.py``) checks its arguments and picks the
+path (checkpointed, by length, or every step of every sequence); for the last, these functions
+claim the arrays the call writes (``fastbptt._sharing``), make what it returns
+(``fastbptt._buffers``), run the kernel, and release the claim even when the kernel raised (an
+interrupted forward leaves its ``out=`` cache marked half-written). Only the kernel call itself
+differs between cells' backwards, so the wrapper passes it in as a function.
+"""
+from ._blas_threads import run_kernel
+from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
+from ._grads import Grads
+from ._layout import readonly
+from ._lengths import forward_by_length
+from ._sharing import begin, end
+from ._validation import check_lengths
+
+
+def kernel_forward(cell, kernels, inputs, out, options, lengths=None, reverse=False):
+    """``(h, cache)`` of ``cell``'s forward on the compiled ``kernels``, for the checked
+    ``inputs``; ``options`` are the cell's choices ({'nonlinearity': ...} for the RNN), kept on
+    the cache. With ``lengths`` or ``reverse``, the sequences run by length
+    (``fastbptt._lengths``)."""
+    if lengths is not None or reverse is not False:
+        return forward_by_length(cell, kernels, inputs, out,
+                                 check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
+                                 bool(reverse), options)
+    if out is not None:
+        begin(out, "refill", inputs.writes)     # out= needs the cache alone
+    done = False
+    try:
+        states = initial_states(inputs, out)
+        steps = step_outputs(cell.cache_type, inputs, out)     # in x's layout
+        cache = make_cache(cell.cache_type, out, inputs, states, steps, **options)
+        if inputs.n_batch:
+            run_kernel(kernels.forward, inputs.x, inputs.weights["Wh"],
+                       kernel_buffers(kernels, cache), inputs.x_buffer)
+        done = True
+    finally:
+        if out is not None:
+            end(out, "refill", inputs.writes, refill_failed=not done)
+    return readonly(steps["h"]), cache
+
+
+def kernel_backward(cell, kernels, cache, inputs, run):
+    """The ``Grads`` of ``cell``'s backward on the compiled ``kernels`` through every step of
+    ``cache``, for the checked ``inputs``. ``run(buffers, dx, carries, weight_grads)`` calls
+    the cell's backward kernel on the cache's ``Buffers`` (only where N >= 1), the arrays it
+    writes made here (``fastbptt._buffers.backward_buffers``)."""
+    mode = "consume" if inputs.overwrite_cache else "read"
+    shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
+    try:
+        dx, carries, wg = backward_buffers(cell, cache, inputs)
+        if cache.h.shape[1]:
+            run(kernel_buffers(kernels, cache, shared), dx, carries, wg)
+        elif inputs.h_grad_norms is not None:
+            inputs.h_grad_norms[...] = 0
+    finally:
+        end(cache, mode, inputs.writes)
+    # the cell's gradients beyond the five: dc0 (carried from dcT) for the LSTM, dbh for the GRU
+    extra = {name: wg[name] if name in wg else carries[name[:-1] + "T"]
+             for name in cell.extra_grads}
+    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
