@@ -44,20 +44,23 @@ def kernel_forward(cell, kernels, inputs, out, options, lengths=None, reverse=Fa
 
 def kernel_backward(cell, kernels, cache, inputs, run):
     """The ``Grads`` of ``cell``'s backward on the compiled ``kernels`` through every step of
-    ``cache``, for the checked ``inputs``. ``run(buffers, dx, carries, weight_grads)`` calls
-    the cell's backward kernel on the cache's ``Buffers`` (only where N >= 1), the arrays it
-    writes made here (``fastbptt._buffers.backward_buffers``)."""
+    ``cache``, for the checked ``inputs``. ``run(cache, inputs, buffers, dx, carries,
+    weight_grads)`` calls the cell's backward kernel on the cache's ``Buffers`` (only where
+    N >= 1), the arrays it writes made here (``fastbptt._buffers.backward_buffers``)."""
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
         dx, carries, wg = backward_buffers(cell, cache, inputs)
         if cache.h.shape[1]:
-            run(kernel_buffers(kernels, cache, shared), dx, carries, wg)
+            run(cache, inputs, kernel_buffers(kernels, cache, shared), dx, carries, wg)
         elif inputs.h_grad_norms is not None:
             inputs.h_grad_norms[...] = 0
     finally:
         end(cache, mode, inputs.writes)
+    if not cell.extra_grads:
+        return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"])
     # the cell's gradients beyond the five: dc0 (carried from dcT) for the LSTM, dbh for the GRU
-    extra = {name: wg[name] if name in wg else carries[name[:-1] + "T"]
-             for name in cell.extra_grads}
+    extra = {}
+    for name in cell.extra_grads:
+        extra[name] = wg[name] if name in wg else carries[name[:-1] + "T"]
     return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)

@@ -86,10 +86,12 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(GRU, _gru, cache, inputs,
                                   overwrite_cache=inputs.overwrite_cache)
+    return kernel_backward(GRU, _gru, cache, inputs, _run_backward)
 
-    def run(buffers, dx, carries, wg):
-        # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
-        # read them
-        run_kernel(_gru.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
-                   carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
-    return kernel_backward(GRU, _gru, cache, inputs, run)
+
+def _run_backward(cache, inputs, buffers, dx, carries, wg):
+    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
+    # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
+    # read them
+    run_kernel(_gru.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
+               carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)

@@ -85,9 +85,11 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(LSTM, _lstm, cache, inputs,
                                   overwrite_cache=inputs.overwrite_cache)
+    return kernel_backward(LSTM, _lstm, cache, inputs, _run_backward)
 
-    def run(buffers, dx, carries, wg):
-        # with overwrite_cache, dA_t overwrites gates_t once step t has read it
-        run_kernel(_lstm.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
-                   carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
-    return kernel_backward(LSTM, _lstm, cache, inputs, run)
+
+def _run_backward(cache, inputs, buffers, dx, carries, wg):
+    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
+    # with overwrite_cache, dA_t overwrites gates_t once step t has read it
+    run_kernel(_lstm.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
+               carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)

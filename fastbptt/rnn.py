@@ -101,15 +101,17 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                             ready=checks.backward_ready)
     if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
         return backward_by_length(RNN, _rnn, cache, inputs)
+    return kernel_backward(RNN, _rnn, cache, inputs, _run_backward)
 
-    def run(buffers, dx, carries, wg):
-        if inputs.overwrite_cache:
-            n_steps, n_batch, n_hidden = cache.h.shape
-            n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
-            dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
-            run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
-                       inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
-        else:
-            run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
-                       inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
-    return kernel_backward(RNN, _rnn, cache, inputs, run)
+
+def _run_backward(cache, inputs, buffers, dx, carries, wg):
+    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
+    if inputs.overwrite_cache:
+        n_steps, n_batch, n_hidden = cache.h.shape
+        n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
+        dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
+        run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
+                   inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
+    else:
+        run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
+                   inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
