@@ -10,6 +10,10 @@ themselves, NumPy's BLAS (the reference's) is set to one thread for the timing, 
 one intra-op thread. The cases (N, T, D, H) and the callables are those of
 ``fastbptt.benchmarking``, which ``benchmarks/`` uses too.
 
+``--threads N`` runs every one of them on N threads instead: the kernels and the floor
+(``fastbptt.num_threads``), NumPy's BLAS (the reference) and PyTorch's intra-op threads.
+``benchmarks/threads_interleaved.py`` makes the table of 1 against N threads.
+
 PyTorch is optional: ``fastbptt bench`` leaves its columns out where it cannot be imported.
 """
 import platform
@@ -29,7 +33,7 @@ from ..benchmarking import (
     time_interleaved,
     torch_function,
 )
-from ._options import names_among, positive_float
+from ._options import names_among, positive_float, positive_int
 
 BURST = 3   # runs of a callable in a row in each round
 
@@ -43,6 +47,8 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--budget", type=positive_float, default=2.0,
                         help="seconds of timing per case (default: 2)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="threads of every implementation timed (default: 1)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave PyTorch out even where it is installed")
 
@@ -50,11 +56,15 @@ def add_arguments(parser):
 def run(args):
     dtype = np.dtype(args.dtype)
     torch = None if args.no_torch else import_torch()
+    threads = args.threads
+    if torch is not None:
+        torch.set_num_threads(threads)
+    each = "one thread each" if threads == 1 else f"{threads} threads each"
     print(f"fastbptt {fastbptt.__version__} bench: forward + full backward, {dtype}, "
-          f"median of alternating runs, {args.budget:g} s a case, one thread each")
+          f"median of alternating runs, {args.budget:g} s a case, {each}")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, "
           f"Python {platform.python_version()}, NumPy {np.__version__}"
-          + (f", PyTorch {torch.__version__} (1 thread)" if torch is not None else ""))
+          + (f", PyTorch {torch.__version__} ({each})" if torch is not None else ""))
     if torch is None:
         print("(PyTorch " + ("left out" if args.no_torch else "not installed") +
               ": no PyTorch column)")
@@ -70,7 +80,8 @@ def run(args):
                          "floor": floor_function(cell, shape, dtype)}
             if torch is not None:
                 functions["torch"] = torch_function(cell, *problem)
-            with numpy_blas_threads(1):   # the reference on one thread, as all the others
+            # the reference's NumPy BLAS on as many threads as all the others
+            with numpy_blas_threads(threads), fastbptt.num_threads(threads):
                 times = time_interleaved(functions, repeat=BURST, budget=args.budget)
             medians = [float(np.median(t)) for t in times.values()]
             print(f" {medians[1] * 1e3:.3g} ms")

@@ -37,15 +37,18 @@ the batch's streams split among the workers, their gradients summed worker to wo
 K local steps. With ``--compare-truncation`` the three runs are three tasks on the cluster.
 Without ``--cluster`` Dask is not imported.
 
-BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
-training also runs NumPy's BLAS (the output layer) on one thread while it lasts
-(``--blas-threads``): with OpenBLAS's default pool the workers left spinning after a NumPy
-product compete with the kernel's thread for the cores (measured in ``benchmarks/RESULTS.md``).
+Threads: training runs on every core this process may use (``--threads``, default
+``fastbptt.get_num_threads()``): each kernel call splits its sequences over that many threads,
+and NumPy's BLAS (the output layer's products) runs on as many while training lasts
+(``--blas-threads``, default the same count). With ``--threads 1`` NumPy's BLAS is on one thread
+too: OpenBLAS's workers left spinning after a NumPy product would compete with the kernel's
+thread for the cores (measured in ``benchmarks/RESULTS.md``).
 
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -58,6 +61,7 @@ import numpy as np
 
 from .. import CELLS, clip, truncation
 from .._blas_threads import numpy_blas_threads
+from .._threads import get_num_threads, num_threads
 from ..nn import data
 from ..nn.model import IMPLS, Model
 from ..nn.optim import OPTIMIZERS
@@ -97,6 +101,16 @@ def cluster_spec(text):
     raise argparse.ArgumentTypeError(f"must be local:N or tcp://HOST:PORT, got {text!r}")
 
 
+@contextlib.contextmanager
+def training_threads(args):
+    """The kernels on ``args.threads`` threads (None: fastbptt's default) and NumPy's BLAS on
+    ``args.blas_threads`` (None: as many; 0: NumPy's own setting) while training."""
+    threads = args.threads if args.threads is not None else get_num_threads()
+    blas = args.blas_threads if args.blas_threads is not None else threads
+    with num_threads(threads), numpy_blas_threads(blas):
+        yield
+
+
 # --------------------------------------------------------------------------------- arguments
 def add_arguments(parser):
     d = DEFAULTS
@@ -113,10 +127,12 @@ def add_arguments(parser):
     g.add_argument("--backend", choices=tuple(IMPLS), default="kernels",
                    help="recurrent layers on the compiled kernels (default) or the NumPy "
                         "reference")
-    g.add_argument("--blas-threads", type=non_negative_int, default=1, metavar="N",
+    g.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="threads of each kernel call (default: every core this process may "
+                        "use, or FASTBPTT_NUM_THREADS)")
+    g.add_argument("--blas-threads", type=non_negative_int, default=None, metavar="N",
                    help="threads for NumPy's own BLAS (the output layer) while training; 0 "
-                        "leaves NumPy's setting alone (default 1: OpenBLAS workers left spinning "
-                        "after a NumPy product slow the kernels' thread down)")
+                        "leaves NumPy's setting alone (default: as --threads)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--text", type=existing_file, metavar="FILE",
@@ -583,7 +599,7 @@ def run(args):
         if client is None:
             return 2
     try:
-        with numpy_blas_threads(args.blas_threads):
+        with training_threads(args):
             if args.compare_truncation:
                 return _compare(args, corpus, baseline, out, client)
             return _train(args, corpus, baseline, out, client)
@@ -773,7 +789,7 @@ def _run_strategy(strategy, args, corpus, progress=None):
     """One run of the comparison (a task on a worker with --cluster): train a new model with
     truncation ``strategy`` and evaluate it. Returns what the table, the plot and the saved
     model need, parameters included."""
-    with numpy_blas_threads(args.blas_threads):
+    with training_threads(args):
         model = _build(args, corpus)                    # same seed: the same initialisation
         trainer = Trainer(args, corpus, model, label=strategy)
         if progress is None:                            # on a worker: nobody to show it to
