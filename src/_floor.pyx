@@ -57,12 +57,13 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, n0, nb
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef floating* Ap = &A[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     check_blas_ld(n_rows, a_width if a_width > da_width else da_width)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
         rows_product(<Watch*> NULL, n_threads, NO_TRANS, n_steps * n_batch, gh, n_input,
@@ -100,9 +101,10 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     cdef bint by_step = steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t t, n0, nb
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
-    if n_shards < 1:
-        n_shards = 1
+    cdef int s, n_shards
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     # shard s: sequences n0 .. n0 + nb - 1, every step
     for s in prange(n_shards, num_threads=n_shards, schedule="static"):
         n0 = shard_first(n_batch, n_shards, s)

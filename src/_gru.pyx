@@ -220,7 +220,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
@@ -237,8 +237,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
                    packed_len)
@@ -382,7 +383,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
     cdef Py_ssize_t t, n0, n1, first, j
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
     cdef floating[:, ::1] shard_rows  # per shard: g_row (H), db (3H), dbh (3H), if sharded
     cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
@@ -411,8 +412,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     if norms is not None:
         if n_shards > 1:
             parts = np.empty((n_shards, n_steps), bufs.dtype)

@@ -186,7 +186,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
@@ -202,8 +202,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
         # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H), rows in the caller's order
@@ -324,7 +325,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
     cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
     cdef floating* ns
@@ -350,8 +351,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     if norms is not None:
         if n_shards > 1:
             parts = np.empty((n_shards, n_steps), bufs.dtype)

@@ -158,7 +158,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden
     cdef Py_ssize_t t, n0, n1
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
@@ -173,8 +173,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, int n_threads=1):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     w = watch(<double> n_batch * n_hidden * n_hidden)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
         # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H), rows in the caller's order
@@ -259,7 +260,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -284,8 +285,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     if holds_nothing(&bufs.dA):
         hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
     dAp = <floating*> bufs.dA.buf
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     if norms is not None:
         if n_shards > 1:
             parts = np.empty((n_shards, n_steps), bufs.dtype)
@@ -393,7 +395,7 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t t, t_first, t_end = n_steps, n0, n1, first
-    cdef int s, n_shards = n_threads if n_threads < n_batch else n_batch
+    cdef int s, n_shards
     cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
     cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
     cdef floating* ns
@@ -416,8 +418,9 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
-    if n_shards < 1:
-        n_shards = 1
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     if norms is not None:
         if n_shards > 1:
             parts = np.empty((n_shards, n_steps), bufs.dtype)
