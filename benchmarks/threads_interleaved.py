@@ -3,7 +3,7 @@ forward + full backward, interleaved.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/threads_interleaved.py \
         [--cells rnn,lstm,gru] [--cases M,L] [--dtypes float32,float64] [--threads 1,2] \
-        [--rounds 10]
+        [--torch-threads 1,2] [--rounds 10]
 
 Each row times one problem (``fastbptt.benchmarking.CASES``) with every implementation at every
 thread count in turns, round after round (``time_interleaved``), and prints the minimum per
@@ -11,7 +11,8 @@ call: fastbptt with ``fastbptt.num_threads(n)``, PyTorch with ``torch.set_num_th
 floor (the kernels' BLAS calls alone, split over n threads as the kernels split them). Columns:
 fastbptt's speed-up from 1 to n threads, and PyTorch / fastbptt at n threads. ``--threads``
 defaults to every count up to the cores this process may use, so the same command makes the
-table of a bigger machine. Needs torch for the PyTorch columns (skipped without it).
+table of a bigger machine; ``--torch-threads`` (default: the same counts) limits PyTorch's. Needs
+torch for the PyTorch columns (left out without it).
 """
 import argparse
 
@@ -53,9 +54,12 @@ def main(argv=None):
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--threads", default=",".join(
         str(n) for n in range(1, available_cores() + 1)))
+    parser.add_argument("--torch-threads", default=None)
     parser.add_argument("--rounds", type=int, default=10)
     args = parser.parse_args(argv)
     counts = [int(n) for n in args.threads.split(",")]
+    torch_counts = (counts if args.torch_threads is None
+                    else [int(n) for n in args.torch_threads.split(",")])
     torch = import_torch()
     print("min over interleaved rounds, forward + full backward; ms per call")
     for cell in args.cells.split(","):
@@ -70,7 +74,7 @@ def main(argv=None):
                 for n in counts:
                     functions[f"fastbptt{n}"] = at_threads(ours, n)
                     functions[f"floor{n}"] = at_threads(floor, n)
-                    if theirs is not None:
+                    if theirs is not None and n in torch_counts:
                         functions[f"torch{n}"] = torch_at_threads(torch, theirs, n)
                 one = time_interleaved(functions, min_rounds=1)[f"fastbptt{counts[0]}"].min()
                 reps = max(1, min(20, int(0.05 / one)))
@@ -82,7 +86,7 @@ def main(argv=None):
                 for n in counts:
                     k, f = best[f"fastbptt{n}"], best[f"floor{n}"]
                     col = f"{n}t: fastbptt {k * 1e3:7.2f} ({base / k:.2f}x)"
-                    if theirs is not None:
+                    if f"torch{n}" in best:
                         t = best[f"torch{n}"]
                         col += f" torch {t * 1e3:7.2f} (torch/fastbptt {t / k:.2f})"
                     col += f" floor {f * 1e3:7.2f}"

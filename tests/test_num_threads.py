@@ -266,3 +266,34 @@ def test_ctrl_c_stops_a_threaded_call():
     for name, seconds in report.items():
         # interrupted within a fraction of a second, or finished before the signal came
         assert seconds is None or seconds < 0.5, (name, seconds)
+
+
+def test_train_and_bench_take_threads(tmp_path, monkeypatch, capsys):
+    """``fastbptt train --threads N`` trains as on one thread (to rounding); ``--threads 0`` is
+    refused by both commands; ``fastbptt bench --threads 2`` runs."""
+    from fastbptt.cli import main
+    from fastbptt.nn import Model
+
+    monkeypatch.setattr(fastbptt._threads, "THREADED_WORK", 0)
+    monkeypatch.setattr(fastbptt._blas_threads, "SINGLE_THREADED_WORK", 0)
+    rng = np.random.default_rng(0)
+    text = tmp_path / "corpus.txt"
+    text.write_text("".join(rng.choice(["def ", "return ", "self", " = ", "(", ")\n"], 2000)))
+    params = {}
+    for n in (1, 3):
+        out = tmp_path / f"run{n}"
+        assert main(["train", "--text", str(text), "--steps", "4", "--hidden", "8",
+                     "--batch", "5", "--seq-len", "6", "--eval-every", "4", "--eval-chars",
+                     "200", "--sample-len", "0", "--no-progress", "--dtype", "float64",
+                     "--threads", str(n), "--out", str(out)]) == 0
+        params[n] = Model.load(out / "model.npz").params
+    for name in params[1]:
+        assert_close(params[3][name], params[1][name], np.float64, name)
+    for command in ("train", "bench"):
+        with pytest.raises(SystemExit) as exc:
+            main([command, "--threads", "0"])
+        assert exc.value.code == 2
+    capsys.readouterr()
+    assert main(["bench", "--cases", "C", "--budget", "0.01", "--cells", "rnn", "--no-torch",
+                 "--threads", "2"]) == 0
+    assert "2 threads each" in capsys.readouterr().out
