@@ -87,8 +87,8 @@ from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_s
 from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (cols_hidden, cols_sum, join_norms, rows_product, shard_first,
-                      shard_interrupted)
+from _shards cimport (cols_hidden_part, cols_sum_part, join_norms, rows_product,
+                      rows_product_part, shard_first, shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -472,24 +472,28 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                     dbh[j] += rows_p[s * 7 * H + 4 * H + j]
         if norms_p != NULL and n_shards > 1:
             join_norms(norms_p, n_shards, n_steps, &norms[0])
-        if not w.stopped:
+        # the weight gradients and dx, thread s its part of each (src/_shards.pxd); its rows
+        # of dx get both products, in order
+        for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+            if w.stopped:
+                continue
             # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-            cols_hidden(&w, n_threads, by_step, n_steps, n_batch, n_hidden, 3 * n_hidden,
-                        h0, hp, dAhp, 3 * H, &dWh[0, 0])
-            # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
-            # for dx and dWx.
+            cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden,
+                             3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
+            # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products
+            # each for dx and dWx.
             # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-            rows_product(&w, n_threads, TRANS, n_steps * n_batch, n_input, n_hidden,
-                         1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
-                         n_input, NULL)
+            rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input, n_hidden,
+                              1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
+                              n_input, NULL)
             # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-            rows_product(&w, n_threads, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
-                         1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input,
-                         NULL)
+            rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
+                              2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1,
+                              &dx[0, 0, 0], n_input, NULL)
             # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-            cols_sum(&w, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
-                     1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+            cols_sum_part(&w, s, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
+                          1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
             # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-            cols_sum(&w, n_threads, n_input, n_hidden, n_steps * n_batch,
-                     1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+            cols_sum_part(&w, s, n_threads, n_input, n_hidden, n_steps * n_batch,
+                          1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&w)

@@ -75,8 +75,8 @@ from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_s
 from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (cols_bias, cols_hidden, cols_sum, join_norms, rows_product,
-                      shard_first, shard_interrupted)
+from _shards cimport (cols_bias_part, cols_hidden_part, cols_sum_part, join_norms,
+                      rows_product, rows_product_part, shard_first, shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -387,16 +387,20 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                <int> (n1 - n0), n_hidden)
         if norms_p != NULL and n_shards > 1:
             join_norms(norms_p, n_shards, n_steps, &norms[0])
-        if not w.stopped:
+        # the weight gradients and dx, thread s its part of each (src/_shards.pxd)
+        for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+            if w.stopped:
+                continue
             # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-            cols_sum(&w, n_threads, n_input, n_gh, n_steps * n_batch,
-                     1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
+            cols_sum_part(&w, s, n_threads, n_input, n_gh, n_steps * n_batch,
+                          1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
             # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-            cols_hidden(&w, n_threads, by_step, n_steps, n_batch, n_hidden, n_gh,
-                        h0, hp, dAp, n_gh, &dWh[0, 0])
+            cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden, n_gh,
+                             h0, hp, dAp, n_gh, &dWh[0, 0])
             # db += dA.sum(axis=(0, 1))
-            cols_bias(n_threads, <Py_ssize_t> n_steps * n_batch, n_gh, dAp, n_gh, &db[0])
+            cols_bias_part(s, n_threads, <Py_ssize_t> n_steps * n_batch, n_gh, dAp, n_gh,
+                           &db[0])
             # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-            rows_product(&w, n_threads, TRANS, n_steps * n_batch, n_input, n_gh,
-                         1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input, NULL)
+            rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input, n_gh,
+                              1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input, NULL)
     raise_pending(&w)

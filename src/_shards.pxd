@@ -25,6 +25,10 @@ thread count:
     cols_hidden     dWh += sum_t h_{t-1}.T @ dA_t, the columns of dWh split
     cols_bias       db += dA.sum(axis=(0, 1)), the columns split
 
+Each is also there as ``<name>_part(..., s, n_threads, ...)``, thread s's part of it, so that a
+kernel runs several of them in one parallel region (backward's weight gradients and dx: one
+region, one join, instead of four).
+
 Ctrl-C: shard 0 (and piece 0) runs in the calling thread, the first of an OpenMP team, and alone
 looks for signals (``src/_interrupt.pxd``); the other threads read its watch's ``stopped`` flag
 between steps and blocks and stop with it.
@@ -34,7 +38,7 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _hoisted cimport add_hidden_weight_grad, block_rows, product_by_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, interrupted_now
 
 cdef extern from *:
@@ -70,6 +74,25 @@ cdef inline bint piece_stopped(Watch* w, int s, bint look) noexcept nogil:
     return read_flag(&w.stopped)
 
 
+cdef inline void rows_product_part(Watch* w, int s, int n_threads, bint trans_b, int m, int n,
+                                   int k, floating alpha, const floating* a, int lda,
+                                   const floating* b, int ldb, floating beta, floating* c,
+                                   int ldc, const floating* bias) noexcept nogil:
+    """Part s of n_threads of ``rows_product``: its rows of C, in blocks of ``block_rows``."""
+    cdef Py_ssize_t r0 = shard_first(m, n_threads, s), r1 = shard_first(m, n_threads, s + 1)
+    cdef Py_ssize_t r = r0, i, j, rows = block_rows(m, <double> n * k)
+    if bias != NULL:
+        for i in range(r0, r1):
+            for j in range(n):
+                c[i * ldc + j] = bias[j]
+    while r < r1:
+        if piece_stopped(w, s, r > r0):
+            return
+        gemm(NO_TRANS, trans_b, <int> (rows if r1 - r > rows else r1 - r), n, k,
+             alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc)
+        r += rows
+
+
 cdef inline void rows_product(Watch* w, int n_threads, bint trans_b, int m, int n, int k,
                               floating alpha, const floating* a, int lda, const floating* b,
                               int ldb, floating beta, floating* c, int ldc,
@@ -78,28 +101,30 @@ cdef inline void rows_product(Watch* w, int n_threads, bint trans_b, int m, int 
     n_threads parts. If bias is not NULL, every row of C is first set to bias (n,) (then beta
     is 1: C = bias + A @ op(B))."""
     cdef int s
-    cdef Py_ssize_t r0, r1, r, i, j, rows = block_rows(m, <double> n * k)
     if n_threads <= 1:
-        if bias != NULL:
-            for i in range(m):
-                for j in range(n):
-                    c[i * ldc + j] = bias[j]
-        product_by_rows(w, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+        rows_product_part(w, 0, 1, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc, bias)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        r0 = shard_first(m, n_threads, s)
-        r1 = shard_first(m, n_threads, s + 1)
-        if bias != NULL:
-            for i in range(r0, r1):
-                for j in range(n):
-                    c[i * ldc + j] = bias[j]
-        r = r0
-        while r < r1:
-            if piece_stopped(w, s, r > r0):
-                break
-            gemm(NO_TRANS, trans_b, <int> (rows if r1 - r > rows else r1 - r), n, k,
-                 alpha, a + r * lda, lda, b, ldb, beta, c + r * ldc, ldc)
-            r = r + rows
+        rows_product_part(w, s, n_threads, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, c,
+                          ldc, bias)
+
+
+cdef inline void cols_sum_part(Watch* w, int s, int n_threads, int m, int n, int k,
+                               floating alpha, const floating* a, int lda, const floating* b,
+                               int ldb, floating* c, int ldc) noexcept nogil:
+    """Part s of n_threads of ``cols_sum``: its columns of C, summed over the k rows in
+    blocks (those of ``sum_by_rows`` for one part)."""
+    cdef Py_ssize_t c0 = shard_first(n, n_threads, s), c1 = shard_first(n, n_threads, s + 1)
+    cdef Py_ssize_t r = 0, rows = block_rows(k, <double> m * (c1 - c0))
+    if c1 == c0:
+        return
+    while r < k:
+        if piece_stopped(w, s, r > 0):
+            return
+        # C[:, c0:c1] += A[r:r+rows].T @ B[r:r+rows, c0:c1]
+        gemm(TRANS, NO_TRANS, m, <int> (c1 - c0), <int> (rows if k - r > rows else k - r),
+             alpha, a + r * lda, lda, b + r * ldb + c0, ldb, 1, c + c0, ldc)
+        r += rows
 
 
 cdef inline void cols_sum(Watch* w, int n_threads, int m, int n, int k, floating alpha,
@@ -108,61 +133,52 @@ cdef inline void cols_sum(Watch* w, int n_threads, int m, int n, int k, floating
     """C += alpha * A.T @ B, ``sum_by_rows`` (A (k, m), B (k, n), C (m, n)), the n columns of
     B and C split into n_threads parts; each part sums over the k rows in blocks."""
     cdef int s
-    cdef Py_ssize_t c0, c1, r, rows
     if n_threads <= 1:
         sum_by_rows(w, m, n, k, alpha, a, lda, b, ldb, c, ldc)
         return
-    rows = block_rows(k, <double> m * n / n_threads)
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        c0 = shard_first(n, n_threads, s)
-        c1 = shard_first(n, n_threads, s + 1)
-        r = 0
-        while r < k and c1 > c0:
-            if piece_stopped(w, s, r > 0):
-                break
-            # C[:, c0:c1] += A[r:r+rows].T @ B[r:r+rows, c0:c1]
-            gemm(TRANS, NO_TRANS, m, <int> (c1 - c0), <int> (rows if k - r > rows else k - r),
-                 alpha, a + r * lda, lda, b + r * ldb + c0, ldb, 1, c + c0, ldc)
-            r = r + rows
+        cols_sum_part(w, s, n_threads, m, n, k, alpha, a, lda, b, ldb, c, ldc)
 
 
-cdef inline void _hidden_part(Watch* w, int s, bint by_step, int n_steps, int n_batch,
-                              int n_hidden, Py_ssize_t c0, Py_ssize_t c1, const floating* h0,
-                              const floating* h, const floating* dA, Py_ssize_t width,
-                              floating* dWh, int ld) noexcept nogil:
-    """dWh[:, c0:c1] += sum_t h_{t-1}.T @ dA_t[:, c0:c1], as ``add_hidden_weight_grad``."""
+cdef inline void cols_hidden_part(Watch* w, int s, int n_threads, bint by_step, int n_steps,
+                                  int n_batch, int n_hidden, int n_cols, const floating* h0,
+                                  const floating* h, const floating* dA, Py_ssize_t width,
+                                  floating* dWh) noexcept nogil:
+    """Part s of n_threads of ``cols_hidden``: dWh[:, c0:c1] += sum_t h_{t-1}.T @ dA_t[:, c0:c1]
+    for its columns c0:c1, in the blocks of ``add_hidden_weight_grad``."""
     cdef Py_ssize_t H = n_hidden, T = n_steps, n, r, k, rows
-    cdef int n_cols = <int> (c1 - c0)
-    if n_cols <= 0:
+    cdef Py_ssize_t c0 = shard_first(n_cols, n_threads, s)
+    cdef int cols = <int> (shard_first(n_cols, n_threads, s + 1) - c0)
+    if cols <= 0:
         return
     # dWh[:, c0:c1] += h0.T @ dA_0[:, c0:c1]     (H,C) += (N,H)'(N,C)
-    gemm(TRANS, NO_TRANS, n_hidden, n_cols, n_batch,
-         1, h0, n_hidden, dA + c0, <int> (width if by_step else T * width), 1, dWh + c0, ld)
+    gemm(TRANS, NO_TRANS, n_hidden, cols, n_batch,
+         1, h0, n_hidden, dA + c0, <int> (width if by_step else T * width), 1, dWh + c0, n_cols)
     if by_step:
         # += h[:-1].T @ dA[1:]     ((T-1)*N rows, in blocks)
         k = (T - 1) * n_batch
-        rows = block_rows(k, <double> H * n_cols)
+        rows = block_rows(k, <double> H * cols)
         r = 0
         while r < k:
             if piece_stopped(w, s, r > 0):
                 return
-            gemm(TRANS, NO_TRANS, n_hidden, n_cols, <int> (rows if k - r > rows else k - r),
+            gemm(TRANS, NO_TRANS, n_hidden, cols, <int> (rows if k - r > rows else k - r),
                  1, h + r * H, n_hidden, dA + (n_batch + r) * width + c0, <int> width,
-                 1, dWh + c0, ld)
-            r = r + rows
+                 1, dWh + c0, n_cols)
+            r += rows
         return
     # batch-major: per sequence n, += h[n, :-1].T @ dA[n, 1:]
     k = T - 1
-    rows = block_rows(k, <double> H * n_cols)
+    rows = block_rows(k, <double> H * cols)
     for n in range(n_batch):
         r = 0
         while r < k:
-            if piece_stopped(w, s, n > 0 or r > 0):
+            if piece_stopped(w, s, r > 0):
                 return
-            gemm(TRANS, NO_TRANS, n_hidden, n_cols, <int> (rows if k - r > rows else k - r),
+            gemm(TRANS, NO_TRANS, n_hidden, cols, <int> (rows if k - r > rows else k - r),
                  1, h + (n * T + r) * H, n_hidden, dA + (n * T + 1 + r) * width + c0,
-                 <int> width, 1, dWh + c0, ld)
-            r = r + rows
+                 <int> width, 1, dWh + c0, n_cols)
+            r += rows
 
 
 cdef inline void cols_hidden(Watch* w, int n_threads, bint by_step, int n_steps, int n_batch,
@@ -176,9 +192,19 @@ cdef inline void cols_hidden(Watch* w, int n_threads, bint by_step, int n_steps,
                                dWh)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        _hidden_part(w, s, by_step, n_steps, n_batch, n_hidden,
-                     shard_first(n_cols, n_threads, s), shard_first(n_cols, n_threads, s + 1),
-                     h0, h, dA, width, dWh, n_cols)
+        cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, n_cols, h0, h,
+                         dA, width, dWh)
+
+
+cdef inline void cols_bias_part(int s, int n_threads, Py_ssize_t n_rows, int n_cols,
+                                const floating* dA, Py_ssize_t width,
+                                floating* db) noexcept nogil:
+    """Part s of n_threads of ``cols_bias``: its columns, each summed in row order."""
+    cdef Py_ssize_t i, j, c0 = shard_first(n_cols, n_threads, s)
+    cdef Py_ssize_t c1 = shard_first(n_cols, n_threads, s + 1)
+    for i in range(n_rows):
+        for j in range(c0, c1):
+            db[j] += dA[i * width + j]
 
 
 cdef inline void cols_bias(int n_threads, Py_ssize_t n_rows, int n_cols, const floating* dA,
@@ -186,18 +212,11 @@ cdef inline void cols_bias(int n_threads, Py_ssize_t n_rows, int n_cols, const f
     """db (n_cols,) += dA[:, :n_cols].sum(axis=0) over n_rows rows width apart, the columns
     split into n_threads parts (each column summed in row order, whatever the split)."""
     cdef int s
-    cdef Py_ssize_t i, j, c0, c1
     if n_threads <= 1:
-        for i in range(n_rows):
-            for j in range(n_cols):
-                db[j] += dA[i * width + j]
+        cols_bias_part(0, 1, n_rows, n_cols, dA, width, db)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        c0 = shard_first(n_cols, n_threads, s)
-        c1 = shard_first(n_cols, n_threads, s + 1)
-        for i in range(n_rows):
-            for j in range(c0, c1):
-                db[j] += dA[i * width + j]
+        cols_bias_part(s, n_threads, n_rows, n_cols, dA, width, db)
 
 
 cdef inline void join_norms(const floating* parts, int n_shards, Py_ssize_t n_steps,
