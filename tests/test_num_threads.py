@@ -215,28 +215,34 @@ SCRIPT = textwrap.dedent("""
     import numpy as np
     import fastbptt
 
+    armed = [False]
+
+    def on_sigint(signum, frame):
+        # KeyboardInterrupt only while a call is timed: a signal that comes after the call
+        # returned (on a busy machine, the timer's thread may run late) is dropped
+        if armed[0]:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
     def interrupt(call, after=0.005):
-        # call() with SIGINT sent after that many seconds: the seconds from the signal to the
-        # KeyboardInterrupt, or None if the call finished first
+        # call() with SIGINT sent to the main thread after that many seconds: the seconds from
+        # the signal to the KeyboardInterrupt, or None if the call finished first
         sent = {}
         def send():
-            # to the main thread: a signal to the process may land on any thread, the
-            # kernels' own included, and then waits for the main thread's next look
             sent["t"] = time.perf_counter()
             signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
         timer = threading.Timer(after, send)
-        finished = False
-        timer.start()
         try:
-            try:
-                call()
-                finished = True
-            finally:
-                timer.join()
-            time.sleep(0.1)     # a signal that came after the call: raised here
+            armed[0] = True
+            timer.start()
+            call()
+            return None
         except KeyboardInterrupt:
-            pass
-        return None if finished else time.perf_counter() - sent["t"]
+            return time.perf_counter() - sent["t"]
+        finally:
+            armed[0] = False
+            timer.join()
 
     fastbptt.set_num_threads(2)
     report = {}
@@ -264,8 +270,9 @@ def test_ctrl_c_stops_a_threaded_call():
     report = json.loads(done.stdout)
     assert any(seconds is not None for seconds in report.values()), report
     for name, seconds in report.items():
-        # interrupted within a fraction of a second, or finished before the signal came
-        assert seconds is None or seconds < 0.5, (name, seconds)
+        # interrupted within a fraction of a second (the kernels look every 20 ms; up to 0.6 s
+        # seen on a 2-core machine loaded 4x over), or finished before the signal came
+        assert seconds is None or seconds < 1.0, (name, seconds)
 
 
 def test_train_and_bench_take_threads(tmp_path, monkeypatch, capsys):
