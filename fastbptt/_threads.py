@@ -30,10 +30,11 @@ import threading
 
 ENV = "FASTBPTT_NUM_THREADS"
 
-# below this many multiply-adds in a call's largest product, the call runs on one thread: waking
-# the other threads and joining them costs microseconds per parallel region, several regions a
-# call (measured in benchmarks/RESULTS.md, "Every core")
-THREADED_WORK = 1 << 21
+# below this many multiply-adds in a call's largest product (0.5 to 1 ms of work), the call runs
+# on one thread: waking the other threads and joining them costs microseconds per parallel
+# region on a quiet machine, two regions a call, and up to tens of microseconds each on a busy
+# one, where a thread may wait for a core (benchmarks/RESULTS.md, "Every core")
+THREADED_WORK = 1 << 23
 
 _state = {"threads": None, "openmp": None}     # None: not looked up yet
 _team = threading.Lock()      # held by the kernel call that is using the threads
