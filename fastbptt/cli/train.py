@@ -37,12 +37,12 @@ the batch's streams split among the workers, their gradients summed worker to wo
 K local steps. With ``--compare-truncation`` the three runs are three tasks on the cluster.
 Without ``--cluster`` Dask is not imported.
 
-Threads: training runs on every core this process may use (``--threads``, default
-``fastbptt.get_num_threads()``): each kernel call splits its sequences over that many threads,
-and NumPy's BLAS (the output layer's products) runs on as many while training lasts
-(``--blas-threads``, default the same count). With ``--threads 1`` NumPy's BLAS is on one thread
-too: OpenBLAS's workers left spinning after a NumPy product would compete with the kernel's
-thread for the cores (measured in ``benchmarks/RESULTS.md``).
+Threads: each kernel call splits its sequences over ``--threads`` threads (default
+``fastbptt.get_num_threads()``, every core this process may use), and NumPy's BLAS (the output
+layer's products) runs on ``--blas-threads`` (default 1) while training lasts: OpenBLAS's
+workers, left spinning after a NumPy product, compete with the kernels' threads for the cores
+(the training step with NumPy's BLAS on 2 threads beside the kernels' 2 took 2.4 times as long
+as with it on one; ``benchmarks/RESULTS.md``, "Every core").
 
 Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its metadata),
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
@@ -104,10 +104,9 @@ def cluster_spec(text):
 @contextlib.contextmanager
 def training_threads(args):
     """The kernels on ``args.threads`` threads (None: fastbptt's default) and NumPy's BLAS on
-    ``args.blas_threads`` (None: as many; 0: NumPy's own setting) while training."""
+    ``args.blas_threads`` (0: NumPy's own setting) while training."""
     threads = args.threads if args.threads is not None else get_num_threads()
-    blas = args.blas_threads if args.blas_threads is not None else threads
-    with num_threads(threads), numpy_blas_threads(blas):
+    with num_threads(threads), numpy_blas_threads(args.blas_threads):
         yield
 
 
@@ -130,9 +129,10 @@ def add_arguments(parser):
     g.add_argument("--threads", type=positive_int, default=None, metavar="N",
                    help="threads of each kernel call (default: every core this process may "
                         "use, or FASTBPTT_NUM_THREADS)")
-    g.add_argument("--blas-threads", type=non_negative_int, default=None, metavar="N",
+    g.add_argument("--blas-threads", type=non_negative_int, default=1, metavar="N",
                    help="threads for NumPy's own BLAS (the output layer) while training; 0 "
-                        "leaves NumPy's setting alone (default: as --threads)")
+                        "leaves NumPy's setting alone (default 1: OpenBLAS workers left spinning "
+                        "after a NumPy product slow the kernels' threads down)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--text", type=existing_file, metavar="FILE",
