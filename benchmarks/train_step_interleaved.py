@@ -10,9 +10,10 @@ to global norm 5, Adam. fastbptt's is ``fastbptt train``'s (``Model.loss_and_gra
 ``clip.clip_grad_norm``, ``nn.Adam``); PyTorch's is ``nn.LSTM``, ``nn.Linear``,
 ``F.cross_entropy``, ``clip_grad_norm_``, ``optim.Adam``. Each runs at one thread (fastbptt's
 kernels and NumPy's BLAS; ``torch.set_num_threads(1)``) and at the default, every core this
-process may use (fastbptt's kernels and NumPy's BLAS at that count, as ``fastbptt train``
-runs; PyTorch's intra-op threads at that count), the four taking turns round after round; the
-table shows the minimum per step and the ratios. Needs torch.
+process may use (fastbptt's kernels at that count, NumPy's BLAS on one, as ``fastbptt train``
+runs, and also with NumPy's BLAS at that count; PyTorch's intra-op threads at that count), all
+taking turns round after round; the table shows the minimum per step and the ratios. Needs
+torch.
 """
 import argparse
 
@@ -80,8 +81,8 @@ def main(argv=None):
     y = rng.integers(0, V, (N, T))
     functions = {
         "fastbptt 1": fastbptt_step(x, y, dtype, 1, 1),
-        f"fastbptt {cores}": fastbptt_step(x, y, dtype, cores, cores),
-        f"fastbptt {cores}, NumPy BLAS 1": fastbptt_step(x, y, dtype, cores, 1),
+        f"fastbptt {cores}": fastbptt_step(x, y, dtype, cores, 1),
+        f"fastbptt {cores}, NumPy BLAS {cores}": fastbptt_step(x, y, dtype, cores, cores),
         "torch 1": torch_step(torch, x, y, dtype, 1),
         f"torch {cores}": torch_step(torch, x, y, dtype, cores),
     }
