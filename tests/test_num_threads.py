@@ -304,3 +304,28 @@ def test_train_and_bench_take_threads(tmp_path, monkeypatch, capsys):
     assert main(["bench", "--cases", "C", "--budget", "0.01", "--cells", "rnn", "--no-torch",
                  "--threads", "2"]) == 0
     assert "2 threads each" in capsys.readouterr().out
+
+
+def test_openmp_own_limit_is_read_from_the_runtime():
+    """omp_set_num_threads in the calling thread (what threadpoolctl and OMP_NUM_THREADS set)
+    is what the kernels' OpenMP runtime reports, and so what caps the count."""
+    import ctypes
+    import ctypes.util
+
+    limit = fastbptt._threads._openmp_threads()      # loads the kernels (and their OpenMP)
+    maps = open("/proc/self/maps").read() if os.path.exists("/proc/self/maps") else ""
+    libgomp = next((line.split()[-1] for line in maps.splitlines() if "libgomp" in line
+                    and "fastbptt" not in line and "torch" not in line), None)
+    if limit == 1 and libgomp is None:
+        pytest.skip("the kernels are built without OpenMP here")
+    assert libgomp is not None
+    omp = ctypes.CDLL(libgomp)
+    before = omp.omp_get_max_threads()
+    try:
+        omp.omp_set_num_threads(1)
+        assert fastbptt._threads._openmp_threads() == 1
+        with fastbptt.num_threads(4):
+            assert fastbptt._threads.threads_for(10 ** 12) == 1
+    finally:
+        omp.omp_set_num_threads(before)
+    assert fastbptt._threads._openmp_threads() == before
