@@ -14,12 +14,21 @@ time only where the CPU has AVX2 and FMA. The test hooks (src/_blas_hooks.pyx) a
 too, so that tests/ reach the packed products of the AVX2 build, and so is the NaN scan of the
 input checks (src/_checks.pyx), which reads the weights on every call.
 
+OpenMP: the cell kernels run one call on several threads with Cython's ``prange``
+(src/_shards.pxd), compiled and linked with -fopenmp where the compiler takes it (checked by
+compiling a small program); FASTBPTT_OPENMP=0 builds without. Without OpenMP the same source
+builds and every call runs on one thread.
+
 FASTBPTT_DEBUG=1 turns bounds and initialisation checks back on for debugging.
 FASTBPTT_BUILD=_rnn,_lstm (developers) builds only those kernels, e.g. with
 `python setup.py build_ext --inplace`, leaving the others' compiled modules as they are.
 """
 import os
 import platform
+import shutil
+import subprocess
+import sysconfig
+import tempfile
 from glob import glob
 from pathlib import Path
 
@@ -33,6 +42,26 @@ FLAGS = ["-O3", "-fno-trapping-math"]
 TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_jordan", "_blas_hooks", "_checks"}
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
+THREADED = {"_rnn", "_lstm", "_gru", "_floor", "_cpu"}   # built with OpenMP where there is one
+
+
+def openmp_flags():
+    """-fopenmp if the C compiler builds and links an OpenMP program with it, else nothing."""
+    if os.environ.get("FASTBPTT_OPENMP", "1") == "0" or os.name == "nt":
+        return []
+    compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(compiler) is None:
+        return []
+    with tempfile.TemporaryDirectory() as tmp:
+        source = Path(tmp) / "omp.c"
+        source.write_text("#include <omp.h>\n"
+                          "int main(void) { return omp_get_max_threads() < 1; }\n")
+        done = subprocess.run([compiler, "-fopenmp", str(source), "-o", str(Path(tmp) / "omp")],
+                              capture_output=True)
+    return ["-fopenmp"] if done.returncode == 0 else []
+
+
+OPENMP = openmp_flags()
 
 
 def variant_source(stem, suffix):
@@ -58,11 +87,14 @@ for path in sorted(glob("src/*.pyx")):
         import numpy
         numpy_api = {"include_dirs": ["src", numpy.get_include()],
                      "define_macros": [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]}
-    options = {"include_dirs": ["src"], **numpy_api}
-    extensions.append(Extension(f"fastbptt.{stem}", [path], extra_compile_args=FLAGS, **options))
+    omp = OPENMP if stem in THREADED else []
+    options = {"include_dirs": ["src"], "extra_link_args": omp, **numpy_api}
+    extensions.append(Extension(f"fastbptt.{stem}", [path], extra_compile_args=FLAGS + omp,
+                                **options))
     if X86 and stem in TWO_BUILDS:
         extensions.append(Extension(f"fastbptt.{stem}_avx2", [variant_source(stem, "_avx2")],
-                                    extra_compile_args=FLAGS + ["-mavx2", "-mfma"], **options))
+                                    extra_compile_args=FLAGS + ["-mavx2", "-mfma"] + omp,
+                                    **options))
 
 DIRECTIVES = {
     "language_level": 3,

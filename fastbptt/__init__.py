@@ -14,6 +14,9 @@ from ._checkpoint import CheckpointCache
 from ._config import show_config as show_config  # kept out of __all__, which the reference shares
 from ._grads import Grads
 from ._sharing import InUseError
+from ._threads import get_num_threads as get_num_threads  # out of __all__, as show_config
+from ._threads import num_threads as num_threads
+from ._threads import set_num_threads as set_num_threads
 from .gru import gru_backward, gru_forward
 from .jordan import jordan_backward, jordan_forward
 from .lstm import lstm_backward, lstm_forward

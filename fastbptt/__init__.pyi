@@ -4,6 +4,7 @@ The cell functions take NumPy arrays (or anything ``np.asarray`` takes) of float
 and return arrays of that dtype; their caches and results are typed in ``_caches.pyi`` and
 ``_grads.pyi``. ``tests/test_stubs.py`` checks these signatures against the functions.
 """
+from contextlib import AbstractContextManager
 from types import MappingProxyType
 from typing import Any, Literal, Optional, Union, overload
 
@@ -31,6 +32,9 @@ _Float = Union[_Array, ArrayLike]
 _Checkpoint = Union[Literal["sqrt"], int]
 
 def set_blas_threads(n_threads: Optional[int]) -> bool: ...
+def set_num_threads(n: int) -> int: ...
+def get_num_threads() -> int: ...
+def num_threads(n: int) -> AbstractContextManager[None]: ...
 
 @overload
 def show_config(mode: Literal["stdout"] = ...) -> None: ...

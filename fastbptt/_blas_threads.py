@@ -4,8 +4,11 @@ The kernels' BLAS calls are many small per-step products plus a few hoisted ones
 thread pool helps neither: on a busy machine its workers spin waiting for a core, and two
 Python threads running kernels on independent sequences (the GIL is released) would fight
 the pool for the same cores (measured in ``benchmarks/RESULTS.md``, "Notes behind the code").
-So each kernel call runs BLAS on one thread, and parallelism comes from independent sequences
-on Python threads.
+So each kernel call runs BLAS on one thread, and parallelism comes from the call's own threads
+(``fastbptt._threads``: one shard of sequences per thread, each calling BLAS on one thread) and
+from independent sequences on Python threads. ``set_blas_threads`` applies to calls that run on
+one fastbptt thread; a call on several runs BLAS on one thread in each whatever it says (BLAS
+threads inside each of ours would ask for threads times as many cores).
 
 The thread count is looked up through SciPy's ``cython_blas`` module, whose BLAS the kernels
 call, so NumPy's own OpenBLAS is never touched. OpenBLAS's thread count is
@@ -16,6 +19,8 @@ BLAS keeps its own threading.
 import contextlib
 import ctypes
 import threading
+
+from ._threads import release, threads_for
 
 _state = {"threads": 1, "set_threads": None, "searched": False, "active": 0, "saved": None,
           "set": None}
@@ -105,7 +110,7 @@ def largest_product(x, Wh):
     return n_steps * n_batch * Wh.shape[1] * max(n_input, Wh.shape[0])
 
 
-def run_kernel(kernel, x, Wh, *args, **kwargs):
+def run_kernel(kernel, x, Wh, *args, sharded=True, **kwargs):
     """Call ``kernel(*args, **kwargs)`` with the chosen number of BLAS threads; ``x`` (T, N, D)
     and ``Wh`` (H, G*H) are the call's input and hidden weight, which give the size of its
     largest matrix product (``largest_product``, computed here: this runs twice per
@@ -115,22 +120,39 @@ def run_kernel(kernel, x, Wh, *args, **kwargs):
     run them concurrently) saves it and sets ours, and the last one restores it. A plain function
     rather than a context manager: a generator-based context manager would cost more than the
     rest of the call's bookkeeping.
+
+    The call runs on as many threads as ``fastbptt._threads.threads_for`` gives it (passed to
+    the kernel as ``n_threads`` where more than one), with BLAS on one thread in each; a kernel
+    that runs on one thread only (``sharded`` False) gets no ``n_threads``.
     """
     n_steps, n_batch, n_input = x.shape
     n_hidden, n_cols = Wh.shape
-    if (n_steps * n_batch * n_cols * (n_input if n_input > n_hidden else n_hidden)
-            < SINGLE_THREADED_WORK or _state["threads"] is None or _controls() is None):
+    work = n_steps * n_batch * n_cols * (n_input if n_input > n_hidden else n_hidden)
+    if work < SINGLE_THREADED_WORK:
         return kernel(*args, **kwargs)
-    _enter()
+    n_threads = threads_for(work) if sharded else 1
+    if n_threads > 1:
+        try:
+            if _controls() is None:
+                return kernel(*args, n_threads=n_threads, **kwargs)
+            _enter(1)
+            try:
+                return kernel(*args, n_threads=n_threads, **kwargs)
+            finally:
+                _exit()
+        finally:
+            release()
+    if _state["threads"] is None or _controls() is None:
+        return kernel(*args, **kwargs)
+    _enter(_state["threads"])
     try:
         return kernel(*args, **kwargs)
     finally:
         _exit()
 
 
-def _enter():
+def _enter(threads):
     controls = _controls()
-    threads = _state["threads"]
     with _lock:
         _state["active"] += 1
         if _state["active"] == 1 and controls is not None and threads is not None:

@@ -83,7 +83,16 @@ def _threads() -> Dict[str, Any]:
         usable: Optional[int] = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):     # not on Linux
         usable = None
+    from . import _threads
+
+    try:
+        openmp: Optional[int] = _threads._openmp_threads()
+    except ImportError:                   # the kernels are not built
+        openmp = None
     return {
+        # set_num_threads(n): threads of one kernel call (fastbptt._threads)
+        "threads per kernel call": _threads.get_num_threads(),
+        "openmp threads allowed": openmp,
         # set_blas_threads(n): BLAS threads inside one kernel call (None: BLAS's own setting)
         "blas threads per kernel call": _blas_threads._state["threads"],
         "openblas threads now": controls[1]() if controls is not None else None,

@@ -7,6 +7,7 @@ loaded when ``fastbptt`` is imported, so the NumPy reference runs from the packa
 files alone; a kernel function called where the extensions were not built raises an ImportError
 that says how to build them.
 """
+import contextlib
 import functools
 import importlib
 import os
@@ -16,9 +17,31 @@ BUILD_HINT = ("fastbptt's compiled kernels are not built; build them with `pip i
               "fastbptt.reference, runs without them.")
 
 
+@contextlib.contextmanager
+def _openmp_waits_asleep():
+    """Loading a compiled module with OMP_WAIT_POLICY=PASSIVE in the environment, unless the
+    user set it or GOMP_SPINCOUNT: the threads of a kernel call (OpenMP's, ``src/_shards.pxd``)
+    then wait for work asleep instead of spinning. GNU OpenMP reads its environment once, as the
+    first module linking it loads, so the variable is there for that moment only, and neither
+    child processes nor another OpenMP runtime loaded later see it. Measured on a 2-core machine
+    loaded 5x over (``benchmarks/RESULTS.md``, "Every core"): spinning threads, each waiting
+    for the other to get a core, made a call on 2 threads take 2 to 6 times the CPU time and
+    the wall time of the call on 1; asleep, the same as on 1. Where OpenMP was loaded before
+    (another library's), its setting stays."""
+    if "OMP_WAIT_POLICY" in os.environ or "GOMP_SPINCOUNT" in os.environ:
+        yield
+        return
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    try:
+        yield
+    finally:
+        os.environ.pop("OMP_WAIT_POLICY", None)
+
+
 def _import(name):
     try:
-        return importlib.import_module(f"fastbptt.{name}")
+        with _openmp_waits_asleep():
+            return importlib.import_module(f"fastbptt.{name}")
     except ModuleNotFoundError as err:
         if err.name != f"fastbptt.{name}":
             raise
@@ -39,7 +62,8 @@ def load(name):
     """The module fastbptt.<name>_avx2 if it can run here, else fastbptt.<name>."""
     if use_avx2():
         try:
-            return importlib.import_module(f"fastbptt.{name}_avx2")
+            with _openmp_waits_asleep():
+                return importlib.import_module(f"fastbptt.{name}_avx2")
         except ImportError:
             pass
     return _import(name)

@@ -296,5 +296,5 @@ def jordan_floor_function(shape, dtype, backward=True, time_major=False):
 
     def run():
         run_kernel(_floor.jordan_floor, xt, Wx, x, y0, Wx, Wy, Wo, h, y, dAh, dAo, carry, dx,
-                   dWx, dWy, dWo, backward, time_major)
+                   dWx, dWy, dWo, backward, time_major, sharded=False)
     return run

@@ -14,6 +14,7 @@ nothing to the weight gradients and gives dx = 0.
     active       active[t]          (T,)  rows step t runs; NULL: all N rows, every step
     n_run        run_steps(...)           steps with at least one active row (the longest length)
     n_full       full_steps(...)          leading steps where all N rows run (the shortest length)
+    rows         running_rows(...)        rows step t runs of a shard's sequences n0 .. n1 - 1
 
 The products over all steps take the rows that run only: the first n_full steps, all of whose
 rows run, as one product as before, then each later step's active rows as one product each
@@ -30,6 +31,17 @@ from _interrupt cimport Watch
 cdef inline int rows_at(const int* active, Py_ssize_t t, int n_batch) noexcept nogil:
     """The rows step t runs: active[t], or all n_batch where active is NULL."""
     return n_batch if active == NULL else active[t]
+
+
+cdef inline int running_rows(const int* active, Py_ssize_t t, int n_batch, Py_ssize_t n0,
+                             Py_ssize_t n1) noexcept nogil:
+    """The rows step t runs of the shard of sequences n0 .. n1 - 1 (``src/_shards.pxd``): its
+    first ones, as the rows are sorted longest first; rows_at(active, t, n_batch) - n0 clipped
+    to 0 .. n1 - n0."""
+    cdef Py_ssize_t rows = rows_at(active, t, n_batch) - n0
+    if rows < 0:
+        return 0
+    return <int> (n1 - n0 if rows > n1 - n0 else rows)
 
 
 cdef inline int run_steps(const int* active, int n_steps) noexcept nogil:
@@ -140,3 +152,50 @@ cdef inline void hidden_grad_by_steps(Watch* w, const int* active, bint by_step,
         # dWh += h[t-1, :a].T @ dA[t, :a]     (H,C) += (a,H)'(a,C), a = active[t]
         gemm(TRANS, NO_TRANS, n_hidden, n_cols, active[t],
              1, h + (t - 1) * N * H, n_hidden, dA + t * N * width, <int> width, 1, dWh, n_cols)
+
+
+cdef inline void grads_by_steps(Watch* w, const int* active, bint by_step, int n_run,
+                                int n_steps, int n_batch, int n_input, int n_hidden, int n_cols,
+                                const floating* x, const floating* h0, const floating* h,
+                                floating* dA, const floating* Wx, floating* dx, floating* dWx,
+                                floating* dWh, floating* db) noexcept nogil:
+    """The weight gradients and dx over the rows that run of a cell whose pre-activations are
+    x_t Wx + h_{t-1} Wh + b (the RNN's and the LSTM's, n_cols = G*H): from dA (T, N, n_cols),
+    whose padded rows are set to zero here, dWx, dWh and db are accumulated into and dx
+    (T, N, D) is overwritten, zero in the padded rows and the steps no row runs."""
+    cdef Py_ssize_t i
+    cdef int j
+    zero_inactive(dA, n_cols, n_run, n_batch, active)
+    # dWx += X.T @ dA     (D,C) += (T*N,D)'(T*N,C), the rows that run
+    sum_by_steps(w, active, n_run, n_batch, n_input, n_cols,
+                 1, x, n_input, dA, n_cols, dWx, n_cols)
+    # dWh += sum_t h_{t-1}.T @ dA[t]     (H,C) += (N,H)'(N,C) summed over t
+    hidden_grad_by_steps(w, active, by_step, n_run, n_batch, n_hidden, n_cols,
+                         h0, h, dA, n_cols, dWh)
+    # db += dA.sum(axis=(0, 1))
+    for i in range(<Py_ssize_t> n_run * n_batch):
+        for j in range(n_cols):
+            db[j] += dA[i * n_cols + j]
+    # dx = dA @ Wx.T     (T*N,D) = (T*N,C)(D,C)', the rows that run
+    product_by_steps(w, active, n_run, n_batch, TRANS, n_input, n_cols,
+                     1, dA, n_cols, Wx, n_cols, 0, dx, n_input)
+    # the steps no row runs (time-major: the last ones) have dx = 0
+    zero_inactive(dx, n_input, n_run, n_batch, active)
+    zero_steps(dx, <Py_ssize_t> n_batch * n_input, n_run, n_steps)
+
+
+cdef inline void input_by_steps(Watch* w, const int* active, int n_run, int n_batch, int n_cols,
+                                int n_input, const floating* x, const floating* Wx,
+                                const floating* b, floating* c) noexcept nogil:
+    """Forward's product over all steps, C = b + X @ Wx (T, N, n_cols), over the rows that run
+    of the first n_run steps (C = X @ Wx where b is NULL); the other rows of C are left as they
+    were, or hold b."""
+    cdef Py_ssize_t i
+    cdef int j
+    if b != NULL:
+        for i in range(<Py_ssize_t> n_run * n_batch):
+            for j in range(n_cols):
+                c[i * n_cols + j] = b[j]
+    # C (+)= X @ Wx     (T*N,C) (+)= (T*N,D)(D,C), the rows that run
+    product_by_steps(w, active, n_run, n_batch, NO_TRANS, n_cols, n_input,
+                     1, x, n_input, Wx, n_cols, 0 if b == NULL else 1, c, n_cols)

@@ -27,13 +27,18 @@ take two products each.
 
 At N = 1 the per-step products go through GEMV, as in the kernels (``_blas.gemm`` picks it).
 The products over all steps run in the kernels' blocks of rows (``src/_hoisted.pxd``: one
-block below 2**30 multiply-adds), without the kernels' looks for Ctrl-C between them.
+block below 2**30 multiply-adds), without the kernels' looks for Ctrl-C between them. With
+n_threads > 1 the products are split over threads as the kernels split theirs
+(``src/_shards.pxd``): the per-step ones by shards of sequences, the others by rows or columns.
 """
 from cython cimport floating
+from cython.parallel cimport prange
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _interrupt cimport Watch
 from _layout cimport Steps, check_blas_ld, steps_of
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _shards cimport cols_hidden, cols_sum, rows_product, shard_first
 
 
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
@@ -41,7 +46,7 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
           floating[:, :, ::1] h,
           const floating[:, ::1] h0, floating[:, ::1] carry, floating[:, ::1] hh,
           floating[:, :, ::1] dx, floating[:, ::1] dWx, floating[:, ::1] dWh,
-          bint backward, bint gru, bint time_major):
+          bint backward, bint gru, bint time_major, int n_threads=1):
     """Run the BLAS calls of forward (and backward) of a cell with A (the gate buffer, G*H
     columns) and h (H columns) as the buffers forward writes and dA (G*H columns) as backward's;
     the values are meaningless. x, A, dA, h and dx are (N, T, .), or (T, N, .) if time_major.
@@ -52,28 +57,37 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     cdef int a_width = A.shape[2], da_width = dA.shape[2]
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, n0, nb
+    cdef int s, n_shards
     cdef floating* Ap = &A[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
     check_blas_ld(n_rows, a_width if a_width > da_width else da_width)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
-        product_by_rows(NULL, NO_TRANS, n_steps * n_batch, gh, n_input,
-                        1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width)
-        for t in range(n_steps):
-            if gru:
-                # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
-                gemm(NO_TRANS, NO_TRANS, n_batch, gh, n_hidden,
-                     1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
-                     &Wh[0, 0], gh, 0, &hh[0, 0], gh)
-            else:
-                # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
-                gemm(NO_TRANS, NO_TRANS, n_batch, gh, n_hidden,
-                     1, hp + (t - 1) * step if t else &h0[0, 0], <int> (ld if t else n_hidden),
-                     &Wh[0, 0], gh, 1, Ap + t * t_rows * a_width, <int> (n_rows * a_width))
+        rows_product(<Watch*> NULL, n_threads, NO_TRANS, n_steps * n_batch, gh, n_input,
+                     1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width, NULL)
+        # shard s: sequences n0 .. n0 + nb - 1, every step
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            n0 = shard_first(n_batch, n_shards, s)
+            nb = shard_first(n_batch, n_shards, s + 1) - n0
+            for t in range(n_steps):
+                if gru:
+                    # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
+                    gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
+                         1, hp + n0 * ld + (t - 1) * step if t else &h0[n0, 0],
+                         <int> (ld if t else n_hidden), &Wh[0, 0], gh, 0, &hh[n0, 0], gh)
+                else:
+                    # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
+                    gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
+                         1, hp + n0 * ld + (t - 1) * step if t else &h0[n0, 0],
+                         <int> (ld if t else n_hidden), &Wh[0, 0], gh,
+                         1, Ap + (t * t_rows + n0 * n_rows) * a_width, <int> (n_rows * a_width))
         if backward:
             _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, &dxn[0, 0, 0] if gru else NULL,
-                            hp, &h0[0, 0], carry, dx, dWx, dWh, gru, time_major)
+                            hp, &h0[0, 0], carry, dx, dWx, dWh, gru, time_major, n_threads)
 
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
@@ -81,39 +95,48 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
                           floating* dxnp, const floating* hp, const floating* h0,
                           floating[:, ::1] carry, floating[:, :, ::1] dx,
                           floating[:, ::1] dWx, floating[:, ::1] dWh,
-                          bint gru, bint time_major) noexcept nogil:
+                          bint gru, bint time_major, int n_threads) noexcept nogil:
     cdef Steps steps = steps_of(x.shape[0], x.shape[1], time_major)
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef bint by_step = steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
-    cdef Py_ssize_t t
-    for t in range(n_steps - 1, -1, -1):
-        # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
-        gemm(NO_TRANS, TRANS, n_batch, n_hidden, gh,
-             1, dAp + t * t_rows * da_width, <int> (n_rows * da_width), &Wh[0, 0], gh,
-             1 if gru else 0, &carry[0, 0], n_hidden)
+    cdef Py_ssize_t t, n0, nb
+    cdef int s, n_shards
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
+    # shard s: sequences n0 .. n0 + nb - 1, every step
+    for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+        n0 = shard_first(n_batch, n_shards, s)
+        nb = shard_first(n_batch, n_shards, s + 1) - n0
+        for t in range(n_steps - 1, -1, -1):
+            # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
+            gemm(NO_TRANS, TRANS, <int> nb, n_hidden, gh,
+                 1, dAp + (t * t_rows + n0 * n_rows) * da_width, <int> (n_rows * da_width),
+                 &Wh[0, 0], gh, 1 if gru else 0, &carry[n0, 0], n_hidden)
     # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
-    add_hidden_weight_grad(NULL, by_step, n_steps, n_batch, n_hidden, gh, h0, hp, dAp,
-                           da_width, &dWh[0, 0])
+    cols_hidden(<Watch*> NULL, n_threads, by_step, n_steps, n_batch, n_hidden, gh, h0, hp,
+                dAp, da_width, &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
-        product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, n_hidden,
-                        1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input)
-        product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
-                        1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input)
+        rows_product(<Watch*> NULL, n_threads, TRANS, n_steps * n_batch, n_input, n_hidden,
+                     1, dxnp, n_hidden, &Wx[0, 2 * n_hidden], gh, 0, &dx[0, 0, 0], n_input,
+                     NULL)
+        rows_product(<Watch*> NULL, n_threads, TRANS, n_steps * n_batch, n_input, 2 * n_hidden,
+                     1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input, NULL)
         # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
-        sum_by_rows(NULL, n_input, 2 * n_hidden, n_steps * n_batch,
-                    1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
-        sum_by_rows(NULL, n_input, n_hidden, n_steps * n_batch,
-                    1, &x[0, 0, 0], n_input, dxnp, n_hidden, &dWx[0, 2 * n_hidden], gh)
+        cols_sum(<Watch*> NULL, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
+                 1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
+        cols_sum(<Watch*> NULL, n_threads, n_input, n_hidden, n_steps * n_batch,
+                 1, &x[0, 0, 0], n_input, dxnp, n_hidden, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
-    sum_by_rows(NULL, n_input, gh, n_steps * n_batch,
-                1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
+    cols_sum(<Watch*> NULL, n_threads, n_input, gh, n_steps * n_batch,
+             1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
-    product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, gh,
-                    1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input)
+    rows_product(<Watch*> NULL, n_threads, TRANS, n_steps * n_batch, n_input, gh,
+                 1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input, NULL)
 
 
 def jordan_floor(const floating[:, :, ::1] x, const floating[:, ::1] y0,

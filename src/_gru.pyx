@@ -76,23 +76,29 @@ for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh throu
 Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
 longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
 over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero.
+gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
+runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
+that runs none of them; with ``active`` the products over all steps run by steps on the calling
+thread, not split between threads.
 """
 import numpy as np
 
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
-                      run_steps, sum_by_steps, zero_inactive, zero_steps)
+from _active cimport (active_rows, hidden_grad_by_steps, input_by_steps, product_by_steps,
+                      run_steps, running_rows, sum_by_steps, zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _interrupt cimport Watch, interrupted, raise_pending, watch
+from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
+from _shards cimport (cols_hidden_part, cols_sum_part, join_norms, rows_product,
+                      rows_product_part, shard_first, shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -213,19 +219,21 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
             h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
     h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
     the cache's arrays (``Buffers``). active (T,) int32, time-major only: step t runs its first
-    active[t] rows (``src/_active.pxd``), the other rows of h are set to zero. Shapes are
-    checked by the caller; N >= 1."""
+    active[t] rows (``src/_active.pxd``), the other rows of h are set to zero. n_threads:
+    threads the call may use (``src/_shards.pxd``), one shard of sequences each, a shard
+    running its rows that run. Shapes are checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, n0, n1, first
+    cdef int s, n_shards, rows
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
@@ -244,22 +252,39 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
                    packed_len)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
         # in the step's pass
-        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, 3 * n_hidden, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden)
-        if not w.stopped and n_run:
-            _forward_step(h0, n_hidden, gp, hnp, hp, ld, hh, Wh, Whp, b, bh,
-                          rows_at(act, 0, n_batch), n_hidden)
-        for t in range(1, n_run):
-            if interrupted(&w):
-                break
-            _forward_step(hp + (t - 1) * step, ld, gp + 3 * t * step, hnp + t * step,
-                          hp + t * step, ld, hh, Wh, Whp, b, bh, rows_at(act, t, n_batch),
-                          n_hidden)
+        if act == NULL:
+            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden, NULL)
+        else:
+            # the rows that run, by steps, on the calling thread (the products over the rows
+            # that run are not split between threads; src/_active.pxd)
+            input_by_steps(&w, act, n_run, n_batch, 3 * n_hidden, n_input, &x[0, 0, 0], Wx, NULL,
+                           gp)
+        # shard s: sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1 of
+        # hh (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            if w.stopped:
+                continue
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            first = n0 * n_rows * n_hidden      # the shard's first row in h and hn
+            for t in range(n_run):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0 or (t and shard_interrupted(&w, s)):
+                    break       # rows never grow: none of the shard's runs a later step
+                _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                              else h0 + n0 * n_hidden, ld if t else n_hidden,
+                              gp + 3 * (first + t * step), hnp + first + t * step,
+                              hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp, b,
+                              bh, rows, n_hidden)
         zero_inactive(hp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
 
@@ -361,7 +386,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False, active=None):
+             floating[::1] norms=None, bint overwrite_cache=False, active=None,
+             int n_threads=1):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
     step t runs its first active[t] rows, a row's carry waits unchanged until its last step,
     and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
@@ -370,7 +396,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
     (like gates) and dxn (like hn), made by the first call that needs them, or with
     overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
-    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1."""
+    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1. n_threads:
+    threads the call may use (``src/_shards.pxd``); with more than one shard, each adds db and
+    dbh into a row of its own, summed into the arrays in shard order at the end."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -378,7 +406,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
-    cdef Py_ssize_t t
+    cdef Py_ssize_t t, n0, n1, first, j
+    cdef int s, n_shards, rows
+    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
+    cdef floating[:, ::1] shard_rows  # per shard: g_row (H), db (3H), dbh (3H), if sharded
+    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    cdef floating* ns
+    cdef floating* rows_p = NULL      # shard s's g_row, db, dbh at rows_p + s * 7H
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -395,7 +429,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* g_row = <floating*> bufs.g_row.buf
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
-    cdef bint want_norms = norms is not None
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
@@ -406,6 +439,18 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, 3 * n_hidden)
     w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
+    if norms is not None:
+        if n_shards > 1:
+            parts = np.empty((n_shards, n_steps), bufs.dtype)
+            norms_p = &parts[0, 0]
+        else:
+            norms_p = &norms[0]
+    if n_shards > 1:
+        shard_rows = np.zeros((n_shards, 7 * H), bufs.dtype)
+        rows_p = &shard_rows[0, 0]
     if overwrite_cache:
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
@@ -417,50 +462,99 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
         WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
                     packed_len)
-        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
-            if want_norms:
-                norms[t] = 0
-        for t in range(n_run - 1, -1, -1):
-            if interrupted(&w):
-                break
-            if t > 0:
-                n_b = rows_at(act, t - 1, n_batch)
-                # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
-                _prefetch(dhp + (t - 1) * step, n_b, row, ld_bytes)
-                _prefetch(gp + 3 * (t - 1) * step, n_b, 3 * row, 3 * ld_bytes)
-                _prefetch(hnp + (t - 1) * step, n_b, row, ld_bytes)
-                if t > 1:
-                    _prefetch(hp + (t - 2) * step, n_b, row, ld_bytes)
-                else:
-                    _prefetch(h0, n_b, row, row)
-            _backward_step(dhp + t * step, gp + 3 * t * step, hnp + t * step,
-                           hp + (t - 1) * step if t > 0 else h0, ld if t > 0 else H,
-                           dAhp + 3 * t * step, dxnp + t * step, ld, &carry[0, 0], g_row,
-                           Wh, WhTp, &db[0], &dbh[0], xi[t],
-                           &norms[t] if want_norms else NULL, rows_at(act, t, n_batch),
-                           n_hidden)
-        if not w.stopped:
-            zero_inactive(dAhp, 3 * H, n_run, n_batch, act)
-            zero_inactive(dxnp, H, n_run, n_batch, act)
-            # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
-                                 h0, hp, dAhp, 3 * H, &dWh[0, 0])
-            # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each
-            # for dx and dWx.
-            # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
-                             1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
-                             n_input)
-            # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, 2 * n_hidden,
-                             1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0], n_input)
-            # the steps no row runs (time-major: the last ones) have dx = 0
-            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
-            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
-            # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-            sum_by_steps(&w, act, n_run, n_batch, n_input, 2 * n_hidden,
-                         1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
-            # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
-                         1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            first = n0 * n_rows * n_hidden      # the shard's first row in dh, h, hn, dxn
+            ns = norms_p + s * n_steps if norms_p != NULL else NULL
+            for t in range(n_steps - 1, -1, -1):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0:       # none of the shard's rows runs: no gradient, carry waits
+                    if ns != NULL:
+                        ns[t] = 0
+                    continue
+                if shard_interrupted(&w, s):
+                    break
+                if t > 0:
+                    # step t-1's inputs: time runs backwards, which the hardware prefetcher
+                    # misses
+                    n_b = running_rows(act, t - 1, n_batch, n0, n1)
+                    _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
+                    _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row, 3 * ld_bytes)
+                    _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
+                    if t > 1:
+                        _prefetch(hp + first + (t - 2) * step, n_b, row, ld_bytes)
+                    else:
+                        _prefetch(h0 + n0 * H, n_b, row, row)
+                _backward_step(dhp + first + t * step, gp + 3 * (first + t * step),
+                               hnp + first + t * step,
+                               hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
+                               ld if t > 0 else H, dAhp + 3 * (first + t * step),
+                               dxnp + first + t * step, ld, &carry[0, 0] + n0 * H,
+                               g_row if n_shards == 1 else rows_p + s * 7 * H, Wh, WhTp,
+                               &db[0] if n_shards == 1 else rows_p + s * 7 * H + H,
+                               &dbh[0] if n_shards == 1 else rows_p + s * 7 * H + 4 * H,
+                               xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
+        if n_shards > 1:
+            # db += the shards' db, dbh += theirs, in shard order
+            for s in range(n_shards):
+                for j in range(3 * H):
+                    db[j] += rows_p[s * 7 * H + H + j]
+                    dbh[j] += rows_p[s * 7 * H + 4 * H + j]
+        if norms_p != NULL and n_shards > 1:
+            join_norms(norms_p, n_shards, n_steps, &norms[0])
+        if act != NULL:
+            # by steps, on the calling thread (the products over the rows that run are not
+            # split between threads)
+            if not w.stopped:
+                zero_inactive(dAhp, 3 * H, n_run, n_batch, act)
+                zero_inactive(dxnp, H, n_run, n_batch, act)
+                # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+                hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
+                                     h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products
+                # each for dx and dWx, over the rows that run.
+                # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
+                product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                                 1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
+                                 n_input)
+                # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
+                product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, 2 * n_hidden,
+                                 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0],
+                                 n_input)
+                # the steps no row runs (time-major: the last ones) have dx = 0
+                zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
+                zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
+                # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+                sum_by_steps(&w, act, n_run, n_batch, n_input, 2 * n_hidden,
+                             1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+                # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+                sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
+                             1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+        else:
+            # the weight gradients and dx, thread s its part of each (src/_shards.pxd); its
+            # rows of dx get both products, in order
+            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+                if w.stopped:
+                    continue
+                # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden,
+                                 3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two
+                # products each for dx and dWx.
+                # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
+                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
+                                  n_hidden, 1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0,
+                                  &dx[0, 0, 0], n_input, NULL)
+                # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
+                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
+                                  2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1,
+                                  &dx[0, 0, 0], n_input, NULL)
+                # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+                cols_sum_part(&w, s, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
+                              1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+                # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+                cols_sum_part(&w, s, n_threads, n_input, n_hidden, n_steps * n_batch,
+                              1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&w)

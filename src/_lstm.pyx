@@ -64,23 +64,29 @@ alias checks accept (seen with GCC 12), so the in-place pass runs the same vecto
 Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
 longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
 over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero.
+gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
+runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
+that runs none of them; with ``active`` the products over all steps run by steps on the calling
+thread, not split between threads.
 """
 import numpy as np
 
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
-                      run_steps, sum_by_steps, zero_inactive, zero_steps)
+from _active cimport (active_rows, grads_by_steps, input_by_steps, run_steps, running_rows,
+                      zero_inactive)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
-from _interrupt cimport Watch, interrupted, raise_pending, watch
+from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
+from _shards cimport (cols_bias_part, cols_hidden_part, cols_sum_part, join_norms,
+                      rows_product, rows_product_part, shard_first, shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -179,20 +185,21 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h, c with the states and its gates with the activated gates of x, the
     cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
     (``Buffers``). active (T,) int32, time-major only: step t runs its first active[t] rows
-    (``src/_active.pxd``), the other rows of h and c are set to zero. Shapes are checked by the
-    caller; N >= 1."""
+    (``src/_active.pxd``), the other rows of h and c are set to zero. n_threads: threads the
+    call may use (``src/_shards.pxd``), one shard of sequences each, a shard running its rows
+    that run. Shapes are checked by the caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t i, t
-    cdef int j
+    cdef Py_ssize_t t, n0, n1, first
+    cdef int s, n_shards, rows
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
@@ -210,23 +217,37 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
-        for i in range(<Py_ssize_t> n_run * n_batch):
-            for j in range(n_gh):
-                gp[i * n_gh + j] = b[j]
-        # gates += X @ Wx     (T*N,4H) += (T*N,D)(D,4H), rows in the caller's order
-        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_gh, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh)
-        if not w.stopped and n_run:
-            _forward_step(h0, c0, n_hidden, gp, cp, hp, ld, Wh, Whp, rows_at(act, 0, n_batch),
-                          n_hidden)
-        for t in range(1, n_run):
-            if interrupted(&w):
-                break
-            _forward_step(hp + (t - 1) * step, cp + (t - 1) * step, ld, gp + 4 * t * step,
-                          cp + t * step, hp + t * step, ld, Wh, Whp, rows_at(act, t, n_batch),
-                          n_hidden)
+        if act == NULL:
+            # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H), rows in the caller's order
+            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_gh, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh, b)
+        else:
+            # gates = b + X @ Wx over the rows that run, by steps, on the calling thread (the
+            # products over the rows that run are not split between threads; src/_active.pxd)
+            input_by_steps(&w, act, n_run, n_batch, n_gh, n_input, &x[0, 0, 0], Wx, b, gp)
+        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            if w.stopped:
+                continue
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            first = n0 * n_rows * n_hidden      # the shard's first row in h and c
+            for t in range(n_run):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0 or (t and shard_interrupted(&w, s)):
+                    break       # rows never grow: none of the shard's runs a later step
+                _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                              else h0 + n0 * n_hidden,
+                              <const floating*> cp + first + (t - 1) * step if t
+                              else c0 + n0 * n_hidden,
+                              ld if t else n_hidden, gp + 4 * (first + t * step),
+                              cp + first + t * step, hp + first + t * step, ld, Wh, Whp, rows,
+                              n_hidden)
         zero_inactive(hp, n_hidden, n_steps, n_batch, act)
         zero_inactive(cp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
@@ -314,7 +335,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False, active=None):
+             floating[::1] norms=None, bint overwrite_cache=False, active=None,
+             int n_threads=1):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
     step t runs its first active[t] rows, a row's carries wait unchanged until its last step,
     and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
@@ -323,15 +345,18 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
     workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
     the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
-    checked by the caller; N >= 1."""
+    checked by the caller; N >= 1. n_threads: threads the call may use (``src/_shards.pxd``)."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
     cdef bint by_step = d.steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t i, t
-    cdef int j
+    cdef Py_ssize_t t, n0, n1, first
+    cdef int s, n_shards, rows
+    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
+    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
@@ -348,7 +373,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
-    cdef bint want_norms = norms is not None
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
@@ -357,6 +381,15 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_gh)
     w = watch(<double> n_batch * n_gh * n_hidden)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
+    if norms is not None:
+        if n_shards > 1:
+            parts = np.empty((n_shards, n_steps), bufs.dtype)
+            norms_p = &parts[0, 0]
+        else:
+            norms_p = &norms[0]
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
@@ -366,34 +399,52 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
         WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
-        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
-            if want_norms:
-                norms[t] = 0
-        for t in range(n_run - 1, -1, -1):
-            if interrupted(&w):
-                break
-            _backward_step(dhp + t * step, gp + 4 * t * step,
-                           cp + (t - 1) * step if t else c0, ld if t else n_hidden,
-                           cp + t * step, dAp + 4 * t * step, ld, &carry_h[0, 0],
-                           &carry_c[0, 0], Wh, WhTp, xi[t],
-                           &norms[t] if want_norms else NULL, rows_at(act, t, n_batch),
-                           n_hidden)
-        if not w.stopped:
-            zero_inactive(dAp, n_gh, n_run, n_batch, act)
-            # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-            sum_by_steps(&w, act, n_run, n_batch, n_input, n_gh,
-                         1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
-            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_gh,
+        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            first = n0 * n_rows * n_hidden      # the shard's first row in dh, h and c
+            ns = norms_p + s * n_steps if norms_p != NULL else NULL
+            for t in range(n_steps - 1, -1, -1):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
+                    if ns != NULL:
+                        ns[t] = 0
+                    continue
+                if shard_interrupted(&w, s):
+                    break
+                _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
+                               cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
+                               ld if t else n_hidden, cp + first + t * step,
+                               dAp + 4 * (first + t * step), ld,
+                               &carry_h[0, 0] + n0 * n_hidden, &carry_c[0, 0] + n0 * n_hidden,
+                               Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
+        if norms_p != NULL and n_shards > 1:
+            join_norms(norms_p, n_shards, n_steps, &norms[0])
+        if act != NULL:
+            # by steps, on the calling thread (the products over the rows that run are not
+            # split between threads)
+            if not w.stopped:
+                # dWx += X.T @ dA, dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)),
+                # dx = dA @ Wx.T, over the rows that run (src/_active.pxd)
+                grads_by_steps(&w, act, by_step, n_run, n_steps, n_batch, n_input, n_hidden,
+                               n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
+                               &db[0])
+        else:
+            # the weight gradients and dx, thread s its part of each (src/_shards.pxd)
+            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+                if w.stopped:
+                    continue
+                # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
+                cols_sum_part(&w, s, n_threads, n_input, n_gh, n_steps * n_batch,
+                              1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
+                # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
+                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden, n_gh,
                                  h0, hp, dAp, n_gh, &dWh[0, 0])
-            # db += dA.sum(axis=(0, 1))
-            for i in range(<Py_ssize_t> n_run * n_batch):
-                for j in range(n_gh):
-                    db[j] += dAp[i * n_gh + j]
-            # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_gh,
-                             1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input)
-            # the steps no row runs (time-major: the last ones) have dx = 0
-            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
-            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
+                # db += dA.sum(axis=(0, 1))
+                cols_bias_part(s, n_threads, <Py_ssize_t> n_steps * n_batch, n_gh, dAp, n_gh,
+                               &db[0])
+                # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
+                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input, n_gh,
+                                  1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input, NULL)
     raise_pending(&w)

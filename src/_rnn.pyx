@@ -43,17 +43,21 @@ arguments.
 Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
 longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
 over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero.
+gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
+runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
+that runs none of them; with ``active`` the products over all steps run by steps on the calling
+thread, not split between threads.
 """
 import numpy as np
 
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
+from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, hidden_grad_by_steps, product_by_steps, rows_at,
-                      run_steps, sum_by_steps, zero_inactive, zero_steps)
+from _active cimport (active_rows, grads_by_steps, input_by_steps, run_steps, running_rows,
+                      zero_inactive)
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
                     hold_vector, holds_nothing, steps_shape)
@@ -61,6 +65,8 @@ from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
+from _shards cimport (cols_bias_part, cols_hidden_part, cols_sum_part, join_norms,
+                      rows_product, rows_product_part, shard_first, shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -151,24 +157,27 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
         _phi(h_t + n * ld, n_hidden, nonlinearity)
 
 
-def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
+def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
     if time-major. bufs holds the cache's arrays (``Buffers``). active (T,) int32, time-major
     only: step t runs its first active[t] rows (``src/_active.pxd``), the other rows of h are
-    set to zero. Shapes are checked by the caller; N >= 1."""
+    set to zero. n_threads: threads the call may use (``src/_shards.pxd``), one shard of
+    sequences each, a shard running its rows that run. Shapes are checked by the caller;
+    N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
     # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden
-    cdef Py_ssize_t i, t
-    cdef int j
+    cdef Py_ssize_t t, n0, n1
+    cdef int s, n_shards, rows
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
     cdef const floating* b = <const floating*> bufs.b.buf
     cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hs     # the first row of a shard in h
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
@@ -179,22 +188,34 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None):
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     w = watch(<double> n_batch * n_hidden * n_hidden)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
         Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        for i in range(<Py_ssize_t> n_run * n_batch):
-            for j in range(n_hidden):
-                hp[i * n_hidden + j] = b[j]
-        # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        product_by_steps(&w, act, n_run, n_batch, NO_TRANS, n_hidden, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden)
-        if not w.stopped and n_run:
-            _forward_step(h0, n_hidden, hp, ld, Wh, Whp, rows_at(act, 0, n_batch), n_hidden,
-                          nonlinearity)
-        for t in range(1, n_run):
-            if interrupted(&w):
-                break
-            _forward_step(hp + (t - 1) * t_rows * n_hidden, ld, hp + t * t_rows * n_hidden, ld,
-                          Wh, Whp, rows_at(act, t, n_batch), n_hidden, nonlinearity)
+        if act == NULL:
+            # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H), rows in the caller's order
+            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
+                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden, b)
+        else:
+            # h = b + X @ Wx over the rows that run, by steps, on the calling thread (the
+            # products over the rows that run are not split between threads; src/_active.pxd)
+            input_by_steps(&w, act, n_run, n_batch, n_hidden, n_input, &x[0, 0, 0], Wx, b, hp)
+        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            if w.stopped:
+                continue
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            hs = hp + n0 * n_rows * n_hidden
+            for t in range(n_run):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0 or (t and shard_interrupted(&w, s)):
+                    break       # rows never grow: none of the shard's runs a later step
+                _forward_step(<const floating*> hs + (t - 1) * t_rows * n_hidden if t
+                              else h0 + n0 * n_hidden, ld if t else n_hidden,
+                              hs + t * t_rows * n_hidden, ld, Wh, Whp, rows, n_hidden,
+                              nonlinearity)
         zero_inactive(hp, n_hidden, n_steps, n_batch, act)
     raise_pending(&w)
 
@@ -247,26 +268,28 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, active=None):
+             floating[::1] norms=None, active=None, int n_threads=1):
     """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
     layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
     dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
     norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
     first call. active as for ``forward``: step t runs its first active[t] rows, a row's carry
     waits unchanged until its last step, and padded rows give no gradient (their dx is zero).
-    Shapes are checked by the caller; N >= 1."""
+    n_threads: threads the call may use (``src/_shards.pxd``). Shapes are checked by the
+    caller; N >= 1."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
     cdef bint by_step = d.steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t i, t
-    cdef int j
+    cdef Py_ssize_t t, n0, n1, first
+    cdef int s, n_shards, rows
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
+    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = <const floating*> bufs.h.buf
     cdef const floating* h0 = <const floating*> bufs.h0.buf
@@ -276,7 +299,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
-    cdef bint want_norms = norms is not None
+    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    cdef floating* ns
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
@@ -287,37 +311,66 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     if holds_nothing(&bufs.dA):
         hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
     dAp = <floating*> bufs.dA.buf
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
+    if norms is not None:
+        if n_shards > 1:
+            parts = np.empty((n_shards, n_steps), bufs.dtype)
+            norms_p = &parts[0, 0]
+        else:
+            norms_p = &norms[0]
     w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        for t in range(n_steps - 1, n_run - 1, -1):   # no row runs: no gradient
-            if want_norms:
-                norms[t] = 0
-        for t in range(n_run - 1, -1, -1):
-            if interrupted(&w):
-                break
-            _backward_step(dhp + t * step, hp + t * step, dAp + t * step, ld, ld, &carry[0, 0],
-                           Wh, WhTp, xi[t], &norms[t] if want_norms else NULL,
-                           rows_at(act, t, n_batch), n_hidden, nonlinearity)
-        if not w.stopped:
-            zero_inactive(dAp, n_hidden, n_run, n_batch, act)
-            # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
-                         1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
-            # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
-            hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, n_hidden,
-                                 h0, hp, dAp, n_hidden, &dWh[0, 0])
-            # db += dA.sum(axis=(0, 1))
-            for i in range(<Py_ssize_t> n_run * n_batch):
-                for j in range(n_hidden):
-                    db[j] += dAp[i * n_hidden + j]
-            # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
-                             1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0], n_input)
-            # the steps no row runs (time-major: the last ones) have dx = 0
-            zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
-            zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
+        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            n0 = shard_first(n_batch, n_shards, s)
+            n1 = shard_first(n_batch, n_shards, s + 1)
+            first = n0 * n_rows * n_hidden      # the shard's first row in a per-step buffer
+            ns = norms_p + s * n_steps if norms_p != NULL else NULL
+            for t in range(n_steps - 1, -1, -1):
+                rows = running_rows(act, t, n_batch, n0, n1)
+                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
+                    if ns != NULL:
+                        ns[t] = 0
+                    continue
+                if shard_interrupted(&w, s):
+                    break
+                _backward_step(dhp + first + t * step, hp + first + t * step,
+                               dAp + first + t * step, ld, ld, &carry[0, 0] + n0 * n_hidden,
+                               Wh, WhTp, xi[t], ns + t if ns != NULL else NULL,
+                               rows, n_hidden, nonlinearity)
+        if norms_p != NULL and n_shards > 1:
+            join_norms(norms_p, n_shards, n_steps, &norms[0])
+        if act != NULL:
+            # by steps, on the calling thread (the products over the rows that run are not
+            # split between threads)
+            if not w.stopped:
+                # dWx += X.T @ dA, dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)),
+                # dx = dA @ Wx.T, over the rows that run (src/_active.pxd)
+                grads_by_steps(&w, act, by_step, n_run, n_steps, n_batch, n_input, n_hidden,
+                               n_hidden, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
+                               &db[0])
+        else:
+            # the weight gradients and dx, thread s its part of each (src/_shards.pxd)
+            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+                if w.stopped:
+                    continue
+                # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
+                cols_sum_part(&w, s, n_threads, n_input, n_hidden, n_steps * n_batch,
+                              1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
+                # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
+                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden,
+                                 n_hidden, h0, hp, dAp, n_hidden, &dWh[0, 0])
+                # db += dA.sum(axis=(0, 1))
+                cols_bias_part(s, n_threads, <Py_ssize_t> n_steps * n_batch, n_hidden, dAp,
+                               n_hidden, &db[0])
+                # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
+                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
+                                  n_hidden, 1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0],
+                                  n_input, NULL)
     raise_pending(&w)
 
 
@@ -372,13 +425,14 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
 
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-                  dict weight_grads, floating[::1] norms=None):
+                  dict weight_grads, floating[::1] norms=None, int n_threads=1):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
-    weight gradients are taken in another order)."""
+    weight gradients are taken in another order). With n_threads > 1 the steps of a block run
+    in shards of sequences (``src/_shards.pxd``), which meet at the end of each block."""
     cdef const Dims* d = &bufs.dims
     cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
     cdef int n_input = d.n_input, n_hidden = d.n_hidden
@@ -386,7 +440,11 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef bint by_step = d.steps.by_step   # rows in time-major order
     cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
     cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, t_first, t_end = n_steps
+    cdef Py_ssize_t t, t_first, t_end = n_steps, n0, n1, first
+    cdef int s, n_shards
+    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
+    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    cdef floating* ns
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -400,13 +458,21 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef floating* packed = <floating*> bufs.packed.buf
     cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
-    cdef bint want_norms = norms is not None
     cdef floating* dAp = &dA[0, 0, 0]
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
     check_itemsize(d, sizeof(floating))
     check_blas_ld(n_rows, n_hidden)
     check_blas_ld(n_rows, n_input)
+    if n_batch < 2:
+        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
+    n_shards = n_threads if n_threads < n_batch else n_batch
+    if norms is not None:
+        if n_shards > 1:
+            parts = np.empty((n_shards, n_steps), bufs.dtype)
+            norms_p = &parts[0, 0]
+        else:
+            norms_p = &norms[0]
     w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
@@ -416,14 +482,22 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
                 break
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
-            for t in range(t_end - 1, t_first - 1, -1):
-                # dA of step t into row block t - t_first of the workspace (rows H apart)
-                _backward_step(dhp + t * step, hp + t * step,
-                               dAp + (t - t_first) * n_batch * n_hidden, ld, n_hidden,
-                               &carry[0, 0], Wh, WhTp, xi[t],
-                               &norms[t] if want_norms else NULL,
-                               n_batch, n_hidden, nonlinearity)
+            # shard s: sequences n0 .. n1 - 1 of the block's steps (src/_shards.pxd)
+            for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+                n0 = shard_first(n_batch, n_shards, s)
+                n1 = shard_first(n_batch, n_shards, s + 1)
+                first = n0 * n_rows * n_hidden      # the shard's first row in dh and h
+                ns = norms_p + s * n_steps if norms_p != NULL else NULL
+                for t in range(t_end - 1, t_first - 1, -1):
+                    # dA of step t into row block t - t_first of the workspace (rows H apart)
+                    _backward_step(dhp + first + t * step, hp + first + t * step,
+                                   dAp + ((t - t_first) * n_batch + n0) * n_hidden, ld,
+                                   n_hidden, &carry[0, 0] + n0 * n_hidden, Wh, WhTp, xi[t],
+                                   ns + t if ns != NULL else NULL,
+                                   <int> (n1 - n0), n_hidden, nonlinearity)
             _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
                          x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
             t_end = t_first
+        if norms_p != NULL and n_shards > 1:
+            join_norms(norms_p, n_shards, n_steps, &norms[0])
     raise_pending(&w)

@@ -412,3 +412,44 @@ def test_bidirectional_model_saves_and_refuses_sampling(tmp_path):
         m.sample([1, 2], 3)
     with pytest.raises(TypeError, match="bidirectional"):
         Model(6, 4, 6, bidirectional="yes")
+
+
+# ---- lengths on several threads: each shard runs its rows that run
+
+LENGTHS_7 = np.array([3, 0, 6, 1, 6, 2, 4])     # N = 2 stops before T: the last steps run no row
+
+
+@pytest.fixture(params=[1, 2, 3], ids=lambda n: f"threads{n}")
+def threads_given(request, monkeypatch):
+    """Every call threaded, however small (below ``THREADED_WORK`` a call runs on one thread);
+    yields the count the calls should be given (capped by OpenMP's limit) and the list of the
+    counts they were given."""
+    import fastbptt._blas_threads
+    import fastbptt._threads
+
+    given = []
+
+    def counted(work, threads_for=fastbptt._blas_threads.threads_for):
+        given.append(threads_for(work))
+        return given[-1]
+
+    monkeypatch.setattr(fastbptt._threads, "THREADED_WORK", 0)
+    monkeypatch.setattr(fastbptt._blas_threads, "SINGLE_THREADED_WORK", 0)
+    monkeypatch.setattr(fastbptt._blas_threads, "threads_for", counted)
+    with fastbptt.num_threads(request.param):
+        yield min(request.param, fastbptt._threads._openmp_threads()), given
+
+
+@cells
+@layouts
+@directions
+@pytest.mark.parametrize("n_batch", [2, 5, 7], ids=lambda n: f"N{n}")
+def test_lengths_on_threads_equal_reference(cell, time_major, reverse, n_batch, threads_given):
+    n_threads, given = threads_given
+    args, kwargs, dh, finals = problem(cell, np.float64, time_major, n_batch, seed=n_batch)
+    xi = np.array([1, 0.5, 1, 0, 2, 1])
+    lengths = LENGTHS_7[:n_batch]
+    got = run(fastbptt, cell, args, kwargs, dh, finals, lengths, reverse, xi=xi)
+    assert given and max(given) == n_threads     # the kernels ran on n_threads
+    want = run(fastbptt.reference, cell, args, kwargs, dh, finals, lengths, reverse, xi=xi)
+    assert_same(cell, got, want, np.float64)

@@ -74,14 +74,22 @@ def test_run_kernel_sets_and_restores_the_blas_thread_count():
     # the shapes of x (T, N, D) and Wh (H, G*H) give the size of the call's largest product
     big = (np.broadcast_to(np.zeros(1), (1000, 10, 64)), np.zeros((64, 64)))
     assert _blas_threads.largest_product(*big) >= 10 * _blas_threads.SINGLE_THREADED_WORK
-    assert _blas_threads.run_kernel(get_threads, *big) == 1
+    with fastbptt.num_threads(1):
+        assert _blas_threads.run_kernel(get_threads, *big) == 1
+        assert get_threads() == before
+        # nested (concurrent) calls: the count is restored only when the last one returns
+        assert _blas_threads.run_kernel(
+            lambda: (_blas_threads.run_kernel(get_threads, *big), get_threads()), *big) == (1, 1)
+        assert get_threads() == before
+        # a small call leaves the count alone: OpenBLAS would not thread it anyway
+        assert _blas_threads.run_kernel(
+            get_threads, np.zeros((1, 1, 1)), np.zeros((1, 1))) == before
+    # a call on several fastbptt threads runs BLAS on one thread in each
+    with fastbptt.num_threads(2):
+        n_threads, blas = _blas_threads.run_kernel(lambda n_threads=1: (n_threads, get_threads()),
+                                                   *big)
+    assert blas == 1 and n_threads == min(2, fastbptt._threads._openmp_threads())
     assert get_threads() == before
-    # nested (concurrent) calls: the count is restored only when the last one returns
-    assert _blas_threads.run_kernel(
-        lambda: (_blas_threads.run_kernel(get_threads, *big), get_threads()), *big) == (1, 1)
-    assert get_threads() == before
-    # a small call leaves the count alone: OpenBLAS would not thread it anyway
-    assert _blas_threads.run_kernel(get_threads, np.zeros((1, 1, 1)), np.zeros((1, 1))) == before
 
 
 def test_concurrent_calls_give_the_sequential_results():
@@ -101,9 +109,13 @@ def test_concurrent_calls_give_the_sequential_results():
         h, cache = record.forward(*args, **kwargs)
         return (h.copy(), *record.backward(dh, cache))
 
-    sequential = [run(job) for job in jobs]
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        concurrent = list(pool.map(run, jobs))
+    # one fastbptt thread per call: a call that finds the threads taken runs on one, and the
+    # GRU's bias gradients are summed in another order on several (tests/test_num_threads.py
+    # compares threaded calls running at once)
+    with fastbptt.num_threads(1):
+        sequential = [run(job) for job in jobs]
+        with ThreadPoolExecutor(max_workers=4) as pool:
+            concurrent = list(pool.map(run, jobs))
     for seq, con in zip(sequential, concurrent):
         for a, b in zip(seq, con):
             np.testing.assert_array_equal(a, b)

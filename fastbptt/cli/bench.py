@@ -11,6 +11,10 @@ thread for the timing, and PyTorch to one intra-op thread. The cases (N, T, D, H
 callables are those of ``fastbptt.benchmarking``, which ``benchmarks/`` uses too; Jordan's
 network has O = D outputs.
 
+``--threads N`` runs every one of them on N threads instead: the kernels and the floor
+(``fastbptt.num_threads``), NumPy's BLAS (the reference) and PyTorch's intra-op threads.
+``benchmarks/threads_interleaved.py`` makes the table of 1 against N threads.
+
 PyTorch is optional: ``fastbptt bench`` leaves its columns out where it cannot be imported.
 """
 import platform
@@ -34,7 +38,7 @@ from ..benchmarking import (
     time_interleaved,
     torch_function,
 )
-from ._options import names_among, positive_float
+from ._options import names_among, positive_float, positive_int
 
 BURST = 3   # runs of a callable in a row in each round
 
@@ -48,6 +52,8 @@ def add_arguments(parser):
     parser.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     parser.add_argument("--budget", type=positive_float, default=2.0,
                         help="seconds of timing per case (default: 2)")
+    parser.add_argument("--threads", type=positive_int, default=1,
+                        help="threads of every implementation timed (default: 1)")
     parser.add_argument("--no-torch", action="store_true",
                         help="leave PyTorch out even where it is installed")
 
@@ -55,11 +61,15 @@ def add_arguments(parser):
 def run(args):
     dtype = np.dtype(args.dtype)
     torch = None if args.no_torch else import_torch()
+    threads = args.threads
+    if torch is not None:
+        torch.set_num_threads(threads)
+    each = "one thread each" if threads == 1 else f"{threads} threads each"
     print(f"fastbptt {fastbptt.__version__} bench: forward + full backward, {dtype}, "
-          f"median of alternating runs, {args.budget:g} s a case, one thread each")
+          f"median of alternating runs, {args.budget:g} s a case, {each}")
     print(f"machine: {platform.machine()} {platform.processor() or ''}, "
           f"Python {platform.python_version()}, NumPy {np.__version__}"
-          + (f", PyTorch {torch.__version__} (1 thread)" if torch is not None else ""))
+          + (f", PyTorch {torch.__version__} ({each})" if torch is not None else ""))
     if torch is None:
         print("(PyTorch " + ("left out" if args.no_torch else "not installed") +
               ": no PyTorch column)")
@@ -79,7 +89,8 @@ def run(args):
                     functions["torch"] = torch_function(cell, *problem)
             label = " ".join(f"{n}={v}" for n, v in zip("NTDHO", shape))
             print(f"  timing {cell} {case} ({label}) ...", end="", flush=True)
-            with numpy_blas_threads(1):   # the reference on one thread, as all the others
+            # the reference's NumPy BLAS on as many threads as all the others
+            with numpy_blas_threads(threads), fastbptt.num_threads(threads):
                 times = time_interleaved(functions, repeat=BURST, budget=args.budget)
             medians = [float(np.median(t)) for t in times.values()]
             print(f" {medians[1] * 1e3:.3g} ms")

@@ -37,10 +37,12 @@ the batch's streams split among the workers, their gradients summed worker to wo
 K local steps. With ``--compare-truncation`` the three runs are three tasks on the cluster.
 Without ``--cluster`` Dask is not imported.
 
-BLAS threads: the kernels run BLAS on one thread per call (``fastbptt.set_blas_threads``), and
-training also runs NumPy's BLAS (the output layer) on one thread while it lasts
-(``--blas-threads``): with OpenBLAS's default pool the workers left spinning after a NumPy
-product compete with the kernel's thread for the cores (measured in ``benchmarks/RESULTS.md``).
+Threads: each kernel call splits its sequences over ``--threads`` threads (default
+``fastbptt.get_num_threads()``, every core this process may use), and NumPy's BLAS (the output
+layer's products) runs on ``--blas-threads`` (default 1) while training lasts: OpenBLAS's
+workers, left spinning after a NumPy product, compete with the kernels' threads for the cores
+(the training step with NumPy's BLAS on 2 threads beside the kernels' 2 took 2.4 times as long
+as with it on one; ``benchmarks/RESULTS.md``, "Every core").
 
 ``--task fill`` trains another task: in each window a fraction ``--fill-rate`` of the
 characters is hidden behind a mask symbol, and the model predicts each hidden character from
@@ -54,6 +56,7 @@ Output (in ``--out``): ``model.npz`` (``Model.load``; the vocabulary is in its m
 ``loss.csv``, ``loss.png`` (with matplotlib, ``pip install 'fastbptt[cli]'``), ``sample.txt``.
 """
 import argparse
+import contextlib
 import csv
 import io
 import os
@@ -67,6 +70,7 @@ import numpy as np
 from .. import CELLS, clip, truncation
 from .._blas_threads import numpy_blas_threads
 from .._checkpoint import takes_checkpoint
+from .._threads import get_num_threads, num_threads
 from ..nn import data
 from ..nn.model import IMPLS, Model
 from ..nn.optim import OPTIMIZERS
@@ -107,6 +111,15 @@ def cluster_spec(text):
     raise argparse.ArgumentTypeError(f"must be local:N or tcp://HOST:PORT, got {text!r}")
 
 
+@contextlib.contextmanager
+def training_threads(args):
+    """The kernels on ``args.threads`` threads (None: fastbptt's default) and NumPy's BLAS on
+    ``args.blas_threads`` (0: NumPy's own setting) while training."""
+    threads = args.threads if args.threads is not None else get_num_threads()
+    with num_threads(threads), numpy_blas_threads(args.blas_threads):
+        yield
+
+
 # --------------------------------------------------------------------------------- arguments
 def add_arguments(parser):
     d = DEFAULTS
@@ -125,10 +138,13 @@ def add_arguments(parser):
     g.add_argument("--backend", choices=tuple(IMPLS), default="kernels",
                    help="recurrent layers on the compiled kernels (default) or the NumPy "
                         "reference")
+    g.add_argument("--threads", type=positive_int, default=None, metavar="N",
+                   help="threads of each kernel call (default: every core this process may "
+                        "use, or FASTBPTT_NUM_THREADS)")
     g.add_argument("--blas-threads", type=non_negative_int, default=1, metavar="N",
                    help="threads for NumPy's own BLAS (the output layer) while training; 0 "
                         "leaves NumPy's setting alone (default 1: OpenBLAS workers left spinning "
-                        "after a NumPy product slow the kernels' thread down)")
+                        "after a NumPy product slow the kernels' threads down)")
 
     g = parser.add_argument_group("data")
     g.add_argument("--text", type=existing_file, metavar="FILE",
@@ -679,7 +695,7 @@ def run(args):
         if client is None:
             return 2
     try:
-        with numpy_blas_threads(args.blas_threads):
+        with training_threads(args):
             if args.compare_truncation:
                 return _compare(args, corpus, baseline, out, client)
             return _train(args, corpus, baseline, out, client)
@@ -875,7 +891,7 @@ def _run_strategy(strategy, args, corpus, progress=None):
     """One run of the comparison (a task on a worker with --cluster): train a new model with
     truncation ``strategy`` and evaluate it. Returns what the table, the plot and the saved
     model need, parameters included."""
-    with numpy_blas_threads(args.blas_threads):
+    with training_threads(args):
         model = _build(args, corpus)                    # same seed: the same initialisation
         trainer = Trainer(args, corpus, model, label=strategy)
         if progress is None:                            # on a worker: nobody to show it to
