@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent("""
     report = {}
     for cell in ("rnn", "lstm", "gru"):
         record = fastbptt.CELLS[cell]
-        G, H = record.n_gates, 32
+        G, H = record.n_gates, 64
         T = 1_600_000 // G      # about as much work per call for every cell
         rng = np.random.default_rng(0)
         x = rng.standard_normal((1, T, 1)).astype(np.float32)
