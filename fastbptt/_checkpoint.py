@@ -38,15 +38,17 @@ from ._sharing import begin, end
 from ._validation import (
     BackwardInputs,
     check_all_finite,
-    check_array,
     check_backward_out,
     check_bool,
     check_forward,
     check_grads,
     check_no_overlap,
+    check_norms,
+    check_upstream,
     check_xi,
     numpy_first_nonfinite,
     numpy_first_overlap,
+    out_writes,
 )
 
 
@@ -348,20 +350,7 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
     if out is not None:
         check_backward_out(cell, out, shapes, weights=grads is None)
-    given = []
-    if dh is None:
-        dh = np.zeros(dh_shape, dtype)
-    else:
-        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
-                                              like="the cache", scan=None))
-        given.append(("dh", dh))
-    checked_final = {}
-    for name, value in final.items():
-        if value is not None:
-            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                like="the cache", scan=None)
-            given.append((name, value))
-        checked_final[name] = value
+    dh, checked_final, given = check_upstream(dh, final, dh_shape, dh_expected, dtype)
     xi_given = xi
     xi = check_xi(xi, n_steps, dtype)
     check_all_finite(given, scan)
@@ -370,22 +359,9 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
         grads = check_grads(cell, grads, shapes)
         writes = [("grads." + name, arr) for name, arr in grads.items()]
     if h_grad_norms is not None:
-        norms = h_grad_norms
-        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
-                or norms.shape != (n_steps,)):
-            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
-        if not (norms.flags.c_contiguous and norms.flags.writeable):
-            raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        writes.append(("h_grad_norms", norms))
+        writes.append(("h_grad_norms", check_norms(h_grad_norms, n_steps, dtype)))
     if out is not None:
-        carried = ["d" + state + "0" for state in cell.states]
-        names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
-        writes += [("out." + name, getattr(out, name)) for name in names]
-        for name, value in checked_final.items():
-            if value is not None:
-                mine = "out." + name[:-1] + "0"
-                check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
-                                  if f"out.{c}" != mine], [(name, value)], overlap)
+        writes += out_writes(cell, out, grads, checked_final, overlap)
     if writes:
         reads = [(name, arr) for name, arr in given if name == "dh"]
         if xi_given is not None:

@@ -24,6 +24,7 @@ from ._validation import (
     check_bool,
     check_cache,
     check_no_overlap,
+    check_norms,
     check_xi,
     numpy_first_nonfinite,
     numpy_first_overlap,
@@ -191,13 +192,7 @@ def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_no
         grads = _check_grads(grads, shapes, dtype)
         writes += [("grads." + name, arr) for name, arr in grads.items()]
     if h_grad_norms is not None:
-        norms = h_grad_norms
-        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
-                or norms.shape != (n_steps,)):
-            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
-        if not (norms.flags.c_contiguous and norms.flags.writeable):
-            raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        writes.append(("h_grad_norms", norms))
+        writes.append(("h_grad_norms", check_norms(h_grad_norms, n_steps, dtype)))
     if out is not None:
         if not isinstance(out, JordanGrads):
             raise TypeError("out must be the result of an earlier jordan_backward (to reuse its "

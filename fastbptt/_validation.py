@@ -316,6 +316,55 @@ class BackwardInputs(NamedTuple):
     writes: Sequence
 
 
+def check_upstream(dh, final, dh_shape, dh_expected, dtype):
+    """A backward's upstream gradients: dh (``dh_shape``, spelled ``dh_expected``, '(N, T, H)'
+    or '(T, N, H)'; zeros where None) made C-contiguous, and {'dhT': ..., } the gradients into
+    the final states, (N, H) or None; with the (name, array) pairs the caller passed, for the
+    finiteness and overlap checks."""
+    given = []
+    if dh is None:
+        dh = np.zeros(dh_shape, dtype)
+    else:
+        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+                                              like="the cache", scan=None))
+        given.append(("dh", dh))
+    n_batch = dh_shape[1] if dh_expected == "(T, N, H)" else dh_shape[0]
+    n_hidden = dh_shape[2]
+    checked = {}
+    for name, value in final.items():
+        if value is not None:
+            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+                                like="the cache", scan=None)
+            given.append((name, value))
+        checked[name] = value
+    return dh, checked, given
+
+
+def check_norms(h_grad_norms, n_steps, dtype):
+    """``h_grad_norms``, the (T,) array of a backward's dtype that receives ||dL/dh_t||."""
+    norms = h_grad_norms
+    if not isinstance(norms, np.ndarray) or norms.dtype != dtype or norms.shape != (n_steps,):
+        raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
+    if not (norms.flags.c_contiguous and norms.flags.writeable):
+        raise ValueError("h_grad_norms must be C-contiguous and writeable")
+    return norms
+
+
+def out_writes(cell, out, grads, final, overlap):
+    """The (name, array) pairs a backward writes of ``out`` (checked): dx, the initial states'
+    gradients and, without ``grads``, the weight gradients. The gradients into the final states
+    (``final``, checked) are copied into out's first, so one that shares memory with another
+    state's target is refused here (ValueError)."""
+    carried = ["d" + state + "0" for state in cell.states]
+    names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
+    for name, value in final.items():
+        if value is not None:
+            mine = "out." + name[:-1] + "0"
+            check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
+                              if f"out.{c}" != mine], [(name, value)], overlap)
+    return [("out." + name, getattr(out, name)) for name in names]
+
+
 def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
                    out=None, overwrite_cache=False, scan=numpy_first_nonfinite,
                    overlap=numpy_first_overlap, check_finite=True, ready=None):
@@ -345,20 +394,7 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         xi = _ones(n_steps, dtype) if xi is None else check_xi(
             xi, n_steps, dtype, scan if check_finite else None)
     else:
-        given = []
-        if dh is None:
-            dh = np.zeros(dh_shape, dtype)
-        else:
-            dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
-                                                  like="the cache", scan=None))
-            given.append(("dh", dh))
-        checked_final = {}
-        for name, value in final.items():
-            if value is not None:
-                value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
-                                    like="the cache", scan=None)
-                given.append((name, value))
-            checked_final[name] = value
+        dh, checked_final, given = check_upstream(dh, final, dh_shape, dh_expected, dtype)
         xi_given = xi
         xi = check_xi(xi, n_steps, dtype, scan if check_finite else None)
         if check_finite:
@@ -368,23 +404,9 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         grads = check_grads(cell, grads, cache)
         writes = [("grads." + name, arr) for name, arr in grads.items()]
     if h_grad_norms is not None:
-        norms = h_grad_norms
-        if (not isinstance(norms, np.ndarray) or norms.dtype != dtype
-                or norms.shape != (n_steps,)):
-            raise ValueError(f"h_grad_norms must be a {dtype} array of shape (T,) = ({n_steps},)")
-        if not (norms.flags.c_contiguous and norms.flags.writeable):
-            raise ValueError("h_grad_norms must be C-contiguous and writeable")
-        writes = [*writes, ("h_grad_norms", norms)]
+        writes = [*writes, ("h_grad_norms", check_norms(h_grad_norms, n_steps, dtype))]
     if out is not None:
-        carried = ["d" + state + "0" for state in cell.states]
-        names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
-        writes = [*writes, *(("out." + name, getattr(out, name)) for name in names)]
-        # the final states are copied into out's first: only another one's target is a hazard
-        for name, value in checked_final.items():
-            if value is not None:
-                mine = "out." + name[:-1] + "0"
-                check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
-                                  if f"out.{c}" != mine], [(name, value)], overlap)
+        writes = [*writes, *out_writes(cell, out, grads, checked_final, overlap)]
     if writes:
         reads = [(name, arr) for name, arr in given if name == "dh"]
         if xi_given is not None:
