@@ -19,9 +19,10 @@ k steps (the workspace), its backward accumulates the weight gradients into one 
 (``grads=``), writes dx in place where the layout allows (``out=``) and carries the gradient into
 the segment's initial states from one segment to the one before (``dhT=`` = ``out.dh0``). It
 may overwrite the workspace (``overwrite_cache=True``), so no gate-sized scratch array is made
-besides, and the workspace is freed before the next segment's is made. (Refilling one workspace
-with ``forward(..., out=workspace)`` instead measured 11-18% slower at H = 32 and 0-7% at
-H = 128, the checks of a refill costing more than the allocation: ``benchmarks/RESULTS.md``.)
+besides, and the workspace is freed before the next segment's is made: a new workspace per
+segment rather than one refilled with ``forward(..., out=workspace)``, whose checks cost more
+than the allocation (``benchmarks/RESULTS.md``). Every argument is checked once, by the
+checkpointed call; the segments' calls skip the NaN/inf scan (``check_finite=False``).
 """
 import functools
 import inspect
@@ -147,6 +148,7 @@ def _segment_forward(cell, forward, weights, options, time_major):
     keywords = {name: weights[name] for name in cell.extra_weights}
     keywords.update(options)
     keywords["time_major"] = time_major
+    keywords["check_finite"] = False       # the checkpointed call scanned its inputs
     others = cell.extra_states
 
     def run(x, states):
@@ -158,12 +160,12 @@ def _segment_forward(cell, forward, weights, options, time_major):
 
 def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options, *, time_major,
                          out, lengths=None, reverse=False, scan=numpy_first_nonfinite,
-                         overlap=numpy_first_overlap):
+                         overlap=numpy_first_overlap, check_finite=True):
     """``<cell>_forward(..., checkpoint=checkpoint)``, run on the cell's ``forward`` (of the
     kernels or of the reference): (h, CheckpointCache). ``states``, ``weights`` and
-    ``options`` are the caller's, by name; ``scan`` and ``overlap`` as for ``check_forward``.
-    Segments run every sequence forward from step 0, so ``lengths`` and ``reverse`` are
-    refused."""
+    ``options`` are the caller's, by name; ``scan``, ``overlap`` and ``check_finite`` as for
+    ``check_forward``. Segments run every sequence forward from step 0, so ``lengths`` and
+    ``reverse`` are refused."""
     checkpoint = check_checkpoint(checkpoint)
     if lengths is not None or reverse is not False:
         raise ValueError("checkpoint= runs every sequence over all T steps from step 0: it "
@@ -172,7 +174,7 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
         raise ValueError(f"out is a cache of {cell.name}_forward with checkpoint="
                          f"{out.checkpoint}: pass checkpoint= to refill it (or out=None)")
     inputs = check_forward(cell, x, states, weights, time_major=time_major, scan=scan,
-                           overlap=overlap)
+                           overlap=overlap, check_finite=check_finite)
     n_steps, n_batch, n_hidden, dtype = (inputs.n_steps, inputs.n_batch, inputs.n_hidden,
                                          inputs.dtype)
     k = segment_steps(checkpoint, n_steps)
@@ -256,13 +258,15 @@ def check_checkpoint_cache(cell, cache):
 
 def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grads, h_grad_norms,
                           overwrite_cache, out, scan=numpy_first_nonfinite,
-                          overlap=numpy_first_overlap):
+                          overlap=numpy_first_overlap, check_finite=True):
     """``<cell>_backward`` on a ``CheckpointCache``, run on the cell's ``forward`` and
     ``backward``: every argument is checked here, before any segment runs; ``final`` is
     {'dhT': ..., 'dcT': ...} as the caller passed them."""
     check_checkpoint_cache(cell, cache)
+    if check_finite is not True and check_finite is not False:
+        check_finite = check_bool("check_finite", check_finite)
     inputs = _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_cache,
-                             out, scan, overlap)
+                             out, scan if check_finite else None, overlap)
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:
@@ -319,7 +323,7 @@ def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, car
         backward(_by_layout(inputs.dh_buffer, start, stop, time_major), segment,
                  xi=None if xi is None else xi[start:stop], grads=own_wg,
                  h_grad_norms=None if norms is None else own_norms[:n_steps],
-                 overwrite_cache=True,
+                 overwrite_cache=True, check_finite=False,
                  out=Grads(dx_segment, own_carries["dhT"], None, None, None, **extra_carries),
                  **own_carries)
         if not dx_in_place:
@@ -336,7 +340,8 @@ def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, car
 
 def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_cache, out, scan,
                     overlap):
-    """The checks of ``check_backward`` for a checkpointed cache: a ``BackwardInputs``."""
+    """The checks of ``check_backward`` for a checkpointed cache: a ``BackwardInputs``; ``scan``
+    None: no NaN/inf scan."""
     overwrite_cache = check_bool("overwrite_cache", overwrite_cache)
     dtype, time_major = cache.dtype, cache.time_major
     n_steps = cache.n_steps
@@ -352,8 +357,9 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
         check_backward_out(cell, out, shapes, weights=grads is None)
     dh, checked_final, given = check_upstream(dh, final, dh_shape, dh_expected, dtype)
     xi_given = xi
-    xi = check_xi(xi, n_steps, dtype)
-    check_all_finite(given, scan)
+    xi = check_xi(xi, n_steps, dtype, scan)
+    if scan is not None:
+        check_all_finite(given, scan)
     writes = []
     if grads is not None:
         grads = check_grads(cell, grads, shapes)

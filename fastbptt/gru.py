@@ -39,6 +39,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
             GRU, gru_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
             time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            check_finite=check_finite,
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
@@ -76,7 +77,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         return checkpointed_backward(
             GRU, gru_forward, gru_backward, dh, cache, {"dhT": dhT}, xi=xi,
             grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out, scan=checks.first_nonfinite,
+            out=out, check_finite=check_finite, scan=checks.first_nonfinite,
             overlap=checks.first_overlap)
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,

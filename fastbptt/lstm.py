@@ -39,6 +39,7 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
             LSTM, lstm_forward, checkpoint, x, {"h0": h0, "c0": c0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {},
             time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            check_finite=check_finite,
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(LSTM, x, {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
@@ -75,7 +76,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
         return checkpointed_backward(
             LSTM, lstm_forward, lstm_backward, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi,
             grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out, scan=checks.first_nonfinite,
+            out=out, check_finite=check_finite, scan=checks.first_nonfinite,
             overlap=checks.first_overlap)
     inputs = check_backward(LSTM, dh, cache, {"dhT": dhT, "dcT": dcT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,

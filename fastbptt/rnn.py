@@ -36,6 +36,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
             RNN, rnn_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
             time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            check_finite=check_finite,
             scan=checks.first_nonfinite, overlap=checks.first_overlap)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, scan=checks.first_nonfinite,
@@ -92,7 +93,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         return checkpointed_backward(
             RNN, rnn_forward, rnn_backward, dh, cache, {"dhT": dhT}, xi=xi,
             grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out, scan=checks.first_nonfinite,
+            out=out, check_finite=check_finite, scan=checks.first_nonfinite,
             overlap=checks.first_overlap)
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,

@@ -361,3 +361,24 @@ def test_model_refuses_what_a_direction_cannot_do(settings):
     from fastbptt.nn import Model
     with pytest.raises(ValueError, match="bidirectional|checkpoint"):
         Model(5, 4, 5, **settings)
+
+
+@pytest.mark.parametrize("cell", CKPT_CELLS)
+@pytest.mark.parametrize("module", list(IMPLS.values()), ids=list(IMPLS))
+def test_check_finite_false_skips_the_scan(cell, module):
+    """check_finite=False reaches the checkpointed checks: a NaN in x is then computed with,
+    as without checkpoint=, instead of refused; True (the default) refuses it by name."""
+    args, kwargs, dh = make_problem(cell, 2, 5, 3, 4, time_major=False)
+    record = module.CELLS[cell]
+    args[0][0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="x"):
+        record.forward(*args, checkpoint=2, **kwargs)
+    h, cache = record.forward(*args, checkpoint=2, check_finite=False, **kwargs)
+    h_full, _ = record.forward(*args, check_finite=False, **kwargs)
+    np.testing.assert_array_equal(np.isnan(h), np.isnan(h_full))
+    dh[0, 0, 0] = np.nan
+    grads = record.backward(dh, cache, check_finite=False)
+    assert np.isnan(grads.dx).any()
+    with pytest.raises(ValueError, match="dh"):
+        record.backward(dh, record.forward(*args, checkpoint=2, check_finite=False,
+                                           **kwargs)[1])

@@ -28,7 +28,8 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
         return checkpointed_forward(
             GRU, gru_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
-            time_major=time_major, out=out, lengths=lengths, reverse=reverse)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            check_finite=check_finite)
     inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
                            time_major=time_major, out=out, check_finite=check_finite)
     lengths = check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse)
@@ -74,7 +75,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         return checkpointed_backward(
             GRU, gru_forward, gru_backward, dh, cache, {"dhT": dhT}, xi=xi,
             grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out)
+            out=out, check_finite=check_finite)
     inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, check_finite=check_finite)

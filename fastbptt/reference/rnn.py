@@ -25,7 +25,8 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
         return checkpointed_forward(
             RNN, rnn_forward, checkpoint, x, {"h0": h0},
             {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
-            time_major=time_major, out=out, lengths=lengths, reverse=reverse)
+            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
+            check_finite=check_finite)
     inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
                            time_major=time_major, out=out, check_finite=check_finite)
     lengths = check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse)
@@ -62,7 +63,7 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
         return checkpointed_backward(
             RNN, rnn_forward, rnn_backward, dh, cache, {"dhT": dhT}, xi=xi,
             grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out)
+            out=out, check_finite=check_finite)
     inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
                             h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
                             out=out, check_finite=check_finite)
