@@ -77,7 +77,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, grads_by_steps, input_by_steps, run_steps, running_rows,
+from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
                       zero_inactive)
 from _blas cimport NO_TRANS, TRANS
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
@@ -85,8 +85,8 @@ from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_s
 from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (cols_bias_part, cols_hidden_part, cols_sum_part, join_norms,
-                      rows_product, rows_product_part, shard_first, shard_interrupted)
+from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
+                      shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -421,30 +421,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
         if norms_p != NULL and n_shards > 1:
             join_norms(norms_p, n_shards, n_steps, &norms[0])
-        if act != NULL:
-            # by steps, on the calling thread (the products over the rows that run are not
-            # split between threads)
-            if not w.stopped:
-                # dWx += X.T @ dA, dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)),
-                # dx = dA @ Wx.T, over the rows that run (src/_active.pxd)
-                grads_by_steps(&w, act, by_step, n_run, n_steps, n_batch, n_input, n_hidden,
-                               n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
-                               &db[0])
-        else:
-            # the weight gradients and dx, thread s its part of each (src/_shards.pxd)
-            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-                if w.stopped:
-                    continue
-                # dWx += X.T @ dA     (D,4H) += (T*N,D)'(T*N,4H)
-                cols_sum_part(&w, s, n_threads, n_input, n_gh, n_steps * n_batch,
-                              1, x, n_input, dAp, n_gh, &dWx[0, 0], n_gh)
-                # dWh += sum_t h_{t-1}.T @ dA[t]     (H,4H) += (N,H)'(N,4H) summed over t
-                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden, n_gh,
-                                 h0, hp, dAp, n_gh, &dWh[0, 0])
-                # db += dA.sum(axis=(0, 1))
-                cols_bias_part(s, n_threads, <Py_ssize_t> n_steps * n_batch, n_gh, dAp, n_gh,
-                               &db[0])
-                # dx = dA @ Wx.T     (T*N,D) = (T*N,4H)(D,4H)'
-                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input, n_gh,
-                                  1, dAp, n_gh, Wx, n_gh, 0, &dx[0, 0, 0], n_input, NULL)
+        # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
+        # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
+                     n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
     raise_pending(&w)

@@ -56,7 +56,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, grads_by_steps, input_by_steps, run_steps, running_rows,
+from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
                       zero_inactive)
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
@@ -65,8 +65,8 @@ from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (cols_bias_part, cols_hidden_part, cols_sum_part, join_norms,
-                      rows_product, rows_product_part, shard_first, shard_interrupted)
+from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
+                      shard_interrupted)
 from _vmath cimport sigmoid_, tanh_
 
 cdef enum:
@@ -344,33 +344,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                rows, n_hidden, nonlinearity)
         if norms_p != NULL and n_shards > 1:
             join_norms(norms_p, n_shards, n_steps, &norms[0])
-        if act != NULL:
-            # by steps, on the calling thread (the products over the rows that run are not
-            # split between threads)
-            if not w.stopped:
-                # dWx += X.T @ dA, dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)),
-                # dx = dA @ Wx.T, over the rows that run (src/_active.pxd)
-                grads_by_steps(&w, act, by_step, n_run, n_steps, n_batch, n_input, n_hidden,
-                               n_hidden, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
-                               &db[0])
-        else:
-            # the weight gradients and dx, thread s its part of each (src/_shards.pxd)
-            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-                if w.stopped:
-                    continue
-                # dWx += X.T @ dA     (D,H) += (T*N,D)'(T*N,H)
-                cols_sum_part(&w, s, n_threads, n_input, n_hidden, n_steps * n_batch,
-                              1, x, n_input, dAp, n_hidden, &dWx[0, 0], n_hidden)
-                # dWh += sum_t h_{t-1}.T @ dA[t]     (H,H) += (N,H)'(N,H) summed over t
-                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden,
-                                 n_hidden, h0, hp, dAp, n_hidden, &dWh[0, 0])
-                # db += dA.sum(axis=(0, 1))
-                cols_bias_part(s, n_threads, <Py_ssize_t> n_steps * n_batch, n_hidden, dAp,
-                               n_hidden, &db[0])
-                # dx = dA @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
-                                  n_hidden, 1, dAp, n_hidden, Wx, n_hidden, 0, &dx[0, 0, 0],
-                                  n_input, NULL)
+        # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
+        # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
+                     n_hidden, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
     raise_pending(&w)
 
 

@@ -27,7 +27,7 @@ thread count:
 
 Each is also there as ``<name>_part(..., s, n_threads, ...)``, thread s's part of it, so that a
 kernel runs several of them in one parallel region (backward's weight gradients and dx: one
-region, one join, instead of four).
+region, one join, instead of four; ``grads_and_dx`` for the RNN and the LSTM).
 
 With sequences of unequal lengths (``src/_active.pxd``; rows sorted longest first) a shard runs,
 at step t, its first ``running_rows`` rows, and no step where none of its rows runs.
@@ -40,6 +40,7 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
+from _active cimport grads_by_steps
 from _blas cimport NO_TRANS, TRANS, gemm
 from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, interrupted_now
@@ -220,6 +221,42 @@ cdef inline void cols_bias(int n_threads, Py_ssize_t n_rows, int n_cols, const f
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
         cols_bias_part(s, n_threads, n_rows, n_cols, dA, width, db)
+
+
+cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_run,
+                              bint by_step, int n_steps, int n_batch, int n_input, int n_hidden,
+                              int width, const floating* x, const floating* h0,
+                              const floating* h, floating* dA, const floating* Wx, floating* dx,
+                              floating* dWx, floating* dWh, floating* db) noexcept nogil:
+    """A backward's weight gradients and dx from its dA (T*N, G*H = ``width``), for the cells
+    whose dA is one block of G*H columns (the RNN, G = 1; the LSTM, G = 4): dWx += X.T @ dA,
+    dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T. x, h and dx are
+    per-step buffers in the caller's layout, their rows in time-major order if by_step.
+
+    In one parallel region, thread s its part of each; with sequences of unequal lengths
+    (``active``, ``n_run`` steps with a row to run), over the rows that run, by steps, on the
+    calling thread (``src/_active.pxd``: those products are not split between threads)."""
+    cdef int s
+    cdef Py_ssize_t n_rows = <Py_ssize_t> n_steps * n_batch
+    if active != NULL:
+        if not w.stopped:
+            grads_by_steps(w, active, by_step, n_run, n_steps, n_batch, n_input, n_hidden, width,
+                           x, h0, h, dA, Wx, dx, dWx, dWh, db)
+        return
+    for s in prange(n_threads, num_threads=n_threads, schedule="static"):
+        if w.stopped:
+            continue
+        # dWx += X.T @ dA     (D,G*H) += (T*N,D)'(T*N,G*H)
+        cols_sum_part(w, s, n_threads, n_input, width, <int> n_rows, 1, x, n_input, dA, width,
+                      dWx, width)
+        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,G*H) += (N,H)'(N,G*H) summed over t
+        cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, width, h0, h, dA,
+                         width, dWh)
+        # db += dA.sum(axis=(0, 1))
+        cols_bias_part(s, n_threads, n_rows, width, dA, width, db)
+        # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
+        rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
+                          width, 0, dx, n_input, NULL)
 
 
 cdef inline void join_norms(const floating* parts, int n_shards, Py_ssize_t n_steps,
