@@ -42,29 +42,9 @@ from _blas cimport NO_TRANS, TRANS, gemm
 from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport Steps, check_blas_ld, steps_of
-from _vmath cimport sigmoid_, tanh_
-
-cdef enum:
-    IDENTITY = 0
-    TANH = 1
-    SIGMOID = 2
-    RELU = 3
+from _phi cimport IDENTITY, RELU, SIGMOID, TANH, phi_in_place
 
 NONLINEARITIES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
-
-
-cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
-    """a[:size] = phi(a[:size]) in place; one loop per nonlinearity so each vectorises."""
-    cdef Py_ssize_t i
-    if nonlinearity == TANH:
-        for i in range(size):
-            a[i] = <floating> tanh_(a[i])
-    elif nonlinearity == SIGMOID:
-        for i in range(size):
-            a[i] = <floating> sigmoid_(a[i])
-    elif nonlinearity == RELU:
-        for i in range(size):
-            a[i] = 0 if a[i] <= 0 else a[i]      # relu(NaN) is NaN, as np.maximum's
 
 
 cdef void _phi_rows(floating* a, Py_ssize_t ld, int n_batch, int width,
@@ -74,10 +54,10 @@ cdef void _phi_rows(floating* a, Py_ssize_t ld, int n_batch, int width,
     if nonlinearity == IDENTITY:
         return
     if ld == width:                     # rows back to back: one flat pass
-        _phi(a, <Py_ssize_t> n_batch * width, nonlinearity)
+        phi_in_place(a, <Py_ssize_t> n_batch * width, nonlinearity)
         return
     for n in range(n_batch):
-        _phi(a + n * ld, width, nonlinearity)
+        phi_in_place(a + n * ld, width, nonlinearity)
 
 
 cdef void _forward_step(const floating* y_prev, Py_ssize_t ld_prev, floating* h_t,

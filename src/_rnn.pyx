@@ -65,14 +65,9 @@ from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack
+from _phi cimport RELU, SIGMOID, TANH, phi_in_place
 from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
                       shard_interrupted)
-from _vmath cimport sigmoid_, tanh_
-
-cdef enum:
-    TANH = 0
-    SIGMOID = 1
-    RELU = 2
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -127,20 +122,6 @@ cdef class Buffers:
             self.nonlinearity_name = cache.nonlinearity
 
 
-cdef void _phi(floating* a, Py_ssize_t size, int nonlinearity) noexcept nogil:
-    """a[:size] = phi(a[:size]) in place; one loop per nonlinearity so each vectorises."""
-    cdef Py_ssize_t i
-    if nonlinearity == TANH:
-        for i in range(size):
-            a[i] = <floating> tanh_(a[i])
-    elif nonlinearity == SIGMOID:
-        for i in range(size):
-            a[i] = <floating> sigmoid_(a[i])
-    else:
-        for i in range(size):
-            a[i] = 0 if a[i] <= 0 else a[i]      # relu(NaN) is NaN, as np.maximum's
-
-
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
                         const floating* Wh, const floating* Whp, int n_batch, int n_hidden,
                         int nonlinearity) noexcept nogil:
@@ -151,10 +132,10 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
     gemm_b(Whp, NO_TRANS, n_batch, n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, n_hidden, 1, h_t, <int> ld)
     if ld == n_hidden:                  # rows back to back: one flat pass
-        _phi(h_t, <Py_ssize_t> n_batch * n_hidden, nonlinearity)
+        phi_in_place(h_t, <Py_ssize_t> n_batch * n_hidden, nonlinearity)
         return
     for n in range(n_batch):
-        _phi(h_t + n * ld, n_hidden, nonlinearity)
+        phi_in_place(h_t + n * ld, n_hidden, nonlinearity)
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
