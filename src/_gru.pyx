@@ -88,6 +88,7 @@ from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
+from libc.string cimport memset
 
 from _active cimport (active_rows, hidden_grad_by_steps, input_by_steps, product_by_steps,
                       run_steps, running_rows, sum_by_steps, zero_inactive, zero_steps)
@@ -118,11 +119,13 @@ cdef class Buffers:
     bh, h, gates and hn, and the workspaces hh (N, 3H), g_row (H,), packed (Wh or Wh.T packed
     once per call, ``src/_packed.pxd``), dAh (like gates) and dxn (like hn), these two made by
     the first backward that needs them (one with overwrite_cache writes over gates and hn
-    instead). ``Buffers(cache)`` holds the cache's; ``refresh(cache)`` holds again those that a
+    instead), and shard_rows (a 7H row per shard, made by the first backward on several
+    threads). ``Buffers(cache)`` holds the cache's; ``refresh(cache)`` holds again those that a
     forward with out=cache replaced."""
     cdef Dims dims
     cdef Py_buffer x, h0, Wx, Wh, b, bh, h, gates, hn   # the cache's arrays
     cdef Py_buffer hh, g_row, packed, dAh, dxn          # workspaces
+    cdef Py_buffer shard_rows   # per shard: g_row, db, dbh (7H), made by a sharded backward
     cdef object dtype
 
     def __cinit__(self, cache):
@@ -151,6 +154,7 @@ cdef class Buffers:
         PyBuffer_Release(&self.hh)
         PyBuffer_Release(&self.g_row)
         PyBuffer_Release(&self.packed)
+        PyBuffer_Release(&self.shard_rows)
         PyBuffer_Release(&self.dAh)
         PyBuffer_Release(&self.dxn)
 
@@ -409,7 +413,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t t, n0, n1, first, j
     cdef int s, n_shards, rows
     cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating[:, ::1] shard_rows  # per shard: g_row (H), db (3H), dbh (3H), if sharded
     cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
     cdef floating* ns
     cdef floating* rows_p = NULL      # shard s's g_row, db, dbh at rows_p + s * 7H
@@ -448,9 +451,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             norms_p = &parts[0, 0]
         else:
             norms_p = &norms[0]
-    if n_shards > 1:
-        shard_rows = np.zeros((n_shards, 7 * H), bufs.dtype)
-        rows_p = &shard_rows[0, 0]
+    if n_shards > 1:     # a workspace kept on bufs, made again only for more shards
+        if (holds_nothing(&bufs.shard_rows)
+                or bufs.shard_rows.len < n_shards * 7 * H * <Py_ssize_t> sizeof(floating)):
+            hold_new(&bufs.shard_rows, np.empty((n_shards, 7 * H), bufs.dtype))
+        rows_p = <floating*> bufs.shard_rows.buf
+        memset(rows_p, 0, n_shards * 7 * H * sizeof(floating))
     if overwrite_cache:
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
