@@ -33,7 +33,7 @@ import numpy as np
 
 from ._buffers import backward_buffers, initial_states
 from ._caches import Cache
-from ._grads import Grads
+from ._grads import Grads, cell_grads
 from ._layout import empty_steps, readonly, swap_major
 from ._sharing import begin, end
 from ._validation import (
@@ -275,9 +275,7 @@ def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grad
                            wg)
     finally:
         end(cache, mode, inputs.writes)
-    extra = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
-    extra.update((name, wg[name]) for name in cell.weight_grads[3:])
-    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
+    return cell_grads(cell, dx, carries, wg)
 
 
 def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, carries, wg):

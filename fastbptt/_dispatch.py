@@ -1,0 +1,52 @@
+"""A hidden-state cell's public forward and backward, from the caller's arguments to the run.
+
+The kernels' wrappers (``fastbptt.rnn``, ``lstm``, ``gru``) and the reference's cells
+(``fastbptt.reference.rnn``, ...) take the same arguments and route them the same way: with
+``checkpoint=`` (or a checkpointed cache) to ``fastbptt._checkpoint``, which runs the
+implementation's own forward and backward segment by segment; else through the checks
+(``fastbptt._validation``) to the implementation's ``run``: the kernels' (``fastbptt._calls``)
+or the reference's step loop (``fastbptt.reference._walk``). ``checks`` is where the two differ
+in the checking: the kernels pass the compiled scans (``fastbptt._kernels.checks``), the
+reference their NumPy counterparts (``NUMPY_CHECKS``).
+
+These run on every call: each takes its arguments by position and makes nothing of its own.
+"""
+from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
+from ._validation import check_backward, check_forward
+
+
+def cell_forward(cell, forward, run, checks, x, states, weights, options, time_major, out,
+                 checkpoint, lengths, reverse, check_finite):
+    """``<cell>_forward`` of one implementation: (h, cache). ``forward`` is that public
+    function itself (the segments of a checkpointed call run it); ``states``, ``weights`` and
+    ``options`` are the caller's, by name, in dicts of the call's own. Without checkpointing,
+    the checked inputs go to ``run(inputs, out, options, lengths, reverse)``."""
+    if checkpoint is not None or type(out) is CheckpointCache:
+        return checkpointed_forward(
+            cell, forward, checkpoint, x, states, weights, options, time_major=time_major,
+            out=out, lengths=lengths, reverse=reverse, check_finite=check_finite,
+            scan=checks.first_nonfinite, overlap=checks.first_overlap)
+    inputs = check_forward(cell, x, states, weights, time_major=time_major, out=out,
+                           scan=checks.first_nonfinite, overlap=checks.first_overlap,
+                           check_finite=check_finite, ready=checks.forward_ready)
+    return run(inputs, out, options, lengths, reverse)
+
+
+def cell_backward(cell, forward, backward, run, checks, dh, cache, final, xi, grads,
+                  h_grad_norms, overwrite_cache, out, check_finite):
+    """``<cell>_backward`` of one implementation: the ``Grads``. ``forward`` and ``backward``
+    are its public functions (a checkpointed cache runs them segment by segment); ``final`` is
+    {'dhT': ..., 'dcT': ...} as the caller passed them, in a dict of the call's own. On any
+    other cache, the checked inputs go to ``run(cache, inputs)``."""
+    if type(cache) is CheckpointCache:
+        return checkpointed_backward(
+            cell, forward, backward, dh, cache, final, xi=xi, grads=grads,
+            h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache, out=out,
+            check_finite=check_finite, scan=checks.first_nonfinite,
+            overlap=checks.first_overlap)
+    inputs = check_backward(cell, dh, cache, final, xi=xi, grads=grads,
+                            h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
+                            out=out, scan=checks.first_nonfinite,
+                            overlap=checks.first_overlap, check_finite=check_finite,
+                            ready=checks.backward_ready)
+    return run(cache, inputs)
