@@ -27,6 +27,8 @@ def kernel_forward(cell, kernels, inputs, out, options, lengths=None, reverse=Fa
         return forward_by_length(cell, kernels, inputs, out,
                                  check_lengths(lengths, inputs.n_batch, inputs.n_steps, reverse),
                                  bool(reverse), options)
+    if out is None:                         # nothing to count in: one call fewer
+        return _fill_forward(cell, kernels, inputs, None, options)
     return refilling(out, inputs.writes, _fill_forward, cell, kernels, inputs, out, options)
 
 
