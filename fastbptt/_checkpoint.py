@@ -40,6 +40,7 @@ from ._validation import (
     BackwardInputs,
     check_all_finite,
     check_backward_out,
+    check_backward_reads,
     check_bool,
     check_forward,
     check_grads,
@@ -367,11 +368,7 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
     if out is not None:
         writes += out_writes(cell, out, grads, checked_final, overlap)
     if writes:
-        reads = [(name, arr) for name, arr in given if name == "dh"]
-        if xi_given is not None:
-            reads.append(("xi", xi))
-        reads += [("cache." + name, value) for name, value in cache.__dict__.items()
-                  if name in cache.fields and isinstance(value, np.ndarray)]
-        check_no_overlap(writes, reads, overlap)
+        check_backward_reads(writes, given, "dh", None if xi_given is None else xi, cache,
+                             overlap)
     return BackwardInputs._make((dh, swap_major(dh, time_major), checked_final, xi, grads, out,
                                  h_grad_norms, overwrite_cache, tuple(writes)))
