@@ -5,9 +5,9 @@ The kernels' wrappers (``fastbptt.rnn``, ``lstm``, ``gru``) and the reference's 
 ``checkpoint=`` (or a checkpointed cache) to ``fastbptt._checkpoint``, which runs the
 implementation's own forward and backward segment by segment; else through the checks
 (``fastbptt._validation``) to the implementation's ``run``: the kernels' (``fastbptt._calls``)
-or the reference's step loop (``fastbptt.reference._walk``). ``checks`` is where the two differ
-in the checking: the kernels pass the compiled scans (``fastbptt._kernels.checks``), the
-reference their NumPy counterparts (``NUMPY_CHECKS``).
+or the reference's, which runs the cell's step loops (``fastbptt.reference._walk``). In the
+checks the two differ only in the scans they pass: the kernels their compiled ones
+(``fastbptt._kernels.checks``), the reference the NumPy ones (``NUMPY_CHECKS``).
 
 These run on every call: each takes its arguments by position and makes nothing of its own.
 """

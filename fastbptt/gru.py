@@ -75,5 +75,6 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg):
 
 
 # the kernels' run of gru_forward and gru_backward, for ``fastbptt._dispatch``
+# (True: the kernel takes overwrite_cache)
 _forward = functools.partial(kernel_forward, GRU, _gru)
 _backward = functools.partial(kernel_backward, GRU, _gru, _run_backward, True)

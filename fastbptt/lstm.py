@@ -73,5 +73,6 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg):
 
 
 # the kernels' run of lstm_forward and lstm_backward, for ``fastbptt._dispatch``
+# (True: the kernel takes overwrite_cache)
 _forward = functools.partial(kernel_forward, LSTM, _lstm)
 _backward = functools.partial(kernel_backward, LSTM, _lstm, _run_backward, True)

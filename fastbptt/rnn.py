@@ -96,5 +96,6 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg):
 
 
 # the kernels' run of rnn_forward and rnn_backward, for ``fastbptt._dispatch``
+# (False: the RNN's kernel takes no overwrite_cache: no gate values)
 _forward = functools.partial(kernel_forward, RNN, _rnn)
 _backward = functools.partial(kernel_backward, RNN, _rnn, _run_backward, False)

@@ -83,5 +83,6 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
         carry[rows] = flow
 
 
+# the reference's run of gru_forward and gru_backward, for ``fastbptt._dispatch``
 _forward = functools.partial(run_forward, GRU, _forward_steps)
 _backward = functools.partial(run_backward, GRU, _backward_steps)

@@ -84,5 +84,6 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
         carry_c[rows] = inputs.xi[s] * (dc * f)
 
 
+# the reference's run of lstm_forward and lstm_backward, for ``fastbptt._dispatch``
 _forward = functools.partial(run_forward, LSTM, _forward_steps)
 _backward = functools.partial(run_backward, LSTM, _backward_steps)

@@ -61,5 +61,6 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
         carry[rows] = inputs.xi[s] * (dA @ cache.Wh.T) if inputs.xi[s] else 0
 
 
+# the reference's run of rnn_forward and rnn_backward, for ``fastbptt._dispatch``
 _forward = functools.partial(run_forward, RNN, _forward_steps)
 _backward = functools.partial(run_backward, RNN, _backward_steps)
