@@ -2,12 +2,11 @@
 
 A cell's wrapper (``rnn.py``, ``lstm.py``, ``gru.py``) hands its arguments to
 ``fastbptt._dispatch``, which checks them and, unless the call is checkpointed, runs one of
-these (bound to the cell and its kernels once, as the wrapper's ``_forward`` and
-``_backward``). They pick the path (by length, or every step of every sequence); for the last,
-they claim the arrays the call writes (``fastbptt._sharing``), make what it returns
-(``fastbptt._buffers``), run the kernel, and release the claim even when the kernel raised (an
-interrupted forward leaves its ``out=`` cache marked half-written). Only the kernel call itself
-differs between cells' backwards, so the wrapper passes it in as a function.
+these on the cell's kernels. They pick the path (by length, or every step of every sequence);
+for the last, they claim the arrays the call writes (``fastbptt._sharing``), make what it
+returns (``fastbptt._buffers``), run the kernel, and release the claim even when the kernel
+raised (an interrupted forward leaves its ``out=`` cache marked half-written). Only the kernel
+call itself differs between cells' backwards, so the wrapper passes it in as a function.
 """
 from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers, make_cache, step_outputs
@@ -44,14 +43,16 @@ def _fill_forward(cell, kernels, inputs, out, options):
     return readonly(steps["h"]), cache
 
 
-def kernel_backward(cell, kernels, run, takes_overwrite, cache, inputs):
+def kernel_backward(cell, kernels, cache, inputs, run=None, takes_overwrite=True):
     """The ``Grads`` of ``cell``'s backward on the compiled ``kernels`` through every step of
     ``cache``, for the checked ``inputs``. ``run(cache, inputs, buffers, dx, carries,
     weight_grads)`` calls the cell's backward kernel on the cache's ``Buffers`` (only where
-    N >= 1), the arrays it writes made here (``fastbptt._buffers.backward_buffers``);
-    ``takes_overwrite``: the kernel takes ``overwrite_cache`` (to write its workspace over the
-    cache's gate values), which a cache of sequences by length (``fastbptt._lengths``) passes
-    on."""
+    N >= 1), the arrays it writes made here (``fastbptt._buffers.backward_buffers``); None calls
+    ``kernels.backward`` with ``overwrite_cache``, as the LSTM's and the GRU's take it: they
+    write their workspace over the cache's gate values, each step's once the step has read
+    them. ``takes_overwrite`` False: the kernels take no ``overwrite_cache`` (the RNN's, whose
+    cache has no gate values), which a cache of sequences by length (``fastbptt._lengths``)
+    passes on otherwise."""
     if cache.lengths is not None:
         if takes_overwrite:
             return backward_by_length(cell, kernels, cache, inputs,
@@ -62,7 +63,13 @@ def kernel_backward(cell, kernels, run, takes_overwrite, cache, inputs):
     try:
         dx, carries, wg = backward_buffers(cell, cache, inputs)
         if cache.h.shape[1]:
-            run(cache, inputs, kernel_buffers(kernels, cache, shared), dx, carries, wg)
+            buffers = kernel_buffers(kernels, cache, shared)
+            if run is None:
+                run_kernel(kernels.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer,
+                           inputs.xi, carries, dx, wg, inputs.h_grad_norms,
+                           inputs.overwrite_cache)
+            else:
+                run(cache, inputs, buffers, dx, carries, wg)
         elif inputs.h_grad_norms is not None:
             inputs.h_grad_norms[...] = 0
     finally:

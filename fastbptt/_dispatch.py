@@ -15,12 +15,14 @@ from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_fo
 from ._validation import check_backward, check_forward
 
 
-def cell_forward(cell, forward, run, checks, x, states, weights, options, time_major, out,
-                 checkpoint, lengths, reverse, check_finite):
+def cell_forward(cell, forward, run, impl, checks, x, states, weights, options, time_major,
+                 out, checkpoint, lengths, reverse, check_finite):
     """``<cell>_forward`` of one implementation: (h, cache). ``forward`` is that public
     function itself (the segments of a checkpointed call run it); ``states``, ``weights`` and
     ``options`` are the caller's, by name, in dicts of the call's own. Without checkpointing,
-    the checked inputs go to ``run(inputs, out, options, lengths, reverse)``."""
+    the checked inputs go to ``run(cell, impl, inputs, out, options, lengths, reverse)``,
+    ``impl`` being what it runs: the cell's kernels (read on each call, so that a test may
+    swap their build), or the reference cell's step loop."""
     if checkpoint is not None or type(out) is CheckpointCache:
         return checkpointed_forward(
             cell, forward, checkpoint, x, states, weights, options, time_major=time_major,
@@ -29,15 +31,16 @@ def cell_forward(cell, forward, run, checks, x, states, weights, options, time_m
     inputs = check_forward(cell, x, states, weights, time_major=time_major, out=out,
                            scan=checks.first_nonfinite, overlap=checks.first_overlap,
                            check_finite=check_finite, ready=checks.forward_ready)
-    return run(inputs, out, options, lengths, reverse)
+    return run(cell, impl, inputs, out, options, lengths, reverse)
 
 
-def cell_backward(cell, forward, backward, run, checks, dh, cache, final, xi, grads,
+def cell_backward(cell, forward, backward, run, impl, checks, dh, cache, final, xi, grads,
                   h_grad_norms, overwrite_cache, out, check_finite):
     """``<cell>_backward`` of one implementation: the ``Grads``. ``forward`` and ``backward``
     are its public functions (a checkpointed cache runs them segment by segment); ``final`` is
     {'dhT': ..., 'dcT': ...} as the caller passed them, in a dict of the call's own. On any
-    other cache, the checked inputs go to ``run(cache, inputs)``."""
+    other cache, the checked inputs go to ``run(cell, impl, cache, inputs)``, ``impl`` as for
+    ``cell_forward``."""
     if type(cache) is CheckpointCache:
         return checkpointed_backward(
             cell, forward, backward, dh, cache, final, xi=xi, grads=grads,
@@ -49,4 +52,4 @@ def cell_backward(cell, forward, backward, run, checks, dh, cache, final, xi, gr
                             out=out, scan=checks.first_nonfinite,
                             overlap=checks.first_overlap, check_finite=check_finite,
                             ready=checks.backward_ready)
-    return run(cache, inputs)
+    return run(cell, impl, cache, inputs)

@@ -1,7 +1,4 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
-import functools
-
-from ._blas_threads import run_kernel
 from ._calls import kernel_backward, kernel_forward
 from ._cells import GRU
 from ._dispatch import cell_backward, cell_forward
@@ -31,7 +28,7 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
     -------
     {forward_returns}
     """
-    return cell_forward(GRU, gru_forward, _forward, checks, x, {"h0": h0},
+    return cell_forward(GRU, gru_forward, kernel_forward, _gru, checks, x, {"h0": h0},
                         {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {}, time_major, out,
                         checkpoint, lengths, reverse, check_finite)
 
@@ -61,20 +58,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the hidden-bias gradient as ``.dbh``.
     """
-    return cell_backward(GRU, gru_forward, gru_backward, _backward, checks, dh, cache,
+    return cell_backward(GRU, gru_forward, gru_backward, kernel_backward, _gru, checks, dh, cache,
                          {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
                          check_finite)
 
-
-def _run_backward(cache, inputs, buffers, dx, carries, wg):
-    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
-    # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
-    # read them
-    run_kernel(_gru.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
-               carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
-
-
-# the kernels' run of gru_forward and gru_backward, for ``fastbptt._dispatch``
-# (True: the kernel takes overwrite_cache)
-_forward = functools.partial(kernel_forward, GRU, _gru)
-_backward = functools.partial(kernel_backward, GRU, _gru, _run_backward, True)

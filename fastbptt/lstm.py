@@ -1,7 +1,4 @@
 """LSTM on the compiled kernels (``src/_lstm.pyx``)."""
-import functools
-
-from ._blas_threads import run_kernel
 from ._calls import kernel_backward, kernel_forward
 from ._cells import LSTM
 from ._dispatch import cell_backward, cell_forward
@@ -31,9 +28,9 @@ def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
     -------
     {forward_returns}
     """
-    return cell_forward(LSTM, lstm_forward, _forward, checks, x, {"h0": h0, "c0": c0},
-                        {"Wx": Wx, "Wh": Wh, "b": b}, {}, time_major, out, checkpoint,
-                        lengths, reverse, check_finite)
+    return cell_forward(LSTM, lstm_forward, kernel_forward, _lstm, checks, x,
+                        {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b}, {}, time_major,
+                        out, checkpoint, lengths, reverse, check_finite)
 
 
 @fill
@@ -60,19 +57,7 @@ def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the attribute ``dc0``.
     """
-    return cell_backward(LSTM, lstm_forward, lstm_backward, _backward, checks, dh, cache,
-                         {"dhT": dhT, "dcT": dcT}, xi, grads, h_grad_norms, overwrite_cache,
-                         out, check_finite)
+    return cell_backward(LSTM, lstm_forward, lstm_backward, kernel_backward, _lstm, checks, dh,
+                         cache, {"dhT": dhT, "dcT": dcT}, xi, grads, h_grad_norms,
+                         overwrite_cache, out, check_finite)
 
-
-def _run_backward(cache, inputs, buffers, dx, carries, wg):
-    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
-    # with overwrite_cache, dA_t overwrites gates_t once step t has read it
-    run_kernel(_lstm.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
-               carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)
-
-
-# the kernels' run of lstm_forward and lstm_backward, for ``fastbptt._dispatch``
-# (True: the kernel takes overwrite_cache)
-_forward = functools.partial(kernel_forward, LSTM, _lstm)
-_backward = functools.partial(kernel_backward, LSTM, _lstm, _run_backward, True)

@@ -1,6 +1,4 @@
 """Elman RNN on the compiled kernels (``src/_rnn.pyx``)."""
-import functools
-
 from ._blas_threads import run_kernel
 from ._calls import kernel_backward, kernel_forward
 from ._cells import RNN
@@ -29,7 +27,7 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     {forward_returns}
     """
     check_option(RNN, "nonlinearity", nonlinearity)
-    return cell_forward(RNN, rnn_forward, _forward, checks, x, {"h0": h0},
+    return cell_forward(RNN, rnn_forward, kernel_forward, _rnn, checks, x, {"h0": h0},
                         {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
                         time_major, out, checkpoint, lengths, reverse, check_finite)
 
@@ -77,9 +75,15 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
-    return cell_backward(RNN, rnn_forward, rnn_backward, _backward, checks, dh, cache,
+    return cell_backward(RNN, rnn_forward, rnn_backward, _backward, _rnn, checks, dh, cache,
                          {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
                          check_finite)
+
+
+def _backward(cell, kernels, cache, inputs):
+    """``rnn_backward`` once checked (``fastbptt._dispatch``), on the ``kernels``, whose
+    backward takes no ``overwrite_cache``: the cache has no gate values to overwrite."""
+    return kernel_backward(cell, kernels, cache, inputs, _run_backward, False)
 
 
 def _run_backward(cache, inputs, buffers, dx, carries, wg):
@@ -94,8 +98,3 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg):
         run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
                    inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
 
-
-# the kernels' run of rnn_forward and rnn_backward, for ``fastbptt._dispatch``
-# (False: the RNN's kernel takes no overwrite_cache: no gate values)
-_forward = functools.partial(kernel_forward, RNN, _rnn)
-_backward = functools.partial(kernel_backward, RNN, _rnn, _run_backward, False)

@@ -7,8 +7,6 @@
         dxn = g (1 - z) (1 - n^2),  dhn = r dxn,  dxr = dhr = dxn hn r (1 - r),
         dxz = dhz = g (h_{t-1} - n) z (1 - z),    carry <- xi_t (g z + [dhr dhz dhn] Wh^T)
 """
-import functools
-
 import numpy as np
 
 from .._cells import GRU
@@ -21,18 +19,18 @@ from ._walk import run_backward, run_forward
 def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
                 checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Same contract as ``fastbptt.gru_forward``."""
-    return cell_forward(GRU, gru_forward, _forward, NUMPY_CHECKS, x, {"h0": h0},
-                        {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {}, time_major, out,
-                        checkpoint, lengths, reverse, check_finite)
+    return cell_forward(GRU, gru_forward, run_forward, _forward_steps, NUMPY_CHECKS, x,
+                        {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {}, time_major,
+                        out, checkpoint, lengths, reverse, check_finite)
 
 
 def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                  overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.gru_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
-    return cell_backward(GRU, gru_forward, gru_backward, _backward, NUMPY_CHECKS, dh, cache,
-                         {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
-                         check_finite)
+    return cell_backward(GRU, gru_forward, gru_backward, run_backward, _backward_steps,
+                         NUMPY_CHECKS, dh, cache, {"dhT": dhT}, xi, grads, h_grad_norms,
+                         overwrite_cache, out, check_finite)
 
 
 def _forward_steps(inputs, states, steps, walk):
@@ -82,7 +80,3 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
             flow += inputs.xi[s] * (dAh @ cache.Wh.T)
         carry[rows] = flow
 
-
-# the reference's run of gru_forward and gru_backward, for ``fastbptt._dispatch``
-_forward = functools.partial(run_forward, GRU, _forward_steps)
-_backward = functools.partial(run_backward, GRU, _backward_steps)

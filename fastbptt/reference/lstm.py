@@ -8,8 +8,6 @@
     dA_t = [dc_t g i(1-i),  dc_t c_{t-1} f(1-f),  dc_t i (1-g^2),  dh_t tanh(c_t) o(1-o)]
     carry_h <- xi_t * dA_t Wh^T,      carry_c <- xi_t * dc_t * f
 """
-import functools
-
 import numpy as np
 
 from .._cells import LSTM
@@ -22,18 +20,18 @@ from ._walk import run_backward, run_forward
 def lstm_forward(x, h0, Wx, Wh, b, *, c0=None, time_major=False, out=None,
                  checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Same contract as ``fastbptt.lstm_forward``."""
-    return cell_forward(LSTM, lstm_forward, _forward, NUMPY_CHECKS, x, {"h0": h0, "c0": c0},
-                        {"Wx": Wx, "Wh": Wh, "b": b}, {}, time_major, out, checkpoint,
-                        lengths, reverse, check_finite)
+    return cell_forward(LSTM, lstm_forward, run_forward, _forward_steps, NUMPY_CHECKS, x,
+                        {"h0": h0, "c0": c0}, {"Wx": Wx, "Wh": Wh, "b": b}, {}, time_major,
+                        out, checkpoint, lengths, reverse, check_finite)
 
 
 def lstm_backward(dh, cache, *, dhT=None, dcT=None, xi=None, grads=None, h_grad_norms=None,
                   overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.lstm_backward``; ``overwrite_cache=True`` overwrites nothing
     here, but consumes the cache all the same."""
-    return cell_backward(LSTM, lstm_forward, lstm_backward, _backward, NUMPY_CHECKS, dh, cache,
-                         {"dhT": dhT, "dcT": dcT}, xi, grads, h_grad_norms, overwrite_cache,
-                         out, check_finite)
+    return cell_backward(LSTM, lstm_forward, lstm_backward, run_backward, _backward_steps,
+                         NUMPY_CHECKS, dh, cache, {"dhT": dhT, "dcT": dcT}, xi, grads,
+                         h_grad_norms, overwrite_cache, out, check_finite)
 
 
 def _forward_steps(inputs, states, steps, walk):
@@ -83,7 +81,3 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
         carry_h[rows] = inputs.xi[s] * (dA @ cache.Wh.T) if inputs.xi[s] else 0
         carry_c[rows] = inputs.xi[s] * (dc * f)
 
-
-# the reference's run of lstm_forward and lstm_backward, for ``fastbptt._dispatch``
-_forward = functools.partial(run_forward, LSTM, _forward_steps)
-_backward = functools.partial(run_backward, LSTM, _backward_steps)

@@ -3,8 +3,6 @@
     a_t = x_t Wx + h_{t-1} Wh + b,    h_t = phi(a_t)
     backward:  dA_t = (dh_t + carry) * phi'(a_t),   carry <- xi_t * dA_t Wh^T
 """
-import functools
-
 import numpy as np
 
 from .._cells import RNN
@@ -18,18 +16,19 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
                 checkpoint=None, lengths=None, reverse=False, check_finite=True):
     """Same contract as ``fastbptt.rnn_forward``."""
     check_option(RNN, "nonlinearity", nonlinearity)
-    return cell_forward(RNN, rnn_forward, _forward, NUMPY_CHECKS, x, {"h0": h0},
-                        {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
-                        time_major, out, checkpoint, lengths, reverse, check_finite)
+    return cell_forward(RNN, rnn_forward, run_forward, _forward_steps, NUMPY_CHECKS, x,
+                        {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
+                        {"nonlinearity": nonlinearity}, time_major, out, checkpoint, lengths,
+                        reverse, check_finite)
 
 
 def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
                  overwrite_cache=False, out=None, check_finite=True):
     """Same contract as ``fastbptt.rnn_backward`` (``overwrite_cache=True`` consumes the
     cache)."""
-    return cell_backward(RNN, rnn_forward, rnn_backward, _backward, NUMPY_CHECKS, dh, cache,
-                         {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
-                         check_finite)
+    return cell_backward(RNN, rnn_forward, rnn_backward, run_backward, _backward_steps,
+                         NUMPY_CHECKS, dh, cache, {"dhT": dhT}, xi, grads, h_grad_norms,
+                         overwrite_cache, out, check_finite)
 
 
 def _forward_steps(inputs, states, steps, walk, nonlinearity):
@@ -60,7 +59,3 @@ def _backward_steps(cache, inputs, walk, dx, carries, wg):
         # where xi_s == 0 nothing flows back through Wh (not even a NaN), as in the kernels
         carry[rows] = inputs.xi[s] * (dA @ cache.Wh.T) if inputs.xi[s] else 0
 
-
-# the reference's run of rnn_forward and rnn_backward, for ``fastbptt._dispatch``
-_forward = functools.partial(run_forward, RNN, _forward_steps)
-_backward = functools.partial(run_backward, RNN, _backward_steps)
