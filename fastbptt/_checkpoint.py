@@ -33,13 +33,14 @@ import numpy as np
 
 from ._buffers import backward_buffers, initial_states
 from ._caches import Cache
-from ._grads import Grads
+from ._grads import Grads, cell_grads
 from ._layout import empty_steps, readonly, swap_major
-from ._sharing import begin, end
+from ._sharing import begin, end, refilling
 from ._validation import (
     BackwardInputs,
     check_all_finite,
     check_backward_out,
+    check_backward_reads,
     check_bool,
     check_forward,
     check_grads,
@@ -175,53 +176,48 @@ def checkpointed_forward(cell, forward, checkpoint, x, states, weights, options,
                          f"{out.checkpoint}: pass checkpoint= to refill it (or out=None)")
     inputs = check_forward(cell, x, states, weights, time_major=time_major, scan=scan,
                            overlap=overlap, check_finite=check_finite)
+    k = segment_steps(checkpoint, inputs.n_steps)
+    writes = () if out is None else _check_forward_out(cell, out, inputs, k, overlap)
+    return refilling(out, writes, _forward_segments, cell, forward, inputs, out, options, k)
+
+
+def _forward_segments(cell, forward, inputs, out, options, k):
+    """``checkpointed_forward`` once ``out`` is counted in: the cell's ``forward`` run on each
+    segment of ``k`` steps, the states entering each kept (in ``out``'s arrays or new ones)."""
     n_steps, n_batch, n_hidden, dtype = (inputs.n_steps, inputs.n_batch, inputs.n_hidden,
                                          inputs.dtype)
-    k = segment_steps(checkpoint, n_steps)
     n_segments = -(-n_steps // k)      # k steps each, the last one shorter where k divides not T
-    writes = ()
-    if out is not None:
-        writes = _check_forward_out(cell, out, inputs, k, overlap)
-        begin(out, "refill", writes)
-    done = False
-    try:
-        start_states = initial_states(inputs, None)      # copies: h0 may be a view of out.hT
-        h = empty_steps(n_steps, n_batch, n_hidden, dtype, inputs.time_major)
-        h_by_step = swap_major(h, inputs.time_major)
-        shape = (n_segments, n_batch, n_hidden)
-        kept = {}
-        for state in cell.states:
-            kept[state + "_checkpoints"] = (getattr(out, state + "_checkpoints") if out is not None
-                                            else np.empty(shape, dtype))
-            kept[state + "_final"] = (getattr(out, state + "_final") if out is not None
-                                      else np.empty(shape[1:], dtype))
-            kept[state + "_checkpoints"][0] = start_states[state + "0"]
-        run = _segment_forward(cell, forward, inputs.weights, options, inputs.time_major)
-        checkpoints = [kept[state + "_checkpoints"] for state in cell.states]
-        finals = [kept[state + "_final"] for state in cell.states]
-        ends = [state + "T" for state in cell.states]
-        x_buffer, tm = inputs.x_buffer, inputs.time_major
-        for index in range(n_segments):
-            start, stop = index * k, min(index * k + k, n_steps)
-            h_segment, segment = run(x_buffer[start:stop] if tm else x_buffer[:, start:stop],
-                                     [kept_state[index] for kept_state in checkpoints])
-            h_by_step[start:stop] = h_segment if tm else h_segment.swapaxes(0, 1)
-            last = index + 1 == n_segments
-            for kept_state, final, end_name in zip(checkpoints, finals, ends):
-                (final if last else kept_state[index + 1])[...] = getattr(segment, end_name)
-            segment = h_segment = None     # freed before the next segment's is made
-        fields = {"cell": cell.name, "x": inputs.x, "checkpoint": k, "n_steps": n_steps}
-        fields.update(inputs.weights)
-        if out is None:
-            cache = CheckpointCache(inputs.time_major, fields, dict(options), kept)
-        else:
-            out._fill(fields, dict(options), kept)
-            cache = out
-        done = True
-    finally:
-        if out is not None:
-            end(out, "refill", writes, refill_failed=not done)
-    return h, cache
+    start_states = initial_states(inputs, None)      # copies: h0 may be a view of out.hT
+    h = empty_steps(n_steps, n_batch, n_hidden, dtype, inputs.time_major)
+    h_by_step = swap_major(h, inputs.time_major)
+    shape = (n_segments, n_batch, n_hidden)
+    kept = {}
+    for state in cell.states:
+        kept[state + "_checkpoints"] = (getattr(out, state + "_checkpoints") if out is not None
+                                        else np.empty(shape, dtype))
+        kept[state + "_final"] = (getattr(out, state + "_final") if out is not None
+                                  else np.empty(shape[1:], dtype))
+        kept[state + "_checkpoints"][0] = start_states[state + "0"]
+    run = _segment_forward(cell, forward, inputs.weights, options, inputs.time_major)
+    checkpoints = [kept[state + "_checkpoints"] for state in cell.states]
+    finals = [kept[state + "_final"] for state in cell.states]
+    ends = [state + "T" for state in cell.states]
+    x_buffer, tm = inputs.x_buffer, inputs.time_major
+    for index in range(n_segments):
+        start, stop = index * k, min(index * k + k, n_steps)
+        h_segment, segment = run(x_buffer[start:stop] if tm else x_buffer[:, start:stop],
+                                 [kept_state[index] for kept_state in checkpoints])
+        h_by_step[start:stop] = h_segment if tm else h_segment.swapaxes(0, 1)
+        last = index + 1 == n_segments
+        for kept_state, final, end_name in zip(checkpoints, finals, ends):
+            (final if last else kept_state[index + 1])[...] = getattr(segment, end_name)
+        segment = h_segment = None     # freed before the next segment's is made
+    fields = {"cell": cell.name, "x": inputs.x, "checkpoint": k, "n_steps": n_steps}
+    fields.update(inputs.weights)
+    if out is None:
+        return h, CheckpointCache(inputs.time_major, fields, dict(options), kept)
+    out._fill(fields, dict(options), kept)
+    return h, out
 
 
 def _check_forward_out(cell, out, inputs, k, overlap):
@@ -275,9 +271,7 @@ def checkpointed_backward(cell, forward, backward, dh, cache, final, *, xi, grad
                            wg)
     finally:
         end(cache, mode, inputs.writes)
-    extra = {"d" + state + "0": carries["d" + state + "T"] for state in cell.states[1:]}
-    extra.update((name, wg[name]) for name in cell.weight_grads[3:])
-    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
+    return cell_grads(cell, dx, carries, wg)
 
 
 def _backward_segments(cell, forward, backward, cache, inputs, xi_given, dx, carries, wg):
@@ -369,11 +363,7 @@ def _check_backward(cell, dh, cache, final, xi, grads, h_grad_norms, overwrite_c
     if out is not None:
         writes += out_writes(cell, out, grads, checked_final, overlap)
     if writes:
-        reads = [(name, arr) for name, arr in given if name == "dh"]
-        if xi_given is not None:
-            reads.append(("xi", xi))
-        reads += [("cache." + name, value) for name, value in cache.__dict__.items()
-                  if name in cache.fields and isinstance(value, np.ndarray)]
-        check_no_overlap(writes, reads, overlap)
+        check_backward_reads(writes, given, "dh", None if xi_given is None else xi, cache,
+                             overlap)
     return BackwardInputs._make((dh, swap_major(dh, time_major), checked_final, xi, grads, out,
                                  h_grad_norms, overwrite_cache, tuple(writes)))

@@ -72,6 +72,11 @@ check_finite : bool, default True. Whether to scan the arrays passed in for NaN 
     (shapes, dtypes, layouts, memory shared with what the call writes) still runs.""",
 }
 
+# the keywords every hidden-state cell's forward takes after its own, in their order
+SHARED["forward_keywords"] = "\n".join(
+    SHARED[name] for name in ("forward_out", "forward_checkpoint", "forward_lengths",
+                              "check_finite"))
+
 
 def fill(func):
     """Decorator: put the shared texts into ``func``'s docstring."""

@@ -31,3 +31,19 @@ class JordanGrads(namedtuple("JordanGrads", "dx dy0 dWx dWy db dWo dbo")):
     reuse all of its arrays."""
 
     __slots__ = ()
+
+
+def cell_grads(cell, dx, carries, weight_grads):
+    """The ``Grads`` of ``cell``'s backward from the arrays it wrote: dx, ``carries``
+    ({'dhT': ..., 'dcT': ...}, carried back to the initial states' gradients) and
+    ``weight_grads`` ({'dWx': ..., 'dbh': ...}); the cell's gradients beyond the five are
+    attributes (dc0, from dcT, for the LSTM; dbh for the GRU)."""
+    if not cell.extra_grads:
+        return Grads(dx, carries["dhT"], weight_grads["dWx"], weight_grads["dWh"],
+                     weight_grads["db"])
+    extra = {}
+    for name in cell.extra_grads:
+        extra[name] = (weight_grads[name] if name in weight_grads
+                       else carries[name[:-1] + "T"])
+    return Grads(dx, carries["dhT"], weight_grads["dWx"], weight_grads["dWh"],
+                 weight_grads["db"], **extra)

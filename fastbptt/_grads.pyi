@@ -1,6 +1,6 @@
 """Type of what backward returns (``_grads.py``): a named tuple of five, with what a cell has
 beyond the five as attributes (``dc0`` for the LSTM, ``dbh`` for the GRU)."""
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,3 +25,6 @@ class JordanGrads(NamedTuple):
     db: _Array
     dWo: _Array
     dbo: _Array
+
+def cell_grads(cell: Any, dx: _Array, carries: dict[str, _Array],
+               weight_grads: dict[str, _Array]) -> Grads: ...

@@ -21,10 +21,13 @@ from ._validation import (
     as_float_array,
     check_all_finite,
     check_array,
+    check_backward_reads,
     check_bool,
     check_cache,
     check_no_overlap,
     check_norms,
+    check_upstream,
+    check_x,
     check_xi,
     numpy_first_nonfinite,
     numpy_first_overlap,
@@ -70,18 +73,8 @@ def check_jordan_forward(x, y0, weights, *, time_major, out=None, scan=numpy_fir
                          overlap=numpy_first_overlap):
     """Check the arguments of ``jordan_forward``; ``weights`` is {'Wx', 'Wy', 'b', 'Wo', 'bo'}
     as the caller passed them, ``out`` a cache to refill or None. Returns ``JordanInputs``."""
-    time_major = check_bool("time_major", time_major)
-    layout = "(T, N, D)" if time_major else "(N, T, D)"
-    x = as_float_array("x", x)
-    if x.ndim != 3:
-        raise ValueError(f"x must be a 3-D array {layout}, got shape {x.shape}")
+    x, time_major, n_steps, n_batch, n_input = check_x(x, time_major)
     dtype = x.dtype
-    n_steps, n_batch = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
-    n_input = x.shape[2]
-    if n_steps == 0:
-        raise ValueError(f"x must have at least one time step (T >= 1), got shape {x.shape}")
-    if n_input == 0:
-        raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
     Wy = as_float_array("Wy", weights["Wy"])
     if Wy.ndim != 2 or 0 in Wy.shape:
         raise ValueError(f"Wy must have shape (O, H) with O >= 1 and H >= 1, got {Wy.shape}")
@@ -171,17 +164,9 @@ def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_no
         dy_shape, dy_expected = (n_steps, n_batch, n_output), "(T, N, O)"
     else:
         dy_shape, dy_expected = (n_batch, n_steps, n_output), "(N, T, O)"
-    given = []
-    if dy is None:
-        dy = np.zeros(dy_shape, dtype)
-    else:
-        dy = np.ascontiguousarray(check_array("dy", dy, dy_shape, dtype, dy_expected,
-                                              like="the cache", scan=None))
-        given.append(("dy", dy))
-    if dyT is not None:
-        dyT = check_array("dyT", dyT, (n_batch, n_output), dtype, "(N, O)", like="the cache",
-                          scan=None)
-        given.append(("dyT", dyT))
+    dy, final, given = check_upstream(dy, {"dyT": dyT}, dy_shape, dy_expected, dtype, "dy",
+                                      "(N, O)")
+    dyT = final["dyT"]
     xi_given = xi
     xi = check_xi(xi, n_steps, dtype)
     check_all_finite(given, scan)
@@ -207,13 +192,8 @@ def check_jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_no
         if dyT is not None:     # copied into out.dy0 first: only the other writes are a hazard
             check_no_overlap([w for w in writes if w[0] != "out.dy0"], [("dyT", dyT)], overlap)
     if writes:
-        reads = [(name, arr) for name, arr in given if name == "dy"]
-        if xi_given is not None:
-            reads.append(("xi", xi))
-        fields = cache.__dict__
-        reads += [("cache." + name, fields[name]) for name in cache.fields
-                  if isinstance(fields[name], np.ndarray)]
-        check_no_overlap(writes, reads, overlap)
+        check_backward_reads(writes, given, "dy", None if xi_given is None else xi, cache,
+                             overlap)
     return JordanBackwardInputs(dy, swap_major(dy, cache.time_major), dyT, xi, grads, out,
                                 h_grad_norms, overwrite_cache, tuple(writes))
 

@@ -20,7 +20,7 @@ import numpy as np
 
 from ._blas_threads import run_kernel
 from ._buffers import backward_buffers, initial_states, kernel_buffers
-from ._grads import Grads
+from ._grads import cell_grads
 from ._layout import empty_steps, readonly, swap_major
 from ._sharing import begin, end
 
@@ -200,6 +200,4 @@ def backward_by_length(cell, kernels, cache, inputs, **options):
         order.to_user(dx_inner, dx)
     finally:
         end(cache, mode, inputs.writes)
-    extra = {name: (carries[name[:-1] + "T"] if name[:-1] + "T" in carries else wg[name])
-             for name in cell.extra_grads}
-    return Grads(dx, carries["dhT"], wg["dWx"], wg["dWh"], wg["db"], **extra)
+    return cell_grads(cell, dx, carries, wg)

@@ -147,3 +147,19 @@ def end(cache, mode, writes=(), refill_failed=False):
         cache.__dict__["_readers"].pop()
     else:
         del cache.__dict__["_alone"]
+
+
+def refilling(out, writes, fill, *args):
+    """``fill(*args)``, the work of a forward, with ``out`` (the cache it refills, or None)
+    counted in as a call that needs it alone (``begin``) for the while, and out again even
+    where ``fill`` raised: a cache left half-written is then consumed (``end``)."""
+    if out is None:
+        return fill(*args)
+    begin(out, "refill", writes)
+    done = False
+    try:
+        result = fill(*args)
+        done = True
+    finally:
+        end(out, "refill", writes, refill_failed=not done)
+    return result

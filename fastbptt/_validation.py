@@ -37,6 +37,7 @@ kernels pass their compiled version (``first_overlap`` of ``src/_checks.pyx``). 
 never compared: nothing else can hold them.
 """
 import functools
+import types
 from collections.abc import Mapping
 from typing import NamedTuple, Optional, Sequence
 
@@ -65,6 +66,13 @@ def numpy_first_overlap(writes, reads):
             if np.may_share_memory(arr, arr2):
                 return name, other
     return None
+
+
+# the NumPy counterparts of the kernels' compiled checks (``fastbptt._kernels.checks``), which the
+# reference passes where the kernels' wrappers pass those; it has no ``ready`` pass
+NUMPY_CHECKS = types.SimpleNamespace(first_nonfinite=numpy_first_nonfinite,
+                                     first_overlap=numpy_first_overlap,
+                                     forward_ready=None, backward_ready=None)
 
 
 def check_no_overlap(writes, reads, overlap=numpy_first_overlap):
@@ -158,6 +166,24 @@ def check_option(cell, name, value):
     return value
 
 
+def check_x(x, time_major):
+    """A forward's x: a 3-D float array, (N, T, D) or (T, N, D) if ``time_major`` (True or
+    False), with T >= 1 and D >= 1. Returns (x, time_major, T, N, D), x as a float array in
+    native byte order (``as_float_array``)."""
+    time_major = check_bool("time_major", time_major)
+    layout = "(T, N, D)" if time_major else "(N, T, D)"
+    x = as_float_array("x", x)
+    if x.ndim != 3:
+        raise ValueError(f"x must be a 3-D array {layout}, got shape {x.shape}")
+    n_steps, n_batch = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
+    n_input = x.shape[2]
+    if n_steps == 0:
+        raise ValueError(f"x must have at least one time step (T >= 1), got shape {x.shape}")
+    if n_input == 0:
+        raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
+    return x, time_major, n_steps, n_batch, n_input
+
+
 class ForwardInputs(NamedTuple):
     """The checked arguments of a cell's forward.
 
@@ -209,19 +235,8 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         check_forward_out(cell, out, inputs)
         return inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given, overlap))
     n_gates = cell.n_gates
-    time_major = check_bool("time_major", time_major)
-    layout = "(T, N, D)" if time_major else "(N, T, D)"
-    x = as_float_array("x", x)
-    if x.ndim != 3:
-        raise ValueError(f"x must be a 3-D array {layout}, got shape {x.shape}")
+    x, time_major, n_steps, n_batch, n_input = check_x(x, time_major)
     dtype = x.dtype
-    n_steps, n_batch = (x.shape[0], x.shape[1]) if time_major else (x.shape[1], x.shape[0])
-    n_input = x.shape[2]
-    if n_steps == 0:
-        raise ValueError(f"x must have at least one time step (T >= 1), got shape {x.shape}")
-    if n_input == 0:
-        raise ValueError(f"x must have at least one input feature (D >= 1), got shape {x.shape}")
-
     spelled = cell.weight_shapes_spelled
     Wh = as_float_array("Wh", weights["Wh"])
     if Wh.ndim != 2 or Wh.shape[0] == 0 or Wh.shape[1] != n_gates * Wh.shape[0]:
@@ -316,24 +331,26 @@ class BackwardInputs(NamedTuple):
     writes: Sequence
 
 
-def check_upstream(dh, final, dh_shape, dh_expected, dtype):
+def check_upstream(dh, final, dh_shape, dh_expected, dtype, dh_name="dh",
+                   state_expected="(N, H)"):
     """A backward's upstream gradients: dh (``dh_shape``, spelled ``dh_expected``, '(N, T, H)'
     or '(T, N, H)'; zeros where None) made C-contiguous, and {'dhT': ..., } the gradients into
     the final states, (N, H) or None; with the (name, array) pairs the caller passed, for the
-    finiteness and overlap checks."""
+    finiteness and overlap checks. Jordan's network names them dy and dyT, of (N, O) states
+    (``dh_name``, ``state_expected``)."""
     given = []
     if dh is None:
         dh = np.zeros(dh_shape, dtype)
     else:
-        dh = np.ascontiguousarray(check_array("dh", dh, dh_shape, dtype, dh_expected,
+        dh = np.ascontiguousarray(check_array(dh_name, dh, dh_shape, dtype, dh_expected,
                                               like="the cache", scan=None))
-        given.append(("dh", dh))
-    n_batch = dh_shape[1] if dh_expected == "(T, N, H)" else dh_shape[0]
-    n_hidden = dh_shape[2]
+        given.append((dh_name, dh))
+    n_batch = dh_shape[1] if dh_expected.startswith("(T") else dh_shape[0]
+    state_shape = (n_batch, dh_shape[2])
     checked = {}
     for name, value in final.items():
         if value is not None:
-            value = check_array(name, value, (n_batch, n_hidden), dtype, "(N, H)",
+            value = check_array(name, value, state_shape, dtype, state_expected,
                                 like="the cache", scan=None)
             given.append((name, value))
         checked[name] = value
@@ -408,16 +425,25 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
     if out is not None:
         writes = [*writes, *out_writes(cell, out, grads, checked_final, overlap)]
     if writes:
-        reads = [(name, arr) for name, arr in given if name == "dh"]
-        if xi_given is not None:
-            reads.append(("xi", xi))
-        fields = cache.__dict__
-        # fields.get: a cache of sequences by length lays some per-step arrays out on request
-        reads += [("cache." + name, fields.get(name)) for name in cache.fields
-                  if isinstance(fields.get(name), np.ndarray)]
-        check_no_overlap(writes, reads, overlap)
+        check_backward_reads(writes, given, "dh", None if xi_given is None else xi, cache,
+                             overlap)
     return tuple.__new__(BackwardInputs, (dh, swap_major(dh, cache.time_major), checked_final, xi,
                                           grads, out, h_grad_norms, overwrite_cache, writes))
+
+
+def check_backward_reads(writes, given, upstream, xi, cache, overlap):
+    """The arrays a backward ``writes`` against those it reads: of ``given`` (the caller's
+    (name, array) pairs, as ``check_upstream`` returns them) the one named ``upstream`` (dh, or
+    Jordan's dy; the gradients into the final states are copied before anything is written),
+    ``xi`` (the caller's, checked; None where not given) and the arrays of ``cache``."""
+    reads = [(name, arr) for name, arr in given if name == upstream]
+    if xi is not None:
+        reads.append(("xi", xi))
+    fields = cache.__dict__
+    # fields.get: a cache of sequences by length lays some per-step arrays out on request
+    reads += [("cache." + name, fields.get(name)) for name in cache.fields
+              if isinstance(fields.get(name), np.ndarray)]
+    check_no_overlap(writes, reads, overlap)
 
 
 def check_cache(cell, cache):

@@ -1,12 +1,9 @@
 """GRU on the compiled kernels (``src/_gru.pyx``)."""
-from ._blas_threads import run_kernel
 from ._calls import kernel_backward, kernel_forward
 from ._cells import GRU
-from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
+from ._dispatch import cell_backward, cell_forward
 from ._docs import fill
 from ._kernels import Kernels, checks
-from ._lengths import backward_by_length
-from ._validation import check_backward, check_forward
 
 _gru = Kernels("_gru")
 
@@ -25,27 +22,15 @@ def gru_forward(x, h0, Wx, Wh, b, *, bh=None, time_major=False, out=None,
     {forward_x}
     Wx : (D, 3H), Wh : (H, 3H), b : (3H,) arrays of x's dtype; b is the input-side bias.
     bh : (3H,) hidden-side bias, or None (zeros).
-    {forward_out}
-    {forward_checkpoint}
-    {forward_lengths}
-    {check_finite}
+    {forward_keywords}
 
     Returns
     -------
     {forward_returns}
     """
-    if checkpoint is not None or type(out) is CheckpointCache:
-        return checkpointed_forward(
-            GRU, gru_forward, checkpoint, x, {"h0": h0},
-            {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {},
-            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
-            check_finite=check_finite,
-            scan=checks.first_nonfinite, overlap=checks.first_overlap)
-    inputs = check_forward(GRU, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh},
-                           time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap, check_finite=check_finite,
-                           ready=checks.forward_ready)
-    return kernel_forward(GRU, _gru, inputs, out, {}, lengths, reverse)
+    return cell_forward(GRU, gru_forward, kernel_forward, _gru, checks, x, {"h0": h0},
+                        {"Wx": Wx, "Wh": Wh, "b": b, "bh": bh}, {}, time_major, out,
+                        checkpoint, lengths, reverse, check_finite)
 
 
 @fill
@@ -73,26 +58,7 @@ def gru_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)`` with the hidden-bias gradient as ``.dbh``.
     """
-    if type(cache) is CheckpointCache:
-        return checkpointed_backward(
-            GRU, gru_forward, gru_backward, dh, cache, {"dhT": dhT}, xi=xi,
-            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out, check_finite=check_finite, scan=checks.first_nonfinite,
-            overlap=checks.first_overlap)
-    inputs = check_backward(GRU, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
-                            h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap, check_finite=check_finite,
-                            ready=checks.backward_ready)
-    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
-        return backward_by_length(GRU, _gru, cache, inputs,
-                                  overwrite_cache=inputs.overwrite_cache)
-    return kernel_backward(GRU, _gru, cache, inputs, _run_backward)
+    return cell_backward(GRU, gru_forward, gru_backward, kernel_backward, _gru, checks, dh, cache,
+                         {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
+                         check_finite)
 
-
-def _run_backward(cache, inputs, buffers, dx, carries, wg):
-    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
-    # with overwrite_cache, dAh_t and dxn_t overwrite gates_t and hn_t once step t has
-    # read them
-    run_kernel(_gru.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer, inputs.xi,
-               carries, dx, wg, inputs.h_grad_norms, inputs.overwrite_cache)

@@ -6,7 +6,7 @@ from ._grads import JordanGrads
 from ._jordan_checks import check_jordan_backward, check_jordan_forward
 from ._kernels import Kernels, checks
 from ._layout import readonly, swap_major
-from ._sharing import begin, end
+from ._sharing import begin, end, refilling
 from ._validation import check_option
 
 _jordan = Kernels("_jordan")
@@ -42,21 +42,20 @@ def jordan_forward(x, y0, Wx, Wy, b, Wo, bo, *, nonlinearity="tanh",
     inputs = check_jordan_forward(x, y0, {"Wx": Wx, "Wy": Wy, "b": b, "Wo": Wo, "bo": bo},
                                   time_major=time_major, out=out, scan=checks.first_nonfinite,
                                   overlap=checks.first_overlap)
-    if out is not None:
-        begin(out, "refill", inputs.writes)     # out= needs the cache alone
-    done = False
-    try:
-        y0, h, y = jordan_forward_buffers(inputs, out)
-        w = inputs.weights
-        if inputs.n_batch:
-            run_kernel(_jordan.forward, inputs.x, w["Wx"], inputs.x_buffer, y0, w["Wx"],
-                       w["Wy"], w["b"], w["Wo"], w["bo"], h, y, inputs.time_major,
-                       nonlinearity, output_nonlinearity, sharded=False)
-        cache = make_jordan_cache(out, inputs, y0, h, y, nonlinearity, output_nonlinearity)
-        done = True
-    finally:
-        if out is not None:
-            end(out, "refill", inputs.writes, refill_failed=not done)
+    return refilling(out, inputs.writes, _fill_forward, inputs, out, nonlinearity,
+                     output_nonlinearity)
+
+
+def _fill_forward(inputs, out, nonlinearity, output_nonlinearity):
+    """``jordan_forward`` once ``out`` is counted in: the arrays it writes made (new or
+    ``out``'s), the kernel run into them, the cache made of them."""
+    y0, h, y = jordan_forward_buffers(inputs, out)
+    w = inputs.weights
+    if inputs.n_batch:
+        run_kernel(_jordan.forward, inputs.x, w["Wx"], inputs.x_buffer, y0, w["Wx"], w["Wy"],
+                   w["b"], w["Wo"], w["bo"], h, y, inputs.time_major, nonlinearity,
+                   output_nonlinearity, sharded=False)
+    cache = make_jordan_cache(out, inputs, y0, h, y, nonlinearity, output_nonlinearity)
     return readonly(y), cache
 
 

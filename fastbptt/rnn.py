@@ -2,11 +2,10 @@
 from ._blas_threads import run_kernel
 from ._calls import kernel_backward, kernel_forward
 from ._cells import RNN
-from ._checkpoint import CheckpointCache, checkpointed_backward, checkpointed_forward
+from ._dispatch import cell_backward, cell_forward
 from ._docs import fill
 from ._kernels import Kernels, checks
-from ._lengths import backward_by_length
-from ._validation import check_backward, check_forward, check_option
+from ._validation import check_option
 
 _rnn = Kernels("_rnn")
 
@@ -21,29 +20,16 @@ def rnn_forward(x, h0, Wx, Wh, b, *, nonlinearity="tanh", time_major=False, out=
     {forward_x}
     Wx : (D, H), Wh : (H, H), b : (H,) arrays of x's dtype.
     nonlinearity : 'tanh', 'sigmoid' or 'relu'.
-    {forward_out}
-    {forward_checkpoint}
-    {forward_lengths}
-    {check_finite}
+    {forward_keywords}
 
     Returns
     -------
     {forward_returns}
     """
     check_option(RNN, "nonlinearity", nonlinearity)
-    if checkpoint is not None or type(out) is CheckpointCache:
-        return checkpointed_forward(
-            RNN, rnn_forward, checkpoint, x, {"h0": h0},
-            {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
-            time_major=time_major, out=out, lengths=lengths, reverse=reverse,
-            check_finite=check_finite,
-            scan=checks.first_nonfinite, overlap=checks.first_overlap)
-    inputs = check_forward(RNN, x, {"h0": h0}, {"Wx": Wx, "Wh": Wh, "b": b},
-                           time_major=time_major, out=out, scan=checks.first_nonfinite,
-                           overlap=checks.first_overlap, check_finite=check_finite,
-                           ready=checks.forward_ready)
-    return kernel_forward(RNN, _rnn, inputs, out, {"nonlinearity": nonlinearity}, lengths,
-                          reverse)
+    return cell_forward(RNN, rnn_forward, kernel_forward, _rnn, checks, x, {"h0": h0},
+                        {"Wx": Wx, "Wh": Wh, "b": b}, {"nonlinearity": nonlinearity},
+                        time_major, out, checkpoint, lengths, reverse, check_finite)
 
 
 LEAN_ROWS = 64   # rows (steps x sequences) per block of the lean backward; see lean_block_steps
@@ -89,20 +75,15 @@ def rnn_backward(dh, cache, *, dhT=None, xi=None, grads=None, h_grad_norms=None,
     -------
     Grads ``(dx, dh0, dWx, dWh, db)``.
     """
-    if type(cache) is CheckpointCache:
-        return checkpointed_backward(
-            RNN, rnn_forward, rnn_backward, dh, cache, {"dhT": dhT}, xi=xi,
-            grads=grads, h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-            out=out, check_finite=check_finite, scan=checks.first_nonfinite,
-            overlap=checks.first_overlap)
-    inputs = check_backward(RNN, dh, cache, {"dhT": dhT}, xi=xi, grads=grads,
-                            h_grad_norms=h_grad_norms, overwrite_cache=overwrite_cache,
-                            out=out, scan=checks.first_nonfinite,
-                            overlap=checks.first_overlap, check_finite=check_finite,
-                            ready=checks.backward_ready)
-    if cache.lengths is not None:           # a cache of sequences by length (_lengths.py)
-        return backward_by_length(RNN, _rnn, cache, inputs)
-    return kernel_backward(RNN, _rnn, cache, inputs, _run_backward)
+    return cell_backward(RNN, rnn_forward, rnn_backward, _backward, _rnn, checks, dh, cache,
+                         {"dhT": dhT}, xi, grads, h_grad_norms, overwrite_cache, out,
+                         check_finite)
+
+
+def _backward(cell, kernels, cache, inputs):
+    """``rnn_backward`` once checked (``fastbptt._dispatch``), on the ``kernels``, whose
+    backward takes no ``overwrite_cache``: the cache has no gate values to overwrite."""
+    return kernel_backward(cell, kernels, cache, inputs, _run_backward, False)
 
 
 def _run_backward(cache, inputs, buffers, dx, carries, wg):
@@ -116,3 +97,4 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg):
     else:
         run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
                    inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
+

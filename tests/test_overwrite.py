@@ -98,8 +98,7 @@ def test_overwrite_cache_must_be_a_bool(module, cell, value, monkeypatch):
 
     monkeypatch.setattr(fastbptt._kernels.checks, "first_nonfinite", compiled)
     monkeypatch.setattr(fastbptt.rnn, "run_kernel", compiled)
-    monkeypatch.setattr(fastbptt.lstm, "run_kernel", compiled)
-    monkeypatch.setattr(fastbptt.gru, "run_kernel", compiled)
+    monkeypatch.setattr(fastbptt._calls, "run_kernel", compiled)    # the LSTM's and GRU's
     with pytest.raises(TypeError, match="overwrite_cache must be True or False"):
         backward(module, cell, dh, cache, overwrite_cache=value)
     assert not cache.consumed

@@ -14,7 +14,7 @@ from .._cells import JORDAN
 from .._grads import JordanGrads
 from .._jordan_checks import check_jordan_backward, check_jordan_forward
 from .._layout import readonly, swap_major
-from .._sharing import begin, end
+from .._sharing import begin, end, refilling
 from .._validation import check_option
 from ._math import DPHI, PHI
 
@@ -30,24 +30,22 @@ def jordan_forward(x, y0, Wx, Wy, b, Wo, bo, *, nonlinearity="tanh",
     check_option(JORDAN, "output_nonlinearity", output_nonlinearity)
     inputs = check_jordan_forward(x, y0, {"Wx": Wx, "Wy": Wy, "b": b, "Wo": Wo, "bo": bo},
                                   time_major=time_major, out=out)
-    if out is not None:
-        begin(out, "refill", inputs.writes)
-    done = False
-    try:
-        y0, h_buf, y_buf = jordan_forward_buffers(inputs, out)
-        w, tm = inputs.weights, inputs.time_major
-        phi_h, phi_y = PHI[nonlinearity], OUTPUT_PHI[output_nonlinearity]
-        h, y = swap_major(h_buf, tm), swap_major(y_buf, tm)
-        y_prev = y0
-        for t in range(inputs.n_steps):
-            h[t] = phi_h(inputs.x[t] @ w["Wx"] + y_prev @ w["Wy"] + w["b"])
-            y_prev = y[t] = phi_y(h[t] @ w["Wo"] + w["bo"])
-        cache = make_jordan_cache(out, inputs, y0, h_buf, y_buf, nonlinearity,
-                                  output_nonlinearity)
-        done = True
-    finally:
-        if out is not None:
-            end(out, "refill", inputs.writes, refill_failed=not done)
+    return refilling(out, inputs.writes, _fill_forward, inputs, out, nonlinearity,
+                     output_nonlinearity)
+
+
+def _fill_forward(inputs, out, nonlinearity, output_nonlinearity):
+    """``jordan_forward`` once ``out`` is counted in: every step, into the arrays it writes
+    (new or ``out``'s), and the cache made of them."""
+    y0, h_buf, y_buf = jordan_forward_buffers(inputs, out)
+    w, tm = inputs.weights, inputs.time_major
+    phi_h, phi_y = PHI[nonlinearity], OUTPUT_PHI[output_nonlinearity]
+    h, y = swap_major(h_buf, tm), swap_major(y_buf, tm)
+    y_prev = y0
+    for t in range(inputs.n_steps):
+        h[t] = phi_h(inputs.x[t] @ w["Wx"] + y_prev @ w["Wy"] + w["b"])
+        y_prev = y[t] = phi_y(h[t] @ w["Wo"] + w["bo"])
+    cache = make_jordan_cache(out, inputs, y0, h_buf, y_buf, nonlinearity, output_nonlinearity)
     return readonly(y_buf), cache
 
 
