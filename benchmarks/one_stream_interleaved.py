@@ -10,8 +10,10 @@ H16 and H256 (1, 1000, 32, H), H512 (1, 200, 32, 512), O (1, 1, 1, 1: the cost o
 itself), and ``<case>xN`` for the same shape with N sequences (``Sx4``). The floor is
 ``floor_function``: the kernels' BLAS calls with no elementwise work, each step's product by
 GEMV at N = 1 (OpenBLAS's GEMV beats its one-row GEMM there, by up to 6x) and by GEMM above.
-PyTorch runs with one intra-op thread. ``--before DIR`` adds the build of another checkout
-(``benchmarks/before_after_interleaved.py`` imports it beside this one as ``fastbptt_before``).
+PyTorch runs with one intra-op thread. "with out=" is fastbptt writing into the cache
+and result of the call before (``reusing_function``): no new memory per call, as the floor.
+``--before DIR`` adds the build of another checkout (``benchmarks/before_after_interleaved.py``
+imports it beside this one as ``fastbptt_before``).
 Every callable takes its turn in every round (``time_interleaved``); ratios divide the minima
 over the rounds. The last column is fastbptt's time over 2 T (a forward and a backward step).
 """
@@ -27,6 +29,7 @@ from fastbptt.benchmarking import (
     floor_function,
     import_torch,
     make_case,
+    reusing_function,
     step_function,
     time_interleaved,
     torch_function,
@@ -62,15 +65,17 @@ def main(argv=None):
     print(f"min over {args.rounds} interleaved rounds, forward + full backward, one thread; "
           f"fastbptt: {os.path.dirname(fastbptt.__file__)}"
           + (f"; before: {args.before}" if before else ""))
-    print("| case (N, T, D, H) | cell | dtype | fastbptt | floor | fastbptt / floor | PyTorch | "
-          "PyTorch / fastbptt | before | fastbptt / before | per step and direction |")
-    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| case (N, T, D, H) | cell | dtype | fastbptt | floor | fastbptt / floor | "
+          "with out= / floor | PyTorch | PyTorch / fastbptt | before | fastbptt / before | "
+          "per step and direction |")
+    print("| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for case in args.cases.split(","):
         shape = shape_of(case)
         for cell in args.cells.split(","):
             for dtype in args.dtypes.split(","):
                 problem = make_case(cell, shape, np.dtype(dtype))
                 functions = {"fastbptt": step_function(fastbptt, cell, *problem),
+                             "out=": reusing_function(cell, *problem),
                              "floor": floor_function(cell, shape, np.dtype(dtype))}
                 if torch is not None:
                     functions["torch"] = torch_function(cell, *problem)
@@ -88,7 +93,8 @@ def main(argv=None):
                 before_ratio = f"{k / low['before']:.2f}" if "before" in low else "-"
                 per_step = k / (2 * shape[1]) * 1e9
                 print(f"| {case} {shape} | {cell} | {dtype} | {ms['fastbptt']} | {ms['floor']} | "
-                      f"{k / low['floor']:.2f} | {ms.get('torch', '-')} | {torch_ratio} | "
+                      f"{k / low['floor']:.2f} | {low['out='] / low['floor']:.2f} | "
+                      f"{ms.get('torch', '-')} | {torch_ratio} | "
                       f"{ms.get('before', '-')} | "
                       f"{before_ratio} | {per_step:.0f} ns |", flush=True)
 

@@ -6,19 +6,28 @@
     perf report -i loop.data --no-children --sort dso,sym
     python benchmarks/profile_loop.py --report loop.data     # the same samples by part
 
-``--what reuse`` runs fastbptt with ``out=`` (the cache and the gradients of the call before\nrefilled), ``--what floor`` the BLAS floor (its arrays made once). Prints the CPU time of the calling process per call and per step-direction (a forward or a
-backward step), and with ``--report`` the share of the samples in each part of a call: the
-per-step products, the elementwise passes, the hoisted BLAS products, new memory (page
-faults and zeroing), Python with the wrappers and checks, and the rest (mostly BLAS's own
-threads starting). CPU time, not wall time, so that a busy machine's waits for
-a core do not count; cycles are that time at the nominal clock given by ``--ghz``.
+``--what reuse`` runs fastbptt with ``out=`` (the cache and the gradients of the call before
+refilled), ``--what floor`` the BLAS floor (its arrays made once). Prints the CPU time of the
+calling process per call and per step-direction (a forward or a backward step), and with
+``--report`` the share of the samples in each part of a call: the per-step products, the
+elementwise passes (the kernels' own loops), the hoisted BLAS products, new memory (page faults
+and zeroing), Python with the wrappers and checks, and the rest (mostly BLAS's own threads
+starting). CPU time, not wall time, so that a busy machine's waits for a core do not count;
+cycles are that time at the nominal clock given by ``--ghz``. ``-D 2000`` leaves the first two
+seconds (the imports) out of the samples.
 """
 import argparse
 import subprocess
 import time
 
 import fastbptt
-from fastbptt.benchmarking import CASES, floor_function, make_case, step_function
+from fastbptt.benchmarking import (
+    CASES,
+    floor_function,
+    make_case,
+    reusing_function,
+    step_function,
+)
 
 SHAPES = {name: shape for name, (shape, _) in CASES.items()}
 SHAPES.update({"H16": (1, 1000, 32, 16), "H256": (1, 1000, 32, 256)})
@@ -57,20 +66,6 @@ def report(path):
         print(f"{share:6.1f}%  {part}")
 
 
-def reusing_function(cell, shape, dtype):
-    """Forward + backward writing into the arrays of the call before (``out=``), as a loop over
-    chunks of a stream can: no new memory per call, as the floor."""
-    call_args, kwargs, dh = make_case(cell, shape, dtype)
-    record = fastbptt.CELLS[cell]
-    _, cache = record.forward(*call_args, **kwargs)
-    grads = record.backward(dh, cache)
-
-    def run():
-        record.forward(*call_args, out=cache, **kwargs)
-        record.backward(dh, cache, out=grads)
-    return run
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cell", default="lstm", choices=sorted(fastbptt.CELLS))
@@ -88,7 +83,7 @@ def main(argv=None):
     if args.what == "floor":
         run = floor_function(args.cell, shape, args.dtype)
     elif args.what == "reuse":
-        run = reusing_function(args.cell, shape, args.dtype)
+        run = reusing_function(args.cell, *make_case(args.cell, shape, args.dtype))
     else:
         call_args, kwargs, dh = make_case(args.cell, shape, args.dtype)
         run = step_function(fastbptt, args.cell, call_args, kwargs, dh)

@@ -67,6 +67,20 @@ def step_function(impl, cell, args, kwargs, dh, backward=True):
     return run
 
 
+def reusing_function(cell, args, kwargs, dh):
+    """Like ``step_function(fastbptt, ...)``, each forward refilling the cache of the call before
+    and each backward writing into its result (``out=``): no new memory per call, as the floor
+    and a loop over the chunks of a stream."""
+    record = CELLS[cell]
+    _, cache = record.forward(*args, **kwargs)
+    grads = record.backward(dh, cache)
+
+    def run():
+        record.forward(*args, out=cache, **kwargs)
+        record.backward(dh, cache, out=grads)
+    return run
+
+
 def truncated_backward_function(cell, shape, k=None, dtype=np.float64):
     """A no-argument callable running the cell's backward once on a problem of ``make_case``,
     through all T steps (``k`` None) or with ``truncation.chunked(T, k)``; the forward pass
