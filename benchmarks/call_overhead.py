@@ -7,6 +7,8 @@ Per cell and dtype, the variants take turns round after round
 call:
 
 - ``forward``, ``backward``: the public call (``check_finite=True``, the default);
+- ``forward out=``, ``backward out=``: the same writing into the arrays of an earlier cache
+  and result, as a loop over the chunks of a stream does;
 - ``forward unchecked``, ``backward unchecked``: the same with ``check_finite=False`` (where
   the package has that keyword);
 - ``kernel``: the compiled kernel alone (``_<cell>.forward``/``backward``) on the arrays of a
@@ -63,10 +65,15 @@ def kernel_functions(fastbptt, cell, args, dh):
 
 def call_functions(record, args, dh, unchecked):
     """{name: no-argument callable} of the public calls: forward on ``args``, backward with
-    ``dh`` on one cache, and with ``unchecked`` both with ``check_finite=False``."""
+    ``dh`` on one cache, both again writing into an earlier cache and result (``out=``), and
+    with ``unchecked`` both with ``check_finite=False``."""
     forward, backward = record.forward, record.backward
     _, cache = forward(*args)
-    calls = {"forward": lambda: forward(*args), "backward": lambda: backward(dh, cache)}
+    _, refilled = forward(*args)
+    result = backward(dh, cache)
+    calls = {"forward": lambda: forward(*args), "backward": lambda: backward(dh, cache),
+             "forward out=": lambda: forward(*args, out=refilled),
+             "backward out=": lambda: backward(dh, cache, out=result)}
     if unchecked:
         calls["forward unchecked"] = lambda: forward(*args, check_finite=False)
         calls["backward unchecked"] = lambda: backward(dh, cache, check_finite=False)
@@ -126,6 +133,9 @@ def table(found, label=""):
                 call, kernel = found[k + what], found[k + "kernel " + what]
                 part = (f"{what} {call:6.2f} us (kernel {kernel:5.2f}, {kernel / call:4.0%}; "
                         f"outside {call - kernel:5.2f})")
+                if k + what + " out=" in found:
+                    reused = found[k + what + " out="]
+                    part += f", out= {reused:6.2f} (outside {reused - kernel:5.2f})"
                 if k + what + " unchecked" in found:
                     unchecked = found[k + what + " unchecked"]
                     part += f", unchecked {unchecked:6.2f} (outside {unchecked - kernel:5.2f})"
