@@ -233,7 +233,8 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
         given += [(name, value) for name, value in states.items() if value is not None]
         inputs = _ready_forward_inputs(cell, x, states, weights, time_major, dims)
         check_forward_out(cell, out, inputs)
-        return inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given, overlap))
+        return tuple.__new__(ForwardInputs, (*inputs[:-1], _forward_out_overlaps(
+            cell, out, inputs, given, overlap)))
     n_gates = cell.n_gates
     x, time_major, n_steps, n_batch, n_input = check_x(x, time_major)
     dtype = x.dtype
@@ -299,10 +300,11 @@ def _forward_out_overlaps(cell, out, inputs, given, overlap):
     writes = targets + [("out." + name, getattr(out, name)) for name in type(out).outputs]
     reads = [(name, value) for name, value in given if name not in inputs.states]
     check_no_overlap(writes, reads, overlap)
-    for name, value in given:
-        if name in inputs.states:
-            check_no_overlap([t for t in targets if t[0] != "out." + name], [(name, value)],
-                             overlap)
+    if len(targets) > 1:        # with one state, there is no other state's target
+        for name, value in given:
+            if name in inputs.states:
+                check_no_overlap([t for t in targets if t[0] != "out." + name],
+                                 [(name, value)], overlap)
     return tuple(writes)
 
 
@@ -402,9 +404,16 @@ def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=
         dh_shape, dh_expected = (n_steps, n_batch, n_hidden), "(T, N, H)"
     else:
         dh_shape, dh_expected = (n_batch, n_steps, n_hidden), "(N, T, H)"
-    if out is not None:
+    fast = False
+    if ready is not None and out is not None and isinstance(out, Grads):
+        # out='s arrays checked in the same compiled pass, where they are as backward made them
+        names, shapes = _out_plan(cell, cache, grads is None)
+        fast = ready(dh, final, dtype.itemsize, dh_shape, n_batch, check_finite,
+                     tuple([getattr(out, name, None) for name in names]), shapes)
+    if out is not None and not fast:
         check_backward_out(cell, out, cache, weights=grads is None)
-    if ready is not None and ready(dh, final, dtype.itemsize, dh_shape, n_batch, check_finite):
+    if fast or ready is not None and ready(dh, final, dtype.itemsize, dh_shape, n_batch,
+                                           check_finite):
         given = [("dh", dh)]
         checked_final = final
         xi_given = xi
@@ -439,11 +448,45 @@ def check_backward_reads(writes, given, upstream, xi, cache, overlap):
     reads = [(name, arr) for name, arr in given if name == upstream]
     if xi is not None:
         reads.append(("xi", xi))
-    fields = cache.__dict__
-    # fields.get: a cache of sequences by length lays some per-step arrays out on request
-    reads += [("cache." + name, fields.get(name)) for name in cache.fields
-              if isinstance(fields.get(name), np.ndarray)]
+    reads += _cache_reads(cache)
     check_no_overlap(writes, reads, overlap)
+
+
+def _out_plan(cell, cache, weights):
+    """The names of the arrays of a backward's ``out=`` that it writes (dx, the initial states'
+    gradients and, where ``weights``, the weight gradients) and their shapes for ``cache``:
+    made once per cache (its shapes never change: a forward refilling it has the same)."""
+    fields = cache.__dict__
+    key = "_out_plan_weights" if weights else "_out_plan"
+    plan = fields.get(key)
+    if plan is None:
+        n_steps, n_batch, n_hidden = cache.h.shape
+        n_input = cache.x.shape[2]
+        names = ["dx"] + ["d" + state + "0" for state in cell.states]
+        shapes = [(n_steps, n_batch, n_input) if cache.time_major
+                  else (n_batch, n_steps, n_input)] + [(n_batch, n_hidden)] * len(cell.states)
+        if weights:
+            for name, shape in cell.weight_shapes(n_input, n_hidden).items():
+                names.append("d" + name)
+                shapes.append(shape)
+        plan = fields[key] = (tuple(names), tuple(shapes))
+    return plan
+
+
+def _cache_reads(cache):
+    """(name, array) pairs of the arrays of ``cache`` that a backward reads, for the overlap
+    checks: made again after each forward that refilled the cache (its weights are the new
+    call's), and each time for a cache of sequences by length (it lays some per-step arrays out
+    on request)."""
+    fields = cache.__dict__
+    memo = fields.get("_reads")
+    if memo is not None and memo[0] == fields.get("_fills") and "_inner" not in fields:
+        return memo[1]
+    # fields.get: a cache of sequences by length lays some per-step arrays out on request
+    reads = [("cache." + name, fields.get(name)) for name in cache.fields
+             if isinstance(fields.get(name), np.ndarray)]
+    fields["_reads"] = (fields.get("_fills"), reads)
+    return reads
 
 
 def check_cache(cell, cache):

@@ -294,16 +294,33 @@ def forward_ready(x, dict states, dict weights, int n_gates, time_major, bint ch
 
 
 def backward_ready(dh, dict final, Py_ssize_t itemsize, tuple dh_shape, Py_ssize_t n_batch,
-                   bint check_finite):
+                   bint check_finite, tuple out_arrays=None, tuple out_shapes=None):
     """Whether the arrays of a backward call are ready for the kernels as they are: dh a NumPy
     array of ``itemsize``-byte floats (the cache's dtype), native, C-contiguous, of shape
     ``dh_shape`` (the cache's layout: (N, T, H) or (T, N, H)), and ``final``'s values (N, H)
-    arrays of the same kind, or None; and, if ``check_finite``, no NaN or inf anywhere. False:
-    the full checks take over."""
+    arrays of the same kind, or None; and, if ``check_finite``, no NaN or inf anywhere; and
+    each of ``out_arrays`` (the arrays of ``out=`` that the call writes) an array of the same
+    kind, writeable, of the shape at the same place in ``out_shapes``. False: the full checks
+    take over."""
     cdef int typenum = cnp.NPY_FLOAT if itemsize == 4 else cnp.NPY_DOUBLE
-    cdef Py_ssize_t n_hidden = dh_shape[2]
+    cdef Py_ssize_t n_hidden = dh_shape[2], i, k, ndim
     cdef cnp.npy_intp* dims
-    cdef cnp.ndarray a = _plain(dh, typenum, 3)
+    cdef tuple shape
+    cdef cnp.ndarray a
+    if out_arrays is not None:
+        if out_shapes is None or len(out_shapes) != len(out_arrays):
+            return False
+        for i in range(len(out_arrays)):
+            shape = <tuple> out_shapes[i]
+            ndim = len(shape)
+            a = _plain(out_arrays[i], typenum, <int> ndim)
+            if a is None or not cnp.PyArray_ISWRITEABLE(a):
+                return False
+            dims = cnp.PyArray_DIMS(a)
+            for k in range(ndim):
+                if dims[k] != <Py_ssize_t> shape[k]:
+                    return False
+    a = _plain(dh, typenum, 3)
     if a is None:
         return False
     dims = cnp.PyArray_DIMS(a)

@@ -128,7 +128,8 @@ def test_fast_and_full_checks_give_the_same_results(cell, layout, time_major):
 @cell_param
 def test_a_bad_call_after_good_ones_raises_as_a_first_call(cell):
     """The checks keep nothing from one call to the next: after good calls with the same shapes,
-    a wrong dtype, a NaN, a read-only out=, a read-only or overlapping grads= raise the message
+    a wrong dtype, a NaN, an out= with a read-only, strided, mistyped, misshapen or overlapping
+    array, a read-only or overlapping grads= raise the message
     the reference raises (which has no fast path) for the same call."""
     args, kwargs, dh = make_problem(cell, 2, 3, 4, 5)
     kernels, reference = fastbptt.CELLS[cell], fastbptt.reference.CELLS[cell]
@@ -163,6 +164,10 @@ def test_a_bad_call_after_good_ones_raises_as_a_first_call(cell):
             ({"dh": dh.astype(np.float32)}),
             ({"dh": dh[:, :2]}),
             ({"out": result._replace(dx=frozen(result.dx))}),
+            ({"out": result._replace(dx=np.asfortranarray(result.dx))}),
+            ({"out": result._replace(dWh=result.dWh.astype(np.float32))}),
+            ({"out": result._replace(db=result.db[:-1])}),
+            ({"out": result._replace(dh0=impl_cache.h0)}),
             ({"grads": result._replace(dWh=frozen(result.dWh))}),
             ({"grads": result._replace(dWx=impl_cache.Wx)}),
             ({"dhT": np.zeros((2, 4))}),
@@ -174,6 +179,26 @@ def test_a_bad_call_after_good_ones_raises_as_a_first_call(cell):
         got = raised(kernels.backward, given, cache, **ours)
         assert got == (expected[0], expected[1].replace("fastbptt.reference", "fastbptt")), ours
         kernels.backward(dh, cache)
+
+
+@cell_param
+def test_out_overlap_is_seen_after_a_refill(cell):
+    """What backward reads of a cache is looked up again after a forward refilled it with other
+    weights (the checks keep it between calls on the same cache): an out= whose weight gradient
+    is now the cache's Wh is refused, as on a first call."""
+    args, kwargs, dh = make_problem(cell, 2, 3, 4, 5)
+    record = fastbptt.CELLS[cell]
+    _, cache = record.forward(*args, **kwargs)
+    out = record.backward(dh, cache)
+    record.backward(dh, cache, out=out)
+    x, h0, Wx, Wh, b = args
+    out.dWh[...] = Wh
+    record.forward(x, h0, Wx, out.dWh, b, out=cache, **kwargs)     # cache.Wh is out.dWh
+    with pytest.raises(ValueError, match="out.dWh and cache.Wh overlap in memory"):
+        record.backward(dh, cache, out=out)
+    record.forward(*args, out=cache, **kwargs)
+    np.testing.assert_array_equal(record.backward(dh, cache, out=out).dWh,
+                                  record.backward(dh, cache).dWh)
 
 
 @cell_param
