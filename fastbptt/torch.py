@@ -20,10 +20,14 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
   the input in either layout (``batch_first`` or not, C-contiguous; other strides are copied
   once), the initial states, the incoming gradients; a layer hands its hidden states to the next
   as a view of what the kernel wrote. The weights are laid out as fastbptt's
-  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (a copy of the weights per call),
+  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (C-contiguous copies, made on every call),
   ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
   ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The gradient of the sum reaches
-  both biases, as in PyTorch.
+  both biases, each its own tensor, as in PyTorch. The copies are not kept from call to call:
+  a parameter may change without torch's version counter seeing it (a write through ``.data``,
+  as in the soft updates of a target network, or through a NumPy view), and a kept copy would
+  then run stale weights without a word; they cost 5 to 8% of a call at N = 1, T = 25
+  (``benchmarks/RESULTS.md``).
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
   its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
   place between forward and backward raises autograd's error, as with torch.nn.
