@@ -246,8 +246,8 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
     # (D, G*H) and (H, G*H), C-contiguous: laid out for the kernels on every call (the
     # parameters' memory may have changed in ways torch's version counters miss, such as writes
     # through ``.data``), so that their checks find every argument ready as it is
-    Wx = np.ascontiguousarray(w_ih.detach().numpy().T)
-    Wh = np.ascontiguousarray(w_hh.detach().numpy().T)
+    Wx = np.ascontiguousarray(_array(cast(Tensor, w_ih)).T)
+    Wh = np.ascontiguousarray(_array(cast(Tensor, w_hh)).T)
     if b_ih is None or b_hh is None:               # bias=False
         b = _zeros(Wh.shape[1], Wh.dtype)
     elif layer.bias_apart:                         # the GRU: bias_hh is bh
