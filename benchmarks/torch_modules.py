@@ -3,7 +3,7 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_modules.py \
         [--cells rnn,lstm,gru] [--cases S,C,M] [--dtypes float32,float64] [--threads 1,2] \
         [--rounds 8] [--blas-threads 1] [--train-cells lstm,gru] [--train-shapes 32x64x128,4x32x64]
-        [--no-modules] [--no-train]
+        [--no-modules] [--no-train] [--before PATH/fastbptt/torch.py]
 
 Modules: ``fastbptt.torch.<Cell>`` and ``torch.nn.<Cell>`` with the same state dict, batch-first
 input of the benchmark case (``fastbptt.benchmarking.CASES``: S, C at N = 1, M at N = 32),
@@ -22,6 +22,9 @@ backward, optimizer step; the same model with ``torch.nn.<Cell>`` and with
 shapes as NxTxH: by default 32 sequences of 64 steps at H = 128, and 4 sequences of 32 steps at
 H = 64 (the small batches of a recurrent policy or an online learner).
 
+``--before`` times the modules of another ``fastbptt/torch.py`` (an earlier commit's) as a
+third side of each module row, on the same kernels: what the modules' own code changed.
+
 Both sides take turns round after round, the order alternating
 (``fastbptt.benchmarking.time_interleaved``); the ratio divides the minima over the rounds.
 Needs torch (``pip install torch==2.13.0``).
@@ -32,9 +35,11 @@ import fastbptt
 from fastbptt.benchmarking import CASES, time_interleaved
 
 
-def module_pair(torch, cell, n_input, n_hidden, dtype):
-    """(fastbptt's module, torch.nn's) with the same state dict, batch-first."""
-    import fastbptt.torch as ft
+def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None):
+    """(fastbptt's module, torch.nn's) with the same state dict, batch-first; ``ft`` the module
+    of fastbptt's classes (default ``fastbptt.torch``)."""
+    if ft is None:
+        import fastbptt.torch as ft
 
     classes = {"rnn": (ft.RNN, torch.nn.RNN), "lstm": (ft.LSTM, torch.nn.LSTM),
                "gru": (ft.GRU, torch.nn.GRU)}[cell]
@@ -45,10 +50,27 @@ def module_pair(torch, cell, n_input, n_hidden, dtype):
     return fast, slow
 
 
-def step_functions(torch, cell, shape, dtype):
-    """{name: callable} running forward + backward once on each module."""
+def load_before(path):
+    """The module of another ``fastbptt/torch.py`` (``--before``), loaded as a module of this
+    fastbptt package, so that it runs the same kernels."""
+    import importlib.util
+    import sys
+
+    spec = importlib.util.spec_from_file_location("fastbptt._torch_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def step_functions(torch, cell, shape, dtype, before=None):
+    """{name: callable} running forward + backward once on each module; with ``before`` (a
+    module loaded by ``load_before``) its module too, as 'before'."""
     n_batch, n_steps, n_input, n_hidden = shape
     fast, slow = module_pair(torch, cell, n_input, n_hidden, dtype)
+    modules = {"fastbptt": fast, "torch": slow}
+    if before is not None:
+        modules["before"] = module_pair(torch, cell, n_input, n_hidden, dtype, before)[0]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(n_batch, n_steps, n_input, generator=gen, dtype=dtype, requires_grad=True)
     dh = torch.randn(n_batch, n_steps, n_hidden, generator=gen, dtype=dtype)
@@ -66,7 +88,7 @@ def step_functions(torch, cell, shape, dtype):
             output, _ = module(x)
             output.backward(dh)
         return step
-    return {"fastbptt": run(fast), "torch": run(slow)}
+    return {name: run(module) for name, module in modules.items()}
 
 
 def training_functions(torch, cell, dtype, n_batch=32, n_steps=64, n_symbols=65, n_embed=32,
@@ -125,6 +147,7 @@ def main(argv=None):
     parser.add_argument("--train-shapes", default="32x64x128,4x32x64")
     parser.add_argument("--no-modules", action="store_true")
     parser.add_argument("--no-train", action="store_true")
+    parser.add_argument("--before", default=None)
     args = parser.parse_args(argv)
     try:
         import torch
@@ -132,6 +155,7 @@ def main(argv=None):
         raise SystemExit("needs torch (pip install torch==2.13.0)") from None
     print(f"torch {torch.__version__}, fastbptt {fastbptt.__version__}; min over {args.rounds} "
           "interleaved rounds")
+    before = None if args.before is None else load_before(args.before)
     for n_threads in (int(n) for n in args.threads.split(",")):
         torch.set_num_threads(n_threads)
         fastbptt.set_blas_threads(n_threads if args.blas_threads == "same"
@@ -142,11 +166,16 @@ def main(argv=None):
                 for case in args.cases.split(","):
                     shape = CASES[case][0]
                     for dtype in args.dtypes.split(","):
-                        t = timed(step_functions(torch, cell, shape, getattr(torch, dtype)),
-                                  args.rounds)
+                        t = timed(step_functions(torch, cell, shape, getattr(torch, dtype),
+                                                 before), args.rounds)
                         fast, slow = t["fastbptt"] * 1e3, t["torch"] * 1e3
-                        print(f"  {cell:4} {case} {dtype}: fastbptt.torch {fast:8.3f} ms | "
-                              f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x", flush=True)
+                        line = (f"  {cell:4} {case} {dtype}: fastbptt.torch {fast:8.3f} ms | "
+                                f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x")
+                        if before is not None:
+                            old = t["before"] * 1e3
+                            line += (f" | before {old:8.3f} ms, {slow / old:.2f}x; after/before "
+                                     f"{fast / old:.2f}")
+                        print(line, flush=True)
         if not args.no_train:
             print(f"training step of a character-level language model (float32, Adam), "
                   f"{n_threads} thread(s):", flush=True)

@@ -20,10 +20,14 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
   the input in either layout (``batch_first`` or not, C-contiguous; other strides are copied
   once), the initial states, the incoming gradients; a layer hands its hidden states to the next
   as a view of what the kernel wrote. The weights are laid out as fastbptt's
-  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (a copy of the weights per call),
+  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (C-contiguous copies, made on every call),
   ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
   ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The gradient of the sum reaches
-  both biases, as in PyTorch.
+  both biases, each its own tensor, as in PyTorch. The copies are not kept from call to call:
+  a parameter may change without torch's version counter seeing it (a write through ``.data``,
+  as in the soft updates of a target network, or through a NumPy view), and a kept copy would
+  then run stale weights without a word; they cost 5 to 8% of a call at N = 1, T = 25
+  (``benchmarks/RESULTS.md``).
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
   its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
   place between forward and backward raises autograd's error, as with torch.nn.
@@ -57,6 +61,7 @@ module without it installed raises a ModuleNotFoundError that says how to instal
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
@@ -92,15 +97,38 @@ class _Layer(NamedTuple):
     in ``fastbptt.CELLS``, its options (the RNN's nonlinearity), the layout, whether the hidden
     states go to the caller (a copy, which the caller may change in place as torch.nn's) or only
     to the next layer (a view of the kernel's own), and the module's names of fastbptt's
-    arguments, for the errors of fastbptt's own checks."""
+    arguments, for the errors of fastbptt's own checks. The rest is read from the cell's record
+    once, when the module is made, rather than on every call (``_layer``)."""
 
     cell: str
     options: Dict[str, Any]
     time_major: bool
     copy_output: bool
     names: Dict[str, str]
+    forward: Callable[..., Any]                # the cell's forward and backward in the kernels
+    backward: Callable[..., Any]
+    kwargs: Dict[str, Any]                     # forward's keywords: the options, time_major
+    n_states: int                              # 1, or 2 for the LSTM (h and c)
+    finals: Tuple[str, ...]                    # the cache's final states: 'hT' (, 'cT')
+    final_grads: Tuple[str, ...]               # backward's keywords for them: 'dhT' (, 'dcT')
+    extra_states: Tuple[str, ...]              # forward's keywords beyond h0: () or ('c0',)
+    extra_state_grads: Tuple[str, ...]         # their gradients' attributes: () or ('dc0',)
+    bias_apart: bool                           # the GRU: bias_hh is fastbptt's bh, not in b
     lengths: Optional[NDArray[Any]] = None     # a PackedSequence's lengths, in batch order
     reverse: bool = False                      # the reverse direction, run by the kernels
+
+
+def _layer(cell_name: str, options: Dict[str, Any], time_major: bool, copy_output: bool,
+           names: Dict[str, str]) -> _Layer:
+    """The ``_Layer`` of a layer and direction of ``cell_name``'s module."""
+    cell = CELLS[cell_name]
+    return _Layer(cell_name, options, time_major, copy_output, names,
+                  _bound(cell.forward), _bound(cell.backward),
+                  {**options, "time_major": time_major}, len(cell.states),
+                  tuple(state + "T" for state in cell.states),
+                  tuple("d" + state + "T" for state in cell.states),
+                  cell.extra_states, tuple("d" + name for name in cell.extra_states),
+                  "bh" in cell.extra_weights)
 
 
 def _array(tensor: Tensor) -> NDArray[Any]:
@@ -144,13 +172,15 @@ class _Recurrence(torch.autograd.Function):
         ctx.layer = layer
         ctx.cache = cache = _run_forward(layer, x, tensors)
         h = cache.h if layer.time_major else cache.h.swapaxes(0, 1)    # in x's layout
-        h = np.array(h) if layer.copy_output else _writeable(h)
-        finals = (np.array(getattr(cache, state + "T"))[None]          # (1, N, H), new
-                  for state in CELLS[layer.cell].states)
+        h = torch.from_numpy(np.array(h) if layer.copy_output else _writeable(h))
         # the cache holds a view of x (and of the GRU's biases): saved, so that autograd
         # refuses a backward after they were changed in place
         ctx.save_for_backward(x, *tensors)
-        return (torch.from_numpy(h), *map(torch.from_numpy, finals))
+        # the final states (1, N, H), new: the caller may change them in place
+        if layer.n_states == 1:
+            return h, torch.from_numpy(np.array(cache.hT)[None])
+        return (h, *[torch.from_numpy(np.array(getattr(cache, name))[None])
+                     for name in layer.finals])
 
     @staticmethod
     def backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any:
@@ -164,31 +194,35 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     in fastbptt's kernels."""
     layer, cache = ctx.layer, ctx.cache
     saved = ctx.saved_tensors              # raises if one was changed in place
-    cell = CELLS[layer.cell]
-    n_states = len(cell.states)
     if cache.consumed:                      # a second backward (retain_graph=True)
         cache = ctx.cache = _run_forward(layer, saved[0], saved[1:])
-    finals = {f"d{state}T": None if g is None else _array(g)[0]
-              for state, g in zip(cell.states, dfinals)}
+    finals = {}
+    for name, g in zip(layer.final_grads, dfinals):
+        finals[name] = None if g is None else g.detach().numpy()[0]
     try:
-        grads = _bound(cell.backward)(None if dh is None else _array(dh), cache,
-                                      overwrite_cache=True, **finals)
+        grads = layer.backward(None if dh is None else dh.detach().numpy(), cache,
+                               overwrite_cache=True, **finals)
     except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
     needs = ctx.needs_input_grad
-    state_grads = [grads.dh0] + [getattr(grads, "d" + name) for name in cell.extra_states]
+    n_states = layer.n_states
     out: List[Optional[Tensor]] = [None, torch.from_numpy(grads.dx) if needs[1] else None]
-    out += [torch.from_numpy(g) if needs[2 + i] else None
-            for i, g in enumerate(state_grads)]
+    if needs[2]:
+        out.append(torch.from_numpy(grads.dh0))
+    else:
+        out.append(None)
+    for i, name in enumerate(layer.extra_state_grads, 3):
+        out.append(torch.from_numpy(getattr(grads, name)) if needs[i] else None)
     i = 2 + n_states
     # torch's (G*H, D) layout, made here: NumPy transposes these small matrices several times
     # faster than autograd does when it lays a transposed gradient out as the parameter
     out.append(torch.from_numpy(np.ascontiguousarray(grads.dWx.T)) if needs[i] else None)
     out.append(torch.from_numpy(np.ascontiguousarray(grads.dWh.T)) if needs[i + 1] else None)
-    if "bh" in cell.extra_weights:          # the GRU: its own gradient for each bias
+    if layer.bias_apart:                    # the GRU: its own gradient for each bias
         db_ih, db_hh = grads.db, grads.dbh
     else:                                   # b = bias_ih + bias_hh: db for both
-        db_ih, db_hh = grads.db, grads.db.copy()
+        db_ih = grads.db
+        db_hh = db_ih.copy() if needs[i + 2] and needs[i + 3] else db_ih
     out.append(torch.from_numpy(db_ih) if needs[i + 2] else None)
     out.append(torch.from_numpy(db_hh) if needs[i + 3] else None)
     return tuple(out)
@@ -201,28 +235,40 @@ _backward_once = once_differentiable(_backward)
 
 def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) -> Any:
     """fastbptt's forward of one layer on the tensors' memory: its cache."""
-    cell = CELLS[layer.cell]
-    n_states = len(cell.states)
-    states = tensors[:n_states]
+    n_states = layer.n_states
     w_ih, w_hh, b_ih, b_hh = tensors[n_states:]
-    kwargs: Dict[str, Any] = dict(layer.options)
-    kwargs["time_major"] = layer.time_major
+    kwargs = layer.kwargs.copy()            # the options and time_major
     if layer.lengths is not None:
         kwargs["lengths"], kwargs["reverse"] = layer.lengths, layer.reverse
-    for name, state in zip(cell.extra_states, states[1:]):
-        kwargs[name] = None if state is None else _array(state)
-    Wx, Wh = _array(w_ih).T, _array(w_hh).T       # (D, G*H), (H, G*H)
+    if n_states > 1:
+        for name, state in zip(layer.extra_states, tensors[1:n_states]):
+            kwargs[name] = None if state is None else state.detach().numpy()
+    # (D, G*H) and (H, G*H), C-contiguous: laid out for the kernels on every call (the
+    # parameters' memory may have changed in ways torch's version counters miss, such as writes
+    # through ``.data``), so that their checks find every argument ready as it is
+    Wx = np.ascontiguousarray(_array(cast(Tensor, w_ih)).T)
+    Wh = np.ascontiguousarray(_array(cast(Tensor, w_hh)).T)
     if b_ih is None or b_hh is None:               # bias=False
-        b = np.zeros(Wh.shape[1], Wh.dtype)
-    elif "bh" in cell.extra_weights:               # the GRU: bias_hh is bh
-        b, kwargs["bh"] = _array(b_ih), _array(b_hh)
+        b = _zeros(Wh.shape[1], Wh.dtype)
+    elif layer.bias_apart:                         # the GRU: bias_hh is bh
+        b = b_ih.detach().numpy()
+        kwargs["bh"] = b_hh.detach().numpy()
     else:
-        b = _array(b_ih) + _array(b_hh)
-    h0 = None if states[0] is None else _array(states[0])
+        b = b_ih.detach().numpy() + b_hh.detach().numpy()
+    h0 = tensors[0]
     try:
-        return _bound(cell.forward)(_array(x), h0, Wx, Wh, b, **kwargs)[1]
+        return layer.forward(x.detach().numpy(), None if h0 is None else h0.detach().numpy(),
+                             Wx, Wh, b, **kwargs)[1]
     except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
+
+
+@functools.lru_cache(maxsize=16)
+def _zeros(size: int, dtype: Any) -> NDArray[Any]:
+    """A read-only (size,) array of zeros: the bias of a module without biases."""
+    zeros = np.zeros(size, dtype)
+    zeros.flags.writeable = False
+    return zeros
 
 
 @_compiler_disable
@@ -274,7 +320,7 @@ class _Recurrent:
                     names[f"{state}0"] = f"{state}_0[{k}]"
                     names[f"d{state}T"] = f"the gradient of {state}_n[{k}]"
                 last = layer == me.num_layers - 1 and not me.bidirectional
-                spec = _Layer(self._cell, options, time_major, last, names)
+                spec = _layer(self._cell, options, time_major, last, names)
                 out.append((spec, keys if me.bias else keys[:2]))
         return out
 
@@ -285,9 +331,12 @@ class _Recurrent:
         c_0))``), as torch.nn's forward, on fastbptt's kernels."""
         me: Any = self
         name = type(self).__name__
-        cell = CELLS[self._cell]
-        n_states = len(cell.states)
-        dtype, device = me.weight_ih_l0.dtype, me.weight_ih_l0.device
+        time_major = not me.batch_first
+        layers = me._fastbptt_layers[time_major]
+        n_states = layers[0][0].n_states
+        # the parameters of each layer and direction, looked up once (nn.Module's __getattr__)
+        weights = [[getattr(me, key) for key in keys] for _, keys in layers]
+        dtype, device = weights[0][0].dtype, weights[0][0].device
         if device.type != "cpu":
             raise ValueError(f"fastbptt.torch.{name} runs on the CPU: its parameters are on "
                              f"{device}; use torch.nn.{name} on other devices")
@@ -301,24 +350,20 @@ class _Recurrent:
             lengths = lengths_t.numpy()
         x = self._check_input(input, dtype)
         batched = x.dim() == 3
-        time_major = not me.batch_first
         if not batched:
             x = x.unsqueeze(1 if time_major else 0)
         n_batch = x.shape[1 if time_major else 0]
         states = self._check_states(hx, batched, n_batch, dtype)
         time_axis = 0 if time_major else 1
         n_dirs = 2 if me.bidirectional else 1
-        layers = me._fastbptt_layers[time_major]
         finals: List[List[Tensor]] = [[] for _ in range(n_states)]
         layer_input = x
         for layer in range(me.num_layers):
             outputs = []
             for reverse in range(n_dirs):
                 k = layer * n_dirs + reverse
-                spec, keys = layers[k]
-                weights = [getattr(me, key) for key in keys]
-                if len(weights) == 2:
-                    weights += [None, None]
+                spec = layers[k][0]
+                layer_weights = weights[k] if len(weights[k]) == 4 else [*weights[k], None, None]
                 if lengths is not None:         # each sequence over its own steps, both ways
                     spec = spec._replace(lengths=lengths, reverse=bool(reverse),
                                          copy_output=False)
@@ -327,7 +372,7 @@ class _Recurrent:
                     given = (layer_input if not reverse
                              else torch.flip(layer_input, (time_axis,)))
                 h, *last = _apply(spec, given, *(None if s is None else s[k] for s in states),
-                                  *weights)
+                                  *layer_weights)
                 outputs.append(h if not reverse or lengths is not None
                                else torch.flip(h, (time_axis,)))
                 for i, final in enumerate(last):

@@ -408,6 +408,71 @@ def test_retain_graph_backward_twice(torch, ft, cell):
         assert torch.equal(a, b)
 
 
+PARAMETER_CHANGES = ["optimizer_step", "load_state_dict", "in_place_no_grad", "through_data",
+                     "through_numpy", "new_parameter"]
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("change", PARAMETER_CHANGES)
+def test_parameter_changes_reach_the_next_call(torch, ft, cell, change):
+    """The kernels see the parameters as they are at each call, however they were changed
+    since the last: an optimizer step, a state dict loaded, an in-place edit under no_grad, a
+    write through ``.data`` or a NumPy view (neither of which torch's version counter sees), a
+    parameter replaced. Each call is compared with torch.nn's changed alike."""
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2)
+    x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
+    fast(x)[0].sum().backward()               # a call before the change
+    gen = torch.Generator().manual_seed(5)
+    new = {name: torch.randn(p.shape, generator=gen, dtype=p.dtype)
+           for name, p in slow.named_parameters()}
+    for module in (fast, slow):
+        if change == "optimizer_step":
+            module.zero_grad()
+            module(x)[0].square().sum().backward()
+            torch.optim.SGD(module.parameters(), lr=0.5).step()
+        elif change == "load_state_dict":
+            module.load_state_dict(new)
+        elif change == "in_place_no_grad":
+            with torch.no_grad():
+                for name, p in module.named_parameters():
+                    p.copy_(new[name])
+        elif change == "through_data":
+            for name, p in module.named_parameters():
+                p.data.copy_(new[name])
+        elif change == "through_numpy":
+            for name, p in module.named_parameters():
+                p.detach().numpy()[...] = new[name].numpy()
+        else:
+            module.weight_hh_l1 = torch.nn.Parameter(new["weight_hh_l1"])
+            module.bias_ih_l0 = torch.nn.Parameter(new["bias_ih_l0"])
+    gen = torch.Generator()
+    fast_out, fast_grads = run_and_differentiate(torch, fast, x, None, gen.manual_seed(2))
+    slow_out, slow_grads = run_and_differentiate(torch, slow, x, None, gen.manual_seed(2))
+    for got, want in zip(fast_out + list(fast_grads), slow_out + list(slow_grads)):
+        assert_rel(got, want, change)
+
+
+@pytest.mark.parametrize("cell", ["rnn", "lstm"])
+def test_bias_gradients_are_tensors_of_their_own(torch, ft, cell):
+    """Both biases enter the kernels as their sum, whose gradient is each one's: they get it as
+    two tensors (an optimizer changes one without the other), or as one where only one of them
+    requires it."""
+    fast, slow = pair(torch, ft, cell, 3, 4)
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    fast(x)[0].sum().backward()
+    slow(x)[0].sum().backward()
+    g_ih, g_hh = fast.bias_ih_l0.grad, fast.bias_hh_l0.grad
+    assert g_ih.data_ptr() != g_hh.data_ptr()
+    assert_rel(g_ih, slow.bias_ih_l0.grad, "bias_ih_l0")
+    assert_rel(g_hh, slow.bias_hh_l0.grad, "bias_hh_l0")
+    for module in (fast, slow):
+        module.zero_grad()
+        module.bias_hh_l0.requires_grad_(False)
+        module(x)[0].sum().backward()
+    assert fast.bias_hh_l0.grad is None
+    assert_rel(fast.bias_ih_l0.grad, slow.bias_ih_l0.grad, "bias_ih_l0 alone")
+
+
 def test_changing_the_input_in_place_before_backward_raises(torch, ft):
     fast, _ = pair(torch, ft, "lstm", 3, 4)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
