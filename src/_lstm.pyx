@@ -47,9 +47,12 @@ weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forw
 (backward) once per call into the workspace ``packed`` and runs the per-step products on it
 (``src/_packed.pxd``); the baseline build calls BLAS.
 
-A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed) reach the
-kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
-arrays of one call (dh, xi, the carries, dx, the weight gradients, the norms) are arguments.
+A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed,
+norm_parts) reach the kernels as one ``Buffers``, made once per cache and read by name
+(``src/_held.pxd``); only the arrays of one call (dh, xi, the carries, dx, the weight gradients,
+the norms) are arguments. What a call derives from them and from its arguments before its loops
+(sizes, strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call``
+(``src/_call.pxd``).
 
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
@@ -77,16 +80,15 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
-                      zero_inactive)
+from _active cimport input_by_steps, running_rows, zero_inactive
 from _blas cimport NO_TRANS, TRANS
-from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
-                    hold_vector, holds_nothing, steps_shape)
-from _interrupt cimport Watch, raise_pending, watch
-from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack
+from _call cimport Call, begin_call
+from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
+                    holds_nothing, steps_shape)
+from _interrupt cimport raise_pending
+from _packed cimport gemm_b, hidden_packed_len, pack_held
 from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted)
+                      shard_interrupted, shard_norms)
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -94,12 +96,13 @@ from _vmath cimport sigmoid_, tanh_
 cdef class Buffers:
     """One LSTM cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, c0, Wx, Wh,
     b, h, c and gates, and the workspaces packed (Wh or Wh.T packed once per call,
-    ``src/_packed.pxd``) and dA (like gates), made by the first backward that needs it (one
-    with overwrite_cache writes over gates instead). ``Buffers(cache)`` holds the cache's;
+    ``src/_packed.pxd``), dA (like gates), made by the first backward that needs it (one
+    with overwrite_cache writes over gates instead), and norm_parts (the sharded backward's
+    norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the cache's;
     ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
     cdef Dims dims
     cdef Py_buffer x, h0, c0, Wx, Wh, b, h, c, gates   # the cache's arrays
-    cdef Py_buffer packed, dA                          # workspaces
+    cdef Py_buffer packed, dA, norm_parts              # workspaces
     cdef object dtype
 
     def __cinit__(self, cache):
@@ -125,6 +128,7 @@ cdef class Buffers:
         PyBuffer_Release(&self.gates)
         PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.dA)
+        PyBuffer_Release(&self.norm_parts)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
@@ -192,14 +196,11 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     (``src/_active.pxd``), the other rows of h and c are set to zero. n_threads: threads the
     call may use (``src/_shards.pxd``), one shard of sequences each, a shard running its rows
     that run. Shapes are checked by the caller; N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
-    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
+    cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
+    cdef Py_ssize_t t, n0, n1, first, ld = c.ld, step = c.step
+    cdef int s, rows
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
@@ -208,38 +209,28 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* gp = <floating*> bufs.gates.buf
     cdef floating* hp = <floating*> bufs.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_gh)
-    w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
-        Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
-        if act == NULL:
+        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.packed)
+        if c.act == NULL:
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H), rows in the caller's order
-            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_gh, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh, b)
+            rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, n_gh, c.n_input,
+                         1, &x[0, 0, 0], c.n_input, Wx, n_gh, 1, gp, n_gh, b)
         else:
             # gates = b + X @ Wx over the rows that run, by steps, on the calling thread (the
             # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&w, act, n_run, n_batch, n_gh, n_input, &x[0, 0, 0], Wx, b, gp)
+            input_by_steps(&c.w, c.act, c.n_run, c.n_batch, n_gh, c.n_input, &x[0, 0, 0], Wx, b,
+                           gp)
         # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            if w.stopped:
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            if c.w.stopped:
                 continue
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in h and c
-            for t in range(n_run):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&w, s)):
+            n0 = shard_first(c.n_batch, c.n_shards, s)
+            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
+            first = n0 * ld     # the shard's first row in h and c
+            for t in range(c.n_run):
+                rows = running_rows(c.act, t, c.n_batch, n0, n1)
+                if rows == 0 or (t and shard_interrupted(&c.w, s)):
                     break       # rows never grow: none of the shard's runs a later step
                 _forward_step(<const floating*> hp + first + (t - 1) * step if t
                               else h0 + n0 * n_hidden,
@@ -248,9 +239,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                               ld if t else n_hidden, gp + 4 * (first + t * step),
                               cp + first + t * step, hp + first + t * step, ld, Wh, Whp, rows,
                               n_hidden)
-        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
-        zero_inactive(cp, n_hidden, n_steps, n_batch, act)
-    raise_pending(&w)
+        zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
+        zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
+    raise_pending(&c.w)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -346,16 +337,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
     the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
     checked by the caller; N >= 1. n_threads: threads the call may use (``src/_shards.pxd``)."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
+    cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
+    cdef Py_ssize_t t, n0, n1, first, ld = c.ld, step = c.step
+    cdef int s, rows
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
     cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
@@ -371,47 +359,30 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* x = <const floating*> bufs.x.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_gh)
-    w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
         if holds_nothing(&bufs.dA):
-            hold_new(&bufs.dA, np.empty(steps_shape(d, n_gh), bufs.dtype))
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, n_gh), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
+        WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in dh, h and c
-            ns = norms_p + s * n_steps if norms_p != NULL else NULL
-            for t in range(n_steps - 1, -1, -1):
-                rows = running_rows(act, t, n_batch, n0, n1)
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            n0 = shard_first(c.n_batch, c.n_shards, s)
+            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
+            first = n0 * ld     # the shard's first row in dh, h and c
+            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+            for t in range(c.n_steps - 1, -1, -1):
+                rows = running_rows(c.act, t, c.n_batch, n0, n1)
                 if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
                     if ns != NULL:
                         ns[t] = 0
                     continue
-                if shard_interrupted(&w, s):
+                if shard_interrupted(&c.w, s):
                     break
                 _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
                                cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
@@ -419,10 +390,11 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                dAp + 4 * (first + t * step), ld,
                                &carry_h[0, 0] + n0 * n_hidden, &carry_c[0, 0] + n0 * n_hidden,
                                Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
         # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
-        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
-                     n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-    raise_pending(&w)
+        grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
+                     c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
+                     &dWh[0, 0], &db[0])
+    raise_pending(&c.w)

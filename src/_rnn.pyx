@@ -35,10 +35,11 @@ weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forw
 it (``src/_packed.pxd``); the baseline build calls BLAS. The elementwise passes walk one row at a
 time (one flat loop over the step where its rows are back to back, time-major).
 
-A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the kernels as one
-``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the arrays of one
-call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
-arguments.
+A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed, norm_parts) reach the
+kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
+arrays of one call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's
+dA) are arguments. What a call derives from them and from its arguments before its loops (sizes,
+strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``).
 
 Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
 longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
@@ -56,18 +57,18 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
-                      zero_inactive)
+from _active cimport input_by_steps, running_rows, zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
-from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
-                    hold_vector, holds_nothing, steps_shape)
+from _call cimport Call, begin_call
+from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
+                    holds_nothing, steps_shape)
 from _hoisted cimport add_hidden_weight_grad
-from _interrupt cimport Watch, interrupted, raise_pending, watch
+from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack
+from _packed cimport gemm_b, hidden_packed_len, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
 from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted)
+                      shard_interrupted, shard_norms)
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -76,12 +77,13 @@ NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 cdef class Buffers:
     """One RNN cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, Wx, Wh, b
     and h, its nonlinearity, and the workspaces packed (Wh or Wh.T packed once per call,
-    ``src/_packed.pxd``) and dA (like h), made by the first backward that needs it (the lean
-    backward's, whose size the caller picks, is an argument). ``Buffers(cache)`` holds the
+    ``src/_packed.pxd``), dA (like h), made by the first backward that needs it (the lean
+    backward's, whose size the caller picks, is an argument), and norm_parts (the sharded
+    backward's norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the
     cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
     cdef Dims dims
     cdef Py_buffer x, h0, Wx, Wh, b, h         # the cache's arrays
-    cdef Py_buffer packed, dA                  # workspaces
+    cdef Py_buffer packed, dA, norm_parts      # workspaces
     cdef int nonlinearity                      # NONLINEARITIES[nonlinearity_name]
     cdef object nonlinearity_name, dtype
 
@@ -105,6 +107,7 @@ cdef class Buffers:
         PyBuffer_Release(&self.h)
         PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.dA)
+        PyBuffer_Release(&self.norm_parts)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
@@ -145,60 +148,46 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     set to zero. n_threads: threads the call may use (``src/_shards.pxd``), one shard of
     sequences each, a shard running its rows that run. Shapes are checked by the caller;
     N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
+    cdef int H = c.n_hidden
     cdef Py_ssize_t t, n0, n1
-    cdef int s, n_shards, rows
+    cdef int s, rows
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
     cdef const floating* b = <const floating*> bufs.b.buf
     cdef floating* hp = <floating*> bufs.h.buf
     cdef floating* hs     # the first row of a shard in h
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
-    w = watch(<double> n_batch * n_hidden * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
-        Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        if act == NULL:
+        Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
+        if c.act == NULL:
             # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H), rows in the caller's order
-            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden, b)
+            rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, H, c.n_input,
+                         1, &x[0, 0, 0], c.n_input, Wx, H, 1, hp, H, b)
         else:
             # h = b + X @ Wx over the rows that run, by steps, on the calling thread (the
             # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&w, act, n_run, n_batch, n_hidden, n_input, &x[0, 0, 0], Wx, b, hp)
+            input_by_steps(&c.w, c.act, c.n_run, c.n_batch, H, c.n_input, &x[0, 0, 0], Wx, b,
+                           hp)
         # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            if w.stopped:
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            if c.w.stopped:
                 continue
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            hs = hp + n0 * n_rows * n_hidden
-            for t in range(n_run):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&w, s)):
+            n0 = shard_first(c.n_batch, c.n_shards, s)
+            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
+            hs = hp + n0 * c.ld
+            for t in range(c.n_run):
+                rows = running_rows(c.act, t, c.n_batch, n0, n1)
+                if rows == 0 or (t and shard_interrupted(&c.w, s)):
                     break       # rows never grow: none of the shard's runs a later step
-                _forward_step(<const floating*> hs + (t - 1) * t_rows * n_hidden if t
-                              else h0 + n0 * n_hidden, ld if t else n_hidden,
-                              hs + t * t_rows * n_hidden, ld, Wh, Whp, rows, n_hidden,
+                _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + n0 * H,
+                              c.ld if t else H, hs + t * c.step, c.ld, Wh, Whp, rows, H,
                               nonlinearity)
-        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
-    raise_pending(&w)
+        zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
+    raise_pending(&c.w)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -258,78 +247,59 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     waits unchanged until its last step, and padded rows give no gradient (their dx is zero).
     n_threads: threads the call may use (``src/_shards.pxd``). Shapes are checked by the
     caller; N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
+    cdef int H = c.n_hidden
     cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
+    cdef int s, rows
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* hp = <const floating*> bufs.h.buf
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* x = <const floating*> bufs.x.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
     cdef floating* ns
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
     if holds_nothing(&bufs.dA):
-        hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
+        hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, H), bufs.dtype))
     dAp = <floating*> bufs.dA.buf
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
-    w = watch(<double> n_batch * n_hidden * n_hidden)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
+        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in a per-step buffer
-            ns = norms_p + s * n_steps if norms_p != NULL else NULL
-            for t in range(n_steps - 1, -1, -1):
-                rows = running_rows(act, t, n_batch, n0, n1)
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            n0 = shard_first(c.n_batch, c.n_shards, s)
+            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
+            first = n0 * c.ld       # the shard's first row in a per-step buffer
+            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+            for t in range(c.n_steps - 1, -1, -1):
+                rows = running_rows(c.act, t, c.n_batch, n0, n1)
                 if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
                     if ns != NULL:
                         ns[t] = 0
                     continue
-                if shard_interrupted(&w, s):
+                if shard_interrupted(&c.w, s):
                     break
-                _backward_step(dhp + first + t * step, hp + first + t * step,
-                               dAp + first + t * step, ld, ld, &carry[0, 0] + n0 * n_hidden,
-                               Wh, WhTp, xi[t], ns + t if ns != NULL else NULL,
-                               rows, n_hidden, nonlinearity)
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
+                _backward_step(dhp + first + t * c.step, hp + first + t * c.step,
+                               dAp + first + t * c.step, c.ld, c.ld, &carry[0, 0] + n0 * H, Wh,
+                               WhTp, xi[t], ns + t if ns != NULL else NULL, rows, H,
+                               nonlinearity)
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
         # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
-        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
-                     n_hidden, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-    raise_pending(&w)
+        grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
+                     c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
+                     &db[0])
+    raise_pending(&c.w)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -391,18 +361,12 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order). With n_threads > 1 the steps of a block run
     in shards of sequences (``src/_shards.pxd``), which meet at the end of each block."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
+    # sizes, strides, threads, Ctrl-C (src/_call.pxd); every row runs
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, None, n_threads)
+    cdef int H = c.n_hidden
     cdef int n_block = dA.shape[0], n_in_block
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, t_first, t_end = n_steps, n0, n1, first
-    cdef int s, n_shards
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
-    cdef floating* ns
+    cdef Py_ssize_t t, t_first, t_end = c.n_steps, n0, n1, first
+    cdef int s
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -413,49 +377,37 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef const floating* x = <const floating*> bufs.x.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* dAp = &dA[0, 0, 0]
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
+    cdef floating* ns
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
-    check_blas_ld(n_rows, n_input)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
-    w = watch(<double> n_batch * n_hidden * n_hidden)
+    check_blas_ld(c.n_rows, c.n_input)
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
+        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
         while t_end > 0:
-            if interrupted(&w):
+            if interrupted(&c.w):
                 break
             t_first = t_end - n_block if t_end > n_block else 0
             n_in_block = <int> (t_end - t_first)
             # shard s: sequences n0 .. n1 - 1 of the block's steps (src/_shards.pxd)
-            for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-                n0 = shard_first(n_batch, n_shards, s)
-                n1 = shard_first(n_batch, n_shards, s + 1)
-                first = n0 * n_rows * n_hidden      # the shard's first row in dh and h
-                ns = norms_p + s * n_steps if norms_p != NULL else NULL
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                n0 = shard_first(c.n_batch, c.n_shards, s)
+                n1 = shard_first(c.n_batch, c.n_shards, s + 1)
+                first = n0 * c.ld       # the shard's first row in dh and h
+                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
                 for t in range(t_end - 1, t_first - 1, -1):
                     # dA of step t into row block t - t_first of the workspace (rows H apart)
-                    _backward_step(dhp + first + t * step, hp + first + t * step,
-                                   dAp + ((t - t_first) * n_batch + n0) * n_hidden, ld,
-                                   n_hidden, &carry[0, 0] + n0 * n_hidden, Wh, WhTp, xi[t],
-                                   ns + t if ns != NULL else NULL,
-                                   <int> (n1 - n0), n_hidden, nonlinearity)
-            _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
+                    _backward_step(dhp + first + t * c.step, hp + first + t * c.step,
+                                   dAp + ((t - t_first) * c.n_batch + n0) * H, c.ld, H,
+                                   &carry[0, 0] + n0 * H, Wh, WhTp, xi[t],
+                                   ns + t if ns != NULL else NULL, <int> (n1 - n0), H,
+                                   nonlinearity)
+            _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input, H,
                          x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
             t_end = t_first
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
-    raise_pending(&w)
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
+    raise_pending(&c.w)

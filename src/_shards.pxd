@@ -42,6 +42,7 @@ from libc.math cimport sqrt
 
 from _active cimport grads_by_steps
 from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport hold_new, holds_nothing
 from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, interrupted_now
 
@@ -257,6 +258,23 @@ cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_
         # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
         rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
                           width, 0, dx, n_input, NULL)
+
+
+cdef inline floating* shard_norms(floating[::1] norms, int n_shards, Py_ssize_t n_steps,
+                                  Py_buffer* parts) except? NULL:
+    """Where a backward's shard s of n_shards writes ||dL/dh_t|| over its rows, at
+    [s * T + t]; NULL if ``norms`` (T,) is None. One shard writes ``norms`` itself; several write
+    the workspace ``parts`` (n_shards, T), held on the cache's ``Buffers`` (made again only for
+    more shards or steps), which ``join_norms`` gathers into ``norms`` after the loop."""
+    if norms is None:
+        return NULL
+    if n_shards == 1:
+        return &norms[0]
+    if holds_nothing(parts) or parts.len < n_shards * n_steps * <Py_ssize_t> sizeof(floating):
+        import numpy as np
+        hold_new(parts, np.empty((n_shards, n_steps),
+                                 np.float32 if floating is float else np.float64))
+    return <floating*> parts.buf
 
 
 cdef inline void join_norms(const floating* parts, int n_shards, Py_ssize_t n_steps,
