@@ -9,13 +9,41 @@ threads and the shards of sequences it runs on (``src/_shards.pxd``) and the wat
 every call makes (the arrays of the call have the cache's items; BLAS takes the leading
 dimensions); the loops then read the fields of the ``Call``.
 
+The kernels' arguments, alike in every cell (shapes are checked by the caller; N >= 1):
+
+    forward(bufs, x, active=None, n_threads=1)
+    backward(bufs, dh, xi, carries, dx, weight_grads, norms=None, [overwrite_cache,]
+             active=None, n_threads=1)
+
+bufs holds the cache's arrays (its ``Buffers``). x is the cache's x and dh, dx are in its layout:
+(N, T, .), or (T, N, .) if time-major. active (T,) int32, time-major only: step t runs its first
+active[t] rows, the other rows of the states are set to zero, a row's carries wait unchanged
+until its last step, and padded rows give no gradient (their dx is zero). n_threads: the
+threads the call may use, one shard of sequences each. carries (N, H) hold the gradients into
+the final states on entry (dhT, ...) and those into the initial ones on exit (dL/dh0, ...); dx
+is overwritten; the arrays of weight_grads are accumulated into; norms (T,) receives
+||dL/dh_t|| unless it is None.
+
 In an H-wide per-step buffer (h, c, dh, hn), row n of step t starts at element
 ``t * step + n * ld``; a buffer G*H wide (the gates, dA) multiplies both by G.
+
+Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
+longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
+over all steps take the rows that run; the padded rows of the states and of the
+pre-activations' gradients are set to zero. On several threads (``n_threads``,
+``src/_shards.pxd``) each shard runs, at step t, those of its rows that run (its first ones:
+``rows_forward``, ``rows_backward``, which also say when Ctrl-C stops the loop), and skips a
+step that runs none of them; with ``active`` the products over all steps run by steps on the
+calling thread, not split between threads (``input_product`` for forward's X @ Wx).
 """
-from _active cimport active_rows, run_steps
+from cython cimport floating
+
+from _active cimport active_rows, input_by_steps, run_steps, running_rows
+from _blas cimport NO_TRANS
 from _held cimport Dims, check_itemsize
 from _interrupt cimport Watch, watch
 from _layout cimport check_blas_ld
+from _shards cimport Shard, rows_product, shard_interrupted
 
 
 cdef struct Call:
@@ -56,3 +84,42 @@ cdef inline Call begin_call(const Dims* d, Py_ssize_t itemsize, int n_gates, obj
     c.n_threads = n_threads if c.n_batch > 1 else 1
     c.n_shards = c.n_threads if c.n_threads < c.n_batch else c.n_batch
     return c
+
+
+cdef inline void input_product(Call* c, int width, const floating* x, const floating* Wx,
+                               const floating* b, floating* out) noexcept nogil:
+    """out = b + X @ Wx over all steps (T*N, width), or X @ Wx where b is NULL, rows in the
+    caller's order: split between the call's threads (``src/_shards.pxd``); with rows that run
+    (``c.act``), over those, by steps, on the calling thread (``src/_active.pxd``: those
+    products are not split between threads)."""
+    if c.act == NULL:
+        # out = b + X @ Wx     (T*N,W) = (W,) + (T*N,D)(D,W)
+        rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, width, c.n_input,
+                     1, x, c.n_input, Wx, width, 1 if b != NULL else 0, out, width, b)
+    else:
+        input_by_steps(&c.w, c.act, c.n_run, c.n_batch, width, c.n_input, x, Wx, b, out)
+
+
+cdef inline int rows_forward(Call* c, int s, const Shard* sh, Py_ssize_t t) noexcept nogil:
+    """The rows shard s runs at step t of a forward (its first ones, ``running_rows``), or 0:
+    stop, as none of them runs at this step or a later one (rows never grow), or the call was
+    interrupted (looked at from step 1 on)."""
+    cdef int rows = running_rows(c.act, t, c.n_batch, sh.n0, sh.n1)
+    if rows == 0 or (t and shard_interrupted(&c.w, s)):
+        return 0
+    return rows
+
+
+cdef inline int rows_backward(Call* c, int s, const Shard* sh, Py_ssize_t t,
+                              floating* norms) noexcept nogil:
+    """The rows shard s runs at step t of a backward; 0 where none of them runs (no gradient
+    there, the carries wait; the shard's norm at t, unless ``norms`` is NULL, is 0); -1 to stop,
+    the call interrupted."""
+    cdef int rows = running_rows(c.act, t, c.n_batch, sh.n0, sh.n1)
+    if rows == 0:
+        if norms != NULL:
+            norms[t] = 0
+        return 0
+    if shard_interrupted(&c.w, s):
+        return -1
+    return rows

@@ -75,13 +75,8 @@ the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
 
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
+Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
+cell kernel (``src/_call.pxd``).
 """
 import numpy as np
 
@@ -92,16 +87,16 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.string cimport memset
 
-from _active cimport (hidden_grad_by_steps, input_by_steps, product_by_steps, running_rows,
-                      sum_by_steps, zero_inactive, zero_steps)
+from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_by_steps,
+                      zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
-from _call cimport Call, begin_call
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
 from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
                     holds_nothing, steps_shape)
 from _interrupt cimport raise_pending
 from _packed cimport gemm_b, hidden_packed_len, pack_held
-from _shards cimport (cols_hidden_part, cols_sum_part, join_norms, rows_product,
-                      rows_product_part, shard_first, shard_interrupted, shard_norms)
+from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
+                      shard_norms, shard_of)
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -230,16 +225,13 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
-    h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
-    the cache's arrays (``Buffers``). active (T,) int32, time-major only: step t runs its first
-    active[t] rows (``src/_active.pxd``), the other rows of h are set to zero. n_threads:
-    threads the call may use (``src/_shards.pxd``), one shard of sequences each, a shard
-    running its rows that run. Shapes are checked by the caller; N >= 1."""
+    h_{t-1} Wh_n + bh_n. Arguments as for every cell's forward (``src/_call.pxd``)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
-    cdef Py_ssize_t t, n0, n1, first, ld = c.ld, step = c.step
+    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
     cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
@@ -253,29 +245,20 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     with nogil:
         Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
                         &bufs.packed)
-        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
-        # in the step's pass
-        if c.act == NULL:
-            rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, 3 * n_hidden,
-                         c.n_input, 1, &x[0, 0, 0], c.n_input, Wx, 3 * n_hidden, 0, gp,
-                         3 * n_hidden, NULL)
-        else:
-            # the rows that run, by steps, on the calling thread (the products over the rows
-            # that run are not split between threads; src/_active.pxd)
-            input_by_steps(&c.w, c.act, c.n_run, c.n_batch, 3 * n_hidden, c.n_input,
-                           &x[0, 0, 0], Wx, NULL, gp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1 of
-        # hh (src/_shards.pxd)
+        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
+        # step's pass
+        input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
+        # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1
+        # of hh (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
             if c.w.stopped:
                 continue
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            first = n0 * ld     # the shard's first row in h and hn
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
             for t in range(c.n_run):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&c.w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
                 _forward_step(<const floating*> hp + first + (t - 1) * step if t
                               else h0 + n0 * n_hidden, ld if t else n_hidden,
                               gp + 3 * (first + t * step), hnp + first + t * step,
@@ -384,24 +367,20 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False, active=None,
              int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
-    step t runs its first active[t] rows, a row's carry waits unchanged until its last step,
-    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
-    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db', 'dbh' are accumulated
-    into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
-    (like gates) and dxn (like hn), made by the first call that needs them, or with
-    overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
-    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1. n_threads:
-    threads the call may use (``src/_shards.pxd``); with more than one shard, each adds db and
-    dbh into a row of its own, summed into the arrays in shard order at the end."""
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db', 'dbh'. dAh and dxn are the
+    workspaces dAh (like gates) and dxn (like hn), made by the first call that needs them, or
+    with overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t]
+    only before it writes dAh[t] and dxn[t]. With more than one shard, each adds db and dbh into
+    a row of its own, summed into the arrays in shard order at the end."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
     cdef Py_ssize_t H = n_hidden, ld = c.ld, step = c.step
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
-    cdef Py_ssize_t t, n0, n1, first, j
+    cdef Py_ssize_t t, n0, first, j
     cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
     cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
     cdef floating* ns
@@ -443,22 +422,19 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                          &bufs.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            first = n0 * ld     # the shard's first row in dh, h, hn, dxn
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h, hn, dxn; in carry
             ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
             for t in range(c.n_steps - 1, -1, -1):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carry waits
-                    if ns != NULL:
-                        ns[t] = 0
+                rows = rows_backward(&c, s, &sh, t, ns)
+                if rows < 0:
+                    break       # interrupted
+                if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
                     continue
-                if shard_interrupted(&c.w, s):
-                    break
                 if t > 0:
                     # step t-1's inputs: time runs backwards, which the hardware prefetcher
                     # misses
-                    n_b = running_rows(c.act, t - 1, c.n_batch, n0, n1)
+                    n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
                     _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
                     _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row, 3 * ld_bytes)
                     _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)

@@ -64,13 +64,8 @@ When dA is the gate buffer itself, each gate block is overwritten by its own gra
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
 
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
+Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
+cell kernel (``src/_call.pxd``).
 """
 import numpy as np
 
@@ -80,15 +75,14 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport input_by_steps, running_rows, zero_inactive
+from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
-from _call cimport Call, begin_call
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
 from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
                     holds_nothing, steps_shape)
 from _interrupt cimport raise_pending
 from _packed cimport gemm_b, hidden_packed_len, pack_held
-from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted, shard_norms)
+from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -190,17 +184,15 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
-    """Fill the cache's h, c with the states and its gates with the activated gates of x, the
-    cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
-    (``Buffers``). active (T,) int32, time-major only: step t runs its first active[t] rows
-    (``src/_active.pxd``), the other rows of h and c are set to zero. n_threads: threads the
-    call may use (``src/_shards.pxd``), one shard of sequences each, a shard running its rows
-    that run. Shapes are checked by the caller; N >= 1."""
+    """Fill the cache's h, c with the states and its gates with the activated gates of x.
+    Arguments as for every cell's forward (``src/_call.pxd``); the other rows of c are set to
+    zero too."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
-    cdef Py_ssize_t t, n0, n1, first, ld = c.ld, step = c.step
+    cdef Py_ssize_t t, first, ld = c.ld, step = c.step
     cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
@@ -212,30 +204,22 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
         Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.packed)
-        if c.act == NULL:
-            # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H), rows in the caller's order
-            rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, n_gh, c.n_input,
-                         1, &x[0, 0, 0], c.n_input, Wx, n_gh, 1, gp, n_gh, b)
-        else:
-            # gates = b + X @ Wx over the rows that run, by steps, on the calling thread (the
-            # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&c.w, c.act, c.n_run, c.n_batch, n_gh, c.n_input, &x[0, 0, 0], Wx, b,
-                           gp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
+        # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
+        input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
+        # shard s: its sequences, every step that runs one (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
             if c.w.stopped:
                 continue
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            first = n0 * ld     # the shard's first row in h and c
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first = sh.first    # the shard's first row in h and c
             for t in range(c.n_run):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&c.w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
                 _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                              else h0 + n0 * n_hidden,
+                              else h0 + sh.n0 * n_hidden,
                               <const floating*> cp + first + (t - 1) * step if t
-                              else c0 + n0 * n_hidden,
+                              else c0 + sh.n0 * n_hidden,
                               ld if t else n_hidden, gp + 4 * (first + t * step),
                               cp + first + t * step, hp + first + t * step, ld, Wh, Whp, rows,
                               n_hidden)
@@ -328,20 +312,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False, active=None,
              int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
-    step t runs its first active[t] rows, a row's carries wait unchanged until its last step,
-    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'], carries['dcT'] (N, H) hold
-    dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh',
-    'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
-    workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
-    the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
-    checked by the caller; N >= 1. n_threads: threads the call may use (``src/_shards.pxd``)."""
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'], carries['dcT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. dA is the workspace
+    dA (like gates, made by the first call that needs it), or with overwrite_cache the cache's
+    gates themselves: step t reads gates[t] only before it writes dA[t]."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
-    cdef Py_ssize_t t, n0, n1, first, ld = c.ld, step = c.step
+    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
     cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
     cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
     cdef floating* ns
@@ -372,18 +352,15 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            first = n0 * ld     # the shard's first row in dh, h and c
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h and c; in a carry
             ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
             for t in range(c.n_steps - 1, -1, -1):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
-                    if ns != NULL:
-                        ns[t] = 0
+                rows = rows_backward(&c, s, &sh, t, ns)
+                if rows < 0:
+                    break       # interrupted
+                if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
                     continue
-                if shard_interrupted(&c.w, s):
-                    break
                 _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
                                cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
                                ld if t else n_hidden, cp + first + t * step,

@@ -41,13 +41,8 @@ arrays of one call (dh, xi, the carry, dx, the weight gradients, the norms, the 
 dA) are arguments. What a call derives from them and from its arguments before its loops (sizes,
 strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``).
 
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
+Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
+cell kernel (``src/_call.pxd``).
 """
 import numpy as np
 
@@ -57,9 +52,9 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport input_by_steps, running_rows, zero_inactive
+from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
-from _call cimport Call, begin_call
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
 from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
                     holds_nothing, steps_shape)
 from _hoisted cimport add_hidden_weight_grad
@@ -67,8 +62,7 @@ from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
-from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted, shard_norms)
+from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -142,17 +136,14 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
-    """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
-    if time-major. bufs holds the cache's arrays (``Buffers``). active (T,) int32, time-major
-    only: step t runs its first active[t] rows (``src/_active.pxd``), the other rows of h are
-    set to zero. n_threads: threads the call may use (``src/_shards.pxd``), one shard of
-    sequences each, a shard running its rows that run. Shapes are checked by the caller;
-    N >= 1."""
+    """Fill the cache's h with the hidden states of x. Arguments as for every cell's forward
+    (``src/_call.pxd``)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
-    cdef Py_ssize_t t, n0, n1
+    cdef Py_ssize_t t
     cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef const floating* h0 = <const floating*> bufs.h0.buf
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
@@ -163,27 +154,19 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
         Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
-        if c.act == NULL:
-            # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H), rows in the caller's order
-            rows_product(&c.w, c.n_threads, NO_TRANS, c.n_steps * c.n_batch, H, c.n_input,
-                         1, &x[0, 0, 0], c.n_input, Wx, H, 1, hp, H, b)
-        else:
-            # h = b + X @ Wx over the rows that run, by steps, on the calling thread (the
-            # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&c.w, c.act, c.n_run, c.n_batch, H, c.n_input, &x[0, 0, 0], Wx, b,
-                           hp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
+        # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H) (src/_call.pxd)
+        input_product(&c, H, &x[0, 0, 0], Wx, b, hp)
+        # shard s: its sequences, every step that runs one (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
             if c.w.stopped:
                 continue
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            hs = hp + n0 * c.ld
+            sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+            hs = hp + sh.first
             for t in range(c.n_run):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&c.w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
-                _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + n0 * H,
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
+                _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + sh.n0 * H,
                               c.ld if t else H, hs + t * c.step, c.ld, Wh, Whp, rows, H,
                               nonlinearity)
         zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
@@ -239,67 +222,10 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, active=None, int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
-    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
-    norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
-    first call. active as for ``forward``: step t runs its first active[t] rows, a row's carry
-    waits unchanged until its last step, and padded rows give no gradient (their dx is zero).
-    n_threads: threads the call may use (``src/_shards.pxd``). Shapes are checked by the
-    caller; N >= 1."""
-    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
-    cdef int H = c.n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, rows
-    cdef floating[:, ::1] carry = carries["dhT"]
-    cdef floating[:, ::1] dWx = weight_grads["dWx"]
-    cdef floating[:, ::1] dWh = weight_grads["dWh"]
-    cdef floating[::1] db = weight_grads["db"]
-    cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef int nonlinearity = bufs.nonlinearity
-    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
-    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
-    cdef floating* ns
-    cdef floating* dAp
-    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    if holds_nothing(&bufs.dA):
-        hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, H), bufs.dtype))
-    dAp = <floating*> bufs.dA.buf
-    with nogil:
-        # op(Wh) = Wh.T (H, H)
-        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
-        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            n0 = shard_first(c.n_batch, c.n_shards, s)
-            n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-            first = n0 * c.ld       # the shard's first row in a per-step buffer
-            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-            for t in range(c.n_steps - 1, -1, -1):
-                rows = running_rows(c.act, t, c.n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
-                    if ns != NULL:
-                        ns[t] = 0
-                    continue
-                if shard_interrupted(&c.w, s):
-                    break
-                _backward_step(dhp + first + t * c.step, hp + first + t * c.step,
-                               dAp + first + t * c.step, c.ld, c.ld, &carry[0, 0] + n0 * H, Wh,
-                               WhTp, xi[t], ns + t if ns != NULL else NULL, rows, H,
-                               nonlinearity)
-        if norms_p != NULL and c.n_shards > 1:
-            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
-        # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
-        # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
-        grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
-                     c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
-                     &db[0])
-    raise_pending(&c.w)
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. The workspace dA (like h) is made
+    by the first call."""
+    _backward(bufs, dh, xi, carries, NULL, 0, dx, weight_grads, norms, active, n_threads)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -361,12 +287,23 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order). With n_threads > 1 the steps of a block run
     in shards of sequences (``src/_shards.pxd``), which meet at the end of each block."""
-    # sizes, strides, threads, Ctrl-C (src/_call.pxd); every row runs
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, None, n_threads)
+    _backward(bufs, dh, xi, carries, &dA[0, 0, 0], dA.shape[0], dx, weight_grads, norms, None,
+              n_threads)
+
+
+cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+                   dict carries, floating* dA_lean, int n_block, floating[:, :, ::1] dx,
+                   dict weight_grads, floating[::1] norms, object active,
+                   int n_threads) except -1:
+    """``backward`` if n_block is 0 (the workspace dA of all steps, on bufs), else
+    ``backward_lean`` (dA_lean its workspace of n_block steps; active is None)."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
-    cdef int n_block = dA.shape[0], n_in_block
-    cdef Py_ssize_t t, t_first, t_end = c.n_steps, n0, n1, first
-    cdef int s
+    cdef bint lean = n_block > 0
+    cdef int n_in_block, s, rows
+    cdef Py_ssize_t t, t_first, t_end = c.n_steps
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -378,36 +315,66 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     cdef const floating* Wx = <const floating*> bufs.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.Wh.buf
     cdef int nonlinearity = bufs.nonlinearity
-    cdef floating* dAp = &dA[0, 0, 0]
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
     cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
     cdef floating* ns
+    cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    check_blas_ld(c.n_rows, c.n_input)
+    if lean:
+        check_blas_ld(c.n_rows, c.n_input)
+        dAp = dA_lean
+    else:
+        if holds_nothing(&bufs.dA):
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, H), bufs.dtype))
+        dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
-        while t_end > 0:
-            if interrupted(&c.w):
-                break
-            t_first = t_end - n_block if t_end > n_block else 0
-            n_in_block = <int> (t_end - t_first)
-            # shard s: sequences n0 .. n1 - 1 of the block's steps (src/_shards.pxd)
+        if lean:
+            while t_end > 0:
+                if interrupted(&c.w):
+                    break
+                t_first = t_end - n_block if t_end > n_block else 0
+                n_in_block = <int> (t_end - t_first)
+                # shard s: its sequences, the block's steps (src/_shards.pxd)
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+                    ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+                    for t in range(t_end - 1, t_first - 1, -1):
+                        # dA of step t into row block t - t_first of the workspace (rows H
+                        # apart)
+                        _backward_step(dhp + sh.first + t * c.step,
+                                       hp + sh.first + t * c.step,
+                                       dAp + ((t - t_first) * c.n_batch + sh.n0) * H, c.ld, H,
+                                       &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
+                                       ns + t if ns != NULL else NULL, <int> (sh.n1 - sh.n0),
+                                       H, nonlinearity)
+                _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input,
+                             H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
+                             &db[0])
+                t_end = t_first
+        else:
+            # shard s: its sequences, every step (src/_shards.pxd)
             for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                n0 = shard_first(c.n_batch, c.n_shards, s)
-                n1 = shard_first(c.n_batch, c.n_shards, s + 1)
-                first = n0 * c.ld       # the shard's first row in dh and h
+                sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
                 ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-                for t in range(t_end - 1, t_first - 1, -1):
-                    # dA of step t into row block t - t_first of the workspace (rows H apart)
-                    _backward_step(dhp + first + t * c.step, hp + first + t * c.step,
-                                   dAp + ((t - t_first) * c.n_batch + n0) * H, c.ld, H,
-                                   &carry[0, 0] + n0 * H, Wh, WhTp, xi[t],
-                                   ns + t if ns != NULL else NULL, <int> (n1 - n0), H,
-                                   nonlinearity)
-            _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input, H,
-                         x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-            t_end = t_first
+                for t in range(c.n_steps - 1, -1, -1):
+                    rows = rows_backward(&c, s, &sh, t, ns)
+                    if rows < 0:
+                        break       # interrupted
+                    if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
+                        continue
+                    _backward_step(dhp + sh.first + t * c.step, hp + sh.first + t * c.step,
+                                   dAp + sh.first + t * c.step, c.ld, c.ld,
+                                   &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
+                                   ns + t if ns != NULL else NULL, rows, H, nonlinearity)
         if norms_p != NULL and c.n_shards > 1:
             join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
+        if not lean:
+            # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
+            # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+            grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
+                         c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
+                         &dWh[0, 0], &db[0])
     raise_pending(&c.w)
+    return 0
