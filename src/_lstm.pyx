@@ -83,6 +83,7 @@ from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vecto
 from _interrupt cimport raise_pending
 from _packed cimport gemm_b, hidden_packed_len, pack_held
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
+from _truncation cimport cut
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -299,10 +300,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
         norm_t[0] = <floating> sqrt(sq)
     _gate_grads(gates_t, c_prev, ld_prev, c_t, ld, carry_h, carry_c, dA_t, xi_t,
                 n_batch, n_hidden)
-    if xi_t == 0:
-        for i in range(n_batch * H):
-            carry_h[i] = 0
-        return
+    if cut(xi_t, carry_h, n_batch * H):
+        return          # xi_t == 0: carry_h = 0 (src/_truncation.pxd)
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, 4 * n_hidden,
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)

@@ -63,6 +63,7 @@ from _layout cimport check_blas_ld
 from _packed cimport gemm_b, hidden_packed_len, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
+from _truncation cimport cut
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -210,10 +211,8 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
         for n in range(n_batch):
             _dA_row(dh_t + n * ld, h_t + n * ld, carry + n * H, dA_t + n * ld_dA, H,
                     nonlinearity)
-    if xi_t == 0:
-        for i in range(n_batch * H):
-            carry[i] = 0
-        return
+    if cut(xi_t, carry, n_batch * H):
+        return          # xi_t == 0: carry = 0 (src/_truncation.pxd)
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, n_hidden,
            xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
