@@ -103,9 +103,9 @@ cdef inline void input_product(Call* c, int width, const floating* x, const floa
 cdef inline int rows_forward(Call* c, int s, const Shard* sh, Py_ssize_t t) noexcept nogil:
     """The rows shard s runs at step t of a forward (its first ones, ``running_rows``), or 0:
     stop, as none of them runs at this step or a later one (rows never grow), or the call was
-    interrupted (looked at from step 1 on)."""
+    interrupted (at step 0, during the input product; from step 1 on, looked for here)."""
     cdef int rows = running_rows(c.act, t, c.n_batch, sh.n0, sh.n1)
-    if rows == 0 or (t and shard_interrupted(&c.w, s)):
+    if rows == 0 or (shard_interrupted(&c.w, s) if t else c.w.stopped):
         return 0
     return rows
 

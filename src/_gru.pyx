@@ -60,7 +60,8 @@ packed, shard_rows, norm_parts) reach the kernels as one ``Buffers``, made once 
 read by name (``src/_held.pxd``); only the arrays of one call (dh, xi, the carry, dx, the weight
 gradients, the norms) are arguments. What a call derives from them and from its arguments before
 its loops (sizes, strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call``
-(``src/_call.pxd``).
+(``src/_call.pxd``), which also tells how sequences of unequal lengths (``active``) and several
+threads (``n_threads``) run.
 
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
@@ -74,9 +75,6 @@ write-after-read at distance 0 that GCC's run-time alias checks accept (seen wit
 the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
-
-Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
-cell kernel (``src/_call.pxd``).
 """
 import numpy as np
 
@@ -91,10 +89,10 @@ from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_
                       zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
-                    holds_nothing, steps_shape)
+from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
+                    refresh_held, release_held, steps_shape)
 from _interrupt cimport raise_pending
-from _packed cimport gemm_b, hidden_packed_len, pack_held
+from _packed cimport gemm_b, pack_held
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
 from _vmath cimport sigmoid_, tanh_
@@ -120,58 +118,40 @@ cdef class Buffers:
     ``src/_shards.pxd``), made by the first backward on several threads. ``Buffers(cache)``
     holds the cache's; ``refresh(cache)`` holds again those that a forward with out=cache
     replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, Wx, Wh, b, bh, h, gates, hn   # the cache's arrays
-    cdef Py_buffer hh, g_row, packed, dAh, dxn          # workspaces
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer bh, gates, hn        # the cache's other arrays
+    cdef Py_buffer hh, g_row, dAh, dxn  # workspaces
     cdef Py_buffer shard_rows   # per shard: g_row, db, dbh (7H), made by a sharded backward
-    cdef Py_buffer norm_parts   # per shard: its norms (T,), made by a sharded backward
     cdef object dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        cdef const Dims* d
+        self.dtype = begin_held(&self.held, cache, 3, np.empty)
         self.refresh(cache)
+        d = &self.held.dims
         hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
         hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
+
+    def refresh(self, cache):
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
+        a forward with out=cache puts in the caller's x and weights (and bh)."""
+        cdef const Dims* d = &self.held.dims
+        cdef Py_ssize_t H = d.n_hidden
+        refresh_held(&self.held, cache, 3)
+        hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
+        hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
+        hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
     def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
+        release_held(&self.held)
         PyBuffer_Release(&self.bh)
-        PyBuffer_Release(&self.h)
         PyBuffer_Release(&self.gates)
         PyBuffer_Release(&self.hn)
         PyBuffer_Release(&self.hh)
         PyBuffer_Release(&self.g_row)
-        PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.shard_rows)
-        PyBuffer_Release(&self.norm_parts)
         PyBuffer_Release(&self.dAh)
         PyBuffer_Release(&self.dxn)
-
-    def refresh(self, cache):
-        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 3 * H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 3 * H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, 3 * H, False)
-        hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
-        hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
-        hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
@@ -227,32 +207,30 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
     h_{t-1} Wh_n + bh_n. Arguments as for every cell's forward (``src/_call.pxd``)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 3, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
     cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
     cdef const floating* bh = <const floating*> bufs.bh.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* hnp = <floating*> bufs.hn.buf
     cdef floating* hh = <floating*> bufs.hh.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
         Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
-                        &bufs.packed)
+                        &bufs.held.packed)
         # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
         # step's pass
         input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
         # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1
         # of hh (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            if c.w.stopped:
-                continue
             sh = shard_of(c.n_batch, c.n_shards, s, ld)
             first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
             for t in range(c.n_run):
@@ -374,7 +352,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     only before it writes dAh[t] and dxn[t]. With more than one shard, each adds db and dbh into
     a row of its own, summed into the arrays in shard order at the end."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 3, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
     cdef Py_ssize_t H = n_hidden, ld = c.ld, step = c.step
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
@@ -382,7 +360,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
-    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating* rows_p = NULL      # shard s's g_row, db, dbh at rows_p + s * 7H
     cdef floating[:, ::1] carry = carries["dhT"]
@@ -391,13 +369,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating[::1] db = weight_grads["db"]
     cdef floating[::1] dbh = weight_grads["dbh"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* hnp = <const floating*> bufs.hn.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* xp = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* xp = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef floating* g_row = <floating*> bufs.g_row.buf
     cdef floating* dAhp
     cdef floating* dxnp
@@ -413,13 +391,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
         if holds_nothing(&bufs.dAh):
-            hold_new(&bufs.dAh, np.empty(steps_shape(&bufs.dims, 3 * n_hidden), bufs.dtype))
-            hold_new(&bufs.dxn, np.empty(steps_shape(&bufs.dims, n_hidden), bufs.dtype))
+            hold_new(&bufs.dAh, np.empty(steps_shape(&bufs.held.dims, 3 * n_hidden), bufs.dtype))
+            hold_new(&bufs.dxn, np.empty(steps_shape(&bufs.held.dims, n_hidden), bufs.dtype))
         dAhp, dxnp = <floating*> bufs.dAh.buf, <floating*> bufs.dxn.buf
     with nogil:
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
         WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
-                         &bufs.packed)
+                         &bufs.held.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
             sh = shard_of(c.n_batch, c.n_shards, s, ld)

@@ -47,12 +47,13 @@ weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forw
 (backward) once per call into the workspace ``packed`` and runs the per-step products on it
 (``src/_packed.pxd``); the baseline build calls BLAS.
 
-A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed,
-norm_parts) reach the kernels as one ``Buffers``, made once per cache and read by name
-(``src/_held.pxd``); only the arrays of one call (dh, xi, the carries, dx, the weight gradients,
-the norms) are arguments. What a call derives from them and from its arguments before its loops
-(sizes, strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call``
-(``src/_call.pxd``).
+A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed, norm_parts)
+reach the kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``);
+only the arrays of one call (dh, xi, the carries, dx, the weight gradients, the norms) are
+arguments. What a call derives from them and from its arguments before its loops (sizes,
+strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``),
+which also tells how sequences of unequal lengths (``active``) and several threads
+(``n_threads``) run.
 
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
@@ -63,9 +64,6 @@ and stays scalar; each of the three touches at most five arrays, and GCC vectori
 When dA is the gate buffer itself, each gate block is overwritten by its own gradient at the
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
-
-Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
-cell kernel (``src/_call.pxd``).
 """
 import numpy as np
 
@@ -78,10 +76,10 @@ from libc.math cimport sqrt
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
-                    holds_nothing, steps_shape)
+from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
+                    refresh_held, release_held, steps_shape)
 from _interrupt cimport raise_pending
-from _packed cimport gemm_b, hidden_packed_len, pack_held
+from _packed cimport gemm_b, pack_held
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
 from _vmath cimport sigmoid_, tanh_
@@ -95,50 +93,31 @@ cdef class Buffers:
     with overwrite_cache writes over gates instead), and norm_parts (the sharded backward's
     norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the cache's;
     ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, c0, Wx, Wh, b, h, c, gates   # the cache's arrays
-    cdef Py_buffer packed, dA, norm_parts              # workspaces
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer c0, c, gates     # the cache's other arrays
+    cdef Py_buffer dA               # workspace
     cdef object dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        self.dtype = begin_held(&self.held, cache, 4, np.empty)
         self.refresh(cache)
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
-
-    def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.c0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
-        PyBuffer_Release(&self.h)
-        PyBuffer_Release(&self.c)
-        PyBuffer_Release(&self.gates)
-        PyBuffer_Release(&self.packed)
-        PyBuffer_Release(&self.dA)
-        PyBuffer_Release(&self.norm_parts)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        a forward with out=cache puts in the caller's x, c0 and weights."""
+        cdef const Dims* d = &self.held.dims
+        cdef Py_ssize_t N = d.steps.n_batch, H = d.n_hidden
+        refresh_held(&self.held, cache, 4)
         hold_matrix(&self.c0, cache.c0, "cache.c0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 4 * H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 4 * H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, 4 * H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
         hold_steps(&self.c, cache.c, "cache.c", d, H, True)
         hold_steps(&self.gates, cache.gates, "cache.gates", d, 4 * H, True)
+
+    def __dealloc__(self):
+        release_held(&self.held)
+        PyBuffer_Release(&self.c0)
+        PyBuffer_Release(&self.c)
+        PyBuffer_Release(&self.gates)
+        PyBuffer_Release(&self.dA)
 
 
 cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -189,28 +168,26 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     Arguments as for every cell's forward (``src/_call.pxd``); the other rows of c are set to
     zero too."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
     cdef Py_ssize_t t, first, ld = c.ld, step = c.step
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
-        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.packed)
+        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
         # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
         input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
         # shard s: its sequences, every step that runs one (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            if c.w.stopped:
-                continue
             sh = shard_of(c.n_batch, c.n_shards, s, ld)
             first = sh.first    # the shard's first row in h and c
             for t in range(c.n_run):
@@ -316,13 +293,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     dA (like gates, made by the first call that needs it), or with overwrite_cache the cache's
     gates themselves: step t reads gates[t] only before it writes dA[t]."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 4, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
     cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
-    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
@@ -332,23 +309,23 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* cp = <const floating*> bufs.c.buf
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* x = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
         if holds_nothing(&bufs.dA):
-            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, n_gh), bufs.dtype))
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.held.dims, n_gh), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.packed)
+        WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
             sh = shard_of(c.n_batch, c.n_shards, s, ld)

@@ -39,10 +39,9 @@ A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed, norm_part
 kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
 arrays of one call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's
 dA) are arguments. What a call derives from them and from its arguments before its loops (sizes,
-strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``).
-
-Sequences of unequal lengths (``active``) and several threads (``n_threads``) run as in every
-cell kernel (``src/_call.pxd``).
+strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``),
+which also tells how sequences of unequal lengths (``active``) and several threads
+(``n_threads``) run.
 """
 import numpy as np
 
@@ -55,12 +54,12 @@ from libc.math cimport sqrt
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _held cimport (Dims, dims_of, hold_matrix, hold_new, hold_steps, hold_vector,
-                    holds_nothing, steps_shape)
+from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
+                    steps_shape)
 from _hoisted cimport add_hidden_weight_grad
 from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack_held
+from _packed cimport gemm_b, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
@@ -76,48 +75,26 @@ cdef class Buffers:
     backward's, whose size the caller picks, is an argument), and norm_parts (the sharded
     backward's norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the
     cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, Wx, Wh, b, h         # the cache's arrays
-    cdef Py_buffer packed, dA, norm_parts      # workspaces
-    cdef int nonlinearity                      # NONLINEARITIES[nonlinearity_name]
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer dA       # workspace
+    cdef int nonlinearity   # NONLINEARITIES[nonlinearity_name]
     cdef object nonlinearity_name, dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        self.dtype = begin_held(&self.held, cache, 1, np.empty)
         self.refresh(cache)
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 1, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
-
-    def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
-        PyBuffer_Release(&self.h)
-        PyBuffer_Release(&self.packed)
-        PyBuffer_Release(&self.dA)
-        PyBuffer_Release(&self.norm_parts)
 
     def refresh(self, cache):
-        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer,
+        and its nonlinearity: a forward with out=cache puts in the caller's x and weights."""
+        refresh_held(&self.held, cache, 1)
         if cache.nonlinearity is not self.nonlinearity_name:
             self.nonlinearity = NONLINEARITIES[cache.nonlinearity]
             self.nonlinearity_name = cache.nonlinearity
+
+    def __dealloc__(self):
+        release_held(&self.held)
+        PyBuffer_Release(&self.dA)
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
@@ -140,27 +117,25 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     """Fill the cache's h with the hidden states of x. Arguments as for every cell's forward
     (``src/_call.pxd``)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
     cdef Py_ssize_t t
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* hs     # the first row of a shard in h
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
-        Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
+        Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
         # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H) (src/_call.pxd)
         input_product(&c, H, &x[0, 0, 0], Wx, b, hp)
         # shard s: its sequences, every step that runs one (src/_shards.pxd)
         for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            if c.w.stopped:
-                continue
             sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
             hs = hp + sh.first
             for t in range(c.n_run):
@@ -297,7 +272,7 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     """``backward`` if n_block is 0 (the workspace dA of all steps, on bufs), else
     ``backward_lean`` (dA_lean its workspace of n_block steps; active is None)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
-    cdef Call c = begin_call(&bufs.dims, sizeof(floating), 1, active, n_threads)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
     cdef bint lean = n_block > 0
     cdef int n_in_block, s, rows
@@ -308,14 +283,14 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* x = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef int nonlinearity = bufs.nonlinearity
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
-    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.norm_parts)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
@@ -324,11 +299,11 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
         dAp = dA_lean
     else:
         if holds_nothing(&bufs.dA):
-            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.dims, H), bufs.dtype))
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.held.dims, H), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.packed)
+        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
         if lean:
             while t_end > 0:
                 if interrupted(&c.w):
