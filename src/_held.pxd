@@ -5,7 +5,7 @@ Each cell's kernel module has a ``Buffers`` class (``src/_rnn.pyx``, ...): the k
 one cache, made once per cache and kept on it (``fastbptt._buffers.kernel_buffers``). It holds
 every array the kernels read or write, the cache's and the workspaces, each in a ``Py_buffer``:
 a buffer export, so the array stays alive and cannot be resized while it is held, and a kernel
-reads it by name, as ``<const floating*> bufs.h.buf``. Only the arrays of one call (dh, xi, the
+reads it by name, as ``<const floating*> bufs.held.h.buf``. Only the arrays of one call (dh, xi, the
 carries, dx, the weight gradients, the norms) are still passed to the kernel.
 
 ``hold`` takes an array into a Py_buffer, unless that one holds it already (an identity check,
