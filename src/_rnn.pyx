@@ -73,8 +73,8 @@ cdef class Buffers:
     and h, its nonlinearity, and the workspaces packed (Wh or Wh.T packed once per call,
     ``src/_packed.pxd``), dA (like h), made by the first backward that needs it (the lean
     backward's, whose size the caller picks, is an argument), and norm_parts (the sharded
-    backward's norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the
-    cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
+    backward's norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the cache's;
+    ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
     cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
     cdef Py_buffer dA       # workspace
     cdef int nonlinearity   # NONLINEARITIES[nonlinearity_name]
