@@ -56,9 +56,12 @@ The AVX2 build packs Wh (forward) or Wh.T (backward) once per call into the work
 BLAS.
 
 A cache's arrays (x, h0, Wx, Wh, b, bh, h, gates, hn) and the workspaces (hh, g_row, dAh, dxn,
-packed) reach the kernels as one ``Buffers``, made once per cache and read by name
-(``src/_held.pxd``); only the arrays of one call (dh, xi, the carry, dx, the weight gradients,
-the norms) are arguments.
+packed, shard_rows, norm_parts) reach the kernels as one ``Buffers``, made once per cache and
+read by name (``src/_held.pxd``); only the arrays of one call (dh, xi, the carry, dx, the weight
+gradients, the norms) are arguments. What a call derives from them and from its arguments before
+its loops (sizes, strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call``
+(``src/_call.pxd``), which also tells how sequences of unequal lengths (``active``) and several
+threads (``n_threads``) run.
 
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
@@ -72,14 +75,6 @@ write-after-read at distance 0 that GCC's run-time alias checks accept (seen wit
 the in-place pass runs the same vector code.
 Backward walks time downwards, which the hardware prefetcher does not follow, so each step asks
 for the start of step t-1's rows in L2 (not L1: the step's GEMM streams Wh through L1).
-
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
 """
 import numpy as np
 
@@ -90,16 +85,16 @@ from cython.parallel cimport prange
 from libc.math cimport sqrt
 from libc.string cimport memset
 
-from _active cimport (active_rows, hidden_grad_by_steps, input_by_steps, product_by_steps,
-                      run_steps, running_rows, sum_by_steps, zero_inactive, zero_steps)
+from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_by_steps,
+                      zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
-from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
-                    hold_vector, holds_nothing, steps_shape)
-from _interrupt cimport Watch, raise_pending, watch
-from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (cols_hidden_part, cols_sum_part, join_norms, rows_product,
-                      rows_product_part, shard_first, shard_interrupted)
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
+                    refresh_held, release_held, steps_shape)
+from _interrupt cimport raise_pending
+from _packed cimport gemm_b, pack_held
+from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
+                      shard_norms, shard_of)
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -119,59 +114,44 @@ cdef class Buffers:
     bh, h, gates and hn, and the workspaces hh (N, 3H), g_row (H,), packed (Wh or Wh.T packed
     once per call, ``src/_packed.pxd``), dAh (like gates) and dxn (like hn), these two made by
     the first backward that needs them (one with overwrite_cache writes over gates and hn
-    instead), and shard_rows (a 7H row per shard, made by the first backward on several
-    threads). ``Buffers(cache)`` holds the cache's; ``refresh(cache)`` holds again those that a
-    forward with out=cache replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, Wx, Wh, b, bh, h, gates, hn   # the cache's arrays
-    cdef Py_buffer hh, g_row, packed, dAh, dxn          # workspaces
+    instead), and shard_rows (a 7H row per shard) and norm_parts (the norms per shard,
+    ``src/_shards.pxd``), made by the first backward on several threads. ``Buffers(cache)``
+    holds the cache's; ``refresh(cache)`` holds again those that a forward with out=cache
+    replaced."""
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer bh, gates, hn        # the cache's other arrays
+    cdef Py_buffer hh, g_row, dAh, dxn  # workspaces
     cdef Py_buffer shard_rows   # per shard: g_row, db, dbh (7H), made by a sharded backward
     cdef object dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        cdef const Dims* d
+        self.dtype = begin_held(&self.held, cache, 3, np.empty)
         self.refresh(cache)
+        d = &self.held.dims
         hold_new(&self.hh, np.empty((d.steps.n_batch, 3 * d.n_hidden), self.dtype))
         hold_new(&self.g_row, np.empty(d.n_hidden, self.dtype))
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 3, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
+
+    def refresh(self, cache):
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
+        a forward with out=cache puts in the caller's x and weights (and bh)."""
+        cdef const Dims* d = &self.held.dims
+        cdef Py_ssize_t H = d.n_hidden
+        refresh_held(&self.held, cache, 3)
+        hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
+        hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
+        hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
     def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
+        release_held(&self.held)
         PyBuffer_Release(&self.bh)
-        PyBuffer_Release(&self.h)
         PyBuffer_Release(&self.gates)
         PyBuffer_Release(&self.hn)
         PyBuffer_Release(&self.hh)
         PyBuffer_Release(&self.g_row)
-        PyBuffer_Release(&self.packed)
         PyBuffer_Release(&self.shard_rows)
         PyBuffer_Release(&self.dAh)
         PyBuffer_Release(&self.dxn)
-
-    def refresh(self, cache):
-        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 3 * H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 3 * H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, 3 * H, False)
-        hold_vector(&self.bh, cache.bh, "cache.bh", d, 3 * H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
-        hold_steps(&self.gates, cache.gates, "cache.gates", d, 3 * H, True)
-        hold_steps(&self.hn, cache.hn, "cache.hn", d, H, True)
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
@@ -225,72 +205,45 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
-    h_{t-1} Wh_n + bh_n; x is the cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds
-    the cache's arrays (``Buffers``). active (T,) int32, time-major only: step t runs its first
-    active[t] rows (``src/_active.pxd``), the other rows of h are set to zero. n_threads:
-    threads the call may use (``src/_shards.pxd``), one shard of sequences each, a shard
-    running its rows that run. Shapes are checked by the caller; N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
+    h_{t-1} Wh_n + bh_n. Arguments as for every cell's forward (``src/_call.pxd``)."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
+    cdef int n_hidden = c.n_hidden
+    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
+    cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
     cdef const floating* bh = <const floating*> bufs.bh.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* hnp = <floating*> bufs.hn.buf
     cdef floating* hh = <floating*> bufs.hh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, 3 * n_hidden)
-    w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
-        Whp = pack(NO_TRANS, n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden, packed,
-                   packed_len)
-        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H), rows in the caller's order; b is added
-        # in the step's pass
-        if act == NULL:
-            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, 3 * n_hidden, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, 3 * n_hidden, 0, gp, 3 * n_hidden, NULL)
-        else:
-            # the rows that run, by steps, on the calling thread (the products over the rows
-            # that run are not split between threads; src/_active.pxd)
-            input_by_steps(&w, act, n_run, n_batch, 3 * n_hidden, n_input, &x[0, 0, 0], Wx, NULL,
-                           gp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1 of
-        # hh (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            if w.stopped:
-                continue
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in h and hn
-            for t in range(n_run):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
+        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
+                        &bufs.held.packed)
+        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
+        # step's pass
+        input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
+        # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1
+        # of hh (src/_shards.pxd)
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
+            for t in range(c.n_run):
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
                 _forward_step(<const floating*> hp + first + (t - 1) * step if t
                               else h0 + n0 * n_hidden, ld if t else n_hidden,
                               gp + 3 * (first + t * step), hnp + first + t * step,
                               hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp, b,
                               bh, rows, n_hidden)
-        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
-    raise_pending(&w)
+        zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
+    raise_pending(&c.w)
 
 
 cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
@@ -392,28 +345,22 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False, active=None,
              int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
-    step t runs its first active[t] rows, a row's carry waits unchanged until its last step,
-    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
-    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db', 'dbh' are accumulated
-    into; norms (T,) receives ||dL/dh_t|| unless it is None. dAh and dxn are the workspaces dAh
-    (like gates) and dxn (like hn), made by the first call that needs them, or with
-    overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t] only
-    before it writes dAh[t] and dxn[t]. Shapes are checked by the caller; N >= 1. n_threads:
-    threads the call may use (``src/_shards.pxd``); with more than one shard, each adds db and
-    dbh into a row of its own, summed into the arrays in shard order at the end."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t H = n_hidden, ld = n_rows * n_hidden, step = t_rows * n_hidden
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db', 'dbh'. dAh and dxn are the
+    workspaces dAh (like gates) and dxn (like hn), made by the first call that needs them, or
+    with overwrite_cache the cache's gates and hn themselves: step t reads gates[t] and hn[t]
+    only before it writes dAh[t] and dxn[t]. With more than one shard, each adds db and dbh into
+    a row of its own, summed into the arrays in shard order at the end."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
+    cdef int n_hidden = c.n_hidden
+    cdef Py_ssize_t H = n_hidden, ld = c.ld, step = c.step
     cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
-    cdef Py_ssize_t t, n0, n1, first, j
-    cdef int s, n_shards, rows
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    cdef Py_ssize_t t, n0, first, j
+    cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating* rows_p = NULL      # shard s's g_row, db, dbh at rows_p + s * 7H
     cdef floating[:, ::1] carry = carries["dhT"]
@@ -422,70 +369,50 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating[::1] db = weight_grads["db"]
     cdef floating[::1] dbh = weight_grads["dbh"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* hnp = <const floating*> bufs.hn.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* xp = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* xp = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef floating* g_row = <floating*> bufs.g_row.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
     cdef int n_b
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, 3 * n_hidden)
-    w = watch(<double> n_batch * 3 * n_hidden * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
-    if n_shards > 1:     # a workspace kept on bufs, made again only for more shards
+    if c.n_shards > 1:     # a workspace kept on bufs, made again only for more shards
         if (holds_nothing(&bufs.shard_rows)
-                or bufs.shard_rows.len < n_shards * 7 * H * <Py_ssize_t> sizeof(floating)):
-            hold_new(&bufs.shard_rows, np.empty((n_shards, 7 * H), bufs.dtype))
+                or bufs.shard_rows.len < c.n_shards * 7 * H * <Py_ssize_t> sizeof(floating)):
+            hold_new(&bufs.shard_rows, np.empty((c.n_shards, 7 * H), bufs.dtype))
         rows_p = <floating*> bufs.shard_rows.buf
-        memset(rows_p, 0, n_shards * 7 * H * sizeof(floating))
+        memset(rows_p, 0, c.n_shards * 7 * H * sizeof(floating))
     if overwrite_cache:
         dAhp, dxnp = <floating*> bufs.gates.buf, <floating*> bufs.hn.buf
     else:
         if holds_nothing(&bufs.dAh):
-            hold_new(&bufs.dAh, np.empty(steps_shape(d, 3 * n_hidden), bufs.dtype))
-            hold_new(&bufs.dxn, np.empty(steps_shape(d, n_hidden), bufs.dtype))
+            hold_new(&bufs.dAh, np.empty(steps_shape(&bufs.held.dims, 3 * n_hidden), bufs.dtype))
+            hold_new(&bufs.dxn, np.empty(steps_shape(&bufs.held.dims, n_hidden), bufs.dtype))
         dAhp, dxnp = <floating*> bufs.dAh.buf, <floating*> bufs.dxn.buf
     with nogil:
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
-        WhTp = pack(TRANS, n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden, packed,
-                    packed_len)
+        WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
+                         &bufs.held.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in dh, h, hn, dxn
-            ns = norms_p + s * n_steps if norms_p != NULL else NULL
-            for t in range(n_steps - 1, -1, -1):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carry waits
-                    if ns != NULL:
-                        ns[t] = 0
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h, hn, dxn; in carry
+            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+            for t in range(c.n_steps - 1, -1, -1):
+                rows = rows_backward(&c, s, &sh, t, ns)
+                if rows < 0:
+                    break       # interrupted
+                if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
                     continue
-                if shard_interrupted(&w, s):
-                    break
                 if t > 0:
                     # step t-1's inputs: time runs backwards, which the hardware prefetcher
                     # misses
-                    n_b = running_rows(act, t - 1, n_batch, n0, n1)
+                    n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
                     _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
                     _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row, 3 * ld_bytes)
                     _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
@@ -498,69 +425,71 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
                                ld if t > 0 else H, dAhp + 3 * (first + t * step),
                                dxnp + first + t * step, ld, &carry[0, 0] + n0 * H,
-                               g_row if n_shards == 1 else rows_p + s * 7 * H, Wh, WhTp,
-                               &db[0] if n_shards == 1 else rows_p + s * 7 * H + H,
-                               &dbh[0] if n_shards == 1 else rows_p + s * 7 * H + 4 * H,
+                               g_row if c.n_shards == 1 else rows_p + s * 7 * H, Wh, WhTp,
+                               &db[0] if c.n_shards == 1 else rows_p + s * 7 * H + H,
+                               &dbh[0] if c.n_shards == 1 else rows_p + s * 7 * H + 4 * H,
                                xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
-        if n_shards > 1:
+        if c.n_shards > 1:
             # db += the shards' db, dbh += theirs, in shard order
-            for s in range(n_shards):
+            for s in range(c.n_shards):
                 for j in range(3 * H):
                     db[j] += rows_p[s * 7 * H + H + j]
                     dbh[j] += rows_p[s * 7 * H + 4 * H + j]
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
-        if act != NULL:
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
+        if c.act != NULL:
             # by steps, on the calling thread (the products over the rows that run are not
             # split between threads)
-            if not w.stopped:
-                zero_inactive(dAhp, 3 * H, n_run, n_batch, act)
-                zero_inactive(dxnp, H, n_run, n_batch, act)
+            if not c.w.stopped:
+                zero_inactive(dAhp, 3 * H, c.n_run, c.n_batch, c.act)
+                zero_inactive(dxnp, H, c.n_run, c.n_batch, c.act)
                 # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-                hidden_grad_by_steps(&w, act, by_step, n_run, n_batch, n_hidden, 3 * n_hidden,
-                                     h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                hidden_grad_by_steps(&c.w, c.act, c.by_step, c.n_run, c.n_batch, n_hidden,
+                                     3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
                 # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products
                 # each for dx and dWx, over the rows that run.
                 # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-                product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, n_hidden,
+                product_by_steps(&c.w, c.act, c.n_run, c.n_batch, TRANS, c.n_input, n_hidden,
                                  1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0, &dx[0, 0, 0],
-                                 n_input)
+                                 c.n_input)
                 # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-                product_by_steps(&w, act, n_run, n_batch, TRANS, n_input, 2 * n_hidden,
-                                 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1, &dx[0, 0, 0],
-                                 n_input)
+                product_by_steps(&c.w, c.act, c.n_run, c.n_batch, TRANS, c.n_input,
+                                 2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1,
+                                 &dx[0, 0, 0], c.n_input)
                 # the steps no row runs (time-major: the last ones) have dx = 0
-                zero_inactive(&dx[0, 0, 0], n_input, n_run, n_batch, act)
-                zero_steps(&dx[0, 0, 0], <Py_ssize_t> n_batch * n_input, n_run, n_steps)
+                zero_inactive(&dx[0, 0, 0], c.n_input, c.n_run, c.n_batch, c.act)
+                zero_steps(&dx[0, 0, 0], <Py_ssize_t> c.n_batch * c.n_input, c.n_run, c.n_steps)
                 # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-                sum_by_steps(&w, act, n_run, n_batch, n_input, 2 * n_hidden,
-                             1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+                sum_by_steps(&c.w, c.act, c.n_run, c.n_batch, c.n_input, 2 * n_hidden,
+                             1, xp, c.n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
                 # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-                sum_by_steps(&w, act, n_run, n_batch, n_input, n_hidden,
-                             1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+                sum_by_steps(&c.w, c.act, c.n_run, c.n_batch, c.n_input, n_hidden,
+                             1, xp, c.n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
         else:
             # the weight gradients and dx, thread s its part of each (src/_shards.pxd); its
             # rows of dx get both products, in order
-            for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-                if w.stopped:
+            for s in prange(c.n_threads, num_threads=c.n_threads, schedule="static"):
+                if c.w.stopped:
                     continue
                 # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
-                cols_hidden_part(&w, s, n_threads, by_step, n_steps, n_batch, n_hidden,
-                                 3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                cols_hidden_part(&c.w, s, c.n_threads, c.by_step, c.n_steps, c.n_batch,
+                                 n_hidden, 3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
                 # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two
                 # products each for dx and dWx.
                 # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
-                                  n_hidden, 1, dxnp, n_hidden, Wx + 2 * H, 3 * n_hidden, 0,
-                                  &dx[0, 0, 0], n_input, NULL)
+                rows_product_part(&c.w, s, c.n_threads, TRANS, c.n_steps * c.n_batch,
+                                  c.n_input, n_hidden, 1, dxnp, n_hidden, Wx + 2 * H,
+                                  3 * n_hidden, 0, &dx[0, 0, 0], c.n_input, NULL)
                 # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-                rows_product_part(&w, s, n_threads, TRANS, n_steps * n_batch, n_input,
-                                  2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx, 3 * n_hidden, 1,
-                                  &dx[0, 0, 0], n_input, NULL)
+                rows_product_part(&c.w, s, c.n_threads, TRANS, c.n_steps * c.n_batch,
+                                  c.n_input, 2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx,
+                                  3 * n_hidden, 1, &dx[0, 0, 0], c.n_input, NULL)
                 # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
-                cols_sum_part(&w, s, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
-                              1, xp, n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
+                cols_sum_part(&c.w, s, c.n_threads, c.n_input, 2 * n_hidden,
+                              c.n_steps * c.n_batch, 1, xp, c.n_input, dAhp, 3 * n_hidden,
+                              &dWx[0, 0], 3 * n_hidden)
                 # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
-                cols_sum_part(&w, s, n_threads, n_input, n_hidden, n_steps * n_batch,
-                              1, xp, n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
-    raise_pending(&w)
+                cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden,
+                              c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
+                              &dWx[0, 2 * H], 3 * n_hidden)
+    raise_pending(&c.w)

@@ -5,7 +5,7 @@ Each cell's kernel module has a ``Buffers`` class (``src/_rnn.pyx``, ...): the k
 one cache, made once per cache and kept on it (``fastbptt._buffers.kernel_buffers``). It holds
 every array the kernels read or write, the cache's and the workspaces, each in a ``Py_buffer``:
 a buffer export, so the array stays alive and cannot be resized while it is held, and a kernel
-reads it by name, as ``<const floating*> bufs.h.buf``. Only the arrays of one call (dh, xi, the
+reads it by name, as ``<const floating*> bufs.held.h.buf``. Only the arrays of one call (dh, xi, the
 carries, dx, the weight gradients, the norms) are still passed to the kernel.
 
 ``hold`` takes an array into a Py_buffer, unless that one holds it already (an identity check,
@@ -18,11 +18,17 @@ and the Py_buffer keeps what it held. A Py_buffer that holds nothing has ``obj =
 (``holds_nothing``).
 
 Sizes (``Dims``) are taken from the cache once: T, N and the layout from ``x``, H from ``Wh``.
+
+What every cell's ``Buffers`` holds is one ``Held``: the sizes, the arrays every cell's cache
+has (x, h0, Wx, Wh, b, h) and the workspaces every cell's kernels use (packed, norm_parts);
+``begin_held``, ``refresh_held`` and ``release_held`` make, hold again and let go of them, and
+the cell's class adds its own arrays.
 """
 from cpython.buffer cimport (PyBUF_FORMAT, PyBUF_STRIDES, PyBUF_WRITABLE, PyBuffer_Release,
                              PyObject_GetBuffer)
 
 from _layout cimport Steps, steps_of
+from _packed cimport hidden_packed_len
 
 
 cdef struct Dims:
@@ -138,3 +144,53 @@ cdef inline tuple steps_shape(const Dims* d, Py_ssize_t width):
     if d.time_major:
         return (d.steps.n_steps, d.steps.n_batch, width)
     return (d.steps.n_batch, d.steps.n_steps, width)
+
+
+cdef struct Held:
+    Dims dims
+    Py_buffer x, h0, Wx, Wh, b, h     # the arrays every cell's cache has
+    Py_buffer packed        # Wh or Wh.T packed once per call (src/_packed.pxd), or nothing
+    Py_buffer norm_parts    # a sharded backward's norms per shard (src/_shards.pxd)
+
+
+cdef inline object begin_held(Held* held, object cache, int n_gates, object empty):
+    """The start of a cell's ``Buffers`` for ``cache``, of n_gates gate blocks: its sizes
+    (``dims_of``) and the workspace packed, made with ``empty`` (``numpy.empty``; a .pxd imports
+    no module) where this build packs Wh for these sizes (``hidden_packed_len``; elsewhere
+    packed holds nothing and the products call BLAS). Returns the cache's dtype; the cell's
+    ``refresh`` then holds the cache's arrays."""
+    cdef const Dims* d = &held.dims
+    cdef Py_ssize_t packed_len
+    held.dims = dims_of(cache)
+    packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, n_gates, d.itemsize,
+                                   d.steps.n_steps)
+    if packed_len:
+        hold_new(&held.packed, empty(packed_len, cache.dtype))
+    return cache.dtype
+
+
+cdef inline int refresh_held(Held* held, object cache, int n_gates) except -1:
+    """Hold the arrays every cell's cache has that ``held`` holds no longer (a forward with
+    out=cache puts in the caller's x and weights): an identity check each. Wx, Wh and b have
+    n_gates * H columns."""
+    cdef const Dims* d = &held.dims
+    cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
+    hold_steps(&held.x, cache.x, "cache.x", d, D, False)
+    hold_matrix(&held.h0, cache.h0, "cache.h0", d, N, H, False)
+    hold_matrix(&held.Wx, cache.Wx, "cache.Wx", d, D, n_gates * H, False)
+    hold_matrix(&held.Wh, cache.Wh, "cache.Wh", d, H, n_gates * H, False)
+    hold_vector(&held.b, cache.b, "cache.b", d, n_gates * H, False)
+    hold_steps(&held.h, cache.h, "cache.h", d, H, True)
+    return 0
+
+
+cdef inline void release_held(Held* held) noexcept:
+    """Let go of every array ``held`` holds."""
+    PyBuffer_Release(&held.x)
+    PyBuffer_Release(&held.h0)
+    PyBuffer_Release(&held.Wx)
+    PyBuffer_Release(&held.Wh)
+    PyBuffer_Release(&held.b)
+    PyBuffer_Release(&held.h)
+    PyBuffer_Release(&held.packed)
+    PyBuffer_Release(&held.norm_parts)

@@ -43,6 +43,7 @@ from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport Steps, check_blas_ld, steps_of
 from _phi cimport IDENTITY, RELU, SIGMOID, TANH, phi_in_place
+from _truncation cimport cut
 
 NONLINEARITIES = {"identity": IDENTITY, "tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -86,41 +87,63 @@ cdef void _fill_rows(floating* a, const floating* row, Py_ssize_t n_rows,
             a[i * width + j] = row[j]
 
 
+cdef struct _Call:
+    int n_steps, n_batch, n_input, n_hidden, n_output
+    bint by_step                # rows in time-major order (src/_layout.pxd)
+    Py_ssize_t ld_h, ld_y       # elements from one row of a step to the next, in h and in y
+    Py_ssize_t step_h, step_y   # elements from step t to step t+1, in h and in y
+    Py_ssize_t n_rows_all       # T*N
+    int phi_h, phi_y            # the nonlinearities (src/_phi.pxd)
+    Watch w                     # Ctrl-C (src/_interrupt.pxd)
+
+
+cdef _Call _begin(Py_ssize_t dim0, Py_ssize_t dim1, int n_input, int n_hidden, int n_output,
+                  bint time_major, str nonlinearity, str output_nonlinearity) except *:
+    """What a forward or backward call derives from its arguments: x's (dim0, dim1, D), (T, N)
+    if time_major else (N, T), and the sizes H of Wx and O of Wo; a ValueError if a step's rows
+    are too far apart for BLAS."""
+    cdef _Call c
+    cdef Steps s = steps_of(dim0, dim1, time_major)
+    c.n_steps, c.n_batch, c.by_step = s.n_steps, s.n_batch, s.by_step
+    c.n_input, c.n_hidden, c.n_output = n_input, n_hidden, n_output
+    c.ld_h, c.ld_y = s.n_rows * n_hidden, s.n_rows * n_output
+    c.step_h, c.step_y = s.t_rows * n_hidden, s.t_rows * n_output
+    c.n_rows_all = <Py_ssize_t> s.n_steps * s.n_batch
+    c.phi_h = NONLINEARITIES[nonlinearity]
+    c.phi_y = NONLINEARITIES[output_nonlinearity]
+    check_blas_ld(s.n_rows, n_hidden if n_hidden > n_output else n_output)
+    c.w = watch(<double> s.n_batch * n_hidden * n_output * 2)
+    return c
+
+
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] y0, const floating[:, ::1] Wx,
             const floating[:, ::1] Wy, const floating[::1] b, const floating[:, ::1] Wo,
             const floating[::1] bo, floating[:, :, ::1] h, floating[:, :, ::1] y,
             bint time_major, str nonlinearity, str output_nonlinearity):
     """Fill h and y with the hidden states and outputs of x. x, h and y are in the caller's
     layout: (N, T, .), or (T, N, .) if time_major. Shapes are checked by the caller; N >= 1."""
-    cdef Steps s = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = s.n_steps, n_batch = s.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wx.shape[1], n_output = Wo.shape[1]
-    cdef Py_ssize_t ld_h = s.n_rows * n_hidden, ld_y = s.n_rows * n_output
-    cdef Py_ssize_t step_h = s.t_rows * n_hidden, step_y = s.t_rows * n_output
-    cdef Py_ssize_t n_rows_all = <Py_ssize_t> n_steps * n_batch, t
-    cdef int phi_h = NONLINEARITIES[nonlinearity]
-    cdef int phi_y = NONLINEARITIES[output_nonlinearity]
+    cdef _Call c = _begin(x.shape[0], x.shape[1], x.shape[2], Wx.shape[1], Wo.shape[1],
+                          time_major, nonlinearity, output_nonlinearity)
+    cdef int n_hidden = c.n_hidden, n_output = c.n_output
+    cdef Py_ssize_t t
     cdef floating* hp = &h[0, 0, 0]
     cdef floating* yp = &y[0, 0, 0]
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    check_blas_ld(s.n_rows, n_hidden if n_hidden > n_output else n_output)
-    w = watch(<double> n_batch * n_hidden * n_output * 2)
     with nogil:
-        _fill_rows(hp, &b[0], n_rows_all, n_hidden)
-        _fill_rows(yp, &bo[0], n_rows_all, n_output)
+        _fill_rows(hp, &b[0], c.n_rows_all, n_hidden)
+        _fill_rows(yp, &bo[0], c.n_rows_all, n_output)
         # h += X @ Wx     (T*N,H) += (T*N,D)(D,H), rows in the caller's order
-        product_by_rows(&w, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
-                        1, &x[0, 0, 0], n_input, &Wx[0, 0], n_hidden, 1, hp, n_hidden)
-        if not w.stopped:
-            _forward_step(&y0[0, 0], n_output, hp, ld_h, yp, ld_y, &Wy[0, 0], &Wo[0, 0],
-                          n_batch, n_hidden, n_output, phi_h, phi_y)
-        for t in range(1, n_steps):
-            if interrupted(&w):
+        product_by_rows(&c.w, NO_TRANS, c.n_steps * c.n_batch, n_hidden, c.n_input,
+                        1, &x[0, 0, 0], c.n_input, &Wx[0, 0], n_hidden, 1, hp, n_hidden)
+        if not c.w.stopped:
+            _forward_step(&y0[0, 0], n_output, hp, c.ld_h, yp, c.ld_y, &Wy[0, 0], &Wo[0, 0],
+                          c.n_batch, n_hidden, n_output, c.phi_h, c.phi_y)
+        for t in range(1, c.n_steps):
+            if interrupted(&c.w):
                 break
-            _forward_step(yp + (t - 1) * step_y, ld_y, hp + t * step_h, ld_h,
-                          yp + t * step_y, ld_y, &Wy[0, 0], &Wo[0, 0],
-                          n_batch, n_hidden, n_output, phi_h, phi_y)
-    raise_pending(&w)
+            _forward_step(yp + (t - 1) * c.step_y, c.ld_y, hp + t * c.step_h, c.ld_h,
+                          yp + t * c.step_y, c.ld_y, &Wy[0, 0], &Wo[0, 0],
+                          c.n_batch, n_hidden, n_output, c.phi_h, c.phi_y)
+    raise_pending(&c.w)
 
 
 cdef void _times_dphi(floating* g, const floating* v, Py_ssize_t size,
@@ -168,10 +191,8 @@ cdef void _backward_step(const floating* dy_t, const floating* y_t, const floati
             _times_dphi(dAh_t + n * ld_h, h_t + n * ld_h, n_hidden, nonlinearity)
     if norm_t != NULL:
         norm_t[0] = <floating> sqrt(sq)
-    if xi_t == 0:
-        for i in range(n_batch * n_out):
-            carry[i] = 0
-        return
+    if cut(xi_t, carry, n_batch * n_out):
+        return          # xi_t == 0: carry = 0 (src/_truncation.pxd)
     # carry = xi_t * dAh_t @ Wy.T     (N,O) = (N,H)(O,H)'
     gemm(NO_TRANS, TRANS, n_batch, n_output, n_hidden,
          xi_t, dAh_t, <int> ld_h, Wy, n_hidden, 0, carry, n_output)
@@ -199,14 +220,10 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
     carry (N, O) holds dyT on entry and dL/dy0 on exit; dx is overwritten; weight_grads' 'dWx',
     'dWy', 'db', 'dWo', 'dbo' are accumulated into; norms (T,) receives ||dL/dy_t|| unless it
     is None. Shapes are checked by the caller; N >= 1."""
-    cdef Steps s = steps_of(x.shape[0], x.shape[1], time_major)
-    cdef int n_steps = s.n_steps, n_batch = s.n_batch
-    cdef int n_input = x.shape[2], n_hidden = Wx.shape[1], n_output = Wo.shape[1]
-    cdef Py_ssize_t ld_h = s.n_rows * n_hidden, ld_y = s.n_rows * n_output
-    cdef Py_ssize_t step_h = s.t_rows * n_hidden, step_y = s.t_rows * n_output
-    cdef Py_ssize_t n_rows_all = <Py_ssize_t> n_steps * n_batch, t
-    cdef int phi_h = NONLINEARITIES[nonlinearity]
-    cdef int phi_y = NONLINEARITIES[output_nonlinearity]
+    cdef _Call c = _begin(x.shape[0], x.shape[1], x.shape[2], Wx.shape[1], Wo.shape[1],
+                          time_major, nonlinearity, output_nonlinearity)
+    cdef int n_hidden = c.n_hidden, n_output = c.n_output
+    cdef Py_ssize_t t
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWy = weight_grads["dWy"]
     cdef floating[::1] db = weight_grads["db"]
@@ -218,32 +235,31 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
     cdef floating* dAhp = &dAh[0, 0, 0]
     cdef floating* dAop = &dAo[0, 0, 0]
     cdef bint want_norms = norms is not None
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    check_blas_ld(s.n_rows, n_hidden if n_hidden > n_output else n_output)
-    w = watch(<double> n_batch * n_hidden * n_output * 2)
     with nogil:
-        for t in range(n_steps - 1, -1, -1):
-            if interrupted(&w):
+        for t in range(c.n_steps - 1, -1, -1):
+            if interrupted(&c.w):
                 break
-            _backward_step(dyp + t * step_y, yp + t * step_y, hp + t * step_h,
-                           dAop + t * step_y, dAhp + t * step_h, ld_y, ld_h, &carry[0, 0],
-                           &Wy[0, 0], &Wo[0, 0], xi[t], &norms[t] if want_norms else NULL,
-                           n_batch, n_hidden, n_output, phi_h, phi_y)
-        if not w.stopped:
+            _backward_step(dyp + t * c.step_y, yp + t * c.step_y, hp + t * c.step_h,
+                           dAop + t * c.step_y, dAhp + t * c.step_h, c.ld_y, c.ld_h,
+                           &carry[0, 0], &Wy[0, 0], &Wo[0, 0], xi[t],
+                           &norms[t] if want_norms else NULL, c.n_batch, n_hidden,
+                           n_output, c.phi_h, c.phi_y)
+        if not c.w.stopped:
             # dWx += X.T @ dAh     (D,H) += (T*N,D)'(T*N,H)
-            sum_by_rows(&w, n_input, n_hidden, n_steps * n_batch,
-                        1, &x[0, 0, 0], n_input, dAhp, n_hidden, &dWx[0, 0], n_hidden)
+            sum_by_rows(&c.w, c.n_input, n_hidden, c.n_steps * c.n_batch,
+                        1, &x[0, 0, 0], c.n_input, dAhp, n_hidden, &dWx[0, 0], n_hidden)
             # dWy += sum_t y_{t-1}.T @ dAh[t]     (O,H) += (N,O)'(N,H) summed over t
-            add_hidden_weight_grad(&w, s.by_step, n_steps, n_batch, n_output, n_hidden,
+            add_hidden_weight_grad(&c.w, c.by_step, c.n_steps, c.n_batch, n_output, n_hidden,
                                    &y0[0, 0], yp, dAhp, n_hidden, &dWy[0, 0])
             # db += dAh.sum(axis=(0, 1))
-            _sum_rows(dAhp, n_rows_all, n_hidden, &db[0])
+            _sum_rows(dAhp, c.n_rows_all, n_hidden, &db[0])
             # dWo += Hs.T @ dAo     (H,O) += (T*N,H)'(T*N,O)
-            sum_by_rows(&w, n_hidden, n_output, n_steps * n_batch,
+            sum_by_rows(&c.w, n_hidden, n_output, c.n_steps * c.n_batch,
                         1, hp, n_hidden, dAop, n_output, &dWo[0, 0], n_output)
             # dbo += dAo.sum(axis=(0, 1))
-            _sum_rows(dAop, n_rows_all, n_output, &dbo[0])
+            _sum_rows(dAop, c.n_rows_all, n_output, &dbo[0])
             # dx = dAh @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
-            product_by_rows(&w, TRANS, n_steps * n_batch, n_input, n_hidden,
-                            1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)
-    raise_pending(&w)
+            product_by_rows(&c.w, TRANS, c.n_steps * c.n_batch, c.n_input, n_hidden,
+                            1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0],
+                            c.n_input)
+    raise_pending(&c.w)

@@ -47,9 +47,13 @@ weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forw
 (backward) once per call into the workspace ``packed`` and runs the per-step products on it
 (``src/_packed.pxd``); the baseline build calls BLAS.
 
-A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed) reach the
-kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
-arrays of one call (dh, xi, the carries, dx, the weight gradients, the norms) are arguments.
+A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed, norm_parts)
+reach the kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``);
+only the arrays of one call (dh, xi, the carries, dx, the weight gradients, the norms) are
+arguments. What a call derives from them and from its arguments before its loops (sizes,
+strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``),
+which also tells how sequences of unequal lengths (``active``) and several threads
+(``n_threads``) run.
 
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
@@ -60,14 +64,6 @@ and stays scalar; each of the three touches at most five arrays, and GCC vectori
 When dA is the gate buffer itself, each gate block is overwritten by its own gradient at the
 same element, which it has just read: a write-after-read at distance 0, which GCC's run-time
 alias checks accept (seen with GCC 12), so the in-place pass runs the same vector code.
-
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
 """
 import numpy as np
 
@@ -77,16 +73,15 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
-                      zero_inactive)
+from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
-from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
-                    hold_vector, holds_nothing, steps_shape)
-from _interrupt cimport Watch, raise_pending, watch
-from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack
-from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted)
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
+                    refresh_held, release_held, steps_shape)
+from _interrupt cimport raise_pending
+from _packed cimport gemm_b, pack_held
+from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
+from _truncation cimport cut
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -94,52 +89,35 @@ from _vmath cimport sigmoid_, tanh_
 cdef class Buffers:
     """One LSTM cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, c0, Wx, Wh,
     b, h, c and gates, and the workspaces packed (Wh or Wh.T packed once per call,
-    ``src/_packed.pxd``) and dA (like gates), made by the first backward that needs it (one
-    with overwrite_cache writes over gates instead). ``Buffers(cache)`` holds the cache's;
+    ``src/_packed.pxd``), dA (like gates), made by the first backward that needs it (one
+    with overwrite_cache writes over gates instead), and norm_parts (the sharded backward's
+    norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the cache's;
     ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, c0, Wx, Wh, b, h, c, gates   # the cache's arrays
-    cdef Py_buffer packed, dA                          # workspaces
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer c0, c, gates     # the cache's other arrays
+    cdef Py_buffer dA               # workspace
     cdef object dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        self.dtype = begin_held(&self.held, cache, 4, np.empty)
         self.refresh(cache)
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 4, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
-
-    def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.c0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
-        PyBuffer_Release(&self.h)
-        PyBuffer_Release(&self.c)
-        PyBuffer_Release(&self.gates)
-        PyBuffer_Release(&self.packed)
-        PyBuffer_Release(&self.dA)
 
     def refresh(self, cache):
         """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
+        a forward with out=cache puts in the caller's x, c0 and weights."""
+        cdef const Dims* d = &self.held.dims
+        cdef Py_ssize_t N = d.steps.n_batch, H = d.n_hidden
+        refresh_held(&self.held, cache, 4)
         hold_matrix(&self.c0, cache.c0, "cache.c0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, 4 * H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, 4 * H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, 4 * H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
         hold_steps(&self.c, cache.c, "cache.c", d, H, True)
         hold_steps(&self.gates, cache.gates, "cache.gates", d, 4 * H, True)
+
+    def __dealloc__(self):
+        release_held(&self.held)
+        PyBuffer_Release(&self.c0)
+        PyBuffer_Release(&self.c)
+        PyBuffer_Release(&self.gates)
+        PyBuffer_Release(&self.dA)
 
 
 cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -186,71 +164,46 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
-    """Fill the cache's h, c with the states and its gates with the activated gates of x, the
-    cache's x: (N, T, D), or (T, N, D) if time-major. bufs holds the cache's arrays
-    (``Buffers``). active (T,) int32, time-major only: step t runs its first active[t] rows
-    (``src/_active.pxd``), the other rows of h and c are set to zero. n_threads: threads the
-    call may use (``src/_shards.pxd``), one shard of sequences each, a shard running its rows
-    that run. Shapes are checked by the caller; N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
-    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    """Fill the cache's h, c with the states and its gates with the activated gates of x.
+    Arguments as for every cell's forward (``src/_call.pxd``); the other rows of c are set to
+    zero too."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
+    cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
+    cdef Py_ssize_t t, first, ld = c.ld, step = c.step
+    cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
     cdef floating* gp = <floating*> bufs.gates.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_gh)
-    w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
-        Whp = pack(NO_TRANS, n_batch, n_hidden, n_gh, Wh, n_gh, packed, packed_len)
-        if act == NULL:
-            # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H), rows in the caller's order
-            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_gh, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_gh, 1, gp, n_gh, b)
-        else:
-            # gates = b + X @ Wx over the rows that run, by steps, on the calling thread (the
-            # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&w, act, n_run, n_batch, n_gh, n_input, &x[0, 0, 0], Wx, b, gp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            if w.stopped:
-                continue
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in h and c
-            for t in range(n_run):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
+        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
+        # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
+        input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
+        # shard s: its sequences, every step that runs one (src/_shards.pxd)
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first = sh.first    # the shard's first row in h and c
+            for t in range(c.n_run):
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
                 _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                              else h0 + n0 * n_hidden,
+                              else h0 + sh.n0 * n_hidden,
                               <const floating*> cp + first + (t - 1) * step if t
-                              else c0 + n0 * n_hidden,
+                              else c0 + sh.n0 * n_hidden,
                               ld if t else n_hidden, gp + 4 * (first + t * step),
                               cp + first + t * step, hp + first + t * step, ld, Wh, Whp, rows,
                               n_hidden)
-        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
-        zero_inactive(cp, n_hidden, n_steps, n_batch, act)
-    raise_pending(&w)
+        zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
+        zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
+    raise_pending(&c.w)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -324,10 +277,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
         norm_t[0] = <floating> sqrt(sq)
     _gate_grads(gates_t, c_prev, ld_prev, c_t, ld, carry_h, carry_c, dA_t, xi_t,
                 n_batch, n_hidden)
-    if xi_t == 0:
-        for i in range(n_batch * H):
-            carry_h[i] = 0
-        return
+    if cut(xi_t, carry_h, n_batch * H):
+        return          # xi_t == 0: carry_h = 0 (src/_truncation.pxd)
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, 4 * n_hidden,
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
@@ -337,25 +288,18 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False, active=None,
              int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). active as for ``forward``:
-    step t runs its first active[t] rows, a row's carries wait unchanged until its last step,
-    and padded rows give no gradient (their dx is zero). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'], carries['dcT'] (N, H) hold
-    dhT, dcT on entry and dL/dh0, dL/dc0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh',
-    'db' are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None. dA is the
-    workspace dA (like gates, made by the first call that needs it), or with overwrite_cache
-    the cache's gates themselves: step t reads gates[t] only before it writes dA[t]. Shapes are
-    checked by the caller; N >= 1. n_threads: threads the call may use (``src/_shards.pxd``)."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden, n_gh = 4 * n_hidden
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'], carries['dcT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. dA is the workspace
+    dA (like gates, made by the first call that needs it), or with overwrite_cache the cache's
+    gates themselves: step t reads gates[t] only before it writes dA[t]."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
+    cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
+    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
+    cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
@@ -365,64 +309,45 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* dhp = &dh[0, 0, 0]
     cdef const floating* gp = <const floating*> bufs.gates.buf
     cdef const floating* cp = <const floating*> bufs.c.buf
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef const floating* x = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_gh)
-    w = watch(<double> n_batch * n_gh * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
     if overwrite_cache:
         dAp = <floating*> bufs.gates.buf
     else:
         if holds_nothing(&bufs.dA):
-            hold_new(&bufs.dA, np.empty(steps_shape(d, n_gh), bufs.dtype))
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.held.dims, n_gh), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack(TRANS, n_batch, n_gh, n_hidden, Wh, n_gh, packed, packed_len)
+        WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)
         # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in dh, h and c
-            ns = norms_p + s * n_steps if norms_p != NULL else NULL
-            for t in range(n_steps - 1, -1, -1):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
-                    if ns != NULL:
-                        ns[t] = 0
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            sh = shard_of(c.n_batch, c.n_shards, s, ld)
+            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h and c; in a carry
+            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+            for t in range(c.n_steps - 1, -1, -1):
+                rows = rows_backward(&c, s, &sh, t, ns)
+                if rows < 0:
+                    break       # interrupted
+                if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
                     continue
-                if shard_interrupted(&w, s):
-                    break
                 _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
                                cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
                                ld if t else n_hidden, cp + first + t * step,
                                dAp + 4 * (first + t * step), ld,
                                &carry_h[0, 0] + n0 * n_hidden, &carry_c[0, 0] + n0 * n_hidden,
                                Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
         # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
-        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
-                     n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-    raise_pending(&w)
+        grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
+                     c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
+                     &dWh[0, 0], &db[0])
+    raise_pending(&c.w)

@@ -96,6 +96,14 @@ cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floati
         return pack_d(trans_b, k, n, b, ldb, buf)
 
 
+cdef inline floating* pack_held(bint trans_b, int n_batch, int k, int n, const floating* b,
+                                int ldb, const Py_buffer* workspace) noexcept nogil:
+    """``pack`` into a kernel's workspace ``packed`` held in a Py_buffer (``src/_held.pxd``),
+    which holds nothing (its buf NULL) where this build packs nothing."""
+    return pack(trans_b, n_batch, k, n, b, ldb, <floating*> workspace.buf,
+                workspace.len // <Py_ssize_t> sizeof(floating))
+
+
 cdef inline void gemm_b(const floating* bp, bint trans_b, int m, int n, int k, floating alpha,
                         const floating* a, int lda, const floating* b, int ldb, floating beta,
                         floating* c, int ldc) noexcept nogil:

@@ -35,18 +35,13 @@ weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forw
 it (``src/_packed.pxd``); the baseline build calls BLAS. The elementwise passes walk one row at a
 time (one flat loop over the step where its rows are back to back, time-major).
 
-A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed) reach the kernels as one
-``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the arrays of one
-call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's dA) are
-arguments.
-
-Sequences of unequal lengths (``active``, time-major buffers of sequences sorted by length,
-longest first; ``src/_active.pxd``): step t runs its first active[t] rows only, and the products
-over all steps take the rows that run; the padded rows of h and of the pre-activations'
-gradients are set to zero. On several threads (``n_threads``, ``src/_shards.pxd``) each shard
-runs, at step t, those of its rows that run (its first ones, ``running_rows``), and skips a step
-that runs none of them; with ``active`` the products over all steps run by steps on the calling
-thread, not split between threads.
+A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed, norm_parts) reach the
+kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
+arrays of one call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's
+dA) are arguments. What a call derives from them and from its arguments before its loops (sizes,
+strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``src/_call.pxd``),
+which also tells how sequences of unequal lengths (``active``) and several threads
+(``n_threads``) run.
 """
 import numpy as np
 
@@ -56,18 +51,18 @@ from cython cimport floating
 from cython.parallel cimport prange
 from libc.math cimport sqrt
 
-from _active cimport (active_rows, input_by_steps, run_steps, running_rows,
-                      zero_inactive)
+from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
-from _held cimport (Dims, check_itemsize, dims_of, hold_matrix, hold_new, hold_steps,
-                    hold_vector, holds_nothing, steps_shape)
+from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
+                    steps_shape)
 from _hoisted cimport add_hidden_weight_grad
-from _interrupt cimport Watch, interrupted, raise_pending, watch
+from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
-from _packed cimport gemm_b, hidden_packed_len, pack
+from _packed cimport gemm_b, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
-from _shards cimport (grads_and_dx, join_norms, rows_product, shard_first,
-                      shard_interrupted)
+from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
+from _truncation cimport cut
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 
@@ -76,50 +71,30 @@ NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
 cdef class Buffers:
     """One RNN cache's arrays, held for the kernels (``src/_held.pxd``): its x, h0, Wx, Wh, b
     and h, its nonlinearity, and the workspaces packed (Wh or Wh.T packed once per call,
-    ``src/_packed.pxd``) and dA (like h), made by the first backward that needs it (the lean
-    backward's, whose size the caller picks, is an argument). ``Buffers(cache)`` holds the
-    cache's; ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
-    cdef Dims dims
-    cdef Py_buffer x, h0, Wx, Wh, b, h         # the cache's arrays
-    cdef Py_buffer packed, dA                  # workspaces
-    cdef int nonlinearity                      # NONLINEARITIES[nonlinearity_name]
+    ``src/_packed.pxd``), dA (like h), made by the first backward that needs it (the lean
+    backward's, whose size the caller picks, is an argument), and norm_parts (the sharded
+    backward's norms, ``src/_shards.pxd``). ``Buffers(cache)`` holds the cache's;
+    ``refresh(cache)`` holds again those that a forward with out=cache replaced."""
+    cdef Held held          # sizes, x, h0, Wx, Wh, b, h, packed, norm_parts (src/_held.pxd)
+    cdef Py_buffer dA       # workspace
+    cdef int nonlinearity   # NONLINEARITIES[nonlinearity_name]
     cdef object nonlinearity_name, dtype
 
     def __cinit__(self, cache):
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t packed_len
-        self.dims = dims_of(cache)
-        self.dtype = cache.dtype
+        self.dtype = begin_held(&self.held, cache, 1, np.empty)
         self.refresh(cache)
-        packed_len = hidden_packed_len(d.steps.n_batch, d.n_hidden, 1, d.itemsize,
-                                       d.steps.n_steps)
-        if packed_len:                  # else packed holds nothing: the products call BLAS
-            hold_new(&self.packed, np.empty(packed_len, self.dtype))
-
-    def __dealloc__(self):
-        PyBuffer_Release(&self.x)
-        PyBuffer_Release(&self.h0)
-        PyBuffer_Release(&self.Wx)
-        PyBuffer_Release(&self.Wh)
-        PyBuffer_Release(&self.b)
-        PyBuffer_Release(&self.h)
-        PyBuffer_Release(&self.packed)
-        PyBuffer_Release(&self.dA)
 
     def refresh(self, cache):
-        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer:
-        a forward with out=cache puts in the caller's x and weights. An identity check each."""
-        cdef const Dims* d = &self.dims
-        cdef Py_ssize_t N = d.steps.n_batch, D = d.n_input, H = d.n_hidden
-        hold_steps(&self.x, cache.x, "cache.x", d, D, False)
-        hold_matrix(&self.h0, cache.h0, "cache.h0", d, N, H, False)
-        hold_matrix(&self.Wx, cache.Wx, "cache.Wx", d, D, H, False)
-        hold_matrix(&self.Wh, cache.Wh, "cache.Wh", d, H, H, False)
-        hold_vector(&self.b, cache.b, "cache.b", d, H, False)
-        hold_steps(&self.h, cache.h, "cache.h", d, H, True)
+        """Hold the arrays of ``cache`` (the one these were made for) that it holds no longer,
+        and its nonlinearity: a forward with out=cache puts in the caller's x and weights."""
+        refresh_held(&self.held, cache, 1)
         if cache.nonlinearity is not self.nonlinearity_name:
             self.nonlinearity = NONLINEARITIES[cache.nonlinearity]
             self.nonlinearity_name = cache.nonlinearity
+
+    def __dealloc__(self):
+        release_held(&self.held)
+        PyBuffer_Release(&self.dA)
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_t, Py_ssize_t ld,
@@ -139,66 +114,39 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
-    """Fill the cache's h with the hidden states of x, the cache's x: (N, T, D), or (T, N, D)
-    if time-major. bufs holds the cache's arrays (``Buffers``). active (T,) int32, time-major
-    only: step t runs its first active[t] rows (``src/_active.pxd``), the other rows of h are
-    set to zero. n_threads: threads the call may use (``src/_shards.pxd``), one shard of
-    sequences each, a shard running its rows that run. Shapes are checked by the caller;
-    N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    # rows from step t to t+1 and from sequence n to n+1 (src/_layout.pxd)
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1
-    cdef int s, n_shards, rows
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef const floating* b = <const floating*> bufs.b.buf
-    cdef floating* hp = <floating*> bufs.h.buf
+    """Fill the cache's h with the hidden states of x. Arguments as for every cell's forward
+    (``src/_call.pxd``)."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
+    cdef int H = c.n_hidden
+    cdef Py_ssize_t t
+    cdef int s, rows
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef const floating* b = <const floating*> bufs.held.b.buf
+    cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* hs     # the first row of a shard in h
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
-    w = watch(<double> n_batch * n_hidden * n_hidden)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
     with nogil:
-        Whp = pack(NO_TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        if act == NULL:
-            # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H), rows in the caller's order
-            rows_product(&w, n_threads, NO_TRANS, n_steps * n_batch, n_hidden, n_input,
-                         1, &x[0, 0, 0], n_input, Wx, n_hidden, 1, hp, n_hidden, b)
-        else:
-            # h = b + X @ Wx over the rows that run, by steps, on the calling thread (the
-            # products over the rows that run are not split between threads; src/_active.pxd)
-            input_by_steps(&w, act, n_run, n_batch, n_hidden, n_input, &x[0, 0, 0], Wx, b, hp)
-        # shard s: sequences n0 .. n1 - 1, every step that runs one (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            if w.stopped:
-                continue
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            hs = hp + n0 * n_rows * n_hidden
-            for t in range(n_run):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0 or (t and shard_interrupted(&w, s)):
-                    break       # rows never grow: none of the shard's runs a later step
-                _forward_step(<const floating*> hs + (t - 1) * t_rows * n_hidden if t
-                              else h0 + n0 * n_hidden, ld if t else n_hidden,
-                              hs + t * t_rows * n_hidden, ld, Wh, Whp, rows, n_hidden,
+        Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
+        # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H) (src/_call.pxd)
+        input_product(&c, H, &x[0, 0, 0], Wx, b, hp)
+        # shard s: its sequences, every step that runs one (src/_shards.pxd)
+        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+            sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+            hs = hp + sh.first
+            for t in range(c.n_run):
+                rows = rows_forward(&c, s, &sh, t)
+                if rows == 0:
+                    break       # none of the shard's rows runs this step or later, or Ctrl-C
+                _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + sh.n0 * H,
+                              c.ld if t else H, hs + t * c.step, c.ld, Wh, Whp, rows, H,
                               nonlinearity)
-        zero_inactive(hp, n_hidden, n_steps, n_batch, act)
-    raise_pending(&w)
+        zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
+    raise_pending(&c.w)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -238,10 +186,8 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
         for n in range(n_batch):
             _dA_row(dh_t + n * ld, h_t + n * ld, carry + n * H, dA_t + n * ld_dA, H,
                     nonlinearity)
-    if xi_t == 0:
-        for i in range(n_batch * H):
-            carry[i] = 0
-        return
+    if cut(xi_t, carry, n_batch * H):
+        return          # xi_t == 0: carry = 0 (src/_truncation.pxd)
     # carry = xi_t * dA_t @ Wh.T     (N,H) = (N,H)(H,H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, n_hidden,
            xi_t, dA_t, <int> ld_dA, Wh, n_hidden, 0, carry, n_hidden)
@@ -250,86 +196,10 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, active=None, int n_threads=1):
-    """BPTT over the cache's arrays, which bufs holds (``Buffers``). dh and dx are in the cache's
-    layout: (N, T, .), or (T, N, .) if time-major. carries['dhT'] (N, H) holds dhT on entry and
-    dL/dh0 on exit; dx is overwritten; weight_grads' 'dWx', 'dWh', 'db' are accumulated into;
-    norms (T,) receives ||dL/dh_t|| unless it is None. The workspace dA (like h) is made by the
-    first call. active as for ``forward``: step t runs its first active[t] rows, a row's carry
-    waits unchanged until its last step, and padded rows give no gradient (their dx is zero).
-    n_threads: threads the call may use (``src/_shards.pxd``). Shapes are checked by the
-    caller; N >= 1."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, n1, first
-    cdef int s, n_shards, rows
-    cdef floating[:, ::1] carry = carries["dhT"]
-    cdef floating[:, ::1] dWx = weight_grads["dWx"]
-    cdef floating[:, ::1] dWh = weight_grads["dWh"]
-    cdef floating[::1] db = weight_grads["db"]
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
-    cdef int nonlinearity = bufs.nonlinearity
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
-    cdef floating* ns
-    cdef floating* dAp
-    cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    cdef const int* act = active_rows(active, d.time_major, n_steps, n_batch)
-    cdef int n_run = run_steps(act, n_steps)   # steps with a row to run
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
-    if holds_nothing(&bufs.dA):
-        hold_new(&bufs.dA, np.empty(steps_shape(d, n_hidden), bufs.dtype))
-    dAp = <floating*> bufs.dA.buf
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
-    w = watch(<double> n_batch * n_hidden * n_hidden)
-    with nogil:
-        # op(Wh) = Wh.T (H, H)
-        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            n1 = shard_first(n_batch, n_shards, s + 1)
-            first = n0 * n_rows * n_hidden      # the shard's first row in a per-step buffer
-            ns = norms_p + s * n_steps if norms_p != NULL else NULL
-            for t in range(n_steps - 1, -1, -1):
-                rows = running_rows(act, t, n_batch, n0, n1)
-                if rows == 0:       # none of the shard's rows runs: no gradient, carries wait
-                    if ns != NULL:
-                        ns[t] = 0
-                    continue
-                if shard_interrupted(&w, s):
-                    break
-                _backward_step(dhp + first + t * step, hp + first + t * step,
-                               dAp + first + t * step, ld, ld, &carry[0, 0] + n0 * n_hidden,
-                               Wh, WhTp, xi[t], ns + t if ns != NULL else NULL,
-                               rows, n_hidden, nonlinearity)
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
-        # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
-        # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
-        grads_and_dx(&w, n_threads, act, n_run, by_step, n_steps, n_batch, n_input, n_hidden,
-                     n_hidden, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-    raise_pending(&w)
+    """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
+    carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. The workspace dA (like h) is made
+    by the first call."""
+    _backward(bufs, dh, xi, carries, NULL, 0, dx, weight_grads, norms, active, n_threads)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
@@ -391,71 +261,94 @@ def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order). With n_threads > 1 the steps of a block run
     in shards of sequences (``src/_shards.pxd``), which meet at the end of each block."""
-    cdef const Dims* d = &bufs.dims
-    cdef int n_steps = d.steps.n_steps, n_batch = d.steps.n_batch
-    cdef int n_input = d.n_input, n_hidden = d.n_hidden
-    cdef int n_block = dA.shape[0], n_in_block
-    cdef bint by_step = d.steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = d.steps.t_rows, n_rows = d.steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, t_first, t_end = n_steps, n0, n1, first
-    cdef int s, n_shards
-    cdef floating[:, ::1] parts       # the norms over each shard's rows, if sharded
-    cdef floating* norms_p = NULL     # shard s's norms at norms_p + s * T, or NULL
-    cdef floating* ns
+    _backward(bufs, dh, xi, carries, &dA[0, 0, 0], dA.shape[0], dx, weight_grads, norms, None,
+              n_threads)
+
+
+cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
+                   dict carries, floating* dA_lean, int n_block, floating[:, :, ::1] dx,
+                   dict weight_grads, floating[::1] norms, object active,
+                   int n_threads) except -1:
+    """``backward`` if n_block is 0 (the workspace dA of all steps, on bufs), else
+    ``backward_lean`` (dA_lean its workspace of n_block steps; active is None)."""
+    # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
+    cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
+    cdef int H = c.n_hidden
+    cdef bint lean = n_block > 0
+    cdef int n_in_block, s, rows
+    cdef Py_ssize_t t, t_first, t_end = c.n_steps
+    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
     cdef floating[::1] db = weight_grads["db"]
     cdef const floating* dhp = &dh[0, 0, 0]
-    cdef const floating* hp = <const floating*> bufs.h.buf
-    cdef const floating* h0 = <const floating*> bufs.h0.buf
-    cdef const floating* x = <const floating*> bufs.x.buf
-    cdef const floating* Wx = <const floating*> bufs.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.Wh.buf
-    cdef floating* packed = <floating*> bufs.packed.buf
-    cdef Py_ssize_t packed_len = bufs.packed.len // sizeof(floating)
+    cdef const floating* hp = <const floating*> bufs.held.h.buf
+    cdef const floating* h0 = <const floating*> bufs.held.h0.buf
+    cdef const floating* x = <const floating*> bufs.held.x.buf
+    cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef int nonlinearity = bufs.nonlinearity
-    cdef floating* dAp = &dA[0, 0, 0]
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
+    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
+    cdef floating* ns
+    cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef Watch w   # Ctrl-C (src/_interrupt.pxd)
-    check_itemsize(d, sizeof(floating))
-    check_blas_ld(n_rows, n_hidden)
-    check_blas_ld(n_rows, n_input)
-    if n_batch < 2:
-        n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
-    n_shards = n_threads if n_threads < n_batch else n_batch
-    if norms is not None:
-        if n_shards > 1:
-            parts = np.empty((n_shards, n_steps), bufs.dtype)
-            norms_p = &parts[0, 0]
-        else:
-            norms_p = &norms[0]
-    w = watch(<double> n_batch * n_hidden * n_hidden)
+    if lean:
+        check_blas_ld(c.n_rows, c.n_input)
+        dAp = dA_lean
+    else:
+        if holds_nothing(&bufs.dA):
+            hold_new(&bufs.dA, np.empty(steps_shape(&bufs.held.dims, H), bufs.dtype))
+        dAp = <floating*> bufs.dA.buf
     with nogil:
         # op(Wh) = Wh.T (H, H)
-        WhTp = pack(TRANS, n_batch, n_hidden, n_hidden, Wh, n_hidden, packed, packed_len)
-        while t_end > 0:
-            if interrupted(&w):
-                break
-            t_first = t_end - n_block if t_end > n_block else 0
-            n_in_block = <int> (t_end - t_first)
-            # shard s: sequences n0 .. n1 - 1 of the block's steps (src/_shards.pxd)
-            for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-                n0 = shard_first(n_batch, n_shards, s)
-                n1 = shard_first(n_batch, n_shards, s + 1)
-                first = n0 * n_rows * n_hidden      # the shard's first row in dh and h
-                ns = norms_p + s * n_steps if norms_p != NULL else NULL
-                for t in range(t_end - 1, t_first - 1, -1):
-                    # dA of step t into row block t - t_first of the workspace (rows H apart)
-                    _backward_step(dhp + first + t * step, hp + first + t * step,
-                                   dAp + ((t - t_first) * n_batch + n0) * n_hidden, ld,
-                                   n_hidden, &carry[0, 0] + n0 * n_hidden, Wh, WhTp, xi[t],
-                                   ns + t if ns != NULL else NULL,
-                                   <int> (n1 - n0), n_hidden, nonlinearity)
-            _block_grads(by_step, t_first, n_in_block, n_steps, n_batch, n_input, n_hidden,
-                         x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0], &db[0])
-            t_end = t_first
-        if norms_p != NULL and n_shards > 1:
-            join_norms(norms_p, n_shards, n_steps, &norms[0])
-    raise_pending(&w)
+        WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
+        if lean:
+            while t_end > 0:
+                if interrupted(&c.w):
+                    break
+                t_first = t_end - n_block if t_end > n_block else 0
+                n_in_block = <int> (t_end - t_first)
+                # shard s: its sequences, the block's steps (src/_shards.pxd)
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+                    ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+                    for t in range(t_end - 1, t_first - 1, -1):
+                        # dA of step t into row block t - t_first of the workspace (rows H
+                        # apart)
+                        _backward_step(dhp + sh.first + t * c.step,
+                                       hp + sh.first + t * c.step,
+                                       dAp + ((t - t_first) * c.n_batch + sh.n0) * H, c.ld, H,
+                                       &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
+                                       ns + t if ns != NULL else NULL, <int> (sh.n1 - sh.n0),
+                                       H, nonlinearity)
+                _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input,
+                             H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
+                             &db[0])
+                t_end = t_first
+        else:
+            # shard s: its sequences, every step (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+                for t in range(c.n_steps - 1, -1, -1):
+                    rows = rows_backward(&c, s, &sh, t, ns)
+                    if rows < 0:
+                        break       # interrupted
+                    if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
+                        continue
+                    _backward_step(dhp + sh.first + t * c.step, hp + sh.first + t * c.step,
+                                   dAp + sh.first + t * c.step, c.ld, c.ld,
+                                   &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
+                                   ns + t if ns != NULL else NULL, rows, H, nonlinearity)
+        if norms_p != NULL and c.n_shards > 1:
+            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
+        if not lean:
+            # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
+            # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+            grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
+                         c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
+                         &dWh[0, 0], &db[0])
+    raise_pending(&c.w)
+    return 0

@@ -4,16 +4,16 @@ steps split into pieces.
 
 The N sequences of a call are independent, so a kernel splits them into ``n_shards`` shards of
 consecutive sequences, shard s holding sequences ``shard_first(N, n_shards, s)`` up to the next
-shard's first. Each shard runs the whole time-step loop, forward or backward, over its rows
-only, on its own thread, with no synchronisation between steps: its rows of every per-step
-buffer start ``n0 * n_rows`` rows into the buffer and keep the step stride of the full array
-(``src/_layout.pxd``), its rows of the (N, H) states and carries start at ``n0 * H``, and the
-packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) runs on one thread, its
+shard's first (``shard_of``). Each shard runs the whole time-step loop, forward or backward,
+over its rows only, on its own thread, with no synchronisation between steps: its rows of every
+per-step buffer start ``n0 * n_rows`` rows into the buffer and keep the step stride of the full
+array (``src/_layout.pxd``), its rows of the (N, H) states and carries start at ``n0 * H``, and
+the packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) runs on one thread, its
 products over all steps included: there the per-step products are the time, and threads woken
 for a small share of it cost more than they give (on a busy machine, many times more). The
-threads are OpenMP's (Cython ``prange``): made
-once per process and reused, their count per call passed by the caller. Without OpenMP the
-loops run one after the other in the calling thread, with the same results.
+threads are OpenMP's (Cython ``prange``): made once per process and reused, their count per
+call passed by the caller. Without OpenMP the loops run one after the other in the calling
+thread, with the same results.
 
 The products hoisted out of the time loop run on all threads too, each thread on its own part
 of the result, so that nothing is summed across threads and the result does not depend on the
@@ -32,6 +32,9 @@ region, one join, instead of four; ``grads_and_dx`` for the RNN and the LSTM).
 With sequences of unequal lengths (``src/_active.pxd``; rows sorted longest first) a shard runs,
 at step t, its first ``running_rows`` rows, and no step where none of its rows runs.
 
+A backward's norms ||dL/dh_t|| are summed per shard (``shard_norms``, into a workspace where
+there are several) and joined after the loop (``join_norms``).
+
 Ctrl-C: shard 0 (and piece 0) runs in the calling thread, the first of an OpenMP team, and alone
 looks for signals (``src/_interrupt.pxd``); the other threads read its watch's ``stopped`` flag
 between steps and blocks and stop with it.
@@ -42,6 +45,7 @@ from libc.math cimport sqrt
 
 from _active cimport grads_by_steps
 from _blas cimport NO_TRANS, TRANS, gemm
+from _held cimport hold_new, holds_nothing
 from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows
 from _interrupt cimport Watch, interrupted, interrupted_now
 
@@ -59,6 +63,22 @@ cdef inline Py_ssize_t shard_first(Py_ssize_t n_batch, int n_shards, int s) noex
     """The first sequence of shard s of n_shards (shard n_shards: n_batch); shard sizes differ
     by at most one."""
     return n_batch * s // n_shards
+
+
+cdef struct Shard:
+    Py_ssize_t n0, n1       # its sequences: n0 .. n1 - 1
+    Py_ssize_t first        # where its rows start in an H-wide per-step buffer (G*H: G * first)
+
+
+cdef inline Shard shard_of(Py_ssize_t n_batch, int n_shards, int s,
+                           Py_ssize_t ld) noexcept nogil:
+    """Shard s of n_shards over n_batch sequences, the rows of one step ld elements apart in an
+    H-wide per-step buffer (``src/_call.pxd``)."""
+    cdef Shard sh
+    sh.n0 = shard_first(n_batch, n_shards, s)
+    sh.n1 = shard_first(n_batch, n_shards, s + 1)
+    sh.first = sh.n0 * ld
+    return sh
 
 
 cdef inline bint shard_interrupted(Watch* w, int s) noexcept nogil:
@@ -257,6 +277,23 @@ cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_
         # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
         rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
                           width, 0, dx, n_input, NULL)
+
+
+cdef inline floating* shard_norms(floating[::1] norms, int n_shards, Py_ssize_t n_steps,
+                                  Py_buffer* parts) except? NULL:
+    """Where a backward's shard s of n_shards writes ||dL/dh_t|| over its rows, at
+    [s * T + t]; NULL if ``norms`` (T,) is None. One shard writes ``norms`` itself; several write
+    the workspace ``parts`` (n_shards, T), held on the cache's ``Buffers`` (made again only for
+    more shards or steps), which ``join_norms`` gathers into ``norms`` after the loop."""
+    if norms is None:
+        return NULL
+    if n_shards == 1:
+        return &norms[0]
+    if holds_nothing(parts) or parts.len < n_shards * n_steps * <Py_ssize_t> sizeof(floating):
+        import numpy as np
+        hold_new(parts, np.empty((n_shards, n_steps),
+                                 np.float32 if floating is float else np.float64))
+    return <floating*> parts.buf
 
 
 cdef inline void join_norms(const floating* parts, int n_shards, Py_ssize_t n_steps,
