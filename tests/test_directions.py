@@ -12,9 +12,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import make_problem
 
 import fastbptt
 import fastbptt._directions as directions
+import fastbptt._lengths as by_length
 import fastbptt._threads as threads
 from fastbptt.nn import Model
 
@@ -200,3 +202,33 @@ def test_ctrl_c_stops_both_directions():
     # one call's time
     assert report["stopped"] is not None and report["stopped"] < report["full"] + 0.25, report
     assert report["free"], report
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+@pytest.mark.parametrize("lengths", [None, "all"])
+def test_reverse_of_whole_sequences_is_a_flip(cell, time_major, lengths, monkeypatch):
+    """reverse=True where every sequence has all T steps lays its arrays out by a flip in time
+    (``Order.flipped``): the same to the bit as the gather by rows, and the reference's."""
+    args, kwargs, dh = make_problem(cell, 3, 5, 2, 4, dtype=np.float64, time_major=time_major,
+                                    seed=2)
+    lengths = None if lengths is None else np.full(3, 5)
+
+    def run(impl=fastbptt):
+        h, cache = impl.CELLS[cell].forward(*args, **kwargs, lengths=lengths, reverse=True)
+        return [np.array(h), cache.hT] + list(impl.CELLS[cell].backward(dh, cache))
+    flipped = run()
+    orders = []
+    init = by_length.Order.__init__
+
+    def gathered(self, *args):
+        init(self, *args)
+        orders.append(self.flipped)
+        self.flipped = False
+    monkeypatch.setattr(by_length.Order, "__init__", gathered)
+    gather = run()
+    assert orders == [True]
+    for a, b in zip(flipped, gather):
+        assert np.array_equal(a, b)
+    for a, b in zip(flipped, run(fastbptt.reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
