@@ -81,6 +81,11 @@ class Order:
         self.rows = rows.ravel()
         self._inverse = None
 
+    @property
+    def kernel_active(self):
+        """``active`` as the kernels take it: None where every sequence runs every step."""
+        return None if self.flipped else self.active
+
     def to_inner(self, arr, out=None):
         """The caller's per-step array ``arr`` (C-contiguous in its layout) in the kernels'
         order: (T, N, W) C-contiguous, new or ``out``."""
@@ -137,7 +142,7 @@ def forward_by_length(cell, kernels, inputs, out, lengths, reverse, extra):
         inner = cache_type(True, inputs.weights, inner_states, extra, inner_steps)
         if order.n_run:
             run_kernel(kernels.forward, x_inner, inputs.weights["Wh"],
-                       kernel_buffers(kernels, inner), x_inner, order.active)
+                       kernel_buffers(kernels, inner), x_inner, order.kernel_active)
         else:                               # no sequence has a step
             for name in cache_type.outputs:
                 inner_steps[name].fill(0)
@@ -200,7 +205,7 @@ def backward_by_length(cell, kernels, cache, inputs, **options):
                                       scratch("dh", inner.h.shape, cache.dtype))
             run_kernel(kernels.backward, inner.x, inner.Wh,
                        kernel_buffers(kernels, inner, shared), dh_inner, inputs.xi,
-                       inner_carries, dx_inner, wg, inputs.h_grad_norms, active=order.active,
+                       inner_carries, dx_inner, wg, inputs.h_grad_norms, active=order.kernel_active,
                        **options)
         else:
             dx_inner.fill(0)
