@@ -53,7 +53,9 @@ class Order:
     n_run : the steps run at all, the longest length.
     flipped : every sequence runs all T steps in reverse (a bidirectional layer's reverse
         direction without lengths): the kernels' arrays are the caller's with time reversed,
-        which a strided copy lays out in a third to half the time of the gather by ``rows``.
+        which a strided copy lays out in a third to half the time of the gather by ``rows``,
+        and the kernels run them as any batch of whole sequences (no ``active``: their
+        products over all steps split between threads).
     """
 
     __slots__ = ("lengths", "reverse", "order", "sorted_lengths", "active", "rows",
