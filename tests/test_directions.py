@@ -136,6 +136,25 @@ def test_an_error_in_the_worker_reaches_the_caller(starts):
     assert starts == [1, 1]
 
 
+def test_a_check_in_the_worker_reaches_the_caller(starts):
+    """A NaN in the gradient into the reverse direction's final state only: its backward, on
+    the worker, refuses it; the forward direction's runs meanwhile, and the next call works."""
+    model = Model(3, 4, 2, cell="gru", input="dense", loss="mse", bidirectional=True, seed=0)
+    x = np.ones((2, 3, 3), np.float32)
+    with fastbptt.num_threads(2):
+        _, cache = model.forward(x)
+        _, dz = model.loss(cache, np.zeros((2, 3, 2), np.float32))
+        bad = [{}, {"h": np.full((2, 4), np.nan, np.float32)}]
+        with pytest.raises(ValueError, match="dhT contains NaN"):
+            model.backward(dz, cache, dstate=bad)
+        assert starts == [1, 1] and not threads._team.locked()
+        grads, _, _ = model.backward(dz, cache)
+    with fastbptt.num_threads(1):       # one after the other
+        want, _, _ = model.backward(dz, model.forward(x)[1])
+    for name, value in want.items():
+        assert np.array_equal(grads[name], value), name
+
+
 def test_an_error_in_the_caller_waits_for_the_worker(starts):
     finished = []
 
