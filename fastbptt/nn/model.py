@@ -156,7 +156,9 @@ class Model:
         ignored by cells without that option.
     dtype : float32 or float64, of every parameter and computation.
     bidirectional : each layer also runs a reverse-direction cell and outputs both directions'
-        hidden states (2H features), as PyTorch's ``bidirectional=True``.
+        hidden states (2H features), as PyTorch's ``bidirectional=True``. On the kernels the
+        two directions run at once, each on its share of the threads, where two or more are
+        free and the layer is not small (``fastbptt._directions``); the same results.
     impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
         ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
         kind.
