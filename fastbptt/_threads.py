@@ -18,7 +18,10 @@ What a call actually uses (``threads_for``):
 - one thread while another kernel call of this process is using the threads: kernel calls
   running side by side in several Python threads (independent sequences) would otherwise each
   start a team and ask the machine for several times its cores. The first call takes the
-  threads, calls that start while it runs run on one thread each.
+  threads, calls that start while it runs run on one thread each;
+- its share where the calling thread runs one of several calls that hold the threads together
+  (``share``): a bidirectional layer's two directions at once (``fastbptt._directions``), each
+  on its part of the threads, the team taken once for both.
 
 BLAS inside a call stays on one thread per fastbptt thread (``fastbptt._blas_threads``): the
 threads of the call are the parallelism, and OpenBLAS's own pool would only spin beside them.
@@ -38,6 +41,13 @@ THREADED_WORK = 1 << 23
 
 _state = {"threads": None, "openmp": None}     # None: not looked up yet
 _team = threading.Lock()      # held by the kernel call that is using the threads
+
+
+class _Shares(threading.local):
+    threads = 0     # this thread's share of a team held for it (``share``); 0: none
+
+
+_shares = _Shares()
 
 
 def available_cores():
@@ -122,6 +132,9 @@ def threads_for(work):
         threads = get_num_threads()
     if threads == 1 or work < THREADED_WORK:
         return 1
+    shared = _shares.threads
+    if shared:      # the team is held for this thread and others, this thread's part
+        return shared
     limit = _openmp_threads()
     if limit < threads:
         threads = limit
@@ -132,4 +145,32 @@ def threads_for(work):
 
 def release():
     """The call that ``threads_for`` gave more than one thread is done with them."""
-    _team.release()
+    if not _shares.threads:
+        _team.release()
+
+
+def team_threads():
+    """The threads that calls holding the team together may share now: 0 where another call
+    holds it or fewer than two are available, else the count (at least 2), the team taken
+    (the caller releases it: ``_team.release()``)."""
+    threads = get_num_threads()
+    if threads < 2:
+        return 0
+    limit = _openmp_threads()
+    if limit < threads:
+        threads = limit
+    if threads < 2 or not _team.acquire(False):
+        return 0
+    return threads
+
+
+@contextlib.contextmanager
+def share(n):
+    """Kernel calls of the calling thread in this block run on ``n`` threads where they are
+    large enough (``threads_for``), a part of the team that the thread which set the shares
+    holds (``team_threads``): they neither take nor release it."""
+    _shares.threads = n
+    try:
+        yield
+    finally:
+        _shares.threads = 0

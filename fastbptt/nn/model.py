@@ -85,6 +85,7 @@ import fastbptt
 import fastbptt.reference
 
 from .._checkpoint import check_checkpoint, takes_checkpoint
+from .._directions import both_directions
 from .._validation import check_option
 from ..truncation import _count
 from .losses import mean_squared_error, softmax_cross_entropy
@@ -155,7 +156,9 @@ class Model:
         ignored by cells without that option.
     dtype : float32 or float64, of every parameter and computation.
     bidirectional : each layer also runs a reverse-direction cell and outputs both directions'
-        hidden states (2H features), as PyTorch's ``bidirectional=True``.
+        hidden states (2H features), as PyTorch's ``bidirectional=True``. On the kernels the
+        two directions run at once, each on its share of the threads, where two or more are
+        free and the layer is not small (``fastbptt._directions``); the same results.
     impl : the implementation whose cells the layers run: ``fastbptt`` (compiled, the default),
         ``fastbptt.reference`` (plain NumPy), or anything with a ``CELLS`` registry of the same
         kind.
@@ -442,8 +445,7 @@ class Model:
         h = x
         by_length = {} if lengths is None else {"lengths": lengths}
         for layer in range(self.n_layers):
-            outs = []
-            for direction in range(len(self.directions)):
+            def run(direction, layer=layer, h=h):
                 st = states[layer * len(self.directions) + direction]
                 args, kwargs = self.layer_arguments(layer, reverse=bool(direction))
                 kwargs.update((name, st.get(s)) for s, name in zip(cell.states[1:],
@@ -452,19 +454,33 @@ class Model:
                     kwargs["reverse"] = True
                 if self.checkpoint is not None:
                     kwargs["checkpoint"] = self.checkpoint
-                h_dir, cache = cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
-                                            **by_length, **kwargs)
-                if lengths is not None:
-                    by_length["lengths"] = cache.lengths        # checked once
-                outs.append(h_dir)
+                return cell.forward(h, st.get(cell.states[0]), *args, time_major=True,
+                                    **by_length, **kwargs)
+            if self.bidirectional:      # the two at once where threads are free (_directions)
+                runs = both_directions(run, self._work(n_steps, n_batch, layer))
+            else:
+                runs = (run(0),)
+            for _, cache in runs:
                 caches.append(cache)
                 final.append({s: getattr(cache, s + "T") for s in cell.states})
-            h = outs[0] if len(outs) == 1 else np.concatenate(outs, axis=2)
+            if lengths is not None:
+                by_length["lengths"] = caches[-1].lengths       # checked once
+            h = runs[0][0] if len(runs) == 1 else np.concatenate([r[0] for r in runs], axis=2)
         top = h.reshape(n_steps * n_batch, self.n_features)         # (T*N, H or 2H)
         z = self._output(top)
         return (z.reshape(n_steps, n_batch, z.shape[1]).swapaxes(0, 1),
                 ModelCache(ids=ids, x=x, top=top, z=z, layers=caches, state=final,
                            shape=(n_steps, n_batch), lengths=by_length.get("lengths")))
+
+    def _work(self, n_steps, n_batch, layer):
+        """The multiply-adds of the largest product of one direction of ``layer`` (as
+        ``fastbptt._blas_threads.largest_product`` counts them), which decides whether its two
+        directions run at once (``fastbptt._directions``); 0 for an implementation other than
+        the kernels, whose threads are not fastbptt's."""
+        if self._impl is not fastbptt:
+            return 0
+        n_input, n_cols = self.params[f"layer{layer}.Wx"].shape
+        return n_steps * n_batch * n_cols * max(n_input, self.n_hidden)
 
     # ----------------------------------------------------------------------------- output
     def _output(self, top):
@@ -631,19 +647,23 @@ class Model:
         dstate0 = [None] * self._n_cells
         n_dirs, H = len(self.directions), self.n_hidden
         for layer in reversed(range(c["n_layers"])):
-            dx_layer = None
-            for direction in range(n_dirs):
+            def run(direction, layer=layer, dh=dh):
                 k = layer * n_dirs + direction
                 carried = {f"d{s}T": dstate[k].get(s) for s in cell.states}
                 dh_dir = dh if n_dirs == 1 else dh[..., direction * H:(direction + 1) * H]
-                res = cell.backward(dh_dir, cache.layers[k], xi=xi,
-                                    grads=SimpleNamespace(**self.layer_grads(
-                                        grads, layer, reverse=bool(direction))),
-                                    h_grad_norms=h_grad_norms[k],
-                                    overwrite_cache=overwrite_cache, **carried)
-                dstate0[k] = {s: getattr(res, f"d{s}0") for s in cell.states}
-                dx_layer = res.dx if dx_layer is None else dx_layer + res.dx
-            dh = dx_layer                                            # (T, N, D_layer)
+                return cell.backward(dh_dir, cache.layers[k], xi=xi,
+                                     grads=SimpleNamespace(**self.layer_grads(
+                                         grads, layer, reverse=bool(direction))),
+                                     h_grad_norms=h_grad_norms[k],
+                                     overwrite_cache=overwrite_cache, **carried)
+            if n_dirs == 2:
+                runs = both_directions(run, self._work(n_steps, n_batch, layer))
+            else:
+                runs = (run(0),)
+            for direction, res in enumerate(runs):
+                dstate0[layer * n_dirs + direction] = {s: getattr(res, f"d{s}0")
+                                                       for s in cell.states}
+            dh = runs[0].dx if n_dirs == 1 else runs[0].dx + runs[1].dx    # (T, N, D_layer)
         dx = None
         if c["input"] == "embedding":
             np.add.at(grads["embed"], cache.ids.reshape(-1),
