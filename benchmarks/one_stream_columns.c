@@ -30,10 +30,13 @@
  * For each, variants are timed in turn within a round, ROUNDS rounds, and the minimum over
  * rounds printed as ms per 1000 steps: "one" (one thread, the whole Wh), "barrier" and "flags"
  * (two threads; a sense-reversing counter barrier, or each thread publishing its step count
- * on its own cache line and waiting for the other's: both C11 atomics, spinning with pause),
- * and "half" (one thread computing only its half of the columns with no barrier: what two
- * threads would take if synchronising were free). The barriers' own cost per step is timed in
- * an empty step loop. Every two-thread variant's result is compared with the one-thread
+ * on its own cache line and waiting for the other's: both C11 atomics, spinning with pause,
+ * and yielding the core only after SPIN_LIMIT pauses in one wait), and "half" (one thread
+ * computing only its half of the columns with no barrier: what two threads would take if
+ * synchronising were free), then one / barrier and one / flags (the speed-ups). The
+ * wavefront's columns are "layers" and "steps-1t" (one thread: layer by layer, or step by
+ * step), "per-step" and "blocks" (two threads), and layers / per-step, layers / blocks. The
+ * barriers' own cost per step is timed in an empty step loop (first line). Every two-thread variant's result is compared with the one-thread
  * result (max abs diff printed; the split computes every element by the same sum in the same
  * order, so 0 is expected; the wavefront's xw1 differs in summation blocks, so to rounding),
  * and the program aborts on a mismatch.
@@ -48,6 +51,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <omp.h>
+#include <sched.h>
 #include <stdalign.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -69,6 +73,19 @@ static double now(void)
     return t.tv_sec + 1e-9 * t.tv_nsec;
 }
 
+/* A waiter's pause: spin, and past SPIN_LIMIT pauses in one wait also give the core away
+ * (sched_yield), so that on a machine with fewer free cores than threads the partner can
+ * run. A quiet machine's waits end long before (-DSPIN_LIMIT=0: spin only, never yield). */
+#ifndef SPIN_LIMIT
+#define SPIN_LIMIT 4096
+#endif
+
+static inline void wait_pause(int* spins)
+{
+    if (SPIN_LIMIT > 0 && ++*spins > SPIN_LIMIT) sched_yield();
+    else _mm_pause();
+}
+
 /* Sense-reversing counter barrier: the last to arrive resets the count and flips the sense;
  * the others spin on the sense. Count and sense on their own cache lines. */
 typedef struct {
@@ -79,13 +96,13 @@ typedef struct {
 
 static inline void barrier_wait(spin_barrier* b, int* my_sense)
 {
-    int s = !*my_sense;
+    int s = !*my_sense, spins = 0;
     *my_sense = s;
     if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n_threads - 1) {
         atomic_store_explicit(&b->count, 0, memory_order_relaxed);
         atomic_store_explicit(&b->sense, s, memory_order_release);
     } else {
-        while (atomic_load_explicit(&b->sense, memory_order_acquire) != s) _mm_pause();
+        while (atomic_load_explicit(&b->sense, memory_order_acquire) != s) wait_pause(&spins);
     }
 }
 
@@ -97,8 +114,10 @@ typedef struct {
 
 static inline void pair_wait(pair_flags* f, int s, long step)
 {
+    int spins = 0;
     atomic_store_explicit(&f->done[s][0], step, memory_order_release);
-    while (atomic_load_explicit(&f->done[1 - s][0], memory_order_acquire) < step) _mm_pause();
+    while (atomic_load_explicit(&f->done[1 - s][0], memory_order_acquire) < step)
+        wait_pause(&spins);
 }
 
 enum { SYNC_NONE, SYNC_BARRIER, SYNC_FLAGS };
@@ -163,8 +182,8 @@ static void report(const char* test, const char* dtype, int H, long steps, const
     int i;
     printf("%-10s %-7s H=%5d steps=%7ld", test, dtype, H, steps);
     for (i = 0; i < n; i++) printf("  %s %8.3f", names[i], best[i] * 1e3 / steps * 1e3);
-    printf("  one/%s %.2f", names[1], best[0] / best[1]);
-    if (n > 2) printf("  one/%s %.2f", names[2], best[0] / best[2]);
+    printf("  %s/%s %.2f", names[0], names[1], best[0] / best[1]);
+    if (n > 2) printf("  %s/%s %.2f", names[0], names[2], best[0] / best[2]);
     printf("  maxdiff %.2g\n", diff);
     fflush(stdout);
 }
@@ -475,7 +494,7 @@ static void SFX(stack_wavefront)(SFX(stack)* m, int reps, int chunk)
     atomic_store(&m->made, 0);
 #pragma omp parallel num_threads(2)
     {
-        int H = m->H, T = m->T, t, t0, rep, s = omp_get_thread_num();
+        int H = m->H, T = m->T, t, t0, rep, s = omp_get_thread_num(), spins;
         long base;
         for (rep = 0; rep < reps; rep++) {
             base = (long)rep * T;
@@ -494,12 +513,14 @@ static void SFX(stack_wavefront)(SFX(stack)* m, int reps, int chunk)
                     }
                 }
                 /* the next rep rewrites h0s: wait until layer 1 has read all of it */
+                spins = 0;
                 while (atomic_load_explicit(&m->made, memory_order_acquire) != -(base + T))
-                    _mm_pause();
+                    wait_pause(&spins);
             } else {
                 for (t = 0; t < T; t++) {
+                    spins = 0;
                     while (atomic_load_explicit(&m->made, memory_order_acquire) <= base + t)
-                        _mm_pause();
+                        wait_pause(&spins);
                     if (chunk == 0)
                         GEMM(1, H, H, 1, m->h0s + (size_t)t * H, H, m->wx1.bp, 0,
                              m->xw1 + (size_t)t * H, H);
