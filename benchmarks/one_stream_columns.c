@@ -41,6 +41,14 @@
  * order, so 0 is expected; the wavefront's xw1 differs in summation blocks, so to rounding),
  * and the program aborts on a mismatch.
  *
+ * Each test prints a second line, "windows=K": the fastest window of K steps (~25 us on one
+ * thread; thread 0 notes the wall clock every K steps) in us per step, and its ratios. On a
+ * busy machine most such windows run with both threads on a core (a time slice is
+ * milliseconds), so the fastest shows what two free cores would do, where the totals show the
+ * load; on a quiet machine the two lines agree. (The wavefront has no window figures: its
+ * threads run apart, so no one thread's windows time the pair.) The synchronisation alone is
+ * printed both ways too.
+ *
  * TESTS=elman,lstm,wavefront (any of them) runs only those. CPU_CLOCK=1 times with the calling thread's CPU time instead of the wall clock: on a busy
  * machine that leaves out the time the thread waited for a core, so the one-thread columns
  * ("one", "half", "layers", "steps-1t") stay meaningful; the two-thread ones do not (a waiter's
@@ -69,6 +77,7 @@
 
 #define MAX_ELEMS (1 << 21)   /* states stored: T_max * width elements at most */
 #define TARGET_S 0.1          /* one run on one thread */
+#define WINDOW_S 25e-6        /* a window of steps, on one thread */
 #define WF_CHUNK 32           /* the wavefront's blocks of layer-1 input projections */
 #define XW_ROWS 128           /* one thread's layer-1 input projection: rows per product (the
                                  packed GEMM re-reads its rows once per column panel) */
@@ -154,27 +163,6 @@ static inline void step_sync(sync_state* y, int s, long step, int* sense)
     else if (y->kind == SYNC_FLAGS) pair_wait(&y->flags, s, step);
 }
 
-/* The barriers alone: ns per step of an empty step loop on two threads. */
-static double sync_cost(int kind, long steps)
-{
-    static sync_state y;
-    double best = 1e9;
-    int round;
-    for (round = 0; round < 5; round++) {
-        double t0;
-        sync_reset(&y, kind);
-        t0 = now();
-#pragma omp parallel num_threads(2)
-        {
-            int s = omp_get_thread_num(), sense = 0;
-            long i;
-            for (i = 1; i <= steps; i++) step_sync(&y, s, i, &sense);
-        }
-        t0 = (now() - t0) / steps;
-        best = t0 < best ? t0 : best;
-    }
-    return best * 1e9;
-}
 
 static void* xalloc(size_t bytes)
 {
@@ -184,9 +172,75 @@ static void* xalloc(size_t bytes)
     return p;
 }
 
+/* Short windows: the recording thread notes the wall clock every `mark_every` steps, and the
+ * fastest window (us per step) is kept. On a busy machine a window of ~25 us mostly runs
+ * with both threads on a core (a time slice is milliseconds), so the fastest windows show
+ * what the whole run would take on two free cores; the run's total shows the load. */
+static double* mark_buf;
+static long mark_n, mark_cap, mark_every;
+
+static inline void mark(long step)
+{
+    if (mark_every && step % mark_every == 0 && mark_n < mark_cap) {
+        struct timespec t;
+        clock_gettime(CLOCK_MONOTONIC, &t);
+        mark_buf[mark_n++] = t.tv_sec + 1e-9 * t.tv_nsec;
+    }
+}
+
+static void marks_begin(long every, long steps)
+{
+    mark_cap = steps / every + 2;
+    mark_buf = realloc(mark_buf, sizeof(double) * mark_cap);
+    mark_n = 0;
+    mark_every = every;
+}
+
+/* the fastest window's seconds per step (1e9 if fewer than two marks), and stop recording */
+static double marks_min(void)
+{
+    double best = 1e9;
+    long i;
+    for (i = 1; i < mark_n; i++)
+        if ((mark_buf[i] - mark_buf[i - 1]) / mark_every < best)
+            best = (mark_buf[i] - mark_buf[i - 1]) / mark_every;
+    mark_every = 0;
+    return best;
+}
+
+/* The barriers alone: ns per step of an empty step loop on two threads, over the whole run
+ * (*total) and in the fastest window of 256 steps (returned). */
+static double sync_cost(int kind, long steps, double* total)
+{
+    static sync_state y;
+    double best = 1e9, wbest = 1e9, w;
+    int round;
+    for (round = 0; round < 5; round++) {
+        double t0;
+        sync_reset(&y, kind);
+        marks_begin(256, steps);
+        t0 = now();
+#pragma omp parallel num_threads(2)
+        {
+            int s = omp_get_thread_num(), sense = 0;
+            long i;
+            for (i = 1; i <= steps; i++) {
+                step_sync(&y, s, i, &sense);
+                if (s == 0) mark(i);
+            }
+        }
+        t0 = (now() - t0) / steps;
+        w = marks_min();
+        best = t0 < best ? t0 : best;
+        wbest = w < wbest ? w : wbest;
+    }
+    *total = best * 1e9;
+    return wbest * 1e9;
+}
+
 /* One row of results per test and dtype. */
 static void report(const char* test, const char* dtype, int H, long steps, const double* best,
-                   const char** names, int n, double diff)
+                   const double* wbest, long every, const char** names, int n, double diff)
 {
     int i;
     printf("%-10s %-7s H=%5d steps=%7ld", test, dtype, H, steps);
@@ -194,6 +248,15 @@ static void report(const char* test, const char* dtype, int H, long steps, const
     printf("  %s/%s %.2f", names[0], names[1], best[0] / best[1]);
     if (n > 2) printf("  %s/%s %.2f", names[0], names[2], best[0] / best[2]);
     printf("  maxdiff %.2g\n", diff);
+    printf("%-10s %-7s H=%5d windows=%5ld", test, dtype, H, every);
+    for (i = 0; i < n; i++)
+        if (wbest[i] < 1e9) printf("  %s %8.3f", names[i], wbest[i] * 1e6);
+        else printf("  %s %8s", names[i], "-");
+    if (wbest[0] < 1e9 && wbest[1] < 1e9)
+        printf("  %s/%s %.2f", names[0], names[1], wbest[0] / wbest[1]);
+    if (n > 2 && wbest[0] < 1e9 && wbest[2] < 1e9)
+        printf("  %s/%s %.2f", names[0], names[2], wbest[0] / wbest[2]);
+    printf("\n");
     fflush(stdout);
 }
 
@@ -238,8 +301,13 @@ int main(int argc, char** argv)
         }
     printf("threads available %d; ms per 1000 steps, min over %d rounds\n",
            omp_get_max_threads(), rounds);
-    printf("sync alone (ns/step): barrier %.1f, flags %.1f\n",
-           sync_cost(SYNC_BARRIER, 2000000), sync_cost(SYNC_FLAGS, 2000000));
+    {
+        double tb, tf, wb = sync_cost(SYNC_BARRIER, 2000000, &tb),
+               wf = sync_cost(SYNC_FLAGS, 2000000, &tf);
+        printf("sync alone (ns/step): barrier %.1f, flags %.1f\n", tb, tf);
+        printf("sync alone (ns/step, fastest window of 256 steps): barrier %.1f, flags %.1f\n",
+               wb, wf);
+    }
     for (i = 0; i < n_sizes; i++) {
         run_all_s(sizes[i], rounds, getenv("TESTS"));
         run_all_d(sizes[i], rounds, getenv("TESTS"));
@@ -363,7 +431,9 @@ static void SFX(elman_fwd_cols)(SFX(elman)* e, const REAL* bp, int c0, int c1, i
             memcpy(h + c0, e->xw + (size_t)t * H + c0, sizeof(REAL) * (c1 - c0));
             GEMM(1, c1 - c0, H, 1, hprev, H, bp, 1, h + c0, H);   /* h[c] += hprev @ Wh[:, c] */
             for (j = c0; j < c1; j++) h[j] = SFX(tanh_v)(h[j]);
-            if (y) step_sync(y, s, ++step, &sense);
+            ++step;
+            if (y) step_sync(y, s, step, &sense);
+            if (s == 0) mark(step);
         }
 }
 
@@ -381,7 +451,9 @@ static void SFX(elman_bwd_cols)(SFX(elman)* e, const REAL* bp, int c0, int c1, i
             memcpy(dA + c0, e->dh + (size_t)t * H + c0, sizeof(REAL) * (c1 - c0));
             GEMM(1, c1 - c0, H, 1, next, H, bp, 1, dA + c0, H);  /* dA[c] += next @ Wh.T[:, c] */
             for (j = c0; j < c1; j++) dA[j] *= 1 - h[j] * h[j];
-            if (y) step_sync(y, s, ++step, &sense);
+            ++step;
+            if (y) step_sync(y, s, step, &sense);
+            if (s == 0) mark(step);
         }
 }
 
@@ -435,7 +507,9 @@ static void SFX(lstm_fwd_units)(SFX(lstm)* m, const SFX(panel_set)* ps, REAL* ga
             REAL* c = m->cs + (size_t)t * H + u0;
             GEMM(1, 4 * n, H, 1, hprev, H, ps->bp, 0, gate, 4 * n);  /* its i, f, g, o cols */
             SFX(lstm_cells)(n, H, gate, xw, cprev + u0, c, h);
-            if (y) step_sync(y, s, ++step, &sense);
+            ++step;
+            if (y) step_sync(y, s, step, &sense);
+            if (s == 0) mark(step);
         }
 }
 
@@ -554,15 +628,20 @@ static void SFX(plan)(double step_s, int width, int* T, int* reps)
     *reps = (int)((want + *T - 1) / *T);
 }
 
-#define TIME_INTO(slot, code) do { double t0_ = now(); code; t0_ = now() - t0_;               \
-                                   if (t0_ < best[slot]) best[slot] = t0_; } while (0)
+#define TIME_INTO(slot, code) do { double t0_, w_;                                           \
+                                   marks_begin(every, (long)T * reps);                         \
+                                   t0_ = now(); code; t0_ = now() - t0_;                       \
+                                   w_ = marks_min();                                           \
+                                   if (t0_ < best[slot]) best[slot] = t0_;                     \
+                                   if (w_ < wbest[slot]) wbest[slot] = w_; } while (0)
 
 static void SFX(run_elman)(int H, int rounds)
 {
     static sync_state y;
     SFX(elman) e;
     REAL *wh = xalloc(sizeof(REAL) * H * H), *ref, *ref_dA;
-    double best[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    double best[4] = {1e9, 1e9, 1e9, 1e9}, wbest[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    long every;
     const char* names[4] = {"one", "barrier", "flags", "half"};
     int T, reps, round, v, half = H / 2, dir;
     e.H = H;
@@ -581,7 +660,9 @@ static void SFX(run_elman)(int H, int rounds)
     SFX(elman_fwd_cols)(&e, e.full.bp, 0, H, 1, 0, NULL);
     t0 = now();
     SFX(elman_fwd_cols)(&e, e.full.bp, 0, H, 4, 0, NULL);
-    SFX(plan)((now() - t0) / 1024, H, &T, &reps);
+    t0 = (now() - t0) / 1024;                          /* one step, one thread */
+    SFX(plan)(t0, H, &T, &reps);
+    every = (long)(WINDOW_S / t0) + 1;
     free(e.xw); free(e.hs);
     e.T = T;
     e.xw = xalloc(sizeof(REAL) * T * H); e.hs = xalloc(sizeof(REAL) * T * H);
@@ -600,7 +681,7 @@ static void SFX(run_elman)(int H, int rounds)
         SFX(elman_fwd_cols)(&e, e.full.bp, 0, H, 1, 0, NULL);   /* hs, for the backward */
         cols(&e, full, 0, H, 1, 0, NULL);
         memcpy(want, out, sizeof(REAL) * T * H);
-        for (v = 0; v < 4; v++) best[v] = 1e9;
+        for (v = 0; v < 4; v++) best[v] = wbest[v] = 1e9;
         diff = 0;
         for (round = 0; round < rounds; round++) {
             TIME_INTO(0, cols(&e, full, 0, H, reps, 0, NULL));
@@ -616,7 +697,8 @@ static void SFX(run_elman)(int H, int rounds)
             TIME_INTO(3, cols(&e, (dir ? e.bwd[0] : e.fwd[0]).bp, 0, half, reps, 0, NULL));
         }
         if (diff != 0) { fprintf(stderr, "elman %s: two threads differ\n", DTYPE); abort(); }
-        report(dir ? "elman bwd" : "elman fwd", DTYPE, H, (long)T * reps, best, names, 4, diff);
+        report(dir ? "elman bwd" : "elman fwd", DTYPE, H, (long)T * reps, best, wbest, every,
+               names, 4, diff);
     }
     free(wh); free(e.xw); free(e.hs); free(e.dh); free(e.dA); free(e.h0); free(e.zero);
     free(ref); free(ref_dA);
@@ -629,7 +711,8 @@ static void SFX(run_lstm)(int H, int rounds)
     static sync_state y;
     SFX(lstm) m;
     REAL *wh = xalloc(sizeof(REAL) * H * 4 * H), *ref, *gate_full = xalloc(sizeof(REAL) * 4 * H);
-    double best[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    double best[4] = {1e9, 1e9, 1e9, 1e9}, wbest[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    long every;
     const char* names[4] = {"one", "barrier", "flags", "half"};
     int T, reps, round, v, half = H / 2;
     m.H = H;
@@ -646,7 +729,9 @@ static void SFX(run_lstm)(int H, int rounds)
     SFX(lstm_fwd_units)(&m, &m.full, gate_full, 0, H, 1, 0, NULL);
     t0 = now();
     SFX(lstm_fwd_units)(&m, &m.full, gate_full, 0, H, 4, 0, NULL);
-    SFX(plan)((now() - t0) / 1024, 4 * H, &T, &reps);
+    t0 = (now() - t0) / 1024;                          /* one step, one thread */
+    SFX(plan)(t0, 4 * H, &T, &reps);
+    every = (long)(WINDOW_S / t0) + 1;
     free(m.xw); free(m.hs); free(m.cs);
     m.T = T;
     m.xw = xalloc(sizeof(REAL) * T * 4 * H);
@@ -671,7 +756,8 @@ static void SFX(run_lstm)(int H, int rounds)
         TIME_INTO(3, SFX(lstm_fwd_units)(&m, &m.half[0], m.gates[0], 0, half, reps, 0, NULL));
     }
     if (diff != 0) { fprintf(stderr, "lstm %s: two threads differ\n", DTYPE); abort(); }
-    report("lstm fwd", DTYPE, H, (long)T * reps, best, names, 4, diff);
+    report("lstm fwd", DTYPE, H, (long)T * reps, best, wbest, every, names, 4,
+               diff);
     free(wh); free(ref); free(gate_full); free(m.gates[0]); free(m.gates[1]);
     free(m.h0); free(m.c0); free(m.xw); free(m.hs); free(m.cs);
     free(m.full.buf); free(m.half[0].buf); free(m.half[1].buf);
@@ -682,7 +768,8 @@ static void SFX(run_stack)(int H, int rounds)
     SFX(stack)* m = xalloc(sizeof(SFX(stack)));
     REAL *wh0 = xalloc(sizeof(REAL) * H * H), *wx1 = xalloc(sizeof(REAL) * H * H),
          *wh1 = xalloc(sizeof(REAL) * H * H), *ref;
-    double best[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    double best[4] = {1e9, 1e9, 1e9, 1e9}, wbest[4] = {1e9, 1e9, 1e9, 1e9}, diff = 0, t0;
+    long every;
     const char* names[4] = {"layers", "per-step", "blocks", "steps-1t"};
     int T, reps, round;
     m->H = H;
@@ -699,7 +786,9 @@ static void SFX(run_stack)(int H, int rounds)
     SFX(stack_layers)(m, 1);
     t0 = now();
     SFX(stack_layers)(m, 4);
-    SFX(plan)((now() - t0) / 1024, H, &T, &reps);
+    t0 = (now() - t0) / 1024;                          /* one step, one thread */
+    SFX(plan)(t0, H, &T, &reps);
+    every = (long)(WINDOW_S / t0) + 1;
     free(m->xw0); free(m->h0s); free(m->xw1); free(m->h1s);
     m->T = T;
     m->xw0 = xalloc(sizeof(REAL) * T * H); m->h0s = xalloc(sizeof(REAL) * T * H);
@@ -725,7 +814,8 @@ static void SFX(run_stack)(int H, int rounds)
         diff = d > diff ? d : diff;
     }
     if (!(diff <= TOL)) { fprintf(stderr, "wavefront %s: results differ\n", DTYPE); abort(); }
-    report("wavefront", DTYPE, H, (long)T * reps, best, names, 4, diff);
+    report("wavefront", DTYPE, H, (long)T * reps, best, wbest, every, names, 4,
+               diff);
     free(wh0); free(wx1); free(wh1); free(ref); free(m->zero);
     free(m->xw0); free(m->h0s); free(m->xw1); free(m->h1s);
     free(m->wh0.buf); free(m->wx1.buf); free(m->wh1.buf); free(m);
