@@ -412,6 +412,22 @@ static SFX(panel_set) SFX(pack_cols)(int trans, int k, int n_all, const REAL* w,
     return p;
 }
 
+/* Prefetch a row that the other thread has just written (FETCH_ROW=1, the default): the
+ * product reads it element by element in order, and the out-of-order window covers less than
+ * a cache line of it, so without this each of its lines held by the other core is one miss
+ * after another, a core-to-core transfer each. */
+#ifndef FETCH_ROW
+#define FETCH_ROW 1
+#endif
+
+static inline void SFX(fetch_row)(const REAL* row, int n)
+{
+    int i;
+    if (FETCH_ROW)
+        for (i = 0; i < n; i += 64 / (int)sizeof(REAL)) _mm_prefetch((const char*)(row + i),
+                                                                     _MM_HINT_T0);
+}
+
 /* ---- Elman forward: thread s's columns [c0, c1) of steps 0..T-1, `reps` times ---------- */
 typedef struct {
     int H, T;
@@ -429,6 +445,7 @@ static void SFX(elman_fwd_cols)(SFX(elman)* e, const REAL* bp, int c0, int c1, i
             const REAL* hprev = t ? e->hs + (size_t)(t - 1) * H : e->h0;
             REAL* h = e->hs + (size_t)t * H;
             memcpy(h + c0, e->xw + (size_t)t * H + c0, sizeof(REAL) * (c1 - c0));
+            SFX(fetch_row)(hprev, H);
             GEMM(1, c1 - c0, H, 1, hprev, H, bp, 1, h + c0, H);   /* h[c] += hprev @ Wh[:, c] */
             for (j = c0; j < c1; j++) h[j] = SFX(tanh_v)(h[j]);
             ++step;
@@ -449,6 +466,7 @@ static void SFX(elman_bwd_cols)(SFX(elman)* e, const REAL* bp, int c0, int c1, i
             const REAL* h = e->hs + (size_t)t * H;
             REAL* dA = e->dA + (size_t)t * H;
             memcpy(dA + c0, e->dh + (size_t)t * H + c0, sizeof(REAL) * (c1 - c0));
+            SFX(fetch_row)(next, H);
             GEMM(1, c1 - c0, H, 1, next, H, bp, 1, dA + c0, H);  /* dA[c] += next @ Wh.T[:, c] */
             for (j = c0; j < c1; j++) dA[j] *= 1 - h[j] * h[j];
             ++step;
@@ -505,6 +523,7 @@ static void SFX(lstm_fwd_units)(SFX(lstm)* m, const SFX(panel_set)* ps, REAL* ga
             const REAL* xw = m->xw + (size_t)t * 4 * H + u0;
             REAL* h = m->hs + (size_t)t * H + u0;
             REAL* c = m->cs + (size_t)t * H + u0;
+            SFX(fetch_row)(hprev, H);
             GEMM(1, 4 * n, H, 1, hprev, H, ps->bp, 0, gate, 4 * n);  /* its i, f, g, o cols */
             SFX(lstm_cells)(n, H, gate, xw, cprev + u0, c, h);
             ++step;
