@@ -21,8 +21,9 @@
  *               gathered and packed as one (H, 4 * units) block), so its gate math needs only
  *               its own product
  *   wavefront   two stacked Elman layers: layer 1's input xw1 = h0 @ Wx1 (D = H); one thread
- *               runs layer 0, then xw1 as one product over all steps, then layer 1 (the way the
- *               layers run one after the other today), or both layers step by step; on two
+ *               runs layer 0, then xw1 over all steps (products of XW_ROWS rows), then layer 1
+ *               (the way the layers run one after the other today), or both layers step by
+ *               step; on two
  *               threads thread 0 runs layer 0 while thread 1 runs layer 1 behind it, with xw1
  *               made per step by thread 1 ("per step") or by thread 0 over blocks of WF_CHUNK
  *               steps just after it made them ("blocks")
@@ -36,10 +37,10 @@
  * synchronising were free), then one / barrier and one / flags (the speed-ups). The
  * wavefront's columns are "layers" and "steps-1t" (one thread: layer by layer, or step by
  * step), "per-step" and "blocks" (two threads), and layers / per-step, layers / blocks. The
- * barriers' own cost per step is timed in an empty step loop (first line). Every two-thread variant's result is compared with the one-thread
- * result (max abs diff printed; the split computes every element by the same sum in the same
- * order, so 0 is expected; the wavefront's xw1 differs in summation blocks, so to rounding),
- * and the program aborts on a mismatch.
+ * barriers' own cost per step is timed in an empty step loop (first lines). Every two-thread
+ * variant's result is compared with the one-thread result (max abs diff printed; the split
+ * computes every element by the same sum in the same order, so 0 is expected; the wavefront's
+ * xw1 differs in summation blocks, so to rounding), and the program aborts on a mismatch.
  *
  * Each test prints a second line, "windows=K": the fastest window of K steps (~25 us on one
  * thread; thread 0 notes the wall clock every K steps) in us per step, and its ratios. On a
@@ -49,15 +50,16 @@
  * threads run apart, so no one thread's windows time the pair.) The synchronisation alone is
  * printed both ways too.
  *
- * TESTS=elman,lstm,wavefront (any of them) runs only those. CPU_CLOCK=1 times with the calling thread's CPU time instead of the wall clock: on a busy
- * machine that leaves out the time the thread waited for a core, so the one-thread columns
+ * TESTS=elman,lstm,wavefront (any of them) runs only those. CPU_CLOCK=1 times with the
+ * calling thread's CPU time instead of the wall clock: on a busy machine that leaves out the
+ * time the thread waited for a core, so the one-thread columns
  * ("one", "half", "layers", "steps-1t") stay meaningful; the two-thread ones do not (a waiter's
  * spinning counts, its partner's time away does not).
  *
  * T is chosen so that a run takes ~100 ms on one thread: the states are stored for T_max steps
  * at most (T_max * width <= 2M elements) and the step loop repeats over them if it needs more.
  * Spinning on a machine with fewer free cores than threads is catastrophic (a waiter burns the
- * time slice its partner needs): only a quiet machine gives meaningful two-thread figures.
+ * time slice its partner needs): only a quiet machine gives meaningful two-thread totals.
  */
 #ifndef REAL
 #define _GNU_SOURCE
