@@ -51,7 +51,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--before", default=None)
     parser.add_argument("--cases", default="S,C,H256,H16")
-    parser.add_argument("--cells", default=",".join(fastbptt.CELLS))
+    parser.add_argument("--cells", default="rnn,lstm,gru")
     parser.add_argument("--dtypes", default="float32,float64")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--no-torch", action="store_true")
