@@ -73,7 +73,7 @@ def kernel_backward(cell, kernels, cache, inputs, run=None, takes_overwrite=True
             if run is None:
                 run_kernel(kernels.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer,
                            inputs.xi, carries, dx, wg, inputs.h_grad_norms,
-                           inputs.overwrite_cache, write_weight_grads=written)
+                           inputs.overwrite_cache, written)
             else:
                 run(cache, inputs, buffers, dx, carries, wg, written)
         elif inputs.h_grad_norms is not None:

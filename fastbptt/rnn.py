@@ -94,10 +94,8 @@ def _run_backward(cache, inputs, buffers, dx, carries, wg, written):
         n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
         dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
         run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
-                   inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms,
-                   write_weight_grads=written)
+                   inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms, written)
     else:
         run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
-                   inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms,
-                   write_weight_grads=written)
+                   inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms, written)
 

@@ -13,7 +13,7 @@ The kernels' arguments, alike in every cell (shapes are checked by the caller; N
 
     forward(bufs, x, active=None, n_threads=1)
     backward(bufs, dh, xi, carries, dx, weight_grads, norms=None, [overwrite_cache,]
-             active=None, n_threads=1, write_weight_grads=False)
+             write_weight_grads=False, active=None, n_threads=1)
 
 bufs holds the cache's arrays (its ``Buffers``). x is the cache's x and dh, dx are in its
 layout: (N, T, .), or (T, N, .) if time-major. active (T,) int32, time-major only: step t runs

@@ -346,8 +346,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False, active=None,
-             int n_threads=1, bint write_weight_grads=False):
+             floating[::1] norms=None, bint overwrite_cache=False,
+             bint write_weight_grads=False, active=None, int n_threads=1):
     """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
     carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db', 'dbh'. dAh and dxn are the
     workspaces dAh (like gates) and dxn (like hn), made by the first call that needs them, or

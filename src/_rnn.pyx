@@ -196,8 +196,8 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, active=None, int n_threads=1,
-             bint write_weight_grads=False):
+             floating[::1] norms=None, bint write_weight_grads=False, active=None,
+             int n_threads=1):
     """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
     carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. The workspace dA (like h) is made
     by the first call."""
@@ -259,8 +259,8 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
 
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-                  dict weight_grads, floating[::1] norms=None, int n_threads=1,
-                  bint write_weight_grads=False):
+                  dict weight_grads, floating[::1] norms=None, bint write_weight_grads=False,
+                  int n_threads=1):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
