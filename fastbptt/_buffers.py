@@ -55,7 +55,7 @@ def make_cache(cache_type, out, inputs, states, outputs, **extra):
     return out
 
 
-def backward_buffers(cell, cache, inputs):
+def backward_buffers(cell, cache, inputs, written=False):
     """The arrays a backward writes: (dx, state gradients, weight gradients).
 
     dx : in x's layout, new or ``out.dx``; every element is written by the backward.
@@ -63,7 +63,8 @@ def backward_buffers(cell, cache, inputs):
         holding the gradient into the final states (zeros where None): backward carries it
         back to the initial states in place.
     weight gradients : {'dWx', 'dWh', 'db' and the extra ones}: ``grads``' arrays to add into
-        (as the checks returned them), else ``out``'s set to zero, else new zeros.
+        (as the checks returned them), else ``out``'s, else new ones (``weight_grad_buffers``):
+        with ``written`` (a kernel will write every element) as they are, else zeros.
 
     With ``overwrite_cache``, this marks the cache consumed, now that every check has passed
     and the backward may start writing over it; kernels and reference then refuse a second
@@ -80,14 +81,14 @@ def backward_buffers(cell, cache, inputs):
             else:
                 np.copyto(carry, value)
         carries = {name: getattr(out, state_grad_name(name)) for name in inputs.final}
-        return out.dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out)
+        return out.dx, carries, weight_grad_buffers(cell, cache, inputs.grads, out, written)
     n_steps, n_batch, n_input = cache.x.shape
     dx = np.empty((n_steps, n_batch, n_input) if cache.time_major
                   else (n_batch, n_steps, n_input), dtype)
     shape = cache.h0.shape
     carries = {name: np.zeros(shape, dtype) if value is None else np.array(value, order="C")
                for name, value in inputs.final.items()}
-    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads)
+    return dx, carries, weight_grad_buffers(cell, cache, inputs.grads, None, written)
 
 
 def state_grad_name(final):
@@ -96,20 +97,25 @@ def state_grad_name(final):
     return final[:-1] + "0"
 
 
-def weight_grad_buffers(cell, cache, grads=None, out=None):
-    """The arrays backward adds weight gradients into, {'dWx': ..., 'dWh': ..., 'db': ...,
-    and the extra ones}: ``grads``' (the dict the checks returned), else those of ``out`` (an
-    earlier result, checked) set to zero, else new zeros."""
+def weight_grad_buffers(cell, cache, grads=None, out=None, written=False):
+    """The arrays backward puts weight gradients in, {'dWx': ..., 'dWh': ..., 'db': ..., and
+    the extra ones}: ``grads``' (the dict the checks returned), which it adds into; else those
+    of ``out`` (an earlier result, checked), else new ones. ``written``: the caller's kernel
+    writes every element of them (``write_weight_grads``, as a BLAS product with beta = 0), so
+    they are left as they are (new ones uninitialised); else they are set to zero, for a
+    backward that adds into them (the reference, a checkpointed backward's segments) or for
+    none at all (no sequence, or no step, to run)."""
     if grads is not None:
         return grads
     if out is not None:
         arrays = {name: getattr(out, name) for name in cell.weight_grads}
-        for arr in arrays.values():
-            arr.fill(0)
+        if not written:
+            for arr in arrays.values():
+                arr.fill(0)
         return arrays
     # np.zeros, not np.zeros_like, which costs more than the rest of this on short sequences
-    fields, dtype = cache.__dict__, cache.dtype
-    return {grad: np.zeros(fields[weight].shape, dtype)
+    fields, dtype, new = cache.__dict__, cache.dtype, np.empty if written else np.zeros
+    return {grad: new(fields[weight].shape, dtype)
             for grad, weight in zip(cell.weight_grads, cell.weights)}
 
 
@@ -170,14 +176,15 @@ def make_jordan_cache(out, inputs, y0, h, y, nonlinearity, output_nonlinearity):
     return out
 
 
-def jordan_backward_buffers(cache, inputs):
+def jordan_backward_buffers(cache, inputs, written=False):
     """What ``jordan_backward`` writes: (dx, carry, weight gradients).
 
     dx : in x's layout, new or ``out.dx``; every element is written.
     carry : (N, O), new or ``out.dy0``, holding dyT (zeros where None): backward carries it back
         to dL/dy0 in place.
     weight gradients : {'dWx', 'dWy', 'db', 'dWo', 'dbo'}: ``grads``' arrays to add into, else
-        ``out``'s set to zero, else new zeros.
+        ``out``'s, else new ones: with ``written`` (the kernel writes every element) as they
+        are, else zeros.
 
     With ``overwrite_cache``, this marks the cache consumed, now that every check has passed."""
     out, dtype = inputs.out, cache.dtype
@@ -201,8 +208,10 @@ def jordan_backward_buffers(cache, inputs):
     fields = cache.__dict__
     if out is not None:
         grads = {"d" + name: getattr(out, "d" + name) for name in ("Wx", "Wy", "b", "Wo", "bo")}
-        for arr in grads.values():
-            arr.fill(0)
+        if not written:
+            for arr in grads.values():
+                arr.fill(0)
         return dx, carry, grads
-    return dx, carry, {"d" + name: np.zeros(fields[name].shape, dtype)
+    new = np.empty if written else np.zeros
+    return dx, carry, {"d" + name: new(fields[name].shape, dtype)
                        for name in ("Wx", "Wy", "b", "Wo", "bo")}

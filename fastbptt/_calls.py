@@ -46,13 +46,17 @@ def _fill_forward(cell, kernels, inputs, out, options):
 def kernel_backward(cell, kernels, cache, inputs, run=None, takes_overwrite=True):
     """The ``Grads`` of ``cell``'s backward on the compiled ``kernels`` through every step of
     ``cache``, for the checked ``inputs``. ``run(cache, inputs, buffers, dx, carries,
-    weight_grads)`` calls the cell's backward kernel on the cache's ``Buffers`` (only where
-    N >= 1), the arrays it writes made here (``fastbptt._buffers.backward_buffers``); None calls
-    ``kernels.backward`` with ``overwrite_cache``, as the LSTM's and the GRU's take it: they
-    write their workspace over the cache's gate values, each step's once the step has read
-    them. ``takes_overwrite`` False: the kernels take no ``overwrite_cache`` (the RNN's, whose
-    cache has no gate values), which a cache of sequences by length (``fastbptt._lengths``)
-    passes on otherwise."""
+    weight_grads, written)`` calls the cell's backward kernel on the cache's ``Buffers`` (only
+    where N >= 1), the arrays it writes made here (``fastbptt._buffers.backward_buffers``);
+    None calls ``kernels.backward`` with ``overwrite_cache``, as the LSTM's and the GRU's take
+    it: they write their workspace over the cache's gate values, each step's once the step has
+    read them. ``takes_overwrite`` False: the kernels take no ``overwrite_cache`` (the RNN's,
+    whose cache has no gate values), which a cache of sequences by length
+    (``fastbptt._lengths``) passes on otherwise.
+
+    Without ``grads=`` the kernel writes the weight gradients (``written``, passed as its
+    ``write_weight_grads``): their arrays, new or ``out``'s, are not set to zero first. With
+    N = 0 no kernel runs, and they are zeros."""
     if cache.lengths is not None:
         if takes_overwrite:
             return backward_by_length(cell, kernels, cache, inputs,
@@ -61,15 +65,17 @@ def kernel_backward(cell, kernels, cache, inputs, run=None, takes_overwrite=True
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)    # counted in (fastbptt._sharing)
     try:
-        dx, carries, wg = backward_buffers(cell, cache, inputs)
-        if cache.h.shape[1]:
+        n_batch = cache.h.shape[1]
+        written = inputs.grads is None and n_batch > 0
+        dx, carries, wg = backward_buffers(cell, cache, inputs, written)
+        if n_batch:
             buffers = kernel_buffers(kernels, cache, shared)
             if run is None:
                 run_kernel(kernels.backward, cache.x, cache.Wh, buffers, inputs.dh_buffer,
                            inputs.xi, carries, dx, wg, inputs.h_grad_norms,
-                           inputs.overwrite_cache)
+                           inputs.overwrite_cache, written)
             else:
-                run(cache, inputs, buffers, dx, carries, wg)
+                run(cache, inputs, buffers, dx, carries, wg, written)
         elif inputs.h_grad_norms is not None:
             inputs.h_grad_norms[...] = 0
     finally:

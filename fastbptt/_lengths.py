@@ -194,12 +194,14 @@ def inner_cache(cache):
 def backward_by_length(cell, kernels, cache, inputs, **options):
     """A cell's backward on the kernels for a cache of sequences by length (``inputs``
     checked); ``options`` are the kernel's keywords beyond the common ones (overwrite_cache).
-    Returns the ``Grads``."""
+    Returns the ``Grads``. Without ``grads=`` the kernel writes the weight gradients (they are
+    zeros where no sequence has a step and no kernel runs)."""
     mode = "consume" if inputs.overwrite_cache else "read"
     shared = begin(cache, mode, inputs.writes)
     try:
         inner, order = inner_cache(cache)
-        dx, carries, wg = backward_buffers(cell, cache, inputs)
+        written = inputs.grads is None and order.n_run > 0
+        dx, carries, wg = backward_buffers(cell, cache, inputs, written)
         inner_carries = {name: carry[order.order] for name, carry in carries.items()}
         dx_inner = scratch("dx", inner.x.shape, cache.dtype)
         if order.n_run:
@@ -208,7 +210,7 @@ def backward_by_length(cell, kernels, cache, inputs, **options):
             run_kernel(kernels.backward, inner.x, inner.Wh,
                        kernel_buffers(kernels, inner, shared), dh_inner, inputs.xi,
                        inner_carries, dx_inner, wg, inputs.h_grad_norms, active=order.kernel_active,
-                       **options)
+                       write_weight_grads=written, **options)
         else:
             dx_inner.fill(0)
             if inputs.h_grad_norms is not None:

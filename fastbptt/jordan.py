@@ -97,8 +97,9 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=No
     mode = "consume" if inputs.overwrite_cache else "read"
     begin(cache, mode, inputs.writes)
     try:
-        dx, carry, wg = jordan_backward_buffers(cache, inputs)
         n_steps, n_batch, n_hidden = cache.h.shape
+        written = inputs.grads is None and n_batch > 0      # the kernel writes them
+        dx, carry, wg = jordan_backward_buffers(cache, inputs, written)
         if n_batch:
             tm = cache.time_major
             dAh = cache.workspace("dAh", swap_major(cache.h, tm).shape)
@@ -107,7 +108,7 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=No
                        cache.Wx, cache.Wy, cache.Wo, swap_major(cache.h, tm),
                        swap_major(cache.y, tm), inputs.dy_buffer, inputs.xi, carry, dAh, dAo,
                        dx, wg, tm, cache.nonlinearity, cache.output_nonlinearity,
-                       h_grad_norms, sharded=False)
+                       h_grad_norms, written, sharded=False)
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:

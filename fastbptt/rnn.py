@@ -86,15 +86,16 @@ def _backward(cell, kernels, cache, inputs):
     return kernel_backward(cell, kernels, cache, inputs, _run_backward, False)
 
 
-def _run_backward(cache, inputs, buffers, dx, carries, wg):
-    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``."""
+def _run_backward(cache, inputs, buffers, dx, carries, wg, written):
+    """The backward kernel's call, for ``fastbptt._calls.kernel_backward``: ``written``, the
+    kernel writes the weight gradients ``wg`` rather than adding into them."""
     if inputs.overwrite_cache:
         n_steps, n_batch, n_hidden = cache.h.shape
         n_block = lean_block_steps(n_steps, n_batch, cache.time_major)
         dA = cache.workspace("dA_lean", (n_block, n_batch, n_hidden))
         run_kernel(_rnn.backward_lean, cache.x, cache.Wh, buffers, inputs.dh_buffer,
-                   inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms)
+                   inputs.xi, carries, dA, dx, wg, inputs.h_grad_norms, written)
     else:
         run_kernel(_rnn.backward, cache.x, cache.Wh, buffers,
-                   inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms)
+                   inputs.dh_buffer, inputs.xi, carries, dx, wg, inputs.h_grad_norms, written)
 

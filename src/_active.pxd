@@ -24,7 +24,7 @@ from cython cimport floating
 from libc.string cimport memset
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows, sum_rows, zero_matrix
 from _interrupt cimport Watch
 
 
@@ -121,33 +121,38 @@ cdef inline void product_by_steps(Watch* w, const int* active, int n_steps, int 
 
 cdef inline void sum_by_steps(Watch* w, const int* active, int n_steps, int n_batch, int m,
                               int n, floating alpha, const floating* a, int lda,
-                              const floating* b, int ldb, floating* c, int ldc) noexcept nogil:
-    """``sum_by_rows`` (C += alpha * A.T @ B) over the rows that run of the n_steps time-major
-    steps of n_batch rows each of A and B."""
+                              const floating* b, int ldb, floating beta, floating* c,
+                              int ldc) noexcept nogil:
+    """``sum_by_rows`` (C = alpha * A.T @ B + beta * C, beta 0 or 1) over the rows that run of
+    the n_steps time-major steps of n_batch rows each of A and B: the first product (the
+    leading steps all of whose rows run, none or more) takes beta, the later steps add."""
     cdef int n_full = full_steps(active, n_steps, n_batch)
     cdef Py_ssize_t t, N = n_batch
-    sum_by_rows(w, m, n, n_full * n_batch, alpha, a, lda, b, ldb, c, ldc)
+    sum_by_rows(w, m, n, n_full * n_batch, alpha, a, lda, b, ldb, beta, c, ldc)
     for t in range(n_full, n_steps):
         sum_by_rows(w, m, n, active[t], alpha, a + t * N * lda, lda, b + t * N * ldb, ldb,
-                    c, ldc)
+                    1, c, ldc)
 
 
 cdef inline void hidden_grad_by_steps(Watch* w, const int* active, bint by_step, int n_steps,
                                       int n_batch, int n_hidden, int n_cols, const floating* h0,
                                       const floating* h, const floating* dA, Py_ssize_t width,
-                                      floating* dWh) noexcept nogil:
-    """``add_hidden_weight_grad`` (dWh += sum_t h_{t-1}.T @ dA_t) over the rows that run (the
-    buffers time-major where active is not NULL)."""
+                                      floating beta, floating* dWh) noexcept nogil:
+    """``add_hidden_weight_grad`` (dWh = sum_t h_{t-1}.T @ dA_t + beta * dWh, beta 0 or 1) over
+    the rows that run (the buffers time-major where active is not NULL): the first step's
+    product takes beta, the later ones add; no step (n_steps = 0) with beta 0 writes zeros."""
     cdef int n_full = full_steps(active, n_steps, n_batch), t_first = n_full
     cdef Py_ssize_t t, N = n_batch, H = n_hidden
     if n_full:
         add_hidden_weight_grad(w, by_step, n_full, n_batch, n_hidden, n_cols, h0, h, dA, width,
-                               dWh)
+                               beta, dWh)
     elif n_steps:
-        # dWh += h0[:a].T @ dA[0, :a]     (H,C) += (a,H)'(a,C), a = active[0]
+        # dWh = h0[:a].T @ dA[0, :a] + beta * dWh     (H,C) = (a,H)'(a,C), a = active[0]
         gemm(TRANS, NO_TRANS, n_hidden, n_cols, active[0],
-             1, h0, n_hidden, dA, <int> width, 1, dWh, n_cols)
+             1, h0, n_hidden, dA, <int> width, beta, dWh, n_cols)
         t_first = 1
+    elif beta == 0:
+        zero_matrix(dWh, n_hidden, n_cols, n_cols)      # no step: an empty sum
     for t in range(t_first, n_steps):
         # dWh += h[t-1, :a].T @ dA[t, :a]     (H,C) += (a,H)'(a,C), a = active[t]
         gemm(TRANS, NO_TRANS, n_hidden, n_cols, active[t],
@@ -157,25 +162,23 @@ cdef inline void hidden_grad_by_steps(Watch* w, const int* active, bint by_step,
 cdef inline void grads_by_steps(Watch* w, const int* active, bint by_step, int n_run,
                                 int n_steps, int n_batch, int n_input, int n_hidden, int n_cols,
                                 const floating* x, const floating* h0, const floating* h,
-                                floating* dA, const floating* Wx, floating* dx, floating* dWx,
-                                floating* dWh, floating* db) noexcept nogil:
+                                floating* dA, const floating* Wx, floating* dx, bint write,
+                                floating* dWx, floating* dWh, floating* db) noexcept nogil:
     """The weight gradients and dx over the rows that run of a cell whose pre-activations are
     x_t Wx + h_{t-1} Wh + b (the RNN's and the LSTM's, n_cols = G*H): from dA (T, N, n_cols),
-    whose padded rows are set to zero here, dWx, dWh and db are accumulated into and dx
-    (T, N, D) is overwritten, zero in the padded rows and the steps no row runs."""
-    cdef Py_ssize_t i
-    cdef int j
+    whose padded rows are set to zero here, dWx, dWh and db are written (``write``: every
+    element, zeros where no row runs) or accumulated into, and dx (T, N, D) is overwritten, zero
+    in the padded rows and the steps no row runs."""
+    cdef floating beta = 0 if write else 1
     zero_inactive(dA, n_cols, n_run, n_batch, active)
-    # dWx += X.T @ dA     (D,C) += (T*N,D)'(T*N,C), the rows that run
+    # dWx (+)= X.T @ dA     (D,C) (+)= (T*N,D)'(T*N,C), the rows that run
     sum_by_steps(w, active, n_run, n_batch, n_input, n_cols,
-                 1, x, n_input, dA, n_cols, dWx, n_cols)
-    # dWh += sum_t h_{t-1}.T @ dA[t]     (H,C) += (N,H)'(N,C) summed over t
+                 1, x, n_input, dA, n_cols, beta, dWx, n_cols)
+    # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,C) (+)= (N,H)'(N,C) summed over t
     hidden_grad_by_steps(w, active, by_step, n_run, n_batch, n_hidden, n_cols,
-                         h0, h, dA, n_cols, dWh)
-    # db += dA.sum(axis=(0, 1))
-    for i in range(<Py_ssize_t> n_run * n_batch):
-        for j in range(n_cols):
-            db[j] += dA[i * n_cols + j]
+                         h0, h, dA, n_cols, beta, dWh)
+    # db (+)= dA.sum(axis=(0, 1))
+    sum_rows(<Py_ssize_t> n_run * n_batch, n_cols, dA, n_cols, write, db)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,C)(D,C)', the rows that run
     product_by_steps(w, active, n_run, n_batch, TRANS, n_input, n_cols,
                      1, dA, n_cols, Wx, n_cols, 0, dx, n_input)

@@ -57,12 +57,12 @@ def rows_hook(bint trans_b, Py_ssize_t rows, double alpha, const floating[:, ::1
 
 
 def sum_hook(Py_ssize_t rows, double alpha, const floating[:, ::1] a, const floating[:, ::1] b,
-             floating[:, ::1] c):
-    """c += alpha * a.T @ b, the sum over the rows of a and b in blocks of ``rows`` rows
-    (``sum_by_rows``)."""
+             floating[:, ::1] c, double beta=1):
+    """c = alpha * a.T @ b + beta * c (beta 0: c written, its contents not read; 1: added
+    into), the sum over the rows of a and b in blocks of ``rows`` rows (``sum_by_rows``)."""
     cdef int m = c.shape[0], n = c.shape[1], k = a.shape[0]
     sum_in_blocks(NULL, rows, m, n, k, <floating> alpha, &a[0, 0], a.shape[1], &b[0, 0],
-                  b.shape[1], &c[0, 0], c.shape[1])
+                  b.shape[1], <floating> beta, &c[0, 0], c.shape[1])
 
 
 def block_rows_hook(Py_ssize_t rows, double row_work):

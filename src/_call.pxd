@@ -13,7 +13,7 @@ The kernels' arguments, alike in every cell (shapes are checked by the caller; N
 
     forward(bufs, x, active=None, n_threads=1)
     backward(bufs, dh, xi, carries, dx, weight_grads, norms=None, [overwrite_cache,]
-             active=None, n_threads=1)
+             write_weight_grads=False, active=None, n_threads=1)
 
 bufs holds the cache's arrays (its ``Buffers``). x is the cache's x and dh, dx are in its
 layout: (N, T, .), or (T, N, .) if time-major. active (T,) int32, time-major only: step t runs
@@ -22,7 +22,9 @@ unchanged until its last step, and padded rows give no gradient (their dx is zer
 the threads the call may use, one shard of sequences each. xi (T,): the truncation multipliers
 (``src/_truncation.pxd``). carries (N, H) hold the gradients into the final states on entry
 (dhT, ...) and those into the initial ones on exit (dL/dh0, ...); dx is overwritten; the arrays
-of weight_grads are accumulated into; norms (T,) receives ||dL/dh_t|| unless it is None.
+of weight_grads are accumulated into, or with write_weight_grads written (every element, as a
+BLAS product with beta = 0 writes C: new uninitialised arrays may be passed); norms (T,) receives
+||dL/dh_t|| unless it is None.
 
 In an H-wide per-step buffer (h, c, dh, hn), row n of step t starts at element
 ``t * step + n * ld``; a buffer G*H wide (the gates, dA) multiplies both by G.

@@ -117,7 +117,7 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
                  &Wh[0, 0], gh, 1 if gru else 0, &carry[n0, 0], n_hidden)
     # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
     cols_hidden(<Watch*> NULL, n_threads, by_step, n_steps, n_batch, n_hidden, gh, h0, hp,
-                dAp, da_width, &dWh[0, 0])
+                dAp, da_width, 1, &dWh[0, 0])
     if gru:
         # dx = dxn @ Wx[:, 2H:].T + [dxr dxz] @ Wx[:, :2H].T     (T*N,D) = (T*N,H)(D,H)' + ...
         rows_product(<Watch*> NULL, n_threads, TRANS, n_steps * n_batch, n_input, n_hidden,
@@ -127,13 +127,13 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
                      1, dAp, da_width, &Wx[0, 0], gh, 1, &dx[0, 0, 0], n_input, NULL)
         # dWx[:, :2H] += X.T @ [dxr dxz];  dWx[:, 2H:] += X.T @ dxn
         cols_sum(<Watch*> NULL, n_threads, n_input, 2 * n_hidden, n_steps * n_batch,
-                 1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
+                 1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
         cols_sum(<Watch*> NULL, n_threads, n_input, n_hidden, n_steps * n_batch,
-                 1, &x[0, 0, 0], n_input, dxnp, n_hidden, &dWx[0, 2 * n_hidden], gh)
+                 1, &x[0, 0, 0], n_input, dxnp, n_hidden, 1, &dWx[0, 2 * n_hidden], gh)
         return
     # dWx += X.T @ dA     (D,GH) += (T*N,D)'(T*N,GH)
     cols_sum(<Watch*> NULL, n_threads, n_input, gh, n_steps * n_batch,
-             1, &x[0, 0, 0], n_input, dAp, da_width, &dWx[0, 0], gh)
+             1, &x[0, 0, 0], n_input, dAp, da_width, 1, &dWx[0, 0], gh)
     # dx = dA @ Wx.T     (T*N,D) = (T*N,GH)(D,GH)'
     rows_product(<Watch*> NULL, n_threads, TRANS, n_steps * n_batch, n_input, gh,
                  1, dAp, da_width, &Wx[0, 0], gh, 0, &dx[0, 0, 0], n_input, NULL)
@@ -194,13 +194,13 @@ def jordan_floor(const floating[:, :, ::1] x, const floating[:, ::1] y0,
                      n_output)
             # dWx += X.T @ dAh     (D,H) += (T*N,D)'(T*N,H)
             sum_by_rows(NULL, n_input, n_hidden, n_steps * n_batch,
-                        1, &x[0, 0, 0], n_input, dAhp, n_hidden, &dWx[0, 0], n_hidden)
+                        1, &x[0, 0, 0], n_input, dAhp, n_hidden, 1, &dWx[0, 0], n_hidden)
             # dWy += sum_t y_{t-1}.T @ dAh[t]     (O,H) += (N,O)'(N,H) summed over t
             add_hidden_weight_grad(NULL, steps.by_step, n_steps, n_batch, n_output, n_hidden,
-                                   &y0[0, 0], yp, dAhp, n_hidden, &dWy[0, 0])
+                                   &y0[0, 0], yp, dAhp, n_hidden, 1, &dWy[0, 0])
             # dWo += Hs.T @ dAo     (H,O) += (T*N,H)'(T*N,O)
             sum_by_rows(NULL, n_hidden, n_output, n_steps * n_batch,
-                        1, hp, n_hidden, dAop, n_output, &dWo[0, 0], n_output)
+                        1, hp, n_hidden, dAop, n_output, 1, &dWo[0, 0], n_output)
             # dx = dAh @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
             product_by_rows(NULL, TRANS, n_steps * n_batch, n_input, n_hidden,
                             1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0], n_input)

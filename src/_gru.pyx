@@ -51,6 +51,9 @@ Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM h_{t-1} @
 elementwise pass. Backward: per step one elementwise pass and one GEMM dAh_t @ Wh.T (skipped
 where xi_t == 0); db and dbh are summed in the pass, while the rows are in L1; then dWh, dWx and
 dx as products over all steps (two each for dWx and dx, one for [dxr dxz] and one for dxn).
+The weight gradients are written (``write_weight_grads``: db and dbh set to zero before the
+loop, the first product into each column block of dWh and dWx with beta = 0) or accumulated
+into the arrays passed in.
 The AVX2 build packs Wh (forward) or Wh.T (backward) once per call into the workspace
 ``packed`` and runs the per-step products on it (``src/_packed.pxd``); the baseline build calls
 BLAS.
@@ -343,8 +346,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False, active=None,
-             int n_threads=1):
+             floating[::1] norms=None, bint overwrite_cache=False,
+             bint write_weight_grads=False, active=None, int n_threads=1):
     """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
     carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db', 'dbh'. dAh and dxn are the
     workspaces dAh (like gates) and dxn (like hn), made by the first call that needs them, or
@@ -381,6 +384,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef int n_b
+    cdef floating beta = 0 if write_weight_grads else 1    # of the first products into dWx, dWh
     if c.n_shards > 1:     # a workspace kept on bufs, made again only for more shards
         if (holds_nothing(&bufs.shard_rows)
                 or bufs.shard_rows.len < c.n_shards * 7 * H * <Py_ssize_t> sizeof(floating)):
@@ -395,6 +399,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             hold_new(&bufs.dxn, np.empty(steps_shape(&bufs.held.dims, n_hidden), bufs.dtype))
         dAhp, dxnp = <floating*> bufs.dAh.buf, <floating*> bufs.dxn.buf
     with nogil:
+        if write_weight_grads:
+            # db and dbh are sums over the steps' rows, added in the pass: from zero
+            memset(&db[0], 0, 3 * H * sizeof(floating))
+            memset(&dbh[0], 0, 3 * H * sizeof(floating))
         # op(Wh) = Wh.T (3H, H), stored (H, 3H)
         WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
                          &bufs.held.packed)
@@ -443,9 +451,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             if not c.w.stopped:
                 zero_inactive(dAhp, 3 * H, c.n_run, c.n_batch, c.act)
                 zero_inactive(dxnp, H, c.n_run, c.n_batch, c.act)
-                # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+                # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
                 hidden_grad_by_steps(&c.w, c.act, c.by_step, c.n_run, c.n_batch, n_hidden,
-                                     3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                                     3 * n_hidden, h0, hp, dAhp, 3 * H, beta, &dWh[0, 0])
                 # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products
                 # each for dx and dWx, over the rows that run.
                 # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
@@ -459,21 +467,23 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 # the steps no row runs (time-major: the last ones) have dx = 0
                 zero_inactive(&dx[0, 0, 0], c.n_input, c.n_run, c.n_batch, c.act)
                 zero_steps(&dx[0, 0, 0], <Py_ssize_t> c.n_batch * c.n_input, c.n_run, c.n_steps)
-                # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+                # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
                 sum_by_steps(&c.w, c.act, c.n_run, c.n_batch, c.n_input, 2 * n_hidden,
-                             1, xp, c.n_input, dAhp, 3 * n_hidden, &dWx[0, 0], 3 * n_hidden)
-                # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+                             1, xp, c.n_input, dAhp, 3 * n_hidden, beta, &dWx[0, 0],
+                             3 * n_hidden)
+                # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
                 sum_by_steps(&c.w, c.act, c.n_run, c.n_batch, c.n_input, n_hidden,
-                             1, xp, c.n_input, dxnp, n_hidden, &dWx[0, 2 * H], 3 * n_hidden)
+                             1, xp, c.n_input, dxnp, n_hidden, beta, &dWx[0, 2 * H],
+                             3 * n_hidden)
         else:
             # the weight gradients and dx, thread s its part of each (src/_shards.pxd); its
             # rows of dx get both products, in order
             for s in prange(c.n_threads, num_threads=c.n_threads, schedule="static"):
                 if c.w.stopped:
                     continue
-                # dWh += sum_t h_{t-1}.T @ dAh[t]     (H,3H) += (N,H)'(N,3H) summed over t
+                # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
                 cols_hidden_part(&c.w, s, c.n_threads, c.by_step, c.n_steps, c.n_batch,
-                                 n_hidden, 3 * n_hidden, h0, hp, dAhp, 3 * H, &dWh[0, 0])
+                                 n_hidden, 3 * n_hidden, h0, hp, dAhp, 3 * H, beta, &dWh[0, 0])
                 # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two
                 # products each for dx and dWx.
                 # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
@@ -484,12 +494,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 rows_product_part(&c.w, s, c.n_threads, TRANS, c.n_steps * c.n_batch,
                                   c.n_input, 2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx,
                                   3 * n_hidden, 1, &dx[0, 0, 0], c.n_input, NULL)
-                # dWx[:, :2H] += X.T @ [dxr dxz]     (D,2H) += (T*N,D)'(T*N,2H)
+                # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
                 cols_sum_part(&c.w, s, c.n_threads, c.n_input, 2 * n_hidden,
                               c.n_steps * c.n_batch, 1, xp, c.n_input, dAhp, 3 * n_hidden,
-                              &dWx[0, 0], 3 * n_hidden)
-                # dWx[:, 2H:] += X.T @ dxn     (D,H) += (T*N,D)'(T*N,H)
+                              beta, &dWx[0, 0], 3 * n_hidden)
+                # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
                 cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden,
                               c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
-                              &dWx[0, 2 * H], 3 * n_hidden)
+                              beta, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&c.w)

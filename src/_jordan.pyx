@@ -32,14 +32,15 @@ Forward: one hoisted GEMM X @ Wx for all steps (and b, bo written into h, y), th
 dependent products, y_{t-1} @ Wy and h_t @ Wo, each followed by a fused elementwise pass.
 Backward: per step two fused passes and two products, dAo_t @ Wo.T and dAh_t @ Wy.T (the second
 skipped where xi_t == 0); then the weight gradients and dx as products over all steps. Weight
-gradients are accumulated into the arrays passed in. At N = 1 every per-step product is a GEMV
+gradients are written into the arrays passed in (``write_weight_grads``: the first product or
+sum into each with beta = 0) or accumulated into them. At N = 1 every per-step product is a GEMV
 (``src/_blas.pxd``).
 """
 from cython cimport floating
 from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS, gemm
-from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows, sum_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport Steps, check_blas_ld, steps_of
 from _phi cimport IDENTITY, RELU, SIGMOID, TANH, phi_in_place
@@ -198,27 +199,18 @@ cdef void _backward_step(const floating* dy_t, const floating* y_t, const floati
          xi_t, dAh_t, <int> ld_h, Wy, n_hidden, 0, carry, n_output)
 
 
-cdef void _sum_rows(const floating* a, Py_ssize_t n_rows, int width,
-                    floating* total) noexcept nogil:
-    """total += a.sum(axis=0) over the n_rows rows (back to back) of ``a``."""
-    cdef Py_ssize_t i
-    cdef int j
-    for i in range(n_rows):
-        for j in range(width):
-            total[j] += a[i * width + j]
-
-
 def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
              const floating[:, ::1] Wx, const floating[:, ::1] Wy, const floating[:, ::1] Wo,
              const floating[:, :, ::1] h, const floating[:, :, ::1] y,
              const floating[:, :, ::1] dy, const floating[::1] xi, floating[:, ::1] carry,
              floating[:, :, ::1] dAh, floating[:, :, ::1] dAo, floating[:, :, ::1] dx,
              dict weight_grads, bint time_major, str nonlinearity, str output_nonlinearity,
-             floating[::1] norms=None):
+             floating[::1] norms=None, bint write_weight_grads=False):
     """BPTT over a forward's x, y0, weights, h and y. x, h, y, dy, the workspaces dAh (like h)
     and dAo (like y) and dx are in the caller's layout: (N, T, .), or (T, N, .) if time_major.
     carry (N, O) holds dyT on entry and dL/dy0 on exit; dx is overwritten; weight_grads' 'dWx',
-    'dWy', 'db', 'dWo', 'dbo' are accumulated into; norms (T,) receives ||dL/dy_t|| unless it
+    'dWy', 'db', 'dWo', 'dbo' are accumulated into, or with write_weight_grads written (every
+    element; their contents not read); norms (T,) receives ||dL/dy_t|| unless it
     is None. Shapes are checked by the caller; N >= 1."""
     cdef _Call c = _begin(x.shape[0], x.shape[1], x.shape[2], Wx.shape[1], Wo.shape[1],
                           time_major, nonlinearity, output_nonlinearity)
@@ -235,6 +227,8 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
     cdef floating* dAhp = &dAh[0, 0, 0]
     cdef floating* dAop = &dAo[0, 0, 0]
     cdef bint want_norms = norms is not None
+    cdef bint write = write_weight_grads
+    cdef floating beta = 0 if write else 1
     with nogil:
         for t in range(c.n_steps - 1, -1, -1):
             if interrupted(&c.w):
@@ -245,19 +239,19 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
                            &norms[t] if want_norms else NULL, c.n_batch, n_hidden,
                            n_output, c.phi_h, c.phi_y)
         if not c.w.stopped:
-            # dWx += X.T @ dAh     (D,H) += (T*N,D)'(T*N,H)
+            # dWx (+)= X.T @ dAh     (D,H) (+)= (T*N,D)'(T*N,H)
             sum_by_rows(&c.w, c.n_input, n_hidden, c.n_steps * c.n_batch,
-                        1, &x[0, 0, 0], c.n_input, dAhp, n_hidden, &dWx[0, 0], n_hidden)
-            # dWy += sum_t y_{t-1}.T @ dAh[t]     (O,H) += (N,O)'(N,H) summed over t
+                        1, &x[0, 0, 0], c.n_input, dAhp, n_hidden, beta, &dWx[0, 0], n_hidden)
+            # dWy (+)= sum_t y_{t-1}.T @ dAh[t]     (O,H) (+)= (N,O)'(N,H) summed over t
             add_hidden_weight_grad(&c.w, c.by_step, c.n_steps, c.n_batch, n_output, n_hidden,
-                                   &y0[0, 0], yp, dAhp, n_hidden, &dWy[0, 0])
-            # db += dAh.sum(axis=(0, 1))
-            _sum_rows(dAhp, c.n_rows_all, n_hidden, &db[0])
-            # dWo += Hs.T @ dAo     (H,O) += (T*N,H)'(T*N,O)
+                                   &y0[0, 0], yp, dAhp, n_hidden, beta, &dWy[0, 0])
+            # db (+)= dAh.sum(axis=(0, 1))
+            sum_rows(c.n_rows_all, n_hidden, dAhp, n_hidden, write, &db[0])
+            # dWo (+)= Hs.T @ dAo     (H,O) (+)= (T*N,H)'(T*N,O)
             sum_by_rows(&c.w, n_hidden, n_output, c.n_steps * c.n_batch,
-                        1, hp, n_hidden, dAop, n_output, &dWo[0, 0], n_output)
-            # dbo += dAo.sum(axis=(0, 1))
-            _sum_rows(dAop, c.n_rows_all, n_output, &dbo[0])
+                        1, hp, n_hidden, dAop, n_output, beta, &dWo[0, 0], n_output)
+            # dbo (+)= dAo.sum(axis=(0, 1))
+            sum_rows(c.n_rows_all, n_output, dAop, n_output, write, &dbo[0])
             # dx = dAh @ Wx.T     (T*N,D) = (T*N,H)(D,H)'
             product_by_rows(&c.w, TRANS, c.n_steps * c.n_batch, c.n_input, n_hidden,
                             1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0],

@@ -43,9 +43,9 @@ Backward, with dh_t = dL/dh_t and tanh(c_t) recomputed (not stored by forward):
 Forward: one hoisted GEMM X @ Wx for all steps, then per step one GEMM and one fused pass over
 the gates. Backward: per step one fused pass giving dA_t and one GEMM dA_t @ Wh.T (skipped where
 xi_t == 0); then the weight gradients and dx as four products over all steps. Gradients of the
-weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forward) or Wh.T
-(backward) once per call into the workspace ``packed`` and runs the per-step products on it
-(``src/_packed.pxd``); the baseline build calls BLAS.
+weights are written into the arrays passed in (``write_weight_grads``) or accumulated into them.
+The AVX2 build packs Wh (forward) or Wh.T (backward) once per call into the workspace ``packed``
+and runs the per-step products on it (``src/_packed.pxd``); the baseline build calls BLAS.
 
 A cache's arrays (x, h0, c0, Wx, Wh, b, h, c, gates) and the workspaces (dA, packed, norm_parts)
 reach the kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``);
@@ -286,8 +286,8 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, bint overwrite_cache=False, active=None,
-             int n_threads=1):
+             floating[::1] norms=None, bint overwrite_cache=False,
+             bint write_weight_grads=False, active=None, int n_threads=1):
     """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
     carries['dhT'], carries['dcT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. dA is the workspace
     dA (like gates, made by the first call that needs it), or with overwrite_cache the cache's
@@ -345,9 +345,9 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                                Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
         if norms_p != NULL and c.n_shards > 1:
             join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
-        # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
-        # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+        # the weight gradients and dx (src/_shards.pxd): dWx (+)= X.T @ dA, dWh (+)= sum_t
+        # h_{t-1}.T @ dA[t], db (+)= dA.sum(axis=(0, 1)), dx = dA @ Wx.T
         grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
-                     c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
-                     &dWh[0, 0], &db[0])
+                     c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0],
+                     write_weight_grads, &dWx[0, 0], &dWh[0, 0], &db[0])
     raise_pending(&c.w)

@@ -29,8 +29,9 @@ xi_t == 0); then the weight gradients and dx as four products over all steps. Th
 backward (``backward_lean``, for ``overwrite_cache=True``) holds dA for B steps only, a (B, N, H)
 workspace: it runs the same steps in blocks of B from the end and adds each block's weight
 gradients and dx from its dA, one product each over the block's B*N rows where they are
-consecutive (time-major, or N == 1), else one per step. Gradients of the
-weights are accumulated into the arrays passed in. The AVX2 build packs Wh (forward) or Wh.T
+consecutive (time-major, or N == 1), else one per step. Gradients of the weights are written
+into the arrays passed in (``write_weight_grads``: the first product or block that touches each
+array writes it, beta = 0) or accumulated into them. The AVX2 build packs Wh (forward) or Wh.T
 (both backwards) once per call into the workspace ``packed`` and runs the per-step products on
 it (``src/_packed.pxd``); the baseline build calls BLAS. The elementwise passes walk one row at a
 time (one flat loop over the step where its rows are back to back, time-major).
@@ -56,7 +57,7 @@ from _blas cimport NO_TRANS, TRANS, gemm
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
 from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
                     steps_shape)
-from _hoisted cimport add_hidden_weight_grad
+from _hoisted cimport add_hidden_weight_grad, sum_rows
 from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
 from _packed cimport gemm_b, pack_held
@@ -195,57 +196,62 @@ cdef void _backward_step(const floating* dh_t, const floating* h_t, floating* dA
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
-             floating[::1] norms=None, active=None, int n_threads=1):
+             floating[::1] norms=None, bint write_weight_grads=False, active=None,
+             int n_threads=1):
     """BPTT over the cache's arrays. Arguments as for every cell's backward (``src/_call.pxd``):
     carries['dhT'] (N, H); weight_grads' 'dWx', 'dWh', 'db'. The workspace dA (like h) is made
     by the first call."""
-    _backward(bufs, dh, xi, carries, NULL, 0, dx, weight_grads, norms, active, n_threads)
+    _backward(bufs, dh, xi, carries, NULL, 0, dx, weight_grads, norms, active, n_threads,
+              write_weight_grads)
 
 
 cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_steps, int n_batch,
                        int n_input, int n_hidden, const floating* x, const floating* h0,
                        const floating* h, const floating* dA, const floating* Wx, floating* dx,
-                       floating* dWx, floating* dWh, floating* db) noexcept nogil:
+                       bint write, floating* dWx, floating* dWh, floating* db) noexcept nogil:
     """The weight gradients and dx of steps t_first .. t_first + n_block - 1, from their dA
-    (n_block, N, H) C-contiguous (the lean workspace). x, h and dx are per-step buffers in the
-    caller's layout, their rows in time-major order if by_step."""
-    cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, i, t
-    cdef int j
+    (n_block, N, H) C-contiguous (the lean workspace): the weight gradients written
+    (``write``, the first block: every element, the arrays' contents not read) or added into.
+    x, h and dx are per-step buffers in the caller's layout, their rows in time-major order if
+    by_step."""
+    cdef Py_ssize_t T = n_steps, N = n_batch, D = n_input, H = n_hidden, t
+    cdef floating beta = 0 if write else 1
     cdef const floating* dA_t
-    # db += dA.sum(axis=(0, 1))
-    for i in range(<Py_ssize_t> n_block * N):
-        for j in range(n_hidden):
-            db[j] += dA[i * H + j]
+    # db (+)= dA.sum(axis=(0, 1))
+    sum_rows(<Py_ssize_t> n_block * N, n_hidden, dA, n_hidden, write, db)
     if by_step:
         # the block's rows are consecutive in x, h and dx: one product each over n_block*N rows
-        # dWx += X[blk].T @ dA     (D,H) += (B*N,D)'(B*N,H)
+        # dWx (+)= X[blk].T @ dA     (D,H) (+)= (B*N,D)'(B*N,H)
         gemm(TRANS, NO_TRANS, n_input, n_hidden, n_block * n_batch,
-             1, x + t_first * N * D, n_input, dA, n_hidden, 1, dWx, n_hidden)
+             1, x + t_first * N * D, n_input, dA, n_hidden, beta, dWx, n_hidden)
         if t_first == 0:
-            # dWh += h0.T @ dA[0] + h[:B-1].T @ dA[1:]
+            # dWh (+)= h0.T @ dA[0] + h[:B-1].T @ dA[1:]
             add_hidden_weight_grad(NULL, True, n_block, n_batch, n_hidden, n_hidden,
-                                   h0, h, dA, n_hidden, dWh)
+                                   h0, h, dA, n_hidden, beta, dWh)
         else:
-            # dWh += h[blk - 1].T @ dA     (H,H) += (B*N,H)'(B*N,H)
+            # dWh (+)= h[blk - 1].T @ dA     (H,H) (+)= (B*N,H)'(B*N,H)
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_block * n_batch,
-                 1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, 1, dWh, n_hidden)
+                 1, h + (t_first - 1) * N * H, n_hidden, dA, n_hidden, beta, dWh, n_hidden)
         # dx[blk] = dA @ Wx.T     (B*N,D) = (B*N,H)(D,H)'
         gemm(NO_TRANS, TRANS, n_block * n_batch, n_input, n_hidden,
              1, dA, n_hidden, Wx, n_hidden, 0, dx + t_first * N * D, n_input)
         return
-    # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step
+    # batch-major: the N rows of step t are T rows apart in x, h and dx; one product per step,
+    # the block's first step's with beta, the others added
     for t in range(t_first, t_first + n_block):
         dA_t = dA + (t - t_first) * N * H
-        # dWx += x[:, t].T @ dA_t     (D,H) += (N,D)'(N,H); rows of x[:, t] T*D apart
+        if t > t_first:
+            beta = 1
+        # dWx (+)= x[:, t].T @ dA_t     (D,H) (+)= (N,D)'(N,H); rows of x[:, t] T*D apart
         gemm(TRANS, NO_TRANS, n_input, n_hidden, n_batch,
-             1, x + t * D, <int> (T * D), dA_t, n_hidden, 1, dWx, n_hidden)
-        # dWh += h_{t-1}.T @ dA_t     (H,H) += (N,H)'(N,H); rows of h[:, t-1] T*H apart
+             1, x + t * D, <int> (T * D), dA_t, n_hidden, beta, dWx, n_hidden)
+        # dWh (+)= h_{t-1}.T @ dA_t     (H,H) (+)= (N,H)'(N,H); rows of h[:, t-1] T*H apart
         if t == 0:
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
-                 1, h0, n_hidden, dA_t, n_hidden, 1, dWh, n_hidden)
+                 1, h0, n_hidden, dA_t, n_hidden, beta, dWh, n_hidden)
         else:
             gemm(TRANS, NO_TRANS, n_hidden, n_hidden, n_batch,
-                 1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, 1, dWh, n_hidden)
+                 1, h + (t - 1) * H, <int> (T * H), dA_t, n_hidden, beta, dWh, n_hidden)
         # dx[:, t] = dA_t @ Wx.T     (N,D) = (N,H)(D,H)'; rows of dx[:, t] T*D apart
         gemm(NO_TRANS, TRANS, n_batch, n_input, n_hidden,
              1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
@@ -253,24 +259,27 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
 
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
-                  dict weight_grads, floating[::1] norms=None, int n_threads=1):
+                  dict weight_grads, floating[::1] norms=None, bint write_weight_grads=False,
+                  int n_threads=1):
     """BPTT as ``backward``, with a workspace dA of B steps only, (B, N, H) C-contiguous
     whatever the layout (B >= 1, chosen by the caller). The steps run in blocks of B from the
     end; after each block its weight gradients and dx are added from its dA: one product each
     over the block's B*N rows where they are consecutive (time-major, or N == 1), else one per
     step over its N rows. Same arguments and results as ``backward`` otherwise (the sums of the
     weight gradients are taken in another order). With n_threads > 1 the steps of a block run
-    in shards of sequences (``src/_shards.pxd``), which meet at the end of each block."""
+    in shards of sequences (``src/_shards.pxd``), which meet at the end of each block. With
+    write_weight_grads the first block (the last steps) writes the weight gradients."""
     _backward(bufs, dh, xi, carries, &dA[0, 0, 0], dA.shape[0], dx, weight_grads, norms, None,
-              n_threads)
+              n_threads, write_weight_grads)
 
 
 cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                    dict carries, floating* dA_lean, int n_block, floating[:, :, ::1] dx,
                    dict weight_grads, floating[::1] norms, object active,
-                   int n_threads) except -1:
+                   int n_threads, bint write) except -1:
     """``backward`` if n_block is 0 (the workspace dA of all steps, on bufs), else
-    ``backward_lean`` (dA_lean its workspace of n_block steps; active is None)."""
+    ``backward_lean`` (dA_lean its workspace of n_block steps; active is None). ``write``: the
+    weight gradients are written, not added into."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
@@ -323,9 +332,10 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
                                        &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
                                        ns + t if ns != NULL else NULL, <int> (sh.n1 - sh.n0),
                                        H, nonlinearity)
+                # the first block (t_end = T) writes the weight gradients if ``write``
                 _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input,
-                             H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0], &dWh[0, 0],
-                             &db[0])
+                             H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], write and t_end == c.n_steps,
+                             &dWx[0, 0], &dWh[0, 0], &db[0])
                 t_end = t_first
         else:
             # shard s: its sequences, every step (src/_shards.pxd)
@@ -345,10 +355,10 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
         if norms_p != NULL and c.n_shards > 1:
             join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         if not lean:
-            # the weight gradients and dx (src/_shards.pxd): dWx += X.T @ dA, dWh += sum_t
-            # h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T
+            # the weight gradients and dx (src/_shards.pxd): dWx (+)= X.T @ dA, dWh (+)= sum_t
+            # h_{t-1}.T @ dA[t], db (+)= dA.sum(axis=(0, 1)), dx = dA @ Wx.T
             grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
-                         c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], &dWx[0, 0],
+                         c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], write, &dWx[0, 0],
                          &dWh[0, 0], &db[0])
     raise_pending(&c.w)
     return 0

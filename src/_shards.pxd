@@ -21,9 +21,13 @@ thread count:
 
     rows_product    C = A @ op(B) (+ C), the rows of C split: forward's X @ Wx, backward's
                     dx = dA @ Wx.T
-    cols_sum        C += A.T @ B, the columns of C split: dWx = X.T @ dA
-    cols_hidden     dWh += sum_t h_{t-1}.T @ dA_t, the columns of dWh split
-    cols_bias       db += dA.sum(axis=(0, 1)), the columns split
+    cols_sum        C (+)= A.T @ B, the columns of C split: dWx = X.T @ dA
+    cols_hidden     dWh (+)= sum_t h_{t-1}.T @ dA_t, the columns of dWh split
+    cols_bias       db (+)= dA.sum(axis=(0, 1)), the columns split
+
+The last three write their result (beta = 0, ``src/_hoisted.pxd``) or add it into C (beta = 1):
+each column of C belongs to one thread's part, which writes all of its rows, so that every
+element is written whatever the thread count (a part may be empty: more threads than columns).
 
 Each is also there as ``<name>_part(..., s, n_threads, ...)``, thread s's part of it, so that a
 kernel runs several of them in one parallel region (backward's weight gradients and dx: one
@@ -46,7 +50,7 @@ from libc.math cimport sqrt
 from _active cimport grads_by_steps
 from _blas cimport NO_TRANS, TRANS, gemm
 from _held cimport hold_new, holds_nothing
-from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows
+from _hoisted cimport add_hidden_weight_grad, block_rows, sum_by_rows, sum_rows, zero_matrix
 from _interrupt cimport Watch, interrupted, interrupted_now
 
 cdef extern from *:
@@ -135,49 +139,57 @@ cdef inline void rows_product(Watch* w, int n_threads, bint trans_b, int m, int 
 
 cdef inline void cols_sum_part(Watch* w, int s, int n_threads, int m, int n, int k,
                                floating alpha, const floating* a, int lda, const floating* b,
-                               int ldb, floating* c, int ldc) noexcept nogil:
+                               int ldb, floating beta, floating* c, int ldc) noexcept nogil:
     """Part s of n_threads of ``cols_sum``: its columns of C, summed over the k rows in
-    blocks (those of ``sum_by_rows`` for one part)."""
+    blocks (those of ``sum_by_rows`` for one part), the first block with beta."""
     cdef Py_ssize_t c0 = shard_first(n, n_threads, s), c1 = shard_first(n, n_threads, s + 1)
     cdef Py_ssize_t r = 0, rows = block_rows(k, <double> m * (c1 - c0))
     if c1 == c0:
         return
+    if k <= 0:
+        if beta == 0:
+            zero_matrix(c + c0, m, <int> (c1 - c0), ldc)   # an empty sum written
+        return
     while r < k:
         if piece_stopped(w, s, r > 0):
             return
-        # C[:, c0:c1] += A[r:r+rows].T @ B[r:r+rows, c0:c1]
+        # C[:, c0:c1] = A[r:r+rows].T @ B[r:r+rows, c0:c1] + beta * C[:, c0:c1], beta 1 after
+        # the first block
         gemm(TRANS, NO_TRANS, m, <int> (c1 - c0), <int> (rows if k - r > rows else k - r),
-             alpha, a + r * lda, lda, b + r * ldb + c0, ldb, 1, c + c0, ldc)
+             alpha, a + r * lda, lda, b + r * ldb + c0, ldb, beta if r == 0 else 1, c + c0, ldc)
         r += rows
 
 
 cdef inline void cols_sum(Watch* w, int n_threads, int m, int n, int k, floating alpha,
-                          const floating* a, int lda, const floating* b, int ldb, floating* c,
-                          int ldc) noexcept nogil:
-    """C += alpha * A.T @ B, ``sum_by_rows`` (A (k, m), B (k, n), C (m, n)), the n columns of
-    B and C split into n_threads parts; each part sums over the k rows in blocks."""
+                          const floating* a, int lda, const floating* b, int ldb, floating beta,
+                          floating* c, int ldc) noexcept nogil:
+    """C = alpha * A.T @ B + beta * C (beta 0: written, 1: added into), ``sum_by_rows``
+    (A (k, m), B (k, n), C (m, n)), the n columns of B and C split into n_threads parts; each
+    part sums over the k rows in blocks."""
     cdef int s
     if n_threads <= 1:
-        sum_by_rows(w, m, n, k, alpha, a, lda, b, ldb, c, ldc)
+        sum_by_rows(w, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        cols_sum_part(w, s, n_threads, m, n, k, alpha, a, lda, b, ldb, c, ldc)
+        cols_sum_part(w, s, n_threads, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 
 
 cdef inline void cols_hidden_part(Watch* w, int s, int n_threads, bint by_step, int n_steps,
                                   int n_batch, int n_hidden, int n_cols, const floating* h0,
                                   const floating* h, const floating* dA, Py_ssize_t width,
-                                  floating* dWh) noexcept nogil:
-    """Part s of n_threads of ``cols_hidden``: dWh[:, c0:c1] += sum_t h_{t-1}.T @ dA_t[:, c0:c1]
-    for its columns c0:c1, in the blocks of ``add_hidden_weight_grad``."""
+                                  floating beta, floating* dWh) noexcept nogil:
+    """Part s of n_threads of ``cols_hidden``: dWh[:, c0:c1] = sum_t h_{t-1}.T @ dA_t[:, c0:c1]
+    + beta * dWh[:, c0:c1] for its columns c0:c1, in the blocks of ``add_hidden_weight_grad``
+    (the first product, h0's, takes beta; the others add)."""
     cdef Py_ssize_t H = n_hidden, T = n_steps, n, r, k, rows
     cdef Py_ssize_t c0 = shard_first(n_cols, n_threads, s)
     cdef int cols = <int> (shard_first(n_cols, n_threads, s + 1) - c0)
     if cols <= 0:
         return
-    # dWh[:, c0:c1] += h0.T @ dA_0[:, c0:c1]     (H,C) += (N,H)'(N,C)
+    # dWh[:, c0:c1] = h0.T @ dA_0[:, c0:c1] + beta * dWh[:, c0:c1]     (H,C) = (N,H)'(N,C)
     gemm(TRANS, NO_TRANS, n_hidden, cols, n_batch,
-         1, h0, n_hidden, dA + c0, <int> (width if by_step else T * width), 1, dWh + c0, n_cols)
+         1, h0, n_hidden, dA + c0, <int> (width if by_step else T * width), beta, dWh + c0,
+         n_cols)
     if by_step:
         # += h[:-1].T @ dA[1:]     ((T-1)*N rows, in blocks)
         k = (T - 1) * n_batch
@@ -207,50 +219,54 @@ cdef inline void cols_hidden_part(Watch* w, int s, int n_threads, bint by_step, 
 
 cdef inline void cols_hidden(Watch* w, int n_threads, bint by_step, int n_steps, int n_batch,
                              int n_hidden, int n_cols, const floating* h0, const floating* h,
-                             const floating* dA, Py_ssize_t width, floating* dWh) noexcept nogil:
-    """dWh (H, n_cols) += sum_t h_{t-1}.T @ dA_t (``_hoisted.add_hidden_weight_grad``, same
-    arguments), the n_cols columns split into n_threads parts."""
+                             const floating* dA, Py_ssize_t width, floating beta,
+                             floating* dWh) noexcept nogil:
+    """dWh (H, n_cols) = sum_t h_{t-1}.T @ dA_t + beta * dWh (``_hoisted.add_hidden_weight_grad``,
+    same arguments), the n_cols columns split into n_threads parts."""
     cdef int s
     if n_threads <= 1:
         add_hidden_weight_grad(w, by_step, n_steps, n_batch, n_hidden, n_cols, h0, h, dA, width,
-                               dWh)
+                               beta, dWh)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
         cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, n_cols, h0, h,
-                         dA, width, dWh)
+                         dA, width, beta, dWh)
 
 
 cdef inline void cols_bias_part(int s, int n_threads, Py_ssize_t n_rows, int n_cols,
-                                const floating* dA, Py_ssize_t width,
+                                const floating* dA, Py_ssize_t width, bint write,
                                 floating* db) noexcept nogil:
-    """Part s of n_threads of ``cols_bias``: its columns, each summed in row order."""
-    cdef Py_ssize_t i, j, c0 = shard_first(n_cols, n_threads, s)
+    """Part s of n_threads of ``cols_bias``: its columns, each summed in row order
+    (``_hoisted.sum_rows``)."""
+    cdef Py_ssize_t c0 = shard_first(n_cols, n_threads, s)
     cdef Py_ssize_t c1 = shard_first(n_cols, n_threads, s + 1)
-    for i in range(n_rows):
-        for j in range(c0, c1):
-            db[j] += dA[i * width + j]
+    if c1 > c0:
+        sum_rows(n_rows, c1 - c0, dA + c0, width, write, db + c0)
 
 
 cdef inline void cols_bias(int n_threads, Py_ssize_t n_rows, int n_cols, const floating* dA,
-                           Py_ssize_t width, floating* db) noexcept nogil:
-    """db (n_cols,) += dA[:, :n_cols].sum(axis=0) over n_rows rows width apart, the columns
-    split into n_threads parts (each column summed in row order, whatever the split)."""
+                           Py_ssize_t width, bint write, floating* db) noexcept nogil:
+    """db (n_cols,) += dA[:, :n_cols].sum(axis=0) over n_rows rows width apart (``write``:
+    db = that sum), the columns split into n_threads parts (each column summed in row order,
+    whatever the split)."""
     cdef int s
     if n_threads <= 1:
-        cols_bias_part(0, 1, n_rows, n_cols, dA, width, db)
+        cols_bias_part(0, 1, n_rows, n_cols, dA, width, write, db)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
-        cols_bias_part(s, n_threads, n_rows, n_cols, dA, width, db)
+        cols_bias_part(s, n_threads, n_rows, n_cols, dA, width, write, db)
 
 
 cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_run,
                               bint by_step, int n_steps, int n_batch, int n_input, int n_hidden,
                               int width, const floating* x, const floating* h0,
                               const floating* h, floating* dA, const floating* Wx, floating* dx,
-                              floating* dWx, floating* dWh, floating* db) noexcept nogil:
+                              bint write, floating* dWx, floating* dWh,
+                              floating* db) noexcept nogil:
     """A backward's weight gradients and dx from its dA (T*N, G*H = ``width``), for the cells
-    whose dA is one block of G*H columns (the RNN, G = 1; the LSTM, G = 4): dWx += X.T @ dA,
-    dWh += sum_t h_{t-1}.T @ dA[t], db += dA.sum(axis=(0, 1)), dx = dA @ Wx.T. x, h and dx are
+    whose dA is one block of G*H columns (the RNN, G = 1; the LSTM, G = 4): dWx (+)= X.T @ dA,
+    dWh (+)= sum_t h_{t-1}.T @ dA[t], db (+)= dA.sum(axis=(0, 1)), dx = dA @ Wx.T; the weight
+    gradients written (``write``: the arrays' contents not read) or added into. x, h and dx are
     per-step buffers in the caller's layout, their rows in time-major order if by_step.
 
     In one parallel region, thread s its part of each; with sequences of unequal lengths
@@ -258,22 +274,23 @@ cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_
     calling thread (``src/_active.pxd``: those products are not split between threads)."""
     cdef int s
     cdef Py_ssize_t n_rows = <Py_ssize_t> n_steps * n_batch
+    cdef floating beta = 0 if write else 1
     if active != NULL:
         if not w.stopped:
             grads_by_steps(w, active, by_step, n_run, n_steps, n_batch, n_input, n_hidden, width,
-                           x, h0, h, dA, Wx, dx, dWx, dWh, db)
+                           x, h0, h, dA, Wx, dx, write, dWx, dWh, db)
         return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
         if w.stopped:
             continue
-        # dWx += X.T @ dA     (D,G*H) += (T*N,D)'(T*N,G*H)
+        # dWx (+)= X.T @ dA     (D,G*H) (+)= (T*N,D)'(T*N,G*H)
         cols_sum_part(w, s, n_threads, n_input, width, <int> n_rows, 1, x, n_input, dA, width,
-                      dWx, width)
-        # dWh += sum_t h_{t-1}.T @ dA[t]     (H,G*H) += (N,H)'(N,G*H) summed over t
+                      beta, dWx, width)
+        # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,G*H) (+)= (N,H)'(N,G*H) summed over t
         cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, width, h0, h, dA,
-                         width, dWh)
-        # db += dA.sum(axis=(0, 1))
-        cols_bias_part(s, n_threads, n_rows, width, dA, width, db)
+                         width, beta, dWh)
+        # db (+)= dA.sum(axis=(0, 1))
+        cols_bias_part(s, n_threads, n_rows, width, dA, width, write, db)
         # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
         rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
                           width, 0, dx, n_input, NULL)
