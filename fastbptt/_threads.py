@@ -135,12 +135,7 @@ def threads_for(work):
     shared = _shares.threads
     if shared:      # the team is held for this thread and others, this thread's part
         return shared
-    limit = _openmp_threads()
-    if limit < threads:
-        threads = limit
-    if threads < 2 or not _team.acquire(False):
-        return 1
-    return threads
+    return _take_team(threads) or 1
 
 
 def release():
@@ -154,8 +149,12 @@ def team_threads():
     holds it or fewer than two are available, else the count (at least 2), the team taken
     (the caller releases it: ``_team.release()``)."""
     threads = get_num_threads()
-    if threads < 2:
-        return 0
+    return _take_team(threads) if threads >= 2 else 0
+
+
+def _take_team(threads):
+    """``threads`` capped by what OpenMP allows the calling thread, with the team taken: 0 where
+    fewer than two are left or another call holds the team."""
     limit = _openmp_threads()
     if limit < threads:
         threads = limit

@@ -61,7 +61,6 @@ module without it installed raises a ModuleNotFoundError that says how to instal
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple, cast
 
 import numpy as np
@@ -81,6 +80,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import CELLS
+from ._validation import _zeros
 from .compat.torch import state_dict_keys
 
 __all__ = ["RNN", "LSTM", "GRU"]
@@ -261,14 +261,6 @@ def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) 
                              Wx, Wh, b, **kwargs)[1]
     except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
-
-
-@functools.lru_cache(maxsize=16)
-def _zeros(size: int, dtype: Any) -> NDArray[Any]:
-    """A read-only (size,) array of zeros: the bias of a module without biases."""
-    zeros = np.zeros(size, dtype)
-    zeros.flags.writeable = False
-    return zeros
 
 
 @_compiler_disable
