@@ -49,7 +49,8 @@ class Order:
     rows : (T*N,) for row (s, k) of the kernels' time-major arrays, the row of the caller's
         array (C-contiguous in its layout, as (T*N, W)) that holds the same step: sequence
         order[k] at time s, or lengths-1-s where ``reverse``; a padded step (s >= lengths)
-        pairs with the caller's padded row at time s. A permutation of the rows.
+        pairs with the caller's padded row at time s. A permutation of the rows, made where
+        first used (a ``flipped`` batch uses none).
     n_run : the steps run at all, the longest length.
     flipped : every sequence runs all T steps in reverse (a bidirectional layer's reverse
         direction without lengths): the kernels' arrays are the caller's with time reversed,
@@ -58,30 +59,37 @@ class Order:
         products over all steps split between threads).
     """
 
-    __slots__ = ("lengths", "reverse", "order", "sorted_lengths", "active", "rows",
+    __slots__ = ("lengths", "reverse", "order", "sorted_lengths", "active", "_rows",
                  "n_run", "n_steps", "time_major", "flipped", "_inverse")
 
     def __init__(self, lengths, reverse, n_steps, time_major):
         n_batch = len(lengths)
         self.lengths, self.reverse, self.n_steps = lengths, reverse, n_steps
-        self.order = order = np.argsort(-lengths, kind="stable")
-        self.sorted_lengths = longest_first = lengths[order]
+        self.order = np.argsort(-lengths, kind="stable")
+        self.sorted_lengths = longest_first = lengths[self.order]
         self.time_major = time_major
         self.flipped = bool(reverse and n_batch and longest_first[-1] == n_steps)
         steps = np.arange(n_steps)
         self.active = (n_batch - np.searchsorted(longest_first[::-1], steps, side="right")
                        ).astype(np.intc)
         self.n_run = int(longest_first[0]) if n_batch else 0
-        step = steps[:, None]
-        if reverse:
-            last = longest_first[None, :] - 1
-            time = np.where(step <= last, last - step, step)
-        else:
-            time = np.broadcast_to(step, (n_steps, n_batch))
-        seq = order[None, :]
-        rows = time * n_batch + seq if time_major else seq * n_steps + time
-        self.rows = rows.ravel()
-        self._inverse = None
+        self._inverse = self._rows = None
+
+    @property
+    def rows(self):
+        """See the class docstring; made on first use (a flipped batch gathers no rows)."""
+        if self._rows is None:
+            n_steps, n_batch = self.n_steps, len(self.order)
+            step = np.arange(n_steps)[:, None]
+            if self.reverse:
+                last = self.sorted_lengths[None, :] - 1
+                time = np.where(step <= last, last - step, step)
+            else:
+                time = np.broadcast_to(step, (n_steps, n_batch))
+            seq = self.order[None, :]
+            rows = time * n_batch + seq if self.time_major else seq * n_steps + time
+            self._rows = rows.ravel()
+        return self._rows
 
     @property
     def kernel_active(self):
