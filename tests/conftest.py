@@ -1,4 +1,10 @@
-"""Shared helpers: random problems for every cell, tolerances, layouts."""
+"""Shared helpers: random problems for every cell, tolerances, layouts, scripts in a process of
+their own."""
+import json
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -69,3 +75,15 @@ def relayout(a, layout):
 @pytest.fixture(params=[np.float64, np.float32], ids=["f64", "f32"])
 def dtype(request):
     return request.param
+
+
+def run_script(script, *args, timeout=120, env=None):
+    """What ``script``, run by a new Python process that finds this fastbptt first (the tests'
+    ``sys.path``) with ``args`` after it and ``env`` added to the environment, printed as JSON
+    on its last line; the test fails with the end of its stderr where the process exited
+    otherwise than with 0 (a crash, a hang past ``timeout`` seconds raises)."""
+    env = {**os.environ, **(env or {}), "PYTHONPATH": os.pathsep.join(sys.path)}
+    done = subprocess.run([sys.executable, "-c", script, *args], capture_output=True,
+                          text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])

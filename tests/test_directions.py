@@ -1,10 +1,7 @@
 """A bidirectional layer's two directions at once (fastbptt/_directions.py): the same results to
 the bit as one after the other, on any thread count; errors from either direction reach the
 caller once both have stopped; the pair holds the threads' team once, and Ctrl-C still stops."""
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 import time
@@ -12,7 +9,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from conftest import make_problem
+from conftest import make_problem, run_script
 
 import fastbptt
 import fastbptt._directions as directions
@@ -212,11 +209,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(os.name != "posix", reason="sends itself SIGINT")
 def test_ctrl_c_stops_both_directions():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_script(SCRIPT)
     # raised once the worker's direction, which cannot see the signal, is done: within about
     # one call's time (twice, and half a second, for a machine whose load changes meanwhile)
     assert report["stopped"] is not None, report

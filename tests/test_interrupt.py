@@ -1,13 +1,11 @@
 """Ctrl-C stops a long kernel call within a fraction of a second and raises KeyboardInterrupt;
 a cache that an interrupted forward was refilling is refused afterwards, and a cache that an
 interrupted backward was reading is still good. Run in a subprocess that sends itself SIGINT."""
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import pytest
+from conftest import run_script
 
 SCRIPT = textwrap.dedent("""
     import json, os, signal, threading, time
@@ -74,11 +72,7 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(os.name != "posix", reason="sends itself SIGINT")
 def test_ctrl_c_stops_a_long_call():
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    report = json.loads(done.stdout.strip().splitlines()[-1])
+    report = run_script(SCRIPT)
     for cell, r in report.items():
         # within about 0.1 s of the signal (the kernels look every 20 ms; measured 2-50 ms)
         assert r["backward"] is not None and r["backward"] < 0.25, (cell, r)

@@ -5,13 +5,11 @@ refuse alike."""
 import json
 import os
 import re
-import subprocess
-import sys
 import textwrap
 
 import numpy as np
 import pytest
-from conftest import IMPLS, make_problem
+from conftest import IMPLS, make_problem, run_script
 
 import fastbptt
 from fastbptt import _kernels
@@ -74,11 +72,7 @@ def test_counts_past_a_32_bit_int_are_refused():
     argument and the limit, before anything is copied (a copy of these would be huge), from
     both implementations and every cell."""
     cases = [[list(shape), time_major] for shape, time_major, _ in COUNT_CASES]
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(sys.path))
-    done = subprocess.run([sys.executable, "-c", COUNT_SCRIPT, json.dumps(cases)],
-                          capture_output=True, text=True, timeout=120, env=env)
-    assert done.returncode == 0, done.stderr[-2000:]
-    messages = json.loads(done.stdout.strip().splitlines()[-1])
+    messages = run_script(COUNT_SCRIPT, json.dumps(cases))
     expected = [match for _, _, match in COUNT_CASES for _ in range(6)]
     expected += [r"Wh: G \* H \(G = 4 gate blocks\) = 2147483652"] * 2
     assert len(messages) == len(expected)

@@ -1,16 +1,13 @@
 """One kernel call on several threads: the same answers as the reference at 1, 2 and 3 threads,
 with fewer, as many and more sequences than threads; the thread count API; determinism; calls
 from several Python threads at once; Ctrl-C."""
-import json
 import os
-import subprocess
-import sys
 import textwrap
 import threading
 
 import numpy as np
 import pytest
-from conftest import HIDDEN_CELLS, assert_close, make_problem
+from conftest import HIDDEN_CELLS, assert_close, make_problem, run_script
 
 import fastbptt
 import fastbptt._blas_threads
@@ -263,11 +260,7 @@ SCRIPT = textwrap.dedent("""
 
 
 def test_ctrl_c_stops_a_threaded_call():
-    done = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-                          timeout=300, env={**os.environ, "FASTBPTT_NUM_THREADS": "2",
-                                            "PYTHONPATH": os.pathsep.join(sys.path)})
-    assert done.returncode == 0, done.stderr
-    report = json.loads(done.stdout)
+    report = run_script(SCRIPT, timeout=300, env={"FASTBPTT_NUM_THREADS": "2"})
     assert any(seconds is not None for seconds in report.values()), report
     for name, seconds in report.items():
         # interrupted within a fraction of a second (the kernels look every 20 ms; up to 0.6 s

@@ -49,6 +49,18 @@ def nan_filled(result, names):
     return result
 
 
+def assert_written(got, target, expected, want, names, dtype):
+    """The result ``got`` of a backward into ``target`` (out=, its arrays NaN before): each of
+    ``names`` is target's own array, every element written, the same bits as a backward into
+    new arrays (``expected``) and the reference's result ``want`` to rounding."""
+    for name in names:
+        value = getattr(got, name)
+        assert value is getattr(target, name), name
+        assert np.isfinite(value).all(), name
+        assert value.tobytes() == expected[name].tobytes(), name
+        assert_close(value, getattr(want, name), dtype, name)
+
+
 def check_written(record, refrecord, args, kwargs, dh, backward_kwargs, dtype):
     """A backward into out= (its arrays NaN) equals one into new arrays to the bit and the
     reference's to rounding; one with grads= adds into them."""
@@ -68,12 +80,7 @@ def check_written(record, refrecord, args, kwargs, dh, backward_kwargs, dtype):
     target = nan_filled(backward(record), names)
     got = backward(record, out=target, **norms)
     want = backward(refrecord)
-    for name in names:
-        value = getattr(got, name)
-        assert value is getattr(target, name), name
-        assert np.isfinite(value).all(), name
-        assert value.tobytes() == expected[name].tobytes(), name
-        assert_close(value, getattr(want, name), dtype, name)
+    assert_written(got, target, expected, want, names, dtype)
     assert norms["h_grad_norms"].tobytes() == fresh_norms.tobytes()
     start = {name: np.full_like(expected[name], START) for name in record.weight_grads}
     added = backward(record, grads=start)
@@ -139,12 +146,7 @@ def test_jordan_backward_writes_every_weight_gradient(overwrite_cache, time_majo
                                 names)
             got = jordan_backward(fastbptt, args, dy, time_major, out=target, **options)
             want = jordan_backward(ref, args, dy, time_major, **options)
-            for name in names:
-                value = getattr(got, name)
-                assert value is getattr(target, name), name
-                assert np.isfinite(value).all(), name
-                assert value.tobytes() == expected[name].tobytes(), name
-                assert_close(value, getattr(want, name), dtype, name)
+            assert_written(got, target, expected, want, names, dtype)
             start = {name: np.full_like(expected[name], START) for name in weight_grads}
             jordan_backward(fastbptt, args, dy, time_major, grads=start, **options)
             for name in weight_grads:
