@@ -36,12 +36,16 @@ pre-activations' gradients are set to zero. On several threads (``n_threads``,
 ``src/_shards.pxd``) each shard runs, at step t, those of its rows that run (its first ones:
 ``rows_forward``, ``rows_backward``, which also say when Ctrl-C stops the loop), and skips a
 step that runs none of them; with ``active`` the products over all steps run by steps on the
-calling thread, not split between threads (``input_product`` for forward's X @ Wx).
+calling thread, not split between threads (``input_product`` for forward's X @ Wx). One
+sequence (N = 1) has one shard; where its per-step product is wide enough, each step's columns
+are split between ``n_parts`` threads instead (``src/_columns.pxd``), and the products over all
+steps run on those threads.
 """
 from cython cimport floating
 
 from _active cimport active_rows, input_by_steps, run_steps, running_rows
 from _blas cimport NO_TRANS
+from _columns cimport column_parts
 from _held cimport Dims, check_itemsize
 from _interrupt cimport Watch, watch
 from _layout cimport check_blas_ld
@@ -58,7 +62,9 @@ cdef struct Call:
     Py_ssize_t step            # elements from step t to step t+1 (H wide)
     const int* act             # rows that run at each step, or NULL: all of them
     int n_run                  # steps with a row to run
-    int n_threads              # threads the call may use: one for one sequence
+    int n_threads              # threads the call may use: for one sequence, n_parts
+    int n_parts                # threads sharing each step's columns: 1 but for one sequence
+                               # with enough columns (src/_columns.pxd)
     int n_shards               # shards of sequences, one per thread, at most N
     Watch w                    # Ctrl-C
 
@@ -82,8 +88,10 @@ cdef inline Call begin_call(const Dims* d, Py_ssize_t itemsize, int n_gates, obj
     check_itemsize(d, itemsize)
     check_blas_ld(c.n_rows, width)
     c.w = watch(<double> c.n_batch * width * c.n_hidden)
-    # one sequence: on one thread (src/_shards.pxd)
-    c.n_threads = n_threads if c.n_batch > 1 else 1
+    # one sequence: each step's columns split between threads where it pays, else on one
+    # thread (src/_columns.pxd, src/_shards.pxd)
+    c.n_parts = column_parts(c.n_batch, width, n_threads)
+    c.n_threads = n_threads if c.n_batch > 1 else c.n_parts
     c.n_shards = c.n_threads if c.n_threads < c.n_batch else c.n_batch
     return c
 

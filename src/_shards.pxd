@@ -8,10 +8,9 @@ shard's first (``shard_of``). Each shard runs the whole time-step loop, forward 
 over its rows only, on its own thread, with no synchronisation between steps: its rows of every
 per-step buffer start ``n0 * n_rows`` rows into the buffer and keep the step stride of the full
 array (``src/_layout.pxd``), its rows of the (N, H) states and carries start at ``n0 * H``, and
-the packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) runs on one thread, its
-products over all steps included: there the per-step products are the time, and threads woken
-for a small share of it cost more than they give (on a busy machine, many times more). The
-threads are OpenMP's (Cython ``prange``): made once per process and reused, their count per
+the packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) is one shard: it runs on
+one thread, its products over all steps included, unless its per-step product is wide enough
+for its columns to be split between threads (``src/_columns.pxd``). The threads are OpenMP's (Cython ``prange``): made once per process and reused, their count per
 call passed by the caller. Without OpenMP the loops run one after the other in the calling
 thread, with the same results.
 

@@ -1,0 +1,67 @@
+# cython: language_level=3
+"""One sequence on several threads: each step's columns split between them.
+
+A call with one sequence (N = 1) has no shards of sequences to give its threads
+(``src/_shards.pxd``), and its steps depend on each other. What is left is each step's own
+work: the product ``h_{t-1} @ Wh`` (1, W) with W = G*H columns, and the elementwise work on its
+outputs. The call's ``n_parts`` threads each own a part of the columns (hidden units, for the
+gated cells: a unit's G gate columns with it), run one parallel region for the whole step loop,
+and after each step wait at a spinning barrier (``src/_spin.h``) before any of them reads the
+whole row it needs for the next step. Every element is computed by one thread, as the same sum
+in the same order as on one thread, so the results equal the one-thread results bit for bit.
+
+Where it pays (measured in ``benchmarks/one_stream_columns.c``; ``benchmarks/RESULTS.md``,
+"One stream on two cores"): a barrier costs 25-50 ns and the exchange of the row about as much
+again, so a part of fewer than MIN_PART_COLUMNS columns loses more than it gains (the Elman
+RNN at H = 64: 0.54-1.14x on two threads; from 128 columns 1.4-2.2x).
+
+    column_parts(n_batch, width, n_threads)   the parts a call splits each step into: 1 (no
+                                              split) unless N == 1, several threads and at
+                                              least MIN_PART_COLUMNS columns a part
+    part_first(width, unit, n_parts, s)       the first of part s's ``width`` columns (s =
+                                              n_parts: width), cut in whole units of ``unit``
+                                              columns (a packed panel; 1 for hidden units), the
+                                              parts differing by one unit at most
+
+The barrier:
+
+    cdef SpinBarrier bar            shared by the threads of the region
+    barrier_init(&bar, n_parts)     before the region
+    stop = barrier_wait(&bar, &sense, asked)
+                                    each thread's ``sense`` (0 before its first wait) is its own;
+                                    ``asked``: this thread saw Ctrl-C (the calling thread
+                                    alone looks, ``src/_interrupt.pxd``); returns True on every
+                                    thread if any asked, so all stop after the same step
+    fetch_row(row, n_bytes)         prefetch a row the other threads have just written
+"""
+
+cdef extern from "_spin.h" nogil:
+    int SPIN_BARRIER
+    ctypedef struct SpinBarrier "fastbptt_spin_barrier":
+        int n_threads
+    void barrier_init "fastbptt_barrier_init" (SpinBarrier* b, int n_threads)
+    bint barrier_wait "fastbptt_barrier_wait" (SpinBarrier* b, int* sense, int stop)
+    void fetch_row "fastbptt_fetch_row" (const void* row, size_t n_bytes)
+
+cdef enum:
+    # columns of a step's product per thread at least: 64 columns are 4 float32 (8 float64)
+    # panels of the packed product, the fewest that keep its accumulator chains busy
+    MIN_PART_COLUMNS = 64
+
+
+cdef inline int column_parts(int n_batch, int width, int n_threads) noexcept nogil:
+    """The threads a call of n_batch sequences whose per-step product has ``width`` columns
+    splits each step between: 1 unless one sequence, several threads allowed and at least
+    MIN_PART_COLUMNS columns for each."""
+    if n_batch != 1 or n_threads < 2 or not SPIN_BARRIER:
+        return 1
+    cdef int most = width // MIN_PART_COLUMNS
+    return n_threads if n_threads < most else (most if most > 1 else 1)
+
+
+cdef inline int part_first(int width, int unit, int n_parts, int s) noexcept nogil:
+    """The first of part s's columns (of n_parts; s = n_parts: ``width``), ``width`` columns
+    cut in units of ``unit`` (the last unit may be short)."""
+    cdef Py_ssize_t n_units = (width + unit - 1) // unit
+    cdef Py_ssize_t first = n_units * s // n_parts * unit
+    return <int> (first if first < width else width)
