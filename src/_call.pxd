@@ -63,8 +63,7 @@ cdef struct Call:
     const int* act             # rows that run at each step, or NULL: all of them
     int n_run                  # steps with a row to run
     int n_threads              # threads the call may use: for one sequence, n_parts
-    int n_parts                # threads sharing each step's columns: 1 but for one sequence
-                               # with enough columns (src/_columns.pxd)
+    int n_parts                # threads sharing each step's columns (src/_columns.pxd)
     int n_shards               # shards of sequences, one per thread, at most N
     Watch w                    # Ctrl-C
 

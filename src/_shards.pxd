@@ -10,8 +10,9 @@ per-step buffer start ``n0 * n_rows`` rows into the buffer and keep the step str
 array (``src/_layout.pxd``), its rows of the (N, H) states and carries start at ``n0 * H``, and
 the packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) is one shard: it runs on
 one thread, its products over all steps included, unless its per-step product is wide enough
-for its columns to be split between threads (``src/_columns.pxd``). The threads are OpenMP's (Cython ``prange``): made once per process and reused, their count per
-call passed by the caller. Without OpenMP the loops run one after the other in the calling
+for its columns to be split between threads (``src/_columns.pxd``). The threads are OpenMP's
+(Cython ``prange``): made once per process and reused, their count per call passed by the
+caller. Without OpenMP the loops run one after the other in the calling
 thread, with the same results.
 
 The products hoisted out of the time loop run on all threads too, each thread on its own part
