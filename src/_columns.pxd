@@ -33,6 +33,10 @@ The barrier:
                                     alone looks, ``src/_interrupt.pxd``); returns True on every
                                     thread if any asked, so all stop after the same step
     fetch_row(row, n_bytes)         prefetch a row the other threads have just written
+    team_size()                     the threads of the OpenMP team running the caller (1
+                                    outside a parallel region or without OpenMP): a region
+                                    given fewer threads than n_parts (OpenMP's limits) must not
+                                    wait at a barrier for threads that never come
 """
 
 cdef extern from "_spin.h" nogil:
@@ -42,6 +46,17 @@ cdef extern from "_spin.h" nogil:
     void barrier_init "fastbptt_barrier_init" (SpinBarrier* b, int n_threads)
     bint barrier_wait "fastbptt_barrier_wait" (SpinBarrier* b, int* sense, int stop)
     void fetch_row "fastbptt_fetch_row" (const void* row, size_t n_bytes)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static int fastbptt_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static int fastbptt_team_size(void) { return 1; }
+    #endif
+    """
+    int team_size "fastbptt_team_size" () noexcept nogil
 
 cdef enum:
     # columns of a step's product per thread at least: 64 columns are 4 float32 (8 float64)
