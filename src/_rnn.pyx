@@ -48,11 +48,14 @@ whole dA_t; with norms each thread sums the squares of its columns and thread 0 
 sums after the barrier. The lean backward's blocks of weight gradients and dx are split
 between the same threads (columns of the weight gradients, rows of dx), between two barriers.
 Thread 0 alone looks for Ctrl-C, before each barrier, whose verdict stops every thread after
-the same step. Every element of h, dA and the carry is the same sum as on one thread, so they
-equal the one-thread results bit for bit where the per-step products are this module's own
-loops (the AVX2 build); the products over all steps run on BLAS split by rows or columns
-between the same threads, equal to rounding (as are the norms: the threads' sums of squares
-are added in part order). Measured in ``benchmarks/one_stream_parts.py``.
+the same step. Every element of h, dA and the carry is the same sum of the same terms as on one
+thread where the per-step products are this module's own loops (the AVX2 build; BLAS's GEMV
+may round a part of its columns otherwise), so the split adds no rounding of its own: with
+X @ Wx + b exact, h and the carries equal the one-thread ones bit for bit. The products over
+all steps run on BLAS split by rows or columns between the same threads, as for several
+sequences, and BLAS may round a part of a product otherwise than the whole: the results equal
+the one-thread ones to rounding (the norms too: the threads' sums of squares are added in part
+order). Measured in ``benchmarks/one_stream_parts.py``.
 
 A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed, norm_parts) reach the
 kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
