@@ -13,9 +13,10 @@ into one set of gradients (out=), so no new memory is timed. ``--lean`` runs the
 per forward + backward, min over the rounds, and the speed-up (1 thread / n threads). "parts"
 is how many threads the call splits each step between: 1 where the step is too narrow
 (``_columns.MIN_PART_COLUMNS``) or the call too small to take threads at all
-(``fastbptt._threads.THREADED_WORK``). A cell whose kernels have no split runs on one thread
-either way (speed-up about 1). Say the load (``uptime``) beside the figures: both threads spin
-at each step's barrier, so on a machine whose cores are taken the split loses.
+(``fastbptt._threads.THREADED_WORK``); a cell whose kernels do not split their steps runs only
+its products over all steps on that many threads. Say the load (``uptime``) beside the
+figures: both threads spin at each step's barrier, so on a machine whose cores are taken the
+split loses.
 """
 import argparse
 
