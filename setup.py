@@ -42,7 +42,8 @@ FLAGS = ["-O3", "-fno-trapping-math"]
 TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_jordan", "_blas_hooks", "_checks"}
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
-THREADED = {"_rnn", "_lstm", "_gru", "_floor", "_cpu"}   # built with OpenMP where there is one
+# built with OpenMP where there is one
+THREADED = {"_rnn", "_lstm", "_gru", "_jordan", "_floor", "_cpu"}
 
 
 def openmp_flags():

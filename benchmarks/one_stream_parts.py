@@ -2,10 +2,11 @@
 (src/_columns.pxd): forward + backward of the cell kernels, interleaved, ratio of minima.
 
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/one_stream_parts.py \
-        [--cells rnn,lstm,gru] [--hidden 64,128,256,512] [--dtypes float32,float64] \
+        [--cells rnn,lstm,gru,jordan] [--hidden 64,128,256,512] [--dtypes float32,float64] \
         [--steps 1000] [--threads 2] [--lean] [--rounds 15]
 
-Each row times one problem, N = 1, T = --steps, D = H, at 1 thread and at --threads threads
+Each row times one problem, N = 1, T = --steps, D = H (Jordan's network: O = H too; its lean
+backward is its backward), at 1 thread and at --threads threads
 (``fastbptt.num_threads``) in turns, round after round (``time_interleaved``), each turn
 repeating the call for about 50 ms; the forward refills one cache (out=) and the backward writes
 into one set of gradients (out=), so no new memory is timed. ``--lean`` runs the lean backward
@@ -25,7 +26,7 @@ import numpy as np
 import fastbptt
 from fastbptt import _threads
 from fastbptt._blas_hooks import column_parts_hook
-from fastbptt.benchmarking import make_case, time_interleaved
+from fastbptt.benchmarking import jordan_shape, make_case, make_jordan_case, time_interleaved
 
 
 def call_function(cell, args, dh, n_threads, lean):
@@ -33,17 +34,28 @@ def call_function(cell, args, dh, n_threads, lean):
     record = fastbptt.CELLS[cell]
     _, cache = record.forward(*args)
     grads = record.backward(dh, cache)
+    more = {"overwrite_cache": lean} if lean else {}
 
     def run():
         with fastbptt.num_threads(n_threads):
             record.forward(*args, out=cache)
-            record.backward(dh, cache, out=grads, overwrite_cache=lean)
+            record.backward(dh, cache, out=grads, **more)
     return run
+
+
+def problem(cell, n_steps, n_hidden, dtype):
+    """(forward's args, upstream gradient): N = 1, D = H (and O = H for Jordan's network)."""
+    shape = (1, n_steps, n_hidden, n_hidden)
+    if cell == "jordan":
+        return make_jordan_case(jordan_shape(shape), dtype)
+    args, _, dh = make_case(cell, shape, dtype)
+    return args, dh
 
 
 def parts(cell, n_steps, n_hidden, dtype, n_threads):
     """The threads each step of such a call is split between."""
     width = fastbptt.CELLS[cell].n_gates * n_hidden
+    # the call's largest product as ``fastbptt._blas_threads.run_kernel`` counts it
     if n_steps * width * n_hidden < _threads.THREADED_WORK:
         return 1
     return len(column_parts_hook(1, width, n_threads, np.dtype(dtype).itemsize)) - 1
@@ -68,10 +80,9 @@ def main(argv=None):
     for cell in args.cells.split(","):
         for n_hidden in (int(h) for h in args.hidden.split(",")):
             for dtype in args.dtypes.split(","):
-                shape = (1, args.steps, n_hidden, n_hidden)
-                problem, _, dh = make_case(cell, shape, np.dtype(dtype))
-                functions = {1: call_function(cell, problem, dh, 1, args.lean),
-                             n: call_function(cell, problem, dh, n, args.lean)}
+                fargs, dh = problem(cell, args.steps, n_hidden, np.dtype(dtype))
+                functions = {1: call_function(cell, fargs, dh, 1, args.lean),
+                             n: call_function(cell, fargs, dh, n, args.lean)}
                 one = time_interleaved(functions, min_rounds=1)[1].min()
                 reps = max(1, min(50, int(0.05 / one)))
                 times = time_interleaved(functions, repeat=reps, min_rounds=args.rounds,

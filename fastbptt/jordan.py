@@ -54,7 +54,7 @@ def _fill_forward(inputs, out, nonlinearity, output_nonlinearity):
     if inputs.n_batch:
         run_kernel(_jordan.forward, inputs.x, w["Wx"], inputs.x_buffer, y0, w["Wx"], w["Wy"],
                    w["b"], w["Wo"], w["bo"], h, y, inputs.time_major, nonlinearity,
-                   output_nonlinearity, sharded=False)
+                   output_nonlinearity, sharded=inputs.n_batch == 1)
     cache = make_jordan_cache(out, inputs, y0, h, y, nonlinearity, output_nonlinearity)
     return readonly(y), cache
 
@@ -108,7 +108,7 @@ def jordan_backward(dy, cache, *, dyT=None, xi=None, grads=None, h_grad_norms=No
                        cache.Wx, cache.Wy, cache.Wo, swap_major(cache.h, tm),
                        swap_major(cache.y, tm), inputs.dy_buffer, inputs.xi, carry, dAh, dAo,
                        dx, wg, tm, cache.nonlinearity, cache.output_nonlinearity,
-                       h_grad_norms, written, sharded=False)
+                       h_grad_norms, written, sharded=n_batch == 1)
         elif h_grad_norms is not None:
             h_grad_norms[...] = 0
     finally:

@@ -1,18 +1,21 @@
 """One sequence (N = 1) on several threads, each step's columns split between them
-(src/_columns.pxd), in the Elman RNN's kernels: at 1, 2 and 3 threads, where the split happens
-(H >= 128) and where it does not (H = 64), at widths that are a multiple of the packed panel
-and that are not (200, 257), over one step (Wh not packed) and over more than FEW_PACK_STEPS
-(packed), in both layouts and dtypes, for every nonlinearity, with truncation (zeros in xi),
-the norms, the lean backward (overwrite_cache), a shorter length, out= and grads=.
+(src/_columns.pxd), in the Elman RNN's and Jordan's kernels: at 1, 2 and 3 threads, where the
+split happens (H >= 128) and where it does not (H = 64), at widths that are a multiple of the
+packed panel and that are not (200, 257), over one step (Wh not packed) and over more than
+FEW_PACK_STEPS (packed), in both layouts and dtypes, for every nonlinearity, with truncation
+(zeros in xi), the norms, the lean backward (overwrite_cache), a shorter length, out= and
+grads=.
 
 Every element of a step's work is computed by one thread as the same sum as on one thread, so
 the states h and the carries (dL/dh0) equal the one-thread ones bit for bit where the per-step
 products are this library's own loops (the AVX2 build; the baseline build calls BLAS, which
-is not bound to round a part of a product as it rounds the whole). The products over all
+is not bound to round a part of a product as it rounds the whole). The RNN's products over all
 steps (X @ Wx, dx, the weight gradients) run on BLAS split by rows or columns between the same
 threads: equal to rounding, as with several sequences. Bit for bit is checked on inputs whose
 product X @ Wx + b is exact (small integers and multiples of 1/64), so that what BLAS does with
-a part of it cannot show; the norms join the threads' sums of squares, equal to rounding."""
+a part of it cannot show; the norms join the threads' sums of squares, equal to rounding.
+Jordan's network keeps its products over all steps on one thread: every result but the norms
+is checked bit for bit where its per-step products are the loops on the weights in place."""
 import textwrap
 
 import numpy as np
@@ -126,6 +129,77 @@ def test_a_shorter_length(n_hidden, dtype):
     check(n_hidden, LONG, dtype, False, "tanh", lengths=np.array([LONG - 7]))
 
 
+def jordan_problem(n_hidden, n_output, n_steps, dtype, time_major, seed=0):
+    """x, y0, Wx, Wy, b, Wo, bo, dy, dyT, xi for one sequence of Jordan's network."""
+    rng = np.random.default_rng(seed)
+    shape = (n_steps, 1, N_INPUT) if time_major else (1, n_steps, N_INPUT)
+    x = rng.standard_normal(shape)
+    weights = [rng.standard_normal((1, n_output)),
+               rng.standard_normal((N_INPUT, n_hidden)) * 0.6 / np.sqrt(N_INPUT),
+               rng.standard_normal((n_output, n_hidden)) * 0.6 / np.sqrt(n_output),
+               rng.standard_normal(n_hidden) * 0.1,
+               rng.standard_normal((n_hidden, n_output)) * 0.6 / np.sqrt(n_hidden),
+               rng.standard_normal(n_output) * 0.1]
+    dy = rng.standard_normal(shape[:2] + (n_output,))
+    dyT = rng.standard_normal((1, n_output))
+    args = [a.astype(dtype) for a in [x, *weights, dy, dyT]]
+    return args + [np.resize([1.0, 0.0, 2.5, 1.0, 0.5], n_steps)]
+
+
+def jordan_run(impl, args, opts, time_major):
+    """Forward, forward again with out=, backward with xi, dyT and the norms, again with grads=,
+    and with overwrite_cache."""
+    *fargs, dy, dyT, xi = args
+    y, cache = impl.jordan_forward(*fargs, **opts, time_major=time_major)
+    out = {"y": y.copy(), "h": cache.h.copy()}
+    y, cache = impl.jordan_forward(*fargs, **opts, time_major=time_major, out=cache)
+    out["y out="] = y
+    norms = np.full(len(xi), np.nan, y.dtype)
+    grads = impl.jordan_backward(dy, cache, xi=xi, dyT=dyT, h_grad_norms=norms)
+    out.update({name: getattr(grads, name).copy() for name in grads._fields})
+    out["norms"] = norms
+    again = impl.jordan_backward(dy, cache, xi=xi, dyT=dyT, grads=grads)
+    out.update({f"{name} grads=": getattr(again, name) for name in ("dWx", "dWy", "dWo")})
+    lean = impl.jordan_backward(dy, cache, xi=xi, dyT=dyT, overwrite_cache=True)
+    out.update({f"{name} lean": getattr(lean, name) for name in ("dx", "dy0")})
+    return out
+
+
+def jordan_check(n_hidden, n_output, n_steps, dtype, time_major, opts):
+    args = jordan_problem(n_hidden, n_output, n_steps, dtype, time_major)
+    with fastbptt.num_threads(1):
+        one = jordan_run(fastbptt, args, opts, time_major)
+    theirs = jordan_run(ref, args, opts, time_major)
+    # the per-step products are the loops on the weights in place (AVX2 build, weights of at
+    # most 192 KiB), and the products over all steps are not split: all but the norms exact
+    exact = use_avx2() and n_hidden * n_output * np.dtype(dtype).itemsize <= 192 * 1024
+    for n in (2, 3):
+        with fastbptt.num_threads(n):
+            ours = jordan_run(fastbptt, args, opts, time_major)
+        assert ours.keys() == theirs.keys()
+        for name in theirs:
+            assert_close(ours[name], theirs[name], dtype, name)
+            assert_close(ours[name], one[name], dtype, name)
+            if exact and name != "norms":
+                np.testing.assert_array_equal(ours[name], one[name], err_msg=f"{n}: {name}")
+
+
+@pytest.mark.parametrize("n_hidden", [64, 128, 200])
+@pytest.mark.parametrize("n_output", [3, 40])
+@pytest.mark.parametrize("n_steps", [1, LONG])
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+def test_jordan_split_steps_equal_one_thread(n_hidden, n_output, n_steps, time_major, dtype):
+    check_opts = {"nonlinearity": "tanh", "output_nonlinearity": "identity"}
+    jordan_check(n_hidden, n_output, n_steps, dtype, time_major, check_opts)
+
+
+@pytest.mark.parametrize("opts", [{"nonlinearity": "relu", "output_nonlinearity": "tanh"},
+                                  {"nonlinearity": "sigmoid", "output_nonlinearity": "sigmoid"}],
+                         ids=["relu-tanh", "sigmoid-sigmoid"])
+def test_jordan_every_nonlinearity(opts, dtype):
+    jordan_check(200, 40, LONG, dtype, False, opts)
+
+
 def test_the_split_is_at_panel_boundaries():
     """The columns cut where a packed panel ends, the parts differing by one panel at most;
     below MIN_PART_COLUMNS columns a part, no split."""
@@ -184,6 +258,12 @@ SCRIPT = textwrap.dedent("""
     report = {"forward": interrupt(lambda: rnn.forward(x, None, Wx, Wh, b)),
               "backward": interrupt(lambda: rnn.backward(None, cache)),
               "lean": interrupt(lambda: rnn.backward(None, cache, overwrite_cache=True))}
+    jordan = fastbptt.CELLS["jordan"]
+    Wy = (rng.standard_normal((H, H)) * 0.5 / np.sqrt(H)).astype(np.float32)
+    jargs = (x, None, Wx, Wy, b, Wh, b)
+    y, jcache = jordan.forward(*jargs)
+    report["jordan forward"] = interrupt(lambda: jordan.forward(*jargs))
+    report["jordan backward"] = interrupt(lambda: jordan.backward(None, jcache))
     # the threads work on after it: a short call, as on one thread
     h2 = rnn.forward(x[:, :500], None, Wx, Wh, b)[0]
     report["again"] = bool(np.allclose(h2, h[:, :500], rtol=1e-5, atol=1e-6))
