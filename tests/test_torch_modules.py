@@ -253,6 +253,74 @@ def test_dropout_between_layers_drops_what_torch_nn_drops(torch, ft, cell, batch
     assert (evaluated - fast_out[0]).abs().max() > 1e-3       # training dropped something
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_bidirectional_layers_equal_torch_nn(torch, ft, cell, dtype, batch_first, packed):
+    """Two bidirectional layers, each one autograd node running both directions, with initial
+    states, sequences of equal lengths or packed of unequal ones: torch.nn's outputs and
+    gradients, in either dtype."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    dtype = getattr(torch, dtype)
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True,
+                      batch_first=batch_first, dtype=dtype)
+    gen = torch.Generator().manual_seed(1)
+    shape = (3, 6, 3) if batch_first else (6, 3, 3)                     # N = 3, T = 6
+    x = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
+    hx = states_like(torch, cell, (4, 3, 4), gen, dtype)
+    results = []
+    for module in (fast, slow):
+        given = x if not packed else pack_padded_sequence(
+            x, [4, 6, 1], batch_first=batch_first, enforce_sorted=False)
+        output, h_n = module(given, hx)
+        output = output.data if packed else output
+        if module is fast and not packed:           # no flips, no cat: one node
+            assert type(output.grad_fn).__name__ == "_RecurrenceBackward"
+        outputs = [output, *flat(h_n)]
+        g = torch.Generator().manual_seed(2)
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=dtype)).sum() for o in outputs)
+        results.append(outputs + list(torch.autograd.grad(
+            loss, [x, *flat(hx), *module.parameters()])))
+    rtol = 1e-4 if dtype == torch.float32 else RTOL
+    for got, want in zip(*results):
+        assert_rel(got, want, "bidirectional", rtol=rtol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bidirectional_directions_at_once_as_one_after_the_other(torch, ft, cell):
+    """A layer large enough for its two directions to run at once on two threads
+    (``fastbptt._directions``), forward and backward, gives what it gives on one thread, where
+    they run one after the other, with sequences packed and not."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    import fastbptt
+    n_batch, n_steps, n_input, n_hidden = 16, 24, 48, 160
+    fast, _ = pair(torch, ft, cell, n_input, n_hidden, bidirectional=True)
+    n_cols = n_hidden * {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    assert n_steps * n_batch * n_cols * n_hidden >= fastbptt._threads.THREADED_WORK
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n_steps, n_batch, n_input, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    lengths = torch.randint(1, n_steps + 1, (n_batch,), generator=gen)
+    lengths[3] = n_steps
+    for packed in (False, True):
+        results = []
+        for n_threads in (2, 1):
+            with fastbptt.num_threads(n_threads):
+                given = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+                output, h_n = fast(given)
+                output = output.data if packed else output
+                outputs = [output, *flat(h_n)]
+                g = torch.Generator().manual_seed(2)
+                loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum()
+                           for o in outputs)
+                results.append(outputs + list(torch.autograd.grad(
+                    loss, [x, *fast.parameters()])))
+        for got, want in zip(*results):
+            assert_rel(got, want, f"packed={packed}")
+
+
 # ---------------------------------------------------------------------------------------------
 # gradcheck
 
@@ -366,7 +434,7 @@ def test_training_with_adam_ends_at_torch_nn_parameters(torch, ft, cell):
 def test_torch_compile_runs_the_modules(torch, ft, backend, allow_rnn):
     """torch.compile: the code around the module is compiled and the module runs as it does
     eagerly (a graph break: Dynamo does not trace torch.nn's recurrent modules, and with
-    ``allow_rnn`` it skips fastbptt's ``torch.compiler.disable``d layers)."""
+    ``allow_rnn`` it skips fastbptt's ``torch.compiler.disable``d forward)."""
     import torch._dynamo
 
     fast, _ = pair(torch, ft, "lstm", 4, 5, num_layers=2, bidirectional=True, batch_first=True)
