@@ -520,6 +520,29 @@ def test_parameter_changes_reach_the_next_call(torch, ft, cell, change):
         assert_rel(got, want, change)
 
 
+def test_parametrized_weight_reaches_the_kernels(torch, ft):
+    """A parameter computed by a parametrization (``torch.nn.utils.parametrize``), which is no
+    longer in the module's own dict of parameters, is read as the module's attribute: its value
+    and its gradient are those of torch.nn with the weight it computes."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    fast, slow = pair(torch, ft, "gru", 3, 4)
+    with torch.no_grad():
+        slow.weight_hh_l0.mul_(2)
+    parametrize.register_parametrization(fast, "weight_hh_l0", Doubled())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    fast_output, slow_output = fast(x)[0], slow(x)[0]
+    assert_rel(fast_output, slow_output, "output")
+    fast_output.sum().backward()
+    slow_output.sum().backward()
+    assert_rel(fast.parametrizations.weight_hh_l0.original.grad, 2 * slow.weight_hh_l0.grad,
+               "gradient of the parametrization's original")
+
+
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
 def test_bias_gradients_are_tensors_of_their_own(torch, ft, cell):
     """Both biases enter the kernels as their sum, whose gradient is each one's: they get it as
