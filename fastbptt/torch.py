@@ -219,8 +219,8 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     saved = ctx.saved_tensors              # raises if one was changed in place
     if caches[0].consumed:                 # a second backward (retain_graph=True)
         caches = ctx.caches = _run_forward(layers, saved[0], saved[1:])
-    dh_array = None if dh is None else dh.detach().numpy()
-    finals = [None if g is None else g.detach().numpy() for g in dfinals]
+    dh_array = None if dh is None else dh.numpy(force=True)
+    finals = [None if g is None else g.numpy(force=True) for g in dfinals]
     needs = ctx.needs_input_grad
     if len(layers) == 1:
         layer = layers[0]
@@ -291,8 +291,10 @@ def _run_forward(layers: Tuple[_Layer, ...], x: Tensor, tensors: Sequence[Option
                  ) -> List[Any]:
     """fastbptt's forward of each direction of a layer on the tensors' memory: their caches.
     Two directions run at once where that pays (``fastbptt._directions``)."""
-    x_array = x.detach().numpy()
-    arrays = [None if t is None else t.detach().numpy() for t in tensors]
+    # the tensors' memory (``force``: they may require gradients; they are CPU tensors of a
+    # real dtype, checked, so that nothing is copied)
+    x_array = x.numpy(force=True)
+    arrays = [None if t is None else t.numpy(force=True) for t in tensors]
     if len(layers) == 1:
         return [_direction_forward(layers[0], x_array, arrays)]
     n_inputs = len(arrays) // 2
