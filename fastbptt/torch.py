@@ -220,25 +220,30 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     if caches[0].consumed:                 # a second backward (retain_graph=True)
         caches = ctx.caches = _run_forward(layers, saved[0], saved[1:])
     dh_array = None if dh is None else dh.numpy(force=True)
-    finals = [None if g is None else g.numpy(force=True) for g in dfinals]
     needs = ctx.needs_input_grad
     if len(layers) == 1:
         layer = layers[0]
-        grads = _layer_backward(layer, caches[0], dh_array, [g if g is None else g[0]
-                                                             for g in finals])
+        finals = {name: g.numpy(force=True)[0] for name, g in zip(layer.final_grads, dfinals)
+                  if g is not None}
+        try:
+            grads = layer.backward(dh_array, caches[0], overwrite_cache=True, **finals)
+        except (TypeError, ValueError) as err:
+            raise _renamed(err, layer.names) from None
         return (None, torch.from_numpy(grads.dx) if needs[1] else None,
                 *_input_grads(layer, grads, needs, 2))
+    final_arrays = [None if g is None else g.numpy(force=True) for g in dfinals]
     n_hidden = caches[0].hT.shape[-1]
-    dh_directions = [None, None] if dh_array is None else \
-        [dh_array[..., :n_hidden], dh_array[..., n_hidden:]]
     flipped = not layers[1].reverse         # the reverse direction ran on x flipped in time
     time_axis = 0 if layers[0].time_major else 1
-    if flipped and dh_array is not None:
-        dh_directions[1] = np.flip(dh_directions[1], time_axis)
+    dh_directions: List[Optional[NDArray[Any]]] = [None, None]
+    if dh_array is not None:
+        dh_directions = [dh_array[..., :n_hidden], dh_array[..., n_hidden:]]
+        if flipped:
+            dh_directions[1] = np.flip(dh_array[..., n_hidden:], time_axis)
 
     def run(direction: int) -> Any:
         return _layer_backward(layers[direction], caches[direction], dh_directions[direction],
-                               [g if g is None else g[direction] for g in finals])
+                               [g if g is None else g[direction] for g in final_arrays])
 
     n_inputs = layers[0].n_states + 4
     forward, reverse = both_directions(run, _work(saved[0].shape, saved[n_inputs - 2].shape))
@@ -306,7 +311,7 @@ def _run_forward(layers: Tuple[_Layer, ...], x: Tensor, tensors: Sequence[Option
         lambda direction: _direction_forward(
             layers[direction], inputs[direction],
             arrays[direction * n_inputs:(direction + 1) * n_inputs]),
-        _work(x_array.shape, cast(NDArray[Any], arrays[n_inputs - 3]).shape)))
+        _work(x_array.shape, cast("NDArray[Any]", arrays[n_inputs - 3]).shape)))
 
 
 def _work(x_shape: Sequence[int], weight_hh_shape: Sequence[int]) -> int:
@@ -332,8 +337,8 @@ def _direction_forward(layer: _Layer, x: NDArray[Any], arrays: Sequence[Optional
     # (D, G*H) and (H, G*H), C-contiguous: laid out for the kernels on every call (the
     # parameters' memory may have changed in ways torch's version counters miss, such as writes
     # through ``.data``), so that their checks find every argument ready as it is
-    Wx = np.ascontiguousarray(cast(NDArray[Any], w_ih).T)
-    Wh = np.ascontiguousarray(cast(NDArray[Any], w_hh).T)
+    Wx = np.ascontiguousarray(cast("NDArray[Any]", w_ih).T)
+    Wh = np.ascontiguousarray(cast("NDArray[Any]", w_hh).T)
     if b_ih is None or b_hh is None:               # bias=False
         b = _zeros(Wh.shape[1], Wh.dtype)
     elif layer.bias_apart:                         # the GRU: bias_hh is bh
@@ -377,7 +382,8 @@ class _Recurrent:
         n_dirs = 2 if me.bidirectional else 1
         out = []
         for layer in range(me.num_layers):
-            specs, names_of_layer = [], []
+            specs: List[_Layer] = []
+            names_of_layer: List[Optional[str]] = []
             for reverse in range(n_dirs):
                 k = layer * n_dirs + reverse
                 keys = state_dict_keys(self._cell, layer=layer, reverse=bool(reverse))
@@ -417,7 +423,7 @@ class _Recurrent:
         except KeyError:
             weights = [[None if key is None else getattr(me, key) for key in keys]
                        for _, keys in layers]
-        first = weights[0][0]
+        first: Tensor = weights[0][0]
         dtype = first.dtype
         if first.device.type != "cpu":
             name = type(self).__name__
