@@ -288,6 +288,55 @@ def test_bidirectional_layers_equal_torch_nn(torch, ft, cell, dtype, batch_first
 
 
 @pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+def test_bidirectional_layer_is_two_directions_to_the_bit(torch, ft, cell, dtype, batch_first):
+    """On one thread, a bidirectional layer gives exactly what two one-direction layers give,
+    the second run on the input flipped in time and its outputs flipped back: the same
+    arithmetic, only the flips and the concatenation folded into the layer."""
+    import fastbptt
+    dtype = getattr(torch, dtype)
+    fast_cls, _ = classes(torch, ft, cell)
+    torch.manual_seed(0)
+    both = fast_cls(3, 4, bidirectional=True, batch_first=batch_first, dtype=dtype)
+    one = [fast_cls(3, 4, batch_first=batch_first, dtype=dtype) for _ in range(2)]
+    state = both.state_dict()
+    one[0].load_state_dict({name: value for name, value in state.items()
+                            if not name.endswith("_reverse")})
+    one[1].load_state_dict({name.removesuffix("_reverse"): value
+                            for name, value in state.items() if name.endswith("_reverse")})
+    gen = torch.Generator().manual_seed(1)
+    time_axis = 1 if batch_first else 0
+    x = torch.randn(*((2, 5, 3) if batch_first else (5, 2, 3)), generator=gen, dtype=dtype,
+                    requires_grad=True)
+    hx = states_like(torch, cell, (2, 2, 4), gen, dtype)
+    states = [s.detach() for s in flat(hx)]
+    with fastbptt.num_threads(1):
+        output, h_n = both(x, hx)
+        pieces = [one[d](x if d == 0 else torch.flip(x, (time_axis,)),
+                         (tuple(s[d:d + 1] for s in states) if cell == "lstm"
+                          else states[0][d:d + 1])) for d in range(2)]
+        expected = torch.cat([pieces[0][0], torch.flip(pieces[1][0], (time_axis,))], dim=2)
+        assert torch.equal(output, expected)
+        for got, halves in zip(flat(h_n), zip(flat(pieces[0][1]), flat(pieces[1][1]))):
+            assert torch.equal(got, torch.cat(halves))
+        d_output = torch.randn(output.shape, generator=gen, dtype=dtype)
+        grads = torch.autograd.grad(output, [x, *both.parameters()], d_output)
+        hidden = d_output.shape[2] // 2
+        forward_grads = torch.autograd.grad(pieces[0][0], [x, *one[0].parameters()],
+                                            d_output[..., :hidden])
+        reverse_grads = torch.autograd.grad(
+            pieces[1][0], [x, *one[1].parameters()],
+            torch.flip(d_output[..., hidden:], (time_axis,)))
+    assert torch.equal(grads[0], forward_grads[0] + reverse_grads[0])
+    names = [name for name, _ in both.named_parameters()]
+    by_direction = dict(zip([n for n in names if not n.endswith("_reverse")], forward_grads[1:]))
+    by_direction.update(zip([n for n in names if n.endswith("_reverse")], reverse_grads[1:]))
+    for name, got in zip(names, grads[1:]):
+        assert torch.equal(got, by_direction[name]), name
+
+
+@pytest.mark.parametrize("cell", CELLS)
 def test_bidirectional_directions_at_once_as_one_after_the_other(torch, ft, cell):
     """A layer large enough for its two directions to run at once on two threads
     (``fastbptt._directions``), forward and backward, gives what it gives on one thread, where
