@@ -4,6 +4,9 @@
 - the same outputs and gradients as torch.nn given the same state dict (float64, 1e-9), for
   every option: cell, nonlinearity, bias, batch_first, num_layers, bidirectional, dropout (the
   same seed drops the same units), with and without initial states, batched and unbatched;
+- a bidirectional layer, one autograd node: torch.nn's results in either dtype, packed or not;
+  on one thread, to the bit what two one-direction layers give; its directions run at once on
+  two threads as one after the other;
 - torch.autograd.gradcheck on each module (float64, tiny shapes);
 - a model trained for a few steps with torch.optim.Adam ends where torch.nn's does;
 - torch.compile runs the modules (as graph breaks);
