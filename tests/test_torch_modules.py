@@ -516,10 +516,11 @@ def test_double_backward_raises(torch, ft):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_retain_graph_backward_twice(torch, ft, cell):
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_retain_graph_backward_twice(torch, ft, cell, bidirectional):
     """The layers' backward writes over their cache; a second backward through the same graph
     runs the layer's forward again first, and gives the same gradients."""
-    fast, _ = pair(torch, ft, cell, 3, 4, num_layers=2)
+    fast, _ = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=bidirectional)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     loss = fast(x)[0].square().sum()
     first = torch.autograd.grad(loss, [x, *fast.parameters()], retain_graph=True)
