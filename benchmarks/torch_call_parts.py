@@ -78,13 +78,13 @@ def parts(torch, ft, cell, dtype, shape, before=None):
         return step
 
     out = {key: step_of(m) for key, m in modules.items()}
-    spec = module._fastbptt_layers[False][0][0]
-    no_states = [None] * spec.n_states
+    specs = module._fastbptt_layers[False][0][0]     # the layer's one direction
+    no_states = [None] * specs[0].n_states
 
     def function():
         for p in leaves:
             p.grad = None
-        ft._Recurrence.apply(spec, x, *no_states, *weights)[0].backward(dh)
+        ft._Recurrence.apply(specs, x, *no_states, *weights)[0].backward(dh)
 
     class Empty(torch.autograd.Function):
         @staticmethod

@@ -3,7 +3,8 @@
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/torch_modules.py \
         [--cells rnn,lstm,gru] [--cases S,C,M] [--dtypes float32,float64] [--threads 1,2] \
         [--rounds 8] [--blas-threads 1] [--train-cells lstm,gru] [--train-shapes 32x64x128,4x32x64]
-        [--no-modules] [--no-train] [--before PATH/fastbptt/torch.py]
+        [--no-modules] [--no-train] [--before PATH/fastbptt/torch.py] [--bidirectional]
+        [--kernel-threads same]
 
 Modules: ``fastbptt.torch.<Cell>`` and ``torch.nn.<Cell>`` with the same state dict, batch-first
 input of the benchmark case (``fastbptt.benchmarking.CASES``: S, C at N = 1, M at N = 32),
@@ -25,6 +26,13 @@ H = 64 (the small batches of a recurrent policy or an online learner).
 ``--before`` times the modules of another ``fastbptt/torch.py`` (an earlier commit's) as a
 third side of each module row, on the same kernels: what the modules' own code changed.
 
+``--bidirectional`` makes every module of the module rows bidirectional (one layer, output
+2H wide). ``--kernel-threads same`` sets fastbptt's own thread count
+(``fastbptt.set_num_threads``) to n as well at each thread count n (by default it stays at
+fastbptt's default, the cores this process may run on): a bidirectional layer's two directions
+run at once only where fastbptt may use two threads and the layer is large enough
+(``fastbptt._directions``).
+
 Both sides take turns round after round, the order alternating
 (``fastbptt.benchmarking.time_interleaved``); the ratio divides the minima over the rounds.
 Needs torch (``pip install torch==2.13.0``).
@@ -35,7 +43,7 @@ import fastbptt
 from fastbptt.benchmarking import CASES, time_interleaved
 
 
-def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None):
+def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None, bidirectional=False):
     """(fastbptt's module, torch.nn's) with the same state dict, batch-first; ``ft`` the module
     of fastbptt's classes (default ``fastbptt.torch``)."""
     if ft is None:
@@ -44,8 +52,10 @@ def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None):
     classes = {"rnn": (ft.RNN, torch.nn.RNN), "lstm": (ft.LSTM, torch.nn.LSTM),
                "gru": (ft.GRU, torch.nn.GRU)}[cell]
     torch.manual_seed(0)
-    fast = classes[0](n_input, n_hidden, batch_first=True, dtype=dtype)
-    slow = classes[1](n_input, n_hidden, batch_first=True, dtype=dtype)
+    fast = classes[0](n_input, n_hidden, batch_first=True, dtype=dtype,
+                      bidirectional=bidirectional)
+    slow = classes[1](n_input, n_hidden, batch_first=True, dtype=dtype,
+                      bidirectional=bidirectional)
     slow.load_state_dict(fast.state_dict())
     return fast, slow
 
@@ -63,17 +73,19 @@ def load_before(path):
     return module
 
 
-def step_functions(torch, cell, shape, dtype, before=None):
+def step_functions(torch, cell, shape, dtype, before=None, bidirectional=False):
     """{name: callable} running forward + backward once on each module; with ``before`` (a
     module loaded by ``load_before``) its module too, as 'before'."""
     n_batch, n_steps, n_input, n_hidden = shape
-    fast, slow = module_pair(torch, cell, n_input, n_hidden, dtype)
+    fast, slow = module_pair(torch, cell, n_input, n_hidden, dtype, bidirectional=bidirectional)
     modules = {"fastbptt": fast, "torch": slow}
     if before is not None:
-        modules["before"] = module_pair(torch, cell, n_input, n_hidden, dtype, before)[0]
+        modules["before"] = module_pair(torch, cell, n_input, n_hidden, dtype, before,
+                                        bidirectional)[0]
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(n_batch, n_steps, n_input, generator=gen, dtype=dtype, requires_grad=True)
-    dh = torch.randn(n_batch, n_steps, n_hidden, generator=gen, dtype=dtype)
+    n_out = 2 * n_hidden if bidirectional else n_hidden
+    dh = torch.randn(n_batch, n_steps, n_out, generator=gen, dtype=dtype)
     with torch.no_grad():                  # the same computation on both sides
         got, want = fast(x)[0], slow(x)[0]
     tol = 1e-4 if dtype == torch.float32 else 1e-10
@@ -148,6 +160,8 @@ def main(argv=None):
     parser.add_argument("--no-modules", action="store_true")
     parser.add_argument("--no-train", action="store_true")
     parser.add_argument("--before", default=None)
+    parser.add_argument("--bidirectional", action="store_true")
+    parser.add_argument("--kernel-threads", default=None, choices=["same"])
     args = parser.parse_args(argv)
     try:
         import torch
@@ -160,14 +174,18 @@ def main(argv=None):
         torch.set_num_threads(n_threads)
         fastbptt.set_blas_threads(n_threads if args.blas_threads == "same"
                                   else int(args.blas_threads))
+        if args.kernel_threads == "same":
+            fastbptt.set_num_threads(n_threads)
         if not args.no_modules:
-            print(f"module forward + backward, {n_threads} thread(s):", flush=True)
+            kind = "bidirectional " if args.bidirectional else ""
+            print(f"{kind}module forward + backward, {n_threads} thread(s), fastbptt's "
+                  f"threads {fastbptt.get_num_threads()}:", flush=True)
             for cell in args.cells.split(","):
                 for case in args.cases.split(","):
                     shape = CASES[case][0]
                     for dtype in args.dtypes.split(","):
                         t = timed(step_functions(torch, cell, shape, getattr(torch, dtype),
-                                                 before), args.rounds)
+                                                 before, args.bidirectional), args.rounds)
                         fast, slow = t["fastbptt"] * 1e3, t["torch"] * 1e3
                         line = (f"  {cell:4} {case} {dtype}: fastbptt.torch {fast:8.3f} ms | "
                                 f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x")

@@ -13,8 +13,9 @@ dropout=0.0, bidirectional=False, device=None, dtype=None``), the same parameter
 same names and shapes (``weight_ih_l0``, ``weight_hh_l0``, ``bias_ih_l0``, ``bias_hh_l0``,
 ``..._reverse``), initialised alike, so state dicts go both ways, and the same call and results:
 ``output, h_n = m(input, h_0)`` (``output, (h_n, c_n) = m(input, (h_0, c_0))`` for the LSTM),
-batched (3-D) or unbatched (2-D) input. Only ``forward`` differs: each layer and direction runs
-forward and backward in fastbptt's kernels through a ``torch.autograd.Function``.
+batched (3-D) or unbatched (2-D) input. Only ``forward`` differs: each layer (both directions of
+a bidirectional one) runs forward and backward in fastbptt's kernels through one
+``torch.autograd.Function``.
 
 - The kernels read the tensors' memory as NumPy arrays, without copies where the layout allows:
   the input in either layout (``batch_first`` or not, C-contiguous; other strides are copied
@@ -37,8 +38,12 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
   ``h_n`` (``c_n``) holds each sequence's state after its last step, as torch.nn's.
 - Stacked layers (``num_layers``) are fastbptt layers chained by autograd, with
   ``torch.nn.functional.dropout`` on each layer's output but the last's in training mode, as
-  torch.nn does. The reverse direction of a bidirectional module runs the kernels on a copy of
-  its input flipped in time, and the result is flipped back.
+  torch.nn does. A bidirectional layer's two directions run at once, forward and backward, one
+  of them on a worker thread, where fastbptt's threads are free and the layer is large enough
+  (``fastbptt._directions``; ``fastbptt.set_num_threads``), else one after the other, with the
+  same results; its reverse direction runs the kernels on a copy of its input flipped in time
+  (of a ``PackedSequence``: each sequence from its last step, ``reverse=True``), and its hidden
+  states are laid out beside the forward direction's in the input's order of time.
 - Backward writes its workspace over the cache of forward (``overwrite_cache=True``), so a
   layer holds no more than its activations; a second backward through the same graph
   (``retain_graph=True``) runs that layer's forward again first.
@@ -52,9 +57,9 @@ forward and backward in fastbptt's kernels through a ``torch.autograd.Function``
   the layers' backward is ``once_differentiable``, and differentiating through it raises torch's
   RuntimeError "trying to differentiate twice a function that was marked with
   @once_differentiable".
-- ``torch.compile``: the layers are excluded from compilation (``torch.compiler.disable``);
-  compiled code around them runs compiled, each layer runs as here, with a graph break around
-  it. ``torch.jit.script`` is not supported.
+- ``torch.compile``: the modules' ``forward`` is excluded from compilation
+  (``torch.compiler.disable``); compiled code around a module runs compiled, the module runs as
+  here, with a graph break around it. ``torch.jit.script`` is not supported.
 
 PyTorch is optional for fastbptt: ``import fastbptt`` never imports it, and importing this
 module without it installed raises a ModuleNotFoundError that says how to install it.
@@ -80,6 +85,7 @@ from torch.autograd.function import once_differentiable
 from torch.nn.utils.rnn import PackedSequence, pack_padded_sequence, pad_packed_sequence
 
 from . import CELLS
+from ._directions import both_directions
 from ._validation import _zeros
 from .compat.torch import state_dict_keys
 
@@ -93,8 +99,8 @@ _FLOATS = (torch.float32, torch.float64)
 
 
 class _Layer(NamedTuple):
-    """One layer and direction of a module, as the autograd function runs it: the cell's name
-    in ``fastbptt.CELLS``, its options (the RNN's nonlinearity), the layout, whether the hidden
+    """One direction of a layer of a module, as the autograd function runs it: the cell's name in
+    ``fastbptt.CELLS``, its options (the RNN's nonlinearity), the layout, whether the hidden
     states go to the caller (a copy, which the caller may change in place as torch.nn's) or only
     to the next layer (a view of the kernel's own), and the module's names of fastbptt's
     arguments, for the errors of fastbptt's own checks. The rest is read from the cell's record
@@ -120,7 +126,7 @@ class _Layer(NamedTuple):
 
 def _layer(cell_name: str, options: Dict[str, Any], time_major: bool, copy_output: bool,
            names: Dict[str, str]) -> _Layer:
-    """The ``_Layer`` of a layer and direction of ``cell_name``'s module."""
+    """The ``_Layer`` of a direction of a layer of ``cell_name``'s module."""
     cell = CELLS[cell_name]
     return _Layer(cell_name, options, time_major, copy_output, names,
                   _bound(cell.forward), _bound(cell.backward),
@@ -129,11 +135,6 @@ def _layer(cell_name: str, options: Dict[str, Any], time_major: bool, copy_outpu
                   tuple("d" + state + "T" for state in cell.states),
                   cell.extra_states, tuple("d" + name for name in cell.extra_states),
                   "bh" in cell.extra_weights)
-
-
-def _array(tensor: Tensor) -> NDArray[Any]:
-    """The NumPy array on a CPU tensor's memory (no copy)."""
-    return tensor.detach().numpy()
 
 
 def _writeable(arr: NDArray[Any]) -> NDArray[Any]:
@@ -159,28 +160,50 @@ def _renamed(err: Exception, names: Dict[str, str]) -> Exception:
 
 
 class _Recurrence(torch.autograd.Function):
-    """One layer and direction of a module on fastbptt's kernels.
+    """One layer of a module on fastbptt's kernels, with its one direction or both.
 
-    apply(layer, x, *states, weight_ih, weight_hh, bias_ih, bias_hh) -> (h, *finals): ``x`` in
-    the layer's layout, one (N, H) initial state per state of the cell (None: zeros), the
-    biases None for a module without them; ``h`` every hidden state in x's layout and one final
-    state (1, N, H) per state of the cell, new, ready to be concatenated into ``h_n``."""
+    apply(layers, x, *tensors) -> (h, *finals): ``layers`` the ``_Layer`` of each direction (one,
+    or the forward and the reverse one), ``x`` in their layout, and for each direction in turn
+    one (N, H) initial state per state of the cell (None: zeros), then ``weight_ih, weight_hh,
+    bias_ih, bias_hh`` (the biases None for a module without them); ``h`` every hidden state in
+    x's layout (both directions' side by side, (..., 2H)) and one final state (directions, N, H)
+    per state of the cell, new, ready to be concatenated into ``h_n``.
+
+    A bidirectional layer's two directions run at once where threads are free and the layer is
+    large enough, forward and backward (``fastbptt._directions``); their results are the same
+    either way."""
 
     @staticmethod
-    def forward(ctx: Any, layer: _Layer, x: Tensor, *tensors: Optional[Tensor]) -> Any:
+    def forward(ctx: Any, layers: Tuple[_Layer, ...], x: Tensor, *tensors: Optional[Tensor]
+                ) -> Any:
         ctx.set_materialize_grads(False)
-        ctx.layer = layer
-        ctx.cache = cache = _run_forward(layer, x, tensors)
-        h = cache.h if layer.time_major else cache.h.swapaxes(0, 1)    # in x's layout
-        h = torch.from_numpy(np.array(h) if layer.copy_output else _writeable(h))
-        # the cache holds a view of x (and of the GRU's biases): saved, so that autograd
-        # refuses a backward after they were changed in place
+        ctx.layers = layers
+        # the caches hold a view of x (and of the GRU's biases, of the initial states): saved,
+        # so that autograd refuses a backward after they were changed in place
         ctx.save_for_backward(x, *tensors)
-        # the final states (1, N, H), new: the caller may change them in place
-        if layer.n_states == 1:
-            return h, torch.from_numpy(np.array(cache.hT)[None])
-        return (h, *[torch.from_numpy(np.array(getattr(cache, name))[None])
-                     for name in layer.finals])
+        ctx.caches = caches = _run_forward(layers, x, tensors)
+        layer = layers[0]
+        if len(caches) == 1:
+            cache = caches[0]
+            h = cache.h if layer.time_major else cache.h.swapaxes(0, 1)     # in x's layout
+            h = torch.from_numpy(np.array(h) if layer.copy_output else _writeable(h))
+            # the final states (1, N, H), new: the caller may change them in place
+            if layer.n_states == 1:
+                return h, torch.from_numpy(np.array(cache.hT)[None])
+            return (h, *[torch.from_numpy(np.array(getattr(cache, name))[None])
+                         for name in layer.finals])
+        forward, reverse = caches
+        # both directions' hidden states side by side, new, in x's layout (the kernels' are
+        # time-major), the reverse direction's back in the order of x's steps where it ran on x
+        # flipped in time
+        h_reverse = reverse.h if layers[1].reverse else reverse.h[::-1]
+        if layer.time_major:
+            h = np.concatenate((forward.h, h_reverse), axis=2)
+        else:
+            h = np.concatenate((forward.h.swapaxes(0, 1), h_reverse.swapaxes(0, 1)), axis=2)
+        return (torch.from_numpy(h),
+                *[torch.from_numpy(np.stack((getattr(forward, name), getattr(reverse, name))))
+                  for name in layer.finals])
 
     @staticmethod
     def backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any:
@@ -192,28 +215,64 @@ class _Recurrence(torch.autograd.Function):
 def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any:
     """The gradients of a layer's inputs from those of its outputs (``_Recurrence.backward``),
     in fastbptt's kernels."""
-    layer, cache = ctx.layer, ctx.cache
+    layers, caches = ctx.layers, ctx.caches
     saved = ctx.saved_tensors              # raises if one was changed in place
-    if cache.consumed:                      # a second backward (retain_graph=True)
-        cache = ctx.cache = _run_forward(layer, saved[0], saved[1:])
-    finals = {}
-    for name, g in zip(layer.final_grads, dfinals):
-        finals[name] = None if g is None else g.detach().numpy()[0]
+    if caches[0].consumed:                 # a second backward (retain_graph=True)
+        caches = ctx.caches = _run_forward(layers, saved[0], saved[1:])
+    dh_array = None if dh is None else dh.numpy(force=True)
+    needs = ctx.needs_input_grad
+    if len(layers) == 1:
+        layer = layers[0]
+        finals = {name: g.numpy(force=True)[0] for name, g in zip(layer.final_grads, dfinals)
+                  if g is not None}
+        try:
+            grads = layer.backward(dh_array, caches[0], overwrite_cache=True, **finals)
+        except (TypeError, ValueError) as err:
+            raise _renamed(err, layer.names) from None
+        return (None, torch.from_numpy(grads.dx) if needs[1] else None,
+                *_input_grads(layer, grads, needs, 2))
+    final_arrays = [None if g is None else g.numpy(force=True) for g in dfinals]
+    n_hidden = caches[0].hT.shape[-1]
+    flipped = not layers[1].reverse         # the reverse direction ran on x flipped in time
+    time_axis = 0 if layers[0].time_major else 1
+    dh_directions: List[Optional[NDArray[Any]]] = [None, None]
+    if dh_array is not None:
+        dh_directions = [dh_array[..., :n_hidden], dh_array[..., n_hidden:]]
+        if flipped:
+            dh_directions[1] = np.flip(dh_array[..., n_hidden:], time_axis)
+
+    def run(direction: int) -> Any:
+        return _layer_backward(layers[direction], caches[direction], dh_directions[direction],
+                               [g if g is None else g[direction] for g in final_arrays])
+
+    n_inputs = layers[0].n_states + 4
+    forward, reverse = both_directions(run, _work(saved[0].shape, saved[n_inputs - 2].shape))
+    dx = None
+    if needs[1]:
+        dx = np.add(forward.dx, np.flip(reverse.dx, time_axis) if flipped else reverse.dx)
+    return (None, None if dx is None else torch.from_numpy(dx),
+            *_input_grads(layers[0], forward, needs, 2),
+            *_input_grads(layers[1], reverse, needs, 2 + n_inputs))
+
+
+def _layer_backward(layer: _Layer, cache: Any, dh: Optional[NDArray[Any]],
+                    dfinals: List[Optional[NDArray[Any]]]) -> Any:
+    """fastbptt's backward of one direction of a layer: its ``Grads``."""
+    finals = dict(zip(layer.final_grads, dfinals))
     try:
-        grads = layer.backward(None if dh is None else dh.detach().numpy(), cache,
-                               overwrite_cache=True, **finals)
+        return layer.backward(dh, cache, overwrite_cache=True, **finals)
     except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
-    needs = ctx.needs_input_grad
-    n_states = layer.n_states
-    out: List[Optional[Tensor]] = [None, torch.from_numpy(grads.dx) if needs[1] else None]
-    if needs[2]:
-        out.append(torch.from_numpy(grads.dh0))
-    else:
-        out.append(None)
-    for i, name in enumerate(layer.extra_state_grads, 3):
+
+
+def _input_grads(layer: _Layer, grads: Any, needs: Tuple[bool, ...], first: int
+                 ) -> List[Optional[Tensor]]:
+    """The gradients of a direction's initial states and parameters, as tensors where autograd
+    needs them (``needs[first:]``)."""
+    out: List[Optional[Tensor]] = [torch.from_numpy(grads.dh0) if needs[first] else None]
+    for i, name in enumerate(layer.extra_state_grads, first + 1):
         out.append(torch.from_numpy(getattr(grads, name)) if needs[i] else None)
-    i = 2 + n_states
+    i = first + layer.n_states
     # torch's (G*H, D) layout, made here: NumPy transposes these small matrices several times
     # faster than autograd does when it lays a transposed gradient out as the parameter
     out.append(torch.from_numpy(np.ascontiguousarray(grads.dWx.T)) if needs[i] else None)
@@ -225,7 +284,7 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
         db_hh = db_ih.copy() if needs[i + 2] and needs[i + 3] else db_ih
     out.append(torch.from_numpy(db_ih) if needs[i + 2] else None)
     out.append(torch.from_numpy(db_hh) if needs[i + 3] else None)
-    return tuple(out)
+    return out
 
 
 # with create_graph=True, the gradients come out marked so that differentiating them raises
@@ -233,41 +292,64 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
 _backward_once = once_differentiable(_backward)
 
 
-def _run_forward(layer: _Layer, x: Tensor, tensors: Sequence[Optional[Tensor]]) -> Any:
-    """fastbptt's forward of one layer on the tensors' memory: its cache."""
+def _run_forward(layers: Tuple[_Layer, ...], x: Tensor, tensors: Sequence[Optional[Tensor]]
+                 ) -> List[Any]:
+    """fastbptt's forward of each direction of a layer on the tensors' memory: their caches.
+    Two directions run at once where that pays (``fastbptt._directions``)."""
+    # the tensors' memory (``force``: they may require gradients; they are CPU tensors of a
+    # real dtype, checked, so that nothing is copied)
+    x_array = x.numpy(force=True)
+    arrays = [None if t is None else t.numpy(force=True) for t in tensors]
+    if len(layers) == 1:
+        return [_direction_forward(layers[0], x_array, arrays)]
+    n_inputs = len(arrays) // 2
+    # the reverse direction of whole sequences runs on x flipped in time, as the forward
+    # direction on its own copy (that of a PackedSequence, by the kernels' reverse=True)
+    inputs = (x_array, x_array if layers[1].reverse else
+              np.ascontiguousarray(np.flip(x_array, 0 if layers[1].time_major else 1)))
+    return list(both_directions(
+        lambda direction: _direction_forward(
+            layers[direction], inputs[direction],
+            arrays[direction * n_inputs:(direction + 1) * n_inputs]),
+        _work(x_array.shape, cast("NDArray[Any]", arrays[n_inputs - 3]).shape)))
+
+
+def _work(x_shape: Sequence[int], weight_hh_shape: Sequence[int]) -> int:
+    """The multiply-adds of the largest product of one direction of a layer on x (either
+    layout) with ``weight_hh`` (G*H, H), as ``fastbptt._blas_threads.largest_product`` counts
+    them: what decides whether the two directions run at once."""
+    return (x_shape[0] * x_shape[1] * weight_hh_shape[0]
+            * max(x_shape[2], weight_hh_shape[1]))
+
+
+def _direction_forward(layer: _Layer, x: NDArray[Any], arrays: Sequence[Optional[NDArray[Any]]]
+                       ) -> Any:
+    """fastbptt's forward of one direction of a layer on the arrays of its tensors: its
+    cache."""
     n_states = layer.n_states
-    w_ih, w_hh, b_ih, b_hh = tensors[n_states:]
+    w_ih, w_hh, b_ih, b_hh = arrays[n_states:]
     kwargs = layer.kwargs.copy()            # the options and time_major
     if layer.lengths is not None:
         kwargs["lengths"], kwargs["reverse"] = layer.lengths, layer.reverse
     if n_states > 1:
-        for name, state in zip(layer.extra_states, tensors[1:n_states]):
-            kwargs[name] = None if state is None else state.detach().numpy()
+        for name, state in zip(layer.extra_states, arrays[1:n_states]):
+            kwargs[name] = state
     # (D, G*H) and (H, G*H), C-contiguous: laid out for the kernels on every call (the
     # parameters' memory may have changed in ways torch's version counters miss, such as writes
     # through ``.data``), so that their checks find every argument ready as it is
-    Wx = np.ascontiguousarray(_array(cast(Tensor, w_ih)).T)
-    Wh = np.ascontiguousarray(_array(cast(Tensor, w_hh)).T)
+    Wx = np.ascontiguousarray(cast("NDArray[Any]", w_ih).T)
+    Wh = np.ascontiguousarray(cast("NDArray[Any]", w_hh).T)
     if b_ih is None or b_hh is None:               # bias=False
         b = _zeros(Wh.shape[1], Wh.dtype)
     elif layer.bias_apart:                         # the GRU: bias_hh is bh
-        b = b_ih.detach().numpy()
-        kwargs["bh"] = b_hh.detach().numpy()
+        b = b_ih
+        kwargs["bh"] = b_hh
     else:
-        b = b_ih.detach().numpy() + b_hh.detach().numpy()
-    h0 = tensors[0]
+        b = b_ih + b_hh
     try:
-        return layer.forward(x.detach().numpy(), None if h0 is None else h0.detach().numpy(),
-                             Wx, Wh, b, **kwargs)[1]
+        return layer.forward(x, arrays[0], Wx, Wh, b, **kwargs)[1]
     except (TypeError, ValueError) as err:
         raise _renamed(err, layer.names) from None
-
-
-@_compiler_disable
-def _apply(layer: _Layer, x: Tensor, *tensors: Optional[Tensor]) -> Any:
-    """``_Recurrence.apply``, left out of ``torch.compile``'s graphs: NumPy and compiled kernels
-    inside, nothing it can trace."""
-    return _Recurrence.apply(layer, x, *tensors)
 
 
 class _Recurrent:
@@ -290,16 +372,20 @@ class _Recurrent:
         me._fastbptt_layers = {time_major: self._layers(time_major)
                                for time_major in (False, True)}
 
-    def _layers(self, time_major: bool) -> List[Tuple[_Layer, List[str]]]:
-        """[(layer spec, parameter names)] for each layer and direction, in the order of
-        torch's ``h_0``: layer 0 forward, layer 0 reverse, layer 1 forward, ..."""
+    def _layers(self, time_major: bool) -> List[Tuple[Tuple[_Layer, ...], List[Optional[str]]]]:
+        """[(the layer spec of each direction, their parameters' names)] for each layer: the
+        names of weight_ih, weight_hh, bias_ih, bias_hh of each direction in turn (None for the
+        biases of a module without them)."""
         me: Any = self
         cell = CELLS[self._cell]
         options = {option: getattr(me, option) for option in cell.options}
+        n_dirs = 2 if me.bidirectional else 1
         out = []
         for layer in range(me.num_layers):
-            for reverse in range(2 if me.bidirectional else 1):
-                k = layer * (2 if me.bidirectional else 1) + reverse
+            specs: List[_Layer] = []
+            names_of_layer: List[Optional[str]] = []
+            for reverse in range(n_dirs):
+                k = layer * n_dirs + reverse
                 keys = state_dict_keys(self._cell, layer=layer, reverse=bool(reverse))
                 w_ih, w_hh, b_ih, b_hh = keys
                 names = {
@@ -311,30 +397,41 @@ class _Recurrent:
                 for state in cell.states:
                     names[f"{state}0"] = f"{state}_0[{k}]"
                     names[f"d{state}T"] = f"the gradient of {state}_n[{k}]"
-                last = layer == me.num_layers - 1 and not me.bidirectional
-                spec = _layer(self._cell, options, time_major, last, names)
-                out.append((spec, keys if me.bias else keys[:2]))
+                # the last layer's hidden states go to the caller: a copy (a bidirectional
+                # layer's two directions are copied side by side anyway)
+                last = layer == me.num_layers - 1 and n_dirs == 1
+                specs.append(_layer(self._cell, options, time_major, last, names))
+                names_of_layer += keys if me.bias else [w_ih, w_hh, None, None]
+            out.append((tuple(specs), names_of_layer))
         return out
 
     # -- the call ---------------------------------------------------------------------------
 
+    @_compiler_disable
     def forward(self, input: Tensor, hx: Any = None) -> Tuple[Tensor, Any]:
         """``output, h_n = m(input, h_0)`` (LSTM: ``output, (h_n, c_n) = m(input, (h_0,
         c_0))``), as torch.nn's forward, on fastbptt's kernels."""
         me: Any = self
-        name = type(self).__name__
         time_major = not me.batch_first
         layers = me._fastbptt_layers[time_major]
-        n_states = layers[0][0].n_states
-        # the parameters of each layer and direction, looked up once (nn.Module's __getattr__)
-        weights = [[getattr(me, key) for key in keys] for _, keys in layers]
-        dtype, device = weights[0][0].dtype, weights[0][0].device
-        if device.type != "cpu":
+        # the parameters, from the module's dict: nn.Module's __getattr__ takes longer, and is
+        # asked only where a name is not there (a parametrization's, weight_norm's)
+        parameters = me._parameters
+        try:
+            weights = [[None if key is None else parameters[key] for key in keys]
+                       for _, keys in layers]
+        except KeyError:
+            weights = [[None if key is None else getattr(me, key) for key in keys]
+                       for _, keys in layers]
+        first: Tensor = weights[0][0]
+        dtype = first.dtype
+        if first.device.type != "cpu":
+            name = type(self).__name__
             raise ValueError(f"fastbptt.torch.{name} runs on the CPU: its parameters are on "
-                             f"{device}; use torch.nn.{name} on other devices")
+                             f"{first.device}; use torch.nn.{name} on other devices")
         if dtype not in _FLOATS:
-            raise TypeError(f"fastbptt.torch.{name} runs in float32 or float64: its parameters "
-                            f"are {dtype}")
+            raise TypeError(f"fastbptt.torch.{type(self).__name__} runs in float32 or float64: "
+                            f"its parameters are {dtype}")
         packed = input if isinstance(input, PackedSequence) else None
         lengths = None
         if packed is not None:
@@ -346,31 +443,26 @@ class _Recurrent:
             x = x.unsqueeze(1 if time_major else 0)
         n_batch = x.shape[1 if time_major else 0]
         states = self._check_states(hx, batched, n_batch, dtype)
-        time_axis = 0 if time_major else 1
-        n_dirs = 2 if me.bidirectional else 1
+        n_states = len(states)
         finals: List[List[Tensor]] = [[] for _ in range(n_states)]
         layer_input = x
-        for layer in range(me.num_layers):
-            outputs = []
-            for reverse in range(n_dirs):
-                k = layer * n_dirs + reverse
-                spec = layers[k][0]
-                layer_weights = weights[k] if len(weights[k]) == 4 else [*weights[k], None, None]
-                if lengths is not None:         # each sequence over its own steps, both ways
-                    spec = spec._replace(lengths=lengths, reverse=bool(reverse),
-                                         copy_output=False)
-                    given = layer_input
-                else:
-                    given = (layer_input if not reverse
-                             else torch.flip(layer_input, (time_axis,)))
-                h, *last = _apply(spec, given, *(None if s is None else s[k] for s in states),
-                                  *layer_weights)
-                outputs.append(h if not reverse or lengths is not None
-                               else torch.flip(h, (time_axis,)))
-                for i, final in enumerate(last):
-                    finals[i].append(final)
-            layer_input = outputs[0] if n_dirs == 1 else torch.cat(outputs, dim=2)
-            if me.dropout and me.training and layer < me.num_layers - 1:
+        last_layer = len(layers) - 1
+        for layer, (specs, _) in enumerate(layers):
+            if lengths is not None:         # each sequence over its own steps, both ways
+                specs = tuple(spec._replace(lengths=lengths, reverse=bool(direction),
+                                            copy_output=False)
+                              for direction, spec in enumerate(specs))
+            n_dirs = len(specs)
+            layer_weights = weights[layer]
+            tensors: List[Optional[Tensor]] = []
+            for direction in range(n_dirs):
+                k = layer * n_dirs + direction
+                tensors += [None if s is None else s[k] for s in states]
+                tensors += layer_weights[4 * direction:4 * direction + 4]
+            layer_input, *last = _Recurrence.apply(specs, layer_input, *tensors)
+            for i, final in enumerate(last):
+                finals[i].append(final)
+            if me.dropout and me.training and layer < last_layer:
                 layer_input = self._dropout(layer_input, time_major)
         output = layer_input
         if packed is not None:

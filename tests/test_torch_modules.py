@@ -4,6 +4,9 @@
 - the same outputs and gradients as torch.nn given the same state dict (float64, 1e-9), for
   every option: cell, nonlinearity, bias, batch_first, num_layers, bidirectional, dropout (the
   same seed drops the same units), with and without initial states, batched and unbatched;
+- a bidirectional layer, one autograd node: torch.nn's results in either dtype, packed or not;
+  on one thread, to the bit what two one-direction layers give; its directions run at once on
+  two threads as one after the other;
 - torch.autograd.gradcheck on each module (float64, tiny shapes);
 - a model trained for a few steps with torch.optim.Adam ends where torch.nn's does;
 - torch.compile runs the modules (as graph breaks);
@@ -253,6 +256,123 @@ def test_dropout_between_layers_drops_what_torch_nn_drops(torch, ft, cell, batch
     assert (evaluated - fast_out[0]).abs().max() > 1e-3       # training dropped something
 
 
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+@pytest.mark.parametrize("packed", [False, True], ids=["padded", "packed"])
+def test_bidirectional_layers_equal_torch_nn(torch, ft, cell, dtype, batch_first, packed):
+    """Two bidirectional layers, each one autograd node running both directions, with initial
+    states, sequences of equal lengths or packed of unequal ones: torch.nn's outputs and
+    gradients, in either dtype."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+    dtype = getattr(torch, dtype)
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True,
+                      batch_first=batch_first, dtype=dtype)
+    gen = torch.Generator().manual_seed(1)
+    shape = (3, 6, 3) if batch_first else (6, 3, 3)                     # N = 3, T = 6
+    x = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
+    hx = states_like(torch, cell, (4, 3, 4), gen, dtype)
+    results = []
+    for module in (fast, slow):
+        given = x if not packed else pack_padded_sequence(
+            x, [4, 6, 1], batch_first=batch_first, enforce_sorted=False)
+        output, h_n = module(given, hx)
+        output = output.data if packed else output
+        if module is fast and not packed:           # no flips, no cat: one node
+            assert type(output.grad_fn).__name__ == "_RecurrenceBackward"
+        outputs = [output, *flat(h_n)]
+        g = torch.Generator().manual_seed(2)
+        loss = sum((o * torch.randn(o.shape, generator=g, dtype=dtype)).sum() for o in outputs)
+        results.append(outputs + list(torch.autograd.grad(
+            loss, [x, *flat(hx), *module.parameters()])))
+    rtol = 1e-4 if dtype == torch.float32 else RTOL
+    for got, want in zip(*results):
+        assert_rel(got, want, "bidirectional", rtol=rtol)
+
+
+@pytest.mark.parametrize("cell", CELLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("batch_first", [False, True], ids=["time_first", "batch_first"])
+def test_bidirectional_layer_is_two_directions_to_the_bit(torch, ft, cell, dtype, batch_first):
+    """On one thread, a bidirectional layer gives exactly what two one-direction layers give,
+    the second run on the input flipped in time and its outputs flipped back: the same
+    arithmetic, only the flips and the concatenation folded into the layer."""
+    import fastbptt
+    dtype = getattr(torch, dtype)
+    fast_cls, _ = classes(torch, ft, cell)
+    torch.manual_seed(0)
+    both = fast_cls(3, 4, bidirectional=True, batch_first=batch_first, dtype=dtype)
+    one = [fast_cls(3, 4, batch_first=batch_first, dtype=dtype) for _ in range(2)]
+    state = both.state_dict()
+    one[0].load_state_dict({name: value for name, value in state.items()
+                            if not name.endswith("_reverse")})
+    one[1].load_state_dict({name.removesuffix("_reverse"): value
+                            for name, value in state.items() if name.endswith("_reverse")})
+    gen = torch.Generator().manual_seed(1)
+    time_axis = 1 if batch_first else 0
+    x = torch.randn(*((2, 5, 3) if batch_first else (5, 2, 3)), generator=gen, dtype=dtype,
+                    requires_grad=True)
+    hx = states_like(torch, cell, (2, 2, 4), gen, dtype)
+    states = [s.detach() for s in flat(hx)]
+    with fastbptt.num_threads(1):
+        output, h_n = both(x, hx)
+        pieces = [one[d](x if d == 0 else torch.flip(x, (time_axis,)),
+                         (tuple(s[d:d + 1] for s in states) if cell == "lstm"
+                          else states[0][d:d + 1])) for d in range(2)]
+        expected = torch.cat([pieces[0][0], torch.flip(pieces[1][0], (time_axis,))], dim=2)
+        assert torch.equal(output, expected)
+        for got, halves in zip(flat(h_n), zip(flat(pieces[0][1]), flat(pieces[1][1]))):
+            assert torch.equal(got, torch.cat(halves))
+        d_output = torch.randn(output.shape, generator=gen, dtype=dtype)
+        grads = torch.autograd.grad(output, [x, *both.parameters()], d_output)
+        hidden = d_output.shape[2] // 2
+        forward_grads = torch.autograd.grad(pieces[0][0], [x, *one[0].parameters()],
+                                            d_output[..., :hidden])
+        reverse_grads = torch.autograd.grad(
+            pieces[1][0], [x, *one[1].parameters()],
+            torch.flip(d_output[..., hidden:], (time_axis,)))
+    assert torch.equal(grads[0], forward_grads[0] + reverse_grads[0])
+    names = [name for name, _ in both.named_parameters()]
+    by_direction = dict(zip([n for n in names if not n.endswith("_reverse")], forward_grads[1:]))
+    by_direction.update(zip([n for n in names if n.endswith("_reverse")], reverse_grads[1:]))
+    for name, got in zip(names, grads[1:]):
+        assert torch.equal(got, by_direction[name]), name
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_bidirectional_directions_at_once_as_one_after_the_other(torch, ft, cell):
+    """A layer large enough for its two directions to run at once on two threads
+    (``fastbptt._directions``), forward and backward, gives what it gives on one thread, where
+    they run one after the other, with sequences packed and not."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    import fastbptt
+    n_batch, n_steps, n_input, n_hidden = 16, 24, 48, 160
+    fast, _ = pair(torch, ft, cell, n_input, n_hidden, bidirectional=True)
+    n_cols = n_hidden * {"rnn": 1, "lstm": 4, "gru": 3}[cell]
+    assert n_steps * n_batch * n_cols * n_hidden >= fastbptt._threads.THREADED_WORK
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(n_steps, n_batch, n_input, generator=gen, dtype=torch.float64,
+                    requires_grad=True)
+    lengths = torch.randint(1, n_steps + 1, (n_batch,), generator=gen)
+    lengths[3] = n_steps
+    for packed in (False, True):
+        results = []
+        for n_threads in (2, 1):
+            with fastbptt.num_threads(n_threads):
+                given = pack_padded_sequence(x, lengths, enforce_sorted=False) if packed else x
+                output, h_n = fast(given)
+                output = output.data if packed else output
+                outputs = [output, *flat(h_n)]
+                g = torch.Generator().manual_seed(2)
+                loss = sum((o * torch.randn(o.shape, generator=g, dtype=o.dtype)).sum()
+                           for o in outputs)
+                results.append(outputs + list(torch.autograd.grad(
+                    loss, [x, *fast.parameters()])))
+        for got, want in zip(*results):
+            assert_rel(got, want, f"packed={packed}")
+
+
 # ---------------------------------------------------------------------------------------------
 # gradcheck
 
@@ -366,7 +486,7 @@ def test_training_with_adam_ends_at_torch_nn_parameters(torch, ft, cell):
 def test_torch_compile_runs_the_modules(torch, ft, backend, allow_rnn):
     """torch.compile: the code around the module is compiled and the module runs as it does
     eagerly (a graph break: Dynamo does not trace torch.nn's recurrent modules, and with
-    ``allow_rnn`` it skips fastbptt's ``torch.compiler.disable``d layers)."""
+    ``allow_rnn`` it skips fastbptt's ``torch.compiler.disable``d forward)."""
     import torch._dynamo
 
     fast, _ = pair(torch, ft, "lstm", 4, 5, num_layers=2, bidirectional=True, batch_first=True)
@@ -396,10 +516,11 @@ def test_double_backward_raises(torch, ft):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_retain_graph_backward_twice(torch, ft, cell):
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_retain_graph_backward_twice(torch, ft, cell, bidirectional):
     """The layers' backward writes over their cache; a second backward through the same graph
     runs the layer's forward again first, and gives the same gradients."""
-    fast, _ = pair(torch, ft, cell, 3, 4, num_layers=2)
+    fast, _ = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=bidirectional)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
     loss = fast(x)[0].square().sum()
     first = torch.autograd.grad(loss, [x, *fast.parameters()], retain_graph=True)
@@ -450,6 +571,29 @@ def test_parameter_changes_reach_the_next_call(torch, ft, cell, change):
     slow_out, slow_grads = run_and_differentiate(torch, slow, x, None, gen.manual_seed(2))
     for got, want in zip(fast_out + list(fast_grads), slow_out + list(slow_grads)):
         assert_rel(got, want, change)
+
+
+def test_parametrized_weight_reaches_the_kernels(torch, ft):
+    """A parameter computed by a parametrization (``torch.nn.utils.parametrize``), which is no
+    longer in the module's own dict of parameters, is read as the module's attribute: its value
+    and its gradient are those of torch.nn with the weight it computes."""
+    from torch.nn.utils import parametrize
+
+    class Doubled(torch.nn.Module):
+        def forward(self, weight):
+            return 2 * weight
+
+    fast, slow = pair(torch, ft, "gru", 3, 4)
+    with torch.no_grad():
+        slow.weight_hh_l0.mul_(2)
+    parametrize.register_parametrization(fast, "weight_hh_l0", Doubled())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    fast_output, slow_output = fast(x)[0], slow(x)[0]
+    assert_rel(fast_output, slow_output, "output")
+    fast_output.sum().backward()
+    slow_output.sum().backward()
+    assert_rel(fast.parametrizations.weight_hh_l0.original.grad, 2 * slow.weight_hh_l0.grad,
+               "gradient of the parametrization's original")
 
 
 @pytest.mark.parametrize("cell", ["rnn", "lstm"])
