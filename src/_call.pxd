@@ -64,6 +64,7 @@ cdef struct Call:
     int n_run                  # steps with a row to run
     int n_threads              # threads the call may use: for one sequence, n_parts
     int n_parts                # threads sharing each step's columns (src/_columns.pxd)
+    bint went_alone            # a split call's calling thread finished it alone
     int n_shards               # shards of sequences, one per thread, at most N
     Watch w                    # Ctrl-C
 
@@ -90,6 +91,7 @@ cdef inline Call begin_call(const Dims* d, Py_ssize_t itemsize, int n_gates, obj
     # one sequence: each step's columns split between threads where it pays, else on one
     # thread (src/_columns.pxd, src/_shards.pxd)
     c.n_parts = column_parts(c.n_batch, width, n_threads)
+    c.went_alone = False
     c.n_threads = n_threads if c.n_batch > 1 else c.n_parts
     c.n_shards = c.n_threads if c.n_threads < c.n_batch else c.n_batch
     return c

@@ -27,12 +27,20 @@ The barrier:
 
     cdef SpinBarrier bar            shared by the threads of the region
     barrier_init(&bar, n_parts)     before the region
-    stop = barrier_wait(&bar, &sense, asked)
+    verdict = barrier_wait(&bar, &sense, asked)
                                     each thread's ``sense`` (0 before its first wait) is its own;
                                     ``asked``: this thread saw Ctrl-C (the calling thread
-                                    alone looks, ``src/_interrupt.pxd``); returns True on every
-                                    thread if any asked, so all stop after the same step
+                                    alone looks, ``src/_interrupt.pxd``); the verdict, alike on
+                                    every thread: BARRIER_STOP if any asked, so all stop after
+                                    the same step; BARRIER_ALONE if too many waits were slow
+                                    (the machine's cores are taken): every thread but the
+                                    calling one leaves, and that one computes every column from
+                                    the next piece of work on
     fetch_row(row, n_bytes)         prefetch a row the other threads have just written
+    split_ended(went_alone)         after a split call, holding the GIL: a call that had to
+                                    go on alone makes the next calls of this module run on one
+                                    thread (``column_parts``), 1, 2, 4, ... up to 1024 of them as
+                                    such calls follow one another; one that did not resets it
     team_size()                     the threads of the OpenMP team running the caller (1
                                     outside a parallel region or without OpenMP): a region
                                     given fewer threads than n_parts (OpenMP's limits) must not
@@ -41,10 +49,12 @@ The barrier:
 
 cdef extern from "_spin.h" nogil:
     int SPIN_BARRIER
+    int BARRIER_STOP
+    int BARRIER_ALONE
     ctypedef struct SpinBarrier "fastbptt_spin_barrier":
         int n_threads
     void barrier_init "fastbptt_barrier_init" (SpinBarrier* b, int n_threads)
-    bint barrier_wait "fastbptt_barrier_wait" (SpinBarrier* b, int* sense, int stop)
+    int barrier_wait "fastbptt_barrier_wait" (SpinBarrier* b, int* sense, int stop)
     void fetch_row "fastbptt_fetch_row" (const void* row, size_t n_bytes)
 
 cdef extern from *:
@@ -58,6 +68,34 @@ cdef extern from *:
     """
     int team_size "fastbptt_team_size" () noexcept nogil
 
+cdef extern from *:
+    """
+    /* this module's split calls: calls left to run on one thread, and how many the next call
+       that has to go on alone will leave so (read and written holding the GIL) */
+    static int fastbptt_split_skip = 0;
+    static int fastbptt_split_backoff = 1;
+    static int fastbptt_split_allowed(void)
+    {
+        if (fastbptt_split_skip <= 0)
+            return 1;
+        fastbptt_split_skip--;
+        return 0;
+    }
+    static void fastbptt_split_ended(int went_alone)
+    {
+        if (!went_alone) {
+            fastbptt_split_backoff = 1;
+            return;
+        }
+        fastbptt_split_skip = fastbptt_split_backoff;
+        if (fastbptt_split_backoff < 1024)
+            fastbptt_split_backoff *= 2;
+    }
+    """
+    int split_skip "fastbptt_split_skip"
+    bint split_allowed "fastbptt_split_allowed" () noexcept nogil
+    void split_ended "fastbptt_split_ended" (bint went_alone) noexcept nogil
+
 cdef enum:
     # columns of a step's product per thread at least: 64 columns are 4 float32 (8 float64)
     # panels of the packed product, the fewest that keep its accumulator chains busy
@@ -67,11 +105,19 @@ cdef enum:
 cdef inline int column_parts(int n_batch, int width, int n_threads) noexcept nogil:
     """The threads a call of n_batch sequences whose per-step product has ``width`` columns
     splits each step between: 1 unless one sequence, several threads allowed and at least
-    MIN_PART_COLUMNS columns for each."""
-    if n_batch != 1 or n_threads < 2 or not SPIN_BARRIER:
-        return 1
+    MIN_PART_COLUMNS columns for each, and not while calls that had to go on alone tell this
+    module's calls to keep to one thread (``split_ended``). Holding the GIL."""
     cdef int most = width // MIN_PART_COLUMNS
-    return n_threads if n_threads < most else (most if most > 1 else 1)
+    if n_batch != 1 or n_threads < 2 or most < 2 or not SPIN_BARRIER or not split_allowed():
+        return 1
+    return n_threads if n_threads < most else most
+
+
+cdef inline bint leaves(int verdict, int s) noexcept nogil:
+    """Whether thread s leaves the step loop after a wait whose verdict is ``verdict``: every
+    thread on BARRIER_STOP, every thread but the calling one (s = 0) on BARRIER_ALONE, which
+    then computes every column itself."""
+    return (verdict & BARRIER_STOP) != 0 or (verdict != 0 and s > 0)
 
 
 cdef inline int part_first(int width, int unit, int n_parts, int s) noexcept nogil:

@@ -60,7 +60,7 @@ from libc.math cimport sqrt
 
 from _blas cimport NO_TRANS, TRANS
 from _columns cimport (SpinBarrier, barrier_init, barrier_wait, column_parts, fetch_row,
-                       part_first, team_size)
+                       leaves, part_first, split_ended, split_skip, team_size)
 from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows, sum_rows
 from _interrupt cimport Watch, interrupted, raise_pending, watch
 from _layout cimport Steps, check_blas_ld, steps_of
@@ -118,6 +118,7 @@ cdef struct _Call:
     Py_ssize_t n_rows_all       # T*N
     int phi_h, phi_y            # the nonlinearities (src/_phi.pxd)
     int n_parts                 # threads sharing each step's columns (src/_columns.pxd)
+    bint went_alone             # a split call's calling thread finished it alone
     Watch w                     # Ctrl-C (src/_interrupt.pxd)
 
 
@@ -140,6 +141,7 @@ cdef _Call _begin(Py_ssize_t dim0, Py_ssize_t dim1, int n_input, int n_hidden, i
     check_blas_ld(s.n_rows, n_hidden if n_hidden > n_output else n_output)
     c.w = watch(<double> s.n_batch * n_hidden * n_output * 2)
     c.n_parts = column_parts(s.n_batch, n_hidden, n_threads)
+    c.went_alone = False
     return c
 
 
@@ -158,7 +160,7 @@ cdef void _forward_parts(_Call* c, const floating* y0, floating* h, floating* y,
     same step."""
     cdef SpinBarrier bar, alone
     cdef SpinBarrier* b = &alone
-    cdef int s = 0, n = 1, c0 = 0, c1 = 0, o0 = 0, o1 = 0, sense = 0
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, o0 = 0, o1 = 0, sense = 0, verdict = 0
     cdef int H = c.n_hidden, n_out = c.n_output, unit = _panel(y0)
     cdef Py_ssize_t t = 0
     cdef const floating* y_prev = y0
@@ -187,15 +189,31 @@ cdef void _forward_parts(_Call* c, const floating* y0, floating* h, floating* y,
                     gemm_b(NULL, NO_TRANS, 1, c1 - c0, n_out, 1, y_prev, n_out, Wy + c0, H,
                            1, h_t + c0, H)
                     _phi_rows(h_t + c0, c1 - c0, 1, c1 - c0, c.phi_h)
-                barrier_wait(b, &sense, False)
+                verdict = barrier_wait(b, &sense, False)
+                if leaves(verdict, s):
+                    break       # the waits were slow: thread 0 goes on alone
+                if verdict:
+                    b, c0, c1, o0, o1 = &alone, 0, H, 0, n_out
+                    c.went_alone = True
                 if o1 > o0:
                     fetch_row(h_t, H * sizeof(floating))
                     # y_t[o0:o1] += h_t @ Wo[:, o0:o1]     (1,C) += (1,H)(H,C)
                     gemm_b(NULL, NO_TRANS, 1, o1 - o0, H, 1, h_t, H, Wo + o0, n_out,
                            1, y_t + o0, n_out)
                     _phi_rows(y_t + o0, o1 - o0, 1, o1 - o0, c.phi_y)
-                if barrier_wait(b, &sense, s == 0 and interrupted(&c.w)):
-                    break       # Ctrl-C: every thread stops after this step
+                verdict = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                if leaves(verdict, s):
+                    break       # Ctrl-C: every thread stops after this step (or thread 0 goes on)
+                if verdict:     # the waits were slow: thread 0 alone, every column
+                    b, c0, c1, o0, o1 = &alone, 0, H, 0, n_out
+                    c.went_alone = True
+
+
+def split_backoff():
+    """How many of this module's next calls keep to one thread because split calls of one
+    sequence before them had to go on alone (``src/_columns.pxd``): 0 on a machine with free
+    cores."""
+    return split_skip
 
 
 def forward(const floating[:, :, ::1] x, const floating[:, ::1] y0, const floating[:, ::1] Wx,
@@ -231,6 +249,8 @@ def forward(const floating[:, :, ::1] x, const floating[:, ::1] y0, const floati
                 _forward_step(yp + (t - 1) * c.step_y, c.ld_y, hp + t * c.step_h, c.ld_h,
                               yp + t * c.step_y, c.ld_y, &Wy[0, 0], &Wo[0, 0],
                               c.n_batch, n_hidden, n_output, c.phi_h, c.phi_y)
+    if c.n_parts > 1:
+        split_ended(c.went_alone)
     raise_pending(&c.w)
 
 
@@ -331,7 +351,7 @@ cdef void _backward_parts(_Call* c, const floating* dy, const floating* y, const
     verdict stops every thread at the same step."""
     cdef SpinBarrier bar, alone
     cdef SpinBarrier* b = &alone
-    cdef int s = 0, n = 1, c0 = 0, c1 = 0, o0 = 0, o1 = 0, sense = 0
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, o0 = 0, o1 = 0, sense = 0, verdict = 0
     cdef int H = c.n_hidden, n_out = c.n_output, unit = _panel(y)
     cdef Py_ssize_t t = 0
     cdef floating* dAo_t = dAo
@@ -355,17 +375,26 @@ cdef void _backward_parts(_Call* c, const floating* dy, const floating* y, const
                 _dAo_cols(dy + t * c.step_y, y + t * c.step_y, carry, dAo_t, o0, o1,
                           squares + ((t & 1) * n + s) * SQUARE_STRIDE if squares != NULL
                           else NULL, c.phi_y)
-                if barrier_wait(b, &sense, s == 0 and interrupted(&c.w)):
-                    break       # Ctrl-C: every thread stops at this step
+                verdict = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                if leaves(verdict, s):
+                    break       # Ctrl-C: every thread stops at this step (or thread 0 goes on)
                 if s == 0 and squares != NULL:
                     norms[t] = _joined_norm(squares + (t & 1) * n * SQUARE_STRIDE, n, norms[t])
+                if verdict:     # the waits were slow: thread 0 alone, every column
+                    b, n, c0, c1, o0, o1 = &alone, 1, 0, H, 0, n_out
+                    c.went_alone = True
                 if c1 > c0:
                     fetch_row(dAo_t, n_out * sizeof(floating))
                     # dAh_t[c0:c1] = dAo_t @ Wo[c0:c1].T     (1,C) = (1,O)(C,O)'
                     gemm_b(NULL, TRANS, 1, c1 - c0, n_out, 1, dAo_t, n_out, Wo + c0 * n_out,
                            n_out, 0, dAh_t + c0, H)
                     _times_dphi(dAh_t + c0, h + t * c.step_h + c0, c1 - c0, c.phi_h)
-                barrier_wait(b, &sense, False)
+                verdict = barrier_wait(b, &sense, False)
+                if leaves(verdict, s):
+                    break       # the waits were slow: thread 0 goes on alone
+                if verdict:
+                    b, n, c0, c1, o0, o1 = &alone, 1, 0, H, 0, n_out
+                    c.went_alone = True
                 if o1 > o0 and not cut(xi[t], carry + o0, o1 - o0):
                     fetch_row(dAh_t, H * sizeof(floating))
                     # carry[o0:o1] = xi_t * dAh_t @ Wy[o0:o1].T     (1,C) = (1,H)(C,H)'
@@ -441,4 +470,6 @@ def backward(const floating[:, :, ::1] x, const floating[:, ::1] y0,
             product_by_rows(&c.w, TRANS, c.n_steps * c.n_batch, c.n_input, n_hidden,
                             1, dAhp, n_hidden, &Wx[0, 0], n_hidden, 0, &dx[0, 0, 0],
                             c.n_input)
+    if c.n_parts > 1:
+        split_ended(c.went_alone)
     raise_pending(&c.w)

@@ -76,7 +76,8 @@ from libc.math cimport sqrt
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, part_first, team_size
+from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leaves, part_first,
+                       split_ended, split_skip, team_size)
 from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
                     steps_shape)
 from _hoisted cimport add_hidden_weight_grad, sum_rows
@@ -165,7 +166,7 @@ cdef void _forward_parts(Call* c, const floating* h0, floating* h, const floatin
     barrier's verdict stops every thread after the same step."""
     cdef SpinBarrier bar, alone
     cdef SpinBarrier* b = &alone
-    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, H = c.n_hidden
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, verdict = 0, H = c.n_hidden
     cdef int unit = _panel(h0)
     cdef Py_ssize_t t = 0
     barrier_init(&bar, c.n_parts)
@@ -182,8 +183,19 @@ cdef void _forward_parts(Call* c, const floating* h0, floating* h, const floatin
             for t in range(c.n_run):
                 _forward_cols(<const floating*> h + (t - 1) * c.step if t else h0,
                               h + t * c.step, Wh, Whp, H, c0, c1, nonlinearity)
-                if barrier_wait(b, &sense, s == 0 and interrupted(&c.w)):
-                    break       # Ctrl-C: every thread stops after this step
+                verdict = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                if leaves(verdict, s):
+                    break       # Ctrl-C: every thread stops after this step (or thread 0 goes on)
+                if verdict:     # the waits were slow: thread 0 alone, every column
+                    b, c0, c1 = &alone, 0, H
+                    c.went_alone = True
+
+
+def split_backoff():
+    """How many of this module's next calls keep to one thread because split calls of one
+    sequence before them had to go on alone (``src/_columns.pxd``): 0 on a machine with free
+    cores."""
+    return split_skip
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -224,6 +236,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   else h0 + sh.n0 * H, c.ld if t else H, hs + t * c.step, c.ld,
                                   Wh, Whp, rows, H, nonlinearity)
         zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
+    if c.n_parts > 1:
+        split_ended(c.went_alone)
     raise_pending(&c.w)
 
 
@@ -428,7 +442,7 @@ cdef void _backward_parts(Call* c, const floating* dh, const floating* h, floati
     thread after the same step."""
     cdef SpinBarrier bar, alone
     cdef SpinBarrier* b = &alone
-    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, H = c.n_hidden
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, verdict = 0, H = c.n_hidden
     cdef int unit = _panel(h)
     cdef bint stop = False
     cdef Py_ssize_t t = 0, t_first = 0, t_end = 0
@@ -453,12 +467,16 @@ cdef void _backward_parts(Call* c, const floating* dh, const floating* h, floati
                     _dA_cols(dh + t * c.step, h + t * c.step, carry, dA_t, c0, c1,
                              squares + ((t & 1) * n + s) * SQUARE_STRIDE if squares != NULL
                              else NULL, nonlinearity)
-                    stop = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                    verdict = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                    stop = leaves(verdict, s)
                     if stop:
-                        break   # Ctrl-C: every thread stops at this step
+                        break   # Ctrl-C: every thread stops at this step (or thread 0 goes on)
                     if s == 0 and squares != NULL:
                         norms[t] = _joined_norm(squares + (t & 1) * n * SQUARE_STRIDE, n,
                                                 norms[t])
+                    if verdict:     # the waits were slow: thread 0 alone, every column
+                        b, n, c0, c1 = &alone, 1, 0, H
+                        c.went_alone = True
                     _carry_cols(dA_t, xi[t], carry, Wh, WhTp, H, c0, c1)
                 if n_block > 0 and not stop:
                     # the first block (t_end = T) writes the weight gradients if ``write``
@@ -466,7 +484,11 @@ cdef void _backward_parts(Call* c, const floating* dh, const floating* h, floati
                                       h0, h, dA, Wx, dx, write and t_end == c.n_steps, dWx, dWh,
                                       db)
                     # the next block overwrites the workspace dA that every thread reads here
-                    stop = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                    verdict = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                    stop = leaves(verdict, s)
+                    if verdict and not stop:    # thread 0 alone from the next block on
+                        b, n, c0, c1 = &alone, 1, 0, H
+                        c.went_alone = True
                 t_end = t_first
 
 
@@ -539,6 +561,8 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
             _backward_parts(&c, dhp, hp, dAp, n_block, &xi[0], &carry[0, 0], Wh, WhTp, norms_p,
                             squares_p, nonlinearity, x, h0, Wx, &dx[0, 0, 0], write, &dWx[0, 0],
                             &dWh[0, 0], &db[0])
+            if c.went_alone:    # the machine's cores are taken: the rest on this thread
+                c.n_threads = 1
         elif lean:
             while t_end > 0:
                 if interrupted(&c.w):
@@ -586,5 +610,7 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
             grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
                          c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], write, &dWx[0, 0],
                          &dWh[0, 0], &db[0])
+    if c.n_parts > 1:
+        split_ended(c.went_alone)
     raise_pending(&c.w)
     return 0

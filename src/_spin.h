@@ -13,9 +13,18 @@
  * own cache lines. A thread may ask the others to stop (Ctrl-C, seen by the calling thread): its
  * request reaches every thread leaving the same wait, so all stop after the same step.
  *
+ * On a machine whose cores are taken by other processes, a thread of the team may wait for a
+ * core for a whole time slice (milliseconds) at every step, and a call split between threads
+ * can take a hundred times as long as on one thread. So the barrier counts the waits that
+ * outlast SPIN_LIMIT pauses (about 0.2 ms here: no step takes that long); once SLOW_WAITS of
+ * them make at least one in SLOW_SHARE of all waits, the verdict of the wait is BARRIER_ALONE:
+ * the other threads leave, and the calling thread finishes the call by itself.
+ *
  *   fastbptt_barrier_init(b, n_threads)      before the threads start
  *   fastbptt_barrier_wait(b, &sense, stop)   sense: the thread's own, 0 before its first wait;
- *                                            returns nonzero if any thread passed stop != 0
+ *                                            returns BARRIER_STOP if any thread passed stop != 0,
+ *                                            BARRIER_ALONE (on every thread alike) if too
+ *                                            many waits were slow, else 0
  *   fastbptt_fetch_row(row, n_bytes)         prefetch a row another core has just written
  *
  * SPIN_BARRIER is 0 where the compiler has no C11 atomics; then the kernels never split a step
@@ -25,6 +34,9 @@
 #define FASTBPTT_SPIN_H
 
 #include <stddef.h>
+
+#define BARRIER_STOP 1      /* a thread asked to stop: every thread stops after this wait */
+#define BARRIER_ALONE 2     /* the waits were slow: the calling thread goes on alone */
 
 #if defined(__STDC_NO_ATOMICS__) || (defined(_MSC_VER) && !defined(__clang__))
 #define SPIN_BARRIER 0
@@ -37,7 +49,7 @@ static inline int fastbptt_barrier_wait(fastbptt_spin_barrier* b, int* sense, in
 {
     (void)b;
     (void)sense;
-    return stop;
+    return stop ? BARRIER_STOP : 0;
 }
 #else
 #define SPIN_BARRIER 1
@@ -64,12 +76,16 @@ static inline int fastbptt_barrier_wait(fastbptt_spin_barrier* b, int* sense, in
 #ifndef SPIN_LIMIT
 #define SPIN_LIMIT 4096     /* pauses in one wait before a waiter starts yielding its core */
 #endif
+#define SLOW_WAITS 8        /* slow waits before the team may give up ... */
+#define SLOW_SHARE 16       /* ... if at least one wait in this many was slow */
 
 typedef struct {
     alignas(64) atomic_int count;   /* threads arrived in this wait */
     atomic_int asked;               /* one of them asked to stop */
     alignas(64) atomic_int sense;   /* flipped by the last to arrive */
     atomic_int stop;                /* the last one's verdict on this wait */
+    atomic_int slow;                /* waits that outlasted SPIN_LIMIT pauses */
+    atomic_int waits;               /* waits the team has finished */
     int n_threads;
 } fastbptt_spin_barrier;
 
@@ -79,6 +95,8 @@ static inline void fastbptt_barrier_init(fastbptt_spin_barrier* b, int n_threads
     atomic_init(&b->asked, 0);
     atomic_init(&b->sense, 0);
     atomic_init(&b->stop, 0);
+    atomic_init(&b->slow, 0);
+    atomic_init(&b->waits, 0);
     b->n_threads = n_threads;
 }
 
@@ -87,13 +105,18 @@ static inline int fastbptt_barrier_wait(fastbptt_spin_barrier* b, int* sense, in
     int s = !*sense, spins = 0, verdict;
     *sense = s;
     if (b->n_threads <= 1)
-        return stop;
+        return stop ? BARRIER_STOP : 0;
     if (stop)
         atomic_store_explicit(&b->asked, 1, memory_order_relaxed);
     /* the release half orders the request before the arrival; the last arrival's acquire
        half sees every earlier one's */
     if (atomic_fetch_add_explicit(&b->count, 1, memory_order_acq_rel) == b->n_threads - 1) {
-        verdict = atomic_load_explicit(&b->asked, memory_order_relaxed);
+        int waits = atomic_load_explicit(&b->waits, memory_order_relaxed) + 1;
+        int slow = atomic_load_explicit(&b->slow, memory_order_relaxed);
+        atomic_store_explicit(&b->waits, waits, memory_order_relaxed);
+        verdict = atomic_load_explicit(&b->asked, memory_order_relaxed) ? BARRIER_STOP : 0;
+        if (slow >= SLOW_WAITS && slow * SLOW_SHARE >= waits)
+            verdict |= BARRIER_ALONE;
         atomic_store_explicit(&b->asked, 0, memory_order_relaxed);
         /* read by the waiters before any of them can arrive at the next wait, whose last
            arrival alone writes it again */
@@ -103,10 +126,13 @@ static inline int fastbptt_barrier_wait(fastbptt_spin_barrier* b, int* sense, in
         return verdict;
     }
     while (atomic_load_explicit(&b->sense, memory_order_acquire) != s) {
-        if (++spins > SPIN_LIMIT)
+        if (++spins > SPIN_LIMIT) {
+            if (spins == SPIN_LIMIT + 1)    /* counted once per wait */
+                atomic_fetch_add_explicit(&b->slow, 1, memory_order_relaxed);
             FASTBPTT_YIELD();
-        else
+        } else {
             FASTBPTT_PAUSE();
+        }
     }
     return atomic_load_explicit(&b->stop, memory_order_relaxed);
 }

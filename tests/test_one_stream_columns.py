@@ -316,3 +316,57 @@ def test_a_team_smaller_than_asked_runs_alone():
                                                 "FASTBPTT_NUM_THREADS": "2"})
     assert report["asked"] == 2, report
     assert report["equal"] == [True] * 5, report
+
+
+TAKEN = textwrap.dedent("""
+    import os
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})     # one core for both threads
+    import json
+    import numpy as np
+    import fastbptt, fastbptt._threads, fastbptt._blas_threads
+    from fastbptt._kernels import load
+
+    fastbptt._threads.THREADED_WORK = 0
+    fastbptt._blas_threads.SINGLE_THREADED_WORK = 0
+    rng = np.random.default_rng(0)
+    H, T = 256, 400
+    x = rng.standard_normal((1, T, 8))
+    Wx = rng.standard_normal((8, H)) * 0.2
+    Wh = rng.standard_normal((H, H)) * 0.06
+    b = np.zeros(H)
+    jordan_args = (x, None, rng.standard_normal((8, H)) * 0.2,
+                   rng.standard_normal((H, H)) * 0.06, np.zeros(H),
+                   rng.standard_normal((H, H)) * 0.06, np.zeros(H))
+    out = {}
+    for n in (1, 2):
+        with fastbptt.num_threads(n):
+            h, cache = fastbptt.rnn_forward(x, None, Wx, Wh, b)
+            after_forward = load("_rnn").split_backoff()
+            g = fastbptt.rnn_backward(np.ones_like(h), cache, h_grad_norms=np.empty(T))
+            lean = fastbptt.rnn_backward(np.ones_like(h), cache, overwrite_cache=True)
+            yj, cj = fastbptt.jordan_forward(*jordan_args)
+            jordan_after_forward = load("_jordan").split_backoff()
+            gj = fastbptt.jordan_backward(np.ones_like(yj), cj)
+            out[n] = [h, g.dh0, g.dWh, lean.dh0, lean.dWh, yj, gj.dy0, gj.dWy]
+            out[f"backoff {n}"] = [after_forward, load("_rnn").split_backoff(),
+                                   jordan_after_forward]
+    print(json.dumps({"asked": fastbptt._threads._openmp_threads(),
+                      "backoff": [out["backoff 1"], out["backoff 2"]],
+                      "equal": [bool(np.allclose(a, b, rtol=1e-10, atol=1e-12))
+                                for a, b in zip(out[1], out[2])]}))
+""")
+
+
+def test_a_split_call_whose_threads_share_one_core_goes_on_alone():
+    """Both threads of a split call on one core, as when the machine's cores are taken by
+    other processes: every wait at the barrier outlasts its spinning, and after a few such
+    waits the calling thread finishes the call alone (src/_spin.h) with the same results; the
+    module's next calls then keep to one thread for a while (``split_backoff``)."""
+    report = run_script(TAKEN, timeout=120, env={"OMP_NUM_THREADS": "2",
+                                                 "FASTBPTT_NUM_THREADS": "2"})
+    assert report["asked"] == 2, report
+    assert report["equal"] == [True] * 8, report
+    assert report["backoff"][0] == [0, 0, 0], report      # one thread: nothing to give up
+    # each forward gave up, leaving its module's next call to keep to one thread; the RNN's
+    # backward did, and its lean backward split again, gave up again and left two
+    assert report["backoff"][1] == [1, 2, 1], report
