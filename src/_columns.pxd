@@ -33,6 +33,12 @@ The barrier:
                                     alone looks, ``src/_interrupt.pxd``); returns True on every
                                     thread if any asked, so all stop after the same step
     fetch_row(row, n_bytes)         prefetch a row the other threads have just written
+
+    team_size()                     inside a parallel region, the threads OpenMP gave it (1
+                                    without OpenMP): a region that asked for n_parts threads
+                                    and got fewer (OMP_DYNAMIC, a thread limit) must not wait
+                                    at a barrier for threads that do not exist, so it runs
+                                    the loop on its first thread alone
 """
 
 cdef extern from "_spin.h" nogil:
@@ -42,6 +48,17 @@ cdef extern from "_spin.h" nogil:
     void barrier_init "fastbptt_barrier_init" (SpinBarrier* b, int n_threads)
     bint barrier_wait "fastbptt_barrier_wait" (SpinBarrier* b, int* sense, int stop)
     void fetch_row "fastbptt_fetch_row" (const void* row, size_t n_bytes)
+
+cdef extern from *:
+    """
+    #ifdef _OPENMP
+    #include <omp.h>
+    static inline int fastbptt_team_size(void) { return omp_get_num_threads(); }
+    #else
+    static inline int fastbptt_team_size(void) { return 1; }
+    #endif
+    """
+    int team_size "fastbptt_team_size" () noexcept nogil
 
 cdef enum:
     # columns of a step's product per thread at least: 64 columns are 4 float32 (8 float64)
