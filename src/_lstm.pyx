@@ -70,19 +70,28 @@ import numpy as np
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, part_first,
+                       team_size)
 from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
                     refresh_held, release_held, steps_shape)
-from _interrupt cimport raise_pending
-from _packed cimport gemm_b, pack_held
+from _interrupt cimport interrupted, raise_pending
+from _packed cimport (FEW_GEMM, FEW_IN_PLACE, gemm_b, pack_held, packed_aligned,
+                      panel_columns, units_pack, units_packed_len)
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
 from _vmath cimport sigmoid_, tanh_
+
+cdef enum:
+    # how one sequence's steps run (``_split_route``)
+    NO_SPLIT = 0        # on one thread
+    SPLIT_PACKED = 1    # by hidden units, on Wh packed by parts
+    SPLIT_FEW = 2       # by hidden units, on Wh in place (few-rows loops)
 
 
 @cython.auto_pickle(False)
@@ -122,9 +131,11 @@ cdef class Buffers:
 
 cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
                        floating* c_t, floating* h_t, Py_ssize_t ld,
-                       int n_batch, int n_hidden) noexcept nogil:
+                       int n_batch, int n_hidden, int n_units) noexcept nogil:
     """gates_t (N, 4H) holds a_t on entry, the activated gates on exit; fills c_t and h_t.
-    Rows of c_prev are ld_prev apart, those of c_t and h_t ld apart and those of gates_t 4 ld."""
+    Rows of c_prev are ld_prev apart, those of c_t and h_t ld apart and those of gates_t 4 ld.
+    Of each gate block, the first n_units units (all: n_hidden); a part of the units from
+    unit u0 on is the same call on the pointers moved by u0."""
     cdef Py_ssize_t n, j
     cdef floating* gi
     cdef floating* gf
@@ -141,12 +152,13 @@ cdef void _cell_update(floating* gates_t, const floating* c_prev, Py_ssize_t ld_
         cp = c_prev + n * ld_prev
         ct = c_t + n * ld
         ht = h_t + n * ld
-        for j in range(2 * n_hidden):                # i, f: adjacent blocks
+        for j in range(n_units):
             gi[j] = <floating> sigmoid_(gi[j])
-        for j in range(n_hidden):
+            gf[j] = <floating> sigmoid_(gf[j])
+        for j in range(n_units):
             gg[j] = <floating> tanh_(gg[j])
             ct[j] = gf[j] * cp[j] + gi[j] * gg[j]
-        for j in range(n_hidden):
+        for j in range(n_units):
             go[j] = <floating> sigmoid_(go[j])
             ht[j] = go[j] * <floating> tanh_(ct[j])
 
@@ -160,7 +172,86 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     # gates_t += h_prev @ Wh     (N,4H) += (N,H)(H,4H); gates_t holds x_t Wx + b
     gemm_b(Whp, NO_TRANS, n_batch, 4 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 4 * n_hidden, 1, gates_t, <int> (4 * ld))
-    _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden)
+    _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden, n_hidden)
+
+
+cdef int _split_route(const Call* c, const Py_buffer* packed, int n_gates,
+                      Py_ssize_t itemsize) noexcept nogil:
+    """How a call of one sequence splits its steps between c.n_parts threads by hidden units
+    (``src/_columns.pxd``), each part's products computed as the one-thread call computes them,
+    element by element: SPLIT_PACKED where the workspace ``packed`` holds Wh packed by parts
+    (``units_packed_len``; the one-thread call packs Wh then), SPLIT_FEW where the one-thread
+    call runs the few-rows loops on Wh in place (``gemm_b``), else NO_SPLIT: one thread (BLAS,
+    whose sums over a part of the columns need not be those over all of them; the baseline
+    build)."""
+    cdef Py_ssize_t H = c.n_hidden
+    if c.n_parts < 2:
+        return NO_SPLIT
+    cdef Py_ssize_t need = units_packed_len(c.n_hidden, n_gates, <int> itemsize)
+    if need and packed.len >= need * itemsize:
+        return SPLIT_PACKED
+    if packed.len == 0 and FEW_GEMM and n_gates * H * H * itemsize <= FEW_IN_PLACE:
+        return SPLIT_FEW
+    return NO_SPLIT
+
+
+cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
+                         int route, const floating* h0, const floating* c0, const floating* Wh,
+                         floating* packed, floating* gp, floating* hp,
+                         floating* cp) noexcept nogil:
+    """Thread s's part of a forward of one sequence split by hidden units: its units u0 .. u1
+    (``part_first`` in whole panels) of every step, then the barrier ``bar`` before the next
+    step reads h_t whole. ``team``: the threads the region got; if fewer than c.n_parts, thread
+    0 runs every unit alone (barrier ``alone``) and the others nothing. ``packed``: the
+    workspace, 64-byte aligned (SPLIT_PACKED), where the part packs its columns of Wh
+    (``units_packed_len``) and keeps its row of products; the step's a_t = (x_t Wx + b) +
+    h_{t-1} Wh[:, its columns] is the sum the one-thread call makes, so h, c and the gates
+    equal its results bit for bit."""
+    cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating)), g
+    cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
+    cdef Py_ssize_t t, j, step = c.step, u0, n, n_pad, h_pad
+    cdef floating* bp = NULL
+    cdef floating* prod = NULL
+    cdef floating* gates_t
+    cdef const floating* h_prev
+    cdef const floating* c_prev
+    if team != n_parts:
+        if s != 0:
+            return
+        n_parts, bar = 1, alone
+    u0 = part_first(H, nr, n_parts, s)
+    n = part_first(H, nr, n_parts, s + 1) - u0
+    n_pad = (n + nr - 1) // nr * nr
+    if route == SPLIT_PACKED and n > 0:
+        # its column blocks Wh[:, g*H + u0 : g*H + u0 + n], each whole panels, one after the
+        # other; its products beside all parts' panels (units_packed_len)
+        h_pad = (H + nr - 1) // nr * nr
+        bp = packed + 4 * u0 * H
+        prod = packed + 4 * h_pad * H + 4 * u0
+        for g in range(4):
+            units_pack(NO_TRANS, H, <int> n, Wh + g * H + u0, n_gh, bp + g * n_pad * H)
+    for t in range(c.n_run):
+        h_prev = <const floating*> hp + (t - 1) * step if t else h0
+        gates_t = gp + 4 * t * step
+        if n > 0:
+            fetch_row(h_prev, H * sizeof(floating))
+            if bp != NULL:
+                # prod = h_prev @ Wh[:, its columns]     (1,4 n_pad) = (1,H)(H,4 n_pad)
+                gemm_b(bp, NO_TRANS, 1, <int> (4 * n_pad), H, 1, h_prev, H, Wh, n_gh, 0, prod,
+                       <int> (4 * n_pad))
+                for g in range(4):
+                    for j in range(n):
+                        gates_t[g * H + u0 + j] += prod[g * n_pad + j]
+            else:
+                for g in range(4):
+                    # gates_t[g*H + u0 : +n] += h_prev @ Wh[:, g*H + u0 : +n]     (1,n) (1,H)(H,n)
+                    gemm_b(bp, NO_TRANS, 1, <int> n, H, 1, h_prev, H, Wh + g * H + u0, n_gh,
+                           1, gates_t + g * H + u0, n_gh)
+            c_prev = <const floating*> cp + (t - 1) * step if t else c0
+            _cell_update(gates_t + u0, c_prev + u0, H, cp + t * step + u0, hp + t * step + u0,
+                         H, 1, H, <int> n)
+        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+            break       # Ctrl-C, seen by thread 0: every thread stops after this step
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -182,25 +273,40 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
+    cdef int route = _split_route(&c, &bufs.held.packed, 4, sizeof(floating))
     with nogil:
-        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
-        # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
-        input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
-        # shard s: its sequences, every step that runs one (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            sh = shard_of(c.n_batch, c.n_shards, s, ld)
-            first = sh.first    # the shard's first row in h and c
-            for t in range(c.n_run):
-                rows = rows_forward(&c, s, &sh, t)
-                if rows == 0:
-                    break       # none of the shard's rows runs this step or later, or Ctrl-C
-                _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                              else h0 + sh.n0 * n_hidden,
-                              <const floating*> cp + first + (t - 1) * step if t
-                              else c0 + sh.n0 * n_hidden,
-                              ld if t else n_hidden, gp + 4 * (first + t * step),
-                              cp + first + t * step, hp + first + t * step, ld, Wh, Whp, rows,
-                              n_hidden)
+        if route != NO_SPLIT:
+            # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
+            input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
+            # one sequence, its hidden units split between c.n_parts threads: one region for
+            # the whole loop, a barrier a step (src/_columns.pxd)
+            barrier_init(&bar, c.n_parts)
+            barrier_init(&alone, 1)
+            if not c.w.stopped:
+                with parallel(num_threads=c.n_parts):
+                    _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, c0,
+                                   Wh, <floating*> packed_aligned(bufs.held.packed.buf), gp, hp,
+                                   cp)
+        else:
+            Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
+            # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
+            input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
+            # shard s: its sequences, every step that runs one (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, ld)
+                first = sh.first    # the shard's first row in h and c
+                for t in range(c.n_run):
+                    rows = rows_forward(&c, s, &sh, t)
+                    if rows == 0:
+                        break   # none of the shard's rows runs this step or later, or Ctrl-C
+                    _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                                  else h0 + sh.n0 * n_hidden,
+                                  <const floating*> cp + first + (t - 1) * step if t
+                                  else c0 + sh.n0 * n_hidden,
+                                  ld if t else n_hidden, gp + 4 * (first + t * step),
+                                  cp + first + t * step, hp + first + t * step, ld, Wh, Whp,
+                                  rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
         zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
     raise_pending(&c.w)
@@ -209,10 +315,12 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
                       const floating* c_t, Py_ssize_t ld, const floating* dh_tot,
                       floating* carry_c, floating* dA_t, floating xi_t,
-                      int n_batch, int n_hidden) noexcept nogil:
+                      int n_batch, int n_hidden, int n_units) noexcept nogil:
     """dA_t (N, 4H) from dh_tot = dL/dh_t; carry_c (dL/dc_t from step t+1) <- xi_t dc_t f.
     Rows of c_prev are ld_prev apart, those of c_t ld apart, those of gates_t and dA_t 4 ld;
-    dh_tot and carry_c are (N, H) C-contiguous. dA_t may be gates_t itself (overwrite_cache):
+    dh_tot and carry_c are (N, H) C-contiguous. Of each gate block, the first n_units units
+    (all: n_hidden); a part of the units from unit u0 on is the same call on the pointers moved
+    by u0. dA_t may be gates_t itself (overwrite_cache):
     each loop reads the gate values of an element into locals before it writes their slots,
     and each gate block is read only in the loop that overwrites it."""
     cdef Py_ssize_t n, j
@@ -242,17 +350,17 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
         ct = c_t + n * ld
         dht = dh_tot + n * n_hidden
         dc = carry_c + n * n_hidden
-        for j in range(n_hidden):                    # dc = dL/dc_t;  o -> da_o
+        for j in range(n_units):                     # dc = dL/dc_t;  o -> da_o
             o = go[j]
             tc = <floating> tanh_(ct[j])
             dc[j] += dht[j] * o * (1 - tc * tc)
             da_o[j] = dht[j] * tc * (o * (1 - o))
-        for j in range(n_hidden):                    # i -> da_i, g -> da_g
+        for j in range(n_units):                     # i -> da_i, g -> da_g
             i = gi[j]
             g = gg[j]
             da_i[j] = dc[j] * g * (i * (1 - i))
             da_g[j] = dc[j] * i * (1 - g * g)
-        for j in range(n_hidden):                    # f -> da_f
+        for j in range(n_units):                     # f -> da_f
             f = gf[j]
             da_f[j] = dc[j] * cp[j] * (f * (1 - f))
             dc[j] = xi_t * dc[j] * f
@@ -276,12 +384,81 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
             sq += carry_h[i] * carry_h[i]
         norm_t[0] = <floating> sqrt(sq)
     _gate_grads(gates_t, c_prev, ld_prev, c_t, ld, carry_h, carry_c, dA_t, xi_t,
-                n_batch, n_hidden)
+                n_batch, n_hidden, n_hidden)
     if cut(xi_t, carry_h, n_batch * H):
         return          # xi_t == 0: carry_h = 0 (src/_truncation.pxd)
     # carry_h = xi_t * dA_t @ Wh.T     (N,H) = (N,4H)(H,4H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, 4 * n_hidden,
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
+
+
+cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
+                          int route, const floating* dh, const floating* gp,
+                          const floating* cp, const floating* c0, floating* dAp,
+                          floating* carry_h, floating* carry_c, const floating* Wh,
+                          floating* packed, const floating* xi, floating* norm_parts,
+                          int* parts_run) noexcept nogil:
+    """Thread s's part of a backward of one sequence split by hidden units u0 .. u1 (whole
+    panels): at each step, from t = T - 1 down, dL/dh_t, its norm over the part (at
+    norm_parts[s * T + t] unless NULL), dA_t's columns of its units and carry_c over them (all
+    from its own carries), then the barrier, as the product reads dA_t whole: carry_h[u0:u1] =
+    xi_t dA_t @ Wh.T[:, u0:u1], on its panels of Wh.T packed in ``packed`` (SPLIT_PACKED, each
+    part packing its own) or on Wh's rows u0 .. u1 (SPLIT_FEW). Every element is the sum the
+    one-thread call makes. ``team``: as for ``_forward_units``; thread 0 writes the parts
+    that ran to parts_run[0]."""
+    cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating))
+    cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
+    cdef Py_ssize_t t, j, step = c.step, u0, n, T = c.n_steps
+    cdef floating* bp = NULL
+    cdef floating* ch
+    cdef floating* ns = NULL
+    cdef floating* dA_t
+    cdef const floating* dh_t
+    cdef double sq
+    if team != n_parts:
+        if s != 0:
+            return
+        n_parts, bar = 1, alone
+    if s == 0:
+        parts_run[0] = n_parts
+    u0 = part_first(H, nr, n_parts, s)
+    n = part_first(H, nr, n_parts, s + 1) - u0
+    ch = carry_h + u0
+    if norm_parts != NULL:
+        ns = norm_parts + s * T
+    if route == SPLIT_PACKED and n > 0:
+        # its panels of Wh.T (4H, H): those of columns u0 .. u1, where the whole packing puts
+        # them; op(Wh[u0:u1]) = Wh[u0:u1].T (4H, n)
+        bp = packed + u0 * n_gh
+        units_pack(TRANS, n_gh, <int> n, Wh + u0 * n_gh, n_gh, bp)
+    for t in range(T - 1, -1, -1):
+        if t >= c.n_run:        # no row runs: no gradient, the carries wait
+            if ns != NULL:
+                ns[t] = 0
+            continue
+        dA_t = dAp + 4 * t * step
+        if n > 0:
+            # carry_h = dL/dh_t = dh[t] + carry_h, over its units
+            dh_t = dh + t * step + u0
+            for j in range(n):
+                ch[j] += dh_t[j]
+            if ns != NULL:
+                sq = 0
+                for j in range(n):
+                    sq += ch[j] * ch[j]
+                ns[t] = <floating> sqrt(sq)
+            _gate_grads(gp + 4 * t * step + u0, (cp + (t - 1) * step if t else c0) + u0, H,
+                        cp + t * step + u0, H, ch, carry_c + u0, dA_t + u0, xi[t], 1, H,
+                        <int> n)
+        elif ns != NULL:
+            ns[t] = 0
+        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+            break       # Ctrl-C, seen by thread 0: every thread stops at this step
+        if n == 0 or cut(xi[t], ch, n):
+            continue        # xi_t == 0: its carry_h = 0 (src/_truncation.pxd)
+        fetch_row(dA_t, n_gh * sizeof(floating))
+        # carry_h[u0:u1] = xi_t * dA_t @ Wh[u0:u1].T     (1,n) = (1,4H)(n,4H)'
+        gemm_b(bp, TRANS, 1, <int> n, n_gh, xi[t], dA_t, n_gh, Wh + u0 * n_gh, n_gh, 0, ch, H)
 
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
@@ -298,8 +475,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
-    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
-    cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
+    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
+    cdef int route = _split_route(&c, &bufs.held.packed, 4, sizeof(floating))
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
+    cdef int parts_run = c.n_parts
+    # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd); split by units, part s's
+    cdef floating* norms_p = shard_norms(norms, c.n_parts if route != NO_SPLIT else c.n_shards,
+                                         c.n_steps, &bufs.held.norm_parts)
     cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
@@ -314,7 +496,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* x = <const floating*> bufs.held.x.buf
     cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
-    cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     if overwrite_cache:
@@ -324,30 +505,55 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             hold_new(&bufs.dA, np.empty(steps_shape(&bufs.held.dims, n_gh), bufs.dtype))
         dAp = <floating*> bufs.dA.buf
     with nogil:
-        # op(Wh) = Wh.T (4H, H), stored (H, 4H)
-        WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)
-        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            sh = shard_of(c.n_batch, c.n_shards, s, ld)
-            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h and c; in a carry
-            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-            for t in range(c.n_steps - 1, -1, -1):
-                rows = rows_backward(&c, s, &sh, t, ns)
-                if rows < 0:
-                    break       # interrupted
-                if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
-                    continue
-                _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
-                               cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
-                               ld if t else n_hidden, cp + first + t * step,
-                               dAp + 4 * (first + t * step), ld,
-                               &carry_h[0, 0] + n0 * n_hidden, &carry_c[0, 0] + n0 * n_hidden,
-                               Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
-        if norms_p != NULL and c.n_shards > 1:
-            join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
+        if route != NO_SPLIT:
+            # one sequence, its hidden units split between c.n_parts threads: one region for
+            # the whole loop, a barrier a step (src/_columns.pxd)
+            barrier_init(&bar, c.n_parts)
+            barrier_init(&alone, 1)
+            with parallel(num_threads=c.n_parts):
+                _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, cp,
+                                c0, dAp, &carry_h[0, 0], &carry_c[0, 0], Wh,
+                                <floating*> packed_aligned(bufs.held.packed.buf), &xi[0],
+                                norms_p, &parts_run)
+            if norms_p != NULL and not c.w.stopped:
+                # the parts' norms joined: rounded otherwise than one sum over the row
+                join_norms(norms_p, parts_run, c.n_steps, &norms[0])
+        else:
+            # op(Wh) = Wh.T (4H, H), stored (H, 4H)
+            WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)
+            # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, ld)
+                first, n0 = sh.first, sh.n0     # the shard's first row in dh, h, c; a carry
+                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+                for t in range(c.n_steps - 1, -1, -1):
+                    rows = rows_backward(&c, s, &sh, t, ns)
+                    if rows < 0:
+                        break       # interrupted
+                    if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
+                        continue
+                    _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
+                                   cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
+                                   ld if t else n_hidden, cp + first + t * step,
+                                   dAp + 4 * (first + t * step), ld,
+                                   &carry_h[0, 0] + n0 * n_hidden,
+                                   &carry_c[0, 0] + n0 * n_hidden, Wh, WhTp, xi[t],
+                                   ns + t if ns != NULL else NULL, rows, n_hidden)
+            if norms_p != NULL and c.n_shards > 1:
+                join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         # the weight gradients and dx (src/_shards.pxd): dWx (+)= X.T @ dA, dWh (+)= sum_t
         # h_{t-1}.T @ dA[t], db (+)= dA.sum(axis=(0, 1)), dx = dA @ Wx.T
         grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
                      c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0],
                      write_weight_grads, &dWx[0, 0], &dWh[0, 0], &db[0])
     raise_pending(&c.w)
+
+
+def split_parts(Buffers bufs, int n_threads):
+    """The threads a call over ``bufs`` allowed ``n_threads`` splits each step between by
+    hidden units (one sequence, ``src/_columns.pxd``), or 1: the step loop runs on one
+    thread."""
+    cdef Call c = begin_call(&bufs.held.dims, bufs.held.dims.itemsize, 4, None, n_threads)
+    if _split_route(&c, &bufs.held.packed, 4, bufs.held.dims.itemsize) == NO_SPLIT:
+        return 1
+    return c.n_parts
