@@ -76,22 +76,15 @@ from libc.math cimport sqrt
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, part_first,
-                       team_size)
+from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, team_size
 from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
                     refresh_held, release_held, steps_shape)
 from _interrupt cimport interrupted, raise_pending
-from _packed cimport (FEW_GEMM, FEW_IN_PLACE, gemm_b, pack_held, packed_aligned,
-                      panel_columns, units_pack, units_packed_len)
+from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
+from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
-
-cdef enum:
-    # how one sequence's steps run (``_split_route``)
-    NO_SPLIT = 0        # on one thread
-    SPLIT_PACKED = 1    # by hidden units, on Wh packed by parts
-    SPLIT_FEW = 2       # by hidden units, on Wh in place (few-rows loops)
 
 
 @cython.auto_pickle(False)
@@ -175,26 +168,6 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden, n_hidden)
 
 
-cdef int _split_route(const Call* c, const Py_buffer* packed, int n_gates,
-                      Py_ssize_t itemsize) noexcept nogil:
-    """How a call of one sequence splits its steps between c.n_parts threads by hidden units
-    (``src/_columns.pxd``), each part's products computed as the one-thread call computes them,
-    element by element: SPLIT_PACKED where the workspace ``packed`` holds Wh packed by parts
-    (``units_packed_len``; the one-thread call packs Wh then), SPLIT_FEW where the one-thread
-    call runs the few-rows loops on Wh in place (``gemm_b``), else NO_SPLIT: one thread (BLAS,
-    whose sums over a part of the columns need not be those over all of them; the baseline
-    build)."""
-    cdef Py_ssize_t H = c.n_hidden
-    if c.n_parts < 2:
-        return NO_SPLIT
-    cdef Py_ssize_t need = units_packed_len(c.n_hidden, n_gates, <int> itemsize)
-    if need and packed.len >= need * itemsize:
-        return SPLIT_PACKED
-    if packed.len == 0 and FEW_GEMM and n_gates * H * H * itemsize <= FEW_IN_PLACE:
-        return SPLIT_FEW
-    return NO_SPLIT
-
-
 cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                          int route, const floating* h0, const floating* c0, const floating* Wh,
                          floating* packed, floating* gp, floating* hp,
@@ -210,6 +183,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
     cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating)), g
     cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
     cdef Py_ssize_t t, j, step = c.step, u0, n, n_pad, h_pad
+    cdef Units part
     cdef floating* bp = NULL
     cdef floating* prod = NULL
     cdef floating* gates_t
@@ -219,9 +193,8 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         if s != 0:
             return
         n_parts, bar = 1, alone
-    u0 = part_first(H, nr, n_parts, s)
-    n = part_first(H, nr, n_parts, s + 1) - u0
-    n_pad = (n + nr - 1) // nr * nr
+    part = units_of(H, sizeof(floating), n_parts, s)
+    u0, n, n_pad = part.u0, part.n, part.n_pad
     if route == SPLIT_PACKED and n > 0:
         # its column blocks Wh[:, g*H + u0 : g*H + u0 + n], each whole panels, one after the
         # other; its products beside all parts' panels (units_packed_len)
@@ -274,7 +247,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* cp = <floating*> bufs.c.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
-    cdef int route = _split_route(&c, &bufs.held.packed, 4, sizeof(floating))
+    cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
     with nogil:
         if route != NO_SPLIT:
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
@@ -406,9 +379,10 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
     part packing its own) or on Wh's rows u0 .. u1 (SPLIT_FEW). Every element is the sum the
     one-thread call makes. ``team``: as for ``_forward_units``; thread 0 writes the parts
     that ran to parts_run[0]."""
-    cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating))
+    cdef int n_parts = c.n_parts, sense = 0
     cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
     cdef Py_ssize_t t, j, step = c.step, u0, n, T = c.n_steps
+    cdef Units part
     cdef floating* bp = NULL
     cdef floating* ch
     cdef floating* ns = NULL
@@ -421,8 +395,8 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
         n_parts, bar = 1, alone
     if s == 0:
         parts_run[0] = n_parts
-    u0 = part_first(H, nr, n_parts, s)
-    n = part_first(H, nr, n_parts, s + 1) - u0
+    part = units_of(H, sizeof(floating), n_parts, s)
+    u0, n = part.u0, part.n
     ch = carry_h + u0
     if norm_parts != NULL:
         ns = norm_parts + s * T
@@ -476,7 +450,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef int s, rows
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
-    cdef int route = _split_route(&c, &bufs.held.packed, 4, sizeof(floating))
+    cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
     cdef int parts_run = c.n_parts
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd); split by units, part s's
@@ -554,6 +528,6 @@ def split_parts(Buffers bufs, int n_threads):
     hidden units (one sequence, ``src/_columns.pxd``), or 1: the step loop runs on one
     thread."""
     cdef Call c = begin_call(&bufs.held.dims, bufs.held.dims.itemsize, 4, None, n_threads)
-    if _split_route(&c, &bufs.held.packed, 4, bufs.held.dims.itemsize) == NO_SPLIT:
+    if split_route(&c, &bufs.held.packed, 4, bufs.held.dims.itemsize) == NO_SPLIT:
         return 1
     return c.n_parts

@@ -20,7 +20,7 @@ import fastbptt._kernels
 import fastbptt._threads
 import fastbptt.reference as ref
 
-GATED = ["lstm"]
+GATED = ["lstm", "gru"]
 # the products over all steps, split between threads by BLAS calls (results to rounding)
 HOISTED = ("dx", "dWx", "dWh")
 # (H, T): G*H < 128 (no split), a multiple of the panels, not one (100), a last part of a
@@ -169,7 +169,7 @@ SCRIPT = textwrap.dedent("""
 
     fastbptt.set_num_threads(2)
     report = {}
-    for cell in ("lstm",):
+    for cell in ("lstm", "gru"):
         record = fastbptt.CELLS[cell]
         kernels = fastbptt._kernels.load("_" + cell)
         G, H, T = record.n_gates, 64, 200_000
