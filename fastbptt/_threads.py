@@ -12,7 +12,9 @@ What a call actually uses (``threads_for``):
 - one thread where the call is small: a call of fewer than ``THREADED_WORK`` multiply-adds in
   its largest product (short sequences, small N or H) pays less for running alone than for
   waking and joining other threads, so it runs as it always did;
-- one shard per sequence at most, so N = 1 runs its time loop on one thread;
+- one shard per sequence at most; one sequence (N = 1) splits each step's columns between the
+  threads instead where its step is wide enough, else runs its time loop on one thread
+  (``src/_columns.pxd``);
 - no more than OpenMP allows the calling thread (``omp_get_max_threads``), so that
   ``threadpoolctl.threadpool_limits(n, user_api="openmp")`` and OMP_NUM_THREADS limit it too;
 - one thread while another kernel call of this process is using the threads: kernel calls

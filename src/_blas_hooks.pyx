@@ -2,15 +2,17 @@
 """Test-only entry points to the BLAS wrappers of ``_blas.pxd``, to the packed products of
 ``_packed.pxd`` and to the blocked products of ``_hoisted.pxd``, so that tests/ can check them
 against NumPy for both dtypes, both transposes, the one-row (GEMV) path, the edges of the packed
-panels and blocks of any number of rows. Built like the cell kernels, for the
+panels and blocks of any number of rows; and to where one sequence's steps are cut between
+threads (``_columns.pxd``). Built like the cell kernels, for the
 baseline and with AVX2+FMA (``fastbptt._blas_hooks_avx2``), where the packed products run."""
 import numpy as np
 
 from cython cimport floating
 
 from _blas cimport gemm
+from _columns cimport column_parts, part_first
 from _hoisted cimport BLOCK_WORK, block_rows, product_in_blocks, sum_in_blocks
-from _packed cimport FEW_GEMM, PACKED_GEMM, gemm_b, pack, packed_len
+from _packed cimport FEW_GEMM, PACKED_GEMM, PACKED_NR_D, PACKED_NR_S, gemm_b, pack, packed_len
 
 PACKED = bool(PACKED_GEMM)   # this build runs the per-step products on packed panels
 FEW = bool(FEW_GEMM)         # and those of up to 4 rows on Wh as it is, unpacked
@@ -71,3 +73,12 @@ def block_rows_hook(Py_ssize_t rows, double row_work):
 
 
 BLOCK = BLOCK_WORK   # the most multiply-adds of one block of a product over all steps
+
+
+def column_parts_hook(int n_batch, int width, int n_threads, int itemsize):
+    """Where a one-sequence kernel call of n_batch sequences allowed n_threads cuts a step's
+    ``width`` columns (``src/_columns.pxd``), at the packed panels of ``itemsize``-byte items:
+    [0, ..., width], one part (no split) unless one sequence and wide enough."""
+    cdef int n = column_parts(n_batch, width, n_threads)
+    cdef int unit = PACKED_NR_S if itemsize == 4 else PACKED_NR_D
+    return [part_first(width, unit, n, s) for s in range(n + 1)]

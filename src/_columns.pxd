@@ -33,12 +33,10 @@ The barrier:
                                     alone looks, ``src/_interrupt.pxd``); returns True on every
                                     thread if any asked, so all stop after the same step
     fetch_row(row, n_bytes)         prefetch a row the other threads have just written
-
-    team_size()                     inside a parallel region, the threads OpenMP gave it (1
-                                    without OpenMP): a region that asked for n_parts threads
-                                    and got fewer (OMP_DYNAMIC, a thread limit) must not wait
-                                    at a barrier for threads that do not exist, so it runs
-                                    the loop on its first thread alone
+    team_size()                     the threads of the OpenMP team running the caller (1
+                                    outside a parallel region or without OpenMP): a region
+                                    given fewer threads than n_parts (OpenMP's limits) must not
+                                    wait at a barrier for threads that never come
 """
 
 cdef extern from "_spin.h" nogil:
@@ -53,9 +51,9 @@ cdef extern from *:
     """
     #ifdef _OPENMP
     #include <omp.h>
-    static inline int fastbptt_team_size(void) { return omp_get_num_threads(); }
+    static int fastbptt_team_size(void) { return omp_get_num_threads(); }
     #else
-    static inline int fastbptt_team_size(void) { return 1; }
+    static int fastbptt_team_size(void) { return 1; }
     #endif
     """
     int team_size "fastbptt_team_size" () noexcept nogil

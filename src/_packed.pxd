@@ -12,6 +12,9 @@ FEW_PACK_STEPS steps skip the packing (it would cost more than it saves) and run
 ``_few.h`` on Wh in place where it is small (FEW_IN_PLACE), else BLAS. The baseline build
 keeps calling ``_blas.gemm`` (GEMV at N = 1).
 
+    PACKED_NR_S, PACKED_NR_D              columns per panel (float32, float64): the panels of
+                                          op(B)'s columns [c0, c1), c0 a multiple of it, are
+                                          the buffer from bp + c0 * k
     packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
                                           the products stay on BLAS
     hidden_packed_len(n_batch, n_hidden, n_gates, itemsize, n_steps)
@@ -21,7 +24,7 @@ keeps calling ``_blas.gemm`` (GEMV at N = 1).
     units_packed_len(n_hidden, n_gates, itemsize)
                                           elements for Wh packed by parts of hidden units
                                           (one sequence split between threads,
-                                          ``src/_columns.pxd``): each part's G column blocks
+                                          ``src/_units.pxd``): each part's G column blocks
                                           packed one after the other, then a row of G*H
                                           products beside them
     panel_columns(itemsize)               the columns of a panel: 16 float32, 8 float64
@@ -63,8 +66,8 @@ cdef enum:
 
 cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
-    int PACKED_NR_S
-    int PACKED_NR_D
+    int PACKED_NR_S         # columns per packed panel, float32
+    int PACKED_NR_D         # float64
     void* packed_aligned(void* buf)
     size_t packed_size_s(int k, int n)
     size_t packed_size_d(int k, int n)

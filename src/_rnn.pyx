@@ -36,6 +36,24 @@ array writes it, beta = 0) or accumulated into them. The AVX2 build packs Wh (fo
 it (``src/_packed.pxd``); the baseline build calls BLAS. The elementwise passes walk one row at a
 time (one flat loop over the step where its rows are back to back, time-major).
 
+One sequence (N = 1) has no shards of sequences for several threads: where its step is wide
+enough (``Call.n_parts`` > 1, ``src/_columns.pxd``) each step's columns are split between the
+call's threads instead, in one parallel region for the whole step loop. Thread s owns columns
+[c0, c1) of h (cut at the packed panels of Wh: 16 float32 or 8 float64 columns), and thread 0
+is the calling thread. Forward, per step: thread s computes h_t[c0:c1] (its columns of
+h_{t-1} @ Wh and phi), then all threads wait at a spinning barrier before any reads the whole
+h_t. Backward, per step: thread s computes dA_t[c0:c1] from carry[c0:c1] (which it computed
+itself at step t+1), the barrier, then carry[c0:c1] = xi_t * dA_t @ Wh.T[:, c0:c1] from the
+whole dA_t; with norms each thread sums the squares of its columns and thread 0 joins the
+sums after the barrier. The lean backward's blocks of weight gradients and dx are split
+between the same threads (columns of the weight gradients, rows of dx), between two barriers.
+Thread 0 alone looks for Ctrl-C, before each barrier, whose verdict stops every thread after
+the same step. Every element of h, dA and the carry is the same sum as on one thread, so they
+equal the one-thread results bit for bit where the per-step products are this module's own
+loops (the AVX2 build); the products over all steps run on BLAS split by rows or columns
+between the same threads, equal to rounding (as are the norms: the threads' sums of squares
+are added in part order). Measured in ``benchmarks/one_stream_parts.py``.
+
 A cache's arrays (x, h0, Wx, Wh, b, h) and the workspaces (dA, packed, norm_parts) reach the
 kernels as one ``Buffers``, made once per cache and read by name (``src/_held.pxd``); only the
 arrays of one call (dh, xi, the carry, dx, the weight gradients, the norms, the lean backward's
@@ -49,20 +67,22 @@ import numpy as np
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, part_first, team_size
 from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
                     steps_shape)
 from _hoisted cimport add_hidden_weight_grad, sum_rows
 from _interrupt cimport interrupted, raise_pending
 from _layout cimport check_blas_ld
-from _packed cimport gemm_b, pack_held
+from _packed cimport PACKED_NR_D, PACKED_NR_S, gemm_b, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
-from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
+from _shards cimport (Shard, cols_bias_part, cols_hidden_part, cols_sum_part, grads_and_dx,
+                      join_norms, rows_product_part, shard_norms, shard_of)
 from _truncation cimport cut
 
 NONLINEARITIES = {"tanh": TANH, "sigmoid": SIGMOID, "relu": RELU}
@@ -114,6 +134,55 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* h_
         phi_in_place(h_t + n * ld, n_hidden, nonlinearity)
 
 
+cdef inline int _panel(const floating* unused) noexcept nogil:
+    """Columns per packed panel of Wh for this dtype: the unit the columns are split in."""
+    return PACKED_NR_S if floating is float else PACKED_NR_D
+
+
+cdef void _forward_cols(const floating* h_prev, floating* h_t, const floating* Wh,
+                        const floating* Whp, int n_hidden, int c0, int c1,
+                        int nonlinearity) noexcept nogil:
+    """Columns c0:c1 of a step of one sequence: h_t[c0:c1] (holding x_t Wx + b) += h_prev @
+    Wh[:, c0:c1], then phi on them. Whp is Wh packed (c0 at a panel boundary: its columns'
+    panels start at Whp + c0 * H), or NULL (BLAS or ``_few.h`` on Wh + c0, rows H apart)."""
+    cdef Py_ssize_t H = n_hidden
+    fetch_row(h_prev, H * sizeof(floating))     # the other threads' columns of it
+    # h_t[c0:c1] += h_prev @ Wh[:, c0:c1]     (1,C) += (1,H)(H,C)
+    gemm_b(Whp + c0 * H if Whp != NULL else NULL, NO_TRANS, 1, c1 - c0, n_hidden,
+           1, h_prev, n_hidden, Wh + c0, n_hidden, 1, h_t + c0, n_hidden)
+    phi_in_place(h_t + c0, c1 - c0, nonlinearity)
+
+
+cdef void _forward_parts(Call* c, const floating* h0, floating* h, const floating* Wh,
+                         const floating* Whp, int nonlinearity) noexcept nogil:
+    """The step loop of one sequence, each step's columns split between c.n_parts threads
+    (``src/_columns.pxd``): thread s computes columns [part_first(s), part_first(s + 1)) of h_t
+    (cut at panel boundaries), then all wait at the barrier before any reads the whole h_t for
+    step t + 1. Thread 0, the calling thread, looks for Ctrl-C before each wait, and the
+    barrier's verdict stops every thread after the same step."""
+    cdef SpinBarrier bar, alone
+    cdef SpinBarrier* b = &alone
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, H = c.n_hidden
+    cdef int unit = _panel(h0)
+    cdef Py_ssize_t t = 0
+    barrier_init(&bar, c.n_parts)
+    barrier_init(&alone, 1)
+    with parallel(num_threads=c.n_parts):
+        s = threadid()
+        # a team smaller than asked (OpenMP's limits): thread 0 runs every column alone
+        n = c.n_parts if team_size() == c.n_parts else 1
+        b = &bar if n > 1 else &alone
+        if s < n:
+            c0 = part_first(H, unit, n, s)
+            c1 = part_first(H, unit, n, s + 1)
+            sense = 0
+            for t in range(c.n_run):
+                _forward_cols(<const floating*> h + (t - 1) * c.step if t else h0,
+                              h + t * c.step, Wh, Whp, H, c0, c1, nonlinearity)
+                if barrier_wait(b, &sense, s == 0 and interrupted(&c.w)):
+                    break       # Ctrl-C: every thread stops after this step
+
+
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x. Arguments as for every cell's forward
     (``src/_call.pxd``)."""
@@ -135,17 +204,22 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
         Whp = pack_held(NO_TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
         # h = b + X @ Wx     (T*N,H) = (H,) + (T*N,D)(D,H) (src/_call.pxd)
         input_product(&c, H, &x[0, 0, 0], Wx, b, hp)
-        # shard s: its sequences, every step that runs one (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
-            hs = hp + sh.first
-            for t in range(c.n_run):
-                rows = rows_forward(&c, s, &sh, t)
-                if rows == 0:
-                    break       # none of the shard's rows runs this step or later, or Ctrl-C
-                _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + sh.n0 * H,
-                              c.ld if t else H, hs + t * c.step, c.ld, Wh, Whp, rows, H,
-                              nonlinearity)
+        if c.n_parts > 1:
+            # one sequence: each step's columns split between threads (src/_columns.pxd)
+            if not c.w.stopped:
+                _forward_parts(&c, h0, hp, Wh, Whp, nonlinearity)
+        else:
+            # shard s: its sequences, every step that runs one (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+                hs = hp + sh.first
+                for t in range(c.n_run):
+                    rows = rows_forward(&c, s, &sh, t)
+                    if rows == 0:
+                        break   # none of the shard's rows runs this step or later, or Ctrl-C
+                    _forward_step(<const floating*> hs + (t - 1) * c.step if t
+                                  else h0 + sh.n0 * H, c.ld if t else H, hs + t * c.step, c.ld,
+                                  Wh, Whp, rows, H, nonlinearity)
         zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
     raise_pending(&c.w)
 
@@ -257,6 +331,142 @@ cdef void _block_grads(bint by_step, Py_ssize_t t_first, int n_block, int n_step
              1, dA_t, n_hidden, Wx, n_hidden, 0, dx + t * D, <int> (T * D))
 
 
+cdef enum:
+    SQUARE_STRIDE = 8       # doubles between two threads' sums of squares: one cache line each
+
+
+cdef void _dA_cols(const floating* dh_t, const floating* h_t, const floating* carry,
+                   floating* dA_t, int c0, int c1, double* square,
+                   int nonlinearity) noexcept nogil:
+    """Columns c0:c1 of dA_t = (dh[t] + carry) * phi'(a_t) for one sequence, from the columns
+    of the carry that this thread computed at step t + 1. ``square`` (unless NULL) receives
+    the sum of squares of those columns of dh[t] + carry, its part of ||dL/dh_t||**2."""
+    cdef Py_ssize_t i
+    cdef double sq = 0
+    if square != NULL:
+        for i in range(c0, c1):
+            sq += (dh_t[i] + carry[i]) * (dh_t[i] + carry[i])
+        square[0] = sq
+    _dA_row(dh_t + c0, h_t + c0, carry + c0, dA_t + c0, c1 - c0, nonlinearity)
+
+
+cdef floating _joined_norm(const double* squares, int n_parts, floating unused) noexcept nogil:
+    """||dL/dh_t|| from the parts' sums of squares, SQUARE_STRIDE apart, added in part order."""
+    cdef double sq = 0
+    cdef int s
+    for s in range(n_parts):
+        sq += squares[s * SQUARE_STRIDE]
+    return <floating> sqrt(sq)
+
+
+cdef void _carry_cols(const floating* dA_t, floating xi_t, floating* carry, const floating* Wh,
+                      const floating* WhTp, int n_hidden, int c0, int c1) noexcept nogil:
+    """Columns c0:c1 of the carry into step t - 1 of one sequence, from the whole dA_t. WhTp is
+    Wh.T packed (c0 at a panel boundary: its columns' panels start at WhTp + c0 * H), or NULL
+    (BLAS or ``_few.h`` on rows c0:c1 of Wh)."""
+    cdef Py_ssize_t H = n_hidden
+    if cut(xi_t, carry + c0, c1 - c0):
+        return          # xi_t == 0: carry[c0:c1] = 0 (src/_truncation.pxd)
+    fetch_row(dA_t, H * sizeof(floating))       # the other threads' columns of it
+    # carry[c0:c1] = xi_t * dA_t @ Wh[c0:c1].T     (1,C) = (1,H)(C,H)'
+    gemm_b(WhTp + c0 * H if WhTp != NULL else NULL, TRANS, 1, c1 - c0, n_hidden,
+           xi_t, dA_t, n_hidden, Wh + c0 * H, n_hidden, 0, carry + c0, n_hidden)
+
+
+cdef void _block_grads_part(int s, int n_parts, Py_ssize_t t_first, int n_block, int n_input,
+                            int n_hidden, const floating* x, const floating* h0,
+                            const floating* h, const floating* dA, const floating* Wx,
+                            floating* dx, bint write, floating* dWx, floating* dWh,
+                            floating* db) noexcept nogil:
+    """Part s of n_parts of ``_block_grads`` for one sequence (the block's rows consecutive in
+    x, h and dx): its columns of the weight gradients and its rows of dx (``src/_shards.pxd``),
+    each element the same sum as ``_block_grads`` takes."""
+    cdef Py_ssize_t D = n_input, H = n_hidden
+    cdef floating beta = 0 if write else 1
+    # no part of one row where the block has several: BLAS runs a one-row product as a GEMV,
+    # whose sums round otherwise than its GEMM's
+    cdef int row_parts = n_parts if n_block >= 2 * n_parts else (n_block // 2 or 1)
+    # db (+)= dA.sum(axis=0), its columns
+    cols_bias_part(s, n_parts, n_block, n_hidden, dA, H, write, db)
+    # dWx[:, c0:c1] (+)= X[blk].T @ dA[:, c0:c1]     (D,C) (+)= (B,D)'(B,C)
+    cols_sum_part(NULL, s, n_parts, n_input, n_hidden, n_block, 1, x + t_first * D, n_input,
+                  dA, n_hidden, beta, dWx, n_hidden)
+    if t_first == 0:
+        # dWh[:, c0:c1] (+)= h0.T @ dA[0, c0:c1] + h[:B-1].T @ dA[1:, c0:c1]
+        cols_hidden_part(NULL, s, n_parts, True, n_block, 1, n_hidden, n_hidden, h0, h, dA, H,
+                         beta, dWh)
+    else:
+        # dWh[:, c0:c1] (+)= h[blk - 1].T @ dA[:, c0:c1]     (H,C) (+)= (B,H)'(B,C)
+        cols_sum_part(NULL, s, n_parts, n_hidden, n_hidden, n_block, 1,
+                      h + (t_first - 1) * H, n_hidden, dA, n_hidden, beta, dWh, n_hidden)
+    # dx[blk][r0:r1] = dA[r0:r1] @ Wx.T     (R,D) = (R,H)(D,H)'
+    if s < row_parts:
+        rows_product_part(NULL, s, row_parts, TRANS, n_block, n_input, n_hidden, 1, dA, n_hidden,
+                          Wx, n_hidden, 0, dx + t_first * D, n_input, NULL)
+
+
+cdef void _backward_parts(Call* c, const floating* dh, const floating* h, floating* dA,
+                          int n_block, const floating* xi, floating* carry, const floating* Wh,
+                          const floating* WhTp, floating* norms, double* squares,
+                          int nonlinearity, const floating* x, const floating* h0,
+                          const floating* Wx, floating* dx, bint write, floating* dWx,
+                          floating* dWh, floating* db) noexcept nogil:
+    """The backward step loop of one sequence, each step's columns split between c.n_parts
+    threads (``src/_columns.pxd``), thread s owning columns [part_first(s), part_first(s + 1))
+    (cut at panel boundaries). At step t it computes its columns of dA_t from its own columns
+    of the carry, the threads meet at the barrier, and it computes its columns of the carry
+    into step t - 1 from the whole dA_t. With norms, each thread's sum of squares goes to
+    ``squares`` (two sets, by the parity of t, so that a thread writing step t - 1's never
+    overwrites what thread 0 still reads of step t's) and thread 0 joins them after the
+    barrier. Lean (n_block > 0: dA is the workspace of n_block steps, rows H apart): after each
+    block its weight gradients and dx are split between the threads too
+    (``_block_grads_part``), and they meet again before the next block overwrites dA. Thread 0,
+    the calling thread, looks for Ctrl-C before each wait, and the barrier's verdict stops every
+    thread after the same step."""
+    cdef SpinBarrier bar, alone
+    cdef SpinBarrier* b = &alone
+    cdef int s = 0, n = 1, c0 = 0, c1 = 0, sense = 0, H = c.n_hidden
+    cdef int unit = _panel(h)
+    cdef bint stop = False
+    cdef Py_ssize_t t = 0, t_first = 0, t_end = 0
+    cdef floating* dA_t = dA
+    barrier_init(&bar, c.n_parts)
+    barrier_init(&alone, 1)
+    with parallel(num_threads=c.n_parts):
+        s = threadid()
+        # a team smaller than asked (OpenMP's limits): thread 0 runs every column alone
+        n = c.n_parts if team_size() == c.n_parts else 1
+        b = &bar if n > 1 else &alone
+        if s < n:
+            c0 = part_first(H, unit, n, s)
+            c1 = part_first(H, unit, n, s + 1)
+            sense = 0
+            stop = False
+            t_end = c.n_run
+            while t_end > 0 and not stop:
+                t_first = t_end - n_block if n_block > 0 and t_end > n_block else 0
+                for t in range(t_end - 1, t_first - 1, -1):
+                    dA_t = dA + ((t - t_first) * H if n_block > 0 else t * c.step)
+                    _dA_cols(dh + t * c.step, h + t * c.step, carry, dA_t, c0, c1,
+                             squares + ((t & 1) * n + s) * SQUARE_STRIDE if squares != NULL
+                             else NULL, nonlinearity)
+                    stop = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                    if stop:
+                        break   # Ctrl-C: every thread stops at this step
+                    if s == 0 and squares != NULL:
+                        norms[t] = _joined_norm(squares + (t & 1) * n * SQUARE_STRIDE, n,
+                                                norms[t])
+                    _carry_cols(dA_t, xi[t], carry, Wh, WhTp, H, c0, c1)
+                if n_block > 0 and not stop:
+                    # the first block (t_end = T) writes the weight gradients if ``write``
+                    _block_grads_part(s, n, t_first, <int> (t_end - t_first), c.n_input, H, x,
+                                      h0, h, dA, Wx, dx, write and t_end == c.n_steps, dWx, dWh,
+                                      db)
+                    # the next block overwrites the workspace dA that every thread reads here
+                    stop = barrier_wait(b, &sense, s == 0 and interrupted(&c.w))
+                t_end = t_first
+
+
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
                   dict weight_grads, floating[::1] norms=None, bint write_weight_grads=False,
@@ -303,6 +513,11 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     cdef floating* ns
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
+    cdef double[::1] squares    # the split steps' sums of squares for the norms
+    cdef double* squares_p = NULL
+    if c.n_parts > 1 and norms_p != NULL:
+        squares = np.empty(2 * c.n_parts * SQUARE_STRIDE)
+        squares_p = &squares[0]
     if lean:
         check_blas_ld(c.n_rows, c.n_input)
         dAp = dA_lean
@@ -313,7 +528,15 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     with nogil:
         # op(Wh) = Wh.T (H, H)
         WhTp = pack_held(TRANS, c.n_batch, H, H, Wh, H, &bufs.held.packed)
-        if lean:
+        if c.n_parts > 1:
+            # one sequence: each step's columns split between threads (src/_columns.pxd)
+            if norms_p != NULL:
+                for t in range(c.n_run, c.n_steps):
+                    norms_p[t] = 0      # steps that do not run: no gradient
+            _backward_parts(&c, dhp, hp, dAp, n_block, &xi[0], &carry[0, 0], Wh, WhTp, norms_p,
+                            squares_p, nonlinearity, x, h0, Wx, &dx[0, 0, 0], write, &dWx[0, 0],
+                            &dWh[0, 0], &db[0])
+        elif lean:
             while t_end > 0:
                 if interrupted(&c.w):
                     break

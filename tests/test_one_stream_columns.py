@@ -1,0 +1,200 @@
+"""One sequence (N = 1) on several threads, each step's columns split between them
+(src/_columns.pxd), in the Elman RNN's kernels: at 1, 2 and 3 threads, where the split happens
+(H >= 128) and where it does not (H = 64), at widths that are a multiple of the packed panel
+and that are not (200, 257), over one step (Wh not packed) and over more than FEW_PACK_STEPS
+(packed), in both layouts and dtypes, for every nonlinearity, with truncation (zeros in xi),
+the norms, the lean backward (overwrite_cache), a shorter length, out= and grads=.
+
+Every element of a step's work is computed by one thread as the same sum as on one thread, so
+the states h and the carries (dL/dh0) equal the one-thread ones bit for bit where the per-step
+products are this library's own loops (the AVX2 build; the baseline build calls BLAS, which
+is not bound to round a part of a product as it rounds the whole). The products over all
+steps (X @ Wx, dx, the weight gradients) run on BLAS split by rows or columns between the same
+threads: equal to rounding, as with several sequences. Bit for bit is checked on inputs whose
+product X @ Wx + b is exact (small integers and multiples of 1/64), so that what BLAS does with
+a part of it cannot show; the norms join the threads' sums of squares, equal to rounding."""
+import textwrap
+
+import numpy as np
+import pytest
+from conftest import assert_close, run_script
+
+import fastbptt
+import fastbptt._blas_threads
+import fastbptt._threads
+import fastbptt.reference as ref
+from fastbptt._kernels import use_avx2
+
+RNN = fastbptt.CELLS["rnn"]
+REF = ref.CELLS["rnn"]
+N_INPUT = 8
+LONG = 40       # more than FEW_PACK_STEPS: Wh packed in the AVX2 build
+
+
+@pytest.fixture(autouse=True)
+def threaded(monkeypatch):
+    """Every call threaded, however small (the tests' problems are far below the size where a
+    call starts other threads)."""
+    monkeypatch.setattr(fastbptt._threads, "THREADED_WORK", 0)
+    monkeypatch.setattr(fastbptt._blas_threads, "SINGLE_THREADED_WORK", 0)
+
+
+def problem(n_hidden, n_steps, dtype, time_major, seed=0):
+    """x, h0, Wx, Wh, b, dh, dhT, xi for one sequence: X @ Wx + b exact in any order (x small
+    integers, Wx and b multiples of 1/64), xi with zeros."""
+    rng = np.random.default_rng(seed)
+    shape = (n_steps, 1, N_INPUT) if time_major else (1, n_steps, N_INPUT)
+    x = rng.integers(-2, 3, shape).astype(dtype)
+    Wx = (rng.integers(-8, 9, (N_INPUT, n_hidden)) / 64).astype(dtype)
+    b = (rng.integers(-8, 9, n_hidden) / 64).astype(dtype)
+    h0 = rng.standard_normal((1, n_hidden)).astype(dtype)
+    Wh = (rng.standard_normal((n_hidden, n_hidden)) * 0.9 / np.sqrt(n_hidden)).astype(dtype)
+    dh = rng.standard_normal(shape[:2] + (n_hidden,)).astype(dtype)
+    dhT = rng.standard_normal((1, n_hidden)).astype(dtype)
+    xi = np.resize([1.0, 0.0, 2.5, 1.0, 0.5], n_steps)
+    return x, h0, Wx, Wh, b, dh, dhT, xi
+
+
+def run(cells, args, nonlinearity, time_major, lengths=None):
+    """Forward, forward again with out=, backward with xi, dhT and the norms, again with grads=,
+    and the lean backward (overwrite_cache, last: it overwrites the cache)."""
+    x, h0, Wx, Wh, b, dh, dhT, xi = args
+    kwargs = {"nonlinearity": nonlinearity, "time_major": time_major}
+    if lengths is not None:
+        kwargs["lengths"] = lengths
+    h, cache = cells.forward(x, h0, Wx, Wh, b, **kwargs)
+    out = {"h": h.copy()}
+    h, cache = cells.forward(x, h0, Wx, Wh, b, **kwargs, out=cache)
+    out["h out="] = h
+    norms = np.full(x.shape[0 if time_major else 1], np.nan, x.dtype)
+    grads = cells.backward(dh, cache, xi=xi, dhT=dhT, h_grad_norms=norms)
+    out.update({name: getattr(grads, name).copy() for name in grads._fields})
+    out["norms"] = norms
+    again = cells.backward(dh, cache, xi=xi, dhT=dhT, grads=grads)
+    out.update({f"{name} grads=": getattr(again, name) for name in ("dWx", "dWh", "db")})
+    if lengths is None:
+        norms = np.full_like(norms, np.nan)
+        lean = cells.backward(dh, cache, xi=xi, dhT=dhT, h_grad_norms=norms,
+                              overwrite_cache=True)
+        out.update({f"{name} lean": getattr(lean, name) for name in lean._fields})
+        out["norms lean"] = norms
+    return out
+
+
+EXACT = ("h", "h out=", "dh0", "dh0 lean")      # the per-step work alone
+
+
+def check(n_hidden, n_steps, dtype, time_major, nonlinearity, lengths=None):
+    args = problem(n_hidden, n_steps, dtype, time_major)
+    with fastbptt.num_threads(1):
+        one = run(RNN, args, nonlinearity, time_major, lengths)
+    theirs = run(REF, args, nonlinearity, time_major, lengths)
+    for name in theirs:
+        assert_close(one[name], theirs[name], dtype, name)
+    # where the per-step products are BLAS's (the baseline build; Wh too large for the loops
+    # on Wh in place over a short call), their parts round as BLAS rounds them
+    in_place = n_hidden * n_hidden * np.dtype(dtype).itemsize <= 192 * 1024
+    exact = use_avx2() and (n_steps >= 32 or in_place)
+    for n in (2, 3):
+        with fastbptt.num_threads(n):
+            ours = run(RNN, args, nonlinearity, time_major, lengths)
+        assert ours.keys() == theirs.keys()
+        for name in theirs:
+            assert_close(ours[name], theirs[name], dtype, name)
+            assert_close(ours[name], one[name], dtype, name)
+            if exact and name in EXACT:
+                np.testing.assert_array_equal(ours[name], one[name], err_msg=f"{n}: {name}")
+
+
+@pytest.mark.parametrize("n_hidden", [64, 128, 200, 257])
+@pytest.mark.parametrize("n_steps", [1, LONG])
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+def test_split_steps_equal_one_thread(n_hidden, n_steps, time_major, dtype):
+    check(n_hidden, n_steps, dtype, time_major, "tanh")
+
+
+@pytest.mark.parametrize("nonlinearity", ["sigmoid", "relu"])
+@pytest.mark.parametrize("n_hidden", [128, 200])
+def test_every_nonlinearity(nonlinearity, n_hidden, dtype):
+    check(n_hidden, LONG, dtype, False, nonlinearity)
+
+
+@pytest.mark.parametrize("n_hidden", [128, 257])
+def test_a_shorter_length(n_hidden, dtype):
+    """N = 1 with lengths: the steps past the length do not run (their h zero, their norms
+    zero, no gradient from them)."""
+    check(n_hidden, LONG, dtype, False, "tanh", lengths=np.array([LONG - 7]))
+
+
+def test_the_split_is_at_panel_boundaries():
+    """The columns cut where a packed panel ends, the parts differing by one panel at most;
+    below MIN_PART_COLUMNS columns a part, no split."""
+    from fastbptt._blas_hooks import column_parts_hook as cuts
+    assert cuts(1, 64, 2, 4) == [0, 64]
+    assert cuts(1, 128, 2, 4) == [0, 64, 128]
+    assert cuts(1, 128, 3, 4) == [0, 64, 128]
+    assert cuts(1, 200, 3, 4) == [0, 64, 128, 200]
+    assert cuts(1, 200, 3, 8) == [0, 64, 128, 200]
+    assert cuts(1, 257, 3, 4) == [0, 80, 176, 257]
+    assert cuts(1, 257, 2, 8) == [0, 128, 257]
+    assert cuts(2, 1024, 2, 4) == [0, 1024]
+    assert cuts(1, 1024, 1, 4) == [0, 1024]
+
+
+SCRIPT = textwrap.dedent("""
+    import json, signal, threading, time
+    import numpy as np
+    import fastbptt
+
+    armed = [False]
+
+    def on_sigint(signum, frame):
+        if armed[0]:      # a signal after the call returned (a late timer) is dropped
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+
+    def interrupt(call, after=0.005):
+        # seconds from SIGINT to the KeyboardInterrupt, or None if the call finished first
+        sent = {}
+        def send():
+            sent["t"] = time.perf_counter()
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGINT)
+        timer = threading.Timer(after, send)
+        try:
+            armed[0] = True
+            timer.start()
+            call()
+            return None
+        except KeyboardInterrupt:
+            return time.perf_counter() - sent["t"]
+        finally:
+            armed[0] = False
+            timer.join()
+
+    fastbptt.set_num_threads(2)
+    rnn = fastbptt.CELLS["rnn"]
+    H, T = 128, 30_000
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, T, 4)).astype(np.float32)
+    Wx = (rng.standard_normal((4, H)) * 0.5).astype(np.float32)
+    Wh = (rng.standard_normal((H, H)) * 0.5 / np.sqrt(H)).astype(np.float32)
+    b = np.zeros(H, np.float32)
+    h, cache = rnn.forward(x, None, Wx, Wh, b)
+    report = {"forward": interrupt(lambda: rnn.forward(x, None, Wx, Wh, b)),
+              "backward": interrupt(lambda: rnn.backward(None, cache)),
+              "lean": interrupt(lambda: rnn.backward(None, cache, overwrite_cache=True))}
+    # the threads work on after it: a short call, as on one thread
+    h2 = rnn.forward(x[:, :500], None, Wx, Wh, b)[0]
+    report["again"] = bool(np.allclose(h2, h[:, :500], rtol=1e-5, atol=1e-6))
+    print(json.dumps(report))
+""")
+
+
+def test_ctrl_c_stops_a_split_call():
+    report = run_script(SCRIPT, timeout=120, env={"FASTBPTT_NUM_THREADS": "2"})
+    assert report.pop("again") is True
+    assert any(seconds is not None for seconds in report.values()), report
+    for name, seconds in report.items():
+        # within a fraction of a second (the kernels look every 20 ms), or done before it came
+        assert seconds is None or seconds < 1.0, (name, seconds)
