@@ -66,6 +66,25 @@ its loops (sizes, strides, the rows that run, threads, the watch for Ctrl-C) is 
 (``src/_call.pxd``), which also tells how sequences of unequal lengths (``active``) and several
 threads (``n_threads``) run.
 
+What runs on which thread: with several sequences, each thread runs the whole loop over a shard
+of them (``src/_shards.pxd``; db and dbh per shard, joined in shard order). One sequence
+(N = 1) whose step has at least 64 columns a thread (3H >= 128, H >= 43) runs on c.n_parts
+threads split by hidden units (``src/_units.pxd``): thread s owns units u0 .. u1 (whole panels)
+and, with them, columns u0 .. u1 of each gate block of gates, hh and dAh, of h, hn, dxn, the
+carry and g_row, and of db and dbh. In one parallel region for the whole loop, each step of
+forward is its product h_{t-1} @ Wh[:, its columns] (its columns of Wh packed once per call, its
+three gate blocks one after the other, into one product; n's r * (h_{t-1} Wh_n + bh_n) is per
+unit too), its gates, hn and h_t, then a spinning barrier (``src/_columns.pxd``) before the next
+step reads h_t whole; each step of backward is the pass over its units (g, its part of the norm,
+its columns of dAh_t, dxn_t, db, dbh, carry <- xi_t g z), the barrier, then carry[u0:u1] +=
+xi_t dAh_t @ Wh.T[:, u0:u1] over the whole row of dAh_t, on its own panels of the packed Wh.T.
+Every element is the sum the one-thread call makes, so h, hn, the gates, dAh, dxn, db, dbh and
+the carry equal its results bit for bit; the norms are joined from the parts' (to rounding).
+The products over all steps (X @ Wx, dWh, dWx, dx) run on the same threads, split by rows or
+columns. Thread 0, the calling thread, alone looks for Ctrl-C and passes what it saw to the
+barrier, so all stop after the same step. Where BLAS takes the per-step products (the baseline
+build; Wh too large to read in place over fewer than 32 steps), the steps run on one thread.
+
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
 (``--param vect-max-version-for-alias-checks``), and Cython cannot declare pointers ``restrict``.

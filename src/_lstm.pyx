@@ -55,6 +55,24 @@ strides, the rows that run, threads, the watch for Ctrl-C) is one ``Call`` (``sr
 which also tells how sequences of unequal lengths (``active``) and several threads
 (``n_threads``) run.
 
+What runs on which thread: with several sequences, each thread runs the whole loop over a shard
+of them (``src/_shards.pxd``). One sequence (N = 1) whose step has at least 64 columns a thread
+(4H >= 128, H >= 32) runs on c.n_parts threads split by hidden units (``src/_units.pxd``):
+thread s owns units u0 .. u1 (whole panels) and, with them, columns u0 .. u1 of each gate block
+of gates and dA, and of h, c and the carries. In one parallel region for the whole loop, each
+step of forward is its product h_{t-1} @ Wh[:, its columns] (its columns of Wh packed once per
+call, its four gate blocks one after the other, into one product), its gates, c_t and h_t, then
+a spinning barrier (``src/_columns.pxd``) before the next step reads h_t whole; each step of
+backward is dL/dh_t, its part of the norm, its columns of dA_t and carry_c (dc is per unit: it
+never leaves the thread), the barrier, then carry_h[u0:u1] = xi_t dA_t @ Wh.T[:, u0:u1] over the
+whole row of dA_t, on its own panels of the packed Wh.T. Every element is the sum the
+one-thread call makes, so h, c, the gates, dA and the carries equal its results bit for bit; the
+norms are joined from the parts' (to rounding). The products over all steps (X @ Wx, the
+weight gradients, dx) run on the same threads, split by rows or columns. Thread 0, the calling
+thread, alone looks for Ctrl-C and passes what it saw to the barrier, so all stop after the
+same step. Where BLAS takes the per-step products (the baseline build; Wh too large to read in
+place over fewer than 32 steps), the steps run on one thread.
+
 The fused passes walk one batch row at a time, j over the H units of each gate block, and call
 only the vectorisable ``_vmath`` functions. Each row's pass is three short loops rather than
 one: a single loop over all the arrays of a step (gates, c_{t-1}, c_t, h_t; in backward also

@@ -203,3 +203,45 @@ def test_ctrl_c_stops_a_split_call():
             assert r["stopped_early"], (cell, r)
         if fastbptt._kernels.load("_" + cell).__name__.endswith("_avx2"):
             assert r["parts"] == 2, (cell, r)
+
+
+FEWER = textwrap.dedent("""
+    import json
+    import numpy as np
+    import fastbptt, fastbptt._threads, fastbptt._blas_threads
+
+    fastbptt._threads.THREADED_WORK = 0
+    fastbptt._blas_threads.SINGLE_THREADED_WORK = 0
+    report = {"asked": fastbptt._threads._openmp_threads()}
+    for cell in ("lstm", "gru"):
+        record = fastbptt.CELLS[cell]
+        G, H, T = record.n_gates, 64, 40
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, T, 8))
+        Wx = rng.standard_normal((8, G * H)) * 0.2
+        Wh = rng.standard_normal((H, G * H)) * 0.1
+        b = np.zeros(G * H)
+        out = {}
+        for n in (1, 2):
+            with fastbptt.num_threads(n):
+                h, cache = record.forward(x, None, Wx, Wh, b)
+                norms = np.empty(T)
+                full = record.backward(np.ones_like(h), cache, h_grad_norms=norms)
+                lean = record.backward(np.ones_like(h), cache, overwrite_cache=True)
+                out[n] = [h, norms, full.dh0, full.dWh, lean.dh0, lean.dWh]
+        report[cell] = [bool(np.allclose(a, b, rtol=1e-12, atol=1e-12))
+                        for a, b in zip(out[1], out[2])]
+    print(json.dumps(report))
+""")
+
+
+def test_a_team_smaller_than_asked_runs_alone():
+    """OMP_THREAD_LIMIT=1: OpenMP reports 2 threads for the calling thread but gives the call's
+    region one; the call must not wait at the barrier for a thread that never comes. It runs
+    every unit on the calling thread, with the one-thread results (to rounding: the products
+    over all steps still run in two parts)."""
+    report = run_script(FEWER, timeout=60, env={"OMP_THREAD_LIMIT": "1", "OMP_NUM_THREADS": "2",
+                                                "FASTBPTT_NUM_THREADS": "2"})
+    assert report["asked"] == 2, report
+    for cell in ("lstm", "gru"):
+        assert report[cell] == [True] * 6, (cell, report)
