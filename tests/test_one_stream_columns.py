@@ -198,3 +198,41 @@ def test_ctrl_c_stops_a_split_call():
     for name, seconds in report.items():
         # within a fraction of a second (the kernels look every 20 ms), or done before it came
         assert seconds is None or seconds < 1.0, (name, seconds)
+
+
+FEWER = textwrap.dedent("""
+    import json
+    import numpy as np
+    import fastbptt, fastbptt._threads, fastbptt._blas_threads
+
+    fastbptt._threads.THREADED_WORK = 0
+    fastbptt._blas_threads.SINGLE_THREADED_WORK = 0
+    rnn = fastbptt.CELLS["rnn"]
+    rng = np.random.default_rng(0)
+    H, T = 128, 40
+    x = rng.standard_normal((1, T, 8))
+    Wx = rng.standard_normal((8, H)) * 0.2
+    Wh = rng.standard_normal((H, H)) * 0.08
+    b = np.zeros(H)
+    out = {}
+    for n in (1, 2):
+        with fastbptt.num_threads(n):
+            h, cache = rnn.forward(x, None, Wx, Wh, b)
+            full = rnn.backward(np.ones_like(h), cache)
+            lean = rnn.backward(np.ones_like(h), cache, overwrite_cache=True)
+            out[n] = [h, full.dh0, full.dWh, lean.dh0, lean.dWh]
+    print(json.dumps({"asked": fastbptt._threads._openmp_threads(),
+                      "equal": [bool(np.allclose(a, b, rtol=1e-12, atol=1e-12))
+                                for a, b in zip(out[1], out[2])]}))
+""")
+
+
+def test_a_team_smaller_than_asked_runs_alone():
+    """OMP_THREAD_LIMIT=1: OpenMP still reports 2 threads for the calling thread, but gives the
+    call's region one; the call must not wait at the barrier for a thread that never comes. It
+    runs every column on the calling thread, with the one-thread results (to rounding: the
+    products over all steps still run in two parts)."""
+    report = run_script(FEWER, timeout=60, env={"OMP_THREAD_LIMIT": "1", "OMP_NUM_THREADS": "2",
+                                                "FASTBPTT_NUM_THREADS": "2"})
+    assert report["asked"] == 2, report
+    assert report["equal"] == [True] * 5, report
