@@ -1,10 +1,11 @@
 """One sequence (N = 1) on several threads: the gated cells' kernels split each step between
-the call's threads by hidden units (``src/_columns.pxd``). At 2 and 3 threads every result of
+the call's threads by hidden units (``src/_units.pxd``). At 2 and 3 threads every result of
 the step loops (h, the final states, the gradients into the initial ones, the biases'
-gradients) equals the one-thread result bit for bit, the norms of dL/dh_t to rounding (the
-parts' sums are joined), and so do dx, dWx and dWh, products over all steps that BLAS runs
-split by rows or columns between the threads (``src/_shards.pxd``; OpenBLAS may sum the edge
-rows and columns of a block in another order); all equal the reference to rounding. Where the
+gradients) equals the one-thread result bit for bit, on inputs whose x_t Wx + b is exact in
+any order (``exact_input_product``); the norms of dL/dh_t to rounding (the parts' sums are
+joined), and so dx, dWx and dWh, products over all steps that BLAS runs split by rows or
+columns between the threads (``src/_shards.pxd``; OpenBLAS may round the edge rows and
+columns of a part otherwise than the whole's); all equal the reference to rounding. Where the
 step's product is too narrow to split, or the products run on BLAS, the call runs its steps on
 one thread. Ctrl-C stops a split call."""
 import os
@@ -23,9 +24,9 @@ import fastbptt.reference as ref
 GATED = ["lstm", "gru"]
 # the products over all steps, split between threads by BLAS calls (results to rounding)
 HOISTED = ("dx", "dWx", "dWh")
-# (H, T): G*H < 128 (no split), a multiple of the panels, not one (100), a last part of a
+# (H, T): G*H < 128 (no split), a multiple of the panels, not one (67, 100), a last part of a
 # few units (130); T = 1 runs the per-step products on Wh in place, T > 32 on Wh packed
-SHAPES = [(16, 40), (64, 1), (64, 40), (100, 1), (100, 35), (130, 1), (130, 34)]
+SHAPES = [(16, 40), (64, 1), (64, 40), (67, 33), (100, 1), (100, 35), (130, 1), (130, 34)]
 
 
 @pytest.fixture
@@ -68,6 +69,20 @@ def run_all(module, cell, args, kwargs, dh, lengths=None):
     return results
 
 
+def exact_input_product(args, seed=1):
+    """x, Wx and b made of small multiples of 1/64 (the same values in the problem's dtype), so
+    that x_t Wx + b is exact in any order: the products over all steps are BLAS's, split
+    between threads by rows, and BLAS may round a part of a product otherwise than the whole
+    (the column tail of a block), which would show in h. The per-step products are the
+    library's own loops, whose elements do not depend on the split: those are what is checked
+    bit for bit."""
+    x, _, Wx, _, b = args
+    rng = np.random.default_rng(seed)
+    x[...] = rng.integers(-2, 3, x.shape)
+    Wx[...] = rng.integers(-8, 9, Wx.shape) / 64
+    b[...] = rng.integers(-8, 9, b.shape) / 64
+
+
 def split_parts(cell, args, kwargs, n_threads):
     """The threads a call of these sizes on ``n_threads`` splits each step between."""
     kernels = fastbptt._kernels.load("_" + cell)
@@ -82,6 +97,7 @@ def test_parts_equal_one_thread_bit_for_bit(cell, shape, time_major, dtype, thre
     n_hidden, n_steps = shape
     args, kwargs, dh = make_problem(cell, 1, n_steps, 3, n_hidden, dtype=dtype,
                                     time_major=time_major)
+    exact_input_product(args)
     if n_steps > 1:     # a zero input step: x_t Wx = 0
         args[0][(slice(None), 2) if not time_major else (2, slice(None))] = 0
     with fastbptt.num_threads(1):
@@ -128,6 +144,7 @@ def test_where_a_step_is_split(cell, threaded):
 def test_a_shorter_length(cell, dtype, threaded):
     """N = 1 with lengths shorter than T: the steps past it give nothing, as on one thread."""
     args, kwargs, dh = make_problem(cell, 1, 40, 3, 64, dtype=dtype, time_major=True)
+    exact_input_product(args)
     lengths = np.array([33])
     with fastbptt.num_threads(1):
         alone = run_all(fastbptt, cell, args, kwargs, dh, lengths)
@@ -145,7 +162,10 @@ SCRIPT = textwrap.dedent("""
     import json, os, signal, threading, time
     import numpy as np
     import fastbptt
-    import fastbptt._kernels
+    import fastbptt._blas_threads, fastbptt._kernels, fastbptt._threads
+
+    fastbptt._threads.THREADED_WORK = 0     # the short call after the others split too
+    fastbptt._blas_threads.SINGLE_THREADED_WORK = 0
 
     def interrupt(call, after=0.02):
         '''call() with SIGINT sent after it started: the seconds from the signal to the
@@ -178,7 +198,8 @@ SCRIPT = textwrap.dedent("""
         Wx = (rng.standard_normal((2, G * H)) * 0.5).astype(np.float32)
         Wh = (rng.standard_normal((H, G * H)) * 0.2).astype(np.float32)
         b = np.zeros(G * H, np.float32)
-        h, cache = record.forward(x, None, Wx, Wh, b)
+        with fastbptt.num_threads(1):       # on a busy machine, spinning threads crawl
+            h, cache = record.forward(x, None, Wx, Wh, b)
         parts = kernels.split_parts(kernels.Buffers(cache), 2)
         norms = np.full(T, -1.0, np.float32)
         report[cell] = {
@@ -186,7 +207,14 @@ SCRIPT = textwrap.dedent("""
             "forward": interrupt(lambda: record.forward(x, None, Wx, Wh, b)),
             "backward": interrupt(lambda: record.backward(None, cache, h_grad_norms=norms)),
             "stopped_early": bool(norms[0] == -1)}
-        record.backward(None, cache)      # the threads work on after an interrupted call
+        # the threads work on after an interrupted call: a short split call as on one thread
+        short = []
+        for n in (2, 1):
+            with fastbptt.num_threads(n):
+                h, cache = record.forward(x[:, :40], None, Wx, Wh, b)
+                short.append([h, record.backward(None, cache).dh0])
+        report[cell]["after"] = all(np.allclose(a, b, rtol=1e-5, atol=1e-6)
+                                    for a, b in zip(*short))
     print(json.dumps(report))
 """)
 
@@ -201,6 +229,7 @@ def test_ctrl_c_stops_a_split_call():
             assert r[name] is None or r[name] < 1.0, (cell, r)
         if r["backward"] is not None:
             assert r["stopped_early"], (cell, r)
+        assert r["after"], (cell, r)
         if fastbptt._kernels.load("_" + cell).__name__.endswith("_avx2"):
             assert r["parts"] == 2, (cell, r)
 
