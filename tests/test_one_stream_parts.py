@@ -141,9 +141,10 @@ def test_where_a_step_is_split(cell, threaded):
 
 
 @pytest.mark.parametrize("cell", GATED)
-def test_a_shorter_length(cell, dtype, threaded):
+@pytest.mark.parametrize("time_major", [False, True], ids=["batch", "time"])
+def test_a_shorter_length(cell, time_major, dtype, threaded):
     """N = 1 with lengths shorter than T: the steps past it give nothing, as on one thread."""
-    args, kwargs, dh = make_problem(cell, 1, 40, 3, 64, dtype=dtype, time_major=True)
+    args, kwargs, dh = make_problem(cell, 1, 40, 3, 64, dtype=dtype, time_major=time_major)
     exact_input_product(args)
     lengths = np.array([33])
     with fastbptt.num_threads(1):
