@@ -70,8 +70,9 @@ What runs on which thread: with several sequences, each thread runs the whole lo
 of them (``src/_shards.pxd``; db and dbh per shard, joined in shard order). One sequence
 (N = 1) whose step has at least 64 columns a thread (3H >= 128, H >= 43) runs on c.n_parts
 threads split by hidden units (``src/_units.pxd``): thread s owns units u0 .. u1 (whole panels)
-and, with them, columns u0 .. u1 of each gate block of gates, hh and dAh, of h, hn, dxn, the
-carry and g_row, and of db and dbh. In one parallel region for the whole loop, each step of
+and, with them, columns u0 .. u1 of each gate block of gates and dAh (and of hh, or, where Wh
+is packed, a row of products of its own), of h, hn, dxn, the carry and g_row, and of db and
+dbh. In one parallel region for the whole loop, each step of
 forward is its product h_{t-1} @ Wh[:, its columns] (its columns of Wh packed once per call, its
 three gate blocks one after the other, into one product; n's r * (h_{t-1} Wh_n + bh_n) is per
 unit too), its gates, hn and h_t, then a spinning barrier (``src/_columns.pxd``) before the next
