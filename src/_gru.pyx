@@ -119,7 +119,7 @@ from _interrupt cimport interrupted, raise_pending
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
-from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
+from _units cimport NO_SPLIT, SPLIT_PACKED, VERDICT_STOP, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -226,59 +226,83 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
                     h_prev + ld_prev * i, b, bh, H, H)
 
 
+cdef void _pack_part(int p, int n_parts, int n_hidden, const floating* Wh,
+                     floating* packed) noexcept nogil:
+    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n], each padded to whole panels, one
+    after the other, at packed + 3 * u0 * H (``units_packed_len``; packed 64-byte aligned)."""
+    cdef int H = n_hidden, g
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    for g in range(3 if part.n > 0 else 0):
+        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, 3 * H,
+                   packed + 3 * part.u0 * H + g * part.n_pad * H)
+
+
+cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
+                        const floating* h0, const floating* Wh, const floating* b,
+                        const floating* bh, const floating* packed, floating* hh,
+                        floating* gp, floating* hnp, floating* hp) noexcept nogil:
+    """Part p's units u0 .. u0 + n of forward step t: its products h_{t-1} @ Wh[:, its
+    columns], the sums the one-thread call makes, on its packed blocks (SPLIT_PACKED; its row
+    of products at packed + 3 * H_pad * H + 3 * u0) or on Wh in place (into its columns of
+    hh); then its gates, hn and h_t."""
+    cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden, g
+    cdef int nr = panel_columns(sizeof(floating))
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t step = c.step, u0 = part.u0, n = part.n, n_pad = part.n_pad
+    cdef Py_ssize_t h_pad = (H + nr - 1) // nr * nr, hh_block = H
+    cdef floating* prod = hh + u0   # its products, blocks hh_block apart
+    cdef const floating* h_prev = <const floating*> hp + (t - 1) * step if t else h0
+    if n == 0:
+        return
+    if route == SPLIT_PACKED:
+        prod, hh_block = <floating*> packed + 3 * h_pad * H + 3 * u0, n_pad
+        # prod = h_prev @ Wh[:, its columns]     (1,3 n_pad) = (1,H)(H,3 n_pad)
+        gemm_b(packed + 3 * u0 * H, NO_TRANS, 1, <int> (3 * n_pad), H, 1, h_prev, H, Wh, n_gh,
+               0, prod, <int> (3 * n_pad))
+    else:
+        for g in range(3):
+            # hh[g*H + u0 : +n] = h_prev @ Wh[:, g*H + u0 : +n]     (1,n) = (1,H)(H,n)
+            gemm_b(<const floating*> NULL, NO_TRANS, 1, <int> n, H, 1, h_prev, H,
+                   Wh + g * H + u0, n_gh, 0, prod + g * H, n_gh)
+    _row_update(gp + 3 * t * step + u0, prod, hh_block, hnp + t * step + u0, hp + t * step + u0,
+                h_prev + u0, b + u0, bh + u0, H, n)
+
+
 cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                          int route, const floating* h0, const floating* Wh,
                          const floating* b, const floating* bh, floating* packed,
-                         floating* hh, floating* gp, floating* hnp,
-                         floating* hp) noexcept nogil:
-    """Thread s's part of a forward of one sequence split by hidden units (``src/_units.pxd``):
-    its units u0 .. u0 + n of every step, then the barrier ``bar`` before the next step reads
-    h_t whole. ``team``: the threads the region got; if fewer than c.n_parts, thread 0 runs
-    every unit alone (barrier ``alone``) and the others nothing. SPLIT_PACKED: the part packs
-    its three column blocks of Wh in the workspace ``packed`` (64-byte aligned) and keeps its
-    row of products there (``units_packed_len``); SPLIT_FEW: its products go to its columns of
-    hh. Each element of h_{t-1} Wh is the sum the one-thread call makes, so h, hn and the
-    gates equal its results bit for bit."""
-    cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating)), g
-    cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden
-    cdef Py_ssize_t t, step = c.step, u0, n, n_pad, h_pad
-    cdef Units part
-    cdef floating* bp = NULL
-    cdef floating* prod      # its products h_{t-1} @ Wh[:, its columns], blocks hh_block apart
-    cdef Py_ssize_t hh_block = H
-    cdef const floating* h_prev
+                         floating* hh, floating* gp, floating* hnp, floating* hp,
+                         int* went_alone) noexcept nogil:
+    """Thread s's share of a forward of one sequence split by hidden units (``src/_units.pxd``):
+    part s (``_forward_part``) of every step, then the barrier ``bar`` before the next step
+    reads h_t whole. Thread 0 runs every part, one after the other, where the region got fewer
+    threads than c.n_parts (``team``: the others run nothing) or from the step after a barrier
+    whose waits were slow (VERDICT_ALONE: the others leave; went_alone[0] = 1), with the
+    barrier of one ``alone``. ``packed``: the workspace, 64-byte aligned, where each thread
+    packs its parts' columns of Wh (SPLIT_PACKED). Each element of h_{t-1} Wh is the sum the
+    one-thread call makes, so h, hn and the gates equal its results bit for bit."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
+    cdef Py_ssize_t t
     if team != n_parts:
         if s != 0:
             return
-        n_parts, bar = 1, alone
-    part = units_of(H, sizeof(floating), n_parts, s)
-    u0, n, n_pad = part.u0, part.n, part.n_pad
-    prod = hh + u0
-    if route == SPLIT_PACKED and n > 0:
-        # its column blocks Wh[:, g*H + u0 : g*H + u0 + n], each whole panels, one after the
-        # other; its products beside all parts' panels (units_packed_len)
-        h_pad = (H + nr - 1) // nr * nr
-        bp = packed + 3 * u0 * H
-        prod, hh_block = packed + 3 * h_pad * H + 3 * u0, n_pad
-        for g in range(3):
-            units_pack(NO_TRANS, H, <int> n, Wh + g * H + u0, n_gh, bp + g * n_pad * H)
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            _pack_part(p, n_parts, c.n_hidden, Wh, packed)
     for t in range(c.n_run):
-        h_prev = <const floating*> hp + (t - 1) * step if t else h0
-        if n > 0:
-            fetch_row(h_prev, H * sizeof(floating))
-            if bp != NULL:
-                # prod = h_prev @ Wh[:, its columns]     (1,3 n_pad) = (1,H)(H,3 n_pad)
-                gemm_b(bp, NO_TRANS, 1, <int> (3 * n_pad), H, 1, h_prev, H, Wh, n_gh, 0, prod,
-                       <int> (3 * n_pad))
-            else:
-                for g in range(3):
-                    # hh[g*H + u0 : +n] = h_prev @ Wh[:, g*H + u0 : +n]     (1,n) = (1,H)(H,n)
-                    gemm_b(bp, NO_TRANS, 1, <int> n, H, 1, h_prev, H, Wh + g * H + u0, n_gh,
-                           0, prod + g * H, n_gh)
-            _row_update(gp + 3 * t * step + u0, prod, hh_block, hnp + t * step + u0,
-                        hp + t * step + u0, h_prev + u0, b + u0, bh + u0, H, n)
-        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+        fetch_row(<const floating*> hp + (t - 1) * c.step if t else h0,
+                  c.n_hidden * sizeof(floating))
+        for p in range(p0, p1):
+            _forward_part(p, n_parts, route, t, c, h0, Wh, b, bh, packed, hh, gp, hnp, hp)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops after this step
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -300,8 +324,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* hnp = <floating*> bufs.hn.buf
     cdef floating* hh = <floating*> bufs.hh.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
     cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     with nogil:
         if route != NO_SPLIT:
             # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
@@ -315,7 +340,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                 with parallel(num_threads=c.n_parts):
                     _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, Wh, b,
                                    bh, <floating*> packed_aligned(bufs.held.packed.buf), hh, gp,
-                                   hnp, hp)
+                                   hnp, hp, &went_alone)
         else:
             Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
                             &bufs.held.packed)
@@ -440,67 +465,85 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
            xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
 
 
+cdef void _backward_pass(int p, int n_parts, Py_ssize_t t, const Call* c,
+                         const floating* dh, const floating* gp, const floating* hnp,
+                         const floating* hp, const floating* h0, floating* dAhp,
+                         floating* dxnp, floating* carry, floating* g_row, floating* db,
+                         floating* dbh, const floating* xi,
+                         floating* norm_parts) noexcept nogil:
+    """Part p's units u0 .. u0 + n of backward step t before its product (``_row_grads``): g,
+    its norm over them (at norm_parts[p * T + t] unless NULL), its columns of dAh_t, dxn_t, db
+    and dbh, carry <- xi_t g z over them."""
+    cdef int H = c.n_hidden
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t step = c.step, u0 = part.u0
+    cdef double sq = _row_grads(dh + t * step + u0, gp + 3 * t * step + u0,
+                                hnp + t * step + u0, (hp + (t - 1) * step if t else h0) + u0,
+                                dAhp + 3 * t * step + u0, dxnp + t * step + u0, carry + u0,
+                                g_row + u0, db + u0, dbh + u0, xi[t], 0, norm_parts != NULL, H,
+                                part.n)
+    if norm_parts != NULL:
+        norm_parts[p * c.n_steps + t] = <floating> sqrt(sq)
+
+
 cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                           int route, const floating* dh, const floating* gp,
                           const floating* hnp, const floating* hp, const floating* h0,
                           floating* dAhp, floating* dxnp, floating* carry, floating* g_row,
                           const floating* Wh, floating* packed, floating* db, floating* dbh,
                           const floating* xi, floating* norm_parts,
-                          int* parts_run) noexcept nogil:
-    """Thread s's part of a backward of one sequence split by hidden units (``src/_units.pxd``):
-    at each step, from t = T - 1 down, the pass over its units (dL/dh_t, its norm over them at
-    norm_parts[s * T + t] unless NULL, dAh_t's and dxn_t's columns of its units, its columns of
-    db and dbh, carry <- xi_t g z over them), then the barrier, as the product reads dAh_t
-    whole: carry[u0:u1] += xi_t dAh_t @ Wh.T[:, u0:u1], on its panels of Wh.T packed in
-    ``packed`` (SPLIT_PACKED, each part packing its own) or on Wh's rows u0 .. u1 (SPLIT_FEW).
-    Every element is the sum the one-thread call makes. ``team``: as for ``_forward_units``;
-    thread 0 writes the parts that ran to parts_run[0]."""
-    cdef int n_parts = c.n_parts, sense = 0
+                          int* went_alone) noexcept nogil:
+    """Thread s's share of a backward of one sequence split by hidden units (``src/_units.pxd``):
+    at each step, from t = T - 1 down, part s's pass (``_backward_pass``), then the barrier,
+    as the product reads dAh_t whole, then part s's carry[u0:u0+n] += xi_t dAh_t @ Wh.T[:, its
+    units], on its panels of Wh.T packed in ``packed`` (SPLIT_PACKED, each thread packing its
+    parts') or on Wh's rows u0 .. u0 + n (SPLIT_FEW). Every element is the sum the one-thread
+    call makes. Thread 0 runs every part, as in ``_forward_units``, where the team is short or
+    from a barrier whose waits were slow on (went_alone[0] = 1)."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
     cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden
-    cdef Py_ssize_t t, step = c.step, u0, n, T = c.n_steps
     cdef Units part
-    cdef floating* bp = NULL
-    cdef floating* ns = NULL
-    cdef floating* dAh_t
-    cdef double sq
+    cdef Py_ssize_t t
+    cdef const floating* dAh_t
     if team != n_parts:
         if s != 0:
             return
-        n_parts, bar = 1, alone
-    if s == 0:
-        parts_run[0] = n_parts
-    part = units_of(H, sizeof(floating), n_parts, s)
-    u0, n = part.u0, part.n
-    if norm_parts != NULL:
-        ns = norm_parts + s * T
-    if route == SPLIT_PACKED and n > 0:
-        # its panels of Wh.T (3H, H): those of columns u0 .. u1, where the whole packing puts
-        # them; op(Wh[u0:u1]) = Wh[u0:u1].T (3H, n)
-        bp = packed + u0 * n_gh
-        units_pack(TRANS, n_gh, <int> n, Wh + u0 * n_gh, n_gh, bp)
-    for t in range(T - 1, -1, -1):
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            # op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (3H, n): its panels of Wh.T
+            part = units_of(H, sizeof(floating), n_parts, p)
+            if part.n > 0:
+                units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
+                           packed + part.u0 * n_gh)
+    for t in range(c.n_steps - 1, -1, -1):
         if t >= c.n_run:        # no row runs: no gradient, the carry waits
-            if ns != NULL:
-                ns[t] = 0
+            for p in range(p0, p1):
+                if norm_parts != NULL:
+                    norm_parts[p * c.n_steps + t] = 0
             continue
-        dAh_t = dAhp + 3 * t * step
-        if n > 0:
-            sq = _row_grads(dh + t * step + u0, gp + 3 * t * step + u0, hnp + t * step + u0,
-                            (hp + (t - 1) * step if t else h0) + u0, dAh_t + u0,
-                            dxnp + t * step + u0, carry + u0, g_row + u0, db + u0, dbh + u0,
-                            xi[t], 0, ns != NULL, H, n)
-            if ns != NULL:
-                ns[t] = <floating> sqrt(sq)
-        elif ns != NULL:
-            ns[t] = 0
-        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+        for p in range(p0, p1):
+            _backward_pass(p, n_parts, t, c, dh, gp, hnp, hp, h0, dAhp, dxnp, carry, g_row, db,
+                           dbh, xi, norm_parts)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops at this step
-        if n == 0 or xi[t] == 0:
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
+        if xi[t] == 0:
             continue
+        dAh_t = dAhp + 3 * t * c.step
         fetch_row(dAh_t, n_gh * sizeof(floating))
-        # carry[u0:u1] += xi_t * dAh_t @ Wh[u0:u1].T     (1,n) += (1,3H)(n,3H)'
-        gemm_b(bp, TRANS, 1, <int> n, n_gh, xi[t], dAh_t, n_gh, Wh + u0 * n_gh, n_gh, 1,
-               carry + u0, H)
+        for p in range(p0, p1):
+            part = units_of(H, sizeof(floating), n_parts, p)
+            if part.n > 0:
+                # carry[u0:u0+n] += xi_t * dAh_t @ Wh[u0:u0+n].T     (1,n) += (1,3H)(n,3H)'
+                gemm_b(packed + part.u0 * n_gh if route == SPLIT_PACKED else NULL, TRANS, 1,
+                       <int> part.n, n_gh, xi[t], dAh_t, n_gh, Wh + part.u0 * n_gh, n_gh, 1,
+                       carry + part.u0, H)
 
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
@@ -545,8 +588,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef int n_b
     cdef floating beta = 0 if write_weight_grads else 1    # of the first products into dWx, dWh
     cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
-    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
-    cdef int parts_run = c.n_parts
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     if route != NO_SPLIT:
         # split by units, part s's norms at norms_p + s * T
         norms_p = shard_norms(norms, c.n_parts, c.n_steps, &bufs.held.norm_parts)
@@ -578,10 +621,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, hnp,
                                 hp, h0, dAhp, dxnp, &carry[0, 0], g_row, Wh,
                                 <floating*> packed_aligned(bufs.held.packed.buf), &db[0],
-                                &dbh[0], &xi[0], norms_p, &parts_run)
+                                &dbh[0], &xi[0], norms_p, &went_alone)
             if norms_p != NULL and not c.w.stopped:
                 # the parts' norms joined: rounded otherwise than one sum over the row
-                join_norms(norms_p, parts_run, c.n_steps, &norms[0])
+                join_norms(norms_p, c.n_parts, c.n_steps, &norms[0])
+            if went_alone:      # the machine's cores are taken: the rest on this thread
+                c.n_threads = 1
         else:
             # op(Wh) = Wh.T (3H, H), stored (H, 3H)
             WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,

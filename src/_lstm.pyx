@@ -101,7 +101,7 @@ from _interrupt cimport interrupted, raise_pending
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
-from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
+from _units cimport NO_SPLIT, SPLIT_PACKED, VERDICT_STOP, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -186,63 +186,86 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden, n_hidden)
 
 
+cdef void _pack_part(int p, int n_parts, int n_hidden, const floating* Wh,
+                     floating* packed) noexcept nogil:
+    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n], each padded to whole panels, one
+    after the other, at packed + 4 * u0 * H (``units_packed_len``; packed 64-byte aligned)."""
+    cdef int H = n_hidden, g
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    for g in range(4 if part.n > 0 else 0):
+        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, 4 * H,
+                   packed + 4 * part.u0 * H + g * part.n_pad * H)
+
+
+cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
+                        const floating* h0, const floating* c0, const floating* Wh,
+                        const floating* packed, floating* gp, floating* hp,
+                        floating* cp) noexcept nogil:
+    """Part p's units u0 .. u0 + n of forward step t: a_t = (x_t Wx + b) + h_{t-1} @ Wh[:, its
+    columns], the sum the one-thread call makes, on its packed blocks (SPLIT_PACKED; its row
+    of products at packed + 4 * H_pad * H + 4 * u0) or on Wh in place; then its gates, c_t and
+    h_t."""
+    cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden, g
+    cdef int nr = panel_columns(sizeof(floating))
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t j, step = c.step, u0 = part.u0, n = part.n, n_pad = part.n_pad
+    cdef Py_ssize_t h_pad = (H + nr - 1) // nr * nr
+    cdef floating* gates_t = gp + 4 * t * step
+    cdef floating* prod
+    cdef const floating* h_prev = <const floating*> hp + (t - 1) * step if t else h0
+    cdef const floating* c_prev = <const floating*> cp + (t - 1) * step if t else c0
+    if n == 0:
+        return
+    if route == SPLIT_PACKED:
+        prod = <floating*> packed + 4 * h_pad * H + 4 * u0
+        # prod = h_prev @ Wh[:, its columns]     (1,4 n_pad) = (1,H)(H,4 n_pad)
+        gemm_b(packed + 4 * u0 * H, NO_TRANS, 1, <int> (4 * n_pad), H, 1, h_prev, H, Wh, n_gh,
+               0, prod, <int> (4 * n_pad))
+        for g in range(4):
+            for j in range(n):
+                gates_t[g * H + u0 + j] += prod[g * n_pad + j]
+    else:
+        for g in range(4):
+            # gates_t[g*H + u0 : +n] += h_prev @ Wh[:, g*H + u0 : +n]     (1,n) += (1,H)(H,n)
+            gemm_b(<const floating*> NULL, NO_TRANS, 1, <int> n, H, 1, h_prev, H,
+                   Wh + g * H + u0, n_gh, 1, gates_t + g * H + u0, n_gh)
+    _cell_update(gates_t + u0, c_prev + u0, H, cp + t * step + u0, hp + t * step + u0, H, 1, H,
+                 <int> n)
+
+
 cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                          int route, const floating* h0, const floating* c0, const floating* Wh,
-                         floating* packed, floating* gp, floating* hp,
-                         floating* cp) noexcept nogil:
-    """Thread s's part of a forward of one sequence split by hidden units: its units u0 .. u1
-    (``part_first`` in whole panels) of every step, then the barrier ``bar`` before the next
-    step reads h_t whole. ``team``: the threads the region got; if fewer than c.n_parts, thread
-    0 runs every unit alone (barrier ``alone``) and the others nothing. ``packed``: the
-    workspace, 64-byte aligned (SPLIT_PACKED), where the part packs its columns of Wh
-    (``units_packed_len``) and keeps its row of products; the step's a_t = (x_t Wx + b) +
-    h_{t-1} Wh[:, its columns] is the sum the one-thread call makes, so h, c and the gates
-    equal its results bit for bit."""
-    cdef int n_parts = c.n_parts, sense = 0, nr = panel_columns(sizeof(floating)), g
-    cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
-    cdef Py_ssize_t t, j, step = c.step, u0, n, n_pad, h_pad
-    cdef Units part
-    cdef floating* bp = NULL
-    cdef floating* prod = NULL
-    cdef floating* gates_t
-    cdef const floating* h_prev
-    cdef const floating* c_prev
+                         floating* packed, floating* gp, floating* hp, floating* cp,
+                         int* went_alone) noexcept nogil:
+    """Thread s's share of a forward of one sequence split by hidden units: part s
+    (``_forward_part``) of every step, then the barrier ``bar`` before the next step reads h_t
+    whole. Thread 0 runs every part, one after the other, where the region got fewer threads
+    than c.n_parts (``team``: the others run nothing) or from the step after a barrier whose
+    waits were slow (VERDICT_ALONE: the others leave; went_alone[0] = 1), with the barrier of
+    one ``alone``; a part's results do not depend on the thread. ``packed``: the workspace,
+    64-byte aligned, where each thread packs its parts' columns of Wh (SPLIT_PACKED)."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
+    cdef Py_ssize_t t
     if team != n_parts:
         if s != 0:
             return
-        n_parts, bar = 1, alone
-    part = units_of(H, sizeof(floating), n_parts, s)
-    u0, n, n_pad = part.u0, part.n, part.n_pad
-    if route == SPLIT_PACKED and n > 0:
-        # its column blocks Wh[:, g*H + u0 : g*H + u0 + n], each whole panels, one after the
-        # other; its products beside all parts' panels (units_packed_len)
-        h_pad = (H + nr - 1) // nr * nr
-        bp = packed + 4 * u0 * H
-        prod = packed + 4 * h_pad * H + 4 * u0
-        for g in range(4):
-            units_pack(NO_TRANS, H, <int> n, Wh + g * H + u0, n_gh, bp + g * n_pad * H)
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            _pack_part(p, n_parts, c.n_hidden, Wh, packed)
     for t in range(c.n_run):
-        h_prev = <const floating*> hp + (t - 1) * step if t else h0
-        gates_t = gp + 4 * t * step
-        if n > 0:
-            fetch_row(h_prev, H * sizeof(floating))
-            if bp != NULL:
-                # prod = h_prev @ Wh[:, its columns]     (1,4 n_pad) = (1,H)(H,4 n_pad)
-                gemm_b(bp, NO_TRANS, 1, <int> (4 * n_pad), H, 1, h_prev, H, Wh, n_gh, 0, prod,
-                       <int> (4 * n_pad))
-                for g in range(4):
-                    for j in range(n):
-                        gates_t[g * H + u0 + j] += prod[g * n_pad + j]
-            else:
-                for g in range(4):
-                    # gates_t[g*H + u0 : +n] += h_prev @ Wh[:, g*H + u0 : +n]     (1,n) (1,H)(H,n)
-                    gemm_b(bp, NO_TRANS, 1, <int> n, H, 1, h_prev, H, Wh + g * H + u0, n_gh,
-                           1, gates_t + g * H + u0, n_gh)
-            c_prev = <const floating*> cp + (t - 1) * step if t else c0
-            _cell_update(gates_t + u0, c_prev + u0, H, cp + t * step + u0, hp + t * step + u0,
-                         H, 1, H, <int> n)
-        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+        fetch_row(<const floating*> hp + (t - 1) * c.step if t else h0,
+                  c.n_hidden * sizeof(floating))
+        for p in range(p0, p1):
+            _forward_part(p, n_parts, route, t, c, h0, c0, Wh, packed, gp, hp, cp)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops after this step
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -264,8 +287,9 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* hp = <floating*> bufs.held.h.buf
     cdef floating* cp = <floating*> bufs.c.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
-    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
     cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     with nogil:
         if route != NO_SPLIT:
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
@@ -278,7 +302,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                 with parallel(num_threads=c.n_parts):
                     _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, c0,
                                    Wh, <floating*> packed_aligned(bufs.held.packed.buf), gp, hp,
-                                   cp)
+                                   cp, &went_alone)
         else:
             Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
@@ -383,74 +407,96 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
            xi_t, dA_t, <int> (4 * ld), Wh, 4 * n_hidden, 0, carry_h, n_hidden)
 
 
+cdef void _backward_pass(int p, int n_parts, Py_ssize_t t, const Call* c,
+                         const floating* dh, const floating* gp, const floating* cp,
+                         const floating* c0, floating* dAp, floating* carry_h,
+                         floating* carry_c, const floating* xi,
+                         floating* norm_parts) noexcept nogil:
+    """Part p's units u0 .. u0 + n of backward step t before its product: carry_h = dL/dh_t =
+    dh[t] + carry_h, its norm over them (at norm_parts[p * T + t] unless NULL), dA_t's columns
+    of its units and carry_c over them, all from the part's own carries."""
+    cdef int H = c.n_hidden
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t j, step = c.step, u0 = part.u0, n = part.n
+    cdef floating* ch = carry_h + u0
+    cdef const floating* dh_t = dh + t * step + u0
+    cdef const floating* c_prev = cp + (t - 1) * step if t else c0
+    cdef double sq = 0
+    for j in range(n):
+        ch[j] += dh_t[j]
+    if norm_parts != NULL:
+        for j in range(n):
+            sq += ch[j] * ch[j]
+        norm_parts[p * c.n_steps + t] = <floating> sqrt(sq)
+    if n > 0:
+        _gate_grads(gp + 4 * t * step + u0, c_prev + u0, H, cp + t * step + u0, H, ch,
+                    carry_c + u0, dAp + 4 * t * step + u0, xi[t], 1, H, <int> n)
+
+
+cdef void _backward_product(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
+                            const floating* dA_t, floating* carry_h, const floating* Wh,
+                            const floating* packed, floating xi_t) noexcept nogil:
+    """Part p's carry after step t's barrier: carry_h[u0:u0+n] = xi_t dA_t @ Wh.T[:, its
+    units], the sum the one-thread call makes, on its panels of Wh.T (SPLIT_PACKED: where the
+    whole packing puts them, at packed + u0 * 4H) or on Wh's rows u0 .. u0 + n; zero where
+    xi_t == 0."""
+    cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    if part.n == 0 or cut(xi_t, carry_h + part.u0, part.n):
+        return          # xi_t == 0: its carry_h = 0 (src/_truncation.pxd)
+    # carry_h[u0:u0+n] = xi_t * dA_t @ Wh[u0:u0+n].T     (1,n) = (1,4H)(n,4H)'
+    gemm_b(packed + part.u0 * n_gh if route == SPLIT_PACKED else NULL, TRANS, 1,
+           <int> part.n, n_gh, xi_t, dA_t, n_gh, Wh + part.u0 * n_gh, n_gh, 0,
+           carry_h + part.u0, H)
+
+
 cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                           int route, const floating* dh, const floating* gp,
                           const floating* cp, const floating* c0, floating* dAp,
                           floating* carry_h, floating* carry_c, const floating* Wh,
                           floating* packed, const floating* xi, floating* norm_parts,
-                          int* parts_run) noexcept nogil:
-    """Thread s's part of a backward of one sequence split by hidden units u0 .. u1 (whole
-    panels): at each step, from t = T - 1 down, dL/dh_t, its norm over the part (at
-    norm_parts[s * T + t] unless NULL), dA_t's columns of its units and carry_c over them (all
-    from its own carries), then the barrier, as the product reads dA_t whole: carry_h[u0:u1] =
-    xi_t dA_t @ Wh.T[:, u0:u1], on its panels of Wh.T packed in ``packed`` (SPLIT_PACKED, each
-    part packing its own) or on Wh's rows u0 .. u1 (SPLIT_FEW). Every element is the sum the
-    one-thread call makes. ``team``: as for ``_forward_units``; thread 0 writes the parts
-    that ran to parts_run[0]."""
-    cdef int n_parts = c.n_parts, sense = 0
+                          int* went_alone) noexcept nogil:
+    """Thread s's share of a backward of one sequence split by hidden units: at each step, from
+    t = T - 1 down, part s's pass (``_backward_pass``), then the barrier, as the product reads
+    dA_t whole, then part s's carry (``_backward_product``). Each thread packs its parts'
+    panels of Wh.T (SPLIT_PACKED). Thread 0 runs every part, as in ``_forward_units``, where
+    the team is short or from a barrier whose waits were slow on (went_alone[0] = 1)."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
     cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
-    cdef Py_ssize_t t, j, step = c.step, u0, n, T = c.n_steps
     cdef Units part
-    cdef floating* bp = NULL
-    cdef floating* ch
-    cdef floating* ns = NULL
-    cdef floating* dA_t
-    cdef const floating* dh_t
-    cdef double sq
+    cdef Py_ssize_t t
     if team != n_parts:
         if s != 0:
             return
-        n_parts, bar = 1, alone
-    if s == 0:
-        parts_run[0] = n_parts
-    part = units_of(H, sizeof(floating), n_parts, s)
-    u0, n = part.u0, part.n
-    ch = carry_h + u0
-    if norm_parts != NULL:
-        ns = norm_parts + s * T
-    if route == SPLIT_PACKED and n > 0:
-        # its panels of Wh.T (4H, H): those of columns u0 .. u1, where the whole packing puts
-        # them; op(Wh[u0:u1]) = Wh[u0:u1].T (4H, n)
-        bp = packed + u0 * n_gh
-        units_pack(TRANS, n_gh, <int> n, Wh + u0 * n_gh, n_gh, bp)
-    for t in range(T - 1, -1, -1):
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            # op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (4H, n): its panels of Wh.T
+            part = units_of(H, sizeof(floating), n_parts, p)
+            if part.n > 0:
+                units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
+                           packed + part.u0 * n_gh)
+    for t in range(c.n_steps - 1, -1, -1):
         if t >= c.n_run:        # no row runs: no gradient, the carries wait
-            if ns != NULL:
-                ns[t] = 0
+            for p in range(p0, p1):
+                if norm_parts != NULL:
+                    norm_parts[p * c.n_steps + t] = 0
             continue
-        dA_t = dAp + 4 * t * step
-        if n > 0:
-            # carry_h = dL/dh_t = dh[t] + carry_h, over its units
-            dh_t = dh + t * step + u0
-            for j in range(n):
-                ch[j] += dh_t[j]
-            if ns != NULL:
-                sq = 0
-                for j in range(n):
-                    sq += ch[j] * ch[j]
-                ns[t] = <floating> sqrt(sq)
-            _gate_grads(gp + 4 * t * step + u0, (cp + (t - 1) * step if t else c0) + u0, H,
-                        cp + t * step + u0, H, ch, carry_c + u0, dA_t + u0, xi[t], 1, H,
-                        <int> n)
-        elif ns != NULL:
-            ns[t] = 0
-        if barrier_wait(bar, &sense, s == 0 and interrupted(&c.w)):
+        for p in range(p0, p1):
+            _backward_pass(p, n_parts, t, c, dh, gp, cp, c0, dAp, carry_h, carry_c, xi,
+                           norm_parts)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops at this step
-        if n == 0 or cut(xi[t], ch, n):
-            continue        # xi_t == 0: its carry_h = 0 (src/_truncation.pxd)
-        fetch_row(dA_t, n_gh * sizeof(floating))
-        # carry_h[u0:u1] = xi_t * dA_t @ Wh[u0:u1].T     (1,n) = (1,4H)(n,4H)'
-        gemm_b(bp, TRANS, 1, <int> n, n_gh, xi[t], dA_t, n_gh, Wh + u0 * n_gh, n_gh, 0, ch, H)
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
+        fetch_row(dAp + 4 * t * c.step, n_gh * sizeof(floating))
+        for p in range(p0, p1):
+            _backward_product(p, n_parts, route, t, c, dAp + 4 * t * c.step, carry_h, Wh,
+                              packed, xi[t])
 
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
@@ -469,8 +515,8 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
-    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's if the team is short
-    cdef int parts_run = c.n_parts
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd); split by units, part s's
     cdef floating* norms_p = shard_norms(norms, c.n_parts if route != NO_SPLIT else c.n_shards,
                                          c.n_steps, &bufs.held.norm_parts)
@@ -506,10 +552,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, cp,
                                 c0, dAp, &carry_h[0, 0], &carry_c[0, 0], Wh,
                                 <floating*> packed_aligned(bufs.held.packed.buf), &xi[0],
-                                norms_p, &parts_run)
+                                norms_p, &went_alone)
             if norms_p != NULL and not c.w.stopped:
                 # the parts' norms joined: rounded otherwise than one sum over the row
-                join_norms(norms_p, parts_run, c.n_steps, &norms[0])
+                join_norms(norms_p, c.n_parts, c.n_steps, &norms[0])
+            if went_alone:      # the machine's cores are taken: the rest on this thread
+                c.n_threads = 1
         else:
             # op(Wh) = Wh.T (4H, H), stored (H, 4H)
             WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)

@@ -27,8 +27,12 @@ call runs on (``split_route``):
                    those over all of them, so the step loop runs on one thread
 
     split_route(c, packed, n_gates, itemsize)   the route of a call; ``packed`` the workspace
-    units_of(n_hidden, itemsize, n_parts, s)    part s's units: first unit, count, count
+    units_of(n_hidden, itemsize, n_parts, p)    part p's units: first unit, count, count
                                                 rounded up to whole panels
+
+Thread s runs part s. Thread 0 runs every part, one after the other, where the parallel region
+got fewer threads than it asked for (``team_size``), or from the step after a barrier whose
+verdict says the waits were slow (VERDICT_ALONE); a part's results are the same on any thread.
 """
 from _call cimport Call
 from _columns cimport part_first
@@ -38,6 +42,14 @@ cdef enum:
     NO_SPLIT = 0
     SPLIT_PACKED = 1
     SPLIT_FEW = 2
+
+cdef enum:
+    # the bits of a barrier's verdict, those of ``src/_spin.h``'s BARRIER_STOP and
+    # BARRIER_ALONE: every thread stops after this wait (Ctrl-C); the waits were slow (the
+    # machine's cores are taken), so every thread but the calling one leaves, and that one
+    # runs every part from then on. A barrier that has no such verdict never gives it.
+    VERDICT_STOP = 1
+    VERDICT_ALONE = 2
 
 
 cdef struct Units:
