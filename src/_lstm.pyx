@@ -591,8 +591,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
 
 def split_parts(Buffers bufs, int n_threads):
     """The threads a call over ``bufs`` allowed ``n_threads`` splits each step between by
-    hidden units (one sequence, ``src/_columns.pxd``), or 1: the step loop runs on one
-    thread."""
+    hidden units (one sequence, ``src/_units.pxd``), or 1: the step loop runs on one thread."""
     cdef Call c = begin_call(&bufs.held.dims, bufs.held.dims.itemsize, 4, None, n_threads)
     if split_route(&c, &bufs.held.packed, 4, bufs.held.dims.itemsize) == NO_SPLIT:
         return 1
