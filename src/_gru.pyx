@@ -66,6 +66,26 @@ its loops (sizes, strides, the rows that run, threads, the watch for Ctrl-C) is 
 (``src/_call.pxd``), which also tells how sequences of unequal lengths (``active``) and several
 threads (``n_threads``) run.
 
+What runs on which thread: with several sequences, each thread runs the whole loop over a shard
+of them (``src/_shards.pxd``; db and dbh per shard, joined in shard order). One sequence
+(N = 1) whose step has at least 64 columns a thread (3H >= 128, H >= 43) runs on c.n_parts
+threads split by hidden units (``src/_units.pxd``): thread s owns units u0 .. u1 (whole panels)
+and, with them, columns u0 .. u1 of each gate block of gates and dAh (and of hh, or, where Wh
+is packed, a row of products of its own), of h, hn, dxn, the carry and g_row, and of db and
+dbh. In one parallel region for the whole loop, each step of
+forward is its product h_{t-1} @ Wh[:, its columns] (its columns of Wh packed once per call, its
+three gate blocks one after the other, into one product; n's r * (h_{t-1} Wh_n + bh_n) is per
+unit too), its gates, hn and h_t, then a spinning barrier (``src/_columns.pxd``) before the next
+step reads h_t whole; each step of backward is the pass over its units (g, its part of the norm,
+its columns of dAh_t, dxn_t, db, dbh, carry <- xi_t g z), the barrier, then carry[u0:u1] +=
+xi_t dAh_t @ Wh.T[:, u0:u1] over the whole row of dAh_t, on its own panels of the packed Wh.T.
+Every element is the sum the one-thread call makes, so h, hn, the gates, dAh, dxn, db, dbh and
+the carry equal its results bit for bit; the norms are joined from the parts' (to rounding).
+The products over all steps (X @ Wx, dWh, dWx, dx) run on the same threads, split by rows or
+columns. Thread 0, the calling thread, alone looks for Ctrl-C and passes what it saw to the
+barrier, so all stop after the same step. Where BLAS takes the per-step products (the baseline
+build; Wh too large to read in place over fewer than 32 steps), the steps run on one thread.
+
 Each elementwise pass is a few short loops over a row rather than one: GCC vectorises a loop
 only if it needs at most 10 run-time checks that its arrays do not overlap
 (``--param vect-max-version-for-alias-checks``), and Cython cannot declare pointers ``restrict``.
@@ -84,7 +104,7 @@ import numpy as np
 cimport cython
 from cpython.buffer cimport PyBuffer_Release
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport sqrt
 from libc.string cimport memset
 
@@ -92,12 +112,14 @@ from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_
                       zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, team_size
 from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
                     refresh_held, release_held, steps_shape)
-from _interrupt cimport raise_pending
-from _packed cimport gemm_b, pack_held
+from _interrupt cimport interrupted, raise_pending
+from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
+from _units cimport NO_SPLIT, SPLIT_PACKED, VERDICT_STOP, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -157,53 +179,130 @@ cdef class Buffers:
         PyBuffer_Release(&self.dxn)
 
 
+cdef void _row_update(floating* gate_r, const floating* hh_r, Py_ssize_t hh_block,
+                      floating* hn_i, floating* h_i, const floating* h_prev_i,
+                      const floating* b, const floating* bh, Py_ssize_t n_hidden,
+                      Py_ssize_t n_units) noexcept nogil:
+    """One row's gates, hn and h_t from its x_t Wx (in gate_r's row, blocks n_hidden apart) and
+    its h_{t-1} Wh (hh_r, blocks hh_block apart): the first n_units units of each block (all:
+    n_hidden); a part of the units from unit u0 on is the same call on gate_r, hn_i, h_i,
+    h_prev_i, b and bh moved by u0."""
+    cdef Py_ssize_t H = n_hidden, j
+    cdef floating n
+    cdef floating* gate_z = gate_r + H
+    cdef floating* gate_n = gate_z + H
+    cdef const floating* hh_z = hh_r + hh_block
+    cdef const floating* hh_n = hh_z + hh_block
+    # short loops, so that GCC vectorises every one (see the module docstring)
+    # r = sigma(xr + hr), in place of x_t Wx_r
+    for j in range(n_units):
+        gate_r[j] = sigmoid_((gate_r[j] + b[j]) + (hh_r[j] + bh[j]))
+    # z = sigma(xz + hz), in place of x_t Wx_z
+    for j in range(n_units):
+        gate_z[j] = sigmoid_((gate_z[j] + b[H + j]) + (hh_z[j] + bh[H + j]))
+    # xn = x_t Wx_n + b_n in place;  hn = h_prev Wh_n + bh_n
+    for j in range(n_units):
+        gate_n[j] = gate_n[j] + b[2 * H + j]
+        hn_i[j] = hh_n[j] + bh[2 * H + j]
+    # n = tanh(xn + r * hn), in place of xn;  h_t = (1 - z) * n + z * h_prev
+    for j in range(n_units):
+        n = tanh_(gate_n[j] + gate_r[j] * hn_i[j])
+        gate_n[j] = n
+        h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
+
+
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
                         floating* hn_t, floating* h_t, Py_ssize_t ld, floating* hh,
                         const floating* Wh, const floating* Whp, const floating* b,
                         const floating* bh, int n_batch, int n_hidden) noexcept nogil:
     """Rows of h_prev are ld_prev apart, those of hn_t and h_t ld apart, those of gates_t 3 ld;
     hh is (N, 3H) C-contiguous. Whp is Wh packed, or NULL (BLAS)."""
-    cdef Py_ssize_t H = n_hidden, i, j
-    cdef floating n
-    # row i of each block; the gate and hh rows are 3H long, the others H
-    cdef floating* gate_r
-    cdef floating* gate_z
-    cdef floating* gate_n
-    cdef const floating* hh_r
-    cdef const floating* hh_z
-    cdef const floating* hh_n
-    cdef const floating* h_prev_i
-    cdef floating* hn_i
-    cdef floating* h_i
+    cdef Py_ssize_t H = n_hidden, i
     # hh = h_prev @ Wh     (N,3H) = (N,H)(H,3H)
     gemm_b(Whp, NO_TRANS, n_batch, 3 * n_hidden, n_hidden,
            1, h_prev, <int> ld_prev, Wh, 3 * n_hidden, 0, hh, 3 * n_hidden)
-    # short loops over each row, so that GCC vectorises every one (see the module docstring)
     for i in range(n_batch):
-        gate_r = gates_t + 3 * ld * i
-        gate_z = gate_r + H
-        gate_n = gate_z + H
-        hh_r = hh + 3 * H * i
-        hh_z = hh_r + H
-        hh_n = hh_z + H
-        h_prev_i = h_prev + ld_prev * i
-        hn_i = hn_t + ld * i
-        h_i = h_t + ld * i
-        # r = sigma(xr + hr), in place of x_t Wx_r
-        for j in range(H):
-            gate_r[j] = sigmoid_((gate_r[j] + b[j]) + (hh_r[j] + bh[j]))
-        # z = sigma(xz + hz), in place of x_t Wx_z
-        for j in range(H):
-            gate_z[j] = sigmoid_((gate_z[j] + b[H + j]) + (hh_z[j] + bh[H + j]))
-        # xn = x_t Wx_n + b_n in place;  hn = h_prev Wh_n + bh_n
-        for j in range(H):
-            gate_n[j] = gate_n[j] + b[2 * H + j]
-            hn_i[j] = hh_n[j] + bh[2 * H + j]
-        # n = tanh(xn + r * hn), in place of xn;  h_t = (1 - z) * n + z * h_prev
-        for j in range(H):
-            n = tanh_(gate_n[j] + gate_r[j] * hn_i[j])
-            gate_n[j] = n
-            h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
+        _row_update(gates_t + 3 * ld * i, hh + 3 * H * i, H, hn_t + ld * i, h_t + ld * i,
+                    h_prev + ld_prev * i, b, bh, H, H)
+
+
+cdef void _pack_part(int p, int n_parts, int n_hidden, const floating* Wh,
+                     floating* packed) noexcept nogil:
+    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n], each padded to whole panels, one
+    after the other, at packed + 3 * u0 * H (``units_packed_len``; packed 64-byte aligned)."""
+    cdef int H = n_hidden, g
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    for g in range(3 if part.n > 0 else 0):
+        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, 3 * H,
+                   packed + 3 * part.u0 * H + g * part.n_pad * H)
+
+
+cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
+                        const floating* h0, const floating* Wh, const floating* b,
+                        const floating* bh, const floating* packed, floating* hh,
+                        floating* gp, floating* hnp, floating* hp) noexcept nogil:
+    """Part p's units u0 .. u0 + n of forward step t: its products h_{t-1} @ Wh[:, its
+    columns], the sums the one-thread call makes, on its packed blocks (SPLIT_PACKED; its row
+    of products at packed + 3 * H_pad * H + 3 * u0) or on Wh in place (into its columns of
+    hh); then its gates, hn and h_t."""
+    cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden, g
+    cdef int nr = panel_columns(sizeof(floating))
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t step = c.step, u0 = part.u0, n = part.n, n_pad = part.n_pad
+    cdef Py_ssize_t h_pad = (H + nr - 1) // nr * nr, hh_block = H
+    cdef floating* prod = hh + u0   # its products, blocks hh_block apart
+    cdef const floating* h_prev = <const floating*> hp + (t - 1) * step if t else h0
+    if n == 0:
+        return
+    if route == SPLIT_PACKED:
+        prod, hh_block = <floating*> packed + 3 * h_pad * H + 3 * u0, n_pad
+        # prod = h_prev @ Wh[:, its columns]     (1,3 n_pad) = (1,H)(H,3 n_pad)
+        gemm_b(packed + 3 * u0 * H, NO_TRANS, 1, <int> (3 * n_pad), H, 1, h_prev, H, Wh, n_gh,
+               0, prod, <int> (3 * n_pad))
+    else:
+        for g in range(3):
+            # hh[g*H + u0 : +n] = h_prev @ Wh[:, g*H + u0 : +n]     (1,n) = (1,H)(H,n)
+            gemm_b(<const floating*> NULL, NO_TRANS, 1, <int> n, H, 1, h_prev, H,
+                   Wh + g * H + u0, n_gh, 0, prod + g * H, n_gh)
+    _row_update(gp + 3 * t * step + u0, prod, hh_block, hnp + t * step + u0, hp + t * step + u0,
+                h_prev + u0, b + u0, bh + u0, H, n)
+
+
+cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
+                         int route, const floating* h0, const floating* Wh,
+                         const floating* b, const floating* bh, floating* packed,
+                         floating* hh, floating* gp, floating* hnp, floating* hp,
+                         int* went_alone) noexcept nogil:
+    """Thread s's share of a forward of one sequence split by hidden units (``src/_units.pxd``):
+    part s (``_forward_part``) of every step, then the barrier ``bar`` before the next step
+    reads h_t whole. Thread 0 runs every part, one after the other, where the region got fewer
+    threads than c.n_parts (``team``: the others run nothing) or from the step after a barrier
+    whose waits were slow (VERDICT_ALONE: the others leave; went_alone[0] = 1), with the
+    barrier of one ``alone``. ``packed``: the workspace, 64-byte aligned, where each thread
+    packs its parts' columns of Wh (SPLIT_PACKED). Each element of h_{t-1} Wh is the sum the
+    one-thread call makes, so h, hn and the gates equal its results bit for bit."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
+    cdef Py_ssize_t t
+    if team != n_parts:
+        if s != 0:
+            return
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            _pack_part(p, n_parts, c.n_hidden, Wh, packed)
+    for t in range(c.n_run):
+        fetch_row(<const floating*> hp + (t - 1) * c.step if t else h0,
+                  c.n_hidden * sizeof(floating))
+        for p in range(p0, p1):
+            _forward_part(p, n_parts, route, t, c, h0, Wh, b, bh, packed, hh, gp, hnp, hp)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
+            break       # Ctrl-C, seen by thread 0: every thread stops after this step
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -225,26 +324,43 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* hnp = <floating*> bufs.hn.buf
     cdef floating* hh = <floating*> bufs.hh.buf
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
+    cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     with nogil:
-        Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
-                        &bufs.held.packed)
-        # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
-        # step's pass
-        input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
-        # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows n0 .. n1 - 1
-        # of hh (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            sh = shard_of(c.n_batch, c.n_shards, s, ld)
-            first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
-            for t in range(c.n_run):
-                rows = rows_forward(&c, s, &sh, t)
-                if rows == 0:
-                    break       # none of the shard's rows runs this step or later, or Ctrl-C
-                _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                              else h0 + n0 * n_hidden, ld if t else n_hidden,
-                              gp + 3 * (first + t * step), hnp + first + t * step,
-                              hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp, b,
-                              bh, rows, n_hidden)
+        if route != NO_SPLIT:
+            # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
+            # step's pass
+            input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
+            # one sequence, its hidden units split between c.n_parts threads: one region for
+            # the whole loop, a barrier a step (src/_units.pxd)
+            barrier_init(&bar, c.n_parts)
+            barrier_init(&alone, 1)
+            if not c.w.stopped:
+                with parallel(num_threads=c.n_parts):
+                    _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, Wh, b,
+                                   bh, <floating*> packed_aligned(bufs.held.packed.buf), hh, gp,
+                                   hnp, hp, &went_alone)
+        else:
+            Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
+                            &bufs.held.packed)
+            # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
+            # step's pass
+            input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
+            # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows
+            # n0 .. n1 - 1 of hh (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, ld)
+                first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
+                for t in range(c.n_run):
+                    rows = rows_forward(&c, s, &sh, t)
+                    if rows == 0:
+                        break   # none of the shard's rows runs this step or later, or Ctrl-C
+                    _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                                  else h0 + n0 * n_hidden, ld if t else n_hidden,
+                                  gp + 3 * (first + t * step), hnp + first + t * step,
+                                  hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp,
+                                  b, bh, rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
     raise_pending(&c.w)
 
@@ -265,6 +381,65 @@ cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
             return
 
 
+cdef double _row_grads(const floating* dh_i, const floating* gate_r, const floating* hn_i,
+                       const floating* h_prev_i, floating* dhr_i, floating* dxn_i,
+                       floating* carry_i, floating* g_row, floating* db, floating* dbh,
+                       floating xi_t, double sq, bint norm, Py_ssize_t n_hidden,
+                       Py_ssize_t n_units) noexcept nogil:
+    """One row's dAh (dhr_i, blocks n_hidden apart) and dxn from dL/dh_t = dh_i + carry_i;
+    carry_i <- xi_t g z, the direct path (the product through Wh is added by the caller); db
+    and dbh (3H,) added into. The first n_units units of each block (all: n_hidden); a part of
+    the units from unit u0 on is the same call on every pointer moved by u0. Returns sq plus
+    the sum of g^2 over the units if ``norm``, else sq. dhr_i and dxn_i may be gate_r and
+    hn_i themselves (see the module docstring)."""
+    cdef Py_ssize_t H = n_hidden, j
+    cdef floating g, r, z, n, hn, dxn
+    cdef const floating* gate_z = gate_r + H
+    cdef const floating* gate_n = gate_z + H
+    cdef floating* dhz_i = dhr_i + H
+    cdef floating* dhn_i = dhz_i + H
+    # g = dh[t] + carry, held in g_row;  carry = xi_t * g * z, the direct path
+    for j in range(n_units):
+        g = dh_i[j] + carry_i[j]
+        g_row[j] = g
+        carry_i[j] = xi_t * (g * gate_z[j])
+    if norm:
+        # ||dL/dh_t||^2 = sum of g^2 over the rows
+        for j in range(n_units):
+            sq += g_row[j] * g_row[j]
+    # z, n -> dhz = g (h_prev - n) z (1 - z) over z;  dxn = g (1 - z) (1 - n^2), held in
+    # dhn's slot (over n) for now
+    for j in range(n_units):
+        g = g_row[j]
+        z = gate_z[j]
+        n = gate_n[j]
+        dhz_i[j] = g * (h_prev_i[j] - n) * (z * (1 - z))
+        dhn_i[j] = g * (1 - z) * (1 - n * n)
+    # r, hn -> dhr = dxn hn r (1 - r) over r;  dhn = r dxn over n;  dxn over hn
+    for j in range(n_units):
+        r = gate_r[j]
+        hn = hn_i[j]
+        dxn = dhn_i[j]
+        dhr_i[j] = dxn * hn * (r * (1 - r))
+        dhn_i[j] = r * dxn
+        dxn_i[j] = dxn
+    # dbh += [dhr dhz dhn];  db += [dxr dxz dxn] (the row is still in L1 here), a loop a
+    # block: two arrays each, which GCC vectorises (six in one loop it does not)
+    for j in range(n_units):
+        dbh[j] += dhr_i[j]
+    for j in range(n_units):
+        dbh[H + j] += dhz_i[j]
+    for j in range(n_units):
+        dbh[2 * H + j] += dhn_i[j]
+    for j in range(n_units):
+        db[j] += dhr_i[j]
+    for j in range(n_units):
+        db[H + j] += dhz_i[j]
+    for j in range(n_units):
+        db[2 * H + j] += dxn_i[j]
+    return sq
+
+
 cdef void _backward_step(const floating* dh_t, const floating* gates_t, const floating* hn_t,
                          const floating* h_prev, Py_ssize_t ld_prev, floating* dAh_t,
                          floating* dxn_t, Py_ssize_t ld, floating* carry, floating* g_row,
@@ -275,66 +450,12 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     and dAh_t 3 ld; carry is (N, H) C-contiguous; g_row (H,) is workspace. dAh_t and dxn_t may
     be gates_t and hn_t themselves (see the module docstring). WhTp is Wh.T packed, or NULL
     (BLAS)."""
-    cdef Py_ssize_t H = n_hidden, i, j
-    cdef floating g, r, z, n, hn, dxn
+    cdef Py_ssize_t H = n_hidden, i
     cdef double sq = 0
-    # row i of each block; the gate and dAh rows are 3H long, the others H
-    cdef const floating* gate_r
-    cdef const floating* gate_z
-    cdef const floating* gate_n
-    cdef const floating* hn_i
-    cdef floating* dhr_i
-    cdef floating* dhz_i
-    cdef floating* dhn_i
-    cdef floating* dxn_i
-    cdef const floating* dh_i
-    cdef const floating* h_prev_i
-    cdef floating* carry_i
-    # short loops over each row, as in forward
     for i in range(n_batch):
-        gate_r = gates_t + 3 * ld * i
-        gate_z = gate_r + H
-        gate_n = gate_z + H
-        hn_i = hn_t + ld * i
-        dhr_i = dAh_t + 3 * ld * i
-        dhz_i = dhr_i + H
-        dhn_i = dhz_i + H
-        dxn_i = dxn_t + ld * i
-        dh_i = dh_t + ld * i
-        h_prev_i = h_prev + ld_prev * i
-        carry_i = carry + H * i
-        # g = dh[t] + carry, held in g_row;  carry = xi_t * g * z, the direct path
-        for j in range(H):
-            g = dh_i[j] + carry_i[j]
-            g_row[j] = g
-            carry_i[j] = xi_t * (g * gate_z[j])
-        if norm_t != NULL:
-            # ||dL/dh_t||^2 = sum of g^2 over the rows
-            for j in range(H):
-                sq += g_row[j] * g_row[j]
-        # z, n -> dhz = g (h_prev - n) z (1 - z) over z;  dxn = g (1 - z) (1 - n^2), held in
-        # dhn's slot (over n) for now
-        for j in range(H):
-            g = g_row[j]
-            z = gate_z[j]
-            n = gate_n[j]
-            dhz_i[j] = g * (h_prev_i[j] - n) * (z * (1 - z))
-            dhn_i[j] = g * (1 - z) * (1 - n * n)
-        # r, hn -> dhr = dxn hn r (1 - r) over r;  dhn = r dxn over n;  dxn over hn
-        for j in range(H):
-            r = gate_r[j]
-            hn = hn_i[j]
-            dxn = dhn_i[j]
-            dhr_i[j] = dxn * hn * (r * (1 - r))
-            dhn_i[j] = r * dxn
-            dxn_i[j] = dxn
-        # dbh += [dhr dhz dhn];  db += [dxr dxz dxn] (the row is still in L1 here)
-        for j in range(3 * H):
-            dbh[j] += dhr_i[j]
-        for j in range(2 * H):
-            db[j] += dhr_i[j]
-        for j in range(H):
-            db[2 * H + j] += dxn_i[j]
+        sq = _row_grads(dh_t + ld * i, gates_t + 3 * ld * i, hn_t + ld * i,
+                        h_prev + ld_prev * i, dAh_t + 3 * ld * i, dxn_t + ld * i, carry + H * i,
+                        g_row, db, dbh, xi_t, sq, norm_t != NULL, H, H)
     if norm_t != NULL:
         norm_t[0] = <floating> sqrt(sq)
     if xi_t == 0:
@@ -342,6 +463,87 @@ cdef void _backward_step(const floating* dh_t, const floating* gates_t, const fl
     # carry += xi_t * dAh_t @ Wh.T     (N,H) += (N,3H)(H,3H)'
     gemm_b(WhTp, TRANS, n_batch, n_hidden, 3 * n_hidden,
            xi_t, dAh_t, <int> (3 * ld), Wh, 3 * n_hidden, 1, carry, n_hidden)
+
+
+cdef void _backward_pass(int p, int n_parts, Py_ssize_t t, const Call* c,
+                         const floating* dh, const floating* gp, const floating* hnp,
+                         const floating* hp, const floating* h0, floating* dAhp,
+                         floating* dxnp, floating* carry, floating* g_row, floating* db,
+                         floating* dbh, const floating* xi,
+                         floating* norm_parts) noexcept nogil:
+    """Part p's units u0 .. u0 + n of backward step t before its product (``_row_grads``): g,
+    its norm over them (at norm_parts[p * T + t] unless NULL), its columns of dAh_t, dxn_t, db
+    and dbh, carry <- xi_t g z over them."""
+    cdef int H = c.n_hidden
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    cdef Py_ssize_t step = c.step, u0 = part.u0
+    cdef double sq = _row_grads(dh + t * step + u0, gp + 3 * t * step + u0,
+                                hnp + t * step + u0, (hp + (t - 1) * step if t else h0) + u0,
+                                dAhp + 3 * t * step + u0, dxnp + t * step + u0, carry + u0,
+                                g_row + u0, db + u0, dbh + u0, xi[t], 0, norm_parts != NULL, H,
+                                part.n)
+    if norm_parts != NULL:
+        norm_parts[p * c.n_steps + t] = <floating> sqrt(sq)
+
+
+cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
+                          int route, const floating* dh, const floating* gp,
+                          const floating* hnp, const floating* hp, const floating* h0,
+                          floating* dAhp, floating* dxnp, floating* carry, floating* g_row,
+                          const floating* Wh, floating* packed, floating* db, floating* dbh,
+                          const floating* xi, floating* norm_parts,
+                          int* went_alone) noexcept nogil:
+    """Thread s's share of a backward of one sequence split by hidden units (``src/_units.pxd``):
+    at each step, from t = T - 1 down, part s's pass (``_backward_pass``), then the barrier,
+    as the product reads dAh_t whole, then part s's carry[u0:u0+n] += xi_t dAh_t @ Wh.T[:, its
+    units], on its panels of Wh.T packed in ``packed`` (SPLIT_PACKED, each thread packing its
+    parts') or on Wh's rows u0 .. u0 + n (SPLIT_FEW). Every element is the sum the one-thread
+    call makes. Thread 0 runs every part, as in ``_forward_units``, where the team is short or
+    from a barrier whose waits were slow on (went_alone[0] = 1)."""
+    cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
+    cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden
+    cdef Units part
+    cdef Py_ssize_t t
+    cdef const floating* dAh_t
+    if team != n_parts:
+        if s != 0:
+            return
+        p0, p1, bar = 0, n_parts, alone
+    if route == SPLIT_PACKED:
+        for p in range(p0, p1):
+            # op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (3H, n): its panels of Wh.T
+            part = units_of(H, sizeof(floating), n_parts, p)
+            if part.n > 0:
+                units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
+                           packed + part.u0 * n_gh)
+    for t in range(c.n_steps - 1, -1, -1):
+        if t >= c.n_run:        # no row runs: no gradient, the carry waits
+            for p in range(p0, p1):
+                if norm_parts != NULL:
+                    norm_parts[p * c.n_steps + t] = 0
+            continue
+        for p in range(p0, p1):
+            _backward_pass(p, n_parts, t, c, dh, gp, hnp, hp, h0, dAhp, dxnp, carry, g_row, db,
+                           dbh, xi, norm_parts)
+        verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
+        if verdict & VERDICT_STOP:
+            break       # Ctrl-C, seen by thread 0: every thread stops at this step
+        if verdict:     # the waits were slow: thread 0 goes on alone, every part
+            if s != 0:
+                break
+            p0, p1, bar = 0, n_parts, alone
+            went_alone[0] = 1
+        if xi[t] == 0:
+            continue
+        dAh_t = dAhp + 3 * t * c.step
+        fetch_row(dAh_t, n_gh * sizeof(floating))
+        for p in range(p0, p1):
+            part = units_of(H, sizeof(floating), n_parts, p)
+            if part.n > 0:
+                # carry[u0:u0+n] += xi_t * dAh_t @ Wh[u0:u0+n].T     (1,n) += (1,3H)(n,3H)'
+                gemm_b(packed + part.u0 * n_gh if route == SPLIT_PACKED else NULL, TRANS, 1,
+                       <int> part.n, n_gh, xi[t], dAh_t, n_gh, Wh + part.u0 * n_gh, n_gh, 1,
+                       carry + part.u0, H)
 
 
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
@@ -385,6 +587,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef int n_b
     cdef floating beta = 0 if write_weight_grads else 1    # of the first products into dWx, dWh
+    cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
+    cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
+    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
+    if route != NO_SPLIT:
+        # split by units, part s's norms at norms_p + s * T
+        norms_p = shard_norms(norms, c.n_parts, c.n_steps, &bufs.held.norm_parts)
     if c.n_shards > 1:     # a workspace kept on bufs, made again only for more shards
         if (holds_nothing(&bufs.shard_rows)
                 or bufs.shard_rows.len < c.n_shards * 7 * H * <Py_ssize_t> sizeof(floating)):
@@ -403,40 +611,59 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             # db and dbh are sums over the steps' rows, added in the pass: from zero
             memset(&db[0], 0, 3 * H * sizeof(floating))
             memset(&dbh[0], 0, 3 * H * sizeof(floating))
-        # op(Wh) = Wh.T (3H, H), stored (H, 3H)
-        WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
-                         &bufs.held.packed)
-        # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-        for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-            sh = shard_of(c.n_batch, c.n_shards, s, ld)
-            first, n0 = sh.first, sh.n0     # the shard's first row in dh, h, hn, dxn; in carry
-            ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-            for t in range(c.n_steps - 1, -1, -1):
-                rows = rows_backward(&c, s, &sh, t, ns)
-                if rows < 0:
-                    break       # interrupted
-                if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
-                    continue
-                if t > 0:
-                    # step t-1's inputs: time runs backwards, which the hardware prefetcher
-                    # misses
-                    n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
-                    _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
-                    _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row, 3 * ld_bytes)
-                    _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
-                    if t > 1:
-                        _prefetch(hp + first + (t - 2) * step, n_b, row, ld_bytes)
-                    else:
-                        _prefetch(h0 + n0 * H, n_b, row, row)
-                _backward_step(dhp + first + t * step, gp + 3 * (first + t * step),
-                               hnp + first + t * step,
-                               hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
-                               ld if t > 0 else H, dAhp + 3 * (first + t * step),
-                               dxnp + first + t * step, ld, &carry[0, 0] + n0 * H,
-                               g_row if c.n_shards == 1 else rows_p + s * 7 * H, Wh, WhTp,
-                               &db[0] if c.n_shards == 1 else rows_p + s * 7 * H + H,
-                               &dbh[0] if c.n_shards == 1 else rows_p + s * 7 * H + 4 * H,
-                               xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
+        if route != NO_SPLIT:
+            # one sequence, its hidden units split between c.n_parts threads: one region for
+            # the whole loop, a barrier a step (src/_units.pxd); each part adds into its own
+            # columns of db and dbh
+            barrier_init(&bar, c.n_parts)
+            barrier_init(&alone, 1)
+            with parallel(num_threads=c.n_parts):
+                _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, hnp,
+                                hp, h0, dAhp, dxnp, &carry[0, 0], g_row, Wh,
+                                <floating*> packed_aligned(bufs.held.packed.buf), &db[0],
+                                &dbh[0], &xi[0], norms_p, &went_alone)
+            if norms_p != NULL and not c.w.stopped:
+                # the parts' norms joined: rounded otherwise than one sum over the row
+                join_norms(norms_p, c.n_parts, c.n_steps, &norms[0])
+            if went_alone:      # the machine's cores are taken: the rest on this thread
+                c.n_threads = 1
+        else:
+            # op(Wh) = Wh.T (3H, H), stored (H, 3H)
+            WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
+                             &bufs.held.packed)
+            # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
+            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                sh = shard_of(c.n_batch, c.n_shards, s, ld)
+                first, n0 = sh.first, sh.n0     # its first row in dh, h, hn, dxn; in carry
+                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
+                for t in range(c.n_steps - 1, -1, -1):
+                    rows = rows_backward(&c, s, &sh, t, ns)
+                    if rows < 0:
+                        break       # interrupted
+                    if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
+                        continue
+                    if t > 0:
+                        # step t-1's inputs: time runs backwards, which the hardware
+                        # prefetcher misses
+                        n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
+                        _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
+                        _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row,
+                                  3 * ld_bytes)
+                        _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
+                        if t > 1:
+                            _prefetch(hp + first + (t - 2) * step, n_b, row, ld_bytes)
+                        else:
+                            _prefetch(h0 + n0 * H, n_b, row, row)
+                    _backward_step(dhp + first + t * step, gp + 3 * (first + t * step),
+                                   hnp + first + t * step,
+                                   hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
+                                   ld if t > 0 else H, dAhp + 3 * (first + t * step),
+                                   dxnp + first + t * step, ld, &carry[0, 0] + n0 * H,
+                                   g_row if c.n_shards == 1 else rows_p + s * 7 * H, Wh,
+                                   WhTp, &db[0] if c.n_shards == 1 else rows_p + s * 7 * H + H,
+                                   &dbh[0] if c.n_shards == 1
+                                   else rows_p + s * 7 * H + 4 * H,
+                                   xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
         if c.n_shards > 1:
             # db += the shards' db, dbh += theirs, in shard order
             for s in range(c.n_shards):
@@ -503,3 +730,12 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                               c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
                               beta, &dWx[0, 2 * H], 3 * n_hidden)
     raise_pending(&c.w)
+
+
+def split_parts(Buffers bufs, int n_threads):
+    """The threads a call over ``bufs`` allowed ``n_threads`` splits each step between by
+    hidden units (one sequence, ``src/_units.pxd``), or 1: the step loop runs on one thread."""
+    cdef Call c = begin_call(&bufs.held.dims, bufs.held.dims.itemsize, 3, None, n_threads)
+    if split_route(&c, &bufs.held.packed, 3, bufs.held.dims.itemsize) == NO_SPLIT:
+        return 1
+    return c.n_parts

@@ -18,8 +18,19 @@ keeps calling ``_blas.gemm`` (GEMV at N = 1).
     packed_len(n_batch, k, n, itemsize)   elements the buffer needs for op(B) (k, n); 0 where
                                           the products stay on BLAS
     hidden_packed_len(n_batch, n_hidden, n_gates, itemsize, n_steps)
-                                          elements for a cell's Wh and Wh.T, the larger; 0
+                                          elements for a cell's Wh and Wh.T, the larger (for
+                                          one sequence, also for ``units_packed_len``); 0
                                           where nothing is packed
+    units_packed_len(n_hidden, n_gates, itemsize)
+                                          elements for Wh packed by parts of hidden units
+                                          (one sequence split between threads,
+                                          ``src/_units.pxd``): each part's G column blocks
+                                          packed one after the other, then a row of G*H
+                                          products beside them
+    panel_columns(itemsize)               the columns of a panel: 16 float32, 8 float64
+    units_pack(trans_b, k, n, b, ldb, bp) op(B) (k, n) packed at bp, 64-byte aligned (from
+                                          ``packed_aligned(buf)``), without checking the build
+                                          or the room
     pack(trans_b, n_batch, k, n, b, ldb, buf, buf_len)
                                           op(B) packed into buf (buf_len elements, or NULL),
                                           or NULL (then gemm_b reads b): not this build, or
@@ -57,6 +68,7 @@ cdef extern from "_packed.h" nogil:
     int PACKED_GEMM
     int PACKED_NR_S         # columns per packed panel, float32
     int PACKED_NR_D         # float64
+    void* packed_aligned(void* buf)
     size_t packed_size_s(int k, int n)
     size_t packed_size_d(int k, int n)
     float* pack_s(int trans, int k, int n, const float* b, Py_ssize_t ldb, void* buf)
@@ -84,7 +96,41 @@ cdef inline Py_ssize_t hidden_packed_len(int n_batch, int n_hidden, int n_gates,
         return 0
     cdef Py_ssize_t forward = packed_len(n_batch, n_hidden, n_gates * n_hidden, itemsize)
     cdef Py_ssize_t backward = packed_len(n_batch, n_gates * n_hidden, n_hidden, itemsize)
+    cdef Py_ssize_t units = units_packed_len(n_hidden, n_gates, itemsize)
+    if n_batch == 1 and units > forward:
+        forward = units     # one sequence may be split between threads by hidden units
     return forward if forward > backward else backward
+
+
+cdef inline int panel_columns(Py_ssize_t itemsize) noexcept nogil:
+    """The columns of one packed panel: 16 float32 or 8 float64."""
+    return PACKED_NR_S if itemsize == 4 else PACKED_NR_D
+
+
+cdef inline Py_ssize_t units_packed_len(int n_hidden, int n_gates, int itemsize) noexcept nogil:
+    """Elements of the buffer for Wh (H, G*H) packed by parts of hidden units (the forward of
+    one sequence split between threads, ``src/_columns.pxd``), 0 in the baseline build. Parts
+    are cut at panel boundaries (``part_first(H, panel_columns(.), ...)``); part s of units
+    u0 .. u1 packs its G column blocks Wh[:, g*H + u0 : g*H + u1], each padded to whole panels
+    (n_pad = u1 - u0 rounded up), at G * u0 * H from the start, then its row of G * n_pad
+    products at G * H_pad * H + G * u0 (H_pad: H rounded up to whole panels), every piece
+    starting on a cache line."""
+    if not PACKED_GEMM or n_hidden <= 0:
+        return 0
+    cdef Py_ssize_t nr = panel_columns(itemsize)
+    cdef Py_ssize_t padded = (n_hidden + nr - 1) // nr * nr
+    return n_gates * padded * (n_hidden + 1) + 64 // itemsize
+
+
+cdef inline floating* units_pack(bint trans_b, int k, int n, const floating* b, int ldb,
+                                 floating* bp) noexcept nogil:
+    """op(B) (k, n) packed at bp, 64-byte aligned (so that it is packed there): B stored (k, n)
+    with row stride ldb, or (n, k) if trans_b. The caller checked the build and the room
+    (``units_packed_len``)."""
+    if floating is float:
+        return pack_s(trans_b, k, n, b, ldb, bp)
+    else:
+        return pack_d(trans_b, k, n, b, ldb, bp)
 
 
 cdef inline floating* pack(bint trans_b, int n_batch, int k, int n, const floating* b, int ldb,

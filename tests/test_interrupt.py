@@ -72,7 +72,10 @@ SCRIPT = textwrap.dedent("""
 
 @pytest.mark.skipif(os.name != "posix", reason="sends itself SIGINT")
 def test_ctrl_c_stops_a_long_call():
-    report = run_script(SCRIPT)
+    # one thread: the times of one call against another (refill_share) hold on a busy machine;
+    # a call split between threads, whose spinning threads crawl there, is
+    # tests/test_one_stream_parts.py's
+    report = run_script(SCRIPT, env={"FASTBPTT_NUM_THREADS": "1"})
     for cell, r in report.items():
         # within about 0.1 s of the signal (the kernels look every 20 ms; measured 2-50 ms)
         assert r["backward"] is not None and r["backward"] < 0.25, (cell, r)
