@@ -7,8 +7,13 @@ work: the product ``h_{t-1} @ Wh`` (1, W) with W = G*H columns, and the elementw
 outputs. The call's ``n_parts`` threads each own a part of the columns (hidden units, for the
 gated cells: a unit's G gate columns with it), run one parallel region for the whole step loop,
 and after each step wait at a spinning barrier (``src/_spin.h``) before any of them reads the
-whole row it needs for the next step. Every element is computed by one thread, as the same sum
-in the same order as on one thread, so the results equal the one-thread results bit for bit.
+whole row it needs for the next step. Every element of a step is computed by one thread, as
+the same sum in the same order as on one thread, so the states (and the carries of a backward)
+equal the one-thread ones bit for bit where the per-step products are this library's own loops
+(``src/_packed.h``, ``src/_few.h``). The products over all steps run on the same threads, split
+by rows or columns (``src/_shards.pxd``) through BLAS, which may round a part of a product
+otherwise than the whole: what they give (X @ Wx, dx, the weight gradients) equals the
+one-thread results to rounding.
 
 Where it pays (measured in ``benchmarks/one_stream_columns.c``; ``benchmarks/RESULTS.md``,
 "One stream on two cores"): a barrier costs 25-50 ns and the exchange of the row about as much

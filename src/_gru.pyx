@@ -112,14 +112,15 @@ from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_
                       zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, team_size
+from _columns cimport (BARRIER_STOP, SpinBarrier, barrier_init, barrier_wait, fetch_row,
+                       split_ended, split_skip, team_size)
 from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
                     refresh_held, release_held, steps_shape)
 from _interrupt cimport interrupted, raise_pending
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
-from _units cimport NO_SPLIT, SPLIT_PACKED, VERDICT_STOP, Units, split_route, units_of
+from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -277,7 +278,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
     part s (``_forward_part``) of every step, then the barrier ``bar`` before the next step
     reads h_t whole. Thread 0 runs every part, one after the other, where the region got fewer
     threads than c.n_parts (``team``: the others run nothing) or from the step after a barrier
-    whose waits were slow (VERDICT_ALONE: the others leave; went_alone[0] = 1), with the
+    whose waits were slow (BARRIER_ALONE: the others leave; went_alone[0] = 1), with the
     barrier of one ``alone``. ``packed``: the workspace, 64-byte aligned, where each thread
     packs its parts' columns of Wh (SPLIT_PACKED). Each element of h_{t-1} Wh is the sum the
     one-thread call makes, so h, hn and the gates equal its results bit for bit."""
@@ -296,7 +297,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         for p in range(p0, p1):
             _forward_part(p, n_parts, route, t, c, h0, Wh, b, bh, packed, hh, gp, hnp, hp)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & VERDICT_STOP:
+        if verdict & BARRIER_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops after this step
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
             if s != 0:
@@ -362,6 +363,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp,
                                   b, bh, rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
+    if c.n_parts > 1:
+        split_ended(went_alone)
     raise_pending(&c.w)
 
 
@@ -526,7 +529,7 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
             _backward_pass(p, n_parts, t, c, dh, gp, hnp, hp, h0, dAhp, dxnp, carry, g_row, db,
                            dbh, xi, norm_parts)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & VERDICT_STOP:
+        if verdict & BARRIER_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops at this step
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
             if s != 0:
@@ -729,7 +732,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden,
                               c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
                               beta, &dWx[0, 2 * H], 3 * n_hidden)
+    if c.n_parts > 1:
+        split_ended(went_alone)
     raise_pending(&c.w)
+
+
+def split_backoff():
+    """How many of this module's next calls keep to one thread because split calls of one
+    sequence before them had to go on alone (``src/_columns.pxd``): 0 on a machine with free
+    cores."""
+    return split_skip
 
 
 def split_parts(Buffers bufs, int n_threads):

@@ -94,14 +94,15 @@ from libc.math cimport sqrt
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
 from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport SpinBarrier, barrier_init, barrier_wait, fetch_row, team_size
+from _columns cimport (BARRIER_STOP, SpinBarrier, barrier_init, barrier_wait, fetch_row,
+                       split_ended, split_skip, team_size)
 from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
                     refresh_held, release_held, steps_shape)
 from _interrupt cimport interrupted, raise_pending
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
-from _units cimport NO_SPLIT, SPLIT_PACKED, VERDICT_STOP, Units, split_route, units_of
+from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -241,7 +242,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
     (``_forward_part``) of every step, then the barrier ``bar`` before the next step reads h_t
     whole. Thread 0 runs every part, one after the other, where the region got fewer threads
     than c.n_parts (``team``: the others run nothing) or from the step after a barrier whose
-    waits were slow (VERDICT_ALONE: the others leave; went_alone[0] = 1), with the barrier of
+    waits were slow (BARRIER_ALONE: the others leave; went_alone[0] = 1), with the barrier of
     one ``alone``; a part's results do not depend on the thread. ``packed``: the workspace,
     64-byte aligned, where each thread packs its parts' columns of Wh (SPLIT_PACKED)."""
     cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
@@ -259,7 +260,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         for p in range(p0, p1):
             _forward_part(p, n_parts, route, t, c, h0, c0, Wh, packed, gp, hp, cp)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & VERDICT_STOP:
+        if verdict & BARRIER_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops after this step
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
             if s != 0:
@@ -324,6 +325,8 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
         zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
+    if c.n_parts > 1:
+        split_ended(went_alone)
     raise_pending(&c.w)
 
 
@@ -486,7 +489,7 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
             _backward_pass(p, n_parts, t, c, dh, gp, cp, c0, dAp, carry_h, carry_c, xi,
                            norm_parts)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & VERDICT_STOP:
+        if verdict & BARRIER_STOP:
             break       # Ctrl-C, seen by thread 0: every thread stops at this step
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
             if s != 0:
@@ -586,7 +589,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
                      c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0],
                      write_weight_grads, &dWx[0, 0], &dWh[0, 0], &db[0])
+    if c.n_parts > 1:
+        split_ended(went_alone)
     raise_pending(&c.w)
+
+
+def split_backoff():
+    """How many of this module's next calls keep to one thread because split calls of one
+    sequence before them had to go on alone (``src/_columns.pxd``): 0 on a machine with free
+    cores."""
+    return split_skip
 
 
 def split_parts(Buffers bufs, int n_threads):

@@ -16,8 +16,9 @@ caller. Without OpenMP the loops run one after the other in the calling
 thread, with the same results.
 
 The products hoisted out of the time loop run on all threads too, each thread on its own part
-of the result, so that nothing is summed across threads and the result does not depend on the
-thread count:
+of the result, so that nothing is summed across threads and a thread count always gives the
+same bits (BLAS may round a part of a product otherwise than the whole, so other counts agree
+to rounding):
 
     rows_product    C = A @ op(B) (+ C), the rows of C split: forward's X @ Wx, backward's
                     dx = dA @ Wx.T

@@ -32,7 +32,8 @@ call runs on (``split_route``):
 
 Thread s runs part s. Thread 0 runs every part, one after the other, where the parallel region
 got fewer threads than it asked for (``team_size``), or from the step after a barrier whose
-verdict says the waits were slow (VERDICT_ALONE); a part's results are the same on any thread.
+verdict says the waits were slow (``BARRIER_ALONE``, ``src/_columns.pxd``); a part's results
+are the same on any thread.
 """
 from _call cimport Call
 from _columns cimport part_first
@@ -42,15 +43,6 @@ cdef enum:
     NO_SPLIT = 0
     SPLIT_PACKED = 1
     SPLIT_FEW = 2
-
-cdef enum:
-    # the bits of a barrier's verdict, those of ``src/_spin.h``'s BARRIER_STOP and
-    # BARRIER_ALONE: every thread stops after this wait (Ctrl-C); the waits were slow (the
-    # machine's cores are taken), so every thread but the calling one leaves, and that one
-    # runs every part from then on. A barrier that has no such verdict never gives it.
-    VERDICT_STOP = 1
-    VERDICT_ALONE = 2
-
 
 cdef struct Units:
     Py_ssize_t u0       # the first unit

@@ -337,6 +337,9 @@ TAKEN = textwrap.dedent("""
     jordan_args = (x, None, rng.standard_normal((8, H)) * 0.2,
                    rng.standard_normal((H, H)) * 0.06, np.zeros(H),
                    rng.standard_normal((H, H)) * 0.06, np.zeros(H))
+    gated = {cell: (rng.standard_normal((8, g * H)) * 0.2,
+                    rng.standard_normal((H, g * H)) * 0.06, np.zeros(g * H))
+             for cell, g in (("lstm", 4), ("gru", 3))}
     out = {}
     for n in (1, 2):
         with fastbptt.num_threads(n):
@@ -348,8 +351,16 @@ TAKEN = textwrap.dedent("""
             jordan_after_forward = load("_jordan").split_backoff()
             gj = fastbptt.jordan_backward(np.ones_like(yj), cj)
             out[n] = [h, g.dh0, g.dWh, lean.dh0, lean.dWh, yj, gj.dy0, gj.dWy]
-            out[f"backoff {n}"] = [after_forward, load("_rnn").split_backoff(),
-                                   jordan_after_forward]
+            for cell in ("lstm", "gru"):
+                record = fastbptt.CELLS[cell]
+                hg, cg = record.forward(x, None, gated[cell][0], gated[cell][1],
+                                        gated[cell][2])
+                backoff = load("_" + cell).split_backoff()
+                gg = record.backward(np.ones_like(hg), cg)
+                out[n] += [hg, gg.dh0, gg.dWh]
+                out[f"backoff {n}"] = out.get(f"backoff {n}", []) + [backoff]
+            out[f"backoff {n}"] += [after_forward, load("_rnn").split_backoff(),
+                                    jordan_after_forward]
     print(json.dumps({"asked": fastbptt._threads._openmp_threads(),
                       "backoff": [out["backoff 1"], out["backoff 2"]],
                       "equal": [bool(np.allclose(a, b, rtol=1e-10, atol=1e-12))
@@ -365,8 +376,9 @@ def test_a_split_call_whose_threads_share_one_core_goes_on_alone():
     report = run_script(TAKEN, timeout=120, env={"OMP_NUM_THREADS": "2",
                                                  "FASTBPTT_NUM_THREADS": "2"})
     assert report["asked"] == 2, report
-    assert report["equal"] == [True] * 8, report
-    assert report["backoff"][0] == [0, 0, 0], report      # one thread: nothing to give up
-    # each forward gave up, leaving its module's next call to keep to one thread; the RNN's
-    # backward did, and its lean backward split again, gave up again and left two
-    assert report["backoff"][1] == [1, 2, 1], report
+    assert report["equal"] == [True] * 14, report
+    assert report["backoff"][0] == [0] * 5, report      # one thread: nothing to give up
+    # each forward gave up, leaving its module's next call (its backward) to keep to one
+    # thread; the RNN's backward did, and its lean backward split again, gave up again and
+    # left two
+    assert report["backoff"][1] == [1, 1, 1, 2, 1], report
