@@ -53,6 +53,25 @@ def dask_client():
         client.close()
 
 
+def test_a_local_worker_runs_the_kernels_on_its_share_of_the_cores():
+    """``local:1``: the one worker's kernel calls may take every core (fastbptt's count and
+    OpenMP's, which Dask limits to one thread unless told otherwise)."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import connect
+
+    def counts():
+        from fastbptt import _threads
+        return _threads.get_num_threads(), _threads._openmp_threads()
+
+    client = connect("local:1")
+    try:
+        client.wait_for_workers(1, timeout=60)
+        cores = fastbptt._threads.available_cores()
+        assert list(client.run(counts).values()) == [(cores, cores)]
+    finally:
+        client.close()
+
+
 @pytest.fixture
 def text_file(tmp_path):
     rng = np.random.default_rng(0)

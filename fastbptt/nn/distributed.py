@@ -113,11 +113,14 @@ def connect(cluster, *, timeout=30):
         # threshold: every step's large arrays were then mapped afresh and page-faulted
         # (2 workers, default model, batch 64: 35 ms per step against 29 ms without it)
         # Each worker's kernel calls run on its share of the cores (FASTBPTT_NUM_THREADS), so
-        # that N workers ask for no more threads than the machine has.
+        # that N workers ask for no more threads than the machine has; OpenMP, which Dask
+        # limits to one thread per worker (OMP_NUM_THREADS=1), is given the same share, or the
+        # kernels would keep to one thread whatever the share
         share = str(max(1, available_cores() // n_workers))
-        with dask.config.set({"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_":
-                              None,
-                              "distributed.nanny.pre-spawn-environ.FASTBPTT_NUM_THREADS": share}):
+        environ = "distributed.nanny.pre-spawn-environ."
+        with dask.config.set({environ + "MALLOC_TRIM_THRESHOLD_": None,
+                              environ + "FASTBPTT_NUM_THREADS": share,
+                              environ + "OMP_NUM_THREADS": share}):
             return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
                               dashboard_address=":0", direct_to_workers=True, timeout=timeout)
     if not _ADDRESS.match(cluster):
