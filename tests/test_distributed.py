@@ -53,25 +53,6 @@ def dask_client():
         client.close()
 
 
-def test_a_local_worker_runs_the_kernels_on_its_share_of_the_cores():
-    """``local:1``: the one worker's kernel calls may take every core (fastbptt's count and
-    OpenMP's, which Dask limits to one thread unless told otherwise)."""
-    pytest.importorskip("distributed")
-    from fastbptt.nn.distributed import connect
-
-    def counts():
-        from fastbptt import _threads
-        return _threads.get_num_threads(), _threads._openmp_threads()
-
-    client = connect("local:1")
-    try:
-        client.wait_for_workers(1, timeout=60)
-        cores = fastbptt._threads.available_cores()
-        assert list(client.run(counts).values()) == [(cores, cores)]
-    finally:
-        client.close()
-
-
 @pytest.fixture
 def text_file(tmp_path):
     rng = np.random.default_rng(0)
@@ -111,6 +92,28 @@ IDS = np.random.default_rng(1).integers(0, 11, 500).astype(np.int32)
 
 
 # ------------------------------------------------------------------------------ the Python API
+def _thread_counts():
+    """fastbptt's thread count and OpenMP's limit in the process that runs this."""
+    from fastbptt import _threads
+    return _threads.get_num_threads(), _threads._openmp_threads()
+
+
+def test_local_workers_run_the_kernels_on_their_share_of_the_cores(dask_client):
+    """Each worker of ``local:N`` may take its share of the cores: fastbptt's count and
+    OpenMP's (which Dask limits to one thread unless told otherwise), also for a cluster
+    started after another in the same process (``local:1`` after the 2 workers here)."""
+    from fastbptt.nn.distributed import connect
+    cores = fastbptt._threads.available_cores()
+    half = max(1, cores // 2)
+    assert list(dask_client.run(_thread_counts).values()) == [(half, half)] * 2
+    client = connect("local:1")
+    try:
+        client.wait_for_workers(1, timeout=60)
+        assert list(client.run(_thread_counts).values()) == [(cores, cores)]
+    finally:
+        client.close()
+
+
 @pytest.mark.parametrize("cell", CELLS)
 def test_equals_single_process_training(cell, dask_client):
     """5 steps, a batch of 5 streams split 3 + 2, randomized truncation, clipping active:

@@ -115,14 +115,17 @@ def connect(cluster, *, timeout=30):
         # Each worker's kernel calls run on its share of the cores (FASTBPTT_NUM_THREADS), so
         # that N workers ask for no more threads than the machine has; OpenMP, which Dask
         # limits to one thread per worker (OMP_NUM_THREADS=1), is given the same share, or the
-        # kernels would keep to one thread whatever the share
+        # kernels would keep to one thread whatever the share. Both go to the workers alone
+        # (the nannies' env), set as each worker starts, before it loads the kernels: what
+        # Dask sets before spawning a worker ("pre-spawn") it also leaves in this process's
+        # environment, where the next cluster's workers would inherit it.
         share = str(max(1, available_cores() // n_workers))
         environ = "distributed.nanny.pre-spawn-environ."
         with dask.config.set({environ + "MALLOC_TRIM_THRESHOLD_": None,
-                              environ + "FASTBPTT_NUM_THREADS": share,
-                              environ + "OMP_NUM_THREADS": share}):
+                              environ + "OMP_NUM_THREADS": None}):
             return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
-                              dashboard_address=":0", direct_to_workers=True, timeout=timeout)
+                              dashboard_address=":0", direct_to_workers=True, timeout=timeout,
+                              env={"FASTBPTT_NUM_THREADS": share, "OMP_NUM_THREADS": share})
     if not _ADDRESS.match(cluster):
         raise ValueError(f"cluster must be 'local:N' or a scheduler address "
                          f"'tcp://HOST:PORT', got {cluster!r}")
