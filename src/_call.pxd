@@ -45,9 +45,9 @@ from cython cimport floating
 
 from _active cimport active_rows, input_by_steps, run_steps, running_rows
 from _blas cimport NO_TRANS
-from _columns cimport column_parts
+from _columns cimport column_parts, split_ended
 from _held cimport Dims, check_itemsize
-from _interrupt cimport Watch, watch
+from _interrupt cimport Watch, raise_pending, watch
 from _layout cimport check_blas_ld
 from _shards cimport Shard, rows_product, shard_interrupted
 
@@ -95,6 +95,16 @@ cdef inline Call begin_call(const Dims* d, Py_ssize_t itemsize, int n_gates, obj
     c.n_threads = n_threads if c.n_batch > 1 else c.n_parts
     c.n_shards = c.n_threads if c.n_threads < c.n_batch else c.n_batch
     return c
+
+
+cdef inline int end_call(Call* c) except -1:
+    """The end of a kernel call, holding the GIL again: a split call tells its module's next
+    calls whether it had to go on alone (``src/_columns.pxd``); the exception of Ctrl-C, if the
+    call was interrupted, is raised (``src/_interrupt.pxd``)."""
+    if c.n_parts > 1:
+        split_ended(c.went_alone)
+    raise_pending(&c.w)
+    return 0
 
 
 cdef inline void input_product(Call* c, int width, const floating* x, const floating* Wx,

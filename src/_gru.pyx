@@ -111,12 +111,12 @@ from libc.string cimport memset
 from _active cimport (hidden_grad_by_steps, product_by_steps, running_rows, sum_by_steps,
                       zero_inactive, zero_steps)
 from _blas cimport NO_TRANS, TRANS
-from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport (BARRIER_STOP, SpinBarrier, barrier_init, barrier_wait, fetch_row,
-                       split_ended, split_skip, team_size)
+from _call cimport Call, begin_call, end_call, input_product, rows_backward, rows_forward
+from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leaves, split_skip,
+                       team_size)
 from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
                     refresh_held, release_held, steps_shape)
-from _interrupt cimport interrupted, raise_pending
+from _interrupt cimport interrupted
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
@@ -272,13 +272,12 @@ cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call*
 cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                          int route, const floating* h0, const floating* Wh,
                          const floating* b, const floating* bh, floating* packed,
-                         floating* hh, floating* gp, floating* hnp, floating* hp,
-                         int* went_alone) noexcept nogil:
+                         floating* hh, floating* gp, floating* hnp, floating* hp) noexcept nogil:
     """Thread s's share of a forward of one sequence split by hidden units (``src/_units.pxd``):
     part s (``_forward_part``) of every step, then the barrier ``bar`` before the next step
     reads h_t whole. Thread 0 runs every part, one after the other, where the region got fewer
     threads than c.n_parts (``team``: the others run nothing) or from the step after a barrier
-    whose waits were slow (BARRIER_ALONE: the others leave; went_alone[0] = 1), with the
+    whose waits were slow (BARRIER_ALONE: the others leave; c.went_alone set), with the
     barrier of one ``alone``. ``packed``: the workspace, 64-byte aligned, where each thread
     packs its parts' columns of Wh (SPLIT_PACKED). Each element of h_{t-1} Wh is the sum the
     one-thread call makes, so h, hn and the gates equal its results bit for bit."""
@@ -297,13 +296,11 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         for p in range(p0, p1):
             _forward_part(p, n_parts, route, t, c, h0, Wh, b, bh, packed, hh, gp, hnp, hp)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & BARRIER_STOP:
-            break       # Ctrl-C, seen by thread 0: every thread stops after this step
+        if leaves(verdict, s):
+            break       # Ctrl-C: every thread stops after this step (or thread 0 goes on)
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
-            if s != 0:
-                break
             p0, p1, bar = 0, n_parts, alone
-            went_alone[0] = 1
+            c.went_alone = True
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -327,7 +324,6 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
     cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
-    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     with nogil:
         if route != NO_SPLIT:
             # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
@@ -341,7 +337,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                 with parallel(num_threads=c.n_parts):
                     _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, Wh, b,
                                    bh, <floating*> packed_aligned(bufs.held.packed.buf), hh, gp,
-                                   hnp, hp, &went_alone)
+                                   hnp, hp)
         else:
             Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, 3 * n_hidden, Wh, 3 * n_hidden,
                             &bufs.held.packed)
@@ -363,9 +359,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp,
                                   b, bh, rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
-    if c.n_parts > 1:
-        split_ended(went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
 
 
 cdef void _prefetch(const void* p, Py_ssize_t n_rows, Py_ssize_t row_bytes,
@@ -494,15 +488,14 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
                           const floating* hnp, const floating* hp, const floating* h0,
                           floating* dAhp, floating* dxnp, floating* carry, floating* g_row,
                           const floating* Wh, floating* packed, floating* db, floating* dbh,
-                          const floating* xi, floating* norm_parts,
-                          int* went_alone) noexcept nogil:
+                          const floating* xi, floating* norm_parts) noexcept nogil:
     """Thread s's share of a backward of one sequence split by hidden units (``src/_units.pxd``):
     at each step, from t = T - 1 down, part s's pass (``_backward_pass``), then the barrier,
     as the product reads dAh_t whole, then part s's carry[u0:u0+n] += xi_t dAh_t @ Wh.T[:, its
     units], on its panels of Wh.T packed in ``packed`` (SPLIT_PACKED, each thread packing its
     parts') or on Wh's rows u0 .. u0 + n (SPLIT_FEW). Every element is the sum the one-thread
     call makes. Thread 0 runs every part, as in ``_forward_units``, where the team is short or
-    from a barrier whose waits were slow on (went_alone[0] = 1)."""
+    from a barrier whose waits were slow on (c.went_alone set)."""
     cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
     cdef int H = c.n_hidden, n_gh = 3 * c.n_hidden
     cdef Units part
@@ -529,13 +522,11 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
             _backward_pass(p, n_parts, t, c, dh, gp, hnp, hp, h0, dAhp, dxnp, carry, g_row, db,
                            dbh, xi, norm_parts)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & BARRIER_STOP:
-            break       # Ctrl-C, seen by thread 0: every thread stops at this step
+        if leaves(verdict, s):
+            break       # Ctrl-C: every thread stops at this step (or thread 0 goes on)
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
-            if s != 0:
-                break
             p0, p1, bar = 0, n_parts, alone
-            went_alone[0] = 1
+            c.went_alone = True
         if xi[t] == 0:
             continue
         dAh_t = dAhp + 3 * t * c.step
@@ -592,7 +583,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating beta = 0 if write_weight_grads else 1    # of the first products into dWx, dWh
     cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
-    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     if route != NO_SPLIT:
         # split by units, part s's norms at norms_p + s * T
         norms_p = shard_norms(norms, c.n_parts, c.n_steps, &bufs.held.norm_parts)
@@ -624,11 +614,11 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, hnp,
                                 hp, h0, dAhp, dxnp, &carry[0, 0], g_row, Wh,
                                 <floating*> packed_aligned(bufs.held.packed.buf), &db[0],
-                                &dbh[0], &xi[0], norms_p, &went_alone)
+                                &dbh[0], &xi[0], norms_p)
             if norms_p != NULL and not c.w.stopped:
                 # the parts' norms joined: rounded otherwise than one sum over the row
                 join_norms(norms_p, c.n_parts, c.n_steps, &norms[0])
-            if went_alone:      # the machine's cores are taken: the rest on this thread
+            if c.went_alone:    # the machine's cores are taken: the rest on this thread
                 c.n_threads = 1
         else:
             # op(Wh) = Wh.T (3H, H), stored (H, 3H)
@@ -732,9 +722,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden,
                               c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
                               beta, &dWx[0, 2 * H], 3 * n_hidden)
-    if c.n_parts > 1:
-        split_ended(went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
 
 
 def split_backoff():

@@ -93,12 +93,12 @@ from libc.math cimport sqrt
 
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS
-from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
-from _columns cimport (BARRIER_STOP, SpinBarrier, barrier_init, barrier_wait, fetch_row,
-                       split_ended, split_skip, team_size)
+from _call cimport Call, begin_call, end_call, input_product, rows_backward, rows_forward
+from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leaves, split_skip,
+                       team_size)
 from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
                     refresh_held, release_held, steps_shape)
-from _interrupt cimport interrupted, raise_pending
+from _interrupt cimport interrupted
 from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
@@ -236,13 +236,12 @@ cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call*
 
 cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, int team,
                          int route, const floating* h0, const floating* c0, const floating* Wh,
-                         floating* packed, floating* gp, floating* hp, floating* cp,
-                         int* went_alone) noexcept nogil:
+                         floating* packed, floating* gp, floating* hp, floating* cp) noexcept nogil:
     """Thread s's share of a forward of one sequence split by hidden units: part s
     (``_forward_part``) of every step, then the barrier ``bar`` before the next step reads h_t
     whole. Thread 0 runs every part, one after the other, where the region got fewer threads
     than c.n_parts (``team``: the others run nothing) or from the step after a barrier whose
-    waits were slow (BARRIER_ALONE: the others leave; went_alone[0] = 1), with the barrier of
+    waits were slow (BARRIER_ALONE: the others leave; c.went_alone set), with the barrier of
     one ``alone``; a part's results do not depend on the thread. ``packed``: the workspace,
     64-byte aligned, where each thread packs its parts' columns of Wh (SPLIT_PACKED)."""
     cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
@@ -260,13 +259,11 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         for p in range(p0, p1):
             _forward_part(p, n_parts, route, t, c, h0, c0, Wh, packed, gp, hp, cp)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & BARRIER_STOP:
-            break       # Ctrl-C, seen by thread 0: every thread stops after this step
+        if leaves(verdict, s):
+            break       # Ctrl-C: every thread stops after this step (or thread 0 goes on)
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
-            if s != 0:
-                break
             p0, p1, bar = 0, n_parts, alone
-            went_alone[0] = 1
+            c.went_alone = True
 
 
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
@@ -290,7 +287,6 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
     cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
-    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     with nogil:
         if route != NO_SPLIT:
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
@@ -303,7 +299,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                 with parallel(num_threads=c.n_parts):
                     _forward_units(&c, &bar, &alone, threadid(), team_size(), route, h0, c0,
                                    Wh, <floating*> packed_aligned(bufs.held.packed.buf), gp, hp,
-                                   cp, &went_alone)
+                                   cp)
         else:
             Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
@@ -325,9 +321,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   rows, n_hidden)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
         zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
-    if c.n_parts > 1:
-        split_ended(went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
 
 
 cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_t ld_prev,
@@ -457,13 +451,13 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
                           int route, const floating* dh, const floating* gp,
                           const floating* cp, const floating* c0, floating* dAp,
                           floating* carry_h, floating* carry_c, const floating* Wh,
-                          floating* packed, const floating* xi, floating* norm_parts,
-                          int* went_alone) noexcept nogil:
+                          floating* packed, const floating* xi,
+                          floating* norm_parts) noexcept nogil:
     """Thread s's share of a backward of one sequence split by hidden units: at each step, from
     t = T - 1 down, part s's pass (``_backward_pass``), then the barrier, as the product reads
     dA_t whole, then part s's carry (``_backward_product``). Each thread packs its parts'
     panels of Wh.T (SPLIT_PACKED). Thread 0 runs every part, as in ``_forward_units``, where
-    the team is short or from a barrier whose waits were slow on (went_alone[0] = 1)."""
+    the team is short or from a barrier whose waits were slow on (c.went_alone set)."""
     cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
     cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
     cdef Units part
@@ -489,13 +483,11 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
             _backward_pass(p, n_parts, t, c, dh, gp, cp, c0, dAp, carry_h, carry_c, xi,
                            norm_parts)
         verdict = barrier_wait(bar, &sense, s == 0 and interrupted(&c.w))
-        if verdict & BARRIER_STOP:
-            break       # Ctrl-C, seen by thread 0: every thread stops at this step
+        if leaves(verdict, s):
+            break       # Ctrl-C: every thread stops at this step (or thread 0 goes on)
         if verdict:     # the waits were slow: thread 0 goes on alone, every part
-            if s != 0:
-                break
             p0, p1, bar = 0, n_parts, alone
-            went_alone[0] = 1
+            c.went_alone = True
         fetch_row(dAp + 4 * t * c.step, n_gh * sizeof(floating))
         for p in range(p0, p1):
             _backward_product(p, n_parts, route, t, c, dAp + 4 * t * c.step, carry_h, Wh,
@@ -519,7 +511,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
-    cdef int went_alone = 0         # thread 0 went on alone: the waits were slow
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd); split by units, part s's
     cdef floating* norms_p = shard_norms(norms, c.n_parts if route != NO_SPLIT else c.n_shards,
                                          c.n_steps, &bufs.held.norm_parts)
@@ -555,11 +546,11 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                 _backward_units(&c, &bar, &alone, threadid(), team_size(), route, dhp, gp, cp,
                                 c0, dAp, &carry_h[0, 0], &carry_c[0, 0], Wh,
                                 <floating*> packed_aligned(bufs.held.packed.buf), &xi[0],
-                                norms_p, &went_alone)
+                                norms_p)
             if norms_p != NULL and not c.w.stopped:
                 # the parts' norms joined: rounded otherwise than one sum over the row
                 join_norms(norms_p, c.n_parts, c.n_steps, &norms[0])
-            if went_alone:      # the machine's cores are taken: the rest on this thread
+            if c.went_alone:    # the machine's cores are taken: the rest on this thread
                 c.n_threads = 1
         else:
             # op(Wh) = Wh.T (4H, H), stored (H, 4H)
@@ -589,9 +580,7 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
                      c.n_input, n_hidden, n_gh, x, h0, hp, dAp, Wx, &dx[0, 0, 0],
                      write_weight_grads, &dWx[0, 0], &dWh[0, 0], &db[0])
-    if c.n_parts > 1:
-        split_ended(went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
 
 
 def split_backoff():

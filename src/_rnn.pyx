@@ -75,13 +75,13 @@ from libc.math cimport sqrt
 
 from _active cimport zero_inactive
 from _blas cimport NO_TRANS, TRANS, gemm
-from _call cimport Call, begin_call, input_product, rows_backward, rows_forward
+from _call cimport Call, begin_call, end_call, input_product, rows_backward, rows_forward
 from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leaves, part_first,
-                       split_ended, split_skip, team_size)
+                       split_skip, team_size)
 from _held cimport (Held, begin_held, hold_new, holds_nothing, refresh_held, release_held,
                     steps_shape)
 from _hoisted cimport add_hidden_weight_grad, sum_rows
-from _interrupt cimport interrupted, raise_pending
+from _interrupt cimport interrupted
 from _layout cimport check_blas_ld
 from _packed cimport PACKED_NR_D, PACKED_NR_S, gemm_b, pack_held
 from _phi cimport RELU, SIGMOID, TANH, phi_in_place
@@ -236,9 +236,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
                                   else h0 + sh.n0 * H, c.ld if t else H, hs + t * c.step, c.ld,
                                   Wh, Whp, rows, H, nonlinearity)
         zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
-    if c.n_parts > 1:
-        split_ended(c.went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
 
 
 cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, floating* dA,
@@ -610,7 +608,5 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
             grads_and_dx(&c.w, c.n_threads, c.act, c.n_run, c.by_step, c.n_steps, c.n_batch,
                          c.n_input, H, H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], write, &dWx[0, 0],
                          &dWh[0, 0], &db[0])
-    if c.n_parts > 1:
-        split_ended(c.went_alone)
-    raise_pending(&c.w)
+    end_call(&c)
     return 0
