@@ -303,15 +303,34 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
             c.went_alone = True
 
 
+cdef void _forward_shard(Call* c, int s, const floating* h0, const floating* Wh,
+                         const floating* Whp, const floating* b, const floating* bh,
+                         floating* gp, floating* hnp, floating* hp,
+                         floating* hh) noexcept nogil:
+    """Shard s of c.n_shards of a forward: its sequences n0 .. n1 - 1 (``src/_shards.pxd``),
+    every step that runs one of them, its rows n0 .. n1 - 1 of hh."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    # its first row in h and hn; in hh
+    cdef Py_ssize_t t, first = sh.first, n0 = sh.n0, ld = c.ld, step = c.step
+    cdef int rows, n_hidden = c.n_hidden
+    for t in range(c.n_run):
+        rows = rows_forward(c, s, &sh, t)
+        if rows == 0:
+            break   # none of the shard's rows runs this step or later, or Ctrl-C
+        _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                      else h0 + n0 * n_hidden, ld if t else n_hidden,
+                      gp + 3 * (first + t * step), hnp + first + t * step,
+                      hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp, b, bh, rows,
+                      n_hidden)
+
+
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h with the hidden states of x, its gates with r, z, n and its hn with
     h_{t-1} Wh_n + bh_n. Arguments as for every cell's forward (``src/_call.pxd``)."""
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
-    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
-    cdef int s, rows
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef int s
     cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
@@ -344,20 +363,13 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
             # gates = X @ Wx     (T*N,3H) = (T*N,D)(D,3H) (src/_call.pxd); b is added in the
             # step's pass
             input_product(&c, 3 * n_hidden, &x[0, 0, 0], Wx, NULL, gp)
-            # shard s: its sequences n0 .. n1 - 1, every step that runs one, its rows
-            # n0 .. n1 - 1 of hh (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, ld)
-                first, n0 = sh.first, sh.n0     # the shard's first row in h and hn; in hh
-                for t in range(c.n_run):
-                    rows = rows_forward(&c, s, &sh, t)
-                    if rows == 0:
-                        break   # none of the shard's rows runs this step or later, or Ctrl-C
-                    _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                                  else h0 + n0 * n_hidden, ld if t else n_hidden,
-                                  gp + 3 * (first + t * step), hnp + first + t * step,
-                                  hp + first + t * step, ld, hh + 3 * n0 * n_hidden, Wh, Whp,
-                                  b, bh, rows, n_hidden)
+            # shard s: its sequences (src/_shards.pxd); one shard on this thread, without a
+            # parallel region
+            if c.n_shards == 1:
+                _forward_shard(&c, 0, h0, Wh, Whp, b, bh, gp, hnp, hp, hh)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _forward_shard(&c, s, h0, Wh, Whp, b, bh, gp, hnp, hp, hh)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
     end_call(&c)
 
@@ -540,6 +552,72 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
                        carry + part.u0, H)
 
 
+cdef void _backward_shard(Call* c, int s, const floating* dhp, const floating* gp,
+                          const floating* hnp, const floating* hp, const floating* h0,
+                          floating* dAhp, floating* dxnp, floating* carry, floating* g_row,
+                          const floating* Wh, const floating* WhTp, floating* db, floating* dbh,
+                          const floating* xi, floating* norms) noexcept nogil:
+    """Shard s of c.n_shards of a backward: its sequences n0 .. n1 - 1 (``src/_shards.pxd``),
+    every step, the steps none of its rows runs passed over. g_row (H,) is its workspace; db
+    and dbh (3H,) its sums to add into."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    # its first row in dh, h, hn, dxn; in carry
+    cdef Py_ssize_t t, first = sh.first, n0 = sh.n0, ld = c.ld, step = c.step, H = c.n_hidden
+    cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
+    cdef floating* ns = norms + s * c.n_steps if norms != NULL else NULL
+    cdef int rows, n_b
+    for t in range(c.n_steps - 1, -1, -1):
+        rows = rows_backward(c, s, &sh, t, ns)
+        if rows < 0:
+            break       # interrupted
+        if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
+            continue
+        if t > 0:
+            # step t-1's inputs: time runs backwards, which the hardware prefetcher misses
+            n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
+            _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
+            _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row, 3 * ld_bytes)
+            _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
+            if t > 1:
+                _prefetch(hp + first + (t - 2) * step, n_b, row, ld_bytes)
+            else:
+                _prefetch(h0 + n0 * H, n_b, row, row)
+        _backward_step(dhp + first + t * step, gp + 3 * (first + t * step),
+                       hnp + first + t * step,
+                       hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
+                       ld if t > 0 else H, dAhp + 3 * (first + t * step),
+                       dxnp + first + t * step, ld, carry + n0 * H, g_row, Wh, WhTp, db, dbh,
+                       xi[t], ns + t if ns != NULL else NULL, rows, <int> H)
+
+
+cdef void _grads_part(Call* c, int s, const floating* h0, const floating* hp,
+                      const floating* xp, const floating* dAhp, const floating* dxnp,
+                      const floating* Wx, floating beta, floating* dx, floating* dWx,
+                      floating* dWh) noexcept nogil:
+    """Part s of c.n_threads of a backward's weight gradients and dx over every step's rows
+    (``src/_shards.pxd``); its rows of dx get both products, in order. beta: 0 writes the
+    weight gradients, 1 adds into them."""
+    cdef int n_hidden = c.n_hidden, n_rows = c.n_steps * c.n_batch
+    cdef Py_ssize_t H = n_hidden
+    # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
+    cols_hidden_part(&c.w, s, c.n_threads, c.by_step, c.n_steps, c.n_batch, n_hidden,
+                     3 * n_hidden, h0, hp, dAhp, 3 * H, beta, dWh)
+    # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two products each for
+    # dx and dWx.
+    # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
+    rows_product_part(&c.w, s, c.n_threads, TRANS, n_rows, c.n_input, n_hidden, 1, dxnp,
+                      n_hidden, Wx + 2 * H, 3 * n_hidden, 0, dx, c.n_input, NULL)
+    # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
+    rows_product_part(&c.w, s, c.n_threads, TRANS, n_rows, c.n_input, 2 * n_hidden, 1, dAhp,
+                      3 * n_hidden, Wx, 3 * n_hidden, 1, dx, c.n_input, NULL)
+    # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
+    cols_sum_part(&c.w, s, c.n_threads, c.n_input, 2 * n_hidden, n_rows, 1, xp, c.n_input,
+                  dAhp, 3 * n_hidden, beta, dWx, 3 * n_hidden)
+    # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
+    cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden, n_rows, 1, xp, c.n_input, dxnp,
+                  n_hidden, beta, dWx + 2 * H, 3 * n_hidden)
+
+
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False,
@@ -553,14 +631,10 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 3, active, n_threads)
     cdef int n_hidden = c.n_hidden
-    cdef Py_ssize_t H = n_hidden, ld = c.ld, step = c.step
-    cdef Py_ssize_t row = H * sizeof(floating), ld_bytes = ld * sizeof(floating)
-    cdef Py_ssize_t t, n0, first, j
-    cdef int s, rows
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef Py_ssize_t H = n_hidden, j
+    cdef int s
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
     cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
-    cdef floating* ns
     cdef floating* rows_p = NULL      # shard s's g_row, db, dbh at rows_p + s * 7H
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
@@ -579,7 +653,6 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     cdef floating* dAhp
     cdef floating* dxnp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
-    cdef int n_b
     cdef floating beta = 0 if write_weight_grads else 1    # of the first products into dWx, dWh
     cdef int route = split_route(&c, &bufs.held.packed, 3, sizeof(floating))
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
@@ -624,39 +697,16 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
             # op(Wh) = Wh.T (3H, H), stored (H, 3H)
             WhTp = pack_held(TRANS, c.n_batch, 3 * n_hidden, n_hidden, Wh, 3 * n_hidden,
                              &bufs.held.packed)
-            # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, ld)
-                first, n0 = sh.first, sh.n0     # its first row in dh, h, hn, dxn; in carry
-                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-                for t in range(c.n_steps - 1, -1, -1):
-                    rows = rows_backward(&c, s, &sh, t, ns)
-                    if rows < 0:
-                        break       # interrupted
-                    if rows == 0:   # none of the shard's rows runs: no gradient, carry waits
-                        continue
-                    if t > 0:
-                        # step t-1's inputs: time runs backwards, which the hardware
-                        # prefetcher misses
-                        n_b = running_rows(c.act, t - 1, c.n_batch, sh.n0, sh.n1)
-                        _prefetch(dhp + first + (t - 1) * step, n_b, row, ld_bytes)
-                        _prefetch(gp + 3 * (first + (t - 1) * step), n_b, 3 * row,
-                                  3 * ld_bytes)
-                        _prefetch(hnp + first + (t - 1) * step, n_b, row, ld_bytes)
-                        if t > 1:
-                            _prefetch(hp + first + (t - 2) * step, n_b, row, ld_bytes)
-                        else:
-                            _prefetch(h0 + n0 * H, n_b, row, row)
-                    _backward_step(dhp + first + t * step, gp + 3 * (first + t * step),
-                                   hnp + first + t * step,
-                                   hp + first + (t - 1) * step if t > 0 else h0 + n0 * H,
-                                   ld if t > 0 else H, dAhp + 3 * (first + t * step),
-                                   dxnp + first + t * step, ld, &carry[0, 0] + n0 * H,
-                                   g_row if c.n_shards == 1 else rows_p + s * 7 * H, Wh,
-                                   WhTp, &db[0] if c.n_shards == 1 else rows_p + s * 7 * H + H,
-                                   &dbh[0] if c.n_shards == 1
-                                   else rows_p + s * 7 * H + 4 * H,
-                                   xi[t], ns + t if ns != NULL else NULL, rows, n_hidden)
+            # shard s: its sequences (src/_shards.pxd); one shard on this thread, without a
+            # parallel region
+            if c.n_shards == 1:
+                _backward_shard(&c, 0, dhp, gp, hnp, hp, h0, dAhp, dxnp, &carry[0, 0], g_row,
+                                Wh, WhTp, &db[0], &dbh[0], &xi[0], norms_p)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _backward_shard(&c, s, dhp, gp, hnp, hp, h0, dAhp, dxnp, &carry[0, 0],
+                                    rows_p + s * 7 * H, Wh, WhTp, rows_p + s * 7 * H + H,
+                                    rows_p + s * 7 * H + 4 * H, &xi[0], norms_p)
         if c.n_shards > 1:
             # db += the shards' db, dbh += theirs, in shard order
             for s in range(c.n_shards):
@@ -696,32 +746,18 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                              1, xp, c.n_input, dxnp, n_hidden, beta, &dWx[0, 2 * H],
                              3 * n_hidden)
         else:
-            # the weight gradients and dx, thread s its part of each (src/_shards.pxd); its
-            # rows of dx get both products, in order
-            for s in prange(c.n_threads, num_threads=c.n_threads, schedule="static"):
-                if c.w.stopped:
-                    continue
-                # dWh (+)= sum_t h_{t-1}.T @ dAh[t]     (H,3H) (+)= (N,H)'(N,3H) summed over t
-                cols_hidden_part(&c.w, s, c.n_threads, c.by_step, c.n_steps, c.n_batch,
-                                 n_hidden, 3 * n_hidden, h0, hp, dAhp, 3 * H, beta, &dWh[0, 0])
-                # The input-side gradients are [dxr dxz] = dAh[..., :2H] and dxn: two
-                # products each for dx and dWx.
-                # dx = dxn @ Wx[:, 2H:].T     (T*N,D) = (T*N,H)(D,H)'
-                rows_product_part(&c.w, s, c.n_threads, TRANS, c.n_steps * c.n_batch,
-                                  c.n_input, n_hidden, 1, dxnp, n_hidden, Wx + 2 * H,
-                                  3 * n_hidden, 0, &dx[0, 0, 0], c.n_input, NULL)
-                # dx += [dxr dxz] @ Wx[:, :2H].T     (T*N,D) += (T*N,2H)(D,2H)'
-                rows_product_part(&c.w, s, c.n_threads, TRANS, c.n_steps * c.n_batch,
-                                  c.n_input, 2 * n_hidden, 1, dAhp, 3 * n_hidden, Wx,
-                                  3 * n_hidden, 1, &dx[0, 0, 0], c.n_input, NULL)
-                # dWx[:, :2H] (+)= X.T @ [dxr dxz]     (D,2H) (+)= (T*N,D)'(T*N,2H)
-                cols_sum_part(&c.w, s, c.n_threads, c.n_input, 2 * n_hidden,
-                              c.n_steps * c.n_batch, 1, xp, c.n_input, dAhp, 3 * n_hidden,
-                              beta, &dWx[0, 0], 3 * n_hidden)
-                # dWx[:, 2H:] (+)= X.T @ dxn     (D,H) (+)= (T*N,D)'(T*N,H)
-                cols_sum_part(&c.w, s, c.n_threads, c.n_input, n_hidden,
-                              c.n_steps * c.n_batch, 1, xp, c.n_input, dxnp, n_hidden,
-                              beta, &dWx[0, 2 * H], 3 * n_hidden)
+            # the weight gradients and dx, thread s its part of each (src/_shards.pxd); one
+            # thread without a parallel region
+            if c.n_threads <= 1:
+                if not c.w.stopped:
+                    _grads_part(&c, 0, h0, hp, xp, dAhp, dxnp, Wx, beta, &dx[0, 0, 0],
+                                &dWx[0, 0], &dWh[0, 0])
+            else:
+                for s in prange(c.n_threads, num_threads=c.n_threads, schedule="static"):
+                    if c.w.stopped:
+                        continue
+                    _grads_part(&c, s, h0, hp, xp, dAhp, dxnp, Wx, beta, &dx[0, 0, 0],
+                                &dWx[0, 0], &dWh[0, 0])
     end_call(&c)
 
 

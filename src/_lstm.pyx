@@ -266,6 +266,26 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
             c.went_alone = True
 
 
+cdef void _forward_shard(Call* c, int s, const floating* h0, const floating* c0,
+                         const floating* Wh, const floating* Whp, floating* gp, floating* hp,
+                         floating* cp) noexcept nogil:
+    """Shard s of c.n_shards of a forward: its sequences (``src/_shards.pxd``), every step that
+    runs one of them."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    cdef Py_ssize_t t, first = sh.first, ld = c.ld, step = c.step   # first: its row in h, c
+    cdef int rows, n_hidden = c.n_hidden
+    for t in range(c.n_run):
+        rows = rows_forward(c, s, &sh, t)
+        if rows == 0:
+            break   # none of the shard's rows runs this step or later, or Ctrl-C
+        _forward_step(<const floating*> hp + first + (t - 1) * step if t
+                      else h0 + sh.n0 * n_hidden,
+                      <const floating*> cp + first + (t - 1) * step if t
+                      else c0 + sh.n0 * n_hidden,
+                      ld if t else n_hidden, gp + 4 * (first + t * step), cp + first + t * step,
+                      hp + first + t * step, ld, Wh, Whp, rows, n_hidden)
+
+
 def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_threads=1):
     """Fill the cache's h, c with the states and its gates with the activated gates of x.
     Arguments as for every cell's forward (``src/_call.pxd``); the other rows of c are set to
@@ -273,9 +293,7 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
-    cdef Py_ssize_t t, first, ld = c.ld, step = c.step
-    cdef int s, rows
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef int s
     cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* c0 = <const floating*> bufs.c0.buf
     cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
@@ -304,21 +322,13 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
             Whp = pack_held(NO_TRANS, c.n_batch, n_hidden, n_gh, Wh, n_gh, &bufs.held.packed)
             # gates = b + X @ Wx     (T*N,4H) = (4H,) + (T*N,D)(D,4H) (src/_call.pxd)
             input_product(&c, n_gh, &x[0, 0, 0], Wx, b, gp)
-            # shard s: its sequences, every step that runs one (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, ld)
-                first = sh.first    # the shard's first row in h and c
-                for t in range(c.n_run):
-                    rows = rows_forward(&c, s, &sh, t)
-                    if rows == 0:
-                        break   # none of the shard's rows runs this step or later, or Ctrl-C
-                    _forward_step(<const floating*> hp + first + (t - 1) * step if t
-                                  else h0 + sh.n0 * n_hidden,
-                                  <const floating*> cp + first + (t - 1) * step if t
-                                  else c0 + sh.n0 * n_hidden,
-                                  ld if t else n_hidden, gp + 4 * (first + t * step),
-                                  cp + first + t * step, hp + first + t * step, ld, Wh, Whp,
-                                  rows, n_hidden)
+            # shard s: its sequences (src/_shards.pxd); one shard on this thread, without a
+            # parallel region
+            if c.n_shards == 1:
+                _forward_shard(&c, 0, h0, c0, Wh, Whp, gp, hp, cp)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _forward_shard(&c, s, h0, c0, Wh, Whp, gp, hp, cp)
         zero_inactive(hp, n_hidden, c.n_steps, c.n_batch, c.act)
         zero_inactive(cp, n_hidden, c.n_steps, c.n_batch, c.act)
     end_call(&c)
@@ -494,6 +504,32 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
                               packed, xi[t])
 
 
+cdef void _backward_shard(Call* c, int s, const floating* dhp, const floating* gp,
+                          const floating* cp, const floating* c0, floating* dAp,
+                          floating* carry_h, floating* carry_c, const floating* Wh,
+                          const floating* WhTp, const floating* xi,
+                          floating* norms) noexcept nogil:
+    """Shard s of c.n_shards of a backward: its sequences (``src/_shards.pxd``), every step,
+    the steps none of its rows runs passed over."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    # its first row in dh, h, c; its first sequence, a row of the carries
+    cdef Py_ssize_t t, first = sh.first, n0 = sh.n0, ld = c.ld, step = c.step
+    cdef floating* ns = norms + s * c.n_steps if norms != NULL else NULL
+    cdef int rows, n_hidden = c.n_hidden
+    for t in range(c.n_steps - 1, -1, -1):
+        rows = rows_backward(c, s, &sh, t, ns)
+        if rows < 0:
+            break       # interrupted
+        if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
+            continue
+        _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
+                       cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
+                       ld if t else n_hidden, cp + first + t * step,
+                       dAp + 4 * (first + t * step), ld, carry_h + n0 * n_hidden,
+                       carry_c + n0 * n_hidden, Wh, WhTp, xi[t], ns + t if ns != NULL else NULL,
+                       rows, n_hidden)
+
+
 def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
              dict carries, floating[:, :, ::1] dx, dict weight_grads,
              floating[::1] norms=None, bint overwrite_cache=False,
@@ -505,16 +541,13 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 4, active, n_threads)
     cdef int n_hidden = c.n_hidden, n_gh = 4 * n_hidden
-    cdef Py_ssize_t t, n0, first, ld = c.ld, step = c.step
-    cdef int s, rows
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef int s
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef int route = split_route(&c, &bufs.held.packed, 4, sizeof(floating))
     cdef SpinBarrier bar, alone     # the parts' barrier; thread 0's when it runs them all
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd); split by units, part s's
     cdef floating* norms_p = shard_norms(norms, c.n_parts if route != NO_SPLIT else c.n_shards,
                                          c.n_steps, &bufs.held.norm_parts)
-    cdef floating* ns
     cdef floating[:, ::1] carry_h = carries["dhT"]
     cdef floating[:, ::1] carry_c = carries["dcT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
@@ -555,24 +588,15 @@ def backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
         else:
             # op(Wh) = Wh.T (4H, H), stored (H, 4H)
             WhTp = pack_held(TRANS, c.n_batch, n_gh, n_hidden, Wh, n_gh, &bufs.held.packed)
-            # shard s: sequences n0 .. n1 - 1, every step (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, ld)
-                first, n0 = sh.first, sh.n0     # the shard's first row in dh, h, c; a carry
-                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-                for t in range(c.n_steps - 1, -1, -1):
-                    rows = rows_backward(&c, s, &sh, t, ns)
-                    if rows < 0:
-                        break       # interrupted
-                    if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
-                        continue
-                    _backward_step(dhp + first + t * step, gp + 4 * (first + t * step),
-                                   cp + first + (t - 1) * step if t else c0 + n0 * n_hidden,
-                                   ld if t else n_hidden, cp + first + t * step,
-                                   dAp + 4 * (first + t * step), ld,
-                                   &carry_h[0, 0] + n0 * n_hidden,
-                                   &carry_c[0, 0] + n0 * n_hidden, Wh, WhTp, xi[t],
-                                   ns + t if ns != NULL else NULL, rows, n_hidden)
+            # shard s: its sequences (src/_shards.pxd); one shard on this thread, without a
+            # parallel region
+            if c.n_shards == 1:
+                _backward_shard(&c, 0, dhp, gp, cp, c0, dAp, &carry_h[0, 0], &carry_c[0, 0],
+                                Wh, WhTp, &xi[0], norms_p)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _backward_shard(&c, s, dhp, gp, cp, c0, dAp, &carry_h[0, 0],
+                                    &carry_c[0, 0], Wh, WhTp, &xi[0], norms_p)
             if norms_p != NULL and c.n_shards > 1:
                 join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         # the weight gradients and dx (src/_shards.pxd): dWx (+)= X.T @ dA, dWh (+)= sum_t

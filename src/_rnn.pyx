@@ -191,6 +191,22 @@ cdef void _forward_parts(Call* c, const floating* h0, floating* h, const floatin
                     c.went_alone = True
 
 
+cdef void _forward_shard(Call* c, int s, const floating* h0, floating* h, const floating* Wh,
+                         const floating* Whp, int nonlinearity) noexcept nogil:
+    """Shard s of c.n_shards of a forward: its sequences (``src/_shards.pxd``), every step that
+    runs one of them."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    cdef floating* hs = h + sh.first
+    cdef int rows, H = c.n_hidden
+    cdef Py_ssize_t t
+    for t in range(c.n_run):
+        rows = rows_forward(c, s, &sh, t)
+        if rows == 0:
+            break   # none of the shard's rows runs this step or later, or Ctrl-C
+        _forward_step(<const floating*> hs + (t - 1) * c.step if t else h0 + sh.n0 * H,
+                      c.ld if t else H, hs + t * c.step, c.ld, Wh, Whp, rows, H, nonlinearity)
+
+
 def split_backoff():
     """How many of this module's next calls keep to one thread because split calls of one
     sequence before them had to go on alone (``src/_columns.pxd``): 0 on a machine with free
@@ -204,15 +220,12 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
     # sizes, strides, rows that run, threads, Ctrl-C (src/_call.pxd)
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
-    cdef Py_ssize_t t
-    cdef int s, rows
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
+    cdef int s
     cdef const floating* h0 = <const floating*> bufs.held.h0.buf
     cdef const floating* Wx = <const floating*> bufs.held.Wx.buf
     cdef const floating* Wh = <const floating*> bufs.held.Wh.buf
     cdef const floating* b = <const floating*> bufs.held.b.buf
     cdef floating* hp = <floating*> bufs.held.h.buf
-    cdef floating* hs     # the first row of a shard in h
     cdef int nonlinearity = bufs.nonlinearity
     cdef floating* Whp   # Wh packed for the per-step products, or NULL (BLAS)
     with nogil:
@@ -224,17 +237,13 @@ def forward(Buffers bufs, const floating[:, :, ::1] x, active=None, int n_thread
             if not c.w.stopped:
                 _forward_parts(&c, h0, hp, Wh, Whp, nonlinearity)
         else:
-            # shard s: its sequences, every step that runs one (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
-                hs = hp + sh.first
-                for t in range(c.n_run):
-                    rows = rows_forward(&c, s, &sh, t)
-                    if rows == 0:
-                        break   # none of the shard's rows runs this step or later, or Ctrl-C
-                    _forward_step(<const floating*> hs + (t - 1) * c.step if t
-                                  else h0 + sh.n0 * H, c.ld if t else H, hs + t * c.step, c.ld,
-                                  Wh, Whp, rows, H, nonlinearity)
+            # shard s: its sequences (src/_shards.pxd); one shard on this thread, without a
+            # parallel region
+            if c.n_shards == 1:
+                _forward_shard(&c, 0, h0, hp, Wh, Whp, nonlinearity)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _forward_shard(&c, s, h0, hp, Wh, Whp, nonlinearity)
         zero_inactive(hp, H, c.n_steps, c.n_batch, c.act)
     end_call(&c)
 
@@ -490,6 +499,34 @@ cdef void _backward_parts(Call* c, const floating* dh, const floating* h, floati
                 t_end = t_first
 
 
+cdef void _backward_shard(Call* c, int s, Py_ssize_t t_first, Py_ssize_t t_end,
+                          const floating* dh, const floating* h, floating* dA,
+                          const floating* xi, floating* carry, const floating* Wh,
+                          const floating* WhTp, floating* norms, int nonlinearity) noexcept nogil:
+    """Shard s of c.n_shards of a backward: its sequences (``src/_shards.pxd``), steps t_end - 1
+    down to 0. t_first -1: dA holds every step (in h's layout), and the steps none of the
+    shard's rows runs are passed over; else steps down to t_first (one block of the lean
+    backward), step t's dA into row block t - t_first of the workspace dA (rows H apart)."""
+    cdef Shard sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
+    cdef floating* ns = norms + s * c.n_steps if norms != NULL else NULL
+    cdef int rows, H = c.n_hidden
+    cdef Py_ssize_t t
+    for t in range(t_end - 1, (t_first if t_first >= 0 else 0) - 1, -1):
+        if t_first >= 0:
+            rows = <int> (sh.n1 - sh.n0)
+        else:
+            rows = rows_backward(c, s, &sh, t, ns)
+            if rows < 0:
+                break       # interrupted
+            if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
+                continue
+        _backward_step(dh + sh.first + t * c.step, h + sh.first + t * c.step,
+                       dA + (((t - t_first) * c.n_batch + sh.n0) * H if t_first >= 0
+                             else sh.first + t * c.step), c.ld, H if t_first >= 0 else c.ld,
+                       carry + sh.n0 * H, Wh, WhTp, xi[t], ns + t if ns != NULL else NULL, rows,
+                       H, nonlinearity)
+
+
 def backward_lean(Buffers bufs, const floating[:, :, ::1] dh, const floating[::1] xi,
                   dict carries, floating[:, :, ::1] dA, floating[:, :, ::1] dx,
                   dict weight_grads, floating[::1] norms=None, bint write_weight_grads=False,
@@ -517,9 +554,8 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     cdef Call c = begin_call(&bufs.held.dims, sizeof(floating), 1, active, n_threads)
     cdef int H = c.n_hidden
     cdef bint lean = n_block > 0
-    cdef int n_in_block, s, rows
+    cdef int n_in_block, s
     cdef Py_ssize_t t, t_first, t_end = c.n_steps
-    cdef Shard sh         # shard s's sequences and rows (src/_shards.pxd)
     cdef floating[:, ::1] carry = carries["dhT"]
     cdef floating[:, ::1] dWx = weight_grads["dWx"]
     cdef floating[:, ::1] dWh = weight_grads["dWh"]
@@ -533,7 +569,6 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
     cdef int nonlinearity = bufs.nonlinearity
     # shard s's norms at norms_p + s * T, or NULL (src/_shards.pxd)
     cdef floating* norms_p = shard_norms(norms, c.n_shards, c.n_steps, &bufs.held.norm_parts)
-    cdef floating* ns
     cdef floating* dAp
     cdef floating* WhTp   # Wh.T packed for the per-step products, or NULL (BLAS)
     cdef double[::1] squares    # the split steps' sums of squares for the norms
@@ -567,39 +602,30 @@ cdef int _backward(Buffers bufs, const floating[:, :, ::1] dh, const floating[::
                     break
                 t_first = t_end - n_block if t_end > n_block else 0
                 n_in_block = <int> (t_end - t_first)
-                # shard s: its sequences, the block's steps (src/_shards.pxd)
-                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                    sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
-                    ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-                    for t in range(t_end - 1, t_first - 1, -1):
-                        # dA of step t into row block t - t_first of the workspace (rows H
-                        # apart)
-                        _backward_step(dhp + sh.first + t * c.step,
-                                       hp + sh.first + t * c.step,
-                                       dAp + ((t - t_first) * c.n_batch + sh.n0) * H, c.ld, H,
-                                       &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
-                                       ns + t if ns != NULL else NULL, <int> (sh.n1 - sh.n0),
-                                       H, nonlinearity)
+                # shard s: its sequences, the block's steps (src/_shards.pxd); one shard on
+                # this thread, without a parallel region
+                if c.n_shards == 1:
+                    _backward_shard(&c, 0, t_first, t_end, dhp, hp, dAp, &xi[0],
+                                    &carry[0, 0], Wh, WhTp, norms_p, nonlinearity)
+                else:
+                    for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                        _backward_shard(&c, s, t_first, t_end, dhp, hp, dAp, &xi[0],
+                                        &carry[0, 0], Wh, WhTp, norms_p, nonlinearity)
                 # the first block (t_end = T) writes the weight gradients if ``write``
                 _block_grads(c.by_step, t_first, n_in_block, c.n_steps, c.n_batch, c.n_input,
                              H, x, h0, hp, dAp, Wx, &dx[0, 0, 0], write and t_end == c.n_steps,
                              &dWx[0, 0], &dWh[0, 0], &db[0])
                 t_end = t_first
         else:
-            # shard s: its sequences, every step (src/_shards.pxd)
-            for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
-                sh = shard_of(c.n_batch, c.n_shards, s, c.ld)
-                ns = norms_p + s * c.n_steps if norms_p != NULL else NULL
-                for t in range(c.n_steps - 1, -1, -1):
-                    rows = rows_backward(&c, s, &sh, t, ns)
-                    if rows < 0:
-                        break       # interrupted
-                    if rows == 0:   # none of the shard's rows runs: no gradient, carries wait
-                        continue
-                    _backward_step(dhp + sh.first + t * c.step, hp + sh.first + t * c.step,
-                                   dAp + sh.first + t * c.step, c.ld, c.ld,
-                                   &carry[0, 0] + sh.n0 * H, Wh, WhTp, xi[t],
-                                   ns + t if ns != NULL else NULL, rows, H, nonlinearity)
+            # shard s: its sequences, every step (src/_shards.pxd); one shard on this
+            # thread, without a parallel region
+            if c.n_shards == 1:
+                _backward_shard(&c, 0, -1, c.n_steps, dhp, hp, dAp, &xi[0], &carry[0, 0], Wh,
+                                WhTp, norms_p, nonlinearity)
+            else:
+                for s in prange(c.n_shards, num_threads=c.n_shards, schedule="static"):
+                    _backward_shard(&c, s, -1, c.n_steps, dhp, hp, dAp, &xi[0], &carry[0, 0],
+                                    Wh, WhTp, norms_p, nonlinearity)
         if norms_p != NULL and c.n_shards > 1:
             join_norms(norms_p, c.n_shards, c.n_steps, &norms[0])
         if not lean:

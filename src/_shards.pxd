@@ -258,6 +258,27 @@ cdef inline void cols_bias(int n_threads, Py_ssize_t n_rows, int n_cols, const f
         cols_bias_part(s, n_threads, n_rows, n_cols, dA, width, write, db)
 
 
+cdef inline void _grads_and_dx_part(Watch* w, int s, int n_threads, bint by_step, int n_steps,
+                                    int n_batch, int n_input, int n_hidden, int width,
+                                    const floating* x, const floating* h0, const floating* h,
+                                    floating* dA, const floating* Wx, floating* dx, bint write,
+                                    floating* dWx, floating* dWh, floating* db) noexcept nogil:
+    """Part s of n_threads of ``grads_and_dx`` (every step's rows)."""
+    cdef Py_ssize_t n_rows = <Py_ssize_t> n_steps * n_batch
+    cdef floating beta = 0 if write else 1
+    # dWx (+)= X.T @ dA     (D,G*H) (+)= (T*N,D)'(T*N,G*H)
+    cols_sum_part(w, s, n_threads, n_input, width, <int> n_rows, 1, x, n_input, dA, width,
+                  beta, dWx, width)
+    # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,G*H) (+)= (N,H)'(N,G*H) summed over t
+    cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, width, h0, h, dA,
+                     width, beta, dWh)
+    # db (+)= dA.sum(axis=(0, 1))
+    cols_bias_part(s, n_threads, n_rows, width, dA, width, write, db)
+    # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
+    rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
+                      width, 0, dx, n_input, NULL)
+
+
 cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_run,
                               bint by_step, int n_steps, int n_batch, int n_input, int n_hidden,
                               int width, const floating* x, const floating* h0,
@@ -270,31 +291,26 @@ cdef inline void grads_and_dx(Watch* w, int n_threads, const int* active, int n_
     gradients written (``write``: the arrays' contents not read) or added into. x, h and dx are
     per-step buffers in the caller's layout, their rows in time-major order if by_step.
 
-    In one parallel region, thread s its part of each; with sequences of unequal lengths
+    In one parallel region, thread s its part of each (one thread: no region, whose barriers
+    cost a system call each); with sequences of unequal lengths
     (``active``, ``n_run`` steps with a row to run), over the rows that run, by steps, on the
     calling thread (``src/_active.pxd``: those products are not split between threads)."""
     cdef int s
-    cdef Py_ssize_t n_rows = <Py_ssize_t> n_steps * n_batch
-    cdef floating beta = 0 if write else 1
     if active != NULL:
         if not w.stopped:
             grads_by_steps(w, active, by_step, n_run, n_steps, n_batch, n_input, n_hidden, width,
                            x, h0, h, dA, Wx, dx, write, dWx, dWh, db)
         return
+    if n_threads <= 1:          # on this thread, without a parallel region
+        if not w.stopped:
+            _grads_and_dx_part(w, 0, 1, by_step, n_steps, n_batch, n_input, n_hidden, width, x,
+                               h0, h, dA, Wx, dx, write, dWx, dWh, db)
+        return
     for s in prange(n_threads, num_threads=n_threads, schedule="static"):
         if w.stopped:
             continue
-        # dWx (+)= X.T @ dA     (D,G*H) (+)= (T*N,D)'(T*N,G*H)
-        cols_sum_part(w, s, n_threads, n_input, width, <int> n_rows, 1, x, n_input, dA, width,
-                      beta, dWx, width)
-        # dWh (+)= sum_t h_{t-1}.T @ dA[t]     (H,G*H) (+)= (N,H)'(N,G*H) summed over t
-        cols_hidden_part(w, s, n_threads, by_step, n_steps, n_batch, n_hidden, width, h0, h, dA,
-                         width, beta, dWh)
-        # db (+)= dA.sum(axis=(0, 1))
-        cols_bias_part(s, n_threads, n_rows, width, dA, width, write, db)
-        # dx = dA @ Wx.T     (T*N,D) = (T*N,G*H)(D,G*H)'
-        rows_product_part(w, s, n_threads, TRANS, <int> n_rows, n_input, width, 1, dA, width, Wx,
-                          width, 0, dx, n_input, NULL)
+        _grads_and_dx_part(w, s, n_threads, by_step, n_steps, n_batch, n_input, n_hidden, width,
+                           x, h0, h, dA, Wx, dx, write, dWx, dWh, db)
 
 
 cdef inline floating* shard_norms(floating[::1] norms, int n_shards, Py_ssize_t n_steps,
