@@ -41,6 +41,28 @@ from _hoisted cimport add_hidden_weight_grad, product_by_rows, sum_by_rows
 from _shards cimport cols_hidden, cols_sum, rows_product, shard_first
 
 
+cdef void _forward_shard(int s, int n_shards, const Steps* steps, const floating* hp,
+                         const floating* h0, const floating* Wh, floating* Ap, int a_width,
+                         floating* hh, int n_hidden, int gh, bint gru) noexcept nogil:
+    """Shard s of n_shards of the floor's forward: sequences n0 .. n0 + nb - 1, every step."""
+    cdef Py_ssize_t n0 = shard_first(steps.n_batch, n_shards, s)
+    cdef Py_ssize_t nb = shard_first(steps.n_batch, n_shards, s + 1) - n0
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows, t
+    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
+    for t in range(steps.n_steps):
+        if gru:
+            # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
+            gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
+                 1, hp + n0 * ld + (t - 1) * step if t else h0 + n0 * n_hidden,
+                 <int> (ld if t else n_hidden), Wh, gh, 0, hh + n0 * gh, gh)
+        else:
+            # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
+            gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
+                 1, hp + n0 * ld + (t - 1) * step if t else h0 + n0 * n_hidden,
+                 <int> (ld if t else n_hidden), Wh, gh,
+                 1, Ap + (t * t_rows + n0 * n_rows) * a_width, <int> (n_rows * a_width))
+
+
 def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating[:, ::1] Wh,
           floating[:, :, ::1] A, floating[:, :, ::1] dA, floating[:, :, ::1] dxn,
           floating[:, :, ::1] h,
@@ -55,9 +77,7 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef int a_width = A.shape[2], da_width = dA.shape[2]
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
-    cdef Py_ssize_t ld = n_rows * n_hidden, step = t_rows * n_hidden
-    cdef Py_ssize_t t, n0, nb
+    cdef Py_ssize_t n_rows = steps.n_rows
     cdef int s, n_shards
     cdef floating* Ap = &A[0, 0, 0]
     cdef const floating* hp = &h[0, 0, 0]
@@ -69,25 +89,32 @@ def floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx, const floating
         # A = X @ Wx     (T*N,GH) = (T*N,D)(D,GH)
         rows_product(<Watch*> NULL, n_threads, NO_TRANS, n_steps * n_batch, gh, n_input,
                      1, &x[0, 0, 0], n_input, &Wx[0, 0], gh, 0, Ap, a_width, NULL)
-        # shard s: sequences n0 .. n0 + nb - 1, every step
-        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-            n0 = shard_first(n_batch, n_shards, s)
-            nb = shard_first(n_batch, n_shards, s + 1) - n0
-            for t in range(n_steps):
-                if gru:
-                    # hh = h_{t-1} @ Wh     (N,3H) = (N,H)(H,3H)
-                    gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
-                         1, hp + n0 * ld + (t - 1) * step if t else &h0[n0, 0],
-                         <int> (ld if t else n_hidden), &Wh[0, 0], gh, 0, &hh[n0, 0], gh)
-                else:
-                    # A[t] += h_{t-1} @ Wh     (N,GH) += (N,H)(H,GH)
-                    gemm(NO_TRANS, NO_TRANS, <int> nb, gh, n_hidden,
-                         1, hp + n0 * ld + (t - 1) * step if t else &h0[n0, 0],
-                         <int> (ld if t else n_hidden), &Wh[0, 0], gh,
-                         1, Ap + (t * t_rows + n0 * n_rows) * a_width, <int> (n_rows * a_width))
+        # shard s: its sequences, every step; one shard on this thread, without a parallel
+        # region (as the kernels run it)
+        if n_shards == 1:
+            _forward_shard(0, n_shards, &steps, hp, &h0[0, 0], &Wh[0, 0], Ap, a_width,
+                           &hh[0, 0], n_hidden, gh, gru)
+        else:
+            for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+                _forward_shard(s, n_shards, &steps, hp, &h0[0, 0], &Wh[0, 0], Ap, a_width,
+                               &hh[0, 0], n_hidden, gh, gru)
         if backward:
             _backward_floor(x, Wx, Wh, &dA[0, 0, 0], da_width, &dxn[0, 0, 0] if gru else NULL,
                             hp, &h0[0, 0], carry, dx, dWx, dWh, gru, time_major, n_threads)
+
+
+cdef void _backward_shard(int s, int n_shards, const Steps* steps, const floating* dAp,
+                          int da_width, const floating* Wh, floating* carry, int n_hidden,
+                          int gh, bint gru) noexcept nogil:
+    """Shard s of n_shards of the floor's backward: sequences n0 .. n0 + nb - 1, every step."""
+    cdef Py_ssize_t n0 = shard_first(steps.n_batch, n_shards, s)
+    cdef Py_ssize_t nb = shard_first(steps.n_batch, n_shards, s + 1) - n0
+    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows, t
+    for t in range(steps.n_steps - 1, -1, -1):
+        # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
+        gemm(NO_TRANS, TRANS, <int> nb, n_hidden, gh,
+             1, dAp + (t * t_rows + n0 * n_rows) * da_width, <int> (n_rows * da_width),
+             Wh, gh, 1 if gru else 0, carry + n0 * n_hidden, n_hidden)
 
 
 cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx,
@@ -100,21 +127,18 @@ cdef void _backward_floor(const floating[:, :, ::1] x, const floating[:, ::1] Wx
     cdef int n_steps = steps.n_steps, n_batch = steps.n_batch
     cdef int n_input = x.shape[2], n_hidden = Wh.shape[0], gh = Wh.shape[1]
     cdef bint by_step = steps.by_step   # rows in time-major order
-    cdef Py_ssize_t t_rows = steps.t_rows, n_rows = steps.n_rows
-    cdef Py_ssize_t t, n0, nb
     cdef int s, n_shards
     if n_batch < 2:
         n_threads = 1     # one sequence: on one thread (src/_shards.pxd)
     n_shards = n_threads if n_threads < n_batch else n_batch
-    # shard s: sequences n0 .. n0 + nb - 1, every step
-    for s in prange(n_shards, num_threads=n_shards, schedule="static"):
-        n0 = shard_first(n_batch, n_shards, s)
-        nb = shard_first(n_batch, n_shards, s + 1) - n0
-        for t in range(n_steps - 1, -1, -1):
-            # carry = dA[t] @ Wh.T     (N,H) = (N,GH)(H,GH)'; the GRU adds it to the direct path
-            gemm(NO_TRANS, TRANS, <int> nb, n_hidden, gh,
-                 1, dAp + (t * t_rows + n0 * n_rows) * da_width, <int> (n_rows * da_width),
-                 &Wh[0, 0], gh, 1 if gru else 0, &carry[n0, 0], n_hidden)
+    # shard s: its sequences, every step; one shard on this thread, without a parallel region
+    if n_shards == 1:
+        _backward_shard(0, n_shards, &steps, dAp, da_width, &Wh[0, 0], &carry[0, 0], n_hidden,
+                        gh, gru)
+    else:
+        for s in prange(n_shards, num_threads=n_shards, schedule="static"):
+            _backward_shard(s, n_shards, &steps, dAp, da_width, &Wh[0, 0], &carry[0, 0],
+                            n_hidden, gh, gru)
     # dWh += sum_t h_{t-1}.T @ dA[t]     (H,GH) += (N,H)'(N,GH) summed over t
     cols_hidden(<Watch*> NULL, n_threads, by_step, n_steps, n_batch, n_hidden, gh, h0, hp,
                 dAp, da_width, 1, &dWh[0, 0])
