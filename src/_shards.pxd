@@ -12,8 +12,10 @@ the packed Wh (or Wh.T) is shared, read-only. One sequence (N = 1) is one shard:
 one thread, its products over all steps included, unless its per-step product is wide enough
 for its columns to be split between threads (``src/_columns.pxd``). The threads are OpenMP's
 (Cython ``prange``): made once per process and reused, their count per call passed by the
-caller. Without OpenMP the loops run one after the other in the calling
-thread, with the same results.
+caller. One shard, or one thread, runs in the calling thread without a parallel region: even a
+region of one thread costs two system calls (libgomp wakes its barriers' waiters with a futex
+whether or not one waits), about 0.4 us, which a short call would pay per region. Without
+OpenMP the loops run one after the other in the calling thread, with the same results.
 
 The products hoisted out of the time loop run on all threads too, each thread on its own part
 of the result, so that nothing is summed across threads and a thread count always gives the
