@@ -76,6 +76,19 @@ class Cell:
         return tuple("d" + name for name in self.extra_states + self.extra_weights)
 
     @cached_property
+    def forward_reads(self):
+        """The weights a forward reads, in the order its checks take them after x: ('Wh', 'b',
+        the extra ones, 'Wx')."""
+        return ("Wh",) + self.weights[2:] + ("Wx",)
+
+    @cached_property
+    def out_writes(self):
+        """(label, field) of the arrays a forward with out= writes in the cache: the initial
+        states' copies ('out.h0', 'h0'), then the per-step arrays ('out.h', 'h')."""
+        return (tuple(("out." + state + "0", state + "0") for state in self.states)
+                + tuple(("out." + name, name) for name in self.cache_type.outputs))
+
+    @cached_property
     def weight_shapes_spelled(self):
         """{name: shape in symbols} of the weights, as error messages spell them."""
         gh = "H" if self.n_gates == 1 else f"{self.n_gates}*H"

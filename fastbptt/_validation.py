@@ -225,16 +225,13 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
     if dims is not None:
         if out is None:
             return _ready_forward_inputs(cell, x, states, weights, time_major, dims)
-        # as the checks below list them, for the same message where several overlap
-        given = [("x", x), ("Wh", weights["Wh"])]
-        given += [(name, weights[name]) for name in cell.weights[2:]
-                  if weights[name] is not None]
-        given += [("Wx", weights["Wx"])]
-        given += [(name, value) for name, value in states.items() if value is not None]
         inputs = _ready_forward_inputs(cell, x, states, weights, time_major, dims)
         check_forward_out(cell, out, inputs)
+        # as the checks below list them, for the same message where several overlap (an extra
+        # weight not given is now the read-only zeros of _zeros, which overlap nothing)
+        reads = [("x", x)] + [(name, weights[name]) for name in cell.forward_reads]
         return tuple.__new__(ForwardInputs, (*inputs[:-1], _forward_out_overlaps(
-            cell, out, inputs, given, overlap)))
+            cell, out, states, reads, overlap)))
     n_gates = cell.n_gates
     x, time_major, n_steps, n_batch, n_input = check_x(x, time_major)
     dtype = x.dtype
@@ -275,7 +272,8 @@ def check_forward(cell, x, states, weights, *, time_major, out=None,
     if check_finite:
         check_all_finite(given, scan)
     if out is not None:
-        inputs = inputs._replace(writes=_forward_out_overlaps(cell, out, inputs, given,
+        reads = [(name, value) for name, value in given if name not in inputs.states]
+        inputs = inputs._replace(writes=_forward_out_overlaps(cell, out, inputs.states, reads,
                                                               overlap))
     return inputs
 
@@ -291,18 +289,20 @@ def _ready_forward_inputs(cell, x, states, weights, time_major, dims):
                                          weights, x.dtype, *dims, time_major, ()))
 
 
-def _forward_out_overlaps(cell, out, inputs, given, overlap):
-    """The arrays of ``out`` (a cache to refill) that forward writes, as (name, array) pairs,
-    checked against what it reads. The initial states are copied into the cache first, so a
-    state may be a view of the cache's per-step arrays (its ``hT``, as a stream carries it) or
-    of its own target, but not of another state's target (h0 of out.c0)."""
-    targets = [("out." + state + "0", getattr(out, state + "0")) for state in cell.states]
-    writes = targets + [("out." + name, getattr(out, name)) for name in type(out).outputs]
-    reads = [(name, value) for name, value in given if name not in inputs.states]
+def _forward_out_overlaps(cell, out, states, reads, overlap):
+    """The arrays of ``out`` (a cache to refill) that forward writes, as (name, array) pairs
+    (``Cell.out_writes``), checked against ``reads``, the (name, array) pairs of the arrays it
+    reads besides the initial states. The initial states (``states``, the caller's, None where
+    not given) are copied into the cache first, so a state may be a view of the cache's per-step
+    arrays (its ``hT``, as a stream carries it) or of its own target, but not of another state's
+    target (h0 of out.c0)."""
+    writes = [(label, getattr(out, name)) for label, name in cell.out_writes]
     check_no_overlap(writes, reads, overlap)
-    if len(targets) > 1:        # with one state, there is no other state's target
-        for name, value in given:
-            if name in inputs.states:
+    n_states = len(cell.states)
+    if n_states > 1:            # with one state, there is no other state's target
+        targets = writes[:n_states]
+        for name, value in states.items():
+            if value is not None:
                 check_no_overlap([t for t in targets if t[0] != "out." + name],
                                  [(name, value)], overlap)
     return tuple(writes)

@@ -195,6 +195,18 @@ def test_the_compiled_overlap_check_agrees_with_numpy():
         reads = [(n, views[n]) for n in ("row1", "empty")]
         assert checks.first_overlap(writes, reads) is None
         assert checks.first_overlap(writes, reads + [("T", views["T"])]) == ("head", "T")
+        # a write against a later write; an object that is not an ndarray (its buffer)
+        assert checks.first_overlap(writes + [("row0", views["row0"])], reads) == ("head",
+                                                                                  "row0")
+        assert checks.first_overlap([("head", views["head"])],
+                                    [("mv", memoryview(base[0]))]) == ("head", "mv")
+        assert checks.first_overlap([("head", views["head"])],
+                                    [("mv", memoryview(base[1]))]) is None
+        # more arrays than the check keeps on its stack (16): the last pair overlaps
+        many = [(f"r{i}", np.zeros(3)) for i in range(20)]
+        assert checks.first_overlap(writes, many) is None
+        assert checks.first_overlap(writes, many + [("row0", views["row0"])]) == ("head",
+                                                                                 "row0")
 
 
 # ------------------------------------------------------------------------- grads as a mapping
