@@ -89,6 +89,15 @@ class Cell:
                 + tuple(("out." + name, name) for name in self.cache_type.outputs))
 
     @cached_property
+    def grads_out_writes(self):
+        """(label, field) of the arrays a backward with out= writes in the earlier result: dx,
+        the initial states' gradients ('out.dh0', 'dh0'), then the weight gradients (written
+        only without grads=)."""
+        return tuple(("out." + name, name) for name in
+                     ("dx",) + tuple("d" + state + "0" for state in self.states)
+                     + self.weight_grads)
+
+    @cached_property
     def weight_shapes_spelled(self):
         """{name: shape in symbols} of the weights, as error messages spell them."""
         gh = "H" if self.n_gates == 1 else f"{self.n_gates}*H"

@@ -374,14 +374,16 @@ def out_writes(cell, out, grads, final, overlap):
     gradients and, without ``grads``, the weight gradients. The gradients into the final states
     (``final``, checked) are copied into out's first, so one that shares memory with another
     state's target is refused here (ValueError)."""
-    carried = ["d" + state + "0" for state in cell.states]
-    names = ["dx"] + carried + ([] if grads is not None else list(cell.weight_grads))
+    pairs = cell.grads_out_writes                # dx, the states' gradients, the weights'
+    carried = pairs[1:1 + len(cell.states)]
     for name, value in final.items():
         if value is not None:
             mine = "out." + name[:-1] + "0"
-            check_no_overlap([(f"out.{c}", getattr(out, c)) for c in carried
-                              if f"out.{c}" != mine], [(name, value)], overlap)
-    return [("out." + name, getattr(out, name)) for name in names]
+            check_no_overlap([(label, getattr(out, c)) for label, c in carried
+                              if label != mine], [(name, value)], overlap)
+    if grads is not None:
+        pairs = pairs[:1 + len(cell.states)]
+    return [(label, getattr(out, name)) for label, name in pairs]
 
 
 def check_backward(cell, dh, cache, final, *, xi=None, grads=None, h_grad_norms=None,
