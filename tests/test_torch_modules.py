@@ -158,6 +158,48 @@ def test_state_dicts_go_both_ways(torch, ft, cell):
     assert_rel(back(x)[0], slow(x)[0], "output after the round trip")
 
 
+def laid_out(weight):
+    """Whether a weight (G*H, D) is kept in fastbptt's layout: the transpose of a C-contiguous
+    (D, G*H) array."""
+    return weight.stride() == (1, weight.shape[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weights_kept_in_fastbptt_layout(torch, ft, cell):
+    """The modules keep every weight as the transpose of a C-contiguous array, which the
+    kernels read as it is, and give each gradient in its weight's strides; the layout survives
+    reset_parameters (drawn as torch.nn draws from the same seed), a dtype conversion, a state
+    dict loaded and a deep copy. A weight replaced by one in torch's layout still runs, its
+    gradient in that layout, and both give torch.nn's results."""
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True)
+    weights = [name for name, _ in fast.named_parameters() if name.startswith("weight")]
+    assert len(weights) == 8
+    assert all(laid_out(getattr(fast, name)) for name in weights)
+    torch.manual_seed(11)
+    fast.reset_parameters()
+    torch.manual_seed(11)
+    slow.reset_parameters()
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters()):
+        assert torch.equal(p, q), name
+    converted = copy.deepcopy(fast).float()
+    assert converted.weight_ih_l0.dtype == torch.float32
+    fast.load_state_dict(converted.double().state_dict())
+    fast.load_state_dict(slow.state_dict())
+    copied = copy.deepcopy(fast)
+    for module in (fast, converted, copied):
+        assert all(laid_out(getattr(module, name)) for name in weights)
+    fast.weight_hh_l1 = torch.nn.Parameter(fast.weight_hh_l1.detach().contiguous())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for module in (fast, copied, slow):
+        module(x)[0].square().sum().backward()
+    for name in weights:
+        p, c, q = (getattr(m, name) for m in (fast, copied, slow))
+        assert p.grad.stride() == p.stride() and c.grad.stride() == c.stride(), name
+        assert_rel(p.grad, q.grad, name)
+        assert_rel(c.grad, q.grad, name)
+    assert fast.weight_hh_l1.grad.is_contiguous()
+
+
 OPTIONS = [  # (cell, constructor keywords), together every option
     ("rnn", {}),
     ("rnn", {"nonlinearity": "relu", "batch_first": True}),
