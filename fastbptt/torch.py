@@ -304,7 +304,7 @@ def _weight_grad(grad: NDArray[Any], weight: Tensor) -> Tensor:
     transposes these small matrices several times faster than autograd does when it lays a
     transposed gradient out as the parameter."""
     if weight.stride() == (1, weight.shape[0]):
-        return torch.from_numpy(grad).T
+        return torch.from_numpy(grad.T)         # NumPy's transpose: a view, made faster
     return torch.from_numpy(np.ascontiguousarray(grad.T))
 
 
@@ -483,7 +483,7 @@ class _Recurrent:
                        for _, keys in layers]
         first: Tensor = weights[0][0]
         dtype = first.dtype
-        if first.device.type != "cpu":
+        if not first.is_cpu:
             name = type(self).__name__
             raise ValueError(f"fastbptt.torch.{name} runs on the CPU: its parameters are on "
                              f"{first.device}; use torch.nn.{name} on other devices")
@@ -554,7 +554,7 @@ class _Recurrent:
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.layout != torch.strided:
             raise TypeError(f"input must be a dense tensor, got layout {input.layout}")
-        if input.device.type != "cpu":
+        if not input.is_cpu:
             raise ValueError(f"input is on {input.device}: fastbptt.torch.{name} runs on the "
                              f"CPU; use torch.nn.{name} on other devices")
         if input.dtype not in _FLOATS:
@@ -604,7 +604,7 @@ class _Recurrent:
                 raise TypeError(f"{label} must be a torch.Tensor, got {type(state).__name__}")
             if state.layout != torch.strided:
                 raise TypeError(f"{label} must be a dense tensor, got layout {state.layout}")
-            if state.device.type != "cpu":
+            if not state.is_cpu:
                 raise ValueError(f"{label} is on {state.device}: fastbptt.torch runs on the CPU")
             if state.dtype != dtype:
                 raise TypeError(f"{label} has dtype {state.dtype} but the input and the "
