@@ -659,6 +659,21 @@ def test_bias_gradients_are_tensors_of_their_own(torch, ft, cell):
     assert_rel(fast.bias_ih_l0.grad, slow.bias_ih_l0.grad, "bias_ih_l0 alone")
 
 
+@pytest.mark.parametrize("cell", CELLS)
+def test_changing_a_weight_in_place_before_backward_raises(torch, ft, cell):
+    """The kernels' backward reads the weights' own memory (kept in their layout, not copied),
+    so a weight changed in place between forward and backward (an optimizer step taken too
+    early) raises autograd's error, as torch.nn's does, rather than giving gradients of weights
+    the forward did not run."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for module in pair(torch, ft, cell, 3, 4):
+        output, _ = module(x)
+        with torch.no_grad():
+            module.weight_hh_l0.mul_(0.5)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            output.sum().backward()
+
+
 def test_changing_the_input_in_place_before_backward_raises(torch, ft):
     fast, _ = pair(torch, ft, "lstm", 3, 4)
     x = torch.randn(5, 2, 3, dtype=torch.float64, requires_grad=True)
