@@ -583,9 +583,9 @@ class _Recurrent:
         one per state of the cell, checked; unbatched ones get their batch dimension."""
         me: Any = self
         cell = CELLS[self._cell]
-        labels = [f"{state}_0" for state in cell.states]
         if hx is None:
-            return [None] * len(labels)
+            return [None] * len(cell.states)
+        labels = [f"{state}_0" for state in cell.states]
         if len(labels) == 1:
             given = [hx]
         else:
