@@ -33,15 +33,19 @@ a bidirectional one) runs forward and backward in fastbptt's kernels through one
   so does ``torch.nn.utils.parameters_to_vector``, which views each parameter: flatten them with
   ``torch.cat([p.reshape(-1) for p in m.parameters()])``; a tool that needs contiguous tensors,
   such as safetensors' ``save_file``, takes ``{k: v.contiguous() for k, v in
-  m.state_dict().items()}``. A weight in any other layout (a parameter replaced, a
-  parametrization's result) is copied into fastbptt's on each call, and its gradient into its
-  strides. Nothing is kept from call to call: a parameter may change without torch's version
-  counter seeing it (a write through ``.data``, as in the soft updates of a target network, or
-  through a NumPy view), and a kept copy would then run stale weights without a word. The
-  gradient of the bias sum reaches both biases, each its own tensor, as in PyTorch.
+  m.state_dict().items()}``; and torch's in-place random initialisers (``torch.nn.init``'s
+  ``uniform_``, ``normal_``, ``xavier_uniform_``, ...) draw in the order of memory, so on these
+  weights they draw from the same distribution as on torch.nn's but not the same values from
+  the same seed (``orthogonal_``, ``zeros_`` and ``reset_parameters`` give the same). A weight
+  in any other layout (a parameter replaced, a parametrization's result) is copied into
+  fastbptt's on each call, and its gradient into its strides. Nothing is kept from call to
+  call: a parameter may change without torch's version counter seeing it (a write through
+  ``.data``, as in the soft updates of a target network, or through a NumPy view), and a kept
+  copy would then run stale weights without a word. The gradient of the bias sum reaches both
+  biases, each its own tensor, as in PyTorch.
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
-  its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
-  place between forward and backward raises autograd's error, as with torch.nn.
+  its backward reads: the caller may change it in place, as torch.nn's. Changing the input or a
+  weight in place between forward and backward raises autograd's error, as with torch.nn.
 - A ``PackedSequence`` input (``torch.nn.utils.rnn.pack_padded_sequence``) runs each sequence
   over its own steps (the kernels' ``lengths=``; the reverse direction from each sequence's
   last step, ``reverse=True``), and the output is a ``PackedSequence`` laid out as the input;
