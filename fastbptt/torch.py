@@ -308,7 +308,7 @@ def _weight_grad(grad: NDArray[Any], weight: Tensor) -> Tensor:
     transposes these small matrices several times faster than autograd does when it lays a
     transposed gradient out as the parameter."""
     if weight.stride() == (1, weight.shape[0]):
-        return torch.from_numpy(grad.T)         # NumPy's transpose: a view, made faster
+        return torch.from_numpy(grad.T)     # not torch's .T, a view autograd would copy
     return torch.from_numpy(np.ascontiguousarray(grad.T))
 
 
