@@ -26,7 +26,7 @@ a bidirectional one) runs forward and backward in fastbptt's kernels through one
   memory in fastbptt's layout: ``weight_ih_l0`` (G*H, D) is the transpose of a C-contiguous
   (D, G*H) array (``weight_ih_l0.stride() == (1, G*H)``), so that the kernels read it on every
   call as it is, without a copy, and its gradient comes in the same strides, also without one
-  (at N = 1, T = 25 the two copies each way took 5 to 10% of a call, ``benchmarks/RESULTS.md``).
+  (at N = 1, T = 25 the two copies each way took 5 to 11% of a call, ``benchmarks/RESULTS.md``).
   Names, shapes, values, initialisation (``reset_parameters`` draws as torch.nn does from the
   same seed) and state dicts are torch.nn's; what differs is ``is_contiguous()``, False for the
   weights, so that ``weight.view(...)`` raises where torch.nn's works (``reshape`` works), and
