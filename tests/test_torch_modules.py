@@ -1,6 +1,8 @@
 """fastbptt.torch: torch.nn.RNN/LSTM/GRU drop-ins on the kernels, checked against torch.nn.
 
 - the same parameters, names, shapes and initial values as torch.nn, and state dicts both ways;
+  the weights kept in the kernels' layout (through reset_parameters, dtype conversions, state
+  dicts, deep copies), their gradients in their strides;
 - the same outputs and gradients as torch.nn given the same state dict (float64, 1e-9), for
   every option: cell, nonlinearity, bias, batch_first, num_layers, bidirectional, dropout (the
   same seed drops the same units), with and without initial states, batched and unbatched;
@@ -12,7 +14,8 @@
 - torch.compile runs the modules (as graph breaks);
 - what is refused, and how: other devices and dtypes, proj_size, wrong shapes,
   NaN, double backward;
-- autograd's guarantees: in-place changes caught, retain_graph, incoming gradients untouched.
+- autograd's guarantees: in-place changes (of the input, of a weight) caught, retain_graph,
+  incoming gradients untouched.
 
 The tests that need torch take the ``torch`` fixture (``pytest.importorskip``): without torch
 they are skipped, and the two that check how fastbptt behaves without torch still run.
