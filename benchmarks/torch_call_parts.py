@@ -14,13 +14,16 @@ shared machine), the minimum over interleaved rounds:
 - Function: the module's ``torch.autograd.Function`` applied directly, without the module's
   own call (``nn.Module.__call__``, its checks, the parameter look-ups);
 - empty Function: a ``torch.autograd.Function`` with the same inputs and outputs that computes
-  nothing (new empty tensors): what autograd costs per layer, forward and engine;
+  nothing (new empty tensors, the gradients in their parameters' strides, as autograd takes
+  them without a copy): what autograd costs per layer, forward and engine;
 - kernels: ``fastbptt.<cell>_forward`` and ``<cell>_backward(overwrite_cache=True)`` on NumPy
   arrays laid out beforehand (their checks included);
-- layout: the weights' transposed copies and bias sum forward, the gradients' backward.
+- layout: the weights' transposed copies and bias sum forward, the gradients' backward: what a
+  module whose weights are in torch's layout makes on each call (the modules keep theirs in
+  fastbptt's, and make only the bias sum; ``--before`` a module of a ``torch.py`` that made them
+  all).
 
-The module's own cost beyond these is the difference: module - (empty Function + kernels +
-layout).
+The module's own cost beyond these is the difference: module - (empty Function + kernels).
 """
 import argparse
 import time
@@ -96,7 +99,7 @@ def parts(torch, ft, cell, dtype, shape, before=None):
         @staticmethod
         def backward(ctx, *grads):
             return (torch.empty(x.shape, dtype=dtype),
-                    *[torch.empty(w.shape, dtype=dtype) for w in weights])
+                    *[torch.empty_like(w) for w in weights])
 
     def empty():
         for p in leaves:
@@ -105,7 +108,8 @@ def parts(torch, ft, cell, dtype, shape, before=None):
 
     record = CELLS[cell]
     xa, dha = x.detach().numpy(), dh.numpy()
-    w_ih, w_hh, b_ih, b_hh = (w.detach().numpy() for w in weights)
+    # torch's layout (the module keeps its weights in fastbptt's): what ``layout`` copies
+    w_ih, w_hh, b_ih, b_hh = (w.detach().contiguous().numpy() for w in weights)
     Wx, Wh = np.ascontiguousarray(w_ih.T), np.ascontiguousarray(w_hh.T)
     bias_apart = "bh" in record.extra_weights
     b = b_ih if bias_apart else b_ih + b_hh
@@ -149,7 +153,7 @@ def main(argv=None):
         for dtype in args.dtypes.split(","):
             t = interleaved(parts(torch, ft, cell, getattr(torch, dtype), shape, before),
                             calls, args.rounds)
-            rest = t["module"] - t["empty Function"] - t["kernels"] - t["layout"]
+            rest = t["module"] - t["empty Function"] - t["kernels"]
             print(f"  {cell:4} {dtype}: " + " | ".join(f"{k} {v:.0f}" for k, v in t.items())
                   + f" | module's own {rest:.0f}", flush=True)
 

@@ -20,18 +20,32 @@ a bidirectional one) runs forward and backward in fastbptt's kernels through one
 - The kernels read the tensors' memory as NumPy arrays, without copies where the layout allows:
   the input in either layout (``batch_first`` or not, C-contiguous; other strides are copied
   once), the initial states, the incoming gradients; a layer hands its hidden states to the next
-  as a view of what the kernel wrote. The weights are laid out as fastbptt's
-  ``Wx = weight_ih.T``, ``Wh = weight_hh.T`` (C-contiguous copies, made on every call),
-  ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
-  ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The gradient of the sum reaches
-  both biases, each its own tensor, as in PyTorch. The copies are not kept from call to call:
-  a parameter may change without torch's version counter seeing it (a write through ``.data``,
-  as in the soft updates of a target network, or through a NumPy view), and a kept copy would
-  then run stale weights without a word; they cost 5 to 8% of a call at N = 1, T = 25
-  (``benchmarks/RESULTS.md``).
+  as a view of what the kernel wrote. fastbptt's weights are ``Wx = weight_ih.T``,
+  ``Wh = weight_hh.T``, ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
+  ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The modules keep each weight's
+  memory in fastbptt's layout: ``weight_ih_l0`` (G*H, D) is the transpose of a C-contiguous
+  (D, G*H) array (``weight_ih_l0.stride() == (1, G*H)``), so that the kernels read it on every
+  call as it is, without a copy, and its gradient comes in the same strides, also without one
+  (at N = 1, T = 25 the two copies each way took 5 to 11% of a call, ``benchmarks/RESULTS.md``).
+  Names, shapes, values, initialisation (``reset_parameters`` draws as torch.nn does from the
+  same seed) and state dicts are torch.nn's; what differs is ``is_contiguous()``, False for the
+  weights, so that ``weight.view(...)`` raises where torch.nn's works (``reshape`` works), and
+  so does ``torch.nn.utils.parameters_to_vector``, which views each parameter: flatten them with
+  ``torch.cat([p.reshape(-1) for p in m.parameters()])``; a tool that needs contiguous tensors,
+  such as safetensors' ``save_file``, takes ``{k: v.contiguous() for k, v in
+  m.state_dict().items()}``; and torch's in-place random initialisers (``torch.nn.init``'s
+  ``uniform_``, ``normal_``, ``xavier_uniform_``, ...) draw in the order of memory, so on these
+  weights they draw from the same distribution as on torch.nn's but not the same values from
+  the same seed (``orthogonal_``, ``zeros_`` and ``reset_parameters`` give the same). A weight
+  in any other layout (a parameter replaced, a parametrization's result) is copied into
+  fastbptt's on each call, and its gradient into its strides. Nothing is kept from call to
+  call: a parameter may change without torch's version counter seeing it (a write through
+  ``.data``, as in the soft updates of a target network, or through a NumPy view), and a kept
+  copy would then run stale weights without a word. The gradient of the bias sum reaches both
+  biases, each its own tensor, as in PyTorch.
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
-  its backward reads: the caller may change it in place, as torch.nn's. Changing the input in
-  place between forward and backward raises autograd's error, as with torch.nn.
+  its backward reads: the caller may change it in place, as torch.nn's. Changing the input or a
+  weight in place between forward and backward raises autograd's error, as with torch.nn.
 - A ``PackedSequence`` input (``torch.nn.utils.rnn.pack_padded_sequence``) runs each sequence
   over its own steps (the kernels' ``lengths=``; the reverse direction from each sequence's
   last step, ``reverse=True``), and the output is a ``PackedSequence`` laid out as the input;
@@ -230,7 +244,7 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
         except (TypeError, ValueError) as err:
             raise _renamed(err, layer.names) from None
         return (None, torch.from_numpy(grads.dx) if needs[1] else None,
-                *_input_grads(layer, grads, needs, 2))
+                *_input_grads(layer, grads, needs, 2, saved))
     final_arrays = [None if g is None else g.numpy(force=True) for g in dfinals]
     n_hidden = caches[0].hT.shape[-1]
     flipped = not layers[1].reverse         # the reverse direction ran on x flipped in time
@@ -251,8 +265,8 @@ def _backward(ctx: Any, dh: Optional[Tensor], *dfinals: Optional[Tensor]) -> Any
     if needs[1]:
         dx = np.add(forward.dx, np.flip(reverse.dx, time_axis) if flipped else reverse.dx)
     return (None, None if dx is None else torch.from_numpy(dx),
-            *_input_grads(layers[0], forward, needs, 2),
-            *_input_grads(layers[1], reverse, needs, 2 + n_inputs))
+            *_input_grads(layers[0], forward, needs, 2, saved),
+            *_input_grads(layers[1], reverse, needs, 2 + n_inputs, saved))
 
 
 def _layer_backward(layer: _Layer, cache: Any, dh: Optional[NDArray[Any]],
@@ -265,18 +279,17 @@ def _layer_backward(layer: _Layer, cache: Any, dh: Optional[NDArray[Any]],
         raise _renamed(err, layer.names) from None
 
 
-def _input_grads(layer: _Layer, grads: Any, needs: Tuple[bool, ...], first: int
-                 ) -> List[Optional[Tensor]]:
+def _input_grads(layer: _Layer, grads: Any, needs: Tuple[bool, ...], first: int,
+                 saved: Sequence[Tensor]) -> List[Optional[Tensor]]:
     """The gradients of a direction's initial states and parameters, as tensors where autograd
-    needs them (``needs[first:]``)."""
+    needs them (``needs[first:]``, of the Function's inputs); ``saved`` its saved tensors, those
+    inputs but the first (``layers``)."""
     out: List[Optional[Tensor]] = [torch.from_numpy(grads.dh0) if needs[first] else None]
     for i, name in enumerate(layer.extra_state_grads, first + 1):
         out.append(torch.from_numpy(getattr(grads, name)) if needs[i] else None)
     i = first + layer.n_states
-    # torch's (G*H, D) layout, made here: NumPy transposes these small matrices several times
-    # faster than autograd does when it lays a transposed gradient out as the parameter
-    out.append(torch.from_numpy(np.ascontiguousarray(grads.dWx.T)) if needs[i] else None)
-    out.append(torch.from_numpy(np.ascontiguousarray(grads.dWh.T)) if needs[i + 1] else None)
+    out.append(_weight_grad(grads.dWx, saved[i - 1]) if needs[i] else None)
+    out.append(_weight_grad(grads.dWh, saved[i]) if needs[i + 1] else None)
     if layer.bias_apart:                    # the GRU: its own gradient for each bias
         db_ih, db_hh = grads.db, grads.dbh
     else:                                   # b = bias_ih + bias_hh: db for both
@@ -285,6 +298,18 @@ def _input_grads(layer: _Layer, grads: Any, needs: Tuple[bool, ...], first: int
     out.append(torch.from_numpy(db_ih) if needs[i + 2] else None)
     out.append(torch.from_numpy(db_hh) if needs[i + 3] else None)
     return out
+
+
+def _weight_grad(grad: NDArray[Any], weight: Tensor) -> Tensor:
+    """The gradient (G*H, D) of a weight from fastbptt's (D, G*H) ``grad``, in the weight's own
+    strides, so that autograd takes it as it is. A weight in fastbptt's layout (the modules'
+    own, ``_Recurrent._lay_out_weights``) gets ``grad``'s transpose, a view; one in torch's
+    (a parameter replaced, a parametrization's result) a C-contiguous copy, made here: NumPy
+    transposes these small matrices several times faster than autograd does when it lays a
+    transposed gradient out as the parameter."""
+    if weight.stride() == (1, weight.shape[0]):
+        return torch.from_numpy(grad.T)     # not torch's .T, a view autograd would copy
+    return torch.from_numpy(np.ascontiguousarray(grad.T))
 
 
 # with create_graph=True, the gradients come out marked so that differentiating them raises
@@ -334,9 +359,11 @@ def _direction_forward(layer: _Layer, x: NDArray[Any], arrays: Sequence[Optional
     if n_states > 1:
         for name, state in zip(layer.extra_states, arrays[1:n_states]):
             kwargs[name] = state
-    # (D, G*H) and (H, G*H), C-contiguous: laid out for the kernels on every call (the
-    # parameters' memory may have changed in ways torch's version counters miss, such as writes
-    # through ``.data``), so that their checks find every argument ready as it is
+    # (D, G*H) and (H, G*H), C-contiguous: the parameters' own memory where it is in
+    # fastbptt's layout (the modules' weights are, ``_Recurrent._lay_out_weights``), else a
+    # copy made on this call (nothing kept: the parameters' memory may have changed in ways
+    # torch's version counters miss, such as writes through ``.data``), so that the kernels'
+    # checks find every argument ready as it is
     Wx = np.ascontiguousarray(cast("NDArray[Any]", w_ih).T)
     Wh = np.ascontiguousarray(cast("NDArray[Any]", w_hh).T)
     if b_ih is None or b_hh is None:               # bias=False
@@ -371,6 +398,41 @@ class _Recurrent:
                             f"{name}, got {dtype}")
         me._fastbptt_layers = {time_major: self._layers(time_major)
                                for time_major in (False, True)}
+        self._lay_out_weights()
+
+    def _lay_out_weights(self) -> None:
+        """Each weight's memory in fastbptt's layout, in place of torch's: ``weight_ih``
+        (G*H, D) becomes the transpose of a C-contiguous (D, G*H) array, whose memory the kernels
+        read as ``Wx`` without a copy (``weight_hh`` likewise as ``Wh``), and into whose strides
+        their gradients come, also without one. The values, names and shapes stay; the
+        Parameter objects too (their ``.data`` is replaced)."""
+        me: Any = self
+        for name in me._flat_weights_names:
+            weight = me._parameters.get(name)
+            if name.startswith("weight_") and weight is not None and weight.dim() == 2 \
+                    and weight.stride() != (1, weight.shape[0]):
+                rows, columns = weight.shape
+                laid = torch.empty_strided((rows, columns), (1, rows), dtype=weight.dtype,
+                                           device=weight.device)
+                with torch.no_grad():
+                    laid.copy_(weight)
+                weight.data = laid
+
+    def reset_parameters(self) -> None:
+        """torch.nn's initialisation (the same draws from the same seed: torch draws in the
+        order of memory, so each weight is drawn in torch's layout), then laid out for the
+        kernels (``_lay_out_weights``)."""
+        me: Any = self
+        if not hasattr(me, "_fastbptt_layers"):      # torch.nn's __init__: laid out after
+            cast(Any, super()).reset_parameters()
+            return
+        for name in me._flat_weights_names:
+            weight = me._parameters.get(name)
+            if weight is not None and not weight.is_contiguous():
+                weight.data = torch.empty(weight.shape, dtype=weight.dtype,
+                                          device=weight.device)
+        cast(Any, super()).reset_parameters()
+        self._lay_out_weights()
 
     def _layers(self, time_major: bool) -> List[Tuple[Tuple[_Layer, ...], List[Optional[str]]]]:
         """[(the layer spec of each direction, their parameters' names)] for each layer: the
@@ -425,7 +487,7 @@ class _Recurrent:
                        for _, keys in layers]
         first: Tensor = weights[0][0]
         dtype = first.dtype
-        if first.device.type != "cpu":
+        if not first.is_cpu:
             name = type(self).__name__
             raise ValueError(f"fastbptt.torch.{name} runs on the CPU: its parameters are on "
                              f"{first.device}; use torch.nn.{name} on other devices")
@@ -496,7 +558,7 @@ class _Recurrent:
             raise TypeError(f"input must be a torch.Tensor, got {type(input).__name__}")
         if input.layout != torch.strided:
             raise TypeError(f"input must be a dense tensor, got layout {input.layout}")
-        if input.device.type != "cpu":
+        if not input.is_cpu:
             raise ValueError(f"input is on {input.device}: fastbptt.torch.{name} runs on the "
                              f"CPU; use torch.nn.{name} on other devices")
         if input.dtype not in _FLOATS:
@@ -525,9 +587,9 @@ class _Recurrent:
         one per state of the cell, checked; unbatched ones get their batch dimension."""
         me: Any = self
         cell = CELLS[self._cell]
-        labels = [f"{state}_0" for state in cell.states]
         if hx is None:
-            return [None] * len(labels)
+            return [None] * len(cell.states)
+        labels = [f"{state}_0" for state in cell.states]
         if len(labels) == 1:
             given = [hx]
         else:
@@ -546,7 +608,7 @@ class _Recurrent:
                 raise TypeError(f"{label} must be a torch.Tensor, got {type(state).__name__}")
             if state.layout != torch.strided:
                 raise TypeError(f"{label} must be a dense tensor, got layout {state.layout}")
-            if state.device.type != "cpu":
+            if not state.is_cpu:
                 raise ValueError(f"{label} is on {state.device}: fastbptt.torch runs on the CPU")
             if state.dtype != dtype:
                 raise TypeError(f"{label} has dtype {state.dtype} but the input and the "

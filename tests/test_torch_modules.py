@@ -1,6 +1,8 @@
 """fastbptt.torch: torch.nn.RNN/LSTM/GRU drop-ins on the kernels, checked against torch.nn.
 
 - the same parameters, names, shapes and initial values as torch.nn, and state dicts both ways;
+  the weights kept in the kernels' layout (through reset_parameters, dtype conversions, state
+  dicts, deep copies), their gradients in their strides;
 - the same outputs and gradients as torch.nn given the same state dict (float64, 1e-9), for
   every option: cell, nonlinearity, bias, batch_first, num_layers, bidirectional, dropout (the
   same seed drops the same units), with and without initial states, batched and unbatched;
@@ -12,7 +14,8 @@
 - torch.compile runs the modules (as graph breaks);
 - what is refused, and how: other devices and dtypes, proj_size, wrong shapes,
   NaN, double backward;
-- autograd's guarantees: in-place changes caught, retain_graph, incoming gradients untouched.
+- autograd's guarantees: in-place changes (of the input, of a weight) caught, retain_graph,
+  incoming gradients untouched.
 
 The tests that need torch take the ``torch`` fixture (``pytest.importorskip``): without torch
 they are skipped, and the two that check how fastbptt behaves without torch still run.
@@ -156,6 +159,48 @@ def test_state_dicts_go_both_ways(torch, ft, cell):
     back = slow_cls(3, 4, num_layers=2, bias=False, dtype=torch.float64)
     back.load_state_dict(copy.deepcopy(fast).state_dict())
     assert_rel(back(x)[0], slow(x)[0], "output after the round trip")
+
+
+def laid_out(weight):
+    """Whether a weight (G*H, D) is kept in fastbptt's layout: the transpose of a C-contiguous
+    (D, G*H) array."""
+    return weight.stride() == (1, weight.shape[0])
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_weights_kept_in_fastbptt_layout(torch, ft, cell):
+    """The modules keep every weight as the transpose of a C-contiguous array, which the
+    kernels read as it is, and give each gradient in its weight's strides; the layout survives
+    reset_parameters (drawn as torch.nn draws from the same seed), a dtype conversion, a state
+    dict loaded and a deep copy. A weight replaced by one in torch's layout still runs, its
+    gradient in that layout, and both give torch.nn's results."""
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True)
+    weights = [name for name, _ in fast.named_parameters() if name.startswith("weight")]
+    assert len(weights) == 8
+    assert all(laid_out(getattr(fast, name)) for name in weights)
+    torch.manual_seed(11)
+    fast.reset_parameters()
+    torch.manual_seed(11)
+    slow.reset_parameters()
+    for (name, p), q in zip(fast.named_parameters(), slow.parameters()):
+        assert torch.equal(p, q), name
+    converted = copy.deepcopy(fast).float()
+    assert converted.weight_ih_l0.dtype == torch.float32
+    fast.load_state_dict(converted.double().state_dict())
+    fast.load_state_dict(slow.state_dict())
+    copied = copy.deepcopy(fast)
+    for module in (fast, converted, copied):
+        assert all(laid_out(getattr(module, name)) for name in weights)
+    fast.weight_hh_l1 = torch.nn.Parameter(fast.weight_hh_l1.detach().contiguous())
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for module in (fast, copied, slow):
+        module(x)[0].square().sum().backward()
+    for name in weights:
+        p, c, q = (getattr(m, name) for m in (fast, copied, slow))
+        assert p.grad.stride() == p.stride() and c.grad.stride() == c.stride(), name
+        assert_rel(p.grad, q.grad, name)
+        assert_rel(c.grad, q.grad, name)
+    assert fast.weight_hh_l1.grad.is_contiguous()
 
 
 OPTIONS = [  # (cell, constructor keywords), together every option
@@ -615,6 +660,21 @@ def test_bias_gradients_are_tensors_of_their_own(torch, ft, cell):
         module(x)[0].sum().backward()
     assert fast.bias_hh_l0.grad is None
     assert_rel(fast.bias_ih_l0.grad, slow.bias_ih_l0.grad, "bias_ih_l0 alone")
+
+
+@pytest.mark.parametrize("cell", CELLS)
+def test_changing_a_weight_in_place_before_backward_raises(torch, ft, cell):
+    """The kernels' backward reads the weights' own memory (kept in their layout, not copied),
+    so a weight changed in place between forward and backward (an optimizer step taken too
+    early) raises autograd's error, as torch.nn's does, rather than giving gradients of weights
+    the forward did not run."""
+    x = torch.randn(5, 2, 3, dtype=torch.float64)
+    for module in pair(torch, ft, cell, 3, 4):
+        output, _ = module(x)
+        with torch.no_grad():
+            module.weight_hh_l0.mul_(0.5)
+        with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+            output.sum().backward()
 
 
 def test_changing_the_input_in_place_before_backward_raises(torch, ft):
