@@ -19,9 +19,8 @@ shared machine), the minimum over interleaved rounds:
 - kernels: ``fastbptt.<cell>_forward`` and ``<cell>_backward(overwrite_cache=True)`` on NumPy
   arrays laid out beforehand (their checks included);
 - layout: the weights' transposed copies and bias sum forward, the gradients' backward: what a
-  module whose weights are in torch's layout makes on each call (the modules keep theirs in
-  fastbptt's, and make only the bias sum; ``--before`` a module of a ``torch.py`` that made them
-  all).
+  module whose weights are in torch's layout (the default) makes on each call (with
+  ``weight_layout='fastbptt'`` only the bias sum).
 
 The module's own cost beyond these is the difference: module - (empty Function + kernels).
 """

@@ -23,6 +23,9 @@ backward, optimizer step; the same model with ``torch.nn.<Cell>`` and with
 shapes as NxTxH: by default 32 sequences of 64 steps at H = 128, and 4 sequences of 32 steps at
 H = 64 (the small batches of a recurrent policy or an online learner).
 
+Each module row also times fastbptt's module with ``weight_layout='fastbptt'`` (its weights
+kept in the kernels' layout: no copies per call).
+
 ``--before`` times the modules of another ``fastbptt/torch.py`` (an earlier commit's) as a
 third side of each module row, on the same kernels: what the modules' own code changed.
 
@@ -43,9 +46,11 @@ import fastbptt
 from fastbptt.benchmarking import CASES, time_interleaved
 
 
-def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None, bidirectional=False):
+def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None, bidirectional=False,
+                **options):
     """(fastbptt's module, torch.nn's) with the same state dict, batch-first; ``ft`` the module
-    of fastbptt's classes (default ``fastbptt.torch``)."""
+    of fastbptt's classes (default ``fastbptt.torch``), ``options`` keywords of fastbptt's
+    alone (``weight_layout``)."""
     if ft is None:
         import fastbptt.torch as ft
 
@@ -53,7 +58,7 @@ def module_pair(torch, cell, n_input, n_hidden, dtype, ft=None, bidirectional=Fa
                "gru": (ft.GRU, torch.nn.GRU)}[cell]
     torch.manual_seed(0)
     fast = classes[0](n_input, n_hidden, batch_first=True, dtype=dtype,
-                      bidirectional=bidirectional)
+                      bidirectional=bidirectional, **options)
     slow = classes[1](n_input, n_hidden, batch_first=True, dtype=dtype,
                       bidirectional=bidirectional)
     slow.load_state_dict(fast.state_dict())
@@ -74,11 +79,15 @@ def load_before(path):
 
 
 def step_functions(torch, cell, shape, dtype, before=None, bidirectional=False):
-    """{name: callable} running forward + backward once on each module; with ``before`` (a
-    module loaded by ``load_before``) its module too, as 'before'."""
+    """{name: callable} running forward + backward once on each module: fastbptt's (its weights
+    in torch's layout, the default), 'laid out' (``weight_layout='fastbptt'``) and torch.nn's;
+    with ``before`` (a module loaded by ``load_before``) its module too, as 'before'."""
     n_batch, n_steps, n_input, n_hidden = shape
     fast, slow = module_pair(torch, cell, n_input, n_hidden, dtype, bidirectional=bidirectional)
-    modules = {"fastbptt": fast, "torch": slow}
+    modules = {"fastbptt": fast, "torch": slow,
+               "laid out": module_pair(torch, cell, n_input, n_hidden, dtype,
+                                       bidirectional=bidirectional,
+                                       weight_layout="fastbptt")[0]}
     if before is not None:
         modules["before"] = module_pair(torch, cell, n_input, n_hidden, dtype, before,
                                         bidirectional)[0]
@@ -187,8 +196,10 @@ def main(argv=None):
                         t = timed(step_functions(torch, cell, shape, getattr(torch, dtype),
                                                  before, args.bidirectional), args.rounds)
                         fast, slow = t["fastbptt"] * 1e3, t["torch"] * 1e3
+                        laid = t["laid out"] * 1e3
                         line = (f"  {cell:4} {case} {dtype}: fastbptt.torch {fast:8.3f} ms | "
-                                f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x")
+                                f"torch.nn {slow:8.3f} ms | {slow / fast:.2f}x | "
+                                f"weight_layout='fastbptt' {laid:8.3f} ms, {slow / laid:.2f}x")
                         if before is not None:
                             old = t["before"] * 1e3
                             line += (f" | before {old:8.3f} ms, {slow / old:.2f}x; after/before "

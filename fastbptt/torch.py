@@ -22,27 +22,31 @@ a bidirectional one) runs forward and backward in fastbptt's kernels through one
   once), the initial states, the incoming gradients; a layer hands its hidden states to the next
   as a view of what the kernel wrote. fastbptt's weights are ``Wx = weight_ih.T``,
   ``Wh = weight_hh.T``, ``b = bias_ih + bias_hh`` (the GRU keeps ``bias_hh`` apart, inside
-  ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The modules keep each weight's
-  memory in fastbptt's layout: ``weight_ih_l0`` (G*H, D) is the transpose of a C-contiguous
-  (D, G*H) array (``weight_ih_l0.stride() == (1, G*H)``), so that the kernels read it on every
-  call as it is, without a copy, and its gradient comes in the same strides, also without one
-  (at N = 1, T = 25 the two copies each way took 5 to 11% of a call, ``benchmarks/RESULTS.md``).
-  Names, shapes, values, initialisation (``reset_parameters`` draws as torch.nn does from the
-  same seed) and state dicts are torch.nn's; what differs is ``is_contiguous()``, False for the
-  weights, so that ``weight.view(...)`` raises where torch.nn's works (``reshape`` works), and
-  so does ``torch.nn.utils.parameters_to_vector``, which views each parameter: flatten them with
-  ``torch.cat([p.reshape(-1) for p in m.parameters()])``; a tool that needs contiguous tensors,
-  such as safetensors' ``save_file``, takes ``{k: v.contiguous() for k, v in
+  ``r * (h Wh_n + bias_hh_n)``); see ``fastbptt.compat.torch``. The weights are torch.nn's,
+  C-contiguous (G*H, D) tensors, and each call lays them out for the kernels (a copy of each,
+  and each gradient copied back into torch's layout). Nothing is kept from call to call: a
+  parameter may change without torch's version counter seeing it (a write through ``.data``, as
+  in the soft updates of a target network, or through a NumPy view), and a kept copy would then
+  run stale weights without a word. The gradient of the bias sum reaches both biases, each its
+  own tensor, as in PyTorch.
+- ``weight_layout='fastbptt'`` (a keyword of the constructor beside torch.nn's) keeps each
+  weight's memory in the kernels' layout instead: ``weight_ih_l0`` (G*H, D) is the transpose of
+  a C-contiguous (D, G*H) array (``weight_ih_l0.stride() == (1, G*H)``), which the kernels read
+  as it is, and its gradient comes in the same strides: no copy either way (at N = 1, T = 25
+  the copies took 5 to 11% of a call, ``benchmarks/RESULTS.md``). Names, shapes, values,
+  initialisation (``reset_parameters`` draws as torch.nn does from the same seed) and state
+  dicts stay torch.nn's; what differs is ``is_contiguous()``, False for the weights, so that
+  ``weight.view(...)`` raises where torch.nn's works (``reshape`` works), and so does
+  ``torch.nn.utils.parameters_to_vector``, which views each parameter (flatten them with
+  ``torch.cat([p.reshape(-1) for p in m.parameters()])``); a tool that needs contiguous
+  tensors, such as safetensors' ``save_file``, takes ``{k: v.contiguous() for k, v in
   m.state_dict().items()}``; and torch's in-place random initialisers (``torch.nn.init``'s
   ``uniform_``, ``normal_``, ``xavier_uniform_``, ...) draw in the order of memory, so on these
   weights they draw from the same distribution as on torch.nn's but not the same values from
-  the same seed (``orthogonal_``, ``zeros_`` and ``reset_parameters`` give the same). A weight
-  in any other layout (a parameter replaced, a parametrization's result) is copied into
-  fastbptt's on each call, and its gradient into its strides. Nothing is kept from call to
-  call: a parameter may change without torch's version counter seeing it (a write through
-  ``.data``, as in the soft updates of a target network, or through a NumPy view), and a kept
-  copy would then run stale weights without a word. The gradient of the bias sum reaches both
-  biases, each its own tensor, as in PyTorch.
+  the same seed (``orthogonal_``, ``zeros_`` and ``reset_parameters`` give the same). That is
+  why it is not the default. A weight in any other layout (a parameter replaced, a
+  parametrization's result) is copied into the kernels' on each call, and its gradient into its
+  strides.
 - What the caller gets (``output``, ``h_n``, ``c_n``) is a copy of what the kernel wrote, which
   its backward reads: the caller may change it in place, as torch.nn's. Changing the input or a
   weight in place between forward and backward raises autograd's error, as with torch.nn.
@@ -110,6 +114,7 @@ _compiler_disable = getattr(getattr(torch, "compiler", None), "disable", None) o
     torch._dynamo.disable
 
 _FLOATS = (torch.float32, torch.float64)
+WEIGHT_LAYOUTS = ("torch", "fastbptt")    # the modules' weight_layout= keyword
 
 
 class _Layer(NamedTuple):
@@ -385,10 +390,14 @@ class _Recurrent:
 
     _cell: str = ""
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, weight_layout: str = "torch", **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         me: Any = self
         name = type(self).__name__
+        if weight_layout not in WEIGHT_LAYOUTS:
+            raise ValueError(f"weight_layout must be one of {WEIGHT_LAYOUTS}, got "
+                             f"{weight_layout!r}")
+        me.weight_layout = weight_layout
         if getattr(me, "proj_size", 0):
             raise ValueError(f"proj_size={me.proj_size}: fastbptt.torch.{name} has no "
                              "projections (its kernels have none); use torch.nn.LSTM for them")
@@ -398,7 +407,16 @@ class _Recurrent:
                             f"{name}, got {dtype}")
         me._fastbptt_layers = {time_major: self._layers(time_major)
                                for time_major in (False, True)}
-        self._lay_out_weights()
+        if weight_layout == "fastbptt":
+            self._lay_out_weights()
+
+    def extra_repr(self) -> str:
+        """torch.nn's, with the weights' layout where it is not torch's."""
+        me: Any = self
+        text: str = cast(Any, super()).extra_repr()
+        if getattr(me, "weight_layout", "torch") != "torch":
+            text += f", weight_layout={me.weight_layout!r}"
+        return text
 
     def _lay_out_weights(self) -> None:
         """Each weight's memory in fastbptt's layout, in place of torch's: ``weight_ih``
@@ -420,11 +438,11 @@ class _Recurrent:
 
     def reset_parameters(self) -> None:
         """torch.nn's initialisation (the same draws from the same seed: torch draws in the
-        order of memory, so each weight is drawn in torch's layout), then laid out for the
-        kernels (``_lay_out_weights``)."""
+        order of memory, so each weight is drawn in torch's layout), then, with
+        ``weight_layout='fastbptt'``, laid out for the kernels (``_lay_out_weights``)."""
         me: Any = self
-        if not hasattr(me, "_fastbptt_layers"):      # torch.nn's __init__: laid out after
-            cast(Any, super()).reset_parameters()
+        if getattr(me, "weight_layout", "torch") != "fastbptt":
+            cast(Any, super()).reset_parameters()    # (in torch.nn's __init__: laid out after)
             return
         for name in me._flat_weights_names:
             weight = me._parameters.get(name)

@@ -1,8 +1,9 @@
 """fastbptt.torch: torch.nn.RNN/LSTM/GRU drop-ins on the kernels, checked against torch.nn.
 
 - the same parameters, names, shapes and initial values as torch.nn, and state dicts both ways;
-  the weights kept in the kernels' layout (through reset_parameters, dtype conversions, state
-  dicts, deep copies), their gradients in their strides;
+  with weight_layout='fastbptt', the weights kept in the kernels' layout (through
+  reset_parameters, dtype conversions, state dicts, deep copies), their gradients in their
+  strides, and the same results (outputs, gradients, training) in either layout;
 - the same outputs and gradients as torch.nn given the same state dict (float64, 1e-9), for
   every option: cell, nonlinearity, bias, batch_first, num_layers, bidirectional, dropout (the
   same seed drops the same units), with and without initial states, batched and unbatched;
@@ -51,13 +52,14 @@ def classes(torch, ft, cell):
             "gru": (ft.GRU, torch.nn.GRU)}[cell]
 
 
-def pair(torch, ft, cell, *args, seed=0, **kwargs):
-    """A fastbptt module and a torch.nn module with the same state dict (float64 unless a
-    dtype is given), and nonzero biases drawn apart from the weights."""
+def pair(torch, ft, cell, *args, seed=0, weight_layout="torch", **kwargs):
+    """A fastbptt module (its weights in ``weight_layout``) and a torch.nn module with the same
+    state dict (float64 unless a dtype is given), and nonzero biases drawn apart from the
+    weights."""
     fast_cls, slow_cls = classes(torch, ft, cell)
     kwargs.setdefault("dtype", torch.float64)
     torch.manual_seed(seed)
-    fast = fast_cls(*args, **kwargs)
+    fast = fast_cls(*args, weight_layout=weight_layout, **kwargs)
     with torch.no_grad():
         for name, p in fast.named_parameters():
             if name.startswith("bias"):
@@ -169,12 +171,20 @@ def laid_out(weight):
 
 @pytest.mark.parametrize("cell", CELLS)
 def test_weights_kept_in_fastbptt_layout(torch, ft, cell):
-    """The modules keep every weight as the transpose of a C-contiguous array, which the
-    kernels read as it is, and give each gradient in its weight's strides; the layout survives
-    reset_parameters (drawn as torch.nn draws from the same seed), a dtype conversion, a state
-    dict loaded and a deep copy. A weight replaced by one in torch's layout still runs, its
-    gradient in that layout, and both give torch.nn's results."""
-    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True)
+    """With ``weight_layout='fastbptt'`` the modules keep every weight as the transpose of a
+    C-contiguous array, which the kernels read as it is, and give each gradient in its weight's
+    strides; the layout survives reset_parameters (drawn as torch.nn draws from the same seed),
+    a dtype conversion, a state dict loaded and a deep copy. A weight replaced by one in torch's
+    layout still runs, its gradient in that layout, and both give torch.nn's results. By
+    default the weights are torch.nn's, C-contiguous."""
+    default, _ = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True)
+    assert all(p.is_contiguous() for p in default.parameters())
+    assert "weight_layout" not in repr(default)
+    with pytest.raises(ValueError, match="weight_layout must be one of"):
+        classes(torch, ft, cell)[0](3, 4, weight_layout="kernels")
+    fast, slow = pair(torch, ft, cell, 3, 4, num_layers=2, bidirectional=True,
+                      weight_layout="fastbptt")
+    assert "weight_layout='fastbptt'" in repr(fast)
     weights = [name for name, _ in fast.named_parameters() if name.startswith("weight")]
     assert len(weights) == 8
     assert all(laid_out(getattr(fast, name)) for name in weights)
@@ -223,10 +233,12 @@ def option_id(case):
 
 @pytest.mark.parametrize("case", OPTIONS, ids=[option_id(c) for c in OPTIONS])
 @pytest.mark.parametrize("given", [True, False], ids=["hx", "no-hx"])
-def test_outputs_and_gradients_equal_torch_nn(torch, ft, case, given):
+@pytest.mark.parametrize("weight_layout", ["torch", "fastbptt"])
+def test_outputs_and_gradients_equal_torch_nn(torch, ft, case, given, weight_layout):
     cell, kwargs = case
     n_batch, n_steps, n_input, n_hidden = 3, 6, 4, 5
-    fast, slow = pair(torch, ft, cell, n_input, n_hidden, **kwargs)
+    fast, slow = pair(torch, ft, cell, n_input, n_hidden, weight_layout=weight_layout,
+                      **kwargs)
     gen = torch.Generator().manual_seed(1)
     shape = (n_batch, n_steps, n_input) if kwargs.get("batch_first") else \
         (n_steps, n_batch, n_input)
@@ -496,9 +508,10 @@ def make_tagger(torch, recurrent):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_training_with_adam_ends_at_torch_nn_parameters(torch, ft, cell):
+@pytest.mark.parametrize("weight_layout", ["torch", "fastbptt"])
+def test_training_with_adam_ends_at_torch_nn_parameters(torch, ft, cell, weight_layout):
     fast_rnn, slow_rnn = pair(torch, ft, cell, 4, 5, num_layers=2, bidirectional=True,
-                              batch_first=True, dropout=0.2)
+                              batch_first=True, dropout=0.2, weight_layout=weight_layout)
     models = []
     for rnn in (fast_rnn, slow_rnn):
         torch.manual_seed(11)
@@ -663,13 +676,14 @@ def test_bias_gradients_are_tensors_of_their_own(torch, ft, cell):
 
 
 @pytest.mark.parametrize("cell", CELLS)
-def test_changing_a_weight_in_place_before_backward_raises(torch, ft, cell):
-    """The kernels' backward reads the weights' own memory (kept in their layout, not copied),
-    so a weight changed in place between forward and backward (an optimizer step taken too
-    early) raises autograd's error, as torch.nn's does, rather than giving gradients of weights
-    the forward did not run."""
+@pytest.mark.parametrize("weight_layout", ["torch", "fastbptt"])
+def test_changing_a_weight_in_place_before_backward_raises(torch, ft, cell, weight_layout):
+    """A weight changed in place between forward and backward (an optimizer step taken too
+    early) raises autograd's error, as torch.nn's does, in either layout (with 'fastbptt' the
+    kernels' backward reads the weights' own memory, and would otherwise give gradients of
+    weights the forward did not run)."""
     x = torch.randn(5, 2, 3, dtype=torch.float64)
-    for module in pair(torch, ft, cell, 3, 4):
+    for module in pair(torch, ft, cell, 3, 4, weight_layout=weight_layout):
         output, _ = module(x)
         with torch.no_grad():
             module.weight_hh_l0.mul_(0.5)
