@@ -146,7 +146,7 @@ def test_equals_single_process_training(cell, dask_client):
     feed = iter(xis)
     with DataParallel(model, IDS, client=dask_client, batch=5, seq_len=6, lr=1e-2, clip=0.5,
                       timeout=60) as dp:
-        assert dp.shards == [(0, 3), (3, 5)]
+        assert dp.shards == [(0, 3), (3, 5)] and dp.linked      # workers on one machine
         got = list(dp.train(5, xi=lambda: next(feed)))
         replicas = dp.replica_params()
         dp.pull()
@@ -195,6 +195,49 @@ def test_chunks_of_steps_stop_where_the_replicas_are_read(dask_client, monkeypat
         for name, p in expected.params.items():
             assert np.array_equal(runs[4][1][step][name], runs[1][1][step][name]), name
             assert_close(runs[4][1][step][name], p, np.float64, f"step {step} {name}")
+
+
+@pytest.fixture(scope="module")
+def four_workers():
+    """A LocalCluster of 4 single-threaded worker processes."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import connect
+    client = connect("local:4")
+    try:
+        client.wait_for_workers(4, timeout=60)
+        yield client
+    finally:
+        client.close()
+
+
+def unlinked(address):
+    """A stand-in for ``distributed._host`` that puts every worker on a machine of its own."""
+    return address
+
+
+@pytest.mark.parametrize("world,linked", [(3, True), (4, True), (3, False)])
+def test_more_replicas_and_exchanges_through_dask(world, linked, four_workers, monkeypatch):
+    """3 replicas (one beyond a power of two: it adds into replica 0 first and gets the sum
+    back) and 4 (two rounds of pairs), over their own sockets; and 3 through Dask's comms, as
+    replicas on several machines exchange: equal to one process, and the replicas equal."""
+    from fastbptt.nn import distributed
+    if not linked:
+        monkeypatch.setattr(distributed, "_host", unlinked)
+    expected = tiny_model("lstm")
+    losses, _ = one_process(expected, IDS, 4, batch=7, seq_len=5, lr=1e-2, max_norm=0.5)
+    model = tiny_model("lstm")
+    workers = distributed.worker_addresses(four_workers)[:world]
+    with distributed.DataParallel(model, IDS, client=four_workers, batch=7, seq_len=5,
+                                  lr=1e-2, clip=0.5, workers=workers, timeout=60) as dp:
+        assert dp.world == world and dp.linked == linked
+        got = list(dp.train(4, chunk=3))
+        replicas = dp.replica_params()
+        dp.pull()
+    np.testing.assert_allclose(got, losses, rtol=1e-12)
+    for name, p in expected.params.items():
+        assert_close(model.params[name], p, np.float64, name)
+        for rank in range(1, world):
+            assert np.array_equal(replicas[rank][name], replicas[0][name]), (rank, name)
 
 
 def test_other_optimizers_value_clipping_and_uneven_work(dask_client):
@@ -371,18 +414,23 @@ _Replica._step = _step_or_die
 """
 
 
-def test_a_killed_worker_fails_the_step_and_resume_continues(text_file, tmp_path, monkeypatch,
-                                                              dask_client, capsys):
+@pytest.mark.parametrize("linked", [True, False])
+def test_a_killed_worker_fails_the_step_and_resume_continues(linked, text_file, tmp_path,
+                                                              monkeypatch, dask_client, capsys):
     """``--cluster local:2``: a worker dies in the middle of the chunk of steps 5-8 (killed as
-    it starts step 7); the chunk fails with an error naming the worker; model.npz, saved
-    every 4 steps, loads; ``--resume`` (on another cluster) trains on from it to
-    ``--steps``."""
+    it starts step 7), with the replicas exchanging over their own sockets or through Dask's
+    comms; the chunk fails with an error naming the worker; model.npz, saved every 4 steps,
+    loads; ``--resume`` (on another cluster) trains on from it to ``--steps``."""
     import fastbptt.cli.train as train_command
+    from fastbptt.nn import distributed
+    if not linked:
+        monkeypatch.setattr(distributed, "_host", unlinked)
     killed = []
     start = train_command.ClusterTrainer.start
 
     def start_and_arm(self):
         parallel = start(self)
+        assert parallel.linked == linked
         address = parallel.workers[1]
         self.client.run(exec, KILL_AT_STEP.format(step=7), {}, workers=[address])
         killed.append(address)
