@@ -119,9 +119,12 @@ def test_local_workers_run_the_kernels_on_their_share_of_the_cores(dask_client):
     half = max(1, cores // 2)
     for counts in dask_client.run(_thread_counts).values():
         assert counts in ((half, half), (half, None)), counts      # None: no OpenMP
-    # Dask's periodic work is cut: no statistical profiler, a tick a second
+    # Dask's periodic work is cut: no statistical profiler, a tick and a memory check a
+    # second, the system monitor every 2 s
     for callbacks in dask_client.run(_periodic_callbacks).values():
-        assert "profile" not in callbacks and callbacks["tick"] == 1000, callbacks
+        assert "profile" not in callbacks, callbacks
+        assert (callbacks["tick"], callbacks["memory_monitor"], callbacks["monitor"]) == (
+            1000, 1000, 2000), callbacks
     assert dask_client.run_on_scheduler(_periodic_callbacks)["tick"] == 1000
     client = connect("local:1")
     try:
