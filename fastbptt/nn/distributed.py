@@ -616,8 +616,11 @@ class DataParallel:
     start : the window the streams start at (the number of steps already taken, to resume).
     workers : the worker addresses to use (default all the client's, one replica each, at most
         ``batch`` of them).
-    timeout : seconds to wait for one step before giving up with a ``TimeoutError`` (default
-        None: wait as long as the replicas' workers are alive).
+    timeout : seconds to wait for one chunk of steps before giving up with a ``TimeoutError``
+        (default None: wait as long as the replicas' workers are alive).
+
+    ``linked`` says whether the replicas exchange over sockets of their own (all their workers
+    on one machine, ``tcp://`` addresses) rather than through Dask's comms.
     """
 
     def __init__(self, model, ids, *, client, batch, seq_len, optimizer="adam", lr=None,
