@@ -330,6 +330,12 @@ def test_bad_arguments_name_themselves(dask_client):
         options = {"batch": 4, "seq_len": 5, **kwargs}
         with pytest.raises(ValueError, match=message):
             DataParallel(model, IDS, client=dask_client, **options)
+    with DataParallel(model, IDS, client=dask_client, batch=4, seq_len=5) as dp:
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+            dp.train(3, chunk=0)                       # at the call, before any step
+        with pytest.raises(TypeError, match="stops must be a callable or None"):
+            dp.train(3, stops=[3])
+        assert dp.step_count == 0
     with pytest.raises(TypeError, match="client must be a distributed.Client"):
         DataParallel(model, IDS, client="local:2", batch=4, seq_len=5)
     closed = Client(dask_client.scheduler.address)

@@ -833,6 +833,9 @@ class DataParallel:
         chunk = _count("chunk", chunk, 1)
         if stops is not None and not callable(stops):
             raise TypeError(f"stops must be a callable or None, got {type(stops).__name__}")
+        return self._train(n_steps, xi, chunk, stops)
+
+    def _train(self, n_steps, xi, chunk, stops):
         if self._issued != self._steps:
             raise RuntimeError("another train loop of this DataParallel is still running")
         in_flight = deque()
