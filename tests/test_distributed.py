@@ -243,6 +243,18 @@ def test_more_replicas_and_exchanges_through_dask(world, linked, four_workers, m
             assert np.array_equal(replicas[rank][name], replicas[0][name]), (rank, name)
 
 
+def test_replicas_link_only_over_plain_tcp():
+    """The host the links between replicas use: only ``tcp://`` addresses have one (TLS and
+    the other transports keep to Dask's comms)."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import _host
+    assert _host("tcp://127.0.0.1:40000") == "127.0.0.1"
+    assert _host("tcp://[::1]:40000") == "::1"
+    assert _host("tcp://node-3:8786") == "node-3"
+    for address in ("tls://10.0.0.1:8786", "inproc://10.0.0.1/1/2", "ucx://10.0.0.1:1"):
+        assert _host(address) is None, address
+
+
 def test_other_optimizers_value_clipping_and_uneven_work(dask_client):
     """SGD with momentum and value clipping, through the one-call ``train``; one worker more
     than there are streams: one replica, the same answer."""

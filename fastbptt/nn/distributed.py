@@ -260,7 +260,8 @@ class _Replica:
     async def listen(self):
         """Open a listening socket on this worker's host: its (host, port)."""
         host = _host(_dd.get_worker().address)
-        self._listener = socket.create_server((host, 0))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, 0), family=family)
         self._listener.settimeout(LINK_TIMEOUT_S)
         return self._listener.getsockname()[:2]
 
