@@ -12,6 +12,8 @@ clusters run side by side, each with its ``DataParallel``; after ``--warm`` step
 round times ``--segment`` steps of each variant in turn (one ``train`` call; chunks of
 ``--chunk`` steps, default the library's), and the best round of each variant counts: the
 machine is shared, and a round that something else slowed down says nothing about the code.
+The clusters waiting their turn cost about 1% of the machine (their event loops' periodic
+work), which slows the two workers, who use both cores, more than the one.
 """
 import argparse
 import time
