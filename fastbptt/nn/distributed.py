@@ -32,9 +32,9 @@ step (``stops``: an evaluation, a save, the last step); ``pull`` reads the param
 The update of step s is applied at the start of step s + 1 (or by ``pull``).
 
 A worker that leaves the cluster takes its replica's state with it (its streams' recurrent
-state, its optimizer state): the step fails with a ``ReplicaLostError`` naming the worker and
-the step. Save the model every few steps to be able to continue (``fastbptt train
---save-every S``, then ``--resume``).
+state, its optimizer state): the chunk of steps running fails with a ``ReplicaLostError``
+naming the worker and the steps. Save the model every few steps to be able to continue
+(``fastbptt train --save-every S``, then ``--resume``).
 
 ``sweep`` runs independent configurations (``fastbptt train --compare-truncation``'s three
 runs) as ordinary Dask tasks, one per configuration; Dask retries a task whose worker died.
