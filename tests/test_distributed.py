@@ -4,10 +4,12 @@ On a ``LocalCluster`` of two single-threaded worker processes (one per module, s
 synchronous training equals training on one process (float64, 1e-10) for every cell, with the
 recurrent state of each shard carried across windows on its replica; ``sync_every`` (local SGD)
 converges; sweeps run as tasks; a killed worker fails the step with a clear error and leaves the
-saved model loadable, and ``--resume`` continues from it. The steps go to the replicas in
-chunks: chunked steps give the bits of single ones, and a chunk ends where the client reads the
-replicas. Without ``--cluster`` nothing imports Dask, and without Dask ``--cluster`` names the
-extra to install. The cluster tests are skipped only where ``distributed`` is not installed.
+saved model loadable, and ``--resume`` continues from it. The steps go to the replicas in chunks:
+chunked steps give the bits of single ones, and a chunk ends where the client reads the replicas.
+Replicas on one machine exchange over sockets of their own, others through Dask's comms: both are
+checked, with 2, 3 and 4 replicas (a module-scoped cluster of 4). Without ``--cluster`` nothing
+imports Dask, and without Dask ``--cluster`` names the extra to install. The cluster tests are
+skipped only where ``distributed`` is not installed.
 """
 import os
 import subprocess
