@@ -4,9 +4,12 @@ On a ``LocalCluster`` of two single-threaded worker processes (one per module, s
 synchronous training equals training on one process (float64, 1e-10) for every cell, with the
 recurrent state of each shard carried across windows on its replica; ``sync_every`` (local SGD)
 converges; sweeps run as tasks; a killed worker fails the step with a clear error and leaves the
-saved model loadable, and ``--resume`` continues from it. Without ``--cluster`` nothing imports
-Dask, and without Dask ``--cluster`` names the extra to install. The cluster tests are skipped
-only where ``distributed`` is not installed.
+saved model loadable, and ``--resume`` continues from it. The steps go to the replicas in chunks:
+chunked steps give the bits of single ones, and a chunk ends where the client reads the replicas.
+Replicas on one machine exchange over sockets of their own, others through Dask's comms: both are
+checked, with 2, 3 and 4 replicas (a module-scoped cluster of 4). Without ``--cluster`` nothing
+imports Dask, and without Dask ``--cluster`` names the extra to install. The cluster tests are
+skipped only where ``distributed`` is not installed.
 """
 import os
 import subprocess
@@ -102,15 +105,29 @@ def _thread_counts():
     return _threads.get_num_threads(), limit if openmp else None
 
 
+def _periodic_callbacks(dask_worker=None, dask_scheduler=None):
+    """{name: milliseconds} of the periodic callbacks of a worker or of the scheduler."""
+    server = dask_worker if dask_worker is not None else dask_scheduler
+    return {name: pc.callback_time for name, pc in server.periodic_callbacks.items()}
+
+
 def test_local_workers_run_the_kernels_on_their_share_of_the_cores(dask_client):
     """Each worker of ``local:N`` may take its share of the cores: fastbptt's count and
     OpenMP's (which Dask limits to one thread unless told otherwise), also for a cluster
-    started after another in the same process (``local:1`` after the 2 workers here)."""
+    started after another in the same process (``local:1`` after the 2 workers here); Dask's
+    own periodic work on the shared cores is cut."""
     from fastbptt.nn.distributed import connect
     cores = fastbptt._threads.available_cores()
     half = max(1, cores // 2)
     for counts in dask_client.run(_thread_counts).values():
         assert counts in ((half, half), (half, None)), counts      # None: no OpenMP
+    # Dask's periodic work is cut: no statistical profiler, a tick and a memory check a
+    # second, the system monitor every 2 s
+    for callbacks in dask_client.run(_periodic_callbacks).values():
+        assert "profile" not in callbacks, callbacks
+        assert (callbacks["tick"], callbacks["memory_monitor"], callbacks["monitor"]) == (
+            1000, 1000, 2000), callbacks
+    assert dask_client.run_on_scheduler(_periodic_callbacks)["tick"] == 1000
     client = connect("local:1")
     try:
         client.wait_for_workers(1, timeout=60)
@@ -134,7 +151,7 @@ def test_equals_single_process_training(cell, dask_client):
     feed = iter(xis)
     with DataParallel(model, IDS, client=dask_client, batch=5, seq_len=6, lr=1e-2, clip=0.5,
                       timeout=60) as dp:
-        assert dp.shards == [(0, 3), (3, 5)]
+        assert dp.shards == [(0, 3), (3, 5)] and dp.linked      # workers on one machine
         got = list(dp.train(5, xi=lambda: next(feed)))
         replicas = dp.replica_params()
         dp.pull()
@@ -145,6 +162,99 @@ def test_equals_single_process_training(cell, dask_client):
         assert np.array_equal(replicas[0][name], replicas[1][name]), name
     assert any(not np.array_equal(model.params[n], tiny_model(cell).params[n])
                for n in model.params)                                    # it did train
+
+
+def test_chunks_of_steps_stop_where_the_replicas_are_read(dask_client, monkeypatch):
+    """Steps in chunks of 4 (one message per replica) give the bits of one step at a time. A
+    chunk ends where ``stops`` is true, and nothing after it is issued until the loop goes on:
+    ``pull`` there reads the parameters after that step, as one process has them; elsewhere
+    in the loop the replicas are ahead, and ``pull`` is refused."""
+    from fastbptt.nn.distributed import DataParallel
+    sizes, issue = [], DataParallel._issue
+
+    def recorded(self, xi, size):
+        sizes.append(size)
+        return issue(self, xi, size)
+
+    monkeypatch.setattr(DataParallel, "_issue", recorded)
+    runs = {}
+    for chunk in (1, 4):
+        sizes.clear()
+        model, pulled = tiny_model("gru"), {}
+        with DataParallel(model, IDS, client=dask_client, batch=4, seq_len=5, lr=1e-2,
+                          clip=0.5, timeout=60) as dp:
+            for _ in dp.train(10, chunk=chunk, stops=lambda step: step in (3, 7)):
+                if dp.step_count in (3, 7):
+                    pulled[dp.step_count] = {n: p.copy() for n, p in dp.pull().params.items()}
+                elif dp.step_count == 1:
+                    with pytest.raises(RuntimeError, match="already running steps up to"):
+                        dp.pull()
+            runs[chunk] = dp.replica_params(), pulled, list(sizes)
+    assert runs[1][2] == [1] * 10 and runs[4][2] == [3, 4, 3]
+    for rank in (0, 1):
+        for name, p in runs[1][0][rank].items():
+            assert np.array_equal(runs[4][0][rank][name], p), name
+    for step in (3, 7):
+        expected = tiny_model("gru")
+        one_process(expected, IDS, step, batch=4, seq_len=5, lr=1e-2, max_norm=0.5)
+        for name, p in expected.params.items():
+            assert np.array_equal(runs[4][1][step][name], runs[1][1][step][name]), name
+            assert_close(runs[4][1][step][name], p, np.float64, f"step {step} {name}")
+
+
+@pytest.fixture(scope="module")
+def four_workers():
+    """A LocalCluster of 4 single-threaded worker processes."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import connect
+    client = connect("local:4")
+    try:
+        client.wait_for_workers(4, timeout=60)
+        yield client
+    finally:
+        client.close()
+
+
+def unlinked(address):
+    """A stand-in for ``distributed._host`` that puts every worker on a machine of its own."""
+    return address
+
+
+@pytest.mark.parametrize("world,linked", [(3, True), (4, True), (3, False)])
+def test_more_replicas_and_exchanges_through_dask(world, linked, four_workers, monkeypatch):
+    """3 replicas (one beyond a power of two: it adds into replica 0 first and gets the sum
+    back) and 4 (two rounds of pairs), over their own sockets; and 3 through Dask's comms, as
+    replicas on several machines exchange: equal to one process, and the replicas equal."""
+    from fastbptt.nn import distributed
+    if not linked:
+        monkeypatch.setattr(distributed, "_host", unlinked)
+    expected = tiny_model("lstm")
+    losses, _ = one_process(expected, IDS, 4, batch=7, seq_len=5, lr=1e-2, max_norm=0.5)
+    model = tiny_model("lstm")
+    workers = distributed.worker_addresses(four_workers)[:world]
+    with distributed.DataParallel(model, IDS, client=four_workers, batch=7, seq_len=5,
+                                  lr=1e-2, clip=0.5, workers=workers, timeout=60) as dp:
+        assert dp.world == world and dp.linked == linked
+        got = list(dp.train(4, chunk=3))
+        replicas = dp.replica_params()
+        dp.pull()
+    np.testing.assert_allclose(got, losses, rtol=1e-12)
+    for name, p in expected.params.items():
+        assert_close(model.params[name], p, np.float64, name)
+        for rank in range(1, world):
+            assert np.array_equal(replicas[rank][name], replicas[0][name]), (rank, name)
+
+
+def test_replicas_link_only_over_plain_tcp():
+    """The host the links between replicas use: only ``tcp://`` addresses have one (TLS and
+    the other transports keep to Dask's comms)."""
+    pytest.importorskip("distributed")
+    from fastbptt.nn.distributed import _host
+    assert _host("tcp://127.0.0.1:40000") == "127.0.0.1"
+    assert _host("tcp://[::1]:40000") == "::1"
+    assert _host("tcp://node-3:8786") == "node-3"
+    for address in ("tls://10.0.0.1:8786", "inproc://10.0.0.1/1/2", "ucx://10.0.0.1:1"):
+        assert _host(address) is None, address
 
 
 def test_other_optimizers_value_clipping_and_uneven_work(dask_client):
@@ -234,6 +344,12 @@ def test_bad_arguments_name_themselves(dask_client):
         options = {"batch": 4, "seq_len": 5, **kwargs}
         with pytest.raises(ValueError, match=message):
             DataParallel(model, IDS, client=dask_client, **options)
+    with DataParallel(model, IDS, client=dask_client, batch=4, seq_len=5) as dp:
+        with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+            dp.train(3, chunk=0)                       # at the call, before any step
+        with pytest.raises(TypeError, match="stops must be a callable or None"):
+            dp.train(3, stops=[3])
+        assert dp.step_count == 0
     with pytest.raises(TypeError, match="client must be a distributed.Client"):
         DataParallel(model, IDS, client="local:2", batch=4, seq_len=5)
     closed = Client(dask_client.scheduler.address)
@@ -264,27 +380,29 @@ def test_train_on_the_cluster_equals_training_here(text_file, tmp_path, dask_cli
 
 def test_ctrl_c_on_the_cluster_saves_the_steps_taken(text_file, tmp_path, monkeypatch,
                                                      dask_client, capsys):
-    """Ctrl-C while waiting for step 6: the steps already issued (6 and 7) finish, and the
-    model saved is the one after step 7, as training here for 7 steps gives it."""
+    """Ctrl-C while waiting for the chunk of steps 9-16: the chunks already issued (9-16, and
+    17-20, which ends at the evaluation of step 20) finish, and the model saved is the one
+    after step 20, as training here for 20 steps gives it."""
     from fastbptt.nn.distributed import DataParallel
-    finish, calls = DataParallel._finish, []
+    finish, chunks = DataParallel._finish, []
 
     def interrupted(self, issued):
-        calls.append(issued[0])
-        if len(calls) == 6:
+        chunks.append(issued[:2])
+        if issued[0] == 9 and chunks.count(issued[:2]) == 1:
             raise KeyboardInterrupt
         return finish(self, issued)
 
     monkeypatch.setattr(DataParallel, "_finish", interrupted)
     common = ["train", "--text", str(text_file), "--dtype", "float64"] + TINY
-    rc = main(common + ["--steps", "50", "--out", str(tmp_path / "there"),
+    rc = main(common + ["--steps", "50", "--eval-every", "20", "--out", str(tmp_path / "there"),
                         "--cluster", dask_client.scheduler.address])
     assert rc == 130
-    assert "interrupted at step 7" in capsys.readouterr().err
-    assert main(common + ["--steps", "7", "--out", str(tmp_path / "here")]) == 0
+    assert "interrupted at step 20" in capsys.readouterr().err
+    assert chunks == [(1, 8), (9, 16), (9, 16), (17, 20)]
+    assert main(common + ["--steps", "20", "--out", str(tmp_path / "here")]) == 0
     here = Model.load(tmp_path / "here" / "model.npz")
     there = Model.load(tmp_path / "there" / "model.npz")
-    assert there.metadata["steps"] == 7
+    assert there.metadata["steps"] == 20
     for name, p in here.params.items():
         assert_close(there.params[name], p, np.float64, name)
 
@@ -307,52 +425,61 @@ def test_compare_truncation_runs_as_tasks_on_the_cluster(text_file, tmp_path, da
             assert_close(there.params[name], p, np.float64, f"{strategy} {name}")
 
 
-def test_a_killed_worker_fails_the_step_and_resume_continues(text_file, tmp_path, monkeypatch,
-                                                              dask_client, capsys):
-    """``--cluster local:2``: a worker killed after step 4 makes the next step fail with an
-    error naming the worker; model.npz, saved every 2 steps, loads; ``--resume`` (on another
-    cluster) trains on from it to ``--steps``."""
-    import signal
+KILL_AT_STEP = """
+import os, signal
+from fastbptt.nn.distributed import _Replica
+_step = _Replica._step
+def _step_or_die(self, step, xi):
+    if step == {step}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return _step(self, step, xi)
+_Replica._step = _step_or_die
+"""
 
+
+@pytest.mark.parametrize("linked", [True, False])
+def test_a_killed_worker_fails_the_step_and_resume_continues(linked, text_file, tmp_path,
+                                                              monkeypatch, dask_client, capsys):
+    """``--cluster local:2``: a worker dies in the middle of the chunk of steps 5-8 (killed as
+    it starts step 7), with the replicas exchanging over their own sockets or through Dask's
+    comms; the chunk fails with an error naming the worker; model.npz, saved every 4 steps,
+    loads; ``--resume`` (on another cluster) trains on from it to ``--steps``."""
     import fastbptt.cli.train as train_command
-    evaluate = train_command.evaluate
-    killed, clients = [], []
+    from fastbptt.nn import distributed
+    if not linked:
+        monkeypatch.setattr(distributed, "_host", unlinked)
+    killed = []
     start = train_command.ClusterTrainer.start
 
-    def start_and_keep_client(self):
-        clients.append(self.client)                       # the command's own client
-        return start(self)
+    def start_and_arm(self):
+        parallel = start(self)
+        assert parallel.linked == linked
+        address = parallel.workers[1]
+        self.client.run(exec, KILL_AT_STEP.format(step=7), {}, workers=[address])
+        killed.append(address)
+        return parallel
 
-    def evaluate_then_kill(*args, **kwargs):
-        loss = evaluate(*args, **kwargs)
-        if not killed:
-            pids = clients[0].run(os.getpid)
-            address = sorted(pids)[1]
-            os.kill(pids[address], signal.SIGKILL)
-            killed.append(address)
-        return loss
-
-    monkeypatch.setattr(train_command, "evaluate", evaluate_then_kill)
-    monkeypatch.setattr(train_command.ClusterTrainer, "start", start_and_keep_client)
+    monkeypatch.setattr(train_command.ClusterTrainer, "start", start_and_arm)
     out = tmp_path / "run"
-    argv = ["train", "--text", str(text_file), "--steps", "8", "--save-every", "2",
+    argv = ["train", "--text", str(text_file), "--steps", "12", "--save-every", "4",
             "--out", str(out)] + TINY
     rc = exit_status(argv + ["--cluster", "local:2"])
     err = capsys.readouterr().err
     assert rc == 1, err
-    assert f"worker {killed[0]}" in err and "left the cluster" in err, err
+    assert f"worker {killed[0]}" in err and "left the cluster during steps 5-8" in err, err
+    assert "step 5 failed" in err, err
     assert "holds the model saved at step 4: continue with --resume" in err, err
     assert Model.load(out / "model.npz").metadata["steps"] == 4
 
-    monkeypatch.setattr(train_command, "evaluate", evaluate)
+    monkeypatch.setattr(train_command.ClusterTrainer, "start", start)
     rc = exit_status(argv + ["--resume", "--cluster", dask_client.scheduler.address])
     printed = capsys.readouterr()
     assert rc == 0, printed.err
     assert "resuming from" in printed.out
     resumed = Model.load(out / "model.npz")
-    assert resumed.metadata["steps"] == 8 and np.isfinite(resumed.metadata["val_loss"])
+    assert resumed.metadata["steps"] == 12 and np.isfinite(resumed.metadata["val_loss"])
     rows = (out / "loss.csv").read_text().splitlines()
-    assert [int(r.split(",")[1]) for r in rows[1:]] == [4, 8]
+    assert [int(r.split(",")[1]) for r in rows[1:]] == [4, 8, 12]
 
 
 # ------------------------------------------------------------------------------ without Dask

@@ -549,16 +549,21 @@ class ClusterTrainer(Trainer):
             clip=a.clip, clip_value=a.clip_value, sync_every=a.sync_every, start=self.step)
         return self.parallel
 
+    def _stop(self, step):
+        """Whether the local model needs the replicas' parameters after ``step``: to evaluate,
+        to save, at the end (the replicas' chunks of steps end there)."""
+        a = self.args
+        return (step % a.eval_every == 0 or step == a.steps
+                or bool(a.save_every and step % a.save_every == 0))
+
     def batches(self):
         a = self.args
         if self.parallel is None:
             self.start()
-        steps = self.parallel.train(a.steps - self.step, xi=self._xi)
+        steps = self.parallel.train(a.steps - self.step, xi=self._xi, stops=self._stop)
         try:
             for loss in steps:
-                s = self.parallel.step_count
-                if (s % a.eval_every == 0 or s == a.steps
-                        or (a.save_every and s % a.save_every == 0)):
+                if self._stop(self.parallel.step_count):
                     self.parallel.pull()
                 yield loss, a.batch * a.seq_len
         finally:

@@ -8,7 +8,8 @@ every step each replica runs forward and backward on its shard with the kernels 
 gradient by its share of the batch (n_r / N: the mean loss over the whole batch is the weighted
 sum of the shards' means); the replicas then sum their gradients among themselves, worker to
 worker, by recursive doubling (a butterfly: log2(R) rounds of pairwise exchanges, R replicas),
-never through the client. Every replica clips the sum by global norm and applies it with its
+never through the client: over sockets of their own between workers on one machine, through
+Dask's comms otherwise. Every replica clips the sum by global norm and applies it with its
 optimizer. IEEE addition is commutative, so both ends of each exchange compute the same bits and
 the replicas stay bit-identical. With the same global batch, seed and data order the parameters
 equal those of single-process training to rounding (float64: 1e-10 relative); only the order of
@@ -21,15 +22,19 @@ states are never averaged.
 
 Each call from the client to the replicas is one message per replica (a Dask actor call: to the
 worker directly, or through the scheduler where the client does not talk to workers directly)
-and runs there in the order the client issued it. ``DataParallel.train`` keeps the next step
-issued while it waits for the current one, so a step never waits for the client. The update of
-step s is applied at the start of step s + 1 (or by ``pull``), so ``pull`` after step s, with
-step s + 1 already running, still reads the parameters after step s.
+and runs there in the order the client issued it. ``DataParallel.train`` sends the steps in
+chunks of several (``chunk``, default 8), one message per replica for a chunk and one answer with
+its losses, and keeps the next chunk issued while it waits for the current one, so the replicas
+never wait for the client, and the client's and the workers' event loops handle a few messages
+per chunk instead of per step. A chunk ends where the caller needs the replicas after a given
+step (``stops``: an evaluation, a save, the last step); ``pull`` reads the parameters after
+``step_count`` and is refused inside the loop anywhere else, where the replicas have gone on.
+The update of step s is applied at the start of step s + 1 (or by ``pull``).
 
 A worker that leaves the cluster takes its replica's state with it (its streams' recurrent
-state, its optimizer state): the step fails with a ``ReplicaLostError`` naming the worker and
-the step. Save the model every few steps to be able to continue (``fastbptt train
---save-every S``, then ``--resume``).
+state, its optimizer state): the chunk of steps running fails with a ``ReplicaLostError``
+naming the worker and the steps. Save the model every few steps to be able to continue
+(``fastbptt train --save-every S``, then ``--resume``).
 
 ``sweep`` runs independent configurations (``fastbptt train --compare-truncation``'s three
 runs) as ordinary Dask tasks, one per configuration; Dask retries a task whose worker died.
@@ -54,6 +59,8 @@ import contextvars
 import inspect
 import math
 import re
+import socket
+import struct
 import time
 from collections import deque
 
@@ -81,6 +88,8 @@ _LOCAL = re.compile(r"local:(\d+)\Z")
 _ADDRESS = re.compile(r"(tcp|tls|ws|wss|inproc|ucx)://\S+\Z")
 POLL_S = 1.0                 # how often a waiting client checks that the replicas' workers live
 LOSS_GRACE_S = 3.0           # how long a failed call waits for the scheduler to see a dead worker
+CHUNK = 8                    # steps per message to the replicas (DataParallel.train's default)
+LINK_TIMEOUT_S = 30.0        # how long replicas on one machine wait to open their links
 
 
 class ReplicaLostError(RuntimeError):
@@ -106,26 +115,7 @@ def connect(cluster, *, timeout=30):
         n_workers = int(m.group(1))
         if n_workers < 1:
             raise ValueError(f"cluster 'local:N' needs N >= 1, got {cluster!r}")
-        # one thread per worker: each process runs the kernels on its shard of sequences; the
-        # scheduler's web server on any free port, so no fixed port is taken; calls to the
-        # replicas straight to the workers, which are on this machine. Dask sets
-        # MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap
-        # threshold: every step's large arrays were then mapped afresh and page-faulted
-        # (2 workers, default model, batch 64: 35 ms per step against 29 ms without it)
-        # Each worker's kernel calls run on its share of the cores (FASTBPTT_NUM_THREADS), so
-        # that N workers ask for no more threads than the machine has; OpenMP, which Dask
-        # limits to one thread per worker (OMP_NUM_THREADS=1), is given the same share, or the
-        # kernels would keep to one thread whatever the share. Both go to the workers alone
-        # (the nannies' env), set as each worker starts, before it loads the kernels: what
-        # Dask sets before spawning a worker ("pre-spawn") it also leaves in this process's
-        # environment, where the next cluster's workers would inherit it.
-        share = str(max(1, available_cores() // n_workers))
-        environ = "distributed.nanny.pre-spawn-environ."
-        with dask.config.set({environ + "MALLOC_TRIM_THRESHOLD_": None,
-                              environ + "OMP_NUM_THREADS": None}):
-            return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
-                              dashboard_address=":0", direct_to_workers=True, timeout=timeout,
-                              env={"FASTBPTT_NUM_THREADS": share, "OMP_NUM_THREADS": share})
+        return _local_client(n_workers, max(1, available_cores() // n_workers), timeout)
     if not _ADDRESS.match(cluster):
         raise ValueError(f"cluster must be 'local:N' or a scheduler address "
                          f"'tcp://HOST:PORT', got {cluster!r}")
@@ -133,6 +123,44 @@ def connect(cluster, *, timeout=30):
         return _dd.Client(cluster, timeout=timeout)
     except OSError as err:
         raise OSError(f"cluster {cluster}: cannot connect to the scheduler ({err})") from err
+
+
+def _local_client(n_workers, threads, timeout=30):
+    """A ``Client`` with a ``LocalCluster`` of ``n_workers`` single-threaded worker processes,
+    each running the kernels on ``threads`` threads (``connect("local:N")`` gives each its
+    share of the cores)."""
+    # one thread per worker: each process runs the kernels on its shard of sequences; the
+    # scheduler's web server on any free port, so no fixed port is taken; calls to the
+    # replicas straight to the workers, which are on this machine. Dask sets
+    # MALLOC_TRIM_THRESHOLD_ in its workers, which turns off glibc's adaptive mmap
+    # threshold: every step's large arrays were then mapped afresh and page-faulted
+    # (2 workers, default model, batch 64: 35 ms per step against 29 ms without it).
+    # Each worker's kernel calls run on its share of the cores (FASTBPTT_NUM_THREADS), so
+    # that N workers ask for no more threads than the machine has; OpenMP, which Dask
+    # limits to one thread per worker (OMP_NUM_THREADS=1), is given the same share, or the
+    # kernels would keep to one thread whatever the share. Both go to the workers alone
+    # (the nannies' env), set as each worker starts, before it loads the kernels: what
+    # Dask sets before spawning a worker ("pre-spawn") it also leaves in this process's
+    # environment, where the next cluster's workers would inherit it.
+    # The workers and this process share this machine's cores, so Dask's own periodic work
+    # is cut: the workers' statistical profiler (the dashboard's profile page), which
+    # sampled every thread's stack 100 times a second on the worker's event loop, is off;
+    # the event loops' responsiveness tick (every server: the scheduler, the nannies, the
+    # workers) runs every second instead of every 20 ms, the memory monitors (nannies and
+    # workers) every second instead of every 0.1 s, the system monitors (the dashboard's
+    # system page) every 2 s instead of 0.5 s. Idle, that took each worker's event loop
+    # from 37 to 2-3 ms of CPU a second and this process's from 42 to 10.
+    environ = "distributed.nanny.pre-spawn-environ."
+    with dask.config.set({environ + "MALLOC_TRIM_THRESHOLD_": None,
+                          environ + "OMP_NUM_THREADS": None,
+                          "distributed.worker.profile.enabled": False,
+                          "distributed.admin.tick.interval": "1s",
+                          "distributed.worker.memory.monitor-interval": "1s",
+                          "distributed.admin.system-monitor.interval": "2s"}):
+        return _dd.Client(n_workers=n_workers, threads_per_worker=1, processes=True,
+                          dashboard_address=":0", direct_to_workers=True, timeout=timeout,
+                          env={"FASTBPTT_NUM_THREADS": str(threads),
+                               "OMP_NUM_THREADS": str(threads)})
 
 
 def _check_client(client):
@@ -188,12 +216,15 @@ class _Replica:
     """One replica on a worker (a Dask actor): the model, its optimizer, its shard of streams
     and their recurrent state.
 
-    The client's calls ``step``, ``snapshot``, ``params_now`` and ``recurrent_state`` carry a
-    sequence number. Each is handed, in that order, to the worker's actor thread as soon as it
-    arrives, so the thread goes from one step straight into the next without waiting for the
-    event loop; the event loop meanwhile answers the client and receives the peers' messages.
-    An exchange with the peers runs on the event loop while the thread waits for its result.
-    ``push`` (a peer's part of an exchange) and ``abort`` run on the event loop at once."""
+    The client's calls ``steps``, ``link``, ``snapshot``, ``params_now`` and
+    ``recurrent_state`` carry a sequence number. Each is handed, in that order, to the worker's
+    actor thread as soon as it arrives, so the thread goes from one chunk of steps straight
+    into the next without waiting for the event loop; the event loop meanwhile answers the
+    client. Replicas whose workers are all on one machine exchange over their own sockets
+    (``listen``, ``link``), from the actor thread: the bytes of the vectors, nothing else, and
+    no event loop in the way. Elsewhere an exchange runs on the event loop, through Dask's
+    comms (its TLS, the workers' ports), while the thread waits for its result; ``push`` (a
+    peer's part of such an exchange) and ``abort`` run on the event loop at once."""
 
     def __init__(self, rank, world, config, backend, params, ids, batch, seq_len, rows, start,
                  optimizer, lr, optimizer_options, max_norm, clip_value, sync_every):
@@ -217,11 +248,84 @@ class _Replica:
         self._boxes = {}
         self._sends = []             # sends not yet acknowledged by the peer
         self._aborted = None
+        self._listener = None
+        self._links = None           # rank -> a socket to that replica (replicas on one machine)
 
     def connect(self, peers):
         """The other replicas' actors, indexed by rank (this one's entry is unused)."""
         self.peers = list(peers)
         return self.rank
+
+    # -- links between replicas on one machine -----------------------------------------------
+    async def listen(self):
+        """Open a listening socket on this worker's host: its (host, port)."""
+        host = _host(_dd.get_worker().address)
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._listener = socket.create_server((host, 0), family=family)
+        self._listener.settimeout(LINK_TIMEOUT_S)
+        return self._listener.getsockname()[:2]
+
+    def _link(self, endpoints):
+        """Connect to every other replica (``endpoints``: their ``listen`` answers, by rank):
+        to the lower ranks' listeners, and accept the higher ranks'; each says its rank."""
+        links = {}
+        try:
+            for peer in range(self.rank):
+                sock = socket.create_connection(tuple(endpoints[peer]), LINK_TIMEOUT_S)
+                sock.sendall(struct.pack("<i", self.rank))
+                links[peer] = sock
+            for _ in range(self.rank + 1, self.world):
+                sock, _ = self._listener.accept()
+                sock.settimeout(LINK_TIMEOUT_S)
+                links[struct.unpack("<i", _recv_exactly(sock, 4))[0]] = sock
+        finally:
+            self._listener.close()
+        for sock in links.values():
+            sock.settimeout(None)                    # a step waits as long as the peer works
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._links = links
+        return sorted(links)
+
+    def _send_to(self, peer, vec):
+        try:
+            self._links[peer].sendall(memoryview(vec).cast("B"))
+        except OSError as err:
+            raise RuntimeError(f"replica {self.rank} lost its link to replica {peer} "
+                               f"({self._aborted or err!r})") from None
+
+    def _recv_from(self, peer, like):
+        out = np.empty_like(like)
+        try:
+            _recv_exactly(self._links[peer], out.nbytes, memoryview(out).cast("B"))
+        except OSError as err:
+            raise RuntimeError(f"replica {self.rank} lost its link to replica {peer} "
+                               f"({self._aborted or err!r})") from None
+        return out
+
+    def _allreduce_linked(self, vec):
+        """``_allreduce`` over the links, in the actor thread: in each pair the lower rank
+        sends first and the higher receives first, so neither waits on a full socket."""
+        rank, world = self.rank, self.world
+        top = 1 << (world.bit_length() - 1)
+        if rank >= top:
+            self._send_to(rank - top, vec)
+            return self._recv_from(rank - top, vec)
+        if rank + top < world:
+            vec = vec + self._recv_from(rank + top, vec)
+        d = 1
+        while d < top:
+            peer = rank ^ d
+            if rank < peer:
+                self._send_to(peer, vec)
+                other = self._recv_from(peer, vec)
+            else:
+                other = self._recv_from(peer, vec)
+                self._send_to(peer, vec)
+            vec = vec + other            # the partner computes other + vec: the same bits
+            d <<= 1
+        if rank + top < world:
+            self._send_to(rank + top, vec)
+        return vec
 
     # -- order ------------------------------------------------------------------------------
     async def _ordered(self, seq, fn, *args):
@@ -294,6 +398,13 @@ class _Replica:
             if not box.done():
                 box.set_exception(RuntimeError(f"replica {self.rank}: {reason}"))
         self.peers = None            # drop the handles (they keep the peers' actors alive)
+        for sock in (self._links or {}).values():
+            try:
+                sock.shutdown(socket.SHUT_RDWR)      # a wait in the actor thread ends
+            except OSError:
+                pass
+        if self._listener is not None:
+            self._listener.close()
 
     async def _allreduce(self, tag, vec):
         """The sum over the replicas of ``vec``, the same bits on every replica: recursive
@@ -326,6 +437,8 @@ class _Replica:
         reach the peers' actors), while the thread waits."""
         if self.world == 1:
             return vec
+        if self._links is not None:
+            return self._allreduce_linked(vec)
         result = concurrent.futures.Future()
 
         def start():
@@ -413,11 +526,22 @@ class _Replica:
         self._apply_pending()
         return {n: p.copy() for n, p in self.model.params.items()}
 
+    def _steps(self, first, xis):
+        """Steps ``first``, ``first + 1``, ... with the truncation multipliers ``xis`` (one
+        per step), one after the other in the actor thread."""
+        results = []
+        for i, xi in enumerate(xis):
+            if self._aborted:                      # between two steps of a chunk
+                raise RuntimeError(f"replica {self.rank}: {self._aborted}")
+            results.append(self._step(first + i, xi))
+        return results
+
     # -- the client's calls ------------------------------------------------------------------
-    async def step(self, seq, step, xi):
-        """Step ``step`` (counted from 1): (loss on this shard, seconds applying the last
-        update, computing, in the exchange)."""
-        return await self._ordered(seq, self._step, step, xi)
+    async def steps(self, seq, first, xis):
+        """A chunk of ``len(xis)`` steps from step ``first`` (counted from 1), in one
+        message: per step (loss on this shard, seconds applying the last update, computing,
+        in the exchange)."""
+        return await self._ordered(seq, self._steps, first, xis)
 
     async def snapshot(self, seq, average):
         """The parameters after the last step and the count of skipped updates (replica 0
@@ -429,10 +553,33 @@ class _Replica:
         """This replica's parameters after the last step."""
         return await self._ordered(seq, self._params_now)
 
+    async def link(self, seq, endpoints):
+        """Open the links to the other replicas (see ``listen``); the ranks linked."""
+        return await self._ordered(seq, self._link, endpoints)
+
     async def recurrent_state(self, seq):
         """The recurrent state of this replica's streams after the last step (None before the
         first, or at the start of a pass)."""
         return await self._ordered(seq, lambda: self.state)
+
+
+def _host(address):
+    """The host of a Dask address such as ``tcp://127.0.0.1:40000`` (None where it is not
+    ``tcp://``)."""
+    m = re.match(r"tcp://(\[[^\]]*\]|[^:/]+):\d+\Z", address)
+    return m.group(1).strip("[]") if m else None
+
+
+def _recv_exactly(sock, n_bytes, into=None):
+    """``n_bytes`` from ``sock`` (into the writable buffer ``into`` where given)."""
+    view = memoryview(bytearray(n_bytes)) if into is None else into
+    got = 0
+    while got < n_bytes:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise ConnectionError("the connection was closed")
+        got += n
+    return view.obj if into is None else into
 
 
 def _settle(job, done):
@@ -470,8 +617,11 @@ class DataParallel:
     start : the window the streams start at (the number of steps already taken, to resume).
     workers : the worker addresses to use (default all the client's, one replica each, at most
         ``batch`` of them).
-    timeout : seconds to wait for one step before giving up with a ``TimeoutError`` (default
-        None: wait as long as the replicas' workers are alive).
+    timeout : seconds to wait for one chunk of steps before giving up with a ``TimeoutError``
+        (default None: wait as long as the replicas' workers are alive).
+
+    ``linked`` says whether the replicas exchange over sockets of their own (all their workers
+    on one machine, ``tcp://`` addresses) rather than through Dask's comms.
     """
 
     def __init__(self, model, ids, *, client, batch, seq_len, optimizer="adam", lr=None,
@@ -550,6 +700,13 @@ class DataParallel:
                 raise RuntimeError(f"the workers could not start a replica ({err}): every "
                                    "worker needs this version of fastbptt installed") from err
             self._wait([a.connect(self._actors) for a in self._actors], "connecting replicas")
+            hosts = {_host(address) for address in self.workers}
+            self.linked = self.world > 1 and len(hosts) == 1 and None not in hosts
+            if self.linked:
+                # replicas on one machine exchange over their own sockets, from the actor
+                # threads; elsewhere through Dask's comms (its TLS, its ports)
+                endpoints = self._wait([a.listen() for a in self._actors], "opening links")
+                self._wait(self._call("link", endpoints), "linking the replicas")
         except BaseException:
             self.close()
             raise
@@ -621,54 +778,107 @@ class DataParallel:
         """The steps taken, counting ``start``: the step the parameters of ``pull`` are after."""
         return self.start + self._steps
 
-    def _issue(self, xi):
-        self._issued += 1
-        return self.start + self._issued, self._call("step", self.start + self._issued, xi)
+    def _issue(self, xi, size):
+        """Issue the next ``size`` steps as one chunk: (first step, last step, the calls)."""
+        first = self.start + self._issued + 1
+        xis = [xi() if callable(xi) else xi for _ in range(size)]
+        futures = self._call("steps", first, xis)
+        self._issued += size
+        return first, first + size - 1, futures
 
     def _finish(self, issued):
-        step, futures = issued
-        results = self._wait(futures, f"step {step}")
+        """Wait for a chunk; its losses (the mean over the global batch), step by step."""
+        first, last, futures = issued
+        what = f"step {first}" if first == last else f"steps {first}-{last}"
+        results = self._wait(futures, what)
         now = time.perf_counter()
-        wall = now - self._last_done if self._last_done is not None else float("nan")
+        size = last - first + 1
+        wall = (now - self._last_done) / size if self._last_done is not None else float("nan")
         self._last_done = now
-        self._steps += 1
-        loss = sum(w * r[0] for w, r in zip(self.weights, results))
-        t = np.array([r[1:] for r in results])
-        self.timings.append((t[:, 0].max(), t[:, 1].max(), t[:, 2].max(), t[:, 2].min(), wall))
-        return loss
+        losses = []
+        for i in range(size):
+            t = np.array([r[i][1:] for r in results])
+            losses.append(sum(w * r[i][0] for w, r in zip(self.weights, results)))
+            self.timings.append((t[:, 0].max(), t[:, 1].max(), t[:, 2].max(), t[:, 2].min(),
+                                 wall))
+        return losses
 
-    def train(self, n_steps, xi=None):
+    def _chunk(self, remaining, chunk, stops):
+        """The size of the next chunk: at most ``chunk`` and ``remaining`` steps, ending at the
+        first step where ``stops`` is true."""
+        first = self.start + self._issued + 1
+        size = min(chunk, remaining)
+        if stops is not None:
+            for k in range(size):
+                if stops(first + k):
+                    return k + 1
+        return size
+
+    def train(self, n_steps, xi=None, *, chunk=CHUNK, stops=None):
         """Take ``n_steps`` steps; yield the loss (the mean over the global batch) of each.
 
         ``xi`` is the truncation multipliers of every window (``fastbptt.truncation``), or a
-        callable returning those of each step in turn (called on the client: the replicas use
-        the same), or None (full BPTT within the window). The next step is issued before this
-        one's loss is yielded; stopping early (``close``, an interrupt) lets the issued steps
+        callable returning those of each step in turn (called on the client as the steps are
+        issued: the replicas use the same), or None (full BPTT within the window).
+
+        The steps go to the replicas in chunks of up to ``chunk`` steps, one message per
+        replica for a chunk, whose losses come back together; the next chunk is issued before
+        this one's losses are yielded. ``stops(step)`` (``step`` counts ``start``, as
+        ``step_count`` does) is true after the steps where the caller reads the replicas
+        (``pull``, ``state``, ``replica_params``): a chunk ends there, and nothing after it is
+        issued until the loop asks for the next loss. Inside the loop they may be called only
+        there (elsewhere the replicas are already past ``step_count``: a ``RuntimeError``);
+        after the loop, always. Stopping early (``close``, an interrupt) lets the issued steps
         finish, so ``step_count`` and ``pull`` stay consistent."""
         n_steps = _count("n_steps", n_steps, 0)
+        chunk = _count("chunk", chunk, 1)
+        if stops is not None and not callable(stops):
+            raise TypeError(f"stops must be a callable or None, got {type(stops).__name__}")
+        return self._train(n_steps, xi, chunk, stops)
+
+    def _train(self, n_steps, xi, chunk, stops):
+        if self._issued != self._steps:
+            raise RuntimeError("another train loop of this DataParallel is still running")
         in_flight = deque()
         issued = 0
+        losses = deque()
         try:
             while issued < n_steps or in_flight:
-                while issued < n_steps and len(in_flight) < 2:
-                    in_flight.append(self._issue(xi() if callable(xi) else xi))
-                    issued += 1
-                loss = self._finish(in_flight[0])    # still in flight if this is interrupted
+                while (issued < n_steps and len(in_flight) < 2
+                       and not (in_flight and stops is not None and stops(in_flight[-1][1]))):
+                    if not in_flight:            # nothing running: time the chunk from here
+                        self._last_done = time.perf_counter()
+                    in_flight.append(self._issue(xi, self._chunk(n_steps - issued, chunk,
+                                                                 stops)))
+                    issued += in_flight[-1][1] - in_flight[-1][0] + 1
+                losses.extend(self._finish(in_flight[0]))   # in flight if this is interrupted
                 in_flight.popleft()
-                yield loss
+                while losses:
+                    self._steps += 1
+                    yield losses.popleft()
         finally:
+            self._steps += len(losses)                       # finished, not yielded
             if self._broken is None:
                 while in_flight:
-                    self._finish(in_flight.popleft())
+                    self._steps += len(self._finish(in_flight.popleft()))
 
     def step(self, xi=None):
         """One step; its loss."""
         return list(self.train(1, xi))[0]
 
+    def _settled(self, what):
+        """Refuse to read the replicas while they are past ``step_count``."""
+        if self._broken is None and self._issued != self._steps:
+            raise RuntimeError(
+                f"{what} after step {self.step_count}: the replicas are already running steps "
+                f"up to {self.start + self._issued}; inside a train loop, read them only at "
+                f"the steps where train's stops(step) is true")
+
     def pull(self):
         """Copy the parameters after the last finished step into ``model.params`` (in place)
         and return the model. With ``sync_every > 1`` between two averagings it is the mean
         of the replicas' parameters."""
+        self._settled("pull()")
         average = self.sync_every > 1 and self.step_count % self.sync_every != 0
         results = self._wait(self._call("snapshot", average), "pulling the parameters")
         params, self.n_skipped = results[0]
@@ -679,12 +889,14 @@ class DataParallel:
     def replica_params(self):
         """Every replica's parameters after the last step (a list of dicts, by rank): equal
         with ``sync_every=1``."""
+        self._settled("replica_params()")
         return self._wait(self._call("params_now"), "reading the replicas' parameters")
 
     def state(self):
         """The recurrent state of all ``batch`` streams after the last step, as the model's
         ``loss_and_grads`` hands it back (one dict per layer; the replicas' rows in order), or
         None where the streams start a new pass."""
+        self._settled("state()")
         parts = self._wait(self._call("recurrent_state"), "reading the recurrent state")
         if any(p is None for p in parts):
             return None
@@ -693,12 +905,13 @@ class DataParallel:
 
     def timing_summary(self):
         """Where a step's time goes, in seconds, the median over the steps after the first:
-        ``wall`` (between two steps' results on the client), ``compute`` (forward and
-        backward, the slower replica), ``apply`` (clipping and the optimizer, the slower
-        replica), ``exchange`` (in the exchange of gradients, the replica that waited least:
-        the transfer itself) and ``communication``: ``wall - compute - apply`` step by step,
-        all that a step costs beyond its computation (the exchange, waiting for the slower
-        replica, the messages from and to the client). None before two steps."""
+        ``wall`` (on the client, the time between two chunks' results over the chunk's steps),
+        ``compute`` (forward and backward, the slower replica), ``apply`` (clipping and the
+        optimizer, the slower replica), ``exchange`` (in the exchange of gradients, the replica
+        that waited least: the transfer itself) and ``communication``: ``wall - compute -
+        apply`` step by step, all that a step costs beyond its computation (the exchange,
+        waiting for the slower replica, the messages from and to the client). None before two
+        steps."""
         t = np.array(self.timings[1:], dtype=float).reshape(-1, 5)
         if not len(t):
             return None
