@@ -257,6 +257,48 @@ def test_replicas_link_only_over_plain_tcp():
         assert _host(address) is None, address
 
 
+def test_a_link_opens_only_with_the_training_token():
+    """A replica accepts its higher-ranked peers' links only where they open with the token of
+    its training and an expected rank, not yet linked: a connection from anything else (another
+    program on the machine, a stale replica) is closed and the wait goes on, so nothing but a
+    peer's gradient enters the sum."""
+    pytest.importorskip("distributed")
+    import socket
+    import struct
+
+    from fastbptt.nn.distributed import _accept_peers
+    token = b"t" * 16
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    address = listener.getsockname()
+    openings = [b"x" * 16 + struct.pack("<i", 1),       # another token
+                token + struct.pack("<i", 7),           # a rank not expected
+                b"short",                               # closed before its opening is whole
+                token + struct.pack("<i", 2),           # a peer
+                token + struct.pack("<i", 2),           # the same rank again
+                token + struct.pack("<i", 1)]           # the other peer
+    clients, links = [], {}
+    for opening in openings:
+        sock = socket.create_connection(address)
+        sock.sendall(opening)
+        if opening == b"short":
+            sock.close()
+        clients.append(sock)
+    try:
+        links = _accept_peers(listener, token, [1, 2])
+        assert sorted(links) == [1, 2]
+        for rank, client in ((2, clients[3]), (1, clients[5])):
+            client.sendall(bytes([rank]))
+            assert links[rank].recv(1) == bytes([rank])
+        for bad in (clients[0], clients[1], clients[4]):
+            bad.settimeout(10)
+            assert bad.recv(1) == b""                   # closed by the replica
+    finally:
+        listener.close()
+        for sock in clients + list(links.values()):
+            sock.close()
+
+
 def test_other_optimizers_value_clipping_and_uneven_work(dask_client):
     """SGD with momentum and value clipping, through the one-call ``train``; one worker more
     than there are streams: one replica, the same answer."""

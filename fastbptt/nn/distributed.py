@@ -59,6 +59,7 @@ import contextvars
 import inspect
 import math
 import re
+import secrets
 import socket
 import struct
 import time
@@ -90,6 +91,7 @@ POLL_S = 1.0                 # how often a waiting client checks that the replic
 LOSS_GRACE_S = 3.0           # how long a failed call waits for the scheduler to see a dead worker
 CHUNK = 8                    # steps per message to the replicas (DataParallel.train's default)
 LINK_TIMEOUT_S = 30.0        # how long replicas on one machine wait to open their links
+LINK_TOKEN_BYTES = 16        # the random token a link opens with
 
 
 class ReplicaLostError(RuntimeError):
@@ -221,8 +223,9 @@ class _Replica:
     actor thread as soon as it arrives, so the thread goes from one chunk of steps straight
     into the next without waiting for the event loop; the event loop meanwhile answers the
     client. Replicas whose workers are all on one machine exchange over their own sockets
-    (``listen``, ``link``), from the actor thread: the bytes of the vectors, nothing else, and
-    no event loop in the way. Elsewhere an exchange runs on the event loop, through Dask's
+    (``listen``, ``link``; each link opens with a random token of the training, and a
+    connection that does not is refused), from the actor thread: the bytes of the vectors,
+    nothing else, and no event loop in the way. Elsewhere an exchange runs on the event loop, through Dask's
     comms (its TLS, the workers' ports), while the thread waits for its result; ``push`` (a
     peer's part of such an exchange) and ``abort`` run on the event loop at once."""
 
@@ -265,19 +268,18 @@ class _Replica:
         self._listener.settimeout(LINK_TIMEOUT_S)
         return self._listener.getsockname()[:2]
 
-    def _link(self, endpoints):
+    def _link(self, endpoints, token):
         """Connect to every other replica (``endpoints``: their ``listen`` answers, by rank):
-        to the lower ranks' listeners, and accept the higher ranks'; each says its rank."""
+        to the lower ranks' listeners, and accept the higher ranks'; each says the training's
+        ``token`` and its rank (``_accept_peers``)."""
         links = {}
         try:
             for peer in range(self.rank):
                 sock = socket.create_connection(tuple(endpoints[peer]), LINK_TIMEOUT_S)
-                sock.sendall(struct.pack("<i", self.rank))
+                sock.sendall(token + struct.pack("<i", self.rank))
                 links[peer] = sock
-            for _ in range(self.rank + 1, self.world):
-                sock, _ = self._listener.accept()
-                sock.settimeout(LINK_TIMEOUT_S)
-                links[struct.unpack("<i", _recv_exactly(sock, 4))[0]] = sock
+            links.update(_accept_peers(self._listener, token,
+                                       range(self.rank + 1, self.world)))
         finally:
             self._listener.close()
         for sock in links.values():
@@ -553,9 +555,10 @@ class _Replica:
         """This replica's parameters after the last step."""
         return await self._ordered(seq, self._params_now)
 
-    async def link(self, seq, endpoints):
-        """Open the links to the other replicas (see ``listen``); the ranks linked."""
-        return await self._ordered(seq, self._link, endpoints)
+    async def link(self, seq, endpoints, token):
+        """Open the links to the other replicas (see ``listen``), each opened with ``token``;
+        the ranks linked."""
+        return await self._ordered(seq, self._link, endpoints, token)
 
     async def recurrent_state(self, seq):
         """The recurrent state of this replica's streams after the last step (None before the
@@ -568,6 +571,31 @@ def _host(address):
     ``tcp://``)."""
     m = re.match(r"tcp://(\[[^\]]*\]|[^:/]+):\d+\Z", address)
     return m.group(1).strip("[]") if m else None
+
+
+def _accept_peers(listener, token, ranks):
+    """{rank: socket} of the replicas of ``ranks`` connecting to ``listener``, each opening
+    with ``token`` (the training's, ``secrets.token_bytes``) and its rank. A connection that
+    opens otherwise (another program on the machine, a rank already linked or not expected) is
+    closed and the wait goes on: it would otherwise put its bytes into the sum of the
+    gradients. ``socket.timeout`` if the replicas do not all connect within the listener's
+    timeout (``LINK_TIMEOUT_S``)."""
+    expected, links = set(ranks), {}
+    while expected:
+        sock, _ = listener.accept()
+        try:
+            sock.settimeout(LINK_TIMEOUT_S)
+            opening = _recv_exactly(sock, len(token) + 4)
+            rank = struct.unpack("<i", opening[len(token):])[0]
+        except (OSError, ConnectionError):
+            sock.close()
+            continue
+        if opening[:len(token)] != token or rank not in expected:
+            sock.close()
+            continue
+        expected.discard(rank)
+        links[rank] = sock
+    return links
 
 
 def _recv_exactly(sock, n_bytes, into=None):
@@ -706,7 +734,8 @@ class DataParallel:
                 # replicas on one machine exchange over their own sockets, from the actor
                 # threads; elsewhere through Dask's comms (its TLS, its ports)
                 endpoints = self._wait([a.listen() for a in self._actors], "opening links")
-                self._wait(self._call("link", endpoints), "linking the replicas")
+                token = secrets.token_bytes(LINK_TOKEN_BYTES)     # this training's links only
+                self._wait(self._call("link", endpoints, token), "linking the replicas")
         except BaseException:
             self.close()
             raise
