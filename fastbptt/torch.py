@@ -307,9 +307,10 @@ def _input_grads(layer: _Layer, grads: Any, needs: Tuple[bool, ...], first: int,
 
 def _weight_grad(grad: NDArray[Any], weight: Tensor) -> Tensor:
     """The gradient (G*H, D) of a weight from fastbptt's (D, G*H) ``grad``, in the weight's own
-    strides, so that autograd takes it as it is. A weight in fastbptt's layout (the modules'
-    own, ``_Recurrent._lay_out_weights``) gets ``grad``'s transpose, a view; one in torch's
-    (a parameter replaced, a parametrization's result) a C-contiguous copy, made here: NumPy
+    strides, so that autograd takes it as it is. A weight in fastbptt's layout (a module's
+    with ``weight_layout='fastbptt'``, ``_Recurrent._lay_out_weights``) gets ``grad``'s
+    transpose, a view; one in torch's (the default, a parameter replaced, a parametrization's
+    result) a C-contiguous copy, made here: NumPy
     transposes these small matrices several times faster than autograd does when it lays a
     transposed gradient out as the parameter."""
     if weight.stride() == (1, weight.shape[0]):
@@ -365,8 +366,8 @@ def _direction_forward(layer: _Layer, x: NDArray[Any], arrays: Sequence[Optional
         for name, state in zip(layer.extra_states, arrays[1:n_states]):
             kwargs[name] = state
     # (D, G*H) and (H, G*H), C-contiguous: the parameters' own memory where it is in
-    # fastbptt's layout (the modules' weights are, ``_Recurrent._lay_out_weights``), else a
-    # copy made on this call (nothing kept: the parameters' memory may have changed in ways
+    # fastbptt's layout (``weight_layout='fastbptt'``, ``_Recurrent._lay_out_weights``), else
+    # a copy made on this call (nothing kept: the parameters' memory may have changed in ways
     # torch's version counters miss, such as writes through ``.data``), so that the kernels'
     # checks find every argument ready as it is
     Wx = np.ascontiguousarray(cast("NDArray[Any]", w_ih).T)

@@ -225,9 +225,10 @@ class _Replica:
     client. Replicas whose workers are all on one machine exchange over their own sockets
     (``listen``, ``link``; each link opens with a random token of the training, and a
     connection that does not is refused), from the actor thread: the bytes of the vectors,
-    nothing else, and no event loop in the way. Elsewhere an exchange runs on the event loop, through Dask's
-    comms (its TLS, the workers' ports), while the thread waits for its result; ``push`` (a
-    peer's part of such an exchange) and ``abort`` run on the event loop at once."""
+    nothing else, and no event loop in the way. Elsewhere an exchange runs on the event loop,
+    through Dask's comms (its TLS, the workers' ports), while the thread waits for its result;
+    ``push`` (a peer's part of such an exchange) and ``abort`` run on the event loop at
+    once."""
 
     def __init__(self, rank, world, config, backend, params, ids, batch, seq_len, rows, start,
                  optimizer, lr, optimizer_options, max_norm, clip_value, sync_every):
