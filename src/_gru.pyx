@@ -117,10 +117,11 @@ from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leave
 from _held cimport (Dims, Held, begin_held, hold_new, hold_steps, hold_vector, holds_nothing,
                     refresh_held, release_held, steps_shape)
 from _interrupt cimport interrupted
-from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
+from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns
 from _shards cimport (Shard, cols_hidden_part, cols_sum_part, join_norms, rows_product_part,
                       shard_norms, shard_of)
-from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
+from _units cimport (NO_SPLIT, SPLIT_PACKED, Units, pack_part_columns, pack_part_rows,
+                     split_route, units_of)
 from _vmath cimport sigmoid_, tanh_
 
 cdef extern from *:
@@ -227,17 +228,6 @@ cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* ga
                     h_prev + ld_prev * i, b, bh, H, H)
 
 
-cdef void _pack_part(int p, int n_parts, int n_hidden, const floating* Wh,
-                     floating* packed) noexcept nogil:
-    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n], each padded to whole panels, one
-    after the other, at packed + 3 * u0 * H (``units_packed_len``; packed 64-byte aligned)."""
-    cdef int H = n_hidden, g
-    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
-    for g in range(3 if part.n > 0 else 0):
-        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, 3 * H,
-                   packed + 3 * part.u0 * H + g * part.n_pad * H)
-
-
 cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
                         const floating* h0, const floating* Wh, const floating* b,
                         const floating* bh, const floating* packed, floating* hh,
@@ -289,7 +279,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         p0, p1, bar = 0, n_parts, alone
     if route == SPLIT_PACKED:
         for p in range(p0, p1):
-            _pack_part(p, n_parts, c.n_hidden, Wh, packed)
+            pack_part_columns(p, n_parts, 3, c.n_hidden, Wh, packed)
     for t in range(c.n_run):
         fetch_row(<const floating*> hp + (t - 1) * c.step if t else h0,
                   c.n_hidden * sizeof(floating))
@@ -520,10 +510,7 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
     if route == SPLIT_PACKED:
         for p in range(p0, p1):
             # op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (3H, n): its panels of Wh.T
-            part = units_of(H, sizeof(floating), n_parts, p)
-            if part.n > 0:
-                units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
-                           packed + part.u0 * n_gh)
+            pack_part_rows(p, n_parts, 3, H, Wh, packed)
     for t in range(c.n_steps - 1, -1, -1):
         if t >= c.n_run:        # no row runs: no gradient, the carry waits
             for p in range(p0, p1):

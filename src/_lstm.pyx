@@ -99,10 +99,11 @@ from _columns cimport (SpinBarrier, barrier_init, barrier_wait, fetch_row, leave
 from _held cimport (Dims, Held, begin_held, hold_matrix, hold_new, hold_steps, holds_nothing,
                     refresh_held, release_held, steps_shape)
 from _interrupt cimport interrupted
-from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns, units_pack
+from _packed cimport gemm_b, pack_held, packed_aligned, panel_columns
 from _shards cimport Shard, grads_and_dx, join_norms, shard_norms, shard_of
 from _truncation cimport cut
-from _units cimport NO_SPLIT, SPLIT_PACKED, Units, split_route, units_of
+from _units cimport (NO_SPLIT, SPLIT_PACKED, Units, pack_part_columns, pack_part_rows,
+                     split_route, units_of)
 from _vmath cimport sigmoid_, tanh_
 
 
@@ -187,17 +188,6 @@ cdef void _forward_step(const floating* h_prev, const floating* c_prev, Py_ssize
     _cell_update(gates_t, c_prev, ld_prev, c_t, h_t, ld, n_batch, n_hidden, n_hidden)
 
 
-cdef void _pack_part(int p, int n_parts, int n_hidden, const floating* Wh,
-                     floating* packed) noexcept nogil:
-    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n], each padded to whole panels, one
-    after the other, at packed + 4 * u0 * H (``units_packed_len``; packed 64-byte aligned)."""
-    cdef int H = n_hidden, g
-    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
-    for g in range(4 if part.n > 0 else 0):
-        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, 4 * H,
-                   packed + 4 * part.u0 * H + g * part.n_pad * H)
-
-
 cdef void _forward_part(int p, int n_parts, int route, Py_ssize_t t, const Call* c,
                         const floating* h0, const floating* c0, const floating* Wh,
                         const floating* packed, floating* gp, floating* hp,
@@ -252,7 +242,7 @@ cdef void _forward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, i
         p0, p1, bar = 0, n_parts, alone
     if route == SPLIT_PACKED:
         for p in range(p0, p1):
-            _pack_part(p, n_parts, c.n_hidden, Wh, packed)
+            pack_part_columns(p, n_parts, 4, c.n_hidden, Wh, packed)
     for t in range(c.n_run):
         fetch_row(<const floating*> hp + (t - 1) * c.step if t else h0,
                   c.n_hidden * sizeof(floating))
@@ -470,7 +460,6 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
     the team is short or from a barrier whose waits were slow on (c.went_alone set)."""
     cdef int n_parts = c.n_parts, sense = 0, verdict, p, p0 = s, p1 = s + 1
     cdef int H = c.n_hidden, n_gh = 4 * c.n_hidden
-    cdef Units part
     cdef Py_ssize_t t
     if team != n_parts:
         if s != 0:
@@ -479,10 +468,7 @@ cdef void _backward_units(Call* c, SpinBarrier* bar, SpinBarrier* alone, int s, 
     if route == SPLIT_PACKED:
         for p in range(p0, p1):
             # op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (4H, n): its panels of Wh.T
-            part = units_of(H, sizeof(floating), n_parts, p)
-            if part.n > 0:
-                units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
-                           packed + part.u0 * n_gh)
+            pack_part_rows(p, n_parts, 4, H, Wh, packed)
     for t in range(c.n_steps - 1, -1, -1):
         if t >= c.n_run:        # no row runs: no gradient, the carries wait
             for p in range(p0, p1):

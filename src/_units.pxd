@@ -29,6 +29,9 @@ call runs on (``split_route``):
     split_route(c, packed, n_gates, itemsize)   the route of a call; ``packed`` the workspace
     units_of(n_hidden, itemsize, n_parts, p)    part p's units: first unit, count, count
                                                 rounded up to whole panels
+    pack_part_columns(p, ...), pack_part_rows(p, ...)
+                                                part p's share of SPLIT_PACKED's packing of
+                                                Wh (forward) and of Wh.T (backward)
 
 Thread s runs part s. Thread 0 runs every part, one after the other, where the parallel region
 got fewer threads than it asked for (``team_size``), or from the step after a barrier whose
@@ -37,7 +40,10 @@ are the same on any thread.
 """
 from _call cimport Call
 from _columns cimport part_first
-from _packed cimport FEW_GEMM, FEW_IN_PLACE, panel_columns, units_packed_len
+from cython cimport floating
+
+from _blas cimport NO_TRANS, TRANS
+from _packed cimport FEW_GEMM, FEW_IN_PLACE, panel_columns, units_pack, units_packed_len
 
 cdef enum:
     NO_SPLIT = 0
@@ -76,3 +82,27 @@ cdef inline Units units_of(int n_hidden, Py_ssize_t itemsize, int n_parts,
     u.n = part_first(n_hidden, nr, n_parts, s + 1) - u.u0
     u.n_pad = (u.n + nr - 1) // nr * nr
     return u
+
+
+cdef inline void pack_part_columns(int p, int n_parts, int n_gates, int n_hidden,
+                                   const floating* Wh, floating* packed) noexcept nogil:
+    """Part p's column blocks Wh[:, g*H + u0 : g*H + u0 + n] of the G = n_gates gate blocks of
+    Wh (H, G*H), each padded to whole panels, one after the other, at packed + G * u0 * H
+    (``units_packed_len``; packed 64-byte aligned): what forward's part p reads."""
+    cdef int H = n_hidden, g
+    cdef Units part = units_of(H, sizeof(floating), n_parts, p)
+    for g in range(n_gates if part.n > 0 else 0):
+        units_pack(NO_TRANS, H, <int> part.n, Wh + g * H + part.u0, n_gates * H,
+                   packed + n_gates * part.u0 * H + g * part.n_pad * H)
+
+
+cdef inline void pack_part_rows(int p, int n_parts, int n_gates, int n_hidden,
+                                const floating* Wh, floating* packed) noexcept nogil:
+    """Part p's rows of Wh (H, G*H), G = n_gates, as the panels of their transpose:
+    op(Wh[u0:u0+n]) = Wh[u0:u0+n].T (G*H, n), at packed + u0 * G*H, where the packing of the
+    whole Wh.T puts them: what backward's part p reads."""
+    cdef int n_gh = n_gates * n_hidden
+    cdef Units part = units_of(n_hidden, sizeof(floating), n_parts, p)
+    if part.n > 0:
+        units_pack(TRANS, n_gh, <int> part.n, Wh + part.u0 * n_gh, n_gh,
+                   packed + part.u0 * n_gh)
