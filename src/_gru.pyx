@@ -191,6 +191,7 @@ cdef void _row_update(floating* gate_r, const floating* hh_r, Py_ssize_t hh_bloc
     h_prev_i, b and bh moved by u0."""
     cdef Py_ssize_t H = n_hidden, j
     cdef floating n
+    cdef floating one = 1       # a bare 1 would be a C double, and the float32 loop with it
     cdef floating* gate_z = gate_r + H
     cdef floating* gate_n = gate_z + H
     cdef const floating* hh_z = hh_r + hh_block
@@ -210,7 +211,7 @@ cdef void _row_update(floating* gate_r, const floating* hh_r, Py_ssize_t hh_bloc
     for j in range(n_units):
         n = tanh_(gate_n[j] + gate_r[j] * hn_i[j])
         gate_n[j] = n
-        h_i[j] = (1 - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
+        h_i[j] = (one - gate_z[j]) * n + gate_z[j] * h_prev_i[j]
 
 
 cdef void _forward_step(const floating* h_prev, Py_ssize_t ld_prev, floating* gates_t,
@@ -393,6 +394,7 @@ cdef double _row_grads(const floating* dh_i, const floating* gate_r, const float
     hn_i themselves (see the module docstring)."""
     cdef Py_ssize_t H = n_hidden, j
     cdef floating g, r, z, n, hn, dxn
+    cdef floating one = 1       # a bare 1 would be a C double, and the float32 loops with it
     cdef const floating* gate_z = gate_r + H
     cdef const floating* gate_n = gate_z + H
     cdef floating* dhz_i = dhr_i + H
@@ -412,14 +414,14 @@ cdef double _row_grads(const floating* dh_i, const floating* gate_r, const float
         g = g_row[j]
         z = gate_z[j]
         n = gate_n[j]
-        dhz_i[j] = g * (h_prev_i[j] - n) * (z * (1 - z))
-        dhn_i[j] = g * (1 - z) * (1 - n * n)
+        dhz_i[j] = g * (h_prev_i[j] - n) * (z * (one - z))
+        dhn_i[j] = g * (one - z) * (one - n * n)
     # r, hn -> dhr = dxn hn r (1 - r) over r;  dhn = r dxn over n;  dxn over hn
     for j in range(n_units):
         r = gate_r[j]
         hn = hn_i[j]
         dxn = dhn_i[j]
-        dhr_i[j] = dxn * hn * (r * (1 - r))
+        dhr_i[j] = dxn * hn * (r * (one - r))
         dhn_i[j] = r * dxn
         dxn_i[j] = dxn
     # dbh += [dhr dhz dhn];  db += [dxr dxz dxn] (the row is still in L1 here), a loop a

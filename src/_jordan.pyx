@@ -258,12 +258,13 @@ cdef void _times_dphi(floating* g, const floating* v, Py_ssize_t size,
                       int nonlinearity) noexcept nogil:
     """g[:size] *= phi'(.) from v = phi(.) over size elements."""
     cdef Py_ssize_t i
+    cdef floating one = 1       # a bare 1 would be a C double, and the float32 loop with it
     if nonlinearity == TANH:
         for i in range(size):
-            g[i] = g[i] * (1 - v[i] * v[i])
+            g[i] = g[i] * (one - v[i] * v[i])
     elif nonlinearity == SIGMOID:
         for i in range(size):
-            g[i] = g[i] * (v[i] * (1 - v[i]))
+            g[i] = g[i] * (v[i] * (one - v[i]))
     elif nonlinearity == RELU:
         # times [v > 0], as the reference: a NaN or inf in g stays one (inf * 0 = NaN)
         for i in range(size):

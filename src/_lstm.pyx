@@ -349,6 +349,7 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
     cdef const floating* dht
     cdef floating* dc
     cdef floating tc, i, f, g, o
+    cdef floating one = 1       # a bare 1 would be a C double, and the float32 loops with it
     for n in range(n_batch):
         gi = gates_t + 4 * n * ld
         gf = gi + n_hidden
@@ -365,16 +366,16 @@ cdef void _gate_grads(const floating* gates_t, const floating* c_prev, Py_ssize_
         for j in range(n_units):                     # dc = dL/dc_t;  o -> da_o
             o = go[j]
             tc = <floating> tanh_(ct[j])
-            dc[j] += dht[j] * o * (1 - tc * tc)
-            da_o[j] = dht[j] * tc * (o * (1 - o))
+            dc[j] += dht[j] * o * (one - tc * tc)
+            da_o[j] = dht[j] * tc * (o * (one - o))
         for j in range(n_units):                     # i -> da_i, g -> da_g
             i = gi[j]
             g = gg[j]
-            da_i[j] = dc[j] * g * (i * (1 - i))
-            da_g[j] = dc[j] * i * (1 - g * g)
+            da_i[j] = dc[j] * g * (i * (one - i))
+            da_g[j] = dc[j] * i * (one - g * g)
         for j in range(n_units):                     # f -> da_f
             f = gf[j]
-            da_f[j] = dc[j] * cp[j] * (f * (1 - f))
+            da_f[j] = dc[j] * cp[j] * (f * (one - f))
             dc[j] = xi_t * dc[j] * f
 
 

@@ -252,12 +252,13 @@ cdef void _dA_row(const floating* dh, const floating* h, const floating* carry, 
                   Py_ssize_t size, int nonlinearity) noexcept nogil:
     """dA = (dh + carry) * phi'(a) over size elements, phi'(a) from h = phi(a)."""
     cdef Py_ssize_t i
+    cdef floating one = 1       # a bare 1 would be a C double, and the float32 loop with it
     if nonlinearity == TANH:
         for i in range(size):
-            dA[i] = (dh[i] + carry[i]) * (1 - h[i] * h[i])
+            dA[i] = (dh[i] + carry[i]) * (one - h[i] * h[i])
     elif nonlinearity == SIGMOID:
         for i in range(size):
-            dA[i] = (dh[i] + carry[i]) * (h[i] * (1 - h[i]))
+            dA[i] = (dh[i] + carry[i]) * (h[i] * (one - h[i]))
     else:
         # times [h > 0], as the reference: a NaN or inf in dh + carry stays one (inf * 0 = NaN)
         for i in range(size):
