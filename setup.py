@@ -11,8 +11,9 @@ baseline (SSE2) and, as fastbptt._<cell>_avx2, with -mavx2 -mfma. The elementwis
 a Wh packed once per call (src/_packed.h), or for up to 4 sequences over a short call on Wh
 in place (src/_few.h); fastbptt/_kernels.py picks the AVX2 build at import
 time only where the CPU has AVX2 and FMA. The test hooks (src/_blas_hooks.pyx) are built twice
-too, so that tests/ reach the packed products of the AVX2 build, and so is the NaN scan of the
-input checks (src/_checks.pyx), which reads the weights on every call.
+too, so that tests/ reach the packed products of the AVX2 build, and so are the NaN scan of the
+input checks (src/_checks.pyx), which reads the weights on every call, and the transposed copies
+of fastbptt.torch's weights and their gradients (src/_transpose.pyx).
 
 OpenMP: the cell kernels run one call on several threads with Cython's ``prange``
 (src/_shards.pxd), compiled and linked with -fopenmp where the compiler takes it (checked by
@@ -39,7 +40,7 @@ DEBUG = os.environ.get("FASTBPTT_DEBUG", "") == "1"
 ONLY = [name for name in os.environ.get("FASTBPTT_BUILD", "").split(",") if name]
 FLAGS = ["-O3", "-fno-trapping-math"]
 # baseline and AVX2+FMA
-TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_jordan", "_blas_hooks", "_checks"}
+TWO_BUILDS = {"_rnn", "_lstm", "_gru", "_jordan", "_blas_hooks", "_checks", "_transpose"}
 X86 = platform.machine().lower() in ("x86_64", "amd64") and os.name != "nt"
 GENERATED = Path("build") / "generated"
 # built with OpenMP where there is one
@@ -75,8 +76,9 @@ def variant_source(stem, suffix):
     return str(path)
 
 
-# the modules that read arrays through NumPy's C API (the input checks' fast path)
-NUMPY_API = {"_checks"}
+# the modules that read arrays through NumPy's C API (the input checks' fast path, the
+# transposed copies)
+NUMPY_API = {"_checks", "_transpose"}
 
 extensions = []
 for path in sorted(glob("src/*.pyx")):

@@ -96,3 +96,7 @@ class Kernels:
 # the compiled NaN scan of the input checks: ``checks.first_nonfinite(arrays)`` is the
 # index of the first of ``arrays`` that holds NaN or inf, else -1 (``src/_checks.pyx``)
 checks = Kernels("_checks")
+
+# ``transpose.transposed(a)``: ``np.ascontiguousarray(a.T)`` of a matrix, in 8 x 8 blocks
+# (``src/_transpose.pyx``), for fastbptt.torch's weights in torch's layout
+transpose = Kernels("_transpose")
