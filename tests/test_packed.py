@@ -16,6 +16,9 @@ HOOKS = variants("_blas_hooks")
 # sum (H forward, G*H backward)
 SHAPES = [(2, 1, 1), (7, 17, 3), (6, 16, 8), (13, 9, 300), (5, 33, 257), (12, 48, 64),
           (32, 512, 128), (3, 4, 12), (1, 7, 5)]
+# rows past the last whole block of 6 (1 to 4: the few-rows kernel, for each block of KC = 256
+# of k; 5: the 6-row kernel), with a last panel partly filled
+SHAPES += [(8, 100, 64), (9, 17, 520), (10, 33, 300), (64, 40, 257), (11, 24, 9)]
 # the few-rows kernel (m <= 4): groups of 4, 2 or 1 panels and the narrower last group, a last
 # panel partly filled, n = G*H of H = 1, 3, 17, 100
 SHAPES += [(m, n, k) for m in (1, 2, 3, 4) for n, k in
@@ -53,3 +56,24 @@ def test_packed_gemm_matches_numpy(hooks, dtype, trans_b, m, n, k, alpha, beta, 
     # the columns around c's window are not touched
     np.testing.assert_array_equal(big[:, :3], before[:, :3])
     np.testing.assert_array_equal(big[:, 3 + n:], before[:, 3 + n:])
+
+
+@pytest.mark.parametrize("hooks", HOOKS, ids=[h.__name__.split(".")[-1] for h in HOOKS])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("trans_b", [False, True], ids=["Wh", "Wh.T"])
+@pytest.mark.parametrize("k", [64, 300])
+def test_a_row_is_the_same_in_a_block_of_six_or_in_the_rows_past_it(hooks, dtype, trans_b, k):
+    """The rows past the last whole block of 6 go to the few-rows kernel: each row's sums are
+    the same, in the same order, as the 6-row kernel's, so that a sequence's result does not
+    depend on how many others share its product (the batch, a thread's shard)."""
+    rng = np.random.default_rng(k)
+    n = 40
+    a = rng.standard_normal((12, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    rows = {}
+    for m in range(5, 13):
+        c = np.full((m, n), 0.5, dtype)
+        hooks.packed_gemm_hook(trans_b, 0.75, a[:m], b, 1.0, c, True)
+        rows[m] = c
+    for m in range(5, 12):
+        np.testing.assert_array_equal(rows[m], rows[12][:m], err_msg=f"{m} rows")
