@@ -15,8 +15,9 @@ fastest BLAS on the machine (PyTorch's and SciPy's OpenBLAS, both timed), at the
 count: no recurrent layer's products, which are smaller and come one step at a time, run
 faster than that, and the elementwise passes add time on top.
 
-The modules are those of ``benchmarks/torch_modules.py`` (same state dict, batch-first input,
-``output.backward(dh)`` with the input and every parameter requiring gradients), timed in turns
+The modules and their calls are those of ``benchmarks/torch_modules.py`` (``step_functions``:
+same state dict, batch-first input, ``output.backward(dh)`` with the input and every parameter
+requiring gradients, fastbptt's in torch's weight layout), timed in turns
 (``fastbptt.benchmarking.time_interleaved``), minimum over the rounds; fastbptt's thread count
 is set to torch's. Needs torch.
 """
@@ -58,18 +59,6 @@ def gemm_rate(torch, dtype, size=2048, repeat=5):
     return max(rates.values()), rates
 
 
-def step(module, x, dh):
-    """forward + backward once on ``module``, the gradients reset first (``zero_grad``)."""
-    params = [x, *module.parameters()]
-
-    def run():
-        for p in params:
-            p.grad = None
-        output, _ = module(x)
-        output.backward(dh)
-    return run
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--cells", default="lstm")
@@ -84,7 +73,7 @@ def main(argv=None):
 
     from fastbptt._blas_threads import _find_set_threads
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from torch_modules import module_pair
+    from torch_modules import step_functions
     set_scipy_threads = _find_set_threads()[0]     # SciPy's OpenBLAS, for its GEMM rate
 
     print(f"torch {torch.__version__}; min over {args.rounds} interleaved rounds; GFLOP/s of "
@@ -101,16 +90,10 @@ def main(argv=None):
             dtype = getattr(torch, dtype_name)
             for case in args.cases.split(","):
                 shape = CASES[case][0]
-                n_batch, n_steps, n_input, n_hidden = shape
                 for cell in args.cells.split(","):
-                    fast, slow = module_pair(torch, cell, n_input, n_hidden, dtype)
-                    gen = torch.Generator().manual_seed(1)
-                    x = torch.randn(n_batch, n_steps, n_input, generator=gen, dtype=dtype,
-                                    requires_grad=True)
-                    dh = torch.randn(n_batch, n_steps, n_hidden, generator=gen, dtype=dtype)
-                    times = time_interleaved({"fastbptt": step(fast, x, dh),
-                                              "torch": step(slow, x, dh)},
-                                             repeat=3, min_rounds=args.rounds,
+                    steps = step_functions(torch, cell, shape, dtype)
+                    sides = {side: steps[side] for side in ("fastbptt", "torch")}
+                    times = time_interleaved(sides, repeat=3, min_rounds=args.rounds,
                                              max_rounds=args.rounds)
                     t_fast, t_torch = times["fastbptt"].min(), times["torch"].min()
                     flops = operations(cell, shape)
