@@ -242,11 +242,9 @@ static inline __attribute__((always_inline)) void NAME##_rows(                  
     size_t pstride, T* c, ptrdiff_t ldc, int load_c)                                           \
 {                                                                                              \
     int j0 = 0, left;                                                                          \
-    for (; j0 + PW * NR <= n; j0 += PW * NR)                                                   \
-        GROUP(R, PW, PW * NR, k, alpha, a, lda, bp + (size_t)(j0 / NR) * pstride, pstride,     \
-              c + j0, ldc, load_c);                                                            \
-    left = (n - j0 + NR - 1) / NR;                                                             \
-    bp += (size_t)(j0 / NR) * pstride;   /* the last group's first panel */                   \
+    for (; j0 + PW * NR <= n; j0 += PW * NR, bp += (size_t)PW * pstride)                       \
+        GROUP(R, PW, PW * NR, k, alpha, a, lda, bp, pstride, c + j0, ldc, load_c);             \
+    left = (n - j0 + NR - 1) / NR;      /* bp: the last group's first panel */                 \
     if (left == 1)                                                                             \
         GROUP(R, 1, n - j0, k, alpha, a, lda, bp, pstride, c + j0, ldc, load_c);              \
     else if (left == 2)                                                                        \
